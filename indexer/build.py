@@ -1,0 +1,270 @@
+"""Batch indexing: a catalog file in, a searchable Qdrant index out.
+
+Two passes over the file: the first validates every row (rejects, counts, BM25 document-length
+statistics) before the index is touched; the second embeds and writes into a staging version
+that is promoted atomically only when complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from catalog.errors import ShopsearchError
+from catalog.reader import CatalogBatch, Limits, Reject, read_catalog, write_rejects
+from catalog.schema import Product
+from catalog.text import RECIPE_VERSION, product_text
+from retrieval.encoder import BiEncoder
+from retrieval.lexical import LexicalEncoder
+from retrieval.store import (
+    IndexLocation,
+    PointRecord,
+    new_build_id,
+    open_backend,
+    payload_for,
+)
+
+IndexMode = Literal["full", "upsert", "sync"]
+MANIFEST_FORMAT = 1
+#: Products embedded per encoder call (the encoder sorts each call by length, so larger calls
+#: waste less padding) and written per store call.
+ENCODE_CHUNK = 1024
+
+
+@dataclass(frozen=True)
+class IndexSummary:
+    """What an indexing run did."""
+
+    mode: str
+    location: str
+    build_id: str
+    read: int
+    indexed: int
+    unchanged: int
+    deleted: int
+    rejected: int
+    warnings: int
+    total: int
+    seconds: float
+    encode_seconds: float
+    rejects_path: str | None
+
+    @property
+    def items_per_s(self) -> float:
+        """Products written per second of the whole run."""
+        return self.indexed / self.seconds if self.seconds > 0 else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-able form."""
+        return {**asdict(self), "items_per_s": round(self.items_per_s, 1)}
+
+
+def product_payload(product: Product) -> dict[str, Any]:
+    """The fields of a product stored with it (everything but vectors)."""
+    payload: dict[str, Any] = {
+        "product_id": product.product_id,
+        "title": product.title,
+        "description": product.description,
+        "brand": product.brand,
+        "category": product.category,
+        "price": product.price,
+        "in_stock": product.in_stock,
+        "attributes": product.attributes or None,
+    }
+    for key, value in product.extra.items():
+        if key not in payload and not key.startswith("_"):
+            payload[key] = value
+    return payload
+
+
+def content_hash(product: Product) -> str:
+    """Changes exactly when what gets stored for the product changes."""
+    blob = json.dumps(
+        [RECIPE_VERSION, product_payload(product)], sort_keys=True, default=str, ensure_ascii=False
+    )
+    return hashlib.sha1(blob.encode("utf-8")).hexdigest()[:16]
+
+
+@dataclass
+class _Scan:
+    valid: int = 0
+    token_total: int = 0
+    warnings: int = 0
+    rows: int = 0
+
+
+def _scan(path: Path, limits: Limits | None, lexical: LexicalEncoder, rejects: list[Reject]) -> _Scan:
+    """Pass 1: validates every row, collects rejects, measures BM25 document lengths."""
+    scan = _Scan()
+    for batch in read_catalog(path, limits=limits):
+        rejects.extend(batch.rejects)
+        scan.warnings += len(batch.warnings)
+        scan.valid += len(batch.products)
+        scan.rows += len(batch.products) + len(batch.rejects)
+        scan.token_total += sum(len(lexical.tokenize(product_text(p))) for p in batch.products)
+    return scan
+
+
+def _chunks(batches: Iterator[CatalogBatch], size: int) -> Iterator[list[Product]]:
+    pending: list[Product] = []
+    for batch in batches:
+        pending.extend(batch.products)
+        while len(pending) >= size:
+            yield pending[:size]
+            pending = pending[size:]
+    if pending:
+        yield pending
+
+
+def index_catalog(
+    catalog: str | os.PathLike[str],
+    location: IndexLocation,
+    *,
+    mode: IndexMode = "full",
+    encoder: BiEncoder | None = None,
+    model: str | None = None,
+    device: str | None = None,
+    limits: Limits | None = None,
+    rejects_path: str | os.PathLike[str] | None = None,
+    progress: bool | Callable[[int], None] = True,
+    warn: Callable[[str], None] | None = None,
+) -> IndexSummary:
+    """Indexes a catalog file.
+
+    Args:
+        catalog: Parquet, CSV or JSON Lines file (see ``catalog.reader``).
+        location: Where the index lives (embedded directory or server).
+        mode: ``full`` rebuilds (atomically); ``upsert`` re-embeds new and changed products;
+            ``sync`` also deletes products that are no longer in the file.
+        encoder: A loaded bi-encoder (else one is loaded from ``model``/``device``).
+        model: Product-tower model folder; None is the packaged all-MiniLM-L6-v2.
+        device: Torch device; None picks CUDA when present.
+        limits: Text length limits for validation.
+        rejects_path: Where rejected rows go (CSV); None: ``shopsearch-rejects.csv`` here.
+        progress: Show a progress bar (or a callback receiving products done).
+        warn: Receives warnings (truncations); None drops them after counting.
+
+    Raises:
+        ShopsearchError: unreadable catalog, no valid row, model mismatch on upsert/sync.
+    """
+    if mode not in ("full", "upsert", "sync"):
+        raise ShopsearchError(f"unknown index mode '{mode}': use full, upsert or sync")
+    start = time.perf_counter()
+    path = Path(catalog)
+    lexical = LexicalEncoder()
+    rejects: list[Reject] = []
+    scan = _scan(path, limits, lexical, rejects)
+    rejects_file = Path(rejects_path) if rejects_path else Path("shopsearch-rejects.csv")
+    written_rejects = None
+    if rejects:
+        write_rejects(rejects, rejects_file)
+        written_rejects = str(rejects_file)
+    if scan.valid == 0:
+        where = f"; see {written_rejects} for why each row was rejected" if written_rejects else ""
+        raise ShopsearchError(f"{path}: no valid product in {scan.rows} row(s){where}; the index was not changed")
+    lexical = LexicalEncoder(avg_doc_len=scan.token_total / scan.valid)
+
+    backend = open_backend(location)
+    with backend.writer_lock():
+        current = backend.open() if mode != "full" and backend.exists() else None
+        encoder = encoder or BiEncoder(model, device=device)
+        existing: dict[str, str] = {}
+        if current is not None:
+            if current.manifest["model"]["fingerprint"] != encoder.fingerprint:
+                raise ShopsearchError(
+                    f"the index at {location.describe()} was built with model "
+                    f"'{current.manifest['model']['name']}'; --mode {mode} must use the same model: "
+                    "pass it with --model, or rebuild with --mode full"
+                )
+            existing = current.content_hashes()
+            # keep the BM25 length normalisation stable across incremental updates
+            lexical = LexicalEncoder.from_config(current.manifest["lexical"])
+            current.close()
+        build_id = new_build_id()
+        manifest = {
+            "format": MANIFEST_FORMAT,
+            "build_id": build_id,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "model": encoder.describe(),
+            "recipe": RECIPE_VERSION,
+            "lexical": lexical.config(),
+            "source": str(path.resolve()),
+            "mode": mode,
+        }
+        staging = backend.begin(manifest, copy_current=bool(existing))
+        indexed = unchanged = deleted = 0
+        encode_seconds = 0.0
+        bar = _progress(progress, scan.valid, f"indexing ({mode})")
+        try:
+            seen: set[str] = set()
+            for chunk in _chunks(read_catalog(path, limits=limits), ENCODE_CHUNK):
+                todo = []
+                for product in chunk:
+                    seen.add(product.product_id)
+                    digest = content_hash(product)
+                    if existing.get(product.product_id) == digest:
+                        unchanged += 1
+                    else:
+                        todo.append((product, digest))
+                if todo:
+                    texts = [product_text(p) for p, _ in todo]
+                    t0 = time.perf_counter()
+                    dense = encoder.encode_document(texts)
+                    encode_seconds += time.perf_counter() - t0
+                    sparse = lexical.encode_documents(texts)
+                    staging.upsert(
+                        [
+                            PointRecord(p.product_id, dense[i], sparse[i], payload_for(product_payload(p), d, p.category_levels()))
+                            for i, (p, d) in enumerate(todo)
+                        ]
+                    )
+                    indexed += len(todo)
+                bar(len(chunk))
+            if mode == "sync":
+                gone = [pid for pid in existing if pid not in seen]
+                for i in range(0, len(gone), 1000):
+                    staging.delete(gone[i : i + 1000])
+                deleted = len(gone)
+            staging.finalize()
+            total = staging.count()
+            manifest.update(count=total, indexed=indexed, rejected=len(rejects))
+            staging.set_manifest(manifest)
+            backend.promote(staging)
+        except BaseException:
+            backend.discard(staging)
+            raise
+        finally:
+            bar(None)
+    return IndexSummary(
+        mode=mode,
+        location=location.describe(),
+        build_id=build_id,
+        read=scan.rows,
+        indexed=indexed,
+        unchanged=unchanged,
+        deleted=deleted,
+        rejected=len(rejects),
+        warnings=scan.warnings,
+        total=total,
+        seconds=time.perf_counter() - start,
+        encode_seconds=encode_seconds,
+        rejects_path=written_rejects,
+    )
+
+
+def _progress(progress: bool | Callable[[int], None], total: int, desc: str) -> Callable[[int | None], None]:
+    """A ``step(n)`` function; ``step(None)`` closes the bar."""
+    if callable(progress):
+        return lambda n: None if n is None else progress(n)
+    if not progress:
+        return lambda n: None
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=total, unit="products", desc=desc, dynamic_ncols=True, smoothing=0.1)
+    return lambda n: bar.close() if n is None else bar.update(n)

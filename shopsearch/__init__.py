@@ -1,0 +1,2 @@
+"""shopsearch."""
+__version__ = "0.1.0"

@@ -1,0 +1,242 @@
+"""The ``shopsearch`` command line: thin commands that parse options and call the library."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from catalog.errors import ShopsearchError
+
+INDEX_HELP = "Directory of the embedded (qdrant-edge) index."
+URL_HELP = "Qdrant server URL, instead of --index (e.g. http://localhost:6333)."
+
+
+class _Group(click.Group):
+    """Turns user mistakes into one line on stderr and exit status 2, never a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (ShopsearchError, ValueError) as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(2)
+        except KeyboardInterrupt:
+            click.echo("interrupted: nothing was changed", err=True)
+            sys.exit(130)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="shopsearch")
+def main() -> None:
+    """shopsearch: personalized product search (bi-encoder retrieval in Qdrant, reranking)."""
+
+
+def index_options(fn):
+    """--index / --qdrant-url / --api-key / --collection, on every command that opens an index."""
+
+    @click.option("--index", "index_dir", type=click.Path(file_okay=False, path_type=Path), help=INDEX_HELP)
+    @click.option("--qdrant-url", envvar="SHOPSEARCH_QDRANT_URL", help=URL_HELP + " Env: SHOPSEARCH_QDRANT_URL.")
+    @click.option("--api-key", envvar="SHOPSEARCH_QDRANT_API_KEY", help="Qdrant API key. Env: SHOPSEARCH_QDRANT_API_KEY.")
+    @click.option("--collection", default="products", show_default=True, help="Collection (alias) name on a server.")
+    @functools.wraps(fn)
+    def wrapper(*args, index_dir, qdrant_url, api_key, collection, **kwargs):
+        from retrieval.store import IndexLocation
+
+        if index_dir is not None and qdrant_url:
+            raise ShopsearchError(
+                "Only one of --index or --qdrant-url should be specified "
+                "(is SHOPSEARCH_QDRANT_URL set in the environment?)"
+            )
+        location = IndexLocation(path=index_dir, url=qdrant_url or None, api_key=api_key, collection=collection)
+        return fn(*args, location=location, **kwargs)
+
+    return wrapper
+
+
+@main.command("sample-catalog")
+@click.argument("out", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--n", "n", default=2000, show_default=True, type=click.IntRange(1), help="Number of products.")
+@click.option("--seed", default=0, show_default=True, type=int, help="Random seed (same seed, same catalog).")
+def sample_catalog(out: Path, n: int, seed: int) -> None:
+    """Write a realistic synthetic catalog to OUT (.parquet, .csv or .jsonl)."""
+    from catalog.sample import write_sample_catalog
+
+    path = write_sample_catalog(out, n=n, seed=seed)
+    click.echo(f"wrote {n} products to {path}")
+
+
+@main.command("index")
+@click.argument("catalog", type=click.Path(path_type=Path))
+@index_options
+@click.option(
+    "--mode",
+    type=click.Choice(["full", "upsert", "sync"]),
+    default="full",
+    show_default=True,
+    help="full: atomic rebuild; upsert: re-embed new/changed products; sync: upsert and delete products gone from the file.",
+)
+@click.option("--model", default=None, help="Bi-encoder folder (default: the packaged all-MiniLM-L6-v2).")
+@click.option("--device", default=None, help="Torch device (default: cuda when present, else cpu).")
+@click.option("--rejects", type=click.Path(dir_okay=False, path_type=Path), default=None, help="CSV for rejected rows (default: ./shopsearch-rejects.csv).")
+@click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def index_cmd(catalog: Path, location, mode: str, model: str | None, device: str | None, rejects: Path | None, progress: bool, as_json: bool) -> None:
+    """Index CATALOG (Parquet, CSV or JSON Lines) into an embedded index or a Qdrant server."""
+    from indexer.build import index_catalog
+
+    warnings: list[str] = []
+    summary = index_catalog(
+        catalog,
+        location,
+        mode=mode,  # type: ignore[arg-type]
+        model=model,
+        device=device,
+        rejects_path=rejects,
+        progress=progress,
+        warn=warnings.append,
+    )
+    for w in warnings[:10]:
+        click.echo(f"warning: {w}", err=True)
+    if len(warnings) > 10:
+        click.echo(f"warning: ... and {len(warnings) - 10} more", err=True)
+    if as_json:
+        click.echo(json.dumps(summary.as_dict(), indent=2))
+        return
+    click.echo(
+        f"{summary.mode}: indexed {summary.indexed}, unchanged {summary.unchanged}, deleted {summary.deleted}, "
+        f"rejected {summary.rejected}, warnings {summary.warnings}; {summary.total} products in the index; "
+        f"{summary.seconds:.1f} s, {summary.items_per_s:.0f} items/s"
+    )
+    if summary.rejects_path:
+        click.echo(f"rejected rows (line, reason): {summary.rejects_path}")
+
+
+def filter_options(fn):
+    """--category / --brand / --min-price / --max-price / --in-stock."""
+
+    @click.option("--category", default=None, help="Category path or a prefix of it, e.g. 'Tools > Power Tools'.")
+    @click.option("--brand", "brands", multiple=True, help="Brand to keep (repeat for any of several).")
+    @click.option("--min-price", type=click.FloatRange(0), default=None, help="Lowest price.")
+    @click.option("--max-price", type=click.FloatRange(0), default=None, help="Highest price.")
+    @click.option("--in-stock/--any-stock", "in_stock", default=None, help="Only products in stock.")
+    @functools.wraps(fn)
+    def wrapper(*args, category, brands, min_price, max_price, in_stock, **kwargs):
+        from retrieval.filters import Filters
+
+        filters = Filters(category=category, brands=tuple(brands) or None, min_price=min_price, max_price=max_price, in_stock=in_stock or None)
+        return fn(*args, filters=filters, **kwargs)
+
+    return wrapper
+
+
+@main.command("search")
+@click.argument("query")
+@index_options
+@filter_options
+@click.option("-k", "k", default=10, show_default=True, type=click.IntRange(1, 1000), help="Number of results.")
+@click.option("--mode", type=click.Choice(["dense", "bm25", "hybrid"]), default=None, help="Retrieval mode (default: hybrid).")
+@click.option("--model", default=None, help="Query-tower model (default: the one that built the index).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (one object with a 'hits' list) for other programs.")
+def search_cmd(query: str, location, filters, k: int, mode: str | None, model: str | None, as_json: bool) -> None:
+    """Search the index for QUERY and print the top K products."""
+    from retrieval.retriever import Retriever
+
+    with Retriever.open(location.path, qdrant_url=location.url, api_key=location.api_key, collection=location.collection, model=model) as retriever:
+        hits = retriever.search(query, k=k, filters=filters, mode=mode)
+    if as_json:
+        click.echo(json.dumps({"query": query, "hits": [{"product_id": h.product_id, "score": h.score, **h.payload} for h in hits]}, default=str))
+        return
+    click.echo(format_hits(query, hits))
+
+
+def format_hits(query: str, hits) -> str:
+    """A readable table of hits."""
+    lines = [f'"{query}": {len(hits)} result(s)']
+    if hits:
+        lines.append(f"{'#':>3}  {'score':>7}  {'product_id':<14} {'price':>9}  {'brand':<14} title")
+    for i, h in enumerate(hits, 1):
+        price = h.payload.get("price")
+        price_s = f"{price:9.2f}" if isinstance(price, int | float) else f"{'-':>9}"
+        brand = str(h.payload.get("brand") or "-")[:14]
+        title = h.title if len(h.title) <= 70 else h.title[:67] + "..."
+        lines.append(f"{i:>3}  {h.score:7.4f}  {h.product_id:<14} {price_s}  {brand:<14} {title}")
+    return "\n".join(lines)
+
+
+@main.command("info")
+@index_options
+def info_cmd(location) -> None:
+    """Print what an index records about itself (model, recipe, counts, build)."""
+    from retrieval.store import open_backend
+
+    col = open_backend(location).open()
+    try:
+        click.echo(json.dumps({**col.manifest, "points": col.count()}, indent=2, sort_keys=True))
+    finally:
+        col.close()
+
+
+@main.command("demo")
+@click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=Path("demo-run"), show_default=True, help="Where the sample catalog and index go.")
+@click.option("--n", "n", default=2000, show_default=True, type=click.IntRange(10), help="Products in the sample catalog.")
+@click.option("--seed", default=0, show_default=True, type=int, help="Sample catalog seed.")
+@click.option("-k", "k", default=5, show_default=True, type=click.IntRange(1, 100), help="Results per query.")
+def demo_cmd(workdir: Path, n: int, seed: int, k: int) -> None:
+    """The main job end to end: sample catalog -> embedded index -> a few searches."""
+    from catalog.sample import SAMPLE_QUERIES, write_sample_catalog
+    from indexer.build import index_catalog
+    from retrieval.retriever import Retriever
+    from retrieval.store import IndexLocation
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    catalog = write_sample_catalog(workdir / "catalog.parquet", n=n, seed=seed)
+    click.echo(f"1. wrote a sample catalog of {n} products: {catalog}")
+    index_dir = workdir / "index"
+    summary = index_catalog(catalog, IndexLocation(path=index_dir), rejects_path=workdir / "rejects.csv")
+    click.echo(
+        f"2. indexed {summary.indexed} products into {index_dir} in {summary.seconds:.1f} s "
+        f"({summary.items_per_s:.0f} items/s, {summary.rejected} rejected)"
+    )
+    click.echo("3. searches (hybrid: dense + BM25, fused in Qdrant):")
+    with Retriever.open(index_dir) as retriever:
+        for query in SAMPLE_QUERIES[:4]:
+            click.echo(format_hits(query, retriever.search(query, k=k)))
+            click.echo()
+        query = SAMPLE_QUERIES[0]
+        click.echo(format_hits(f"{query} [in stock, under $150]", retriever.search(query, k=k, filters={"in_stock": True, "max_price": 150})))
+    click.echo(f"\nTry: shopsearch search \"{SAMPLE_QUERIES[1]}\" --index {index_dir} -k 10")
+
+
+@main.command("bench-index")
+@click.argument("catalog", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/bench-index"), show_default=True, help="Where the benchmark index and report go.")
+@click.option("--queries", "queries_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None, help="Parquet/CSV with a 'query' column (default: queries made from titles).")
+@click.option("--n-queries", default=300, show_default=True, type=click.IntRange(10), help="Queries timed per mode.")
+@click.option("--encoder-sample", default=4000, show_default=True, type=click.IntRange(100), help="Products encoded for the encoder-alone baseline.")
+@click.option("--model", default=None, help="Bi-encoder folder (default: the packaged all-MiniLM-L6-v2).")
+@click.option("--device", default=None, help="Torch device (default: cuda when present, else cpu).")
+def bench_index_cmd(catalog: Path, workdir: Path, queries_file: Path | None, n_queries: int, encoder_sample: int, model: str | None, device: str | None) -> None:
+    """Measure indexing items/s (vs the encoder alone) and query latency p50/p99 at k=100."""
+    from shopsearch.speed import run_speed_benchmark
+
+    queries = None
+    if queries_file is not None:
+        import polars as pl
+
+        frame = pl.read_parquet(queries_file) if queries_file.suffix in (".parquet", ".pq") else pl.read_csv(queries_file)
+        if "query" not in frame.columns:
+            raise ShopsearchError(f"{queries_file}: no 'query' column (columns: {', '.join(frame.columns)})")
+        queries = frame["query"].drop_nulls().unique(maintain_order=True).to_list()
+    report = run_speed_benchmark(catalog, workdir, queries=queries, n_queries=n_queries, encoder_sample=encoder_sample, model=model, device=device, log=lambda m: click.echo(m, err=True))
+    (workdir / "speed.json").write_text(json.dumps(report.as_dict(), indent=2))
+    click.echo("\n".join(report.lines()))
+    click.echo(f"report: {workdir / 'speed.json'}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
