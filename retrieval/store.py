@@ -43,6 +43,9 @@ PAYLOAD_CATEGORY_LEVELS = "_category_levels"
 #: In-stock flag as 0/1: qdrant-edge-py 0.9.0 never matches a boolean ``MatchValue`` (a Python
 #: ``True`` reaches the engine as the integer 1), so both backends filter on this integer mirror.
 PAYLOAD_IN_STOCK = "_in_stock"
+#: Extra hits fetched past k so ties at the cut are broken by product_id, not by engine order
+#: (RRF scores tie often; the engine's order among equal scores varies between loads).
+TIE_SLACK = 8
 HNSW_M = 16
 HNSW_EF_CONSTRUCT = 100
 HNSW_EF_SEARCH = 128
@@ -61,8 +64,15 @@ def point_id(product_id: str) -> str:
 
 
 def new_build_id() -> str:
-    """Sortable, unique id for a build."""
-    return time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
+    """Unique id for a build that sorts in creation order (microsecond clock + random tail)."""
+    global _LAST_BUILD_US
+    now_us = max(time.time_ns() // 1000, _LAST_BUILD_US + 1)
+    _LAST_BUILD_US = now_us
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now_us / 1e6))
+    return f"{stamp}{now_us % 1_000_000:06d}-{uuid.uuid4().hex[:6]}"
+
+
+_LAST_BUILD_US = 0
 
 
 @dataclass(frozen=True)
@@ -327,7 +337,7 @@ def _edge_request(spec: QuerySpec):
     if len(sources) == 1:
         name, vec, _ = sources[0]
         return qe.QueryRequest(
-            limit=spec.k,
+            limit=spec.k + TIE_SLACK,
             query=qe.Query.Nearest(_edge_vector(name, vec), using=name),
             filter=flt,
             with_payload=True,
@@ -339,11 +349,14 @@ def _edge_request(spec: QuerySpec):
     ]
     weights = [w for _, _, w in sources]
     fusion = qe.Fusion.Rrf(k=RRF_K, weights=None if all(w == 1.0 for w in weights) else weights)
-    return qe.QueryRequest(limit=spec.k, prefetches=prefetches, query=fusion, filter=flt, with_payload=True)
+    return qe.QueryRequest(limit=spec.k + TIE_SLACK, prefetches=prefetches, query=fusion, filter=flt, with_payload=True)
 
 
-def _edge_hits(points) -> list[StoreHit]:
-    return [StoreHit(p.payload[PAYLOAD_PRODUCT_ID], float(p.score), dict(p.payload)) for p in points]
+def _ranked(points, k: int) -> list[StoreHit]:
+    """Engine points to hits: score descending, ties by product_id, cut to k."""
+    hits = [StoreHit(p.payload[PAYLOAD_PRODUCT_ID], float(p.score), dict(p.payload)) for p in points]
+    hits.sort(key=lambda h: (-round(h.score, 6), h.product_id))
+    return hits[:k]
 
 
 class EdgeCollection(Collection):
@@ -424,9 +437,9 @@ class EdgeCollection(Collection):
         if not specs:
             return []
         if len(specs) == 1:
-            return [_edge_hits(self.shard.query(_edge_request(specs[0])))]
+            return [_ranked(self.shard.query(_edge_request(specs[0])), specs[0].k)]
         results = self.shard.query_batch(qe.QueryBatchRequest([_edge_request(s) for s in specs]))
-        return [_edge_hits(r) for r in results]
+        return [_ranked(r, s.k) for r, s in zip(results, specs, strict=True)]
 
     def retrieve(self, product_ids: Sequence[str], with_vectors: bool = False) -> dict[str, dict[str, Any]]:
         if not product_ids:
@@ -580,7 +593,7 @@ def _server_request(spec: QuerySpec):
     if len(sources) == 1:
         name, vec, _ = sources[0]
         return m.QueryRequest(
-            query=_server_vector(name, vec), using=name, limit=spec.k, filter=flt, with_payload=True, params=params
+            query=_server_vector(name, vec), using=name, limit=spec.k + TIE_SLACK, filter=flt, with_payload=True, params=params
         )
     prefetch = [
         m.Prefetch(query=_server_vector(n, v), using=n, limit=spec.depth, filter=flt, params=params)
@@ -588,7 +601,7 @@ def _server_request(spec: QuerySpec):
     ]
     weights = [w for _, _, w in sources]
     rrf = m.Rrf(k=RRF_K, weights=None if all(w == 1.0 for w in weights) else weights)
-    return m.QueryRequest(prefetch=prefetch, query=m.RrfQuery(rrf=rrf), limit=spec.k, filter=flt, with_payload=True)
+    return m.QueryRequest(prefetch=prefetch, query=m.RrfQuery(rrf=rrf), limit=spec.k + TIE_SLACK, filter=flt, with_payload=True)
 
 
 class ServerCollection(Collection):
@@ -633,10 +646,7 @@ class ServerCollection(Collection):
         if not specs:
             return []
         responses = self.client.query_batch_points(self.name, requests=[_server_request(s) for s in specs])
-        return [
-            [StoreHit(p.payload[PAYLOAD_PRODUCT_ID], float(p.score), dict(p.payload)) for p in r.points]
-            for r in responses
-        ]
+        return [_ranked(r.points, s.k) for r, s in zip(responses, specs, strict=True)]
 
     def retrieve(self, product_ids: Sequence[str], with_vectors: bool = False) -> dict[str, dict[str, Any]]:
         if not product_ids:
