@@ -1,0 +1,653 @@
+"""Read and validate a catalog file lazily, in batches of :class:`~catalog.schema.Product`.
+
+Supported formats (chosen from the file extension, see :func:`detect_format`):
+
+* **CSV/TSV** - scanned lazily with polars, every column read as a string
+  (``infer_schema=False``) so bad values reach validation instead of being coerced away.
+  ``attributes`` is a JSON object in a string. Line numbers are physical lines
+  (header = line 1), counting newlines inside quoted fields.
+* **JSON Lines** - read line by line with :mod:`json`, not polars: ``scan_ndjson``
+  fails the whole file on one malformed line, skips blank lines (so row numbers stop
+  matching line numbers), and needs a full-file schema pass to keep a heterogeneous
+  ``attributes`` value (objects here, a string or a list there) instead of erroring.
+  Lines are split on ``\n`` bytes, so the encoding must be ASCII-compatible (UTF-8,
+  latin-1, cp1252, ...; not UTF-16).
+* **Parquet** - scanned lazily with polars; ``attributes`` may be a JSON string, a struct
+  or a map column.
+
+Every row goes through the same validation (:func:`_validate_row`); a bad row becomes a
+:class:`Reject`, never an exception. Problems with the file as a whole (missing, not
+parseable, wrong encoding, missing required column) raise :class:`CatalogError` with a
+one-line message. Format, path and encoding are checked when :func:`read_catalog` is
+called; problems inside the file surface while iterating (possibly after some batches).
+"""
+
+from __future__ import annotations
+
+import codecs
+import contextlib
+import csv
+import json
+import math
+import os
+import re
+import tempfile
+from collections.abc import Generator, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from catalog.errors import ShopsearchError
+from catalog.schema import KNOWN_COLUMNS, Product, normalize_category
+
+REQUIRED_COLUMNS = ("product_id", "title")
+_EXTENSIONS = {
+    ".parquet": "parquet",
+    ".pq": "parquet",
+    ".csv": "csv",
+    ".tsv": "csv",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".json": "jsonl",
+}
+_TRUE = frozenset({"true", "1", "yes", "y"})
+_FALSE = frozenset({"false", "0", "no", "n"})
+_LOSSY = "utf8-lossy"
+_TRANSCODE_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class Reject:
+    """A row that failed validation.
+
+    Attributes:
+        line: CSV: physical line (header is line 1); JSONL: line number; Parquet: row number.
+            All 1-based.
+        product_id: The row's id when it had a usable one, else None.
+        reason: Short human explanation, e.g. ``"missing title"``.
+    """
+
+    line: int
+    product_id: str | None
+    reason: str
+
+
+@dataclass(frozen=True)
+class CatalogBatch:
+    """Validated products, rejected rows and warnings from one slice of the file."""
+
+    products: list[Product] = field(default_factory=list)
+    rejects: list[Reject] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Length limits applied during validation.
+
+    Attributes:
+        max_title_chars: Longer titles are truncated (with a warning).
+        max_description_chars: Longer descriptions are truncated (with a warning).
+        max_id_chars: Longer ids are rejected, never truncated (truncation could collide).
+    """
+
+    max_title_chars: int = 300
+    max_description_chars: int = 5000
+    max_id_chars: int = 256
+
+
+class CatalogError(ShopsearchError):
+    """The catalog file as a whole cannot be read (bad path, format, encoding or columns)."""
+
+
+def detect_format(path: str | os.PathLike[str]) -> str:
+    """Return ``"parquet"``, ``"csv"`` or ``"jsonl"`` from the file extension.
+
+    ``.tsv`` counts as ``"csv"`` (read with a tab separator); ``.json`` and ``.ndjson``
+    count as ``"jsonl"`` (one object per line).
+
+    Raises:
+        CatalogError: The extension is not a supported one.
+    """
+    suffix = Path(path).suffix.lower()
+    fmt = _EXTENSIONS.get(suffix)
+    if fmt is None:
+        shown = f"extension '{suffix}'" if suffix else "no extension"
+        raise CatalogError(
+            f"{path}: cannot tell the catalog format from {shown}; "
+            f"use one of {', '.join(_EXTENSIONS)}"
+        )
+    return fmt
+
+
+def read_catalog(
+    path: str | os.PathLike[str],
+    *,
+    batch_size: int = 2048,
+    limits: Limits | None = None,
+    encoding: str = "utf8",
+) -> Iterator[CatalogBatch]:
+    """Stream a catalog file as validated batches.
+
+    Args:
+        path: A ``.csv``/``.tsv``, ``.jsonl``/``.ndjson``/``.json`` or ``.parquet``/``.pq`` file.
+        batch_size: Rows read per batch (a batch may hold fewer products after rejects).
+        limits: Length limits; defaults to :class:`Limits()`.
+        encoding: Text encoding of CSV/JSONL files: ``"utf8"`` (default),
+            ``"utf8-lossy"`` (bad bytes become U+FFFD), or any Python codec name such as
+            ``"latin-1"`` or ``"cp1252"``. Non-UTF-8 CSV is transcoded to a temporary
+            UTF-8 file first (as large as the input; deleted when iteration ends).
+            Ignored for Parquet.
+
+    Yields:
+        One :class:`CatalogBatch` per slice of the file; slices with nothing in them are
+        skipped. Duplicate ids are detected across the whole file (the first row wins).
+
+    Raises:
+        CatalogError: Unsupported extension, missing/unreadable file, unknown encoding
+            (at call time); unparseable content, wrong encoding, missing required column
+            (while iterating).
+    """
+    path = Path(path)
+    fmt = detect_format(path)
+    if not path.exists():
+        raise CatalogError(f"{path}: no such file")
+    if not path.is_file():
+        raise CatalogError(f"{path}: not a regular file (is it a directory?)")
+    if not os.access(path, os.R_OK):
+        raise CatalogError(f"{path}: permission denied")
+    if batch_size < 1:
+        raise CatalogError(f"batch_size must be at least 1, got {batch_size}")
+    codec = _resolve_encoding(encoding)
+    validator = _Validator(limits or Limits(), parquet=fmt == "parquet")
+    if fmt == "csv":
+        rows = _csv_rows(path, batch_size, codec, separator="\t" if _is_tsv(path) else ",")
+    elif fmt == "jsonl":
+        rows = _jsonl_rows(path, batch_size, codec)
+    else:
+        rows = _parquet_rows(path, batch_size)
+    return _validate_batches(rows, validator)
+
+
+def write_rejects(rejects: Iterable[Reject], path: str | os.PathLike[str]) -> int:
+    """Write rejects as CSV with columns ``line,product_id,reason``.
+
+    Args:
+        rejects: Any iterable of :class:`Reject` (consumed once).
+        path: Output file; parent directories are created.
+
+    Returns:
+        The number of rejects written.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    count = 0
+    with path.open("w", encoding="utf-8", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["line", "product_id", "reason"])
+        for reject in rejects:
+            writer.writerow([reject.line, reject.product_id or "", reject.reason])
+            count += 1
+    return count
+
+
+# --------------------------------------------------------------------------------------
+# Raw rows: each source yields lists of (line, record) where record is a dict of column
+# values as read, or a string explaining why the line could not be turned into a record.
+# --------------------------------------------------------------------------------------
+
+_Raw = list[tuple[int, "dict[str, Any] | str"]]
+
+
+def _is_tsv(path: Path) -> bool:
+    return path.suffix.lower() == ".tsv"
+
+
+def _resolve_encoding(encoding: str) -> str:
+    """Return ``"utf8"``, ``"utf8-lossy"`` or a canonical Python codec name."""
+    if encoding.lower().replace("_", "-") in {"utf8-lossy", "utf-8-lossy"}:
+        return _LOSSY
+    try:
+        name = codecs.lookup(encoding).name
+    except LookupError:
+        raise CatalogError(
+            f"unknown encoding '{encoding}'; use 'utf8', 'utf8-lossy' or a Python codec "
+            "name such as 'latin-1' or 'cp1252'"
+        ) from None
+    return "utf8" if name in {"utf-8", "utf-8-sig"} else name
+
+
+def _first_line(exc: BaseException, limit: int = 160) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _check_columns(path: Path, columns: Iterable[str], separator: str | None = None) -> None:
+    columns = list(columns)
+    for name in REQUIRED_COLUMNS:
+        if name not in columns:
+            found = ", ".join(columns) if columns else "none"
+            hint = ""
+            if separator and len(columns) == 1:
+                other = next((c for c in ";\t|," if c != separator and c in columns[0]), None)
+                if other:
+                    hint = f"; the file seems separated by {other!r}, expected {separator!r}"
+            raise CatalogError(
+                f"{path}: missing required column '{name}' (columns found: {found}){hint}"
+            )
+
+
+def _csv_rows(
+    path: Path, batch_size: int, codec: str, separator: str
+) -> Generator[_Raw, None, None]:
+    tmp: str | None = None
+    try:
+        source = path
+        if codec not in ("utf8", _LOSSY):
+            tmp = _transcode_to_utf8(path, codec)
+            source = Path(tmp)
+        try:
+            lf = pl.scan_csv(
+                source,
+                separator=separator,
+                infer_schema=False,
+                encoding="utf8-lossy" if codec == _LOSSY else "utf8",
+                with_column_names=lambda cols: [c.strip() for c in cols],
+                glob=False,
+            )
+            columns = lf.collect_schema().names()
+        except pl.exceptions.NoDataError:
+            raise CatalogError(f"{path}: the file is empty (expected a header line)") from None
+        except (pl.exceptions.PolarsError, OSError) as exc:
+            raise _csv_error(path, exc, codec, separator) from None
+        _check_columns(path, columns, separator)
+        # Physical line of the next row: 1 + the header's lines (a quoted name may span lines).
+        line = 2 + sum(c.count("\n") for c in columns)
+        batches = iter(lf.collect_batches(chunk_size=batch_size))
+        while True:
+            try:
+                frame = next(batches)
+            except StopIteration:
+                break
+            except (pl.exceptions.PolarsError, OSError) as exc:
+                raise _csv_error(path, exc, codec, separator) from None
+            out: _Raw = []
+            for values in frame.iter_rows():
+                if any(v is not None for v in values):  # all-null row: a blank line
+                    out.append((line, dict(zip(columns, values, strict=True))))
+                line += 1 + sum(v.count("\n") for v in values if v)
+            yield out
+    finally:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+
+
+def _csv_error(path: Path, exc: BaseException, codec: str, separator: str) -> CatalogError:
+    message = str(exc)
+    if "invalid utf-8" in message.lower():
+        return CatalogError(
+            f"{path}: not valid UTF-8 text; pass the file's encoding (e.g. encoding='latin-1' "
+            "or 'cp1252'), or encoding='utf8-lossy' to replace bad bytes"
+        )
+    if "more fields than defined" in message:
+        where = _find_ragged_line(path, codec, separator)
+        at = (
+            f"line {where[0]} has {where[1]} fields but the header has {where[2]}"
+            if where
+            else ("a row has more fields than the header")
+        )
+        return CatalogError(f"{path}: {at}; quote values that contain the separator")
+    kind = "TSV" if separator == "\t" else "CSV"
+    bad = re.match(r"could not parse `(.*?)` as dtype", message, re.DOTALL)
+    if bad:
+        return CatalogError(
+            f"{path}: not a readable {kind} file (badly quoted value {_short(bad.group(1))!r}; "
+            "close every quote and double quotes inside quoted values)"
+        )
+    return CatalogError(f"{path}: not a readable {kind} file ({_first_line(exc)})")
+
+
+def _find_ragged_line(path: Path, codec: str, separator: str) -> tuple[int, int, int] | None:
+    """Find the first row with more fields than the header (only on the error path)."""
+    encoding = "utf-8-sig" if codec in ("utf8", _LOSSY) else codec
+    try:
+        with path.open(encoding=encoding, errors="replace", newline="") as fh:
+            reader = csv.reader(fh, delimiter=separator)
+            header = next(reader, None)
+            if header is None:
+                return None
+            start = reader.line_num + 1
+            for row in reader:
+                if len(row) > len(header):
+                    return start, len(row), len(header)
+                start = reader.line_num + 1
+    except (OSError, csv.Error):
+        return None
+    return None
+
+
+def _transcode_to_utf8(path: Path, codec: str) -> str:
+    """Copy ``path`` to a temporary UTF-8 file, streaming; returns the temp file's name."""
+    fd, name = tempfile.mkstemp(prefix="shopsearch-", suffix=".csv")
+    try:
+        with (
+            os.fdopen(fd, "w", encoding="utf-8", newline="") as out,
+            path.open(encoding=codec, newline="") as src,
+        ):
+            while chunk := src.read(_TRANSCODE_CHUNK):
+                out.write(chunk)
+    except UnicodeDecodeError as exc:
+        os.unlink(name)
+        raise CatalogError(f"{path}: not valid {codec} text ({exc.reason})") from None
+    except OSError as exc:
+        os.unlink(name)
+        raise CatalogError(f"{path}: cannot read the file ({_first_line(exc)})") from None
+    return name
+
+
+def _jsonl_rows(path: Path, batch_size: int, codec: str) -> Generator[_Raw, None, None]:
+    # Python's json, not polars.scan_ndjson: see the module docstring for why.
+    python_codec = "utf-8" if codec in ("utf8", _LOSSY) else codec
+    errors = "replace" if codec == _LOSSY else "strict"
+    checked = False
+    first = True
+    out: _Raw = []
+    try:
+        with path.open("rb") as fh:
+            for number, raw in enumerate(fh, start=1):
+                try:
+                    text = raw.decode(python_codec, errors)
+                except UnicodeDecodeError:
+                    raise CatalogError(
+                        f"{path}: line {number} is not valid {python_codec} text; pass the "
+                        "file's encoding (e.g. encoding='latin-1'), or encoding='utf8-lossy'"
+                    ) from None
+                if number == 1:
+                    text = text.removeprefix("\ufeff")
+                text = text.strip()
+                if not text:
+                    continue
+                if first and (text.startswith("[") or text == "{"):
+                    shape = "a JSON array" if text.startswith("[") else "pretty-printed JSON"
+                    raise CatalogError(
+                        f"{path}: looks like {shape}; write one JSON object per line (JSON Lines)"
+                    )
+                first = False
+                try:
+                    record = json.loads(text)
+                except ValueError as exc:
+                    out.append((number, f"line is not valid JSON ({_first_line(exc, 80)})"))
+                else:
+                    if isinstance(record, dict):
+                        out.append((number, record))
+                    else:
+                        out.append((number, "line is not a JSON object"))
+                if len(out) >= batch_size:
+                    checked = checked or _check_jsonl_keys(path, out)
+                    yield out
+                    out = []
+    except OSError as exc:
+        raise CatalogError(f"{path}: cannot read the file ({_first_line(exc)})") from None
+    if out:
+        if not checked:
+            _check_jsonl_keys(path, out)
+        yield out
+
+
+def _check_jsonl_keys(path: Path, rows: _Raw) -> bool:
+    """Check required keys against the keys of a batch; False if it held no object."""
+    keys: dict[str, None] = {}
+    for _, record in rows:
+        if isinstance(record, dict):
+            keys.update(dict.fromkeys(record))
+    if not keys:
+        return False
+    _check_columns(path, keys)
+    return True
+
+
+def _parquet_rows(path: Path, batch_size: int) -> Generator[_Raw, None, None]:
+    try:
+        lf = pl.scan_parquet(path, glob=False)
+        columns = lf.collect_schema().names()
+    except (pl.exceptions.PolarsError, OSError) as exc:
+        raise CatalogError(f"{path}: not a readable Parquet file ({_first_line(exc)})") from None
+    _check_columns(path, columns)
+    row = 1
+    batches = iter(lf.collect_batches(chunk_size=batch_size))
+    while True:
+        try:
+            frame = next(batches)
+        except StopIteration:
+            return
+        except (pl.exceptions.PolarsError, OSError) as exc:
+            raise CatalogError(
+                f"{path}: not a readable Parquet file ({_first_line(exc)})"
+            ) from None
+        out: _Raw = []
+        for record in frame.iter_rows(named=True):
+            out.append((row, record))
+            row += 1
+        yield out
+
+
+# --------------------------------------------------------------------------------------
+# Validation
+# --------------------------------------------------------------------------------------
+
+
+def _validate_batches(
+    rows: Generator[_Raw, None, None], validator: _Validator
+) -> Iterator[CatalogBatch]:
+    try:
+        for raw in rows:
+            batch = CatalogBatch([], [], [])
+            for line, record in raw:
+                validator.validate(line, record, batch)
+            if batch.products or batch.rejects or batch.warnings:
+                yield batch
+    finally:
+        rows.close()  # release polars scans and temp files when the caller stops early
+
+
+class _Invalid(Exception):
+    """A field failed validation; the message is the reject reason."""
+
+
+class _Validator:
+    """Validates rows one by one and remembers ids across the whole file."""
+
+    def __init__(self, limits: Limits, parquet: bool) -> None:
+        self.limits = limits
+        self.parquet = parquet
+        self.unit = "row" if parquet else "line"
+        self.seen: dict[str, int] = {}
+
+    def validate(self, line: int, record: dict[str, Any] | str, batch: CatalogBatch) -> None:
+        """Append a product, a reject and/or warnings for one row to ``batch``."""
+        if isinstance(record, str):
+            batch.rejects.append(Reject(line, None, record))
+            return
+        product_id: str | None = None
+        try:
+            product_id = self._product_id(record.get("product_id"))
+            first = self.seen.get(product_id)
+            if first is not None:
+                raise _Invalid(f"duplicate product_id (first seen on {self.unit} {first})")
+            self.seen[product_id] = line
+            product, warnings = self._product(line, product_id, record)
+        except _Invalid as exc:
+            batch.rejects.append(Reject(line, product_id, str(exc)))
+            return
+        batch.products.append(product)
+        batch.warnings.extend(warnings)
+
+    def _product_id(self, value: Any) -> str:
+        if isinstance(value, (bool, dict, list)):
+            raise _Invalid("product_id is not a string or integer")
+        if isinstance(value, float):
+            if not value.is_integer():
+                raise _Invalid(f"product_id {value!r} is not a string or integer")
+            value = int(value)
+        text = _text(value, "product_id")
+        if text is None:
+            raise _Invalid("missing product_id")
+        if len(text) > self.limits.max_id_chars:
+            raise _Invalid(
+                f"product_id is {len(text)} characters long (limit {self.limits.max_id_chars})"
+            )
+        return text
+
+    def _product(
+        self, line: int, product_id: str, record: dict[str, Any]
+    ) -> tuple[Product, list[str]]:
+        warnings: list[str] = []
+        where = f"{self.unit} {line} (product_id {product_id!r})"
+
+        title = _text(record.get("title"), "title")
+        if title is None:
+            raise _Invalid("missing title")
+        if len(title) > self.limits.max_title_chars:
+            title = title[: self.limits.max_title_chars].rstrip()
+            warnings.append(f"{where}: title truncated to {self.limits.max_title_chars} characters")
+        description = _text(record.get("description"), "description")
+        if description is not None and len(description) > self.limits.max_description_chars:
+            description = description[: self.limits.max_description_chars].rstrip()
+            warnings.append(
+                f"{where}: description truncated to {self.limits.max_description_chars} characters"
+            )
+        extra = {}
+        for key, value in record.items():
+            if key in KNOWN_COLUMNS or value is None:
+                continue
+            if isinstance(value, str):
+                value = value.strip()
+                if not value:
+                    continue
+            extra[key] = value
+        product = Product(
+            product_id=product_id,
+            title=title,
+            description=description,
+            brand=_text(record.get("brand"), "brand"),
+            category=_category(record.get("category")),
+            price=_price(record.get("price")),
+            in_stock=_in_stock(record.get("in_stock")),
+            attributes=_attributes(record.get("attributes"), map_lists=self.parquet),
+            extra=extra,
+        )
+        return product, warnings
+
+
+def _text(value: Any, name: str) -> str | None:
+    """Strip a text field; None when absent or blank. Numbers are accepted as text."""
+    if value is None:
+        return None
+    if isinstance(value, (dict, list, bool)):
+        raise _Invalid(f"{name} is not text")
+    text = str(value).strip()
+    return text or None
+
+
+def _category(value: Any) -> str | None:
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        value = " > ".join(v.replace(">", " ") for v in value)
+    text = _text(value, "category")
+    if text is None:
+        return None
+    return normalize_category(text) or None
+
+
+def _price(value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise _Invalid(f"price {value!r} is not a number")
+    if isinstance(value, (int, float)):
+        price = float(value)
+    else:
+        text = str(value).strip()
+        if not text:
+            return None
+        try:
+            price = float(text)
+        except ValueError:
+            raise _Invalid(f"price {_short(text)!r} is not a number") from None
+    if not math.isfinite(price):
+        raise _Invalid(f"price {_short(str(value))!r} is not a number")
+    if price < 0:
+        raise _Invalid(f"negative price {price}")
+    return price
+
+
+def _in_stock(value: Any) -> bool | None:
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float)) and value in (0, 1):
+        return bool(value)
+    text = str(value).strip().lower()
+    if not text:
+        return None
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise _Invalid(f"in_stock {_short(str(value).strip())!r} is not true/false/yes/no/1/0")
+
+
+def _attributes(value: Any, map_lists: bool = False) -> dict[str, Any]:
+    """Return a flat attribute dict.
+
+    Accepts a JSON object string (CSV, Parquet string column), a dict (JSONL object,
+    Parquet struct) or, with ``map_lists``, a list of ``{"key", "value"}`` entries (how
+    polars reads a Parquet map column).
+    Nested objects are flattened to ``"parent.child"`` keys, lists of scalars are joined
+    with ``", "``, and null values are dropped.
+    """
+    if value is None:
+        return {}
+    if isinstance(value, str):
+        if not value.strip():
+            return {}
+        try:
+            value = json.loads(value)
+        except ValueError:
+            raise _Invalid("attributes is not a JSON object") from None
+    elif (
+        map_lists
+        and isinstance(value, list)
+        and all(isinstance(e, dict) and set(e) == {"key", "value"} for e in value)
+    ):
+        value = {e["key"]: e["value"] for e in value}
+    if not isinstance(value, dict):
+        raise _Invalid("attributes is not a JSON object")
+    out: dict[str, Any] = {}
+    _flatten(value, "", out)
+    return out
+
+
+def _flatten(obj: dict[Any, Any], prefix: str, out: dict[str, Any]) -> None:
+    for key, value in obj.items():
+        name = str(key).strip()
+        if not name:
+            continue
+        name = f"{prefix}{name}"
+        if isinstance(value, dict):
+            _flatten(value, f"{name}.", out)
+            continue
+        if isinstance(value, list):
+            items = [str(v).strip() for v in value if v is not None and not isinstance(v, dict)]
+            value = ", ".join(i for i in items if i)
+        if isinstance(value, str):
+            value = value.strip()
+            if not value:
+                continue
+        if value is not None:
+            out[name] = value
+
+
+def _short(text: str, limit: int = 40) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
