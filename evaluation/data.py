@@ -32,6 +32,7 @@ import numpy as np
 import polars as pl
 
 from catalog.errors import ShopsearchError
+from evaluation.labels import Judgments
 from evaluation.metrics import Qrels
 
 FORMAT_VERSION = "shopsearch-benchmark/v1"
@@ -633,3 +634,28 @@ def import_homedepot(
         seconds=time.perf_counter() - started,
         problems=tuple(problems),
     )
+
+
+def judgments_from(data: BenchmarkData) -> Judgments:
+    """Plain-Python judgments (with product texts by the one recipe) for trainers."""
+    from catalog.schema import Product
+    from catalog.text import product_text
+
+    texts: dict[str, str] = {}
+    cols = set(data.catalog.columns)
+    for row in data.catalog.iter_rows(named=True):
+        product = Product(
+            product_id=row["product_id"],
+            title=row["title"],
+            brand=row.get("brand") if "brand" in cols else None,
+            category=row.get("category") if "category" in cols else None,
+            attributes=row.get("attributes") if isinstance(row.get("attributes"), dict) else {},
+        )
+        texts[product.product_id] = product_text(product)
+    queries: dict[str, dict[str, str]] = {}
+    qrels: dict[str, Qrels] = {}
+    for split in SPLITS:
+        frame, split_qrels = data.split(split)
+        queries[split] = dict(zip(frame["query_id"].to_list(), frame["query"].to_list(), strict=True))
+        qrels[split] = split_qrels
+    return Judgments(texts, queries, qrels, data.threshold, data.gain_offset)
