@@ -656,6 +656,8 @@ def judgments_from(data: BenchmarkData) -> Judgments:
     qrels: dict[str, Qrels] = {}
     for split in SPLITS:
         frame, split_qrels = data.split(split)
-        queries[split] = dict(zip(frame["query_id"].to_list(), frame["query"].to_list(), strict=True))
+        queries[split] = dict(
+            zip(frame["query_id"].to_list(), frame["query"].to_list(), strict=True)
+        )
         qrels[split] = split_qrels
     return Judgments(texts, queries, qrels, data.threshold, data.gain_offset)

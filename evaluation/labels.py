@@ -68,7 +68,9 @@ class Judgments:
             with gzip.open(path, "rt", encoding="utf-8") as fh:
                 raw = json.load(fh)
         except (OSError, ValueError) as exc:
-            raise ShopsearchError(f"{path}: not a judgments file written by shopsearch ({exc})") from exc
+            raise ShopsearchError(
+                f"{path}: not a judgments file written by shopsearch ({exc})"
+            ) from exc
         return cls(
             texts=raw["texts"],
             queries=raw["queries"],

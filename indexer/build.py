@@ -99,7 +99,9 @@ class _Scan:
     rows: int = 0
 
 
-def _scan(path: Path, limits: Limits | None, lexical: LexicalEncoder, rejects: list[Reject]) -> _Scan:
+def _scan(
+    path: Path, limits: Limits | None, lexical: LexicalEncoder, rejects: list[Reject]
+) -> _Scan:
     """Pass 1: validates every row, collects rejects, measures BM25 document lengths."""
     scan = _Scan()
     for batch in read_catalog(path, limits=limits):
@@ -167,7 +169,9 @@ def index_catalog(
         written_rejects = str(rejects_file)
     if scan.valid == 0:
         where = f"; see {written_rejects} for why each row was rejected" if written_rejects else ""
-        raise ShopsearchError(f"{path}: no valid product in {scan.rows} row(s){where}; the index was not changed")
+        raise ShopsearchError(
+            f"{path}: no valid product in {scan.rows} row(s){where}; the index was not changed"
+        )
     lexical = LexicalEncoder(avg_doc_len=scan.token_total / scan.valid)
 
     backend = open_backend(location)
@@ -220,7 +224,12 @@ def index_catalog(
                     sparse = lexical.encode_documents(texts)
                     staging.upsert(
                         [
-                            PointRecord(p.product_id, dense[i], sparse[i], payload_for(product_payload(p), d, p.category_levels()))
+                            PointRecord(
+                                p.product_id,
+                                dense[i],
+                                sparse[i],
+                                payload_for(product_payload(p), d, p.category_levels()),
+                            )
                             for i, (p, d) in enumerate(todo)
                         ]
                     )
@@ -258,7 +267,9 @@ def index_catalog(
     )
 
 
-def _progress(progress: bool | Callable[[int], None], total: int, desc: str) -> Callable[[int | None], None]:
+def _progress(
+    progress: bool | Callable[[int], None], total: int, desc: str
+) -> Callable[[int | None], None]:
     """A ``step(n)`` function; ``step(None)`` closes the bar."""
     if callable(progress):
         return lambda n: None if n is None else progress(n)

@@ -21,7 +21,7 @@ _EXPORTS = {
     "Retriever": "retrieval.retriever",
     "IndexLocation": "retrieval.store",
 }
-__all__ = sorted(_EXPORTS)
+__all__ = ["BiEncoder", "Filters", "Hit", "IndexLocation", "Retriever"]
 
 
 def __getattr__(name: str) -> Any:

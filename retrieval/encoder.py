@@ -66,7 +66,9 @@ def _fingerprint(path: str, stamp: tuple[tuple[str, int, int], ...]) -> str:
 def model_fingerprint(path: Path) -> str:
     """A hash of the weight files of a model folder (what an index records)."""
     files = sorted(
-        p for p in path.rglob("*") if p.is_file() and (p.name in _WEIGHT_FILES or p.suffix == ".safetensors")
+        p
+        for p in path.rglob("*")
+        if p.is_file() and (p.name in _WEIGHT_FILES or p.suffix == ".safetensors")
     )
     if not files:
         raise ShopsearchError(f"model folder {path} holds no weights (model.safetensors)")
@@ -107,13 +109,18 @@ class BiEncoder:
         self.device = pick_device(device)
         self.batch_size = batch_size
         try:
-            self.model = SentenceTransformer(str(self.path), device=self.device, local_files_only=True)
+            self.model = SentenceTransformer(
+                str(self.path), device=self.device, local_files_only=True
+            )
         except Exception as exc:  # a corrupt or foreign folder: say which, not a 40-line trace
             raise ShopsearchError(f"cannot load model from {self.path}: {exc}") from exc
         if half and self.device.startswith("cuda"):
             self.model.to(torch.bfloat16)
         self.model.eval()
-        get_dim = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
+        get_dim = (
+            getattr(self.model, "get_embedding_dimension", None)
+            or self.model.get_sentence_embedding_dimension
+        )
         self.dim = int(get_dim())
         self.fingerprint = model_fingerprint(self.path)
         self.name = self.path.name if model is not None else DEFAULT_MODEL
@@ -138,7 +145,9 @@ class BiEncoder:
         )
         return emb.float().cpu().numpy().astype(np.float32, copy=False)
 
-    def encode_query(self, queries: str | Sequence[str], batch_size: int | None = None) -> np.ndarray:
+    def encode_query(
+        self, queries: str | Sequence[str], batch_size: int | None = None
+    ) -> np.ndarray:
         """Embeds one query (returns shape ``(dim,)``) or a list (``(n, dim)``)."""
         single = isinstance(queries, str)
         items = [queries] if single else list(queries)
@@ -152,4 +161,9 @@ class BiEncoder:
 
     def describe(self) -> dict[str, object]:
         """What an index records about the model that built it."""
-        return {"name": self.name, "path": str(self.path), "fingerprint": self.fingerprint, "dim": self.dim}
+        return {
+            "name": self.name,
+            "path": str(self.path),
+            "fingerprint": self.fingerprint,
+            "dim": self.dim,
+        }

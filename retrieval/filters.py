@@ -62,7 +62,14 @@ class Filters:
         if isinstance(value, Filters):
             return value
         if isinstance(value, dict):
-            unknown = set(value) - {"category", "brands", "brand", "min_price", "max_price", "in_stock"}
+            unknown = set(value) - {
+                "category",
+                "brands",
+                "brand",
+                "min_price",
+                "max_price",
+                "in_stock",
+            }
             if unknown:
                 raise ShopsearchError(
                     f"unknown filter field(s) {sorted(unknown)}: use category, brands, "

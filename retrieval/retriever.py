@@ -162,8 +162,14 @@ class Retriever:
             raise ValueError(f"k must be between 1 and {MAX_K}, got {k}")
         flt = Filters.coerce(filters)
         texts = [check_query(q) for q in queries]
-        dense = self.encoder.encode_query(texts) if mode in ("dense", "hybrid") else [None] * len(texts)
-        sparse = [self.lexical.encode_query(t) for t in texts] if mode in ("bm25", "hybrid") else [None] * len(texts)
+        dense = (
+            self.encoder.encode_query(texts) if mode in ("dense", "hybrid") else [None] * len(texts)
+        )
+        sparse = (
+            [self.lexical.encode_query(t) for t in texts]
+            if mode in ("bm25", "hybrid")
+            else [None] * len(texts)
+        )
         return [
             QuerySpec(k=k, mode=mode, dense=d, sparse=s, filters=flt, candidates=candidates)
             for d, s in zip(dense, sparse, strict=True)
@@ -221,4 +227,11 @@ def to_hits(results: Sequence[StoreHit]) -> list[Hit]:
     return [Hit(r.product_id, r.score, public_payload(r.payload)) for r in results]
 
 
-__all__ = ["DEFAULT_MODE", "Hit", "Retriever", "check_query", "model_fingerprint", "resolve_model_path"]
+__all__ = [
+    "DEFAULT_MODE",
+    "Hit",
+    "Retriever",
+    "check_query",
+    "model_fingerprint",
+    "resolve_model_path",
+]

@@ -94,7 +94,9 @@ class IndexLocation:
     collection: str = "products"
 
     def __post_init__(self) -> None:
-        given = [n for n, v in (("path", self.path), ("url", self.url), ("client", self.client)) if v]
+        given = [
+            n for n, v in (("path", self.path), ("url", self.url), ("client", self.client)) if v
+        ]
         if len(given) > 1:
             raise ShopsearchError(
                 "Only one of --index (a directory), --qdrant-url or a client should be specified, "
@@ -162,7 +164,9 @@ class QuerySpec:
         if self.k < 1:
             raise ShopsearchError(f"k must be at least 1, got {self.k}")
         if self.mode not in ("dense", "bm25", "hybrid"):
-            raise ShopsearchError(f"unknown retrieval mode '{self.mode}': use dense, bm25 or hybrid")
+            raise ShopsearchError(
+                f"unknown retrieval mode '{self.mode}': use dense, bm25 or hybrid"
+            )
         if self.mode in ("dense", "hybrid") and self.dense is None:
             raise ValueError(f"mode {self.mode} needs a dense query vector")
         if self.mode in ("bm25", "hybrid") and self.sparse is None:
@@ -184,7 +188,9 @@ class QuerySpec:
         return out
 
 
-def payload_for(product_payload: dict[str, Any], content_hash: str, category_levels: list[str]) -> dict[str, Any]:
+def payload_for(
+    product_payload: dict[str, Any], content_hash: str, category_levels: list[str]
+) -> dict[str, Any]:
     """Adds the store's own keys to a product's payload."""
     payload = {k: v for k, v in product_payload.items() if v is not None}
     payload[PAYLOAD_HASH] = content_hash
@@ -226,7 +232,9 @@ class Collection(ABC):
         """Runs several queries; one result list each, in order."""
 
     @abstractmethod
-    def retrieve(self, product_ids: Sequence[str], with_vectors: bool = False) -> dict[str, dict[str, Any]]:
+    def retrieve(
+        self, product_ids: Sequence[str], with_vectors: bool = False
+    ) -> dict[str, dict[str, Any]]:
         """Payloads (and dense vectors under ``"_vector"`` when asked) of the given products."""
 
     @abstractmethod
@@ -245,7 +253,10 @@ class Collection(ABC):
 
     def content_hashes(self) -> dict[str, str]:
         """product_id -> content hash of every stored product (drives upsert/sync)."""
-        return {p[PAYLOAD_PRODUCT_ID]: p.get(PAYLOAD_HASH, "") for p in self.scroll_payloads([PAYLOAD_PRODUCT_ID, PAYLOAD_HASH])}
+        return {
+            p[PAYLOAD_PRODUCT_ID]: p.get(PAYLOAD_HASH, "")
+            for p in self.scroll_payloads([PAYLOAD_PRODUCT_ID, PAYLOAD_HASH])
+        }
 
 
 class Backend(ABC):
@@ -312,13 +323,25 @@ def _edge_filter(filters: Filters):
     qe = _edge()
     must = []
     if filters.category:
-        must.append(qe.FieldCondition(key=PAYLOAD_CATEGORY_LEVELS, match=qe.MatchValue(value=filters.category)))
+        must.append(
+            qe.FieldCondition(
+                key=PAYLOAD_CATEGORY_LEVELS, match=qe.MatchValue(value=filters.category)
+            )
+        )
     if filters.brands:
         must.append(qe.FieldCondition(key="brand", match=qe.MatchAny(any=list(filters.brands))))
     if filters.min_price is not None or filters.max_price is not None:
-        must.append(qe.FieldCondition(key="price", range=qe.RangeFloat(gte=filters.min_price, lte=filters.max_price)))
+        must.append(
+            qe.FieldCondition(
+                key="price", range=qe.RangeFloat(gte=filters.min_price, lte=filters.max_price)
+            )
+        )
     if filters.in_stock is not None:
-        must.append(qe.FieldCondition(key=PAYLOAD_IN_STOCK, match=qe.MatchValue(value=int(filters.in_stock))))
+        must.append(
+            qe.FieldCondition(
+                key=PAYLOAD_IN_STOCK, match=qe.MatchValue(value=int(filters.in_stock))
+            )
+        )
     return qe.Filter(must=must) if must else None
 
 
@@ -344,17 +367,26 @@ def _edge_request(spec: QuerySpec):
             params=params,
         )
     prefetches = [
-        qe.Prefetch(limit=spec.depth, query=qe.Query.Nearest(_edge_vector(n, v), using=n), filter=flt, params=params)
+        qe.Prefetch(
+            limit=spec.depth,
+            query=qe.Query.Nearest(_edge_vector(n, v), using=n),
+            filter=flt,
+            params=params,
+        )
         for n, v, _ in sources
     ]
     weights = [w for _, _, w in sources]
     fusion = qe.Fusion.Rrf(k=RRF_K, weights=None if all(w == 1.0 for w in weights) else weights)
-    return qe.QueryRequest(limit=spec.k + TIE_SLACK, prefetches=prefetches, query=fusion, filter=flt, with_payload=True)
+    return qe.QueryRequest(
+        limit=spec.k + TIE_SLACK, prefetches=prefetches, query=fusion, filter=flt, with_payload=True
+    )
 
 
 def _ranked(points, k: int) -> list[StoreHit]:
     """Engine points to hits: score descending, ties by product_id, cut to k."""
-    hits = [StoreHit(p.payload[PAYLOAD_PRODUCT_ID], float(p.score), dict(p.payload)) for p in points]
+    hits = [
+        StoreHit(p.payload[PAYLOAD_PRODUCT_ID], float(p.score), dict(p.payload)) for p in points
+    ]
     hits.sort(key=lambda h: (-round(h.score, 6), h.product_id))
     return hits[:k]
 
@@ -374,7 +406,9 @@ class EdgeCollection(Collection):
         config = qe.EdgeConfig(
             vectors={DENSE: qe.EdgeVectorParams(size=dim, distance=qe.Distance.Cosine)},
             sparse_vectors={SPARSE: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)},
-            hnsw_config=qe.HnswIndexConfig(m=HNSW_M, ef_construct=HNSW_EF_CONSTRUCT, full_scan_threshold=HNSW_FULL_SCAN_KB),
+            hnsw_config=qe.HnswIndexConfig(
+                m=HNSW_M, ef_construct=HNSW_EF_CONSTRUCT, full_scan_threshold=HNSW_FULL_SCAN_KB
+            ),
             # No WAL: a staged version is flushed before promotion, and without the WAL's lock
             # several processes can open the promoted version at once.
             wal_enabled=False,
@@ -411,21 +445,27 @@ class EdgeCollection(Collection):
         for r in records:
             vector: dict[str, Any] = {DENSE: np.asarray(r.dense, dtype=np.float32).tolist()}
             if r.sparse is not None and len(r.sparse[0]):
-                vector[SPARSE] = qe.SparseVector(indices=list(r.sparse[0]), values=list(r.sparse[1]))
+                vector[SPARSE] = qe.SparseVector(
+                    indices=list(r.sparse[0]), values=list(r.sparse[1])
+                )
             points.append(qe.Point(id=point_id(r.product_id), vector=vector, payload=r.payload))
         if points:
             self.shard.update(qe.UpdateOperation.upsert_points(points))
 
     def delete(self, product_ids: Sequence[str]) -> None:
         if product_ids:
-            self.shard.update(_edge().UpdateOperation.delete_points([point_id(p) for p in product_ids]))
+            self.shard.update(
+                _edge().UpdateOperation.delete_points([point_id(p) for p in product_ids])
+            )
 
     def scroll_payloads(self, keys: Sequence[str], batch: int = 4096) -> Iterator[dict[str, Any]]:
         qe = _edge()
         offset = None
         while True:
             records, offset = self.shard.scroll(
-                qe.ScrollRequest(offset=offset, limit=batch, with_payload=list(keys), with_vector=False)
+                qe.ScrollRequest(
+                    offset=offset, limit=batch, with_payload=list(keys), with_vector=False
+                )
             )
             for rec in records:
                 yield dict(rec.payload or {})
@@ -441,10 +481,14 @@ class EdgeCollection(Collection):
         results = self.shard.query_batch(qe.QueryBatchRequest([_edge_request(s) for s in specs]))
         return [_ranked(r, s.k) for r, s in zip(results, specs, strict=True)]
 
-    def retrieve(self, product_ids: Sequence[str], with_vectors: bool = False) -> dict[str, dict[str, Any]]:
+    def retrieve(
+        self, product_ids: Sequence[str], with_vectors: bool = False
+    ) -> dict[str, dict[str, Any]]:
         if not product_ids:
             return {}
-        records = self.shard.retrieve([point_id(p) for p in product_ids], True, [DENSE] if with_vectors else False)
+        records = self.shard.retrieve(
+            [point_id(p) for p in product_ids], True, [DENSE] if with_vectors else False
+        )
         out = {}
         for rec in records:
             payload = dict(rec.payload or {})
@@ -530,7 +574,9 @@ class EdgeBackend(Backend):
         shutil.rmtree(staging.root, ignore_errors=True)
 
     def _drop_old(self, keep: set[str]) -> None:
-        versions = sorted(p.name for p in self.builds.iterdir() if p.is_dir() and not p.name.endswith(".staging"))
+        versions = sorted(
+            p.name for p in self.builds.iterdir() if p.is_dir() and not p.name.endswith(".staging")
+        )
         older = [v for v in versions if v not in keep]
         for name in older[: max(0, len(older) - KEEP_PREVIOUS)]:
             shutil.rmtree(self.builds / name, ignore_errors=True)
@@ -569,13 +615,23 @@ def _server_filter(filters: Filters):
     m = _models()
     must = []
     if filters.category:
-        must.append(m.FieldCondition(key=PAYLOAD_CATEGORY_LEVELS, match=m.MatchValue(value=filters.category)))
+        must.append(
+            m.FieldCondition(
+                key=PAYLOAD_CATEGORY_LEVELS, match=m.MatchValue(value=filters.category)
+            )
+        )
     if filters.brands:
         must.append(m.FieldCondition(key="brand", match=m.MatchAny(any=list(filters.brands))))
     if filters.min_price is not None or filters.max_price is not None:
-        must.append(m.FieldCondition(key="price", range=m.Range(gte=filters.min_price, lte=filters.max_price)))
+        must.append(
+            m.FieldCondition(
+                key="price", range=m.Range(gte=filters.min_price, lte=filters.max_price)
+            )
+        )
     if filters.in_stock is not None:
-        must.append(m.FieldCondition(key=PAYLOAD_IN_STOCK, match=m.MatchValue(value=int(filters.in_stock))))
+        must.append(
+            m.FieldCondition(key=PAYLOAD_IN_STOCK, match=m.MatchValue(value=int(filters.in_stock)))
+        )
     return m.Filter(must=must) if must else None
 
 
@@ -593,7 +649,12 @@ def _server_request(spec: QuerySpec):
     if len(sources) == 1:
         name, vec, _ = sources[0]
         return m.QueryRequest(
-            query=_server_vector(name, vec), using=name, limit=spec.k + TIE_SLACK, filter=flt, with_payload=True, params=params
+            query=_server_vector(name, vec),
+            using=name,
+            limit=spec.k + TIE_SLACK,
+            filter=flt,
+            with_payload=True,
+            params=params,
         )
     prefetch = [
         m.Prefetch(query=_server_vector(n, v), using=n, limit=spec.depth, filter=flt, params=params)
@@ -601,7 +662,13 @@ def _server_request(spec: QuerySpec):
     ]
     weights = [w for _, _, w in sources]
     rrf = m.Rrf(k=RRF_K, weights=None if all(w == 1.0 for w in weights) else weights)
-    return m.QueryRequest(prefetch=prefetch, query=m.RrfQuery(rrf=rrf), limit=spec.k + TIE_SLACK, filter=flt, with_payload=True)
+    return m.QueryRequest(
+        prefetch=prefetch,
+        query=m.RrfQuery(rrf=rrf),
+        limit=spec.k + TIE_SLACK,
+        filter=flt,
+        with_payload=True,
+    )
 
 
 class ServerCollection(Collection):
@@ -622,14 +689,20 @@ class ServerCollection(Collection):
             vector: dict[str, Any] = {DENSE: np.asarray(r.dense, dtype=np.float32).tolist()}
             if r.sparse is not None and len(r.sparse[0]):
                 vector[SPARSE] = m.SparseVector(indices=list(r.sparse[0]), values=list(r.sparse[1]))
-            points.append(m.PointStruct(id=point_id(r.product_id), vector=vector, payload=r.payload))
+            points.append(
+                m.PointStruct(id=point_id(r.product_id), vector=vector, payload=r.payload)
+            )
         if points:
             self.client.upsert(self.name, points=points, wait=True)
 
     def delete(self, product_ids: Sequence[str]) -> None:
         if product_ids:
             m = _models()
-            self.client.delete(self.name, points_selector=m.PointIdsList(points=[point_id(p) for p in product_ids]), wait=True)
+            self.client.delete(
+                self.name,
+                points_selector=m.PointIdsList(points=[point_id(p) for p in product_ids]),
+                wait=True,
+            )
 
     def scroll_payloads(self, keys: Sequence[str], batch: int = 4096) -> Iterator[dict[str, Any]]:
         offset = None
@@ -645,14 +718,21 @@ class ServerCollection(Collection):
     def search_batch(self, specs: Sequence[QuerySpec]) -> list[list[StoreHit]]:
         if not specs:
             return []
-        responses = self.client.query_batch_points(self.name, requests=[_server_request(s) for s in specs])
+        responses = self.client.query_batch_points(
+            self.name, requests=[_server_request(s) for s in specs]
+        )
         return [_ranked(r.points, s.k) for r, s in zip(responses, specs, strict=True)]
 
-    def retrieve(self, product_ids: Sequence[str], with_vectors: bool = False) -> dict[str, dict[str, Any]]:
+    def retrieve(
+        self, product_ids: Sequence[str], with_vectors: bool = False
+    ) -> dict[str, dict[str, Any]]:
         if not product_ids:
             return {}
         records = self.client.retrieve(
-            self.name, ids=[point_id(p) for p in product_ids], with_payload=True, with_vectors=[DENSE] if with_vectors else False
+            self.name,
+            ids=[point_id(p) for p in product_ids],
+            with_payload=True,
+            with_vectors=[DENSE] if with_vectors else False,
         )
         out = {}
         for rec in records:
@@ -665,7 +745,9 @@ class ServerCollection(Collection):
 
     def set_manifest(self, manifest: dict[str, Any]) -> None:
         self.manifest = manifest
-        self.client.update_collection(self.name, metadata={"shopsearch": json.dumps(manifest, sort_keys=True)})
+        self.client.update_collection(
+            self.name, metadata={"shopsearch": json.dumps(manifest, sort_keys=True)}
+        )
 
 
 class ServerBackend(Backend):
@@ -691,7 +773,9 @@ class ServerBackend(Backend):
             raise
         except Exception as exc:
             text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise ShopsearchError(f"Qdrant at {self.location.describe()} failed to {what}: {text}") from exc
+            raise ShopsearchError(
+                f"Qdrant at {self.location.describe()} failed to {what}: {text}"
+            ) from exc
 
     def _aliases(self) -> dict[str, str]:
         result = self._call("list aliases", self.client.get_aliases)
@@ -704,7 +788,9 @@ class ServerBackend(Backend):
         info = self._call("read the collection", self.client.get_collection, name)
         raw = (info.config.metadata or {}).get("shopsearch")
         if raw is None:
-            raise ShopsearchError(f"collection {name} at {self.location.describe()} was not built by shopsearch")
+            raise ShopsearchError(
+                f"collection {name} at {self.location.describe()} was not built by shopsearch"
+            )
         return json.loads(raw)
 
     def open(self) -> Collection:
@@ -723,7 +809,9 @@ class ServerBackend(Backend):
             name,
             vectors_config={DENSE: m.VectorParams(size=dim, distance=m.Distance.COSINE)},
             sparse_vectors_config={SPARSE: m.SparseVectorParams(modifier=m.Modifier.IDF)},
-            hnsw_config=m.HnswConfigDiff(m=HNSW_M, ef_construct=HNSW_EF_CONSTRUCT, full_scan_threshold=HNSW_FULL_SCAN_KB),
+            hnsw_config=m.HnswConfigDiff(
+                m=HNSW_M, ef_construct=HNSW_EF_CONSTRUCT, full_scan_threshold=HNSW_FULL_SCAN_KB
+            ),
             metadata={"shopsearch": json.dumps(manifest, sort_keys=True)},
         )
         import warnings
@@ -737,17 +825,26 @@ class ServerBackend(Backend):
                 (PAYLOAD_IN_STOCK, m.PayloadSchemaType.INTEGER),
                 (PAYLOAD_PRODUCT_ID, m.PayloadSchemaType.KEYWORD),
             ):
-                self._call("create a payload index", self.client.create_payload_index, name, key, schema)
+                self._call(
+                    "create a payload index", self.client.create_payload_index, name, key, schema
+                )
         staging = ServerCollection(self.client, name, manifest)
         current = self.current_version()
         if copy_current and current is not None:
             source = ServerCollection(self.client, current, manifest)
             offset = None
             while True:
-                records, offset = self.client.scroll(current, limit=1024, offset=offset, with_payload=True, with_vectors=True)
+                records, offset = self.client.scroll(
+                    current, limit=1024, offset=offset, with_payload=True, with_vectors=True
+                )
                 if records:
                     self.client.upsert(
-                        name, points=[m.PointStruct(id=r.id, vector=r.vector, payload=r.payload) for r in records], wait=True
+                        name,
+                        points=[
+                            m.PointStruct(id=r.id, vector=r.vector, payload=r.payload)
+                            for r in records
+                        ],
+                        wait=True,
                     )
                 if offset is None:
                     break
@@ -767,10 +864,18 @@ class ServerBackend(Backend):
         ops = []
         if self.alias in aliases:
             ops.append(m.DeleteAliasOperation(delete_alias=m.DeleteAlias(alias_name=self.alias)))
-        ops.append(m.CreateAliasOperation(create_alias=m.CreateAlias(collection_name=staging.name, alias_name=self.alias)))
-        self._call("switch the alias", self.client.update_collection_aliases, change_aliases_operations=ops)
+        ops.append(
+            m.CreateAliasOperation(
+                create_alias=m.CreateAlias(collection_name=staging.name, alias_name=self.alias)
+            )
+        )
+        self._call(
+            "switch the alias", self.client.update_collection_aliases, change_aliases_operations=ops
+        )
         prefix = f"{self.alias}__"
-        names = sorted(c.name for c in self.client.get_collections().collections if c.name.startswith(prefix))
+        names = sorted(
+            c.name for c in self.client.get_collections().collections if c.name.startswith(prefix)
+        )
         older = [n for n in names if n != staging.name]
         for name in older[: max(0, len(older) - KEEP_PREVIOUS)]:
             self.client.delete_collection(name)

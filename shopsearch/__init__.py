@@ -1,2 +1,3 @@
 """shopsearch."""
+
 __version__ = "0.1.0"

@@ -39,10 +39,25 @@ def main() -> None:
 def index_options(fn):
     """--index / --qdrant-url / --api-key / --collection, on every command that opens an index."""
 
-    @click.option("--index", "index_dir", type=click.Path(file_okay=False, path_type=Path), help=INDEX_HELP)
-    @click.option("--qdrant-url", envvar="SHOPSEARCH_QDRANT_URL", help=URL_HELP + " Env: SHOPSEARCH_QDRANT_URL.")
-    @click.option("--api-key", envvar="SHOPSEARCH_QDRANT_API_KEY", help="Qdrant API key. Env: SHOPSEARCH_QDRANT_API_KEY.")
-    @click.option("--collection", default="products", show_default=True, help="Collection (alias) name on a server.")
+    @click.option(
+        "--index", "index_dir", type=click.Path(file_okay=False, path_type=Path), help=INDEX_HELP
+    )
+    @click.option(
+        "--qdrant-url",
+        envvar="SHOPSEARCH_QDRANT_URL",
+        help=URL_HELP + " Env: SHOPSEARCH_QDRANT_URL.",
+    )
+    @click.option(
+        "--api-key",
+        envvar="SHOPSEARCH_QDRANT_API_KEY",
+        help="Qdrant API key. Env: SHOPSEARCH_QDRANT_API_KEY.",
+    )
+    @click.option(
+        "--collection",
+        default="products",
+        show_default=True,
+        help="Collection (alias) name on a server.",
+    )
     @functools.wraps(fn)
     def wrapper(*args, index_dir, qdrant_url, api_key, collection, **kwargs):
         from retrieval.store import IndexLocation
@@ -52,7 +67,9 @@ def index_options(fn):
                 "Only one of --index or --qdrant-url should be specified "
                 "(is SHOPSEARCH_QDRANT_URL set in the environment?)"
             )
-        location = IndexLocation(path=index_dir, url=qdrant_url or None, api_key=api_key, collection=collection)
+        location = IndexLocation(
+            path=index_dir, url=qdrant_url or None, api_key=api_key, collection=collection
+        )
         return fn(*args, location=location, **kwargs)
 
     return wrapper
@@ -60,8 +77,12 @@ def index_options(fn):
 
 @main.command("sample-catalog")
 @click.argument("out", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--n", "n", default=2000, show_default=True, type=click.IntRange(1), help="Number of products.")
-@click.option("--seed", default=0, show_default=True, type=int, help="Random seed (same seed, same catalog).")
+@click.option(
+    "--n", "n", default=2000, show_default=True, type=click.IntRange(1), help="Number of products."
+)
+@click.option(
+    "--seed", default=0, show_default=True, type=int, help="Random seed (same seed, same catalog)."
+)
 def sample_catalog(out: Path, n: int, seed: int) -> None:
     """Write a realistic synthetic catalog to OUT (.parquet, .csv or .jsonl)."""
     from catalog.sample import write_sample_catalog
@@ -80,12 +101,30 @@ def sample_catalog(out: Path, n: int, seed: int) -> None:
     show_default=True,
     help="full: atomic rebuild; upsert: re-embed new/changed products; sync: upsert and delete products gone from the file.",
 )
-@click.option("--model", default=None, help="Bi-encoder folder (default: the packaged all-MiniLM-L6-v2).")
+@click.option(
+    "--model", default=None, help="Bi-encoder folder (default: the packaged all-MiniLM-L6-v2)."
+)
 @click.option("--device", default=None, help="Torch device (default: cuda when present, else cpu).")
-@click.option("--rejects", type=click.Path(dir_okay=False, path_type=Path), default=None, help="CSV for rejected rows (default: ./shopsearch-rejects.csv).")
-@click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
+@click.option(
+    "--rejects",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="CSV for rejected rows (default: ./shopsearch-rejects.csv).",
+)
+@click.option(
+    "--progress/--no-progress", default=True, show_default=True, help="Show a progress bar."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-def index_cmd(catalog: Path, location, mode: str, model: str | None, device: str | None, rejects: Path | None, progress: bool, as_json: bool) -> None:
+def index_cmd(
+    catalog: Path,
+    location,
+    mode: str,
+    model: str | None,
+    device: str | None,
+    rejects: Path | None,
+    progress: bool,
+    as_json: bool,
+) -> None:
     """Index CATALOG (Parquet, CSV or JSON Lines) into an embedded index or a Qdrant server."""
     from indexer.build import index_catalog
 
@@ -119,16 +158,30 @@ def index_cmd(catalog: Path, location, mode: str, model: str | None, device: str
 def filter_options(fn):
     """--category / --brand / --min-price / --max-price / --in-stock."""
 
-    @click.option("--category", default=None, help="Category path or a prefix of it, e.g. 'Tools > Power Tools'.")
-    @click.option("--brand", "brands", multiple=True, help="Brand to keep (repeat for any of several).")
+    @click.option(
+        "--category",
+        default=None,
+        help="Category path or a prefix of it, e.g. 'Tools > Power Tools'.",
+    )
+    @click.option(
+        "--brand", "brands", multiple=True, help="Brand to keep (repeat for any of several)."
+    )
     @click.option("--min-price", type=click.FloatRange(0), default=None, help="Lowest price.")
     @click.option("--max-price", type=click.FloatRange(0), default=None, help="Highest price.")
-    @click.option("--in-stock/--any-stock", "in_stock", default=None, help="Only products in stock.")
+    @click.option(
+        "--in-stock/--any-stock", "in_stock", default=None, help="Only products in stock."
+    )
     @functools.wraps(fn)
     def wrapper(*args, category, brands, min_price, max_price, in_stock, **kwargs):
         from retrieval.filters import Filters
 
-        filters = Filters(category=category, brands=tuple(brands) or None, min_price=min_price, max_price=max_price, in_stock=in_stock or None)
+        filters = Filters(
+            category=category,
+            brands=tuple(brands) or None,
+            min_price=min_price,
+            max_price=max_price,
+            in_stock=in_stock or None,
+        )
         return fn(*args, filters=filters, **kwargs)
 
     return wrapper
@@ -138,18 +191,55 @@ def filter_options(fn):
 @click.argument("query")
 @index_options
 @filter_options
-@click.option("-k", "k", default=10, show_default=True, type=click.IntRange(1, 1000), help="Number of results.")
-@click.option("--mode", type=click.Choice(["dense", "bm25", "hybrid"]), default=None, help="Retrieval mode (default: hybrid).")
-@click.option("--model", default=None, help="Query-tower model (default: the one that built the index).")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON (one object with a 'hits' list) for other programs.")
-def search_cmd(query: str, location, filters, k: int, mode: str | None, model: str | None, as_json: bool) -> None:
+@click.option(
+    "-k",
+    "k",
+    default=10,
+    show_default=True,
+    type=click.IntRange(1, 1000),
+    help="Number of results.",
+)
+@click.option(
+    "--mode",
+    type=click.Choice(["dense", "bm25", "hybrid"]),
+    default=None,
+    help="Retrieval mode (default: hybrid).",
+)
+@click.option(
+    "--model", default=None, help="Query-tower model (default: the one that built the index)."
+)
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print JSON (one object with a 'hits' list) for other programs.",
+)
+def search_cmd(
+    query: str, location, filters, k: int, mode: str | None, model: str | None, as_json: bool
+) -> None:
     """Search the index for QUERY and print the top K products."""
     from retrieval.retriever import Retriever
 
-    with Retriever.open(location.path, qdrant_url=location.url, api_key=location.api_key, collection=location.collection, model=model) as retriever:
+    with Retriever.open(
+        location.path,
+        qdrant_url=location.url,
+        api_key=location.api_key,
+        collection=location.collection,
+        model=model,
+    ) as retriever:
         hits = retriever.search(query, k=k, filters=filters, mode=mode)
     if as_json:
-        click.echo(json.dumps({"query": query, "hits": [{"product_id": h.product_id, "score": h.score, **h.payload} for h in hits]}, default=str))
+        click.echo(
+            json.dumps(
+                {
+                    "query": query,
+                    "hits": [
+                        {"product_id": h.product_id, "score": h.score, **h.payload} for h in hits
+                    ],
+                },
+                default=str,
+            )
+        )
         return
     click.echo(format_hits(query, hits))
 
@@ -158,7 +248,9 @@ def format_hits(query: str, hits) -> str:
     """A readable table of hits."""
     lines = [f'"{query}": {len(hits)} result(s)']
     if hits:
-        lines.append(f"{'#':>3}  {'score':>7}  {'product_id':<14} {'price':>9}  {'brand':<14} title")
+        lines.append(
+            f"{'#':>3}  {'score':>7}  {'product_id':<14} {'price':>9}  {'brand':<14} title"
+        )
     for i, h in enumerate(hits, 1):
         price = h.payload.get("price")
         price_s = f"{price:9.2f}" if isinstance(price, int | float) else f"{'-':>9}"
@@ -182,10 +274,25 @@ def info_cmd(location) -> None:
 
 
 @main.command("demo")
-@click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=Path("demo-run"), show_default=True, help="Where the sample catalog and index go.")
-@click.option("--n", "n", default=2000, show_default=True, type=click.IntRange(10), help="Products in the sample catalog.")
+@click.option(
+    "--workdir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("demo-run"),
+    show_default=True,
+    help="Where the sample catalog and index go.",
+)
+@click.option(
+    "--n",
+    "n",
+    default=2000,
+    show_default=True,
+    type=click.IntRange(10),
+    help="Products in the sample catalog.",
+)
 @click.option("--seed", default=0, show_default=True, type=int, help="Sample catalog seed.")
-@click.option("-k", "k", default=5, show_default=True, type=click.IntRange(1, 100), help="Results per query.")
+@click.option(
+    "-k", "k", default=5, show_default=True, type=click.IntRange(1, 100), help="Results per query."
+)
 def demo_cmd(workdir: Path, n: int, seed: int, k: int) -> None:
     """The main job end to end: sample catalog -> embedded index -> a few searches."""
     from catalog.sample import SAMPLE_QUERIES, write_sample_catalog
@@ -197,7 +304,9 @@ def demo_cmd(workdir: Path, n: int, seed: int, k: int) -> None:
     catalog = write_sample_catalog(workdir / "catalog.parquet", n=n, seed=seed)
     click.echo(f"1. wrote a sample catalog of {n} products: {catalog}")
     index_dir = workdir / "index"
-    summary = index_catalog(catalog, IndexLocation(path=index_dir), rejects_path=workdir / "rejects.csv")
+    summary = index_catalog(
+        catalog, IndexLocation(path=index_dir), rejects_path=workdir / "rejects.csv"
+    )
     click.echo(
         f"2. indexed {summary.indexed} products into {index_dir} in {summary.seconds:.1f} s "
         f"({summary.items_per_s:.0f} items/s, {summary.rejected} rejected)"
@@ -208,19 +317,58 @@ def demo_cmd(workdir: Path, n: int, seed: int, k: int) -> None:
             click.echo(format_hits(query, retriever.search(query, k=k)))
             click.echo()
         query = SAMPLE_QUERIES[0]
-        click.echo(format_hits(f"{query} [in stock, under $150]", retriever.search(query, k=k, filters={"in_stock": True, "max_price": 150})))
-    click.echo(f"\nTry: shopsearch search \"{SAMPLE_QUERIES[1]}\" --index {index_dir} -k 10")
+        click.echo(
+            format_hits(
+                f"{query} [in stock, under $150]",
+                retriever.search(query, k=k, filters={"in_stock": True, "max_price": 150}),
+            )
+        )
+    click.echo(f'\nTry: shopsearch search "{SAMPLE_QUERIES[1]}" --index {index_dir} -k 10')
 
 
 @main.command("bench-index")
 @click.argument("catalog", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/bench-index"), show_default=True, help="Where the benchmark index and report go.")
-@click.option("--queries", "queries_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None, help="Parquet/CSV with a 'query' column (default: queries made from titles).")
-@click.option("--n-queries", default=300, show_default=True, type=click.IntRange(10), help="Queries timed per mode.")
-@click.option("--encoder-sample", default=4000, show_default=True, type=click.IntRange(100), help="Products encoded for the encoder-alone baseline.")
-@click.option("--model", default=None, help="Bi-encoder folder (default: the packaged all-MiniLM-L6-v2).")
+@click.option(
+    "--workdir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("runs/bench-index"),
+    show_default=True,
+    help="Where the benchmark index and report go.",
+)
+@click.option(
+    "--queries",
+    "queries_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Parquet/CSV with a 'query' column (default: queries made from titles).",
+)
+@click.option(
+    "--n-queries",
+    default=300,
+    show_default=True,
+    type=click.IntRange(10),
+    help="Queries timed per mode.",
+)
+@click.option(
+    "--encoder-sample",
+    default=4000,
+    show_default=True,
+    type=click.IntRange(100),
+    help="Products encoded for the encoder-alone baseline.",
+)
+@click.option(
+    "--model", default=None, help="Bi-encoder folder (default: the packaged all-MiniLM-L6-v2)."
+)
 @click.option("--device", default=None, help="Torch device (default: cuda when present, else cpu).")
-def bench_index_cmd(catalog: Path, workdir: Path, queries_file: Path | None, n_queries: int, encoder_sample: int, model: str | None, device: str | None) -> None:
+def bench_index_cmd(
+    catalog: Path,
+    workdir: Path,
+    queries_file: Path | None,
+    n_queries: int,
+    encoder_sample: int,
+    model: str | None,
+    device: str | None,
+) -> None:
     """Measure indexing items/s (vs the encoder alone) and query latency p50/p99 at k=100."""
     from shopsearch.speed import run_speed_benchmark
 
@@ -228,11 +376,26 @@ def bench_index_cmd(catalog: Path, workdir: Path, queries_file: Path | None, n_q
     if queries_file is not None:
         import polars as pl
 
-        frame = pl.read_parquet(queries_file) if queries_file.suffix in (".parquet", ".pq") else pl.read_csv(queries_file)
+        frame = (
+            pl.read_parquet(queries_file)
+            if queries_file.suffix in (".parquet", ".pq")
+            else pl.read_csv(queries_file)
+        )
         if "query" not in frame.columns:
-            raise ShopsearchError(f"{queries_file}: no 'query' column (columns: {', '.join(frame.columns)})")
+            raise ShopsearchError(
+                f"{queries_file}: no 'query' column (columns: {', '.join(frame.columns)})"
+            )
         queries = frame["query"].drop_nulls().unique(maintain_order=True).to_list()
-    report = run_speed_benchmark(catalog, workdir, queries=queries, n_queries=n_queries, encoder_sample=encoder_sample, model=model, device=device, log=lambda m: click.echo(m, err=True))
+    report = run_speed_benchmark(
+        catalog,
+        workdir,
+        queries=queries,
+        n_queries=n_queries,
+        encoder_sample=encoder_sample,
+        model=model,
+        device=device,
+        log=lambda m: click.echo(m, err=True),
+    )
     (workdir / "speed.json").write_text(json.dumps(report.as_dict(), indent=2))
     click.echo("\n".join(report.lines()))
     click.echo(f"report: {workdir / 'speed.json'}")

@@ -95,10 +95,18 @@ def machine_description() -> str:
 
 def _percentiles(name: str, samples: Sequence[float]) -> Latency:
     arr = np.asarray(samples) * 1000.0
-    return Latency(name, len(arr), float(np.percentile(arr, 50)), float(np.percentile(arr, 99)), float(arr.mean()))
+    return Latency(
+        name,
+        len(arr),
+        float(np.percentile(arr, 50)),
+        float(np.percentile(arr, 99)),
+        float(arr.mean()),
+    )
 
 
-def time_queries(fn: Callable[[str], object], queries: Sequence[str], warmup: int = 5) -> list[float]:
+def time_queries(
+    fn: Callable[[str], object], queries: Sequence[str], warmup: int = 5
+) -> list[float]:
     """Seconds per call of ``fn(query)``."""
     for q in queries[:warmup]:
         fn(q)
@@ -115,7 +123,9 @@ def pick_filter(products_payload: list[dict[str, Any]]) -> tuple[dict[str, Any] 
     cats = [p["category"].split(" > ")[0] for p in products_payload if p.get("category")]
     if cats:
         top = max(set(cats), key=cats.count)
-        return {"category": top, "in_stock": True} if any(p.get("in_stock") for p in products_payload) else {"category": top}, f"category '{top}' (+ in stock)"
+        return {"category": top, "in_stock": True} if any(
+            p.get("in_stock") for p in products_payload
+        ) else {"category": top}, f"category '{top}' (+ in stock)"
     brands = [p["brand"] for p in products_payload if p.get("brand")]
     if brands:
         top = max(set(brands), key=brands.count)
@@ -157,14 +167,22 @@ def run_speed_benchmark(
     log(f"encoder alone: {enc_rate:.1f} items/s on {len(texts)} products")
 
     location = IndexLocation(path=workdir / "index")
-    summary = index_catalog(catalog, location, encoder=encoder, rejects_path=workdir / "rejects.csv")
+    summary = index_catalog(
+        catalog, location, encoder=encoder, rejects_path=workdir / "rejects.csv"
+    )
     overhead = 1.0 - summary.encode_seconds / summary.seconds
     log(f"indexing: {summary.items_per_s:.1f} items/s; store overhead {overhead:.1%}")
 
     if queries is None:  # shopper-like queries from titles: 2-4 leading words
-        queries = [" ".join(p.title.split()[: rng.randint(2, 4)]) for p in rng.sample(products, min(n_queries, len(products)))]
+        queries = [
+            " ".join(p.title.split()[: rng.randint(2, 4)])
+            for p in rng.sample(products, min(n_queries, len(products)))
+        ]
     queries = list(queries)[:n_queries]
-    payloads = [{"category": p.category, "brand": p.brand, "price": p.price, "in_stock": p.in_stock} for p in products]
+    payloads = [
+        {"category": p.category, "brand": p.brand, "price": p.price, "in_stock": p.in_stock}
+        for p in products
+    ]
     flt, flt_desc = pick_filter(payloads)
     latencies = []
     with Retriever.open(location.path, encoder=encoder) as retriever:
@@ -172,7 +190,9 @@ def run_speed_benchmark(
             samples = time_queries(lambda q, m=mode: retriever.search(q, k=100, mode=m), queries)
             latencies.append(_percentiles(f"{mode} k=100", samples))
             if flt is not None:
-                samples = time_queries(lambda q, m=mode: retriever.search(q, k=100, mode=m, filters=flt), queries)
+                samples = time_queries(
+                    lambda q, m=mode: retriever.search(q, k=100, mode=m, filters=flt), queries
+                )
                 latencies.append(_percentiles(f"{mode} k=100+filter", samples))
         enc_only = time_queries(lambda q: encoder.encode_query(q), queries)
         latencies.append(_percentiles("query encoder alone", enc_only))

@@ -66,7 +66,9 @@ def tiny_model(tmp_path_factory, sample_products) -> Path:
 @pytest.fixture(scope="session")
 def tiny_model_b(tmp_path_factory, sample_products) -> Path:
     """Another tiny model (different weights), to test model-mismatch errors."""
-    return build_tiny_bert(tmp_path_factory.mktemp("tiny-model-b"), ["drill", "paint", "faucet"], seed=1)
+    return build_tiny_bert(
+        tmp_path_factory.mktemp("tiny-model-b"), ["drill", "paint", "faucet"], seed=1
+    )
 
 
 @pytest.fixture(scope="session")
@@ -81,4 +83,6 @@ def sample_catalog(tmp_path_factory, sample_products) -> Path:
     """The 300 products as a Parquet catalog."""
     from catalog.sample import write_sample_catalog
 
-    return write_sample_catalog(tmp_path_factory.mktemp("catalog") / "catalog.parquet", n=300, seed=3)
+    return write_sample_catalog(
+        tmp_path_factory.mktemp("catalog") / "catalog.parquet", n=300, seed=3
+    )

@@ -14,13 +14,21 @@ from indexer.build import index_catalog
 from retrieval import Filters, Retriever
 from retrieval.store import IndexLocation, open_backend
 
-QUERIES = ["cordless drill kit", "kitchen faucet", "led light bulb", "interior paint", "garden shovel"]
+QUERIES = [
+    "cordless drill kit",
+    "kitchen faucet",
+    "led light bulb",
+    "interior paint",
+    "garden shovel",
+]
 
 
 @pytest.fixture()
 def edge_index(tmp_path, sample_catalog, tiny_encoder):
     loc = IndexLocation(path=tmp_path / "index")
-    summary = index_catalog(sample_catalog, loc, encoder=tiny_encoder, progress=False, rejects_path=tmp_path / "rej.csv")
+    summary = index_catalog(
+        sample_catalog, loc, encoder=tiny_encoder, progress=False, rejects_path=tmp_path / "rej.csv"
+    )
     return loc, summary
 
 
@@ -47,11 +55,16 @@ def test_reindex_same_file_is_idempotent(edge_index, sample_catalog, tiny_encode
     assert (up.indexed, up.unchanged, up.total) == (0, 300, 300)
 
 
-def test_upsert_reembeds_changed_only_and_sync_deletes(edge_index, sample_catalog, tiny_encoder, tmp_path):
+def test_upsert_reembeds_changed_only_and_sync_deletes(
+    edge_index, sample_catalog, tiny_encoder, tmp_path
+):
     loc, _ = edge_index
     frame = pl.read_parquet(sample_catalog)
     changed = frame.with_columns(
-        pl.when(pl.int_range(pl.len()) < 3).then(pl.col("title") + " Pro").otherwise(pl.col("title")).alias("title")
+        pl.when(pl.int_range(pl.len()) < 3)
+        .then(pl.col("title") + " Pro")
+        .otherwise(pl.col("title"))
+        .alias("title")
     ).head(290)
     path = tmp_path / "changed.parquet"
     changed.write_parquet(path)
@@ -67,7 +80,9 @@ def test_upsert_reembeds_changed_only_and_sync_deletes(edge_index, sample_catalo
         assert r.collection.retrieve([gone]) == {}
 
 
-def test_failed_build_leaves_old_index_answering(edge_index, sample_catalog, tiny_encoder, monkeypatch):
+def test_failed_build_leaves_old_index_answering(
+    edge_index, sample_catalog, tiny_encoder, monkeypatch
+):
     loc, _ = edge_index
     with Retriever.open(loc.path, encoder=tiny_encoder) as r:
         before = [h.product_id for h in r.search("cordless drill", k=10)]
@@ -89,7 +104,9 @@ def test_failed_build_leaves_old_index_answering(edge_index, sample_catalog, tin
         assert [h.product_id for h in r.search("cordless drill", k=10)] == before
 
 
-def test_reader_keeps_answering_during_rebuild_and_refreshes(edge_index, sample_catalog, tiny_encoder):
+def test_reader_keeps_answering_during_rebuild_and_refreshes(
+    edge_index, sample_catalog, tiny_encoder
+):
     loc, _ = edge_index
     r = Retriever.open(loc.path, encoder=tiny_encoder)
     old_version = r.backend.current_version()
@@ -109,7 +126,9 @@ def test_no_valid_row_is_an_error_and_index_untouched(edge_index, tiny_encoder, 
     bad.write_text("product_id,title\n,no id\nX,\n")
     version = open_backend(loc).current_version()
     with pytest.raises(ShopsearchError, match="no valid product"):
-        index_catalog(bad, loc, encoder=tiny_encoder, progress=False, rejects_path=tmp_path / "r.csv")
+        index_catalog(
+            bad, loc, encoder=tiny_encoder, progress=False, rejects_path=tmp_path / "r.csv"
+        )
     assert open_backend(loc).current_version() == version
     assert (tmp_path / "r.csv").read_text().count("\n") == 3
 
@@ -120,7 +139,9 @@ def test_rejects_file_names_line_and_reason(tmp_path, tiny_encoder):
         "product_id,title,price\nA,Cordless drill,10\nA,Duplicate drill,11\nB,Faucet,-4\nC,Shovel,abc\nD,Paint,5\n"
     )
     loc = IndexLocation(path=tmp_path / "idx")
-    summary = index_catalog(path, loc, encoder=tiny_encoder, progress=False, rejects_path=tmp_path / "rejects.csv")
+    summary = index_catalog(
+        path, loc, encoder=tiny_encoder, progress=False, rejects_path=tmp_path / "rejects.csv"
+    )
     assert (summary.indexed, summary.rejected) == (2, 3)
     rows = pl.read_csv(tmp_path / "rejects.csv")
     assert rows["line"].to_list() == [3, 4, 5]
@@ -134,7 +155,9 @@ def test_model_mismatch_is_refused(edge_index, tiny_model_b, sample_catalog):
     from retrieval.encoder import BiEncoder
 
     with pytest.raises(ShopsearchError, match="same model"):
-        index_catalog(sample_catalog, loc, mode="upsert", encoder=BiEncoder(tiny_model_b), progress=False)
+        index_catalog(
+            sample_catalog, loc, mode="upsert", encoder=BiEncoder(tiny_model_b), progress=False
+        )
 
 
 def test_filters(edge_index, tiny_encoder, sample_products):
@@ -148,7 +171,9 @@ def test_filters(edge_index, tiny_encoder, sample_products):
         assert hits and all(h.payload["category"] == leaf for h in hits)
         brands = sorted({p.brand for p in sample_products if p.brand})[:2]
         hits = r.search("tool", k=50, filters={"brands": brands, "min_price": 20, "max_price": 200})
-        assert hits and all(h.payload["brand"] in brands and 20 <= h.payload["price"] <= 200 for h in hits)
+        assert hits and all(
+            h.payload["brand"] in brands and 20 <= h.payload["price"] <= 200 for h in hits
+        )
         expected_in = sum(1 for p in sample_products if p.in_stock)
         hits = r.search("tool", k=300, mode="dense", filters={"in_stock": True})
         assert len(hits) == expected_in and all(h.payload["in_stock"] is True for h in hits)
@@ -165,7 +190,9 @@ def test_query_validation(edge_index, tiny_encoder):
         assert r.search_batch([]) == []
         batch = r.search_batch(QUERIES, k=5, mode="dense")
         assert [len(b) for b in batch] == [5] * len(QUERIES)
-        assert [h.product_id for h in batch[0]] == [h.product_id for h in r.search(QUERIES[0], k=5, mode="dense")]
+        assert [h.product_id for h in batch[0]] == [
+            h.product_id for h in r.search(QUERIES[0], k=5, mode="dense")
+        ]
         with pytest.raises(ValueError, match="k must be"):
             r.search("drill", k=0)
 
