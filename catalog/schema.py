@@ -45,6 +45,25 @@ class Product:
     attributes: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
+    @classmethod
+    def from_payload(cls, payload: dict[str, Any]) -> Product:
+        """Rebuilds a product from its stored payload (extra keys go to ``extra``)."""
+        extra = {
+            k: v for k, v in payload.items() if k not in KNOWN_COLUMNS and not k.startswith("_")
+        }
+        attributes = payload.get("attributes")
+        return cls(
+            product_id=str(payload["product_id"]),
+            title=str(payload.get("title") or ""),
+            description=payload.get("description"),
+            brand=payload.get("brand"),
+            category=payload.get("category"),
+            price=payload.get("price"),
+            in_stock=payload.get("in_stock"),
+            attributes=dict(attributes) if isinstance(attributes, dict) else {},
+            extra=extra,
+        )
+
     def category_levels(self) -> list[str]:
         """Every prefix of the category path, shortest first (what category filters match)."""
         if not self.category:

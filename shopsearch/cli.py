@@ -359,6 +359,77 @@ def import_homedepot_cmd(csv_path: Path, out: Path, seed: int, overwrite: bool) 
         click.echo(f"  note: {problem}")
 
 
+@main.command("bench")
+@click.argument("data", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option(
+    "--workdir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("runs/bench"),
+    show_default=True,
+    help="Where indexes (one per model, reused) and the report go.",
+)
+@click.option(
+    "--retriever",
+    "retriever_model",
+    default=None,
+    help="Fine-tuned bi-encoder folder (adds the dense/hybrid fine-tuned stages).",
+)
+@click.option(
+    "--reranker",
+    "reranker_model",
+    default=None,
+    help="Cross-encoder folder (adds the reranked stage).",
+)
+@click.option(
+    "--base-model",
+    default=None,
+    help="Zero-shot bi-encoder (default: the packaged all-MiniLM-L6-v2).",
+)
+@click.option(
+    "--split",
+    type=click.Choice(["train", "validation", "test"]),
+    default="test",
+    show_default=True,
+    help="Which split's queries to score.",
+)
+@click.option(
+    "--candidates",
+    default=50,
+    show_default=True,
+    type=click.IntRange(1, 100),
+    help="Hybrid hits the reranker reorders.",
+)
+@click.option("--device", default=None, help="Torch device (default: cuda when present, else cpu).")
+def bench_cmd(
+    data: Path,
+    workdir: Path,
+    retriever_model: str | None,
+    reranker_model: str | None,
+    base_model: str | None,
+    split: str,
+    candidates: int,
+    device: str | None,
+) -> None:
+    """Score every stage on DATA's test split: Recall@10/50/100, P@10, NDCG@10, MRR@10, Judged@10, latency."""
+    from shopsearch.quality import run_quality_benchmark
+
+    report = run_quality_benchmark(
+        data,
+        workdir,
+        retriever_model=retriever_model,
+        reranker_model=reranker_model,
+        base_model=base_model,
+        split=split,
+        candidates=candidates,
+        device=device,
+        log=lambda m: click.echo(m, err=True),
+    )
+    click.echo(report.markdown())
+    click.echo(
+        f"\nwrote {workdir / 'bench.json'}, {workdir / 'bench.md'}, {workdir / 'recall.png'} ({report.seconds:.0f} s)"
+    )
+
+
 @main.command("bench-index")
 @click.argument("catalog", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option(

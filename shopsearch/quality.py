@@ -1,0 +1,351 @@
+"""Quality benchmark: every stage on a benchmark's test split over the full catalog.
+
+Stages: BM25, dense zero-shot, dense fine-tuned, hybrid (RRF of dense and BM25 in Qdrant), and
+hybrid + cross-encoder reranker. Each is scored by the metrics in ``evaluation.metrics``, compared
+with a paired randomization test over queries, and timed per query.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from catalog.schema import Product
+from catalog.text import product_text
+from evaluation.data import load_benchmark
+from evaluation.metrics import evaluate, mean_scores, ranking
+from evaluation.stats import paired_test
+from indexer.build import index_catalog
+from retrieval.encoder import BiEncoder
+from retrieval.retriever import Hit, Retriever
+from retrieval.store import IndexLocation, open_backend
+
+METRICS = ("recall@10", "recall@50", "recall@100", "precision@10", "ndcg@10", "mrr@10", "judged@10")
+HEADLINE = ("recall@100", "ndcg@10", "mrr@10")
+Run = dict[str, dict[str, float]]
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One system's results on the benchmark."""
+
+    name: str
+    means: dict[str, float]
+    per_query: dict[str, dict[str, float]] = field(repr=False)
+    latency_p50_ms: float
+    latency_p99_ms: float
+    recall_curve: list[float] = field(repr=False)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """A paired test between two stages on one metric."""
+
+    baseline: str
+    system: str
+    metric: str
+    mean_baseline: float
+    mean_system: float
+    relative_delta: float
+    p_value: float
+    significant: bool
+
+
+@dataclass(frozen=True)
+class QualityReport:
+    """What ``shopsearch bench`` measured."""
+
+    data: str
+    split: str
+    queries_scored: int
+    queries_in_split: int
+    threshold: float
+    stages: list[Stage]
+    comparisons: list[Comparison]
+    machine: str
+    seconds: float
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-able form (per-query values included, for re-analysis)."""
+        return asdict(self)
+
+    def markdown(self) -> str:
+        """Tables of the stages and the comparisons."""
+        lines = [
+            f"Benchmark {self.data}, split `{self.split}`: {self.queries_scored} of {self.queries_in_split} "
+            f"queries have a product graded >= {self.threshold} and are scored; unjudged products count as "
+            f"not relevant. Machine: {self.machine}.",
+            "",
+            "| stage | "
+            + " | ".join(m.replace("@", "@") for m in METRICS)
+            + " | p50 ms | p99 ms |",
+            "|---|" + "---|" * (len(METRICS) + 2),
+        ]
+        for s in self.stages:
+            vals = " | ".join(f"{s.means[m]:.3f}" for m in METRICS)
+            lines.append(f"| {s.name} | {vals} | {s.latency_p50_ms:.1f} | {s.latency_p99_ms:.1f} |")
+        lines += [
+            "",
+            "| system | baseline | metric | system | baseline | rel. change | p (paired randomization) |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for c in self.comparisons:
+            mark = " *" if c.significant else ""
+            lines.append(
+                f"| {c.system} | {c.baseline} | {c.metric} | {c.mean_system:.3f} | {c.mean_baseline:.3f} | "
+                f"{c.relative_delta:+.1%} | {c.p_value:.4f}{mark} |"
+            )
+        lines.append("\n`*`: p < 0.05.")
+        return "\n".join(lines)
+
+
+def _curve(qrels, run: Run, threshold: float, max_k: int = 100) -> list[float]:
+    """Mean Recall@K for K = 1..max_k over the scored queries."""
+    scored = [q for q, j in qrels.items() if any(g >= threshold for g in j.values())]
+    out = np.zeros(max_k)
+    for q in scored:
+        rel = {p for p, g in qrels[q].items() if g >= threshold}
+        ranked = ranking(run.get(q, {}))[:max_k]
+        hits = np.cumsum([1.0 if p in rel else 0.0 for p in ranked] + [0.0] * (max_k - len(ranked)))
+        out += hits / len(rel)
+    return (out / max(1, len(scored))).tolist()
+
+
+def _index_for(
+    encoder: BiEncoder, catalog: Path, workdir: Path, log: Callable[[str], None]
+) -> Path:
+    """An index of the catalog built with this encoder, reused across runs."""
+    path = workdir / f"index-{encoder.fingerprint}"
+    backend = open_backend(IndexLocation(path=path))
+    if backend.exists():
+        col = backend.open()
+        ok = col.manifest.get("source") == str(catalog.resolve())
+        col.close()
+        if ok:
+            log(f"reusing {path}")
+            return path
+    log(f"indexing {catalog} with {encoder.name} into {path}")
+    index_catalog(
+        catalog, IndexLocation(path=path), encoder=encoder, rejects_path=workdir / "rejects.csv"
+    )
+    return path
+
+
+def _run_from(batches: Sequence[Sequence[Hit]], qids: Sequence[str]) -> Run:
+    return {
+        q: {h.product_id: float(len(hits) - i) for i, h in enumerate(hits)}
+        for q, hits in zip(qids, batches, strict=True)
+    }
+
+
+def _timed(fn: Callable[[str], object], queries: Sequence[str]) -> tuple[float, float]:
+    for q in queries[:3]:
+        fn(q)
+    samples = []
+    for q in queries:
+        t0 = time.perf_counter()
+        fn(q)
+        samples.append(time.perf_counter() - t0)
+    arr = np.asarray(samples) * 1000
+    return float(np.percentile(arr, 50)), float(np.percentile(arr, 99))
+
+
+def hit_text(hit: Hit) -> str:
+    """The product text of a retrieved hit (the same recipe the towers read)."""
+    return product_text(Product.from_payload({"product_id": hit.product_id, **hit.payload}))
+
+
+def run_quality_benchmark(
+    data_dir: str | Path,
+    workdir: str | Path,
+    *,
+    retriever_model: str | None = None,
+    reranker_model: str | None = None,
+    base_model: str | None = None,
+    split: str = "test",
+    candidates: int = 50,
+    latency_queries: int = 200,
+    device: str | None = None,
+    log: Callable[[str], None] = print,
+) -> QualityReport:
+    """Runs every stage and writes ``bench.json``, ``bench.md`` and ``recall.png`` in ``workdir``."""
+    from shopsearch.speed import machine_description
+
+    start = time.perf_counter()
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    data = load_benchmark(data_dir)
+    for problem in data.problems:
+        log(f"data: {problem}")
+    frame, qrels = data.split(split)
+    scored = {q for q, j in qrels.items() if any(g >= data.threshold for g in j.values())}
+    queries = {
+        q: t
+        for q, t in zip(frame["query_id"].to_list(), frame["query"].to_list(), strict=True)
+        if q in scored
+    }
+    qids = sorted(queries)
+    texts = [queries[q] for q in qids]
+    lat_texts = texts[:latency_queries]
+    catalog = Path(data_dir) / "catalog.parquet"
+    runs: dict[str, Run] = {}
+    latency: dict[str, tuple[float, float]] = {}
+
+    def stage(name: str, retriever: Retriever, mode: str) -> None:
+        log(f"stage {name}")
+        batches = []
+        for i in range(0, len(texts), 64):
+            batches.extend(retriever.search_batch(texts[i : i + 64], k=100, mode=mode))
+        runs[name] = _run_from(batches, qids)
+        latency[name] = _timed(lambda q: retriever.search(q, k=100, mode=mode), lat_texts)
+
+    base = BiEncoder(base_model, device=device)
+    with Retriever.open(_index_for(base, catalog, workdir, log), encoder=base) as zero:
+        stage("bm25", zero, "bm25")
+        stage("dense zero-shot", zero, "dense")
+        if retriever_model is None:
+            stage("hybrid zero-shot", zero, "hybrid")
+    best_hybrid = "hybrid zero-shot"
+    final_retriever: Retriever | None = None
+    if retriever_model is not None:
+        tuned = BiEncoder(retriever_model, device=device)
+        final_retriever = Retriever.open(_index_for(tuned, catalog, workdir, log), encoder=tuned)
+        stage("dense fine-tuned", final_retriever, "dense")
+        stage("hybrid fine-tuned", final_retriever, "hybrid")
+        best_hybrid = "hybrid fine-tuned"
+    if reranker_model is not None:
+        from rerank.reranker import Reranker
+
+        reranker = Reranker.load(reranker_model, device=device)
+        owner = final_retriever or Retriever.open(
+            _index_for(base, catalog, workdir, log), encoder=base
+        )
+        log(f"stage + reranker (top {candidates} of {best_hybrid})")
+        batches = []
+        for i in range(0, len(texts), 64):
+            batches.extend(owner.search_batch(texts[i : i + 64], k=100, mode="hybrid"))
+        pairs = [
+            (t, hit_text(h))
+            for t, hits in zip(texts, batches, strict=True)
+            for h in hits[:candidates]
+        ]
+        scores = reranker.score_pairs(pairs)
+        run: Run = {}
+        pos = 0
+        for q, hits in zip(qids, batches, strict=True):
+            head = hits[:candidates]
+            s = scores[pos : pos + len(head)]
+            pos += len(head)
+            order = sorted(range(len(head)), key=lambda i: (-s[i], i))
+            ranked = [head[i].product_id for i in order] + [h.product_id for h in hits[candidates:]]
+            run[q] = {pid: float(len(ranked) - r) for r, pid in enumerate(ranked)}
+        name = f"{best_hybrid} + reranker"
+        runs[name] = run
+        latency[name] = _timed(
+            lambda q: reranker.rank(q, owner.search(q, k=candidates, mode="hybrid"), top_k=10),
+            lat_texts[: max(20, latency_queries // 4)],
+        )
+        if owner is not final_retriever:
+            owner.close()
+    if final_retriever is not None:
+        final_retriever.close()
+
+    stages = []
+    for name, run in runs.items():
+        per_query = evaluate(
+            qrels, run, metrics=METRICS, threshold=data.threshold, gain_offset=data.gain_offset
+        )
+        stages.append(
+            Stage(
+                name,
+                mean_scores(per_query),
+                per_query,
+                latency[name][0],
+                latency[name][1],
+                _curve(qrels, run, data.threshold),
+            )
+        )
+    report = QualityReport(
+        data=str(data_dir),
+        split=split,
+        queries_scored=len(qids),
+        queries_in_split=frame.height,
+        threshold=data.threshold,
+        stages=stages,
+        comparisons=_comparisons(stages),
+        machine=machine_description(),
+        seconds=time.perf_counter() - start,
+    )
+    (workdir / "bench.json").write_text(json.dumps(report.as_dict(), indent=1))
+    (workdir / "bench.md").write_text(report.markdown() + "\n")
+    plot_recall(stages, workdir / "recall.png")
+    return report
+
+
+def _comparisons(stages: Sequence[Stage]) -> list[Comparison]:
+    by = {s.name: s for s in stages}
+    pairs: list[tuple[str, str, str]] = []
+    retrievers = [s.name for s in stages if "reranker" not in s.name]
+    singles = [n for n in retrievers if not n.startswith("hybrid")]
+    for metric in HEADLINE:
+        for n in retrievers:
+            if n != "bm25":
+                pairs.append(("bm25", n, metric))
+        if "dense fine-tuned" in by:
+            pairs.append(("dense zero-shot", "dense fine-tuned", metric))
+        for h in (n for n in retrievers if n.startswith("hybrid")):
+            best_single = max(singles, key=lambda n: by[n].means[metric])
+            pairs.append((best_single, h, metric))
+        for r in (s.name for s in stages if "reranker" in s.name):
+            best = max(retrievers, key=lambda n: by[n].means[metric])
+            pairs.append((best, r, metric))
+    out = []
+    seen = set()
+    for base, system, metric in pairs:
+        if (base, system, metric) in seen or base == system:
+            continue
+        seen.add((base, system, metric))
+        t = paired_test(
+            by[base].per_query[metric], by[system].per_query[metric], method="randomization"
+        )
+        out.append(
+            Comparison(
+                base,
+                system,
+                metric,
+                t.mean_a,
+                t.mean_b,
+                t.relative_delta,
+                t.p_value,
+                t.p_value < 0.05,
+            )
+        )
+    return out
+
+
+def plot_recall(stages: Sequence[Stage], path: Path) -> None:
+    """Recall@K curves, one line per stage."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    ks = np.arange(1, 101)
+    for s in stages:
+        ax.plot(ks, s.recall_curve, label=s.name)
+    ax.set_xlabel("K")
+    ax.set_ylabel("Recall@K")
+    ax.set_xscale("log")
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    ax.set_title("Recall@K per stage")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
