@@ -1,0 +1,484 @@
+"""The event log format: read it validated, in batches, and write it (for simulators/tests).
+
+An event log is a **JSON Lines** (``.jsonl``/``.ndjson``/``.json``: one object per line) or
+**Parquet** (``.parquet``/``.pq``) file with these columns:
+
+============  ========  ===================================================================
+column        required  meaning
+============  ========  ===================================================================
+user_id       yes       Raw user id (text; integers accepted). Pseudonymised on ingest and
+                        never stored (see :mod:`behaviour.privacy`).
+timestamp     yes       ISO-8601 text *with* a timezone (``2024-05-01T10:00:00Z``,
+                        ``...+02:00``), epoch seconds or epoch milliseconds (number or
+                        numeric text; values >= 1e11 are milliseconds), or a Parquet
+                        datetime column (a datetime without timezone is taken as UTC).
+                        Normalised to float epoch seconds, UTC.
+event         yes       One of ``search``, ``view``, ``click``, ``add_to_cart``,
+                        ``purchase``.
+session_id    no        Session id (text); ``""`` when absent.
+query         no        Search text; required on ``search`` events.
+product_id    no        Product id; required on every event but ``search``.
+position      no        Rank (1-based integer) at which the product was shown, or null.
+============  ========  ===================================================================
+
+Other columns are ignored. Every row is validated; a bad row becomes a
+:class:`~catalog.reader.Reject` (``line`` = JSONL line number or 1-based Parquet row), never
+an exception and never a silently used event. Reject reasons never contain the user id.
+Problems with the file as a whole (missing, unreadable, not JSON Lines, missing required
+column) raise :class:`EventLogError` with a one-line message naming the file.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Callable, Container, Generator, Iterable, Iterator, Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import date, datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from catalog.errors import ShopsearchError
+from catalog.reader import Reject
+
+EVENT_TYPES = ("search", "view", "click", "add_to_cart", "purchase")
+#: Events about a product (every type but ``search``).
+PRODUCT_EVENTS = ("view", "click", "add_to_cart", "purchase")
+COLUMNS = ("user_id", "timestamp", "session_id", "event", "query", "product_id", "position")
+REQUIRED_COLUMNS = ("user_id", "timestamp", "event")
+#: Epoch numbers at or above this are milliseconds (1e11 s is year 5138; 1e11 ms is 1973).
+MS_THRESHOLD = 1e11
+#: Epoch numbers at or above this are rejected (not seconds nor milliseconds).
+MAX_EPOCH_MS = 1e14
+_EXTENSIONS = {
+    ".parquet": "parquet",
+    ".pq": "parquet",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".json": "jsonl",
+}
+_EVENT_SET = frozenset(EVENT_TYPES)
+
+KnownProducts = Callable[[str], bool] | Container[str]
+
+
+@dataclass(frozen=True)
+class Event:
+    """One validated behaviour event.
+
+    Attributes:
+        user_id: Raw user id (kept out of ``repr``; never stored by this package).
+        timestamp: Epoch seconds, UTC.
+        session_id: Session id, ``""`` when unknown.
+        event: One of :data:`EVENT_TYPES`.
+        query: Search text (always set on ``search`` events) or None.
+        product_id: Product id (always set on product events) or None.
+        position: 1-based rank the product was shown at, or None.
+    """
+
+    user_id: str = field(repr=False)
+    timestamp: float
+    session_id: str
+    event: str
+    query: str | None = None
+    product_id: str | None = None
+    position: int | None = None
+
+
+@dataclass(frozen=True)
+class EventBatch:
+    """Validated events and rejected rows from one slice of the log."""
+
+    events: list[Event] = field(default_factory=list)
+    rejects: list[Reject] = field(default_factory=list)
+
+
+class EventLogError(ShopsearchError):
+    """The event log as a whole cannot be read (bad path, format or columns)."""
+
+
+def detect_format(path: str | os.PathLike[str]) -> str:
+    """Return ``"parquet"`` or ``"jsonl"`` from the file extension.
+
+    Raises:
+        EventLogError: The extension is not a supported one.
+    """
+    suffix = Path(path).suffix.lower()
+    fmt = _EXTENSIONS.get(suffix)
+    if fmt is None:
+        shown = f"extension '{suffix}'" if suffix else "no extension"
+        raise EventLogError(
+            f"{path}: cannot tell the event log format from {shown}; "
+            f"use one of {', '.join(_EXTENSIONS)}"
+        )
+    return fmt
+
+
+def read_events(
+    path: str | os.PathLike[str],
+    known_products: KnownProducts | None = None,
+    batch_size: int = 10000,
+) -> Iterator[EventBatch]:
+    """Stream an event log as validated batches.
+
+    Args:
+        path: A ``.jsonl``/``.ndjson``/``.json`` or ``.parquet``/``.pq`` file.
+        known_products: When given (a predicate or a set of ids), events naming another
+            product are rejected with ``"unknown product_id"``.
+        batch_size: Rows read per batch (empty batches are skipped).
+
+    Yields:
+        One :class:`EventBatch` per slice of the file.
+
+    Raises:
+        EventLogError: Unsupported extension, missing or unreadable file (at call time);
+            unparseable content or a missing required column (while iterating).
+    """
+    path = Path(path)
+    fmt = detect_format(path)
+    if not path.exists():
+        raise EventLogError(f"{path}: no such file")
+    if not path.is_file():
+        raise EventLogError(f"{path}: not a regular file (is it a directory?)")
+    if not os.access(path, os.R_OK):
+        raise EventLogError(f"{path}: permission denied")
+    if batch_size < 1:
+        raise EventLogError(f"batch_size must be at least 1, got {batch_size}")
+    known: Callable[[str], bool] | None
+    if known_products is None or callable(known_products):
+        known = known_products
+    else:
+        known = known_products.__contains__
+    rows = _jsonl_rows(path, batch_size) if fmt == "jsonl" else _parquet_rows(path, batch_size)
+    return _validate_batches(rows, known)
+
+
+def write_events(
+    events_or_dicts: Iterable[Event | Mapping[str, Any]], path: str | os.PathLike[str]
+) -> int:
+    """Write events in the log format (Parquet or JSON Lines, from the extension).
+
+    This writes the *input* format, raw user ids included: it is for simulators and tests,
+    and is the only function of this package that writes user ids.
+
+    Dicts are written as given (so a test can write bad rows); ``datetime`` values become
+    ISO-8601 text in JSON Lines. The file is replaced atomically.
+
+    Args:
+        events_or_dicts: :class:`Event` objects and/or mappings with :data:`COLUMNS` keys.
+        path: Output file; parent directories are created.
+
+    Returns:
+        The number of rows written.
+
+    Raises:
+        EventLogError: Unsupported extension, or (Parquet) values that make no column type.
+    """
+    path = Path(path)
+    fmt = detect_format(path)
+    rows = [asdict(e) if isinstance(e, Event) else dict(e) for e in events_or_dicts]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        if fmt == "jsonl":
+            with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
+                for row in rows:
+                    fh.write(json.dumps(row, ensure_ascii=False, default=_json_default) + "\n")
+        else:
+            os.close(fd)
+            names = [c for c in COLUMNS if any(c in r for r in rows)]
+            names += sorted({k for r in rows for k in r} - set(names))
+            try:
+                frame = pl.DataFrame(
+                    [{n: r.get(n) for n in names} for r in rows], infer_schema_length=None
+                )
+            except (pl.exceptions.PolarsError, TypeError, ValueError) as exc:
+                raise EventLogError(
+                    f"{path}: cannot write these rows as Parquet ({_first_line(exc)}); "
+                    "use one type per column, or write .jsonl"
+                ) from None
+            frame.write_parquet(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return len(rows)
+
+
+def parse_timestamp(value: Any) -> float:
+    """Normalise a timestamp to float epoch seconds, UTC.
+
+    Accepts epoch seconds or milliseconds (numbers or numeric text; values >=
+    :data:`MS_THRESHOLD` are milliseconds), ISO-8601 text with a timezone, and ``datetime``
+    objects (naive ones are taken as UTC, as Parquet stores them).
+
+    Raises:
+        ValueError: With a reject reason when the value is missing or not a timestamp.
+    """
+    if value is None or (isinstance(value, str) and not value.strip()):
+        raise ValueError("missing timestamp")
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=timezone.utc)
+        seconds = value.timestamp()
+    elif isinstance(value, date):
+        raise ValueError(f"timestamp {value.isoformat()} is a date without a time")
+    elif isinstance(value, bool):
+        raise ValueError(f"bad timestamp {value!r}")
+    elif isinstance(value, (int, float)):
+        seconds = _epoch(float(value), value)
+    elif isinstance(value, str):
+        text = value.strip()
+        try:
+            number = float(text)
+        except ValueError:
+            seconds = _iso(text)
+        else:
+            seconds = _epoch(number, text)
+    else:
+        raise ValueError(f"bad timestamp of type {type(value).__name__}")
+    if seconds < 0:
+        raise ValueError(f"timestamp {_short(str(value))!r} is before 1970")
+    return seconds
+
+
+def _epoch(number: float, shown: Any) -> float:
+    if not math.isfinite(number):
+        raise ValueError(f"bad timestamp {_short(str(shown))!r}")
+    if abs(number) >= MAX_EPOCH_MS:
+        raise ValueError(
+            f"timestamp {_short(str(shown))!r} is out of range "
+            "(expected epoch seconds or milliseconds)"
+        )
+    return number / 1000.0 if abs(number) >= MS_THRESHOLD else number
+
+
+def _iso(text: str) -> float:
+    iso = text[:-1] + "+00:00" if text[-1:] in ("Z", "z") else text
+    try:
+        parsed = datetime.fromisoformat(iso)
+    except ValueError:
+        raise ValueError(
+            f"bad timestamp {_short(text)!r} (expected ISO-8601 with a timezone, "
+            "or epoch seconds/milliseconds)"
+        ) from None
+    if parsed.tzinfo is None:
+        raise ValueError(f"timestamp {_short(text)!r} has no timezone (add Z or +HH:MM)")
+    return parsed.timestamp()
+
+
+# --------------------------------------------------------------------------------------
+# Raw rows: (line, record) where record is a dict, or a string saying why the line is bad.
+# --------------------------------------------------------------------------------------
+
+_Raw = list[tuple[int, "dict[str, Any] | str"]]
+
+
+def _check_columns(path: Path, columns: Iterable[str]) -> None:
+    columns = list(columns)
+    for name in REQUIRED_COLUMNS:
+        if name not in columns:
+            found = ", ".join(columns) if columns else "none"
+            raise EventLogError(
+                f"{path}: missing required column '{name}' (columns found: {found})"
+            )
+
+
+def _jsonl_rows(path: Path, batch_size: int) -> Generator[_Raw, None, None]:
+    checked = False
+    first = True
+    out: _Raw = []
+    try:
+        with path.open("rb") as fh:
+            for number, raw in enumerate(fh, start=1):
+                try:
+                    text = raw.decode("utf-8")
+                except UnicodeDecodeError:
+                    raise EventLogError(f"{path}: line {number} is not valid UTF-8 text") from None
+                if number == 1:
+                    text = text.removeprefix("\ufeff")
+                text = text.strip()
+                if not text:
+                    continue
+                if first and (text.startswith("[") or text == "{"):
+                    shape = "a JSON array" if text.startswith("[") else "pretty-printed JSON"
+                    raise EventLogError(
+                        f"{path}: looks like {shape}; write one JSON object per line (JSON Lines)"
+                    )
+                first = False
+                try:
+                    record = json.loads(text)
+                except ValueError as exc:
+                    out.append((number, f"line is not valid JSON ({_first_line(exc, 80)})"))
+                else:
+                    if isinstance(record, dict):
+                        out.append((number, record))
+                    else:
+                        out.append((number, "line is not a JSON object"))
+                if len(out) >= batch_size:
+                    checked = checked or _check_keys(path, out)
+                    yield out
+                    out = []
+    except OSError as exc:
+        raise EventLogError(f"{path}: cannot read the file ({_first_line(exc)})") from None
+    if out and not checked:
+        _check_keys(path, out)
+    if out:
+        yield out
+
+
+def _check_keys(path: Path, rows: _Raw) -> bool:
+    """Check required keys against a batch's keys; False when it held no object."""
+    keys: dict[str, None] = {}
+    for _, record in rows:
+        if isinstance(record, dict):
+            keys.update(dict.fromkeys(record))
+    if not keys:
+        return False
+    _check_columns(path, keys)
+    return True
+
+
+def _parquet_rows(path: Path, batch_size: int) -> Generator[_Raw, None, None]:
+    try:
+        lf = pl.scan_parquet(path, glob=False)
+        columns = lf.collect_schema().names()
+    except (pl.exceptions.PolarsError, OSError) as exc:
+        raise EventLogError(f"{path}: not a readable Parquet file ({_first_line(exc)})") from None
+    _check_columns(path, columns)
+    wanted = [c for c in COLUMNS if c in columns]
+    row = 1
+    batches = iter(lf.select(wanted).collect_batches(chunk_size=batch_size))
+    while True:
+        try:
+            frame = next(batches)
+        except StopIteration:
+            return
+        except (pl.exceptions.PolarsError, OSError) as exc:
+            raise EventLogError(
+                f"{path}: not a readable Parquet file ({_first_line(exc)})"
+            ) from None
+        out: _Raw = []
+        for record in frame.iter_rows(named=True):
+            out.append((row, record))
+            row += 1
+        yield out
+
+
+# --------------------------------------------------------------------------------------
+# Validation
+# --------------------------------------------------------------------------------------
+
+
+class _Invalid(Exception):
+    """A field failed validation; the message is the reject reason."""
+
+
+def _validate_batches(
+    rows: Generator[_Raw, None, None], known: Callable[[str], bool] | None
+) -> Iterator[EventBatch]:
+    try:
+        for raw in rows:
+            batch = EventBatch([], [])
+            for line, record in raw:
+                if isinstance(record, str):
+                    batch.rejects.append(Reject(line, None, record))
+                    continue
+                product_id: str | None = None
+                try:
+                    product_id = _text(record.get("product_id"), "product_id")
+                    batch.events.append(_event(record, product_id, known))
+                except _Invalid as exc:
+                    batch.rejects.append(Reject(line, product_id, str(exc)))
+            if batch.events or batch.rejects:
+                yield batch
+    finally:
+        rows.close()
+
+
+def _event(
+    record: dict[str, Any], product_id: str | None, known: Callable[[str], bool] | None
+) -> Event:
+    kind = record.get("event")
+    kind = kind.strip().lower() if isinstance(kind, str) else kind
+    if kind is None or kind == "":
+        raise _Invalid("missing event")
+    if kind not in _EVENT_SET:
+        raise _Invalid(
+            f"unknown event type {_short(str(kind))!r} (expected one of {', '.join(EVENT_TYPES)})"
+        )
+    user_id = _text(record.get("user_id"), "user_id")
+    if user_id is None:
+        raise _Invalid("missing user_id")
+    try:
+        timestamp = parse_timestamp(record.get("timestamp"))
+    except ValueError as exc:
+        raise _Invalid(str(exc)) from None
+    query = _text(record.get("query"), "query")
+    if kind == "search":
+        if query is None:
+            raise _Invalid("missing query (required on search events)")
+    elif product_id is None:
+        raise _Invalid(f"missing product_id (required on {kind} events)")
+    if product_id is not None and known is not None and not known(product_id):
+        raise _Invalid("unknown product_id")
+    return Event(
+        user_id=user_id,
+        timestamp=timestamp,
+        session_id=_text(record.get("session_id"), "session_id") or "",
+        event=kind,
+        query=query,
+        product_id=product_id,
+        position=_position(record.get("position")),
+    )
+
+
+def _text(value: Any, name: str) -> str | None:
+    """Strip a text field; None when absent or blank. Integers are accepted as text."""
+    if value is None:
+        return None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, (dict, list, bool, float)):
+        raise _Invalid(f"{name} is not text")
+    text = str(value).strip()
+    return text or None
+
+
+def _position(value: Any) -> int | None:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    position: int | None = None
+    if isinstance(value, bool):
+        position = None
+    elif isinstance(value, int):
+        position = value
+    elif isinstance(value, float) and value.is_integer():
+        position = int(value)
+    elif isinstance(value, str) and value.strip().lstrip("+").isdigit():
+        position = int(value.strip())
+    if position is None or position < 1:
+        raise _Invalid(f"bad position {_short(str(value))!r} (expected an integer >= 1 or null)")
+    return position
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if hasattr(value, "item"):  # numpy scalars
+        return value.item()
+    raise TypeError(f"cannot write a {type(value).__name__} as JSON")
+
+
+def _first_line(exc: BaseException, limit: int = 160) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _short(text: str, limit: int = 40) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."

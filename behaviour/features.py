@@ -1,0 +1,229 @@
+"""The personalisation features: one definition, used identically in training and at query time.
+
+Build a :class:`Candidate` per retrieved product, a point-in-time profile
+(:meth:`behaviour.profiles.ProfileStore.profile` with ``before`` = the query time when
+training), popularity and the vectors of the user's recent items, then call
+:func:`compute_features`. Columns are :data:`FEATURE_NAMES`, in order:
+
+User features (exactly 0 for a cold user: no profile, or ``n_events == 0``):
+
+* ``has_history``: 1 when the profile has interactions, else 0.
+* ``brand_affinity``: the user's affinity for the candidate's brand (0..1).
+* ``category_affinity``: mean of the user's affinity over the candidate's category levels,
+  a level the user never touched counting 0 (0..1; see below).
+* ``price_match``: ``-min(|log price - mean log price| / (std + 0.1), 5)``; 0 at the user's
+  typical price, and 0 when either price is unknown.
+* ``recent_sim_max``, ``recent_sim_mean``: max and mean cosine of the candidate's vector to
+  the vectors of the user's recent items (0 without vectors).
+* ``prior_views``, ``prior_clicks``, ``prior_carts``, ``prior_purchases``: ``log1p`` of the
+  user's past interactions with this very product.
+
+Other features:
+
+* ``popularity``: smoothed popularity (:meth:`ProfileStore.popularity`; missing: 0).
+* ``retrieval_score``: the stage-1 score.
+* ``rank_discount``: ``1 / log2(retrieval_rank + 1)``.
+* ``cross_score``: the cross-encoder score, 0 when None (pass it, or not, the same way in
+  training and at query time).
+
+Category affinity is the mean over levels rather than the max: a profile's values nest (a
+parent category's share is >= each child's), so the max, or the deepest matching level's
+value, would only echo the top level; the mean rewards matching deeper levels
+(``Tools > Power Tools > Drills`` for a pliers buyer scores 1/3 of what pliers score).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from behaviour.profiles import UserProfile, category_levels
+
+FEATURE_NAMES = (
+    "has_history",
+    "brand_affinity",
+    "category_affinity",
+    "price_match",
+    "recent_sim_max",
+    "recent_sim_mean",
+    "prior_views",
+    "prior_clicks",
+    "prior_carts",
+    "prior_purchases",
+    "popularity",
+    "retrieval_score",
+    "rank_discount",
+    "cross_score",
+)
+#: Features that depend on the user (all exactly 0 for a cold user).
+USER_FEATURES = FEATURE_NAMES[:10]
+#: Boolean mask over :data:`FEATURE_NAMES` of the user features.
+USER_FEATURE_MASK = np.array([name in USER_FEATURES for name in FEATURE_NAMES])
+#: Added to the user's log-price std (so one-price histories do not make every other price
+#: look infinitely far), and the clip of the price distance, in standard deviations.
+PRICE_EPS = 0.1
+PRICE_CLIP = 5.0
+_INDEX = {name: i for i, name in enumerate(FEATURE_NAMES)}
+_PRIOR_EVENTS = (
+    ("prior_views", "view"),
+    ("prior_clicks", "click"),
+    ("prior_carts", "add_to_cart"),
+    ("prior_purchases", "purchase"),
+)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One retrieved product to score.
+
+    Attributes:
+        product_id: Product id.
+        brand: Brand or None.
+        category: Category path (``"A > B > C"``) or None.
+        price: Price or None.
+        vector: The product's embedding (any scale) or None.
+        retrieval_score: Stage-1 score.
+        retrieval_rank: Stage-1 rank, 1-based.
+        cross_score: Cross-encoder score, or None when not computed.
+    """
+
+    product_id: str
+    brand: str | None
+    category: str | None
+    price: float | None
+    vector: np.ndarray | None
+    retrieval_score: float
+    retrieval_rank: int
+    cross_score: float | None = None
+
+    @classmethod
+    def from_payload(
+        cls,
+        payload: Mapping[str, Any],
+        retrieval_score: float,
+        retrieval_rank: int,
+        cross_score: float | None = None,
+        vector: np.ndarray | None = None,
+    ) -> Candidate:
+        """A candidate from a product-store payload (uses ``_vector`` when present)."""
+        if vector is None and payload.get("_vector") is not None:
+            vector = np.asarray(payload["_vector"], dtype=np.float32)
+        price = payload.get("price")
+        return cls(
+            product_id=str(payload["product_id"]),
+            brand=payload.get("brand") or None,
+            category=payload.get("category") or None,
+            price=float(price) if price is not None else None,
+            vector=vector,
+            retrieval_score=float(retrieval_score),
+            retrieval_rank=int(retrieval_rank),
+            cross_score=cross_score,
+        )
+
+
+def compute_features(
+    profile: UserProfile | None,
+    candidates: Sequence[Candidate],
+    popularity: Mapping[str, float],
+    recent_vectors: np.ndarray | None,
+) -> np.ndarray:
+    """Feature matrix of the candidates for one user and query.
+
+    Args:
+        profile: The user's profile at query time, or None for an anonymous user.
+        candidates: Retrieved products.
+        popularity: Product id -> smoothed popularity (missing: 0).
+        recent_vectors: Vectors of the user's recent items, shape ``(m, dim)``, or None.
+
+    Returns:
+        float32 array of shape ``(len(candidates), len(FEATURE_NAMES))``.
+    """
+    out = np.zeros((len(candidates), len(FEATURE_NAMES)), dtype=np.float32)
+    for row, cand in enumerate(candidates):
+        if cand.retrieval_rank < 1:
+            raise ValueError(f"retrieval_rank must be >= 1, got {cand.retrieval_rank}")
+        out[row, _INDEX["popularity"]] = popularity.get(cand.product_id, 0.0)
+        out[row, _INDEX["retrieval_score"]] = cand.retrieval_score
+        out[row, _INDEX["rank_discount"]] = 1.0 / math.log2(cand.retrieval_rank + 1)
+        out[row, _INDEX["cross_score"]] = cand.cross_score or 0.0
+    if profile is None or profile.n_events == 0 or not candidates:
+        return out
+
+    out[:, _INDEX["has_history"]] = 1.0
+    mean, std = profile.price_mean_log, profile.price_std_log
+    for row, cand in enumerate(candidates):
+        if cand.brand:
+            out[row, _INDEX["brand_affinity"]] = profile.brand_affinity.get(cand.brand, 0.0)
+        if cand.category:
+            levels = category_levels(cand.category)
+            affinity = profile.category_affinity
+            out[row, _INDEX["category_affinity"]] = sum(
+                affinity.get(lv, 0.0) for lv in levels
+            ) / len(levels)
+        if mean is not None and cand.price is not None and cand.price > 0:
+            distance = abs(math.log(cand.price) - mean) / ((std or 0.0) + PRICE_EPS)
+            out[row, _INDEX["price_match"]] = -min(distance, PRICE_CLIP)
+        counts = profile.interactions.get(cand.product_id)
+        if counts:
+            for name, event in _PRIOR_EVENTS:
+                out[row, _INDEX[name]] = math.log1p(counts.get(event, 0))
+    _similarities(out, candidates, recent_vectors)
+    return out
+
+
+def _similarities(
+    out: np.ndarray, candidates: Sequence[Candidate], recent_vectors: np.ndarray | None
+) -> None:
+    if recent_vectors is None or len(recent_vectors) == 0:
+        return
+    recent = np.asarray(recent_vectors, dtype=np.float32)
+    recent = recent.reshape(len(recent), -1)
+    recent = recent[np.linalg.norm(recent, axis=1) > 0]
+    if len(recent) == 0:
+        return
+    recent = recent / np.linalg.norm(recent, axis=1, keepdims=True)
+    rows = [i for i, c in enumerate(candidates) if c.vector is not None]
+    if not rows:
+        return
+    cands = np.stack([np.asarray(candidates[i].vector, dtype=np.float32).ravel() for i in rows])
+    if cands.shape[1] != recent.shape[1]:
+        raise ValueError(
+            f"candidate vectors have {cands.shape[1]} dimensions, recent vectors {recent.shape[1]}"
+        )
+    norms = np.linalg.norm(cands, axis=1, keepdims=True)
+    sims = (cands / np.where(norms > 0, norms, 1.0)) @ recent.T
+    sims[norms[:, 0] == 0] = 0.0
+    out[rows, _INDEX["recent_sim_max"]] = sims.max(axis=1)
+    out[rows, _INDEX["recent_sim_mean"]] = sims.mean(axis=1)
+
+
+def explain(
+    features_row: Sequence[float] | np.ndarray,
+    contributions: Sequence[float] | np.ndarray,
+    top: int = 3,
+) -> list[tuple[str, float]]:
+    """The features that mattered most for one candidate.
+
+    Args:
+        features_row: One row of :func:`compute_features`.
+        contributions: Per-feature contribution to the score (from the caller's model,
+            e.g. weight * value for a linear model), same order as :data:`FEATURE_NAMES`.
+        top: How many features to return.
+
+    Returns:
+        ``(feature name, feature value)`` for up to ``top`` features with a non-zero
+        contribution, largest absolute contribution first (ties: :data:`FEATURE_NAMES` order).
+    """
+    values = np.asarray(features_row, dtype=np.float64).ravel()
+    contrib = np.asarray(contributions, dtype=np.float64).ravel()
+    if len(values) != len(FEATURE_NAMES) or len(contrib) != len(FEATURE_NAMES):
+        raise ValueError(
+            f"expected {len(FEATURE_NAMES)} features and contributions, "
+            f"got {len(values)} and {len(contrib)}"
+        )
+    order = sorted(range(len(FEATURE_NAMES)), key=lambda i: (-abs(contrib[i]), i))
+    return [(FEATURE_NAMES[i], float(values[i])) for i in order if contrib[i] != 0][:top]

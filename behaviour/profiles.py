@@ -1,0 +1,577 @@
+"""Pseudonymous user profiles and item popularity in one SQLite file.
+
+Tables (one file, WAL mode, ``secure_delete`` on):
+
+* ``events(pseudonym, ts, session, event, product_id, query, position)`` - every ingested
+  event, keyed by the user's pseudonym (never the raw id; sessions are pseudonymised too).
+  Missing ``product_id``/``query`` are stored as ``''`` so that the unique index
+  ``events_by_user_time(pseudonym, ts, event, product_id, query)`` makes re-ingesting the
+  same log a no-op. Its leading columns ``(pseudonym, ts)`` make it the per-user time index
+  too, and it covers the profile query (no table lookups); a second ``(pseudonym, ts)``
+  index would only double the write cost.
+* ``items(product_id, brand, category, price, vector)`` - what the features need about
+  products, filled by the caller with :meth:`ProfileStore.upsert_items`.
+* ``item_stats(product_id, views, clicks, carts, purchases)`` - interaction counts kept by
+  triggers on ``events``: incremented for each row actually inserted, decremented for each
+  row deleted, so :meth:`ProfileStore.forget` removes a user's contribution exactly.
+
+Privacy: :meth:`ProfileStore.forget` deletes every row of the user, decrements the counts,
+drops count rows that reach zero and truncates the WAL. ``secure_delete`` overwrites the
+freed content with zeros, so no trace of the user's rows stays in the file even without
+``VACUUM`` (``forget(..., vacuum=True)`` also shrinks the file; it rewrites the whole
+database, so it is off by default). A checkpoint blocked by a concurrent reader leaves the
+zeroed pages in the WAL until the next checkpoint.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from behaviour.events import EVENT_TYPES, PRODUCT_EVENTS, Event
+from behaviour.privacy import Pseudonymizer
+from catalog.errors import ShopsearchError
+from catalog.schema import CATEGORY_SEPARATOR, Product, normalize_category
+
+SCHEMA_VERSION = 1
+#: How much each interaction counts towards affinities.
+EVENT_WEIGHTS = {"view": 1.0, "click": 2.0, "add_to_cart": 4.0, "purchase": 8.0}
+DEFAULT_HALF_LIFE_DAYS = 30.0
+DEFAULT_MAX_EVENTS = 200
+MAX_RECENT_ITEMS = 20
+#: Pseudo-count of the popularity smoothing (how many exposures the prior is worth).
+DEFAULT_POPULARITY_ALPHA = 10.0
+_DAY = 86400.0
+_IN_CHUNK = 500
+
+_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS events (
+    pseudonym TEXT NOT NULL,
+    ts REAL NOT NULL,
+    session TEXT NOT NULL DEFAULT '',
+    event TEXT NOT NULL CHECK (event IN ({", ".join(f"'{e}'" for e in EVENT_TYPES)})),
+    product_id TEXT NOT NULL DEFAULT '',
+    query TEXT NOT NULL DEFAULT '',
+    position INTEGER
+);
+CREATE UNIQUE INDEX IF NOT EXISTS events_by_user_time
+    ON events (pseudonym, ts, event, product_id, query);
+CREATE TABLE IF NOT EXISTS items (
+    product_id TEXT PRIMARY KEY,
+    brand TEXT,
+    category TEXT,
+    price REAL,
+    vector BLOB
+);
+CREATE TABLE IF NOT EXISTS item_stats (
+    product_id TEXT PRIMARY KEY,
+    views INTEGER NOT NULL DEFAULT 0,
+    clicks INTEGER NOT NULL DEFAULT 0,
+    carts INTEGER NOT NULL DEFAULT 0,
+    purchases INTEGER NOT NULL DEFAULT 0
+);
+CREATE TRIGGER IF NOT EXISTS events_stats_insert AFTER INSERT ON events
+WHEN NEW.event != 'search' BEGIN
+    INSERT INTO item_stats (product_id, views, clicks, carts, purchases)
+    VALUES (NEW.product_id, NEW.event = 'view', NEW.event = 'click',
+            NEW.event = 'add_to_cart', NEW.event = 'purchase')
+    ON CONFLICT (product_id) DO UPDATE SET
+        views = views + excluded.views,
+        clicks = clicks + excluded.clicks,
+        carts = carts + excluded.carts,
+        purchases = purchases + excluded.purchases;
+END;
+CREATE TRIGGER IF NOT EXISTS events_stats_delete AFTER DELETE ON events
+WHEN OLD.event != 'search' BEGIN
+    UPDATE item_stats SET
+        views = views - (OLD.event = 'view'),
+        clicks = clicks - (OLD.event = 'click'),
+        carts = carts - (OLD.event = 'add_to_cart'),
+        purchases = purchases - (OLD.event = 'purchase')
+    WHERE product_id = OLD.product_id;
+END;
+"""
+_INSERT_EVENT = (
+    "INSERT INTO events (pseudonym, ts, session, event, product_id, query, position) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
+)
+_PRODUCT_EVENT_SQL = ", ".join(f"'{e}'" for e in PRODUCT_EVENTS)
+_PROFILE_COLUMNS = (
+    "SELECT e.ts, e.event, e.product_id, i.brand, i.category, i.price "
+    "FROM events AS e LEFT JOIN items AS i ON i.product_id = e.product_id "
+)
+_PROFILE_SQL = (
+    _PROFILE_COLUMNS + f"WHERE e.pseudonym = ? AND e.event IN ({_PRODUCT_EVENT_SQL}) "
+    "ORDER BY e.ts DESC LIMIT ?"
+)
+_PROFILE_BEFORE_SQL = (
+    _PROFILE_COLUMNS + f"WHERE e.pseudonym = ? AND e.ts < ? AND e.event IN ({_PRODUCT_EVENT_SQL}) "
+    "ORDER BY e.ts DESC LIMIT ?"
+)
+_UPSERT_ITEM = (
+    "INSERT INTO items (product_id, brand, category, price, vector) VALUES (?, ?, ?, ?, ?) "
+    "ON CONFLICT (product_id) DO UPDATE SET brand = excluded.brand, "
+    "category = excluded.category, price = excluded.price, "
+    "vector = COALESCE(excluded.vector, items.vector)"
+)
+
+
+@dataclass(frozen=True)
+class IngestSummary:
+    """What :meth:`ProfileStore.ingest` did.
+
+    Attributes:
+        added: Events stored.
+        duplicates: Events already stored (skipped).
+        users: Distinct users among the ingested events.
+    """
+
+    added: int
+    duplicates: int
+    users: int
+
+
+@dataclass(frozen=True)
+class UserProfile:
+    """A user's interests at a point in time, from their most recent interactions.
+
+    Affinities weight each interaction by :data:`EVENT_WEIGHTS` times an exponential time
+    decay ``0.5 ** (age / half_life)`` (age relative to ``as_of``).
+
+    Attributes:
+        pseudonym: The user's pseudonym.
+        n_events: Interactions (view/click/add_to_cart/purchase) the profile is built from.
+        brand_affinity: Brand -> weight share; values sum to 1 (``{}`` without brands).
+        category_affinity: Category path prefix -> share of the weight of interactions
+            under that prefix (every level of an item's category is credited). Values nest
+            (a parent is >= each child); the top-level values sum to 1.
+        price_mean_log: Weighted mean of ``log(price)`` of priced items, or None.
+        price_std_log: Weighted standard deviation of ``log(price)``, or None.
+        recent_items: Product ids, most recent first, deduplicated, at most 20.
+        interactions: Product id -> event type -> count (undecayed).
+        as_of: The reference time of the decay (``before``, else the latest event).
+    """
+
+    pseudonym: str
+    n_events: int
+    brand_affinity: dict[str, float] = field(default_factory=dict)
+    category_affinity: dict[str, float] = field(default_factory=dict)
+    price_mean_log: float | None = None
+    price_std_log: float | None = None
+    recent_items: tuple[str, ...] = ()
+    interactions: dict[str, dict[str, int]] = field(default_factory=dict)
+    as_of: float | None = None
+
+    @property
+    def is_cold(self) -> bool:
+        """True when there is no interaction to personalise from."""
+        return self.n_events == 0
+
+
+class ProfileStore:
+    """Event store, profiles and popularity on one SQLite file.
+
+    Safe to share between threads (calls are serialised); several processes may open the
+    same file (SQLite WAL: readers never block the writer).
+
+    Args:
+        path: The SQLite file (created with mode 0600, parent directories too).
+        half_life_days: Half-life of the affinity time decay.
+        popularity_alpha: Pseudo-count of the popularity smoothing.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        half_life_days: float = DEFAULT_HALF_LIFE_DAYS,
+        popularity_alpha: float = DEFAULT_POPULARITY_ALPHA,
+    ) -> None:
+        if half_life_days <= 0:
+            raise ValueError(f"half_life_days must be positive, got {half_life_days}")
+        if popularity_alpha <= 0:
+            raise ValueError(f"popularity_alpha must be positive, got {popularity_alpha}")
+        self.path = Path(path)
+        self.half_life_days = float(half_life_days)
+        self.popularity_alpha = float(popularity_alpha)
+        self._lock = threading.Lock()
+        self._prior: tuple[tuple[int, int], float] | None = None
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if not self.path.exists():
+            os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600))
+        try:
+            self._conn = sqlite3.connect(
+                self.path, isolation_level=None, check_same_thread=False, timeout=10.0
+            )
+            self._setup()
+        except sqlite3.DatabaseError as exc:
+            raise ShopsearchError(f"{self.path}: not a usable profile store ({exc})") from None
+
+    def _setup(self) -> None:
+        conn = self._conn
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise ShopsearchError(
+                f"{self.path}: profile store schema {version} is newer than this shopsearch "
+                f"({SCHEMA_VERSION}); upgrade shopsearch"
+            )
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        conn.execute("PRAGMA secure_delete = ON")
+        conn.execute("PRAGMA temp_store = MEMORY")
+        conn.executescript(_SCHEMA)
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the connection."""
+        with self._lock:
+            self._conn.close()
+
+    def __enter__(self) -> ProfileStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- writes --------------------------------------------------------------------------
+
+    def ingest(
+        self, events: Iterable[Event], pseudonymizer: Pseudonymizer, chunk_size: int = 5000
+    ) -> IngestSummary:
+        """Store events under their users' pseudonyms; already stored events are skipped.
+
+        Each chunk is its own transaction, so an interrupted ingest keeps the chunks before
+        it and running it again completes it (nothing is counted twice).
+
+        Raises:
+            ValueError: An event has an unknown type or lacks a required product id
+                (events from :func:`behaviour.events.read_events` never do).
+        """
+        pseudonyms: dict[str, str] = {}
+        sessions: dict[str, str] = {}
+        added = total = 0
+        for chunk in _chunks(events, chunk_size):
+            rows = []
+            for event in chunk:
+                if event.event not in EVENT_TYPES:
+                    raise ValueError(f"unknown event type {event.event!r}")
+                if event.event != "search" and not event.product_id:
+                    raise ValueError(f"a {event.event} event needs a product_id")
+                pseudonym = pseudonyms.get(event.user_id)
+                if pseudonym is None:
+                    pseudonym = pseudonyms[event.user_id] = pseudonymizer.pseudonym(event.user_id)
+                session = sessions.get(event.session_id)
+                if session is None:
+                    if len(sessions) > 100_000:
+                        sessions.clear()
+                    session = sessions[event.session_id] = pseudonymizer.session_pseudonym(
+                        event.session_id
+                    )
+                rows.append(
+                    (
+                        pseudonym,
+                        float(event.timestamp),
+                        session,
+                        event.event,
+                        event.product_id or "",
+                        event.query or "",
+                        event.position,
+                    )
+                )
+            with self._lock, self._transaction():
+                added += self._conn.executemany(_INSERT_EVENT, rows).rowcount
+            total += len(rows)
+        if added:
+            self._prior = None
+        return IngestSummary(added=added, duplicates=total - added, users=len(pseudonyms))
+
+    def upsert_items(self, records: Iterable[Product | Mapping[str, Any]]) -> int:
+        """Insert or update what the features need about products.
+
+        Args:
+            records: :class:`~catalog.schema.Product` objects, or mappings with
+                ``product_id`` and optional ``brand``, ``category``, ``price`` and
+                ``vector`` (or ``_vector``, as the product store returns it). A record
+                without a vector keeps the stored one.
+
+        Returns:
+            The number of records written.
+        """
+        rows = [_item_row(r) for r in records]
+        with self._lock, self._transaction():
+            self._conn.executemany(_UPSERT_ITEM, rows)
+        return len(rows)
+
+    def forget(self, user_id: str, pseudonymizer: Pseudonymizer, vacuum: bool = False) -> int:
+        """Delete every stored event of a user and their contribution to item counts.
+
+        Args:
+            user_id: The raw user id (only its pseudonym is used).
+            pseudonymizer: The pseudonymizer the events were ingested with.
+            vacuum: Also ``VACUUM`` (shrinks the file; rewrites the whole database).
+
+        Returns:
+            The number of events removed.
+        """
+        pseudonym = pseudonymizer.pseudonym(user_id)
+        with self._lock:
+            with self._transaction():
+                removed = self._conn.execute(
+                    "DELETE FROM events WHERE pseudonym = ?", (pseudonym,)
+                ).rowcount
+                self._conn.execute(
+                    "DELETE FROM item_stats "
+                    "WHERE views <= 0 AND clicks <= 0 AND carts <= 0 AND purchases <= 0"
+                )
+            self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            if vacuum:
+                self._conn.execute("VACUUM")
+                self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        self._prior = None
+        return removed
+
+    # -- reads ---------------------------------------------------------------------------
+
+    def profile(
+        self, pseudonym: str, before: float | None = None, max_events: int = DEFAULT_MAX_EVENTS
+    ) -> UserProfile:
+        """A user's profile from their latest interactions, as it was at time ``before``.
+
+        Args:
+            pseudonym: The user's pseudonym (:meth:`Pseudonymizer.pseudonym`).
+            before: Only events with ``ts < before`` count (point-in-time for training);
+                None: all events.
+            max_events: The most recent interactions to use.
+
+        Returns:
+            The profile; ``n_events == 0`` for unknown or cold users.
+        """
+        if max_events < 1:
+            raise ValueError(f"max_events must be at least 1, got {max_events}")
+        if before is None:
+            sql, params = _PROFILE_SQL, (pseudonym, max_events)
+        else:
+            sql, params = _PROFILE_BEFORE_SQL, (pseudonym, float(before), max_events)
+        with self._lock:
+            rows = self._conn.execute(sql, params).fetchall()
+        return build_profile(pseudonym, rows, before, self.half_life_days * _DAY)
+
+    def popularity(self, product_ids: Iterable[str]) -> dict[str, float]:
+        """Smoothed engagement rate of products.
+
+        ``popularity = (engagement + alpha * prior) / (exposure + alpha)`` where
+        ``engagement = clicks + 2 * carts + 3 * purchases``, ``exposure = max(views, clicks)``
+        (a click implies the product was seen even when no view was logged), ``alpha`` is
+        :attr:`popularity_alpha` and ``prior`` is the same ratio over all products
+        (0 without data). Products without interactions get ``prior``; values are >= 0,
+        typically well below 1.
+        """
+        ids = list(dict.fromkeys(product_ids))
+        alpha = self.popularity_alpha
+        with self._lock:
+            prior = self._prior_rate()
+            stats: dict[str, tuple[int, int, int, int]] = {}
+            for start in range(0, len(ids), _IN_CHUNK):
+                part = ids[start : start + _IN_CHUNK]
+                marks = ", ".join("?" * len(part))
+                for pid, views, clicks, carts, purchases in self._conn.execute(
+                    "SELECT product_id, views, clicks, carts, purchases FROM item_stats "
+                    f"WHERE product_id IN ({marks})",
+                    part,
+                ):
+                    stats[pid] = (views, clicks, carts, purchases)
+        out: dict[str, float] = {}
+        for pid in ids:
+            views, clicks, carts, purchases = stats.get(pid, (0, 0, 0, 0))
+            engagement = clicks + 2 * carts + 3 * purchases
+            out[pid] = (engagement + alpha * prior) / (max(views, clicks) + alpha)
+        return out
+
+    def item_stats(self, product_id: str) -> tuple[int, int, int, int] | None:
+        """``(views, clicks, carts, purchases)`` of a product, or None without interactions."""
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT views, clicks, carts, purchases FROM item_stats WHERE product_id = ?",
+                (product_id,),
+            ).fetchone()
+        return tuple(row) if row else None
+
+    def vectors(self, product_ids: Sequence[str]) -> np.ndarray | None:
+        """Stored vectors of the given products, in order, skipping those without one.
+
+        Returns:
+            A float32 array of shape ``(m, dim)``, or None when no product has a vector.
+        """
+        ids = list(dict.fromkeys(product_ids))
+        found: dict[str, bytes] = {}
+        with self._lock:
+            for start in range(0, len(ids), _IN_CHUNK):
+                part = ids[start : start + _IN_CHUNK]
+                marks = ", ".join("?" * len(part))
+                for pid, blob in self._conn.execute(
+                    f"SELECT product_id, vector FROM items WHERE product_id IN ({marks}) "
+                    "AND vector IS NOT NULL",
+                    part,
+                ):
+                    found[pid] = blob
+        rows = [np.frombuffer(found[pid], dtype=np.float32) for pid in ids if pid in found]
+        return np.stack(rows) if rows else None
+
+    def count_events(self, pseudonym: str | None = None) -> int:
+        """Stored events, of one pseudonym or of everybody."""
+        with self._lock:
+            if pseudonym is None:
+                return self._conn.execute("SELECT COUNT(*) FROM events").fetchone()[0]
+            return self._conn.execute(
+                "SELECT COUNT(*) FROM events WHERE pseudonym = ?", (pseudonym,)
+            ).fetchone()[0]
+
+    # -- internals -----------------------------------------------------------------------
+
+    def _transaction(self) -> _Transaction:
+        return _Transaction(self._conn)
+
+    def _prior_rate(self) -> float:
+        """Global engagement / exposure, cached until this or another connection writes."""
+        key = (
+            self._conn.execute("PRAGMA data_version").fetchone()[0],
+            self._conn.total_changes,
+        )
+        if self._prior is not None and self._prior[0] == key:
+            return self._prior[1]
+        engagement, exposure = self._conn.execute(
+            "SELECT TOTAL(clicks + 2 * carts + 3 * purchases), TOTAL(MAX(views, clicks)) "
+            "FROM item_stats"
+        ).fetchone()
+        rate = engagement / exposure if exposure > 0 else 0.0
+        self._prior = (key, rate)
+        return rate
+
+
+class _Transaction:
+    """``BEGIN IMMEDIATE`` ... ``COMMIT`` (``ROLLBACK`` on error)."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def __enter__(self) -> None:
+        self.conn.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type: object, *rest: object) -> None:
+        self.conn.execute("ROLLBACK" if exc_type is not None else "COMMIT")
+
+
+def build_profile(
+    pseudonym: str,
+    rows: Sequence[tuple[float, str, str, str | None, str | None, float | None]],
+    before: float | None,
+    half_life_s: float,
+) -> UserProfile:
+    """Build a profile from interactions, most recent first.
+
+    Args:
+        pseudonym: The user's pseudonym.
+        rows: ``(ts, event, product_id, brand, category, price)``, newest first.
+        before: Reference time of the decay; None: the newest row's time.
+        half_life_s: Half-life of the decay, in seconds.
+    """
+    if not rows:
+        return UserProfile(pseudonym=pseudonym, n_events=0, as_of=before)
+    as_of = float(before) if before is not None else float(rows[0][0])
+    rate = math.log(2.0) / half_life_s
+    brands: dict[str, float] = {}
+    categories: dict[str, float] = {}
+    categorised = 0.0
+    price_w = price_s1 = price_s2 = 0.0
+    interactions: dict[str, dict[str, int]] = {}
+    recent: list[str] = []
+    for ts, event, product_id, brand, category, price in rows:
+        weight = EVENT_WEIGHTS[event] * math.exp(-rate * max(as_of - ts, 0.0))
+        counts = interactions.get(product_id)
+        if counts is None:
+            counts = interactions[product_id] = {}
+            if len(recent) < MAX_RECENT_ITEMS:
+                recent.append(product_id)
+        counts[event] = counts.get(event, 0) + 1
+        if brand:
+            brands[brand] = brands.get(brand, 0.0) + weight
+        if category:
+            categorised += weight
+            for level in category_levels(category):
+                categories[level] = categories.get(level, 0.0) + weight
+        if price is not None and price > 0:
+            x = math.log(price)
+            price_w += weight
+            price_s1 += weight * x
+            price_s2 += weight * x * x
+    mean = std = None
+    if price_w > 0:
+        mean = price_s1 / price_w
+        std = math.sqrt(max(price_s2 / price_w - mean * mean, 0.0))
+    return UserProfile(
+        pseudonym=pseudonym,
+        n_events=len(rows),
+        brand_affinity=_normalised(brands, sum(brands.values())),
+        category_affinity=_normalised(categories, categorised),
+        price_mean_log=mean,
+        price_std_log=std,
+        recent_items=tuple(recent),
+        interactions=interactions,
+        as_of=as_of,
+    )
+
+
+@lru_cache(maxsize=65536)
+def category_levels(category: str) -> tuple[str, ...]:
+    """Every prefix of a category path, shortest first (as ``Product.category_levels``)."""
+    parts = category.split(CATEGORY_SEPARATOR)
+    return tuple(CATEGORY_SEPARATOR.join(parts[: i + 1]) for i in range(len(parts)))
+
+
+def _normalised(weights: dict[str, float], total: float) -> dict[str, float]:
+    if total <= 0:
+        return {}
+    return {k: v / total for k, v in weights.items()}
+
+
+def _item_row(record: Product | Mapping[str, Any]) -> tuple[Any, ...]:
+    if isinstance(record, Product):
+        return (record.product_id, record.brand, record.category, record.price, None)
+    product_id = record.get("product_id")
+    if product_id is None or str(product_id).strip() == "":
+        raise ValueError("an item record needs a product_id")
+    category = record.get("category")
+    if isinstance(category, (list, tuple)):
+        category = CATEGORY_SEPARATOR.join(str(c) for c in category)
+    category = normalize_category(str(category)) or None if category else None
+    price = record.get("price")
+    price = float(price) if price is not None else None
+    vector = record.get("vector")
+    if vector is None:
+        vector = record.get("_vector")
+    blob = None
+    if vector is not None:
+        blob = np.ascontiguousarray(np.asarray(vector, dtype=np.float32).ravel()).tobytes()
+    brand = record.get("brand")
+    return (str(product_id).strip(), str(brand) if brand else None, category, price, blob)
+
+
+def _chunks(items: Iterable[Event], size: int) -> Iterator[list[Event]]:
+    chunk: list[Event] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
