@@ -74,13 +74,20 @@ class Retriever:
     Open with :meth:`open`; then :meth:`search` / :meth:`search_batch`.
     """
 
-    def __init__(self, backend: Backend, collection: Collection, encoder: BiEncoder) -> None:
+    def __init__(
+        self,
+        backend: Backend,
+        collection: Collection,
+        encoder: BiEncoder,
+        auto_refresh_s: float | None = 1.0,
+    ) -> None:
         self.backend = backend
         self.collection = collection
         self.encoder = encoder
         self.lexical = LexicalEncoder.from_config(collection.manifest["lexical"])
         self._version = backend.current_version()
         self._checked_at = time.monotonic()
+        self.auto_refresh_s = auto_refresh_s
 
     @classmethod
     def open(
@@ -94,6 +101,7 @@ class Retriever:
         model: str | os.PathLike[str] | None = None,
         device: str | None = None,
         encoder: BiEncoder | None = None,
+        auto_refresh_s: float | None = 1.0,
     ) -> Retriever:
         """Opens an index for searching.
 
@@ -106,6 +114,8 @@ class Retriever:
             model: Query-tower model; None uses the model recorded in the index.
             device: Torch device; None picks CUDA when present.
             encoder: A loaded encoder to share (e.g. between retriever and indexer).
+            auto_refresh_s: Look for a newer build at most this often (seconds); None: only
+                on :meth:`refresh`.
         """
         location = IndexLocation(
             path=Path(index) if index is not None else None,
@@ -123,7 +133,7 @@ class Retriever:
                 chosen = recorded["name"]  # the packaged default moved with a new venv
             encoder = BiEncoder(chosen if chosen is not None else recorded["path"], device=device)
         check_model(col.manifest, encoder.fingerprint, location.describe())
-        return cls(backend, col, encoder)
+        return cls(backend, col, encoder, auto_refresh_s)
 
     @property
     def manifest(self) -> dict[str, Any]:
@@ -143,8 +153,10 @@ class Retriever:
         return True
 
     def _maybe_refresh(self) -> None:
+        if self.auto_refresh_s is None:
+            return
         now = time.monotonic()
-        if now - self._checked_at > 1.0:
+        if now - self._checked_at > self.auto_refresh_s:
             self._checked_at = now
             self.refresh()
 

@@ -24,7 +24,9 @@ def build_tiny_bert(folder: Path, words: list[str], seed: int = 0) -> Path:
     hf_dir.mkdir(parents=True, exist_ok=True)
     vocab = SPECIAL + sorted(set(words))
     (hf_dir / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    tokenizer = BertTokenizerFast(vocab_file=str(hf_dir / "vocab.txt"), do_lower_case=True)
+    # transformers 5 ignores vocab_file= here (every word became [UNK]): pass the vocab itself
+    tokenizer = BertTokenizerFast(vocab={w: i for i, w in enumerate(vocab)}, do_lower_case=True)
+    assert tokenizer.tokenize(vocab[-1]) == [vocab[-1]], "tiny tokenizer lost its vocabulary"
     torch.manual_seed(seed)
     config = BertConfig(
         vocab_size=len(vocab),

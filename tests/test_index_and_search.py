@@ -108,7 +108,7 @@ def test_reader_keeps_answering_during_rebuild_and_refreshes(
     edge_index, sample_catalog, tiny_encoder
 ):
     loc, _ = edge_index
-    r = Retriever.open(loc.path, encoder=tiny_encoder)
+    r = Retriever.open(loc.path, encoder=tiny_encoder, auto_refresh_s=None)
     old_version = r.backend.current_version()
     index_catalog(sample_catalog, loc, encoder=tiny_encoder, progress=False)
     assert len(r.search("kitchen faucet", k=5)) == 5  # old version still open and answering
@@ -116,6 +116,12 @@ def test_reader_keeps_answering_during_rebuild_and_refreshes(
     assert r.backend.current_version() != old_version
     assert len(r.search("kitchen faucet", k=5)) == 5
     r.close()
+    auto = Retriever.open(loc.path, encoder=tiny_encoder, auto_refresh_s=0.0)
+    version = auto.backend.current_version()
+    index_catalog(sample_catalog, loc, encoder=tiny_encoder, progress=False)
+    auto.search("kitchen faucet", k=5)  # notices the new build by itself
+    assert auto._version != version
+    auto.close()
     builds = [p for p in (loc.path / "builds").iterdir()]
     assert len(builds) == 2, "current + one previous build are kept"
 
@@ -211,11 +217,10 @@ def test_edge_and_server_backends_agree(edge_index, tiny_encoder, sample_catalog
             a = edge.search(q, k=10, mode=mode, filters=flt)
             b = remote.search(q, k=10, mode=mode, filters=flt)
             if mode == "hybrid":
-                # RRF ranks depend on each engine's order among equal-scored prefetch hits
-                # (frequent with a random tiny model and BM25 on near-duplicate titles), so
-                # the fused lists may swap tied products; most of the top 10 must still agree.
+                # Each engine orders equal-scored prefetch hits its own way (BM25 ties are
+                # common), so RRF can swap tied neighbours; the lists must still mostly agree.
                 overlap = len({h.product_id for h in a} & {h.product_id for h in b})
-                assert overlap >= 7, (q, flt, overlap)
+                assert overlap >= 8, (q, flt, overlap)
                 continue
             assert [h.product_id for h in a] == [h.product_id for h in b], (q, flt)
             assert [round(h.score, 4) for h in a] == [round(h.score, 4) for h in b]
