@@ -1,0 +1,370 @@
+"""Cross-encoder reranker: model save/load, scoring, ranking hits, training (tiny BERT, CPU)."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import random
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import build_tiny_bert
+
+from catalog.errors import ShopsearchError
+from evaluation.labels import Judgments
+from rerank.model import CONFIG_NAME, CrossEncoderModel, find_transformer_folder
+from rerank.reranker import RankedHit, Reranker, hit_text
+from rerank.train import (
+    RerankerTrainConfig,
+    judged_pairs,
+    negative_pairs,
+    train_reranker,
+)
+from retrieval.retriever import Hit
+
+NOUNS = [
+    "drill",
+    "hammer",
+    "faucet",
+    "paint",
+    "ladder",
+    "shovel",
+    "rake",
+    "mower",
+    "saw",
+    "wrench",
+    "pliers",
+    "sander",
+]
+COLORS = ["red", "blue", "green", "black", "white", "gray"]
+OTHER = [
+    "bolt",
+    "screw",
+    "nail",
+    "hinge",
+    "latch",
+    "chain",
+    "rope",
+    "tape",
+    "glue",
+    "brush",
+    "roller",
+    "bucket",
+]
+EXTRA = [
+    "brand",
+    "category",
+    "tools",
+    "cheap",
+    "acme",
+    "steel",
+    "material",
+    "a",
+    "b",
+    "c",
+    "d",
+    "e",
+]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models run fastest on one thread, and the 2 cores are shared."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def synthetic_judgments(seed: int = 0) -> Judgments:
+    """12 queries per split; each query's noun appears in its 3 relevant products' texts.
+
+    36 "matchable" products (noun + colour) and 60 distractors made of other words; per query
+    the 3 products with its noun are graded 3, 3, 2 and three distractors 1.
+    """
+    rng = random.Random(seed)
+    texts: dict[str, str] = {}
+    for i, noun in enumerate(NOUNS):
+        for j in range(3):
+            texts[f"m{i}_{j}"] = f"{noun} {rng.choice(COLORS)} | category: tools"
+    for k in range(60):
+        texts[f"d{k}"] = f"{rng.choice(OTHER)} {rng.choice(OTHER)} | category: tools"
+    distractors = sorted(p for p in texts if p.startswith("d"))
+    queries: dict[str, dict[str, str]] = {"train": {}, "validation": {}, "test": {}}
+    qrels: dict[str, dict[str, dict[str, float]]] = {"train": {}, "validation": {}, "test": {}}
+    for i, noun in enumerate(NOUNS):
+        for split, suffix in (("train", ""), ("validation", " cheap")):
+            qid = f"{split[0]}{i}"
+            queries[split][qid] = noun + suffix
+            judged = {f"m{i}_{j}": (3.0 if j < 2 else 2.0) for j in range(3)}
+            judged.update({p: 1.0 for p in rng.sample(distractors, 3)})
+            qrels[split][qid] = judged
+    return Judgments(texts, queries, qrels, threshold=2.5, gain_offset=1.0)
+
+
+@pytest.fixture(scope="module")
+def data() -> Judgments:
+    return synthetic_judgments()
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Path:
+    """A tiny BERT folder (``hf/`` plain HF, ``st/`` sentence-transformers) with a real vocab."""
+    from transformers import BertTokenizerFast
+
+    root = tmp_path_factory.mktemp("tiny-ce")
+    words = sorted(set(NOUNS + COLORS + OTHER + EXTRA))
+    st = build_tiny_bert(root, words)
+    # transformers 5 takes ``vocab=`` (``vocab_file=`` is silently ignored: a 5-token vocab)
+    params = inspect.signature(BertTokenizerFast.__init__).parameters
+    key = "vocab" if "vocab" in params else "vocab_file"
+    tokenizer = BertTokenizerFast(**{key: str(root / "hf" / "vocab.txt")}, do_lower_case=True)
+    assert len(tokenizer) == len(words) + 5
+    tokenizer.save_pretrained(root / "hf")
+    tokenizer.save_pretrained(st)
+    return root
+
+
+@pytest.fixture(scope="module")
+def reranker(tiny) -> Reranker:
+    torch.manual_seed(0)
+    return Reranker(CrossEncoderModel.from_pretrained(tiny / "hf"), device="cpu", batch_size=4)
+
+
+def _hit(pid: str, score: float, title: str, **payload) -> Hit:
+    return Hit(pid, score, {"product_id": pid, "title": title, **payload})
+
+
+# --------------------------------------------------------------------------- model
+
+
+def test_find_transformer_folder(tiny, tmp_path):
+    assert find_transformer_folder(tiny / "hf") == tiny / "hf"
+    assert find_transformer_folder(tiny / "st") == tiny / "st"  # MiniLM layout: weights at root
+    nested = tmp_path / "nested"
+    shutil.copytree(tiny / "hf", nested / "0_Transformer")
+    (nested / "modules.json").write_text(
+        json.dumps(
+            [{"idx": 0, "name": "0", "path": "0_Transformer", "type": "x.models.Transformer"}]
+        )
+    )
+    assert find_transformer_folder(nested) == nested / "0_Transformer"
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ShopsearchError, match="no transformer weights"):
+        find_transformer_folder(tmp_path / "empty")
+
+
+def test_st_and_hf_folders_give_the_same_encoder(tiny):
+    a = CrossEncoderModel.from_pretrained(tiny / "hf").encoder.state_dict()
+    b = CrossEncoderModel.from_pretrained(tiny / "st").encoder.state_dict()
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_save_load_round_trip(reranker, tmp_path):
+    texts = ["drill red | category: tools", "bolt nail", "hammer blue steel", "x"]
+    before = reranker.score("drill", texts)
+    reranker.model.save(tmp_path / "rr")
+    meta = json.loads((tmp_path / "rr" / CONFIG_NAME).read_text())
+    assert meta["format_version"] == 1 and meta["max_length"] == 96 and meta["dropout"] == 0.1
+    assert meta["base_model"].endswith("hf")
+    loaded = Reranker.load(tmp_path / "rr", device="cpu")
+    np.testing.assert_array_equal(loaded.score("drill", texts), before)
+    assert loaded.max_length == 96
+    assert not loaded.model.training
+
+
+def test_load_refuses_foreign_or_newer_folders(tiny, reranker, tmp_path):
+    with pytest.raises(ShopsearchError, match="not a saved reranker"):
+        Reranker.load(tiny / "hf")
+    reranker.model.save(tmp_path / "rr")
+    meta = json.loads((tmp_path / "rr" / CONFIG_NAME).read_text())
+    (tmp_path / "rr" / CONFIG_NAME).write_text(json.dumps({**meta, "format_version": 99}))
+    with pytest.raises(ShopsearchError, match="format version 99"):
+        CrossEncoderModel.load(tmp_path / "rr")
+
+
+# --------------------------------------------------------------------------- scoring
+
+
+def test_score_pairs_keeps_input_order(reranker):
+    pairs = [
+        ("drill", "bolt"),
+        ("hammer blue", "hammer blue steel material acme | category: tools | brand: acme"),
+        ("saw", "saw red"),
+        ("rake", "rake green | category: tools | color: green"),
+        ("paint", "paint"),
+        ("mower cheap", "mower gray | category: tools"),
+        ("pliers", "pliers a b c d e | category: tools"),
+    ]
+    batched = reranker.score_pairs(pairs)  # batch 4, length-sorted inside
+    one_by_one = np.array([reranker.score_pairs([p])[0] for p in pairs])
+    assert batched.dtype == np.float32 and batched.shape == (len(pairs),)
+    np.testing.assert_allclose(batched, one_by_one, atol=1e-5)
+    assert reranker.score("drill", []).shape == (0,)
+    assert reranker.score_pairs([]).shape == (0,)
+
+
+def test_rank_orders_by_score_and_keeps_payloads(reranker):
+    hits = [
+        _hit("p1", 0.9, "drill red", brand="acme", category="tools", price=9.5),
+        _hit("p2", 0.8, "bolt nail"),
+        _hit("p3", 0.7, "hammer blue", attributes={"color": "blue", "material": "steel"}),
+        _hit("p4", 0.6, "saw"),
+        _hit("p5", 0.5, "rake green"),
+    ]
+    ranked = reranker.rank("drill", hits)
+    assert [r.score for r in ranked] == sorted((r.score for r in ranked), reverse=True)
+    assert {r.product_id for r in ranked} == {h.product_id for h in hits}
+    by_id = {h.product_id: (rank, h) for rank, h in enumerate(hits, start=1)}
+    expected = reranker.score("drill", [hit_text(h) for h in hits])
+    for r in ranked:
+        rank, hit = by_id[r.product_id]
+        assert isinstance(r, RankedHit)
+        assert r.retrieval_rank == rank and r.retrieval_score == hit.score
+        assert r.payload == hit.payload and r.title == hit.title
+        assert r.score == pytest.approx(float(expected[rank - 1]), abs=1e-5)
+    assert hit_text(hits[0]) == "drill red | brand: acme | category: tools"
+    assert hit_text(hits[2]) == "hammer blue | color: blue; material: steel"
+    assert [r.product_id for r in reranker.rank("drill", hits, top_k=2)] == [
+        r.product_id for r in ranked[:2]
+    ]
+    assert reranker.rank("drill", hits, top_k=0) == []
+    assert reranker.rank("drill", []) == []
+
+
+def test_rank_ties_keep_retrieval_order(reranker):
+    same = {"title": "drill red", "category": "tools"}
+    hits = [Hit(f"p{i}", 1.0 - i / 10, dict(same)) for i in range(3)]
+    ranked = reranker.rank("drill", hits)
+    assert len({r.score for r in ranked}) == 1
+    assert [r.product_id for r in ranked] == ["p0", "p1", "p2"]
+
+
+# --------------------------------------------------------------------------- training data
+
+
+def test_soft_labels_follow_the_gains(data):
+    pairs = judged_pairs(data, sorted(data.qrels["train"]))
+    grades = {
+        (p.query_id, p.product_id): data.qrels["train"][p.query_id][p.product_id] for p in pairs
+    }
+    for p in pairs:
+        assert p.label == {3.0: 1.0, 2.0: 0.5, 1.0: 0.0}[grades[(p.query_id, p.product_id)]]
+    assert len(pairs) == sum(len(j) for j in data.qrels["train"].values())
+
+
+def test_negatives_never_include_judged_products(data):
+    qids = sorted(data.qrels["train"])
+    rng = random.Random(0)
+    everything = sorted(data.texts)
+    # candidates that start with the judged products: those must be skipped
+    candidates = {q: [*data.qrels["train"][q], *rng.sample(everything, 20)] for q in qids}
+    candidates[qids[0]] = list(data.qrels["train"][qids[0]])  # nothing unjudged: random top-up
+    for cands in (candidates, None):
+        for seed in range(3):
+            negatives, topped_up = negative_pairs(data, qids, cands, 5, random.Random(seed))
+            assert len(negatives) == 5 * len(qids)
+            for n in negatives:
+                assert n.label == 0.0
+                assert n.product_id not in data.qrels["train"][n.query_id]
+                assert n.product_id in data.texts
+            per_query = {}
+            for n in negatives:
+                per_query.setdefault(n.query_id, []).append(n.product_id)
+            assert all(len(set(v)) == len(v) == 5 for v in per_query.values())
+            if cands is not None:
+                assert topped_up == 5  # only the query without unjudged candidates
+                assert all(
+                    n.product_id in cands[n.query_id] for n in negatives if n.query_id != qids[0]
+                )
+
+
+# --------------------------------------------------------------------------- training
+
+
+def _config(tiny: Path, **kw) -> RerankerTrainConfig:
+    base = {
+        "base_model": str(tiny / "hf"),
+        "epochs": 3,
+        "batch_size": 16,
+        "lr": 1e-3,
+        "max_length": 32,
+        "val_depth": 20,
+        "device": "cpu",
+        "patience": 3,
+    }
+    return RerankerTrainConfig(**{**base, **kw})
+
+
+def test_training_raises_validation_ndcg_and_saves_a_loadable_model(tiny, data, tmp_path):
+    out = tmp_path / "rr"
+    lines: list[str] = []
+    report = train_reranker(data, out, config=_config(tiny), progress=False, log=lines.append)
+    assert report.best_metric > report.baseline_metric + 0.15
+    assert report.history[0]["step"] == 0 and report.history[0]["ndcg@10"] == report.baseline_metric
+    assert report.best_step > 0 and report.steps >= report.best_step
+    assert 0 < report.pairs_seen <= report.steps * 16
+    assert report.negatives == "random" and any("random catalog products" in x for x in lines)
+    saved = json.loads((out / "train_report.json").read_text())
+    assert saved["best_metric"] == report.best_metric and saved["config"]["lr"] == 1e-3
+    assert any((out / "logs").iterdir())
+    loaded = Reranker.load(out, device="cpu")
+    assert loaded.max_length == 32
+    relevant, other = loaded.score("drill", [data.texts["m0_0"], data.texts["d0"]])
+    assert relevant > other
+
+
+def test_training_with_retrieval_candidates_and_a_time_budget(tiny, data, tmp_path):
+    rng = random.Random(1)
+    pids = sorted(data.texts)
+    candidates = {
+        qid: [*judged, *rng.sample(pids, 30)]
+        for split in ("train", "validation")
+        for qid, judged in data.qrels[split].items()
+    }
+    cfg = _config(tiny, time_budget_s=0.0, epochs=2)
+    report = train_reranker(
+        data, tmp_path / "rr", candidates, config=cfg, progress=False, log=lambda _: None
+    )
+    assert report.stop_reason == "time_budget" and report.steps == 1 and not report.stopped_early
+    assert report.negatives == "retrieval" and report.val_queries == 12
+    assert report.best_step == 1 and len(report.history) == 2
+    assert CrossEncoderModel.load(tmp_path / "rr").max_length == 32
+
+
+def test_training_errors(tiny, data, tmp_path):
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "x").write_text("keep me")
+    with pytest.raises(ShopsearchError, match="not empty"):
+        train_reranker(data, busy, config=_config(tiny), progress=False, log=lambda _: None)
+    one_query = {"t0": data.qrels["train"]["t0"]}
+    few = Judgments(
+        data.texts,
+        data.queries,
+        {**data.qrels, "train": one_query},
+        data.threshold,
+        data.gain_offset,
+    )
+    with pytest.raises(ShopsearchError, match="judged train pairs"):
+        train_reranker(
+            few, tmp_path / "a", config=_config(tiny), progress=False, log=lambda _: None
+        )
+    no_val = Judgments(
+        data.texts,
+        {**data.queries, "validation": {}},
+        data.qrels,
+        data.threshold,
+        data.gain_offset,
+    )
+    with pytest.raises(ShopsearchError, match="no validation query"):
+        train_reranker(
+            no_val, tmp_path / "b", config=_config(tiny), progress=False, log=lambda _: None
+        )
+    with pytest.raises(ShopsearchError, match="epochs"):
+        train_reranker(data, tmp_path / "c", config=_config(tiny, epochs=0), progress=False)
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
