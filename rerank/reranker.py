@@ -44,17 +44,7 @@ class RankedHit:
 
 def hit_text(hit: Hit) -> str:
     """The product text of a hit, from its payload, by the one recipe (``product_text``)."""
-    payload = hit.payload or {}
-    attributes = payload.get("attributes")
-    product = Product(
-        product_id=hit.product_id,
-        title=str(payload.get("title") or ""),
-        description=payload.get("description"),
-        brand=payload.get("brand"),
-        category=payload.get("category"),
-        attributes=attributes if isinstance(attributes, dict) else {},
-    )
-    return product_text(product)
+    return product_text(Product.from_payload({**(hit.payload or {}), "product_id": hit.product_id}))
 
 
 def _pad(

@@ -16,8 +16,6 @@ from typing import Any
 
 import numpy as np
 
-from catalog.schema import Product
-from catalog.text import product_text
 from evaluation.data import load_benchmark
 from evaluation.metrics import evaluate, mean_scores, ranking
 from evaluation.stats import paired_test
@@ -156,11 +154,6 @@ def _timed(fn: Callable[[str], object], queries: Sequence[str]) -> tuple[float, 
     return float(np.percentile(arr, 50)), float(np.percentile(arr, 99))
 
 
-def hit_text(hit: Hit) -> str:
-    """The product text of a retrieved hit (the same recipe the towers read)."""
-    return product_text(Product.from_payload({"product_id": hit.product_id, **hit.payload}))
-
-
 def run_quality_benchmark(
     data_dir: str | Path,
     workdir: str | Path,
@@ -220,7 +213,7 @@ def run_quality_benchmark(
         stage("hybrid fine-tuned", final_retriever, "hybrid")
         best_hybrid = "hybrid fine-tuned"
     if reranker_model is not None:
-        from rerank.reranker import Reranker
+        from rerank.reranker import Reranker, hit_text
 
         reranker = Reranker.load(reranker_model, device=device)
         owner = final_retriever or Retriever.open(
