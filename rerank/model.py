@@ -173,7 +173,7 @@ class CrossEncoderModel(nn.Module):
 
         folder = find_transformer_folder(path)
         base = DEFAULT_MODEL if path is None else str(Path(path).expanduser().resolve())
-        if base == str(default_model_path().resolve()):
+        if path is not None and _is_packaged_default(Path(path), default_model_path):
             base = DEFAULT_MODEL  # the packaged folder moves with the venv: record its name
         return cls(
             _load_encoder(folder),
@@ -308,3 +308,11 @@ class CrossEncoderModel(nn.Module):
         model.head.load_state_dict({k.removeprefix("head."): v for k, v in head.items()})
         model.eval()
         return model
+
+
+def _is_packaged_default(path: Path, default_model_path) -> bool:
+    """True when ``path`` is the packaged MiniLM folder (False where that package is absent)."""
+    try:
+        return path.expanduser().resolve() == default_model_path().resolve()
+    except ShopsearchError:
+        return False

@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from catalog.errors import ShopsearchError
 from retrieval.encoder import BiEncoder, model_fingerprint, resolve_model_path
 from retrieval.filters import Filters
@@ -25,6 +27,8 @@ from retrieval.store import (
 )
 
 DEFAULT_MODE: Mode = "hybrid"
+#: RRF weight of the shopper-taste prefetch against 1.0 for each query prefetch.
+USER_PREFETCH_WEIGHT = 0.5
 MAX_K = 1000
 
 
@@ -167,6 +171,8 @@ class Retriever:
         filters: Filters | dict | None,
         mode: Mode | None,
         candidates: int | None = None,
+        user_vector: np.ndarray | None = None,
+        user_weight: float = USER_PREFETCH_WEIGHT,
     ) -> list[QuerySpec]:
         """Store queries for these texts (the query tower runs here)."""
         mode = mode or DEFAULT_MODE
@@ -182,8 +188,9 @@ class Retriever:
             if mode in ("bm25", "hybrid")
             else [None] * len(texts)
         )
+        extra = ((np.asarray(user_vector, dtype=np.float32), user_weight),) if user_vector is not None else ()
         return [
-            QuerySpec(k=k, mode=mode, dense=d, sparse=s, filters=flt, candidates=candidates)
+            QuerySpec(k=k, mode=mode, dense=d, sparse=s, filters=flt, candidates=candidates, extra_dense=extra)
             for d, s in zip(dense, sparse, strict=True)
         ]
 
@@ -194,6 +201,7 @@ class Retriever:
         filters: Filters | dict | None = None,
         mode: Mode | None = None,
         candidates: int | None = None,
+        user_vector: np.ndarray | None = None,
     ) -> list[Hit]:
         """Top ``k`` products for a query.
 
@@ -203,8 +211,13 @@ class Retriever:
             filters: ``Filters`` or a dict with category, brands, min_price, max_price, in_stock.
             mode: ``dense``, ``bm25`` or ``hybrid`` (default).
             candidates: Prefetch depth per source in hybrid mode.
+            user_vector: A shopper's taste vector (see ``behaviour``): adds a prefetch of the
+                products nearest to it, fused with the query's, so products this shopper
+                prefers can enter the candidates.
         """
-        return self.search_batch([query], k=k, filters=filters, mode=mode, candidates=candidates)[0]
+        return self.search_batch(
+            [query], k=k, filters=filters, mode=mode, candidates=candidates, user_vector=user_vector
+        )[0]
 
     def search_batch(
         self,
@@ -213,6 +226,7 @@ class Retriever:
         filters: Filters | dict | None = None,
         mode: Mode | None = None,
         candidates: int | None = None,
+        user_vector: np.ndarray | None = None,
     ) -> list[list[Hit]]:
         """:meth:`search` for many queries at once (one encoder batch, one store batch)."""
         if isinstance(queries, str):
@@ -220,7 +234,7 @@ class Retriever:
         if not queries:
             return []
         self._maybe_refresh()
-        specs = self.specs(queries, k, filters, mode, candidates)
+        specs = self.specs(queries, k, filters, mode, candidates, user_vector)
         return [to_hits(r) for r in self.collection.search_batch(specs)]
 
     def close(self) -> None:

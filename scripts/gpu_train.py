@@ -77,6 +77,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="tiny settings for a dry run on a CPU")
     ap.add_argument("--retriever-budget", type=float, default=150)
     ap.add_argument("--reranker-budget", type=float, default=240)
+    ap.add_argument("--reranker-only", action="store_true", help="skip the retriever; mine negatives with the base model")
     args = ap.parse_args()
     t0 = time.time()
     work, out = Path(args.work), Path(args.out)
@@ -106,21 +107,22 @@ def main() -> None:
         patience=2,
         time_budget_s=args.retriever_budget,
     )
-    rrep = train_retriever(
-        data,
-        work / "retriever",
-        rconf,
-        progress=False,
-        log=lambda m: print("[retriever]", m, flush=True),
-    )
-    print("retriever done", round(time.time() - t0), "s", flush=True)
-    pack(work / "retriever", out, "retriever")  # back first, whatever happens next
+    rrep = None
+    if not args.reranker_only:
+        rrep = train_retriever(
+            data,
+            work / "retriever",
+            rconf,
+            progress=False,
+            log=lambda m: print("[retriever]", m, flush=True),
+        )
+        print("retriever done", round(time.time() - t0), "s", flush=True)
+        pack(work / "retriever", out, "retriever")  # back first, whatever happens next
 
     from sentence_transformers import SentenceTransformer
 
-    st = SentenceTransformer(
-        str(work / "retriever"), device="cuda" if torch.cuda.is_available() else "cpu"
-    )
+    miner = base if args.reranker_only else work / "retriever"  # whose top 50 are the negatives
+    st = SentenceTransformer(str(miner), device="cuda" if torch.cuda.is_available() else "cpu")
     ids = sorted(data.texts)
     docs = _encode(st, [data.texts[p] for p in ids], query=False, batch_size=1024)
     candidates: dict[str, list[str]] = {}
@@ -153,8 +155,9 @@ def main() -> None:
         log=lambda m: print("[reranker]", m, flush=True),
     )
     print("reranker done", round(time.time() - t0), "s", flush=True)
-    pack(work / "reranker", work / "packed", "reranker")
-    print("retriever report:", json.dumps(rrep.__dict__, default=str)[:3000], flush=True)
+    pack(work / "reranker", out if args.reranker_only else work / "packed", "reranker")
+    if rrep is not None:
+        print("retriever report:", json.dumps(rrep.__dict__, default=str)[:3000], flush=True)
     print("reranker report:", json.dumps(krep.__dict__, default=str)[:3000], flush=True)
     print("all done", round(time.time() - t0), "s", flush=True)
 

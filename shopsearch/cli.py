@@ -698,6 +698,178 @@ def train_reranker_cmd(
     )
 
 
+PROFILES_HELP = "Directory of the shopper profile store (SQLite + the pseudonym key)."
+
+
+@main.group("events")
+def events_group() -> None:
+    """Shopper behaviour: validate event logs and update the stored profiles."""
+
+
+@events_group.command("ingest")
+@click.argument("log_path", metavar="LOG", type=click.Path(path_type=Path))
+@click.option(
+    "--profiles",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help=PROFILES_HELP,
+)
+@index_options
+@click.option(
+    "--rejects",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="CSV for rejected events (default: ./shopsearch-event-rejects.csv).",
+)
+def events_ingest_cmd(log_path: Path, profiles: Path, location, rejects: Path | None) -> None:
+    """Validate LOG (Parquet or JSON Lines) and add it to the profiles (user ids pseudonymized)."""
+    from behaviour.events import read_events
+    from catalog.reader import write_rejects
+    from rerank.personalized import open_profiles
+    from retrieval.store import PAYLOAD_PRODUCT_ID, open_backend
+
+    col = open_backend(location).open()
+    try:
+        known = {p[PAYLOAD_PRODUCT_ID] for p in col.scroll_payloads([PAYLOAD_PRODUCT_ID])}
+        store, pz = open_profiles(profiles)
+        added = duplicates = 0
+        bad = []
+        seen: set[str] = set()
+        for batch in read_events(log_path, known_products=known):
+            bad.extend(batch.rejects)
+            summary = store.ingest(batch.events, pz)
+            added += summary.added
+            duplicates += summary.duplicates
+            seen.update(e.product_id for e in batch.events if e.product_id)
+        new_items = sorted(seen)
+        for i in range(0, len(new_items), 1000):
+            got = col.retrieve(new_items[i : i + 1000], with_vectors=True)
+            store.upsert_items({**v, "vector": v.get("_vector")} for v in got.values())
+        store.close()
+    finally:
+        col.close()
+    path = rejects or Path("shopsearch-event-rejects.csv")
+    if bad:
+        write_rejects(bad, path)
+    click.echo(
+        f"ingested {added} events ({duplicates} already there), rejected {len(bad)}"
+        + (f": see {path}" if bad else "")
+    )
+
+
+@main.command("forget-user")
+@click.argument("user_id")
+@click.option(
+    "--profiles",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help=PROFILES_HELP,
+)
+def forget_user_cmd(user_id: str, profiles: Path) -> None:
+    """Remove every trace of USER_ID from the profile store."""
+    from rerank.personalized import open_profiles
+
+    store, pz = open_profiles(profiles)
+    removed = store.forget(user_id, pz, vacuum=True)
+    store.close()
+    click.echo(
+        f"forgot the user: {removed} stored rows removed"
+        if removed
+        else "no stored data for that user"
+    )
+
+
+@main.command("bench-personal")
+@click.argument("data", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option(
+    "--zero-shot-index",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    required=True,
+    help="Index built with the zero-shot model (the simulator clusters its vectors).",
+)
+@click.option(
+    "--index",
+    "tuned_index",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    required=True,
+    help="Index of the retriever in use (candidates and feature vectors).",
+)
+@click.option(
+    "--reranker", "reranker_model", required=True, help="Cross-encoder folder (the relevance part)."
+)
+@click.option(
+    "--workdir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("runs/personal"),
+    show_default=True,
+    help="Where simulations, profile stores and the report go.",
+)
+@click.option(
+    "--seeds", default="0,1,2", show_default=True, help="Simulator seeds, comma-separated."
+)
+@click.option(
+    "--noise",
+    default=0.2,
+    show_default=True,
+    type=click.FloatRange(0, 1),
+    help="Share of noisy users in the robustness run (0: skip it).",
+)
+@click.option(
+    "--strength",
+    default=1.0,
+    show_default=True,
+    type=click.FloatRange(0),
+    help="Weight of the latent preference in the simulated utility.",
+)
+@click.option(
+    "--users",
+    default=1500,
+    show_default=True,
+    type=click.IntRange(10),
+    help="Simulated shoppers per seed.",
+)
+@click.option(
+    "--pool",
+    default=800,
+    show_default=True,
+    type=click.IntRange(20),
+    help="Real queries the shoppers search (validation + test splits).",
+)
+def bench_personal_cmd(
+    data: Path,
+    zero_shot_index: Path,
+    tuned_index: Path,
+    reranker_model: str,
+    workdir: Path,
+    seeds: str,
+    noise: float,
+    strength: float,
+    users: int,
+    pool: int,
+) -> None:
+    """Personalized vs relevance-only ranking on simulated shoppers' held-out sessions."""
+    from shopsearch.personalize import prepare, run_personalization_benchmark
+
+    seed_list = [int(s) for s in seeds.split(",") if s.strip()]
+    log = lambda m: click.echo(m, err=True)  # noqa: E731
+    setup = prepare(
+        data, zero_shot_index, tuned_index, reranker_model, workdir, pool_size=pool, log=log
+    )
+    report = run_personalization_benchmark(
+        setup,
+        workdir,
+        seeds=seed_list,
+        noise=noise,
+        preference_strength=strength,
+        n_users=users,
+        log=log,
+    )
+    click.echo(report.markdown())
+    click.echo(
+        f"\nwrote {workdir / 'personalization.json'} and {workdir / 'personalization.md'} ({report.seconds:.0f} s)"
+    )
+
+
 @main.command("bench-index")
 @click.argument("catalog", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option(

@@ -1,0 +1,293 @@
+"""Personalized reranking: the cross-encoder's reading of (query, product) fused with a feature
+tower over the shopper's behaviour, into one logit.
+
+    logit = a * cross_score + b  +  has_history * tower(features)
+
+The relevance part is an affine map of the cross-encoder score (so it keeps its order), and the
+personal part is an MLP with dropout over :data:`behaviour.features.FEATURE_NAMES`, gated by
+``has_history``: for a shopper with no history it is exactly 0 and the ranking is the
+relevance-only ranking. Trained with binary cross-entropy on clicks and purchases (and, optionally,
+graded relevance pairs for the relevance part), AdamW with weight decay, early stopping on a
+validation NDCG@10 of the logged clicks.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from behaviour.features import FEATURE_NAMES
+from catalog.errors import ShopsearchError
+
+HAS_HISTORY = FEATURE_NAMES.index("has_history")
+FORMAT = "shopsearch-personal/v1"
+
+
+class PersonalFusion(nn.Module):
+    """One logit from a cross-encoder score and behaviour features."""
+
+    def __init__(
+        self, n_features: int = len(FEATURE_NAMES), hidden: int = 32, dropout: float = 0.2
+    ) -> None:
+        super().__init__()
+        self.rel = nn.Linear(1, 1)
+        with torch.no_grad():
+            self.rel.weight.fill_(1.0)
+            self.rel.bias.zero_()
+        self.tower = nn.Sequential(
+            nn.Linear(n_features, hidden),
+            nn.ReLU(),
+            nn.Dropout(dropout),
+            nn.Linear(hidden, hidden),
+            nn.ReLU(),
+            nn.Dropout(dropout),
+            nn.Linear(hidden, 1),
+        )
+        self.register_buffer("mean", torch.zeros(n_features))
+        self.register_buffer("std", torch.ones(n_features))
+        self.hidden = hidden
+        self.dropout = dropout
+
+    def parts(self, cross: torch.Tensor, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(relevance part, personalization part), each of shape (n,)."""
+        rel = self.rel(cross.unsqueeze(-1)).squeeze(-1)
+        has = feats[:, HAS_HISTORY]
+        personal = has * self.tower((feats - self.mean) / self.std).squeeze(-1)
+        return rel, personal
+
+    def forward(self, cross: torch.Tensor, feats: torch.Tensor) -> torch.Tensor:
+        rel, personal = self.parts(cross, feats)
+        return rel + personal
+
+
+@dataclass(frozen=True)
+class Scored:
+    """Scores of candidates for one search, with what moved each one."""
+
+    relevance: np.ndarray
+    personal: np.ndarray
+    contributions: (
+        np.ndarray
+    )  # (n, n_features): personal(x) - personal(x with feature j at its mean)
+
+    @property
+    def total(self) -> np.ndarray:
+        """The fused logit."""
+        return self.relevance + self.personal
+
+
+class PersonalRanker:
+    """A trained :class:`PersonalFusion` with save/load and explanations."""
+
+    def __init__(self, model: PersonalFusion, meta: dict | None = None) -> None:
+        self.model = model.eval()
+        self.meta = meta or {}
+
+    @torch.inference_mode()
+    def score(self, cross: np.ndarray, feats: np.ndarray, explain: bool = False) -> Scored:
+        """Relevance and personalization parts (and per-feature contributions when asked)."""
+        c = torch.as_tensor(np.asarray(cross, dtype=np.float32))
+        x = torch.as_tensor(np.asarray(feats, dtype=np.float32))
+        rel, personal = self.model.parts(c, x)
+        contributions = np.zeros(x.shape, dtype=np.float32)
+        if explain and x.shape[0]:
+            n, f = x.shape
+            occluded = x.unsqueeze(1).repeat(1, f, 1)  # (n, f, f): row j has feature j at its mean
+            idx = torch.arange(f)
+            occluded[:, idx, idx] = self.model.mean[idx]
+            occluded[:, :, HAS_HISTORY] = x[:, HAS_HISTORY].unsqueeze(1)  # keep the gate
+            _, p_occ = self.model.parts(c.repeat_interleave(f), occluded.reshape(n * f, f))
+            contributions = (personal.unsqueeze(1) - p_occ.reshape(n, f)).numpy()
+            contributions[:, HAS_HISTORY] = 0.0
+        return Scored(rel.numpy(), personal.numpy(), contributions)
+
+    def save(self, out_dir: str | os.PathLike[str]) -> Path:
+        """Writes weights and a small JSON description."""
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        torch.save(self.model.state_dict(), out / "personal.pt")
+        meta = {
+            "format": FORMAT,
+            "features": list(FEATURE_NAMES),
+            "hidden": self.model.hidden,
+            "dropout": self.model.dropout,
+            **self.meta,
+        }
+        (out / "personal.json").write_text(json.dumps(meta, indent=1, default=str))
+        return out
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> PersonalRanker:
+        """Reads a folder written by :meth:`save`; refuses another feature set."""
+        path = Path(path)
+        try:
+            meta = json.loads((path / "personal.json").read_text())
+        except (OSError, ValueError) as exc:
+            raise ShopsearchError(f"{path}: not a personalization model folder ({exc})") from exc
+        if meta.get("format") != FORMAT or tuple(meta.get("features", ())) != FEATURE_NAMES:
+            raise ShopsearchError(
+                f"{path}: built for another feature set or format ({meta.get('format')}); retrain it"
+            )
+        model = PersonalFusion(len(FEATURE_NAMES), meta["hidden"], meta["dropout"])
+        model.load_state_dict(
+            torch.load(path / "personal.pt", map_location="cpu", weights_only=True)
+        )
+        return cls(model, meta)
+
+
+@dataclass(frozen=True)
+class Group:
+    """One logged search: its candidates' features and what the shopper did.
+
+    Attributes:
+        key: An id for the search.
+        cross: Cross-encoder score per candidate.
+        feats: Features per candidate, (n, n_features).
+        label: 1 for clicked (or bought), 0 for examined and skipped.
+        weight: Example weight (purchases count more).
+    """
+
+    key: str
+    cross: np.ndarray
+    feats: np.ndarray
+    label: np.ndarray
+    weight: np.ndarray
+
+
+@dataclass(frozen=True)
+class PersonalTrainConfig:
+    """Options of :func:`train_personal`."""
+
+    hidden: int = 32
+    dropout: float = 0.2
+    lr: float = 2e-3
+    weight_decay: float = 1e-3
+    epochs: int = 40
+    batch_size: int = 512
+    patience: int = 5
+    val_fraction: float = 0.15
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class PersonalTrainReport:
+    """What training did."""
+
+    train_groups: int
+    val_groups: int
+    examples: int
+    best_epoch: int
+    best_val_ndcg: float
+    baseline_val_ndcg: float
+    history: list[dict] = field(default_factory=list)
+
+
+def _ndcg10(scores: np.ndarray, gains: np.ndarray) -> float:
+    order = np.lexsort((np.arange(len(scores)), -scores))[:10]
+    dcg = float(sum(gains[i] / math.log2(r + 2) for r, i in enumerate(order)))
+    ideal = np.sort(gains)[::-1][:10]
+    idcg = float(sum(g / math.log2(r + 2) for r, g in enumerate(ideal)))
+    return dcg / idcg if idcg > 0 else 0.0
+
+
+def click_ndcg(model: PersonalFusion, groups: Sequence[Group]) -> float:
+    """Mean NDCG@10 of the logged clicks (gain = label * weight) over groups that have one."""
+    vals = []
+    with torch.inference_mode():
+        for g in groups:
+            gains = g.label * g.weight
+            if gains.sum() <= 0:
+                continue
+            s = model(torch.as_tensor(g.cross), torch.as_tensor(g.feats)).numpy()
+            vals.append(_ndcg10(s, gains))
+    return float(np.mean(vals)) if vals else 0.0
+
+
+def train_personal(
+    groups: Sequence[Group],
+    config: PersonalTrainConfig | None = None,
+    log: Callable[[str], None] = print,
+) -> tuple[PersonalRanker, PersonalTrainReport]:
+    """Fits the fusion on logged searches; the last ``val_fraction`` (in order) validates.
+
+    Groups must come in time order so validation is the latest behaviour.
+    """
+    config = config or PersonalTrainConfig()
+    if len(groups) < 20:
+        raise ShopsearchError(
+            f"only {len(groups)} logged searches with an examined result: need at least 20"
+        )
+    random.seed(config.seed)
+    np.random.seed(config.seed)
+    torch.manual_seed(config.seed)
+    n_val = max(1, int(len(groups) * config.val_fraction))
+    train, val = list(groups[:-n_val]), list(groups[-n_val:])
+    cross = torch.as_tensor(np.concatenate([g.cross for g in train]), dtype=torch.float32)
+    feats = torch.as_tensor(np.concatenate([g.feats for g in train]), dtype=torch.float32)
+    label = torch.as_tensor(np.concatenate([g.label for g in train]), dtype=torch.float32)
+    weight = torch.as_tensor(np.concatenate([g.weight for g in train]), dtype=torch.float32)
+    model = PersonalFusion(feats.shape[1], config.hidden, config.dropout)
+    warm = feats[:, HAS_HISTORY] > 0
+    ref = feats[warm] if warm.any() else feats
+    model.mean.copy_(ref.mean(0))
+    model.std.copy_(ref.std(0).clamp_min(1e-3))
+    decay = [p for n, p in model.named_parameters() if n.endswith("weight")]
+    no_decay = [p for n, p in model.named_parameters() if not n.endswith("weight")]
+    opt = torch.optim.AdamW(
+        [
+            {"params": decay, "weight_decay": config.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ],
+        lr=config.lr,
+    )
+    loss_fn = nn.BCEWithLogitsLoss(reduction="none")
+    model.eval()
+    baseline = click_ndcg(model, val)  # the tower starts near 0: close to relevance-only
+    best, best_epoch, best_state, waited = (
+        baseline,
+        0,
+        {k: v.clone() for k, v in model.state_dict().items()},
+        0,
+    )
+    history = [{"epoch": 0, "val_ndcg@10": baseline}]
+    gen = torch.Generator().manual_seed(config.seed)
+    for epoch in range(1, config.epochs + 1):
+        model.train()
+        perm = torch.randperm(len(label), generator=gen)
+        total = 0.0
+        for start in range(0, len(perm), config.batch_size):
+            idx = perm[start : start + config.batch_size]
+            logits = model(cross[idx], feats[idx])
+            loss = (loss_fn(logits, label[idx]) * weight[idx]).sum() / weight[idx].sum()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total += float(loss.detach()) * len(idx)
+        model.eval()
+        score = click_ndcg(model, val)
+        history.append({"epoch": epoch, "train_loss": total / len(label), "val_ndcg@10": score})
+        if score > best + 1e-5:
+            best, best_epoch, waited = score, epoch, 0
+            best_state = {k: v.clone() for k, v in model.state_dict().items()}
+        else:
+            waited += 1
+            if waited >= config.patience:
+                log(
+                    f"personal: early stop at epoch {epoch} (best {best:.4f} at epoch {best_epoch})"
+                )
+                break
+    model.load_state_dict(best_state)
+    log(f"personal: validation click NDCG@10 {baseline:.4f} -> {best:.4f} (epoch {best_epoch})")
+    report = PersonalTrainReport(
+        len(train), len(val), int(len(label)), best_epoch, best, baseline, history
+    )
+    return PersonalRanker(model, {"train": asdict(report), "config": asdict(config)}), report
