@@ -24,10 +24,12 @@ class RankedHit:
 
     Attributes:
         product_id: The product's id.
-        score: The reranker's logit (higher is more relevant; not a probability).
+        score: The ranking score: the cross-encoder's logit blended with the first stage's score
+            (see :func:`blend`; the logit alone when ``retrieval_weight`` is 0).
         retrieval_score: The first stage's score.
         retrieval_rank: 1-based position in the first stage's list.
         payload: The product's stored fields, as retrieved.
+        cross_score: The cross-encoder's logit.
     """
 
     product_id: str
@@ -35,6 +37,7 @@ class RankedHit:
     retrieval_score: float
     retrieval_rank: int
     payload: dict[str, Any] = field(default_factory=dict)
+    cross_score: float = 0.0
 
     @property
     def title(self) -> str:
@@ -45,6 +48,30 @@ class RankedHit:
 def hit_text(hit: Hit) -> str:
     """The product text of a hit, from its payload, by the one recipe (``product_text``)."""
     return product_text(Product.from_payload({**(hit.payload or {}), "product_id": hit.product_id}))
+
+
+#: Weight of the first-stage score in the final ranking (the rest is the cross-encoder's):
+#: 0.5 was best of {0, 0.3, 0.5, 0.7, 1} on the Home Depot validation split; ``shopsearch
+#: bench`` re-chooses it on the validation split of whatever data it runs on.
+DEFAULT_RETRIEVAL_WEIGHT = 0.5
+
+
+def _z(x: np.ndarray) -> np.ndarray:
+    std = float(x.std()) if len(x) else 0.0
+    return (x - x.mean()) / std if std > 1e-9 else np.zeros_like(x)
+
+
+def blend(cross: np.ndarray, retrieval: np.ndarray, retrieval_weight: float) -> np.ndarray:
+    """Relevance of one query's candidates: ``(1 - w) * z(cross) + w * z(retrieval)``.
+
+    Both scores are standardised over the candidate list (their scales differ: logits vs RRF),
+    so the first stage's fused evidence (dense + BM25) is kept next to the cross-encoder's.
+    """
+    cross = np.asarray(cross, dtype=np.float32)
+    if retrieval_weight <= 0:
+        return cross
+    retrieval = np.asarray(retrieval, dtype=np.float32)
+    return ((1 - retrieval_weight) * _z(cross) + retrieval_weight * _z(retrieval)).astype(np.float32)
 
 
 def _pad(
@@ -70,6 +97,7 @@ class Reranker:
         device: "cpu", "cuda", ...; None picks CUDA when present.
         batch_size: Pairs per forward pass.
         max_length: Token budget per pair; None uses the model's (what it was trained with).
+        retrieval_weight: Weight of the first stage's score in the ranking (:func:`blend`).
 
     On CUDA the forward pass runs under bfloat16 autocast; scores come back as float32.
     ``torch.set_num_threads`` is left to the caller.
@@ -81,7 +109,11 @@ class Reranker:
         device: str | None = None,
         batch_size: int = 64,
         max_length: int | None = None,
+        retrieval_weight: float = DEFAULT_RETRIEVAL_WEIGHT,
     ) -> None:
+        if not 0.0 <= retrieval_weight <= 1.0:
+            raise ValueError(f"retrieval_weight must be in [0, 1], got {retrieval_weight}")
+        self.retrieval_weight = retrieval_weight
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.device = pick_device(device)
@@ -97,6 +129,7 @@ class Reranker:
         device: str | None = None,
         batch_size: int = 64,
         max_length: int | None = None,
+        retrieval_weight: float = DEFAULT_RETRIEVAL_WEIGHT,
     ) -> Reranker:
         """Opens a reranker saved by training (``CrossEncoderModel.save``).
 
@@ -105,8 +138,9 @@ class Reranker:
             device: Torch device; None picks CUDA when present.
             batch_size: Pairs per forward pass.
             max_length: Token budget per pair; None uses the saved one (96 by default).
+            retrieval_weight: Weight of the first stage's score in the ranking (:func:`blend`).
         """
-        return cls(CrossEncoderModel.load(Path(path)), device, batch_size, max_length)
+        return cls(CrossEncoderModel.load(Path(path)), device, batch_size, max_length, retrieval_weight)
 
     @torch.inference_mode()
     def score(self, query: str, texts: Sequence[str]) -> np.ndarray:
@@ -158,10 +192,11 @@ class Reranker:
             raise ValueError(f"top_k must be >= 0 or None, got {top_k}")
         if not hits:
             return []
-        scores = self.score(query, [hit_text(h) for h in hits])
+        cross = self.score(query, [hit_text(h) for h in hits])
+        scores = blend(cross, np.array([h.score for h in hits]), self.retrieval_weight)
         ranked = [
-            RankedHit(h.product_id, float(s), float(h.score), rank, h.payload)
-            for rank, (h, s) in enumerate(zip(hits, scores, strict=True), start=1)
+            RankedHit(h.product_id, float(s), float(h.score), rank, h.payload, float(c))
+            for rank, (h, s, c) in enumerate(zip(hits, scores, cross, strict=True), start=1)
         ]
         ranked.sort(key=lambda r: (-r.score, r.retrieval_rank))
         return ranked if top_k is None else ranked[:top_k]

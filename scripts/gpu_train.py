@@ -68,6 +68,26 @@ def pack(model_dir: Path, out: Path, name: str) -> list[Path]:
     return pieces
 
 
+def mine(model_dir: Path, data: Judgments) -> dict[str, list[str]]:
+    """Top 50 of a bi-encoder (brute force) for every train and validation query."""
+    from sentence_transformers import SentenceTransformer
+
+    st = SentenceTransformer(str(model_dir), device="cuda" if torch.cuda.is_available() else "cpu")
+    ids = sorted(data.texts)
+    docs = _encode(st, [data.texts[p] for p in ids], query=False, batch_size=1024)
+    candidates: dict[str, list[str]] = {}
+    for split in ("train", "validation"):
+        qids = sorted(data.queries[split])
+        qv = _encode(st, [data.queries[split][q] for q in qids], query=True, batch_size=1024)
+        _, idx = _top_k(qv, docs, 50)
+        for q, row in zip(qids, idx, strict=True):
+            candidates[q] = [ids[i] for i in row]
+    del st, docs
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    return candidates
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--judgments", required=True)
@@ -77,7 +97,17 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="tiny settings for a dry run on a CPU")
     ap.add_argument("--retriever-budget", type=float, default=150)
     ap.add_argument("--reranker-budget", type=float, default=240)
-    ap.add_argument("--reranker-only", action="store_true", help="skip the retriever; mine negatives with the base model")
+    ap.add_argument(
+        "--reranker-only",
+        action="store_true",
+        help="skip the retriever; mine negatives with the base model",
+    )
+    ap.add_argument(
+        "--candidates",
+        default=None,
+        help="gzipped JSON {query_id: [product_id, ...]}: stage-1 candidates to use (e.g. hybrid), instead of mining",
+    )
+    ap.add_argument("--reranker-epochs", type=int, default=3)
     args = ap.parse_args()
     t0 = time.time()
     work, out = Path(args.work), Path(args.out)
@@ -119,25 +149,17 @@ def main() -> None:
         print("retriever done", round(time.time() - t0), "s", flush=True)
         pack(work / "retriever", out, "retriever")  # back first, whatever happens next
 
-    from sentence_transformers import SentenceTransformer
+    if args.candidates:
+        import gzip
 
-    miner = base if args.reranker_only else work / "retriever"  # whose top 50 are the negatives
-    st = SentenceTransformer(str(miner), device="cuda" if torch.cuda.is_available() else "cpu")
-    ids = sorted(data.texts)
-    docs = _encode(st, [data.texts[p] for p in ids], query=False, batch_size=1024)
-    candidates: dict[str, list[str]] = {}
-    for split in ("train", "validation"):
-        qids = sorted(data.queries[split])
-        qv = _encode(st, [data.queries[split][q] for q in qids], query=True, batch_size=1024)
-        _, idx = _top_k(qv, docs, 50)
-        for q, row in zip(qids, idx, strict=True):
-            candidates[q] = [ids[i] for i in row]
-    del st, docs
-    torch.cuda.empty_cache() if torch.cuda.is_available() else None
+        with gzip.open(args.candidates, "rt") as fh:
+            candidates = json.load(fh)
+    else:
+        candidates = mine(base if args.reranker_only else work / "retriever", data)
     print("candidates mined", round(time.time() - t0), "s", flush=True)
     kconf = RerankerTrainConfig(
         base_model=str(base),
-        epochs=1 if args.quick else 3,
+        epochs=1 if args.quick else args.reranker_epochs,
         batch_size=16 if args.quick else 128,
         lr=4e-5,
         negatives_per_query=2 if args.quick else 8,

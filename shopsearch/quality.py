@@ -26,6 +26,8 @@ from retrieval.store import IndexLocation, open_backend
 
 METRICS = ("recall@10", "recall@50", "recall@100", "precision@10", "ndcg@10", "mrr@10", "judged@10")
 HEADLINE = ("recall@100", "ndcg@10", "mrr@10")
+#: Weights of the first-stage score tried on the validation split when blending (see rerank.blend).
+BLEND_GRID = (0.0, 0.3, 0.5, 0.7, 1.0)
 Run = dict[str, dict[str, float]]
 
 
@@ -68,6 +70,7 @@ class QualityReport:
     comparisons: list[Comparison]
     machine: str
     seconds: float
+    blend: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-able form (per-query values included, for re-analysis)."""
@@ -100,6 +103,14 @@ class QualityReport:
                 f"{c.relative_delta:+.1%} | {c.p_value:.4f}{mark} |"
             )
         lines.append("\n`*`: p < 0.05.")
+        if self.blend:
+            tried = ", ".join(
+                f"{float(w):g}: {v:.4f}" for w, v in self.blend["validation_ndcg@10"].items()
+            )
+            lines.append(
+                f"\nReranker blend: weight of the first-stage score chosen on the validation split "
+                f"(NDCG@10 by weight: {tried}) -> {self.blend['chosen']:g}."
+            )
         return "\n".join(lines)
 
 
@@ -188,6 +199,7 @@ def run_quality_benchmark(
     lat_texts = texts[:latency_queries]
     catalog = Path(data_dir) / "catalog.parquet"
     runs: dict[str, Run] = {}
+    blend_note: dict[str, Any] | None = None
     latency: dict[str, tuple[float, float]] = {}
 
     def stage(name: str, retriever: Retriever, mode: str) -> None:
@@ -213,37 +225,79 @@ def run_quality_benchmark(
         stage("hybrid fine-tuned", final_retriever, "hybrid")
         best_hybrid = "hybrid fine-tuned"
     if reranker_model is not None:
-        from rerank.reranker import Reranker, hit_text
+        from rerank.reranker import Reranker, blend, hit_text
 
         reranker = Reranker.load(reranker_model, device=device)
         owner = final_retriever or Retriever.open(
             _index_for(base, catalog, workdir, log), encoder=base
         )
         log(f"stage + reranker (top {candidates} of {best_hybrid})")
-        batches = []
-        for i in range(0, len(texts), 64):
-            batches.extend(owner.search_batch(texts[i : i + 64], k=100, mode="hybrid"))
-        pairs = [
-            (t, hit_text(h))
-            for t, hits in zip(texts, batches, strict=True)
-            for h in hits[:candidates]
+
+        def reranked_runs(
+            split_qids: list[str], split_texts: list[str], split_qrels, weights
+        ) -> dict[float, Run]:
+            batches = []
+            for i in range(0, len(split_texts), 64):
+                batches.extend(owner.search_batch(split_texts[i : i + 64], k=100, mode="hybrid"))
+            pairs = [
+                (t, hit_text(h))
+                for t, hits in zip(split_texts, batches, strict=True)
+                for h in hits[:candidates]
+            ]
+            cross = reranker.score_pairs(pairs)
+            out: dict[float, Run] = {w: {} for w in weights}
+            pos = 0
+            for q, hits in zip(split_qids, batches, strict=True):
+                head = hits[:candidates]
+                c = cross[pos : pos + len(head)]
+                pos += len(head)
+                for w in weights:
+                    s = blend(c, np.array([h.score for h in head]), w)
+                    order = sorted(range(len(head)), key=lambda i, s=s: (-s[i], i))
+                    ranked = [head[i].product_id for i in order] + [
+                        h.product_id for h in hits[candidates:]
+                    ]
+                    out[w][q] = {pid: float(len(ranked) - r) for r, pid in enumerate(ranked)}
+            return out
+
+        # the blend weight is chosen on the validation split, never on the split reported
+        vframe, vqrels = data.split("validation")
+        vscored = {q for q, j in vqrels.items() if any(g >= data.threshold for g in j.values())}
+        vpairs = [
+            (q, t)
+            for q, t in zip(vframe["query_id"].to_list(), vframe["query"].to_list(), strict=True)
+            if q in vscored
         ]
-        scores = reranker.score_pairs(pairs)
-        run: Run = {}
-        pos = 0
-        for q, hits in zip(qids, batches, strict=True):
-            head = hits[:candidates]
-            s = scores[pos : pos + len(head)]
-            pos += len(head)
-            order = sorted(range(len(head)), key=lambda i: (-s[i], i))
-            ranked = [head[i].product_id for i in order] + [h.product_id for h in hits[candidates:]]
-            run[q] = {pid: float(len(ranked) - r) for r, pid in enumerate(ranked)}
-        name = f"{best_hybrid} + reranker"
-        runs[name] = run
-        latency[name] = _timed(
+        log(f"choosing the blend weight on {len(vpairs)} validation queries")
+        vruns = reranked_runs([q for q, _ in vpairs], [t for _, t in vpairs], vqrels, BLEND_GRID)
+        vscore = {
+            w: mean_scores(
+                evaluate(
+                    vqrels,
+                    r,
+                    metrics=("ndcg@10",),
+                    threshold=data.threshold,
+                    gain_offset=data.gain_offset,
+                )
+            )["ndcg@10"]
+            for w, r in vruns.items()
+        }
+        chosen = max(BLEND_GRID, key=lambda w: (vscore[w], -w))
+        log(
+            "validation NDCG@10 by retrieval weight: "
+            + ", ".join(f"{w:g}: {v:.4f}" for w, v in vscore.items())
+            + f" -> {chosen:g}"
+        )
+        truns = reranked_runs(qids, texts, qrels, (0.0, chosen))
+        runs[f"{best_hybrid} + cross-encoder alone"] = truns[0.0]
+        name = f"{best_hybrid} + reranker (blend {chosen:g})"
+        runs[name] = truns[chosen]
+        reranker.retrieval_weight = chosen
+        latency[f"{best_hybrid} + cross-encoder alone"] = latency[name] = _timed(
             lambda q: reranker.rank(q, owner.search(q, k=candidates, mode="hybrid"), top_k=10),
             lat_texts[: max(20, latency_queries // 4)],
         )
+        blend_note = {"grid": list(BLEND_GRID), "validation_ndcg@10": vscore, "chosen": chosen}
         if owner is not final_retriever:
             owner.close()
     if final_retriever is not None:
@@ -271,6 +325,7 @@ def run_quality_benchmark(
         queries_in_split=frame.height,
         threshold=data.threshold,
         stages=stages,
+        blend=blend_note,
         comparisons=_comparisons(stages),
         machine=machine_description(),
         seconds=time.perf_counter() - start,
@@ -284,7 +339,7 @@ def run_quality_benchmark(
 def _comparisons(stages: Sequence[Stage]) -> list[Comparison]:
     by = {s.name: s for s in stages}
     pairs: list[tuple[str, str, str]] = []
-    retrievers = [s.name for s in stages if "reranker" not in s.name]
+    retrievers = [s.name for s in stages if " + " not in s.name]
     singles = [n for n in retrievers if not n.startswith("hybrid")]
     for metric in HEADLINE:
         for n in retrievers:
@@ -295,7 +350,7 @@ def _comparisons(stages: Sequence[Stage]) -> list[Comparison]:
         for h in (n for n in retrievers if n.startswith("hybrid")):
             best_single = max(singles, key=lambda n: by[n].means[metric])
             pairs.append((best_single, h, metric))
-        for r in (s.name for s in stages if "reranker" in s.name):
+        for r in (s.name for s in stages if " + " in s.name):
             best = max(retrievers, key=lambda n: by[n].means[metric])
             pairs.append((best, r, metric))
     out = []

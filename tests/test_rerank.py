@@ -131,7 +131,9 @@ def tiny(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def reranker(tiny) -> Reranker:
     torch.manual_seed(0)
-    return Reranker(CrossEncoderModel.from_pretrained(tiny / "hf"), device="cpu", batch_size=4)
+    return Reranker(
+        CrossEncoderModel.from_pretrained(tiny / "hf"), device="cpu", batch_size=4, retrieval_weight=0.0
+    )
 
 
 def _hit(pid: str, score: float, title: str, **payload) -> Hit:
@@ -234,6 +236,29 @@ def test_rank_orders_by_score_and_keeps_payloads(reranker):
     ]
     assert reranker.rank("drill", hits, top_k=0) == []
     assert reranker.rank("drill", []) == []
+
+
+def test_blend_mixes_standardised_scores(reranker):
+    from rerank.reranker import blend
+
+    cross = np.array([2.0, 0.0, -2.0])
+    retrieval = np.array([0.01, 0.03, 0.02])
+    np.testing.assert_allclose(blend(cross, retrieval, 0.0), cross)
+    z_c = (cross - cross.mean()) / cross.std()
+    z_r = (retrieval - retrieval.mean()) / retrieval.std()
+    np.testing.assert_allclose(blend(cross, retrieval, 0.5), 0.5 * z_c + 0.5 * z_r, atol=1e-6)
+    assert list(np.argsort(-blend(cross, retrieval, 1.0))) == [1, 2, 0]
+    np.testing.assert_allclose(blend(np.array([1.0]), np.array([5.0]), 0.5), [0.0])
+    hits = [_hit("p1", 0.9, "drill red"), _hit("p2", 0.1, "bolt nail"), _hit("p3", 0.5, "saw")]
+    mixed = Reranker(reranker.model, device="cpu", retrieval_weight=0.5)
+    ranked = mixed.rank("drill", hits)
+    logits = reranker.score("drill", [hit_text(h) for h in hits])
+    expected = blend(logits, np.array([h.score for h in hits]), 0.5)
+    for r in ranked:
+        assert r.cross_score == pytest.approx(float(logits[r.retrieval_rank - 1]), abs=1e-5)
+        assert r.score == pytest.approx(float(expected[r.retrieval_rank - 1]), abs=1e-5)
+    with pytest.raises(ValueError, match="retrieval_weight"):
+        Reranker(reranker.model, device="cpu", retrieval_weight=1.5)
 
 
 def test_rank_ties_keep_retrieval_order(reranker):

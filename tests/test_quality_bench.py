@@ -1,0 +1,64 @@
+"""The quality benchmark end to end on a tiny benchmark directory (tiny models)."""
+
+from __future__ import annotations
+
+import json
+
+import polars as pl
+import pytest
+
+from rerank.model import CrossEncoderModel
+from shopsearch.quality import run_quality_benchmark
+
+
+@pytest.fixture()
+def tiny_bench(tmp_path, sample_products):
+    rows = [
+        {"product_id": p.product_id, "title": p.title, "brand": p.brand, "category": p.category}
+        for p in sample_products
+    ]
+    out = tmp_path / "data"
+    out.mkdir()
+    pl.DataFrame(rows).write_parquet(out / "catalog.parquet")
+    queries, qrels = [], []
+    for i, p in enumerate(sample_products[:90]):
+        split = ("train", "validation", "test")[i % 3]
+        qid = f"q{i}"
+        queries.append({"query_id": qid, "query": " ".join(p.title.split()[1:4]), "split": split})
+        qrels.append({"query_id": qid, "product_id": p.product_id, "grade": 3.0})
+        qrels.append(
+            {"query_id": qid, "product_id": sample_products[(i + 7) % 300].product_id, "grade": 1.0}
+        )
+    pl.DataFrame(queries).write_parquet(out / "queries.parquet")
+    pl.DataFrame(qrels).write_parquet(out / "qrels.parquet")
+    (out / "manifest.json").write_text(json.dumps({"relevance_threshold": 2.5, "gain_offset": 1.0}))
+    return out
+
+
+def test_bench_writes_every_stage_and_picks_blend_on_validation(tmp_path, tiny_bench, tiny_model):
+    reranker = tmp_path / "reranker"
+    CrossEncoderModel.from_pretrained(tiny_model.parent / "hf").save(reranker)
+    report = run_quality_benchmark(
+        tiny_bench,
+        tmp_path / "work",
+        base_model=str(tiny_model),
+        retriever_model=str(tiny_model),
+        reranker_model=str(reranker),
+        latency_queries=5,
+        log=lambda m: None,
+    )
+    names = [s.name for s in report.stages]
+    assert names[:4] == ["bm25", "dense zero-shot", "dense fine-tuned", "hybrid fine-tuned"]
+    assert any("cross-encoder alone" in n for n in names) and any("blend" in n for n in names)
+    assert report.queries_scored == 30
+    assert report.blend["chosen"] in report.blend["grid"]
+    for s in report.stages:
+        assert 0.0 <= s.means["ndcg@10"] <= 1.0 and len(s.recall_curve) == 100
+        assert s.recall_curve == sorted(s.recall_curve)
+    # the same model as zero-shot and fine-tuned: the same dense results
+    by = {s.name: s for s in report.stages}
+    assert by["dense zero-shot"].means == by["dense fine-tuned"].means
+    assert all(c.p_value <= 1.0 for c in report.comparisons)
+    for f in ("bench.json", "bench.md", "recall.png"):
+        assert (tmp_path / "work" / f).stat().st_size > 100
+    assert "Reranker blend" in (tmp_path / "work" / "bench.md").read_text()
