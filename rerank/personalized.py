@@ -14,7 +14,7 @@ from behaviour.features import FEATURE_NAMES, Candidate, compute_features
 from behaviour.privacy import Pseudonymizer
 from behaviour.profiles import ProfileStore, UserProfile
 from rerank.personal import PersonalRanker
-from rerank.reranker import Reranker, hit_text
+from rerank.reranker import Reranker, blend, hit_text
 from retrieval.filters import Filters
 from retrieval.retriever import Hit, Retriever
 from retrieval.store import Mode
@@ -146,10 +146,12 @@ class PersonalizedPipeline:
         """Fused ranking of retrieved hits for a profile (None: anonymous)."""
         if not hits:
             return []
-        if self.reranker is not None:
-            cross = self.reranker.score(query, [hit_text(h) for h in hits]).astype(np.float32)
+        retrieval = np.array([h.score for h in hits], dtype=np.float32)
+        if self.reranker is not None:  # the relevance-only pipeline's score
+            logits = self.reranker.score(query, [hit_text(h) for h in hits])
+            cross = blend(logits, retrieval, self.reranker.retrieval_weight)
         else:
-            cross = np.array([h.score for h in hits], dtype=np.float32)
+            cross = retrieval
         ids = [h.product_id for h in hits]
         vectors = {}
         recent = None
