@@ -39,6 +39,7 @@ from evaluation.metrics import evaluate, mean_scores
 from rerank.model import CrossEncoderModel
 from rerank.reranker import Reranker
 from retrieval.encoder import pick_device
+from retrieval.train import check_out_dir
 
 #: Fewer judged train pairs than this is not worth a training run.
 MIN_TRAIN_PAIRS = 16
@@ -373,14 +374,6 @@ def _save_best(model: CrossEncoderModel, out: Path, extra: dict[str, Any]) -> No
     tmp.rmdir()
 
 
-def _check_out_dir(out: Path) -> None:
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise ShopsearchError(
-            f"{out} already exists and is not empty: give a new folder for the trained reranker "
-            "(nothing is overwritten)"
-        )
-
-
 def train_reranker(
     data: Judgments,
     out_dir: str | os.PathLike[str],
@@ -411,7 +404,7 @@ def train_reranker(
     cfg = config or RerankerTrainConfig()
     cfg.check()
     out = Path(out_dir)
-    _check_out_dir(out)
+    check_out_dir(out, "reranker")
     started = time.perf_counter()
     seed_everything(cfg.seed)
     rng = random.Random(cfg.seed)

@@ -482,11 +482,12 @@ def mine_hard_negatives(
 # --------------------------------------------------------------------------- training
 
 
-def _check_out_dir(out_dir: Path) -> None:
+def check_out_dir(out_dir: Path, what: str = "model") -> None:
+    """Refuses an output folder that exists and is not empty (training never overwrites)."""
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise ShopsearchError(
-            f"output folder {out_dir} exists and is not empty: give a new folder "
-            "(training never overwrites a model)"
+            f"output folder {out_dir} exists and is not empty: give a new folder for the trained "
+            f"{what} (training never overwrites a model)"
         )
 
 
@@ -660,7 +661,7 @@ def train_retriever(
     config = config or RetrieverTrainConfig()
     config.check()
     out = Path(out_dir).expanduser()
-    _check_out_dir(out)
+    check_out_dir(out, "retriever")
     started = time.perf_counter()
     pairs = _training_pairs(data, config, log)
     val_qids, val_catalog, val_desc = validation_setup(

@@ -12,6 +12,7 @@ import random
 from pathlib import Path
 
 import pytest
+from conftest import build_tiny_bert
 
 from catalog.errors import ShopsearchError
 from evaluation.labels import Judgments
@@ -66,52 +67,9 @@ def make_judgments(n_products: int = 300, n_train: int = 220, n_val: int = 50) -
     return Judgments(texts, queries, qrels, threshold=2.5, gain_offset=1.0)
 
 
-def build_tiny_model(folder: Path, words: list[str], seed: int = 0) -> Path:
-    """A 2-layer BERT (hidden 32, mean pooling) as a sentence-transformers folder.
-
-    Like ``conftest.build_tiny_bert``, but the tokenizer really holds ``words`` under
-    transformers 5 too (there ``BertTokenizerFast`` takes ``vocab=``, not ``vocab_file=``).
-    """
-    import inspect
-
-    import torch
-    from sentence_transformers import SentenceTransformer, models
-    from transformers import BertConfig, BertModel, BertTokenizerFast
-
-    hf_dir = folder / "hf"
-    hf_dir.mkdir(parents=True, exist_ok=True)
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *sorted(set(words))]
-    (hf_dir / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    params = inspect.signature(BertTokenizerFast.__init__).parameters
-    key = "vocab" if "vocab" in params else "vocab_file"
-    tokenizer = BertTokenizerFast(**{key: str(hf_dir / "vocab.txt")}, do_lower_case=True)
-    assert len(tokenizer) == len(vocab)
-    torch.manual_seed(seed)
-    config = BertConfig(
-        vocab_size=len(vocab),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=64,
-    )
-    BertModel(config).save_pretrained(hf_dir)
-    tokenizer.save_pretrained(hf_dir)
-    transformer = models.Transformer(str(hf_dir), max_seq_length=32)
-    get_dim = (
-        getattr(transformer, "get_embedding_dimension", None)
-        or transformer.get_word_embedding_dimension
-    )
-    pooling = models.Pooling(get_dim(), pooling_mode="mean")
-    st = SentenceTransformer(modules=[transformer, pooling, models.Normalize()], device="cpu")
-    out = folder / "st"
-    st.save(str(out))
-    return out
-
-
 @pytest.fixture(scope="module")
 def task_model(tmp_path_factory) -> Path:
-    return build_tiny_model(tmp_path_factory.mktemp("train-tiny"), _vocab())
+    return build_tiny_bert(tmp_path_factory.mktemp("train-tiny"), _vocab())
 
 
 @pytest.fixture(scope="module")
