@@ -54,6 +54,7 @@ class IndexSummary:
     seconds: float
     encode_seconds: float
     rejects_path: str | None
+    store_seconds: float = 0.0
 
     @property
     def items_per_s(self) -> float:
@@ -201,7 +202,9 @@ def index_catalog(
             "source": str(path.resolve()),
             "mode": mode,
         }
+        t_store = time.perf_counter()
         staging = backend.begin(manifest, copy_current=bool(existing))
+        store_seconds = time.perf_counter() - t_store  # time inside Qdrant calls
         indexed = unchanged = deleted = 0
         encode_seconds = 0.0
         bar = _progress(progress, scan.valid, f"indexing ({mode})")
@@ -222,6 +225,7 @@ def index_catalog(
                     dense = encoder.encode_document(texts)
                     encode_seconds += time.perf_counter() - t0
                     sparse = lexical.encode_documents(texts)
+                    t_store = time.perf_counter()
                     staging.upsert(
                         [
                             PointRecord(
@@ -233,8 +237,10 @@ def index_catalog(
                             for i, (p, d) in enumerate(todo)
                         ]
                     )
+                    store_seconds += time.perf_counter() - t_store
                     indexed += len(todo)
                 bar(len(chunk))
+            t_store = time.perf_counter()
             if mode == "sync":
                 gone = [pid for pid in existing if pid not in seen]
                 for i in range(0, len(gone), 1000):
@@ -245,6 +251,7 @@ def index_catalog(
             manifest.update(count=total, indexed=indexed, rejected=len(rejects))
             staging.set_manifest(manifest)
             backend.promote(staging)
+            store_seconds += time.perf_counter() - t_store
         except BaseException:
             backend.discard(staging)
             raise
@@ -264,6 +271,7 @@ def index_catalog(
         seconds=time.perf_counter() - start,
         encode_seconds=encode_seconds,
         rejects_path=written_rejects,
+        store_seconds=store_seconds,
     )
 
 

@@ -544,7 +544,9 @@ def run_personalization_benchmark(
     clean = []
     for s in seeds:
         result, model = run_seed(setup, s, workdir, preference_strength, 0.0, n_users, log)
-        model.save(workdir / f"personal-seed{s}")  # usable with rerank.personalized.PersonalizedPipeline
+        model.save(
+            workdir / f"personal-seed{s}"
+        )  # usable with rerank.personalized.PersonalizedPipeline
         clean.append(result)
     noisy = (
         [run_seed(setup, s, workdir, preference_strength, noise, n_users, log)[0] for s in seeds]
