@@ -779,6 +779,88 @@ def forget_user_cmd(user_id: str, profiles: Path) -> None:
     )
 
 
+@main.command("simulate")
+@click.argument("data", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("out", type=click.Path(file_okay=False, path_type=Path))
+@click.option(
+    "--zero-shot-index",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    required=True,
+    help="Index built with the zero-shot model (the simulator clusters its vectors).",
+)
+@click.option(
+    "--index",
+    "tuned_index",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    required=True,
+    help="Index of the retriever in use (the result lists shoppers see).",
+)
+@click.option(
+    "--reranker",
+    "reranker_model",
+    required=True,
+    help="Cross-encoder folder (the relevance-only ranking shoppers see).",
+)
+@click.option("--seed", default=0, show_default=True, type=int, help="Simulator seed.")
+@click.option(
+    "--strength",
+    default=1.0,
+    show_default=True,
+    type=click.FloatRange(0),
+    help="Weight of the latent preference in the utility.",
+)
+@click.option(
+    "--noise",
+    default=0.0,
+    show_default=True,
+    type=click.FloatRange(0, 1),
+    help="Share of shoppers who click at random.",
+)
+@click.option(
+    "--users", default=1500, show_default=True, type=click.IntRange(10), help="Simulated shoppers."
+)
+@click.option(
+    "--pool",
+    default=800,
+    show_default=True,
+    type=click.IntRange(20),
+    help="Real queries the shoppers search (validation + test splits).",
+)
+def simulate_cmd(
+    data: Path,
+    out: Path,
+    zero_shot_index: Path,
+    tuned_index: Path,
+    reranker_model: str,
+    seed: int,
+    strength: float,
+    noise: float,
+    users: int,
+    pool: int,
+) -> None:
+    """Write a simulated event log (and, apart, the true utilities) over DATA's catalog and queries."""
+    from behaviour.simulate import SimConfig, build_world, simulate, write_simulation
+    from shopsearch.personalize import prepare
+
+    setup = prepare(
+        data,
+        zero_shot_index,
+        tuned_index,
+        reranker_model,
+        out,
+        pool_size=pool,
+        log=lambda m: click.echo(m, err=True),
+    )
+    config = SimConfig(n_users=users, preference_strength=strength, noise_share=noise, seed=seed)
+    world = build_world(setup.product_ids, setup.titles, setup.world_vectors, config)
+    sim = simulate(world, setup.judgments, setup.candidates, config, query_pool=setup.pool)
+    write_simulation(sim, out)
+    click.echo(
+        f"wrote {out}: {sim.events.height} events ({out / 'events.parquet'}); true utilities for evaluation only in "
+        f"{out / 'utility.parquet'}; held-out period from {sim.split_ts:.0f} (epoch s)"
+    )
+
+
 @main.command("bench-personal")
 @click.argument("data", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option(
