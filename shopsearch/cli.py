@@ -779,52 +779,66 @@ def forget_user_cmd(user_id: str, profiles: Path) -> None:
     )
 
 
+def simulation_options(fn):
+    """What the simulator reads: the two indexes, the reranker, and the shoppers' parameters."""
+    options = [
+        click.option(
+            "--zero-shot-index",
+            type=click.Path(exists=True, file_okay=False, path_type=Path),
+            required=True,
+            help="Index built with the zero-shot model (the simulator clusters its vectors).",
+        ),
+        click.option(
+            "--index",
+            "tuned_index",
+            type=click.Path(exists=True, file_okay=False, path_type=Path),
+            required=True,
+            help="Index of the retriever in use (the result lists shoppers see).",
+        ),
+        click.option(
+            "--reranker",
+            "reranker_model",
+            required=True,
+            help="Cross-encoder folder (the relevance-only ranking shoppers see).",
+        ),
+        click.option(
+            "--strength",
+            default=1.0,
+            show_default=True,
+            type=click.FloatRange(0),
+            help="Weight of the latent preference in the utility.",
+        ),
+        click.option(
+            "--users",
+            default=1500,
+            show_default=True,
+            type=click.IntRange(10),
+            help="Simulated shoppers (per seed).",
+        ),
+        click.option(
+            "--pool",
+            default=800,
+            show_default=True,
+            type=click.IntRange(20),
+            help="Real queries the shoppers search (validation + test splits).",
+        ),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
 @main.command("simulate")
 @click.argument("data", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.argument("out", type=click.Path(file_okay=False, path_type=Path))
-@click.option(
-    "--zero-shot-index",
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
-    required=True,
-    help="Index built with the zero-shot model (the simulator clusters its vectors).",
-)
-@click.option(
-    "--index",
-    "tuned_index",
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
-    required=True,
-    help="Index of the retriever in use (the result lists shoppers see).",
-)
-@click.option(
-    "--reranker",
-    "reranker_model",
-    required=True,
-    help="Cross-encoder folder (the relevance-only ranking shoppers see).",
-)
+@simulation_options
 @click.option("--seed", default=0, show_default=True, type=int, help="Simulator seed.")
-@click.option(
-    "--strength",
-    default=1.0,
-    show_default=True,
-    type=click.FloatRange(0),
-    help="Weight of the latent preference in the utility.",
-)
 @click.option(
     "--noise",
     default=0.0,
     show_default=True,
     type=click.FloatRange(0, 1),
     help="Share of shoppers who click at random.",
-)
-@click.option(
-    "--users", default=1500, show_default=True, type=click.IntRange(10), help="Simulated shoppers."
-)
-@click.option(
-    "--pool",
-    default=800,
-    show_default=True,
-    type=click.IntRange(20),
-    help="Real queries the shoppers search (validation + test splits).",
 )
 def simulate_cmd(
     data: Path,
@@ -863,22 +877,7 @@ def simulate_cmd(
 
 @main.command("bench-personal")
 @click.argument("data", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option(
-    "--zero-shot-index",
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
-    required=True,
-    help="Index built with the zero-shot model (the simulator clusters its vectors).",
-)
-@click.option(
-    "--index",
-    "tuned_index",
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
-    required=True,
-    help="Index of the retriever in use (candidates and feature vectors).",
-)
-@click.option(
-    "--reranker", "reranker_model", required=True, help="Cross-encoder folder (the relevance part)."
-)
+@simulation_options
 @click.option(
     "--workdir",
     type=click.Path(file_okay=False, path_type=Path),
@@ -895,27 +894,6 @@ def simulate_cmd(
     show_default=True,
     type=click.FloatRange(0, 1),
     help="Share of noisy users in the robustness run (0: skip it).",
-)
-@click.option(
-    "--strength",
-    default=1.0,
-    show_default=True,
-    type=click.FloatRange(0),
-    help="Weight of the latent preference in the simulated utility.",
-)
-@click.option(
-    "--users",
-    default=1500,
-    show_default=True,
-    type=click.IntRange(10),
-    help="Simulated shoppers per seed.",
-)
-@click.option(
-    "--pool",
-    default=800,
-    show_default=True,
-    type=click.IntRange(20),
-    help="Real queries the shoppers search (validation + test splits).",
 )
 def bench_personal_cmd(
     data: Path,
