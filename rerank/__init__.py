@@ -11,7 +11,11 @@ if TYPE_CHECKING:
     from rerank.pipeline import SearchPipeline
     from rerank.reranker import RankedHit, Reranker
 
-_EXPORTS = {"RankedHit": "rerank.reranker", "Reranker": "rerank.reranker", "SearchPipeline": "rerank.pipeline"}
+_EXPORTS = {
+    "RankedHit": "rerank.reranker",
+    "Reranker": "rerank.reranker",
+    "SearchPipeline": "rerank.pipeline",
+}
 __all__ = ["RankedHit", "Reranker", "SearchPipeline"]
 
 

@@ -135,8 +135,14 @@ class PersonalizedPipeline:
             taste_vector(self.profiles, profile) if profile and self.personal_retrieval else None
         )
         self.last_profile_ms = (time.perf_counter() - t0) * 1000
+        warm = profile is not None and profile.n_events > 0
         hits = self.retriever.search(
-            query, k=max(k, candidates), filters=filters, mode=mode, user_vector=user_vec
+            query,
+            k=max(k, candidates),
+            filters=filters,
+            mode=mode,
+            user_vector=user_vec,
+            with_vectors=warm,
         )
         return self.rank(query, hits, profile, top_k=k)
 
@@ -156,8 +162,11 @@ class PersonalizedPipeline:
         vectors = {}
         recent = None
         if profile is not None and profile.n_events:
-            stored = self.retriever.collection.retrieve(ids, with_vectors=True)
-            vectors = {p: v.get("_vector") for p, v in stored.items()}
+            vectors = {h.product_id: h.vector for h in hits}
+            missing = [p for p, v in vectors.items() if v is None]
+            if missing:  # hits retrieved without vectors: one more store call
+                stored = self.retriever.collection.retrieve(missing, with_vectors=True)
+                vectors.update({p: v.get("_vector") for p, v in stored.items()})
             recent = (
                 self.profiles.vectors(list(profile.recent_items)) if profile.recent_items else None
             )

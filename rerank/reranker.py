@@ -71,7 +71,9 @@ def blend(cross: np.ndarray, retrieval: np.ndarray, retrieval_weight: float) -> 
     if retrieval_weight <= 0:
         return cross
     retrieval = np.asarray(retrieval, dtype=np.float32)
-    return ((1 - retrieval_weight) * _z(cross) + retrieval_weight * _z(retrieval)).astype(np.float32)
+    return ((1 - retrieval_weight) * _z(cross) + retrieval_weight * _z(retrieval)).astype(
+        np.float32
+    )
 
 
 def _pad(
@@ -140,7 +142,9 @@ class Reranker:
             max_length: Token budget per pair; None uses the saved one (96 by default).
             retrieval_weight: Weight of the first stage's score in the ranking (:func:`blend`).
         """
-        return cls(CrossEncoderModel.load(Path(path)), device, batch_size, max_length, retrieval_weight)
+        return cls(
+            CrossEncoderModel.load(Path(path)), device, batch_size, max_length, retrieval_weight
+        )
 
     @torch.inference_mode()
     def score(self, query: str, texts: Sequence[str]) -> np.ndarray:

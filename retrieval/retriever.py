@@ -40,11 +40,13 @@ class Hit:
         product_id: The product's id.
         score: The store's score (cosine similarity for dense, BM25 for bm25, RRF for hybrid).
         payload: The product's stored fields (title, brand, category, price, ...).
+        vector: The product's dense vector, when asked for (``with_vectors=True``).
     """
 
     product_id: str
     score: float
     payload: dict[str, Any] = field(default_factory=dict)
+    vector: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     @property
     def title(self) -> str:
@@ -173,6 +175,7 @@ class Retriever:
         candidates: int | None = None,
         user_vector: np.ndarray | None = None,
         user_weight: float = USER_PREFETCH_WEIGHT,
+        with_vectors: bool = False,
     ) -> list[QuerySpec]:
         """Store queries for these texts (the query tower runs here)."""
         mode = mode or DEFAULT_MODE
@@ -188,9 +191,22 @@ class Retriever:
             if mode in ("bm25", "hybrid")
             else [None] * len(texts)
         )
-        extra = ((np.asarray(user_vector, dtype=np.float32), user_weight),) if user_vector is not None else ()
+        extra = (
+            ((np.asarray(user_vector, dtype=np.float32), user_weight),)
+            if user_vector is not None
+            else ()
+        )
         return [
-            QuerySpec(k=k, mode=mode, dense=d, sparse=s, filters=flt, candidates=candidates, extra_dense=extra)
+            QuerySpec(
+                k=k,
+                mode=mode,
+                dense=d,
+                sparse=s,
+                filters=flt,
+                candidates=candidates,
+                extra_dense=extra,
+                with_vectors=with_vectors,
+            )
             for d, s in zip(dense, sparse, strict=True)
         ]
 
@@ -202,6 +218,7 @@ class Retriever:
         mode: Mode | None = None,
         candidates: int | None = None,
         user_vector: np.ndarray | None = None,
+        with_vectors: bool = False,
     ) -> list[Hit]:
         """Top ``k`` products for a query.
 
@@ -214,9 +231,17 @@ class Retriever:
             user_vector: A shopper's taste vector (see ``behaviour``): adds a prefetch of the
                 products nearest to it, fused with the query's, so products this shopper
                 prefers can enter the candidates.
+            with_vectors: Also return each hit's dense vector (``payload["_vector"]``), in the
+                same store call.
         """
         return self.search_batch(
-            [query], k=k, filters=filters, mode=mode, candidates=candidates, user_vector=user_vector
+            [query],
+            k=k,
+            filters=filters,
+            mode=mode,
+            candidates=candidates,
+            user_vector=user_vector,
+            with_vectors=with_vectors,
         )[0]
 
     def search_batch(
@@ -227,6 +252,7 @@ class Retriever:
         mode: Mode | None = None,
         candidates: int | None = None,
         user_vector: np.ndarray | None = None,
+        with_vectors: bool = False,
     ) -> list[list[Hit]]:
         """:meth:`search` for many queries at once (one encoder batch, one store batch)."""
         if isinstance(queries, str):
@@ -234,7 +260,9 @@ class Retriever:
         if not queries:
             return []
         self._maybe_refresh()
-        specs = self.specs(queries, k, filters, mode, candidates, user_vector)
+        specs = self.specs(
+            queries, k, filters, mode, candidates, user_vector, with_vectors=with_vectors
+        )
         return [to_hits(r) for r in self.collection.search_batch(specs)]
 
     def close(self) -> None:
@@ -250,7 +278,10 @@ class Retriever:
 
 def to_hits(results: Sequence[StoreHit]) -> list[Hit]:
     """Store hits to public hits."""
-    return [Hit(r.product_id, r.score, public_payload(r.payload)) for r in results]
+    return [
+        Hit(r.product_id, r.score, public_payload(r.payload), r.payload.get("_vector"))
+        for r in results
+    ]
 
 
 __all__ = [

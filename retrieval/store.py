@@ -150,6 +150,7 @@ class QuerySpec:
         filters: Conditions every hit meets.
         candidates: Prefetch depth per source for hybrid (None: max(k, 100)).
         extra_dense: More dense prefetches fused in hybrid/dense RRF, as (vector, weight).
+        with_vectors: Return each hit's dense vector (payload key ``"_vector"``) in the same call.
     """
 
     k: int
@@ -159,6 +160,7 @@ class QuerySpec:
     filters: Filters = field(default_factory=Filters)
     candidates: int | None = None
     extra_dense: tuple[tuple[np.ndarray, float], ...] = ()
+    with_vectors: bool = False
 
     def __post_init__(self) -> None:
         if self.k < 1:
@@ -364,6 +366,7 @@ def _edge_request(spec: QuerySpec):
             query=qe.Query.Nearest(_edge_vector(name, vec), using=name),
             filter=flt,
             with_payload=True,
+            with_vector=[DENSE] if spec.with_vectors else None,
             params=params,
         )
     prefetches = [
@@ -378,15 +381,26 @@ def _edge_request(spec: QuerySpec):
     weights = [w for _, _, w in sources]
     fusion = qe.Fusion.Rrf(k=RRF_K, weights=None if all(w == 1.0 for w in weights) else weights)
     return qe.QueryRequest(
-        limit=spec.k + TIE_SLACK, prefetches=prefetches, query=fusion, filter=flt, with_payload=True
+        limit=spec.k + TIE_SLACK,
+        prefetches=prefetches,
+        query=fusion,
+        filter=flt,
+        with_payload=True,
+        with_vector=[DENSE] if spec.with_vectors else None,
     )
 
 
 def _ranked(points, k: int) -> list[StoreHit]:
     """Engine points to hits: score descending, ties by product_id, cut to k."""
-    hits = [
-        StoreHit(p.payload[PAYLOAD_PRODUCT_ID], float(p.score), dict(p.payload)) for p in points
-    ]
+    hits = []
+    for p in points:
+        payload = dict(p.payload)
+        vector = getattr(p, "vector", None)
+        if vector is not None:
+            vec = vector.get(DENSE) if isinstance(vector, dict) else vector
+            if vec is not None:
+                payload["_vector"] = np.asarray(vec, dtype=np.float32)
+        hits.append(StoreHit(payload[PAYLOAD_PRODUCT_ID], float(p.score), payload))
     hits.sort(key=lambda h: (-round(h.score, 6), h.product_id))
     return hits[:k]
 
@@ -654,6 +668,7 @@ def _server_request(spec: QuerySpec):
             limit=spec.k + TIE_SLACK,
             filter=flt,
             with_payload=True,
+            with_vector=[DENSE] if spec.with_vectors else False,
             params=params,
         )
     prefetch = [
@@ -668,6 +683,7 @@ def _server_request(spec: QuerySpec):
         limit=spec.k + TIE_SLACK,
         filter=flt,
         with_payload=True,
+        with_vector=[DENSE] if spec.with_vectors else False,
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 
+import numpy as np
 import polars as pl
 import pytest
 from qdrant_client import QdrantClient
@@ -254,3 +255,26 @@ def test_copy_of_index_dir_is_searchable(edge_index, tiny_encoder, tmp_path):
     shutil.copytree(loc.path, tmp_path / "copy")
     with Retriever.open(tmp_path / "copy", encoder=tiny_encoder) as r:
         assert len(r.search("drill", k=3)) == 3
+
+
+@pytest.mark.parametrize("mode", ["dense", "hybrid"])
+def test_hits_can_carry_their_vectors_on_both_backends(
+    edge_index, tiny_encoder, sample_catalog, mode
+):
+    loc, _ = edge_index
+    client = QdrantClient(":memory:")
+    index_catalog(
+        sample_catalog, IndexLocation(client=client), encoder=tiny_encoder, progress=False
+    )
+    with Retriever.open(loc.path, encoder=tiny_encoder) as edge:
+        hits = edge.search("kitchen faucet", k=5, mode=mode, with_vectors=True)
+        assert all(h.vector is not None and h.vector.shape == (32,) for h in hits)
+        assert "_vector" not in hits[0].payload
+        stored = edge.collection.retrieve([hits[0].product_id], with_vectors=True)[
+            hits[0].product_id
+        ]
+        np.testing.assert_allclose(hits[0].vector, stored["_vector"], rtol=1e-6)
+        assert all(h.vector is None for h in edge.search("kitchen faucet", k=5, mode=mode))
+    remote = Retriever.open(client=client, encoder=tiny_encoder)
+    got = remote.search("kitchen faucet", k=5, mode=mode, with_vectors=True)
+    assert all(h.vector is not None and h.vector.shape == (32,) for h in got)
