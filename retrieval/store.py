@@ -48,7 +48,10 @@ PAYLOAD_IN_STOCK = "_in_stock"
 TIE_SLACK = 8
 HNSW_M = 16
 HNSW_EF_CONSTRUCT = 100
-HNSW_EF_SEARCH = 128
+#: HNSW beam width at query time (at least the prefetch depth). 128 cost fine-tuned dense 1.1
+#: points of Recall@100 on Home Depot against exact search (0.795 vs 0.806); 400 keeps 0.803
+#: at about the same latency (scripts/ef_sweep.py).
+HNSW_EF_SEARCH = 400
 #: Below this many KB of vectors (in a segment, or matching a filter) Qdrant scans exactly.
 HNSW_FULL_SCAN_KB = 10_000
 #: Builds kept besides the current one, so a reader that opened the previous one keeps working.
