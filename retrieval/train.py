@@ -298,6 +298,35 @@ def _top_k(
     return np.concatenate(scores), np.concatenate(indices)
 
 
+def brute_force_top_k(
+    model: SentenceTransformer | BiEncoder,
+    data: Judgments,
+    product_ids: Sequence[str],
+    split: str,
+    query_ids: Sequence[str],
+    k: int,
+    batch_size: int = 256,
+    bf16: bool = True,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-k of the products for the split's queries: (scores, indices into product_ids)."""
+    st = _st(model)
+    was_training = st.training
+    try:
+        docs = _encode(
+            st, [data.texts[p] for p in product_ids], query=False, batch_size=batch_size, bf16=bf16
+        )
+        queries = _encode(
+            st,
+            [data.queries[split][q] for q in query_ids],
+            query=True,
+            batch_size=batch_size,
+            bf16=bf16,
+        )
+    finally:
+        st.train(was_training)
+    return _top_k(queries, docs, k)
+
+
 # --------------------------------------------------------------------------- validation
 
 
@@ -406,17 +435,7 @@ def validation_recall(
     pids = list(data.texts) if catalog_ids is None else [p for p in catalog_ids if p in data.texts]
     if not pids:
         raise ShopsearchError("validation catalog is empty")
-    was_training = st.training
-    try:
-        docs = _encode(
-            st, [data.texts[p] for p in pids], query=False, batch_size=batch_size, bf16=bf16
-        )
-        queries = _encode(
-            st, [data.queries[split][q] for q in qids], query=True, batch_size=batch_size, bf16=bf16
-        )
-    finally:
-        st.train(was_training)
-    scores, indices = _top_k(queries, docs, k)
+    scores, indices = brute_force_top_k(st, data, pids, split, qids, k, batch_size, bf16)
     run = {
         qid: {pids[int(i)]: float(s) for s, i in zip(scores[row], indices[row], strict=True)}
         for row, qid in enumerate(qids)
@@ -461,17 +480,7 @@ def mine_hard_negatives(
         return {}
     judged = {q: set(data.qrels.get(split, {}).get(q, {})) for q in qids}
     k = depth + max(len(j) for j in judged.values())
-    was_training = st.training
-    try:
-        docs = _encode(
-            st, [data.texts[p] for p in pids], query=False, batch_size=batch_size, bf16=bf16
-        )
-        queries = _encode(
-            st, [data.queries[split][q] for q in qids], query=True, batch_size=batch_size, bf16=bf16
-        )
-    finally:
-        st.train(was_training)
-    _, indices = _top_k(queries, docs, k)
+    _, indices = brute_force_top_k(st, data, pids, split, qids, k, batch_size, bf16)
     out: dict[str, list[str]] = {}
     for row, qid in enumerate(qids):
         ranked = (pids[int(i)] for i in indices[row])

@@ -25,7 +25,7 @@ from safetensors.torch import load_file, save_file  # noqa: E402
 
 from evaluation.labels import Judgments  # noqa: E402
 from rerank.train import RerankerTrainConfig, train_reranker  # noqa: E402
-from retrieval.train import RetrieverTrainConfig, _encode, _top_k, train_retriever  # noqa: E402
+from retrieval.train import RetrieverTrainConfig, brute_force_top_k, train_retriever  # noqa: E402
 
 PIECE = 16_000_000
 
@@ -74,15 +74,13 @@ def mine(model_dir: Path, data: Judgments) -> dict[str, list[str]]:
 
     st = SentenceTransformer(str(model_dir), device="cuda" if torch.cuda.is_available() else "cpu")
     ids = sorted(data.texts)
-    docs = _encode(st, [data.texts[p] for p in ids], query=False, batch_size=1024)
     candidates: dict[str, list[str]] = {}
     for split in ("train", "validation"):
         qids = sorted(data.queries[split])
-        qv = _encode(st, [data.queries[split][q] for q in qids], query=True, batch_size=1024)
-        _, idx = _top_k(qv, docs, 50)
+        _, idx = brute_force_top_k(st, data, ids, split, qids, 50, batch_size=1024)
         for q, row in zip(qids, idx, strict=True):
             candidates[q] = [ids[i] for i in row]
-    del st, docs
+    del st
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
     return candidates
