@@ -10,10 +10,10 @@ from pathlib import Path
 
 import numpy as np
 
-from behaviour.features import FEATURE_NAMES, Candidate, compute_features
-from behaviour.privacy import Pseudonymizer
-from behaviour.profiles import ProfileStore, UserProfile
-from rerank.personal import PersonalRanker
+from personalization.features import FEATURE_NAMES, Candidate, compute_features
+from personalization.model import PersonalRanker
+from personalization.privacy import Pseudonymizer
+from personalization.profiles import ProfileStore, UserProfile
 from rerank.reranker import Reranker, blend, hit_text
 from retrieval.filters import Filters
 from retrieval.retriever import Hit, Retriever

@@ -19,9 +19,9 @@ import polars as pl
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from behaviour.privacy import Pseudonymizer  # noqa: E402
-from behaviour.profiles import ProfileStore  # noqa: E402
-from rerank.personal import PersonalRanker  # noqa: E402
+from personalization.model import PersonalRanker  # noqa: E402
+from personalization.privacy import Pseudonymizer  # noqa: E402
+from personalization.profiles import ProfileStore  # noqa: E402
 from rerank.personalized import PersonalizedPipeline, taste_vector  # noqa: E402
 from retrieval.retriever import Retriever  # noqa: E402
 

@@ -85,7 +85,7 @@ def index_options(fn):
 )
 def sample_catalog(out: Path, n: int, seed: int) -> None:
     """Write a realistic synthetic catalog to OUT (.parquet, .csv or .jsonl)."""
-    from catalog.sample import write_sample_catalog
+    from research.sample_catalog import write_sample_catalog
 
     path = write_sample_catalog(out, n=n, seed=seed)
     click.echo(f"wrote {n} products to {path}")
@@ -295,8 +295,8 @@ def info_cmd(location) -> None:
 )
 def demo_cmd(workdir: Path, n: int, seed: int, k: int) -> None:
     """The main job end to end: sample catalog -> embedded index -> a few searches."""
-    from catalog.sample import SAMPLE_QUERIES, write_sample_catalog
     from indexer.build import index_catalog
+    from research.sample_catalog import SAMPLE_QUERIES, write_sample_catalog
     from retrieval.retriever import Retriever
     from retrieval.store import IndexLocation
 
@@ -411,7 +411,7 @@ def bench_cmd(
     device: str | None,
 ) -> None:
     """Score every stage on DATA's test split: Recall@10/50/100, P@10, NDCG@10, MRR@10, Judged@10, latency."""
-    from shopsearch.quality import run_quality_benchmark
+    from research.bench_quality import run_quality_benchmark
 
     report = run_quality_benchmark(
         data,
@@ -723,8 +723,8 @@ def events_group() -> None:
 )
 def events_ingest_cmd(log_path: Path, profiles: Path, location, rejects: Path | None) -> None:
     """Validate LOG (Parquet or JSON Lines) and add it to the profiles (user ids pseudonymized)."""
-    from behaviour.events import read_events
     from catalog.reader import write_rejects
+    from personalization.events import read_events
     from rerank.personalized import open_profiles
     from retrieval.store import PAYLOAD_PRODUCT_ID, open_backend
 
@@ -853,8 +853,8 @@ def simulate_cmd(
     pool: int,
 ) -> None:
     """Write a simulated event log (and, apart, the true utilities) over DATA's catalog and queries."""
-    from behaviour.simulate import SimConfig, build_world, simulate, write_simulation
-    from shopsearch.personalize import prepare
+    from research.bench_personal import prepare
+    from research.simulate import SimConfig, build_world, simulate, write_simulation
 
     setup = prepare(
         data,
@@ -908,7 +908,7 @@ def bench_personal_cmd(
     pool: int,
 ) -> None:
     """Personalized vs relevance-only ranking on simulated shoppers' held-out sessions."""
-    from shopsearch.personalize import prepare, run_personalization_benchmark
+    from research.bench_personal import prepare, run_personalization_benchmark
 
     seed_list = [int(s) for s in seeds.split(",") if s.strip()]
     log = lambda m: click.echo(m, err=True)  # noqa: E731
@@ -974,7 +974,7 @@ def bench_index_cmd(
     device: str | None,
 ) -> None:
     """Measure indexing items/s (vs the encoder alone) and query latency p50/p99 at k=100."""
-    from shopsearch.speed import run_speed_benchmark
+    from research.bench_speed import run_speed_benchmark
 
     queries = None
     if queries_file is not None:

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from behaviour.events import Event
-from behaviour.features import (
+from personalization.events import Event
+from personalization.features import (
     FEATURE_NAMES,
     PRICE_CLIP,
     USER_FEATURE_MASK,
@@ -20,8 +20,8 @@ from behaviour.features import (
     compute_features,
     explain,
 )
-from behaviour.privacy import Pseudonymizer
-from behaviour.profiles import ProfileStore, UserProfile
+from personalization.privacy import Pseudonymizer
+from personalization.profiles import ProfileStore, UserProfile
 
 PROFILE = UserProfile(
     pseudonym="ab" * 16,
@@ -182,7 +182,7 @@ def test_explain_orders_by_absolute_contribution() -> None:
 
 def test_behaviour_imports_no_torch_nor_search_stack() -> None:
     code = (
-        "import sys, behaviour.events, behaviour.privacy, behaviour.profiles, behaviour.features\n"
+        "import sys, personalization.events, personalization.privacy, personalization.profiles, personalization.features\n"
         "bad = [m for m in sys.modules if m.split('.')[0] in "
         "('torch', 'retrieval', 'rerank', 'indexer', 'shopsearch', 'sentence_transformers')]\n"
         "assert not bad, bad\n"

@@ -9,8 +9,10 @@ import numpy as np
 import polars as pl
 import pytest
 
-from behaviour.events import read_events
-from behaviour.simulate import (
+from catalog.errors import ShopsearchError
+from evaluation.labels import Judgments
+from personalization.events import read_events
+from research.simulate import (
     EVENTS_FILE,
     ITEMS_FILE,
     MANIFEST_FILE,
@@ -26,8 +28,6 @@ from behaviour.simulate import (
     simulate,
     write_simulation,
 )
-from catalog.errors import ShopsearchError
-from evaluation.labels import Judgments
 
 N_TRUE_CLUSTERS = 4
 PER_CLUSTER = 50

@@ -10,9 +10,9 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from behaviour.features import FEATURE_NAMES
 from indexer.build import index_catalog
-from rerank.personal import (
+from personalization.features import FEATURE_NAMES
+from personalization.model import (
     HAS_HISTORY,
     Group,
     PersonalFusion,

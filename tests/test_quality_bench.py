@@ -8,7 +8,7 @@ import polars as pl
 import pytest
 
 from rerank.model import CrossEncoderModel
-from shopsearch.quality import run_quality_benchmark
+from research.bench_quality import run_quality_benchmark
 
 
 @pytest.fixture()

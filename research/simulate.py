@@ -19,7 +19,7 @@ and imports no retrieval, reranking or torch code.
 
 Files written by :func:`write_simulation`:
 
-* ``events.parquet`` - the behaviour log in the :mod:`behaviour.events` format (raw simulated
+* ``events.parquet`` - the behaviour log in the :mod:`personalization.events` format (raw simulated
   user ids ``sim-u00001``), plus a ``query_id`` column that readers ignore.
 * ``utility.parquet`` - **ground truth, evaluation only**: the hidden utility of the top
   :data:`UTILITY_DEPTH` candidates of every search. Never a feature or a training label.
@@ -44,8 +44,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import polars as pl
 
-from behaviour.events import COLUMNS, EVENT_TYPES
 from catalog.errors import ShopsearchError
+from personalization.events import COLUMNS, EVENT_TYPES
 
 if TYPE_CHECKING:  # duck-typed at run time: behaviour imports catalog only
     from evaluation.labels import Judgments
@@ -301,7 +301,7 @@ class SimOutput:
         world_config: The config the world was built with.
         cluster_source: ``"kmeans"`` or ``"category"``.
         split_ts: Epoch seconds where the held-out period starts.
-        events: The event log (:mod:`behaviour.events` columns plus ``query_id``).
+        events: The event log (:mod:`personalization.events` columns plus ``query_id``).
         utility: Ground-truth utility of the top candidates of every search.
         users: The latent users.
         items: product_id, brand, cluster.
@@ -1003,7 +1003,7 @@ def write_simulation(out: SimOutput, out_dir: str | os.PathLike[str]) -> Path:
             "heldout": "sessions starting at or after split_ts",
         },
         "files": {
-            EVENTS_FILE: "behaviour log (behaviour.events format, raw sim user ids, plus query_id)",
+            EVENTS_FILE: "behaviour log (personalization.events format, raw sim user ids, plus query_id)",
             UTILITY_FILE: "ground-truth utility of the top candidates of every search "
             "(evaluation only)",
             USERS_FILE: "latent users (ground truth)",

@@ -4,7 +4,7 @@ tower over the shopper's behaviour, into one logit.
     logit = a * cross_score + b  +  has_history * tower(features)
 
 The relevance part is an affine map of the cross-encoder score (so it keeps its order), and the
-personal part is an MLP with dropout over :data:`behaviour.features.FEATURE_NAMES`, gated by
+personal part is an MLP with dropout over :data:`personalization.features.FEATURE_NAMES`, gated by
 ``has_history``: for a shopper with no history it is exactly 0 and the ranking is the
 relevance-only ranking. Trained with binary cross-entropy on clicks and purchases (and, optionally,
 graded relevance pairs for the relevance part), AdamW with weight decay, early stopping on a
@@ -25,8 +25,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from behaviour.features import FEATURE_NAMES
 from catalog.errors import ShopsearchError
+from personalization.features import FEATURE_NAMES
 
 HAS_HISTORY = FEATURE_NAMES.index("has_history")
 FORMAT = "shopsearch-personal/v1"
@@ -219,7 +219,7 @@ def train_personal(
 ) -> tuple[PersonalRanker, PersonalTrainReport]:
     """Fits the fusion on logged searches; the last ``val_fraction`` (in order) validates.
 
-    Groups must come in time order so validation is the latest behaviour.
+    Groups must come in time order so validation is the latest personalization.
     """
     config = config or PersonalTrainConfig()
     if len(groups) < 20:

@@ -179,7 +179,7 @@ def run_quality_benchmark(
     log: Callable[[str], None] = print,
 ) -> QualityReport:
     """Runs every stage and writes ``bench.json``, ``bench.md`` and ``recall.png`` in ``workdir``."""
-    from shopsearch.speed import machine_description
+    from research.bench_speed import machine_description
 
     start = time.perf_counter()
     workdir = Path(workdir)

@@ -20,16 +20,16 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from behaviour.events import read_events
-from behaviour.features import Candidate, compute_features
-from behaviour.privacy import Pseudonymizer
-from behaviour.profiles import ProfileStore
-from behaviour.simulate import SimConfig, build_world, simulate, write_simulation
 from evaluation.data import judgments_from, load_benchmark
 from evaluation.labels import Judgments
 from evaluation.stats import paired_test
-from rerank.personal import Group, PersonalRanker, PersonalTrainConfig, train_personal
+from personalization.events import read_events
+from personalization.features import Candidate, compute_features
+from personalization.model import Group, PersonalRanker, PersonalTrainConfig, train_personal
+from personalization.privacy import Pseudonymizer
+from personalization.profiles import ProfileStore
 from rerank.personalized import taste_vector
+from research.simulate import SimConfig, build_world, simulate, write_simulation
 from retrieval.retriever import Retriever
 
 LABEL_WEIGHT = {"click": 1.0, "add_to_cart": 2.0, "purchase": 3.0}
@@ -536,7 +536,7 @@ def run_personalization_benchmark(
     log: Callable[[str], None] = print,
 ) -> PersonalizationReport:
     """Runs every seed clean and with ``noise`` noisy users; writes JSON and Markdown."""
-    from shopsearch.speed import machine_description
+    from research.bench_speed import machine_description
 
     start = time.perf_counter()
     workdir = Path(workdir)

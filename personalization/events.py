@@ -7,7 +7,7 @@ An event log is a **JSON Lines** (``.jsonl``/``.ndjson``/``.json``: one object p
 column        required  meaning
 ============  ========  ===================================================================
 user_id       yes       Raw user id (text; integers accepted). Pseudonymised on ingest and
-                        never stored (see :mod:`behaviour.privacy`).
+                        never stored (see :mod:`personalization.privacy`).
 timestamp     yes       ISO-8601 text *with* a timezone (``2024-05-01T10:00:00Z``,
                         ``...+02:00``), epoch seconds or epoch milliseconds (number or
                         numeric text; values >= 1e11 are milliseconds), or a Parquet

@@ -1,7 +1,7 @@
 """The personalisation features: one definition, used identically in training and at query time.
 
 Build a :class:`Candidate` per retrieved product, a point-in-time profile
-(:meth:`behaviour.profiles.ProfileStore.profile` with ``before`` = the query time when
+(:meth:`personalization.profiles.ProfileStore.profile` with ``before`` = the query time when
 training), popularity and the vectors of the user's recent items, then call
 :func:`compute_features`. Columns are :data:`FEATURE_NAMES`, in order:
 
@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from behaviour.profiles import UserProfile, category_levels
+from personalization.profiles import UserProfile, category_levels
 
 FEATURE_NAMES = (
     "has_history",
