@@ -14,7 +14,6 @@ validation NDCG@10 of the logged clicks.
 from __future__ import annotations
 
 import json
-import math
 import os
 import random
 from collections.abc import Callable, Sequence
@@ -26,6 +25,7 @@ import torch
 from torch import nn
 
 from catalog.errors import ShopsearchError
+from evaluation.metrics import ndcg_of_scores
 from personalization.features import FEATURE_NAMES
 
 HAS_HISTORY = FEATURE_NAMES.index("has_history")
@@ -191,14 +191,6 @@ class PersonalTrainReport:
     history: list[dict] = field(default_factory=list)
 
 
-def _ndcg10(scores: np.ndarray, gains: np.ndarray) -> float:
-    order = np.lexsort((np.arange(len(scores)), -scores))[:10]
-    dcg = float(sum(gains[i] / math.log2(r + 2) for r, i in enumerate(order)))
-    ideal = np.sort(gains)[::-1][:10]
-    idcg = float(sum(g / math.log2(r + 2) for r, g in enumerate(ideal)))
-    return dcg / idcg if idcg > 0 else 0.0
-
-
 def click_ndcg(model: PersonalFusion, groups: Sequence[Group]) -> float:
     """Mean NDCG@10 of the logged clicks (gain = label * weight) over groups that have one."""
     vals = []
@@ -208,7 +200,7 @@ def click_ndcg(model: PersonalFusion, groups: Sequence[Group]) -> float:
             if gains.sum() <= 0:
                 continue
             s = model(torch.as_tensor(g.cross), torch.as_tensor(g.feats)).numpy()
-            vals.append(_ndcg10(s, gains))
+            vals.append(ndcg_of_scores(s, gains))
     return float(np.mean(vals)) if vals else 0.0
 
 

@@ -22,14 +22,16 @@ import polars as pl
 
 from evaluation.data import judgments_from, load_benchmark
 from evaluation.labels import Judgments
+from evaluation.metrics import ndcg_of_scores
 from evaluation.stats import paired_test
 from personalization.events import read_events
-from personalization.features import Candidate, compute_features
+from personalization.features import compute_features
 from personalization.model import Group, PersonalRanker, PersonalTrainConfig, train_personal
+from personalization.personalizer import taste_vector
 from personalization.privacy import Pseudonymizer
 from personalization.profiles import ProfileStore
-from rerank.personalized import taste_vector
-from research.simulate import SimConfig, build_world, simulate, write_simulation
+from research.simulate import SimConfig, build_world, simulate, utility, write_simulation
+from retrieval.hits import RankedHit
 from retrieval.retriever import Retriever
 
 LABEL_WEIGHT = {"click": 1.0, "add_to_cart": 2.0, "purchase": 3.0}
@@ -60,9 +62,9 @@ def _all_vectors(retriever: Retriever, ids: Sequence[str]) -> np.ndarray:
     out = np.zeros((len(ids), retriever.encoder.dim), dtype=np.float32)
     for i in range(0, len(ids), 2000):
         chunk = ids[i : i + 2000]
-        got = retriever.collection.retrieve(chunk, with_vectors=True)
+        got = retriever.vectors(chunk)
         for j, pid in enumerate(chunk):
-            out[i + j] = got[pid]["_vector"]
+            out[i + j] = got[pid]
     return out
 
 
@@ -77,7 +79,8 @@ def prepare(
     log: Callable[[str], None] = print,
 ) -> Setup:
     """Retrieves and cross-scores the query pool once (cached in ``workdir/setup``)."""
-    from rerank.reranker import Reranker, blend, hit_text
+    from rerank.pipeline import rerank_hits
+    from rerank.reranker import Reranker, hit_text
 
     workdir = Path(workdir) / "setup"
     workdir.mkdir(parents=True, exist_ok=True)
@@ -116,13 +119,13 @@ def prepare(
                 pos = 0
                 for q, hits in zip(chunk, batches, strict=True):
                     # the relevance-only pipeline's score: cross-encoder blended with stage 1
-                    rel = blend(
-                        logits[pos : pos + len(hits)],
-                        np.array([h.score for h in hits]),
-                        reranker.retrieval_weight,
+                    ranked = rerank_hits(
+                        hits, logits[pos : pos + len(hits)], reranker.retrieval_weight
                     )
-                    for r, (h, score) in enumerate(zip(hits, rel, strict=True), 1):
-                        rows.append((q, h.product_id, float(h.score), r, float(score)))
+                    for h in ranked:
+                        rows.append(
+                            (q, h.product_id, h.retrieval, h.retrieval_rank, float(h.relevance))
+                        )
                     pos += len(hits)
                 log(
                     f"setup: {min(i + 32, len(pool))}/{len(pool)} pool queries retrieved and cross-scored ({time.perf_counter() - t0:.0f} s)"
@@ -186,14 +189,6 @@ class SeedResult:
     latency_p50_ms: float = 0.0
 
 
-def _ndcg10(scores: np.ndarray, gains: np.ndarray) -> float:
-    order = np.lexsort((np.arange(len(scores)), -scores))[:10]
-    dcg = sum(gains[i] / math.log2(r + 2) for r, i in enumerate(order))
-    ideal = np.sort(gains)[::-1][:10]
-    idcg = sum(g / math.log2(r + 2) for r, g in enumerate(ideal))
-    return float(dcg / idcg) if idcg > 0 else 0.0
-
-
 def run_seed(
     setup: Setup,
     seed: int,
@@ -226,11 +221,7 @@ def run_seed(
     pz = Pseudonymizer(b"shopsearch-benchmark-key-" + str(seed).encode())
     store = ProfileStore(store_path)
     used = {p for q in setup.pool for p in setup.candidates[q]}
-    store.upsert_items(
-        {"product_id": p, "vector": setup.feature_vectors[p]}
-        for p in setup.product_ids
-        if p in used
-    )
+    store.upsert_items({"product_id": p} for p in setup.product_ids if p in used)
     # product events -> the search they answer (same session, same query, after it)
     by_search: dict[tuple[str, str, str], dict[str, float]] = {}
     viewed: dict[tuple[str, str, str], set[str]] = {}
@@ -254,7 +245,6 @@ def run_seed(
     utility = _utilities(sim.utility)
     # Features see what the index payload holds (Home Depot has no brand column), exactly as the
     # query-time pipeline does; the simulator's brand proxy stays inside the simulator.
-    brands: dict[str, str | None] = {}
     train_groups: list[Group] = []
     evals: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}  # key -> cross, feats, gains
     taste_probe: list[tuple[str, str, np.ndarray]] = []
@@ -292,7 +282,7 @@ def run_seed(
             cands = setup.candidates[qid]
             u = utility.get((s.user_id, s.session_id, round(s.timestamp, 3), qid))
             if u is not None:
-                feats = _features(store, profile, cands, qid, setup, brands)
+                feats = _features(store, profile, cands, qid, setup)
                 lat.append(time.perf_counter() - t0)
                 cross = np.array([setup.cross[qid][p] for p in cands], dtype=np.float32)
                 gains = np.array([u.get(p, 0.0) for p in cands], dtype=np.float32)
@@ -300,13 +290,13 @@ def run_seed(
                 if cold_now:
                     cold_keys.add(skey)
                 elif heldout and len(taste_probe) < RETRIEVAL_PROBE:
-                    vec = taste_vector(store, profile)
+                    vec = taste_vector(_recent(profile, setup))
                     if vec is not None:
                         taste_probe.append((s.user_id, qid, vec))
         if not heldout:  # training examples: the shown results the shopper examined
             cands = [p for p in setup.candidates[qid][:10] if p in viewed.get(key, set())]
             if cands:
-                feats = _features(store, profile, cands, qid, setup, brands)
+                feats = _features(store, profile, cands, qid, setup)
                 cross = np.array([setup.cross[qid][p] for p in cands], dtype=np.float32)
                 got = by_search.get(key, {})
                 label = np.array([1.0 if p in got else 0.0 for p in cands], dtype=np.float32)
@@ -317,7 +307,7 @@ def run_seed(
     per_search: dict[str, tuple[float, float]] = {}
     for skey, (cross, feats, gains) in evals.items():
         scored = model.score(cross, feats)
-        per_search[skey] = (_ndcg10(cross, gains), _ndcg10(scored.total, gains))
+        per_search[skey] = (ndcg_of_scores(cross, gains), ndcg_of_scores(scored.total, gains))
     # Home Depot relevance (human grades) for an anonymous shopper: must not change
     hd_rel, hd_per = [], []
     for qid in setup.pool:
@@ -331,27 +321,10 @@ def run_seed(
             [max(grades.get(p, 1.0) - setup.judgments.gain_offset, 0.0) for p in cands],
             dtype=np.float32,
         )
-        feats = compute_features(
-            None,
-            [
-                Candidate(
-                    p,
-                    None,
-                    None,
-                    None,
-                    None,
-                    setup.retrieval_score[qid][p],
-                    setup.retrieval_rank[qid][p],
-                    setup.cross[qid][p],
-                )
-                for p in cands
-            ],
-            {},
-            None,
-        )
+        feats = compute_features(None, [_hit(p, qid, setup) for p in cands], {}, None)
         cross = np.array([setup.cross[qid][p] for p in cands], dtype=np.float32)
-        hd_rel.append(_ndcg10(cross, gains))
-        hd_per.append(_ndcg10(model.score(cross, feats).total, gains))
+        hd_rel.append(ndcg_of_scores(cross, gains))
+        hd_per.append(ndcg_of_scores(model.score(cross, feats).total, gains))
     heldout_keys = {k for k in per_search if float(k.rsplit("|", 1)[1]) >= sim.split_ts}
     warm = {k: v for k, v in per_search.items() if k not in cold_keys and k in heldout_keys}
     cold = {k: v for k, v in per_search.items() if k in cold_keys}
@@ -388,46 +361,42 @@ def run_seed(
     return result, model
 
 
-def _features(store, profile, cands, qid, setup: Setup, brands) -> np.ndarray:
+def _hit(pid: str, qid: str, setup: Setup) -> RankedHit:
+    """A candidate as the query-time pipeline sees it (Home Depot payloads carry no brand)."""
+    return RankedHit(
+        product_id=pid,
+        score=setup.cross[qid][pid],
+        retrieval=setup.retrieval_score[qid][pid],
+        retrieval_rank=setup.retrieval_rank[qid][pid],
+        relevance=setup.cross[qid][pid],
+        vector=setup.feature_vectors[pid],
+    )
+
+
+def _recent(profile, setup: Setup) -> np.ndarray | None:
+    """The shopper's recent items' vectors, as the index returns them."""
+    ids = [p for p in profile.recent_items if p in setup.feature_vectors]
+    return np.stack([setup.feature_vectors[p] for p in ids]) if ids else None
+
+
+def _features(store, profile, cands, qid, setup: Setup) -> np.ndarray:
     """The features of one search's candidates, as the query-time pipeline computes them."""
-    pop = store.popularity(cands)
-    recent = store.vectors(list(profile.recent_items)) if profile.recent_items else None
     return compute_features(
         profile,
-        [
-            Candidate(
-                p,
-                brands.get(p),
-                None,
-                None,
-                setup.feature_vectors[p],
-                setup.retrieval_score[qid][p],
-                setup.retrieval_rank[qid][p],
-                setup.cross[qid][p],
-            )
-            for p in cands
-        ],
-        pop,
-        recent,
+        [_hit(p, qid, setup) for p in cands],
+        store.popularity(cands),
+        _recent(profile, setup) if profile.recent_items else None,
     )
 
 
 def world_utility(
     world, judgments: Judgments, strength: float, user_id: str, qid: str, pids: Sequence[str]
 ) -> np.ndarray:
-    """True utility of any products for a simulated shopper (the simulator's formula)."""
-    u = world.user_ids.index(user_id)
-    w = world.user_pref[u] / world.user_pref[u].max()
-    brands = set(world.user_brands[u])
-    grades = {}
+    """True utility of any products for a simulated shopper (the simulator's own formula)."""
+    grades: dict[str, float] = {}
     for split in ("train", "validation", "test"):
         grades.update(judgments.qrels[split].get(qid, {}))
-    out = []
-    for p in pids:
-        rel = (grades[p] - 1.0) / 2.0 if p in grades else 0.0
-        pref = 0.7 * w[world.item_cluster[p]] + 0.3 * (world.item_brand.get(p) in brands)
-        out.append(rel + strength * pref)
-    return np.asarray(out, dtype=np.float32)
+    return utility(world, user_id, grades, pids, strength)
 
 
 def _oracle_dcg10(utilities: np.ndarray) -> float:
@@ -546,7 +515,7 @@ def run_personalization_benchmark(
         result, model = run_seed(setup, s, workdir, preference_strength, 0.0, n_users, log)
         model.save(
             workdir / f"personal-seed{s}"
-        )  # usable with rerank.personalized.PersonalizedPipeline
+        )  # usable with rerank.pipeline.SearchPipeline(personal=...)
         clean.append(result)
     noisy = (
         [run_seed(setup, s, workdir, preference_strength, noise, n_users, log)[0] for s in seeds]

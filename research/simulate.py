@@ -714,6 +714,52 @@ def simulate(
     )
 
 
+def relevance_of(grade: float | None) -> float:
+    """``rel(q, p)``: a judged grade scaled to 0..1 (clipped); 0 for an unjudged pair."""
+    if grade is None:
+        return 0.0
+    return min(max((float(grade) - GRADE_MIN) / (GRADE_MAX - GRADE_MIN), 0.0), 1.0)
+
+
+def utility(
+    world: SimWorld,
+    user_id: str,
+    grades: Mapping[str, float],
+    product_ids: Sequence[str],
+    preference_strength: float,
+) -> np.ndarray:
+    """True utility of any products for one simulated shopper and query (evaluation only).
+
+    ``rel(q, p) + preference_strength * (CLUSTER_SHARE * w(u, cluster(p)) + BRAND_SHARE *
+    [brand(p) in u's brands])``: the formula :func:`simulate` draws behaviour from.
+
+    Args:
+        world: The simulated world.
+        user_id: A simulated shopper (``sim-u00001``...).
+        grades: The query's judged grades by product id.
+        product_ids: The products to value.
+        preference_strength: The config's ``preference_strength``.
+
+    Returns:
+        float32 array of shape ``(len(product_ids),)``.
+    """
+    u = world.user_ids.index(user_id)
+    w = world.user_weight[u]
+    brands = set(world.user_brands[u])
+    return np.asarray(
+        [
+            relevance_of(grades.get(p))
+            + preference_strength
+            * (
+                CLUSTER_SHARE * w[world.item_cluster[p]]
+                + BRAND_SHARE * (world.item_brand.get(p) in brands)
+            )
+            for p in product_ids
+        ],
+        dtype=np.float32,
+    )
+
+
 def _candidates(
     pool: list[str],
     results: Mapping[str, Sequence[str]],
@@ -735,7 +781,7 @@ def _candidates(
             cand[q, r] = row
             grade = judged.get(pid)
             if grade is not None:
-                rel[q, r] = min(max((float(grade) - GRADE_MIN) / (GRADE_MAX - GRADE_MIN), 0.0), 1.0)
+                rel[q, r] = relevance_of(grade)
     if unknown:
         raise ShopsearchError(
             f"simulate: results name {len(unknown)} products that are not in the world "

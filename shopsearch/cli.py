@@ -212,7 +212,7 @@ def filter_options(fn):
     "--json",
     "as_json",
     is_flag=True,
-    help="Print JSON (one object with a 'hits' list) for other programs.",
+    help="Print JSON for other programs: {query, hits: [{rank, product_id, score, scores, product}]}.",
 )
 def search_cmd(
     query: str, location, filters, k: int, mode: str | None, model: str | None, as_json: bool
@@ -233,9 +233,7 @@ def search_cmd(
             json.dumps(
                 {
                     "query": query,
-                    "hits": [
-                        {"product_id": h.product_id, "score": h.score, **h.payload} for h in hits
-                    ],
+                    "hits": [h.to_dict(rank) for rank, h in enumerate(hits, start=1)],
                 },
                 default=str,
             )
@@ -725,7 +723,7 @@ def events_ingest_cmd(log_path: Path, profiles: Path, location, rejects: Path | 
     """Validate LOG (Parquet or JSON Lines) and add it to the profiles (user ids pseudonymized)."""
     from catalog.reader import write_rejects
     from personalization.events import read_events
-    from rerank.personalized import open_profiles
+    from personalization.personalizer import open_profiles
     from retrieval.store import PAYLOAD_PRODUCT_ID, open_backend
 
     col = open_backend(location).open()
@@ -767,7 +765,7 @@ def events_ingest_cmd(log_path: Path, profiles: Path, location, rejects: Path | 
 )
 def forget_user_cmd(user_id: str, profiles: Path) -> None:
     """Remove every trace of USER_ID from the profile store."""
-    from rerank.personalized import open_profiles
+    from personalization.personalizer import open_profiles
 
     store, pz = open_profiles(profiles)
     removed = store.forget(user_id, pz, vacuum=True)

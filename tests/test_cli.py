@@ -56,7 +56,8 @@ def test_search_json_and_table(runner, indexed):
     payload = json.loads(result.stdout)
     assert payload["query"] == "cordless drill"
     assert len(payload["hits"]) == 7
-    assert {"product_id", "score", "title"} <= set(payload["hits"][0])
+    assert {"rank", "product_id", "score", "scores", "product"} <= set(payload["hits"][0])
+    assert payload["hits"][0]["product"]["title"]
     result = runner.invoke(
         main, ["search", "cordless drill", "--index", str(index), "-k", "3", "--mode", "bm25"]
     )
@@ -88,7 +89,10 @@ def test_search_filters(runner, indexed):
     hits = json.loads(result.stdout)["hits"]
     assert hits
     assert all(
-        h["in_stock"] and h["price"] <= 100 and h["category"].startswith("Lighting") for h in hits
+        h["product"]["in_stock"]
+        and h["product"]["price"] <= 100
+        and h["product"]["category"].startswith("Lighting")
+        for h in hits
     )
 
 
