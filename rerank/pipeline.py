@@ -107,6 +107,76 @@ def rerank_hits(
     return sort_hits(scored, top_k)
 
 
+def check_relevance_source(recorded: dict[str, Any] | None, current: dict[str, Any]) -> None:
+    """Refuses a personal model trained on top of other relevance scores than served.
+
+    Raises:
+        ShopsearchError: The recorded reranker (or blend weight) differs from the pipeline's.
+    """
+    if not recorded:  # a model trained before this was recorded (the benchmark's older ones)
+        return
+    if recorded.get("reranker") != current["reranker"]:
+        raise ShopsearchError(
+            "the personalization model was trained on top of reranker "
+            f"{recorded.get('reranker') or 'none'}, not this pipeline's "
+            f"({current['reranker'] or 'none'}): serve it with that reranker, or retrain it "
+            "with 'shopsearch train personal ... --reranker <this one>'"
+        )
+    weight = recorded.get("retrieval_weight")
+    if weight is not None and abs(float(weight) - current["retrieval_weight"]) > 1e-9:
+        raise ShopsearchError(
+            f"the personalization model was trained on relevance blended with weight {weight}, "
+            f"not {current['retrieval_weight']}: retrain it, or load the reranker as it was"
+        )
+
+
+def train_personal_from_log(
+    log_path: str | os.PathLike[str],
+    pipeline: SearchPipeline,
+    out: str | os.PathLike[str],
+    config: Any = None,
+    depth: int = DEFAULT_RERANK_DEPTH,
+    log: Any = print,
+):
+    """``shopsearch train personal``: a log file -> a personalization model folder + report.
+
+    Args:
+        log_path: The event log (Parquet or JSON Lines) with impressions.
+        pipeline: The relevance-only pipeline serving will use (its reranker and blend).
+        out: Output folder (the model, ``report.json``/``.md``, ``propensity.png``).
+        config: :class:`personalization.learn.LogTrainConfig`.
+        depth: Relevance candidates per query (what serving reranks).
+        log: Progress lines.
+
+    Returns:
+        The :class:`personalization.learn.LogTrainReport`.
+
+    Raises:
+        ShopsearchError: An unreadable log, a log without impressions, too little data.
+    """
+    from personalization.events import read_events
+    from personalization.learn import train_from_log, write_report
+
+    events = []
+    rejected = 0
+    for batch in read_events(log_path):
+        events.extend(batch.events)
+        rejected += len(batch.rejects)
+    if rejected:
+        log(f"personal: {rejected} rows of {log_path} rejected (run 'events ingest' to list them)")
+    model, report = train_from_log(
+        events,
+        pipeline.relevance_fn(depth),
+        pipeline.retriever.vectors,
+        config,
+        relevance_source=pipeline.relevance_source(),
+        log=log,
+    )
+    model.save(out)
+    write_report(report, out)
+    return report
+
+
 class SearchPipeline:
     """Retriever, then an optional cross-encoder, then optional personalization.
 
@@ -128,6 +198,8 @@ class SearchPipeline:
         self.reranker = reranker
         self.personal = personal
         self.stage_ms: dict[str, float] = {}
+        if personal is not None:
+            check_relevance_source(personal.model.meta.get("relevance"), self.relevance_source())
 
     @classmethod
     def open(
@@ -170,6 +242,27 @@ class SearchPipeline:
             personalizer = Personalizer.open(personal, profiles)
         retriever = Retriever.open(index, device=device, **retriever_options)
         return cls(retriever, model, personalizer)
+
+    def relevance_source(self) -> dict[str, Any]:
+        """What produces this pipeline's relevance scores (recorded with a personal model)."""
+        return {
+            "reranker": getattr(self.reranker, "fingerprint", None),
+            "retrieval_weight": self.retrieval_weight,
+        }
+
+    def relevance_fn(self, depth: int = DEFAULT_RERANK_DEPTH):
+        """The relevance-only ranking of queries, as training from a log needs it.
+
+        Returns:
+            A function ``queries -> per query, its top ``depth`` candidates`` with
+            ``relevance`` and vectors set (no personalization).
+        """
+
+        def rank(queries: Sequence[str]) -> list[list[RankedHit]]:
+            batches = self.retriever.search_batch(list(queries), k=depth, with_vectors=True)
+            return [self._relevance(q, hits) for q, hits in zip(queries, batches, strict=True)]
+
+        return rank
 
     @property
     def retrieval_weight(self) -> float:
@@ -292,12 +385,7 @@ class SearchPipeline:
         """
         if not hits:
             return []
-        cross = None
-        if self.reranker is not None:
-            from rerank.reranker import hit_text
-
-            cross = self.reranker.score(query, [hit_text(h) for h in hits])
-        ranked = rerank_hits(hits, cross, self.retrieval_weight)
+        ranked = self._relevance(query, hits)
         if self.personal is None:
             return ranked[:top_k] if top_k is not None else ranked
         if recent is None and profile is not None and profile.n_events:
@@ -310,6 +398,15 @@ class SearchPipeline:
                 for h in ranked
             ]
         return sort_hits(self.personal.rank(ranked, profile, recent, explain), top_k)
+
+    def _relevance(self, query: str, hits: Sequence[RankedHit]) -> list[RankedHit]:
+        """The relevance stage alone: cross-encoder (when loaded) blended with stage 1."""
+        cross = None
+        if self.reranker is not None and hits:
+            from rerank.reranker import hit_text
+
+            cross = self.reranker.score(query, [hit_text(h) for h in hits])
+        return rerank_hits(hits, cross, self.retrieval_weight)
 
     def _recent(self, profile: UserProfile | None) -> np.ndarray | None:
         from personalization.personalizer import recent_vectors
