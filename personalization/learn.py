@@ -37,7 +37,7 @@ from personalization.impressions import Impression, ImpressionStats, impressions
 from personalization.model import Group, PersonalRanker, PersonalTrainConfig, train_personal
 from personalization.personalizer import VectorLookup, recent_vectors
 from personalization.privacy import Pseudonymizer
-from personalization.profiles import ProfileStore
+from personalization.profiles import ProfileStore, UserProfile
 from personalization.propensity import DEFAULT_CLIP, Propensities, estimate_propensities
 from retrieval.hits import RankedHit
 
@@ -131,58 +131,99 @@ def lessons_from_log(
         for q, hits in zip(chunk, rank(chunk), strict=True):
             candidates[q] = {h.product_id: h for h in hits}
     skipped: Counter[str] = Counter()
-    ordered = sorted(events, key=lambda e: e.timestamp)
-    tmp = tempfile.TemporaryDirectory(prefix="shopsearch-replay-")
-    store = ProfileStore(Path(tmp.name) / "replay.sqlite")
-    pz = Pseudonymizer(secrets.token_bytes(32))  # replay only: deleted with the folder
-    lessons: list[Lesson] = []
-    ei, pending, next_flush = 0, [], (ordered[0].timestamp + flush_s if ordered else 0.0)
-    try:
-        for m in impressions:
-            while ei < len(ordered) and ordered[ei].timestamp < m.timestamp:
-                pending.append(ordered[ei])
-                ei += 1
-                if pending[-1].timestamp >= next_flush:
-                    store.ingest(pending, pz)
-                    pending, next_flush = [], pending[-1].timestamp + flush_s
-            if pending and m.timestamp >= next_flush:
-                store.ingest(pending, pz)
-                pending, next_flush = [], m.timestamp + flush_s
-            cands = candidates.get(m.query, {})
-            kept = [
-                (pos, pid, label)
-                for pos, (pid, label) in enumerate(zip(m.shown, m.labels, strict=True), start=1)
-                if pos <= max_rank and pid in cands
-            ]
-            lost = sum(
-                1 for pos, pid in enumerate(m.shown, 1) if pos <= max_rank and pid not in cands
-            )
-            if lost:
-                skipped["shown product not among the query's relevance-only candidates"] += lost
-            if len(kept) < 2:
-                skipped["search with fewer than 2 usable shown products"] += 1
-                continue
-            profile = store.profile(pz.pseudonym(m.user_id), before=m.timestamp)
-            hits = [cands[pid] for _, pid, _ in kept]
-            feats = compute_features(
-                profile,
-                hits,
-                store.popularity([h.product_id for h in hits]),
-                recent_vectors(profile, vectors),
-            )
-            lessons.append(
-                Lesson(
-                    m,
-                    np.array([p for p, _, _ in kept], dtype=np.int64),
-                    np.array([lab for _, _, lab in kept], dtype=np.float32),
-                    np.array([h.relevance or 0.0 for h in hits], dtype=np.float32),
-                    feats,
-                )
-            )
-    finally:
-        store.close()
-        tmp.cleanup()
+    usable: list[tuple[Impression, list[tuple[int, str, int]]]] = []
+    for m in impressions:
+        cands = candidates.get(m.query, {})
+        kept = [
+            (pos, pid, label)
+            for pos, (pid, label) in enumerate(zip(m.shown, m.labels, strict=True), start=1)
+            if pos <= max_rank and pid in cands
+        ]
+        lost = sum(1 for pos, pid in enumerate(m.shown, 1) if pos <= max_rank and pid not in cands)
+        if lost:
+            skipped["shown product not among the query's relevance-only candidates"] += lost
+        if len(kept) < 2:
+            skipped["search with fewer than 2 usable shown products"] += 1
+            continue
+        usable.append((m, kept))
+    searches = [
+        SearchAt(m.timestamp, m.user_id, [candidates[m.query][pid] for _, pid, _ in kept])
+        for m, kept in usable
+    ]
+    lessons = [
+        Lesson(
+            m,
+            np.array([p for p, _, _ in kept], dtype=np.int64),
+            np.array([lab for _, _, lab in kept], dtype=np.float32),
+            np.array([cands.relevance or 0.0 for cands in at.hits], dtype=np.float32),
+            feats,
+        )
+        for (m, kept), at, (_, feats) in zip(
+            usable, searches, features_at(events, searches, vectors, flush_s), strict=True
+        )
+    ]
     return lessons, stats, dict(skipped)
+
+
+@dataclass(frozen=True)
+class SearchAt:
+    """A search to featurize: when, by whom (raw id, in memory only), and its candidates."""
+
+    timestamp: float
+    user_id: str = field(repr=False)
+    hits: Sequence[RankedHit]
+
+
+def features_at(
+    events: Sequence[Event],
+    searches: Sequence[SearchAt],
+    vectors: VectorLookup,
+    flush_s: float = 3600.0,
+) -> list[tuple[UserProfile, np.ndarray]]:
+    """Each search's profile and features as a live shop would have had them.
+
+    The events are replayed in time order into a throw-away profile store, in steps of
+    ``flush_s`` seconds (profiles and popularity update as ingest would), and each search
+    reads the profile of its shopper from events strictly before it.
+
+    Args:
+        events: The whole log (any order).
+        searches: The searches to featurize, in time order.
+        vectors: Product vectors from the index.
+        flush_s: Replay step, seconds.
+
+    Returns:
+        Per search: (point-in-time profile, features ``(len(hits), len(FEATURE_NAMES))``).
+    """
+    ordered = sorted(events, key=lambda e: e.timestamp)
+    out: list[tuple[UserProfile, np.ndarray]] = []
+    with tempfile.TemporaryDirectory(prefix="shopsearch-replay-") as tmp:
+        store = ProfileStore(Path(tmp) / "replay.sqlite")
+        pz = Pseudonymizer(secrets.token_bytes(32))  # replay only: deleted with the folder
+        ei, pending = 0, []
+        next_flush = ordered[0].timestamp + flush_s if ordered else 0.0
+        try:
+            for at in searches:
+                while ei < len(ordered) and ordered[ei].timestamp < at.timestamp:
+                    pending.append(ordered[ei])
+                    ei += 1
+                    if pending[-1].timestamp >= next_flush:
+                        store.ingest(pending, pz)
+                        pending, next_flush = [], pending[-1].timestamp + flush_s
+                if pending and at.timestamp >= next_flush:
+                    store.ingest(pending, pz)
+                    pending, next_flush = [], at.timestamp + flush_s
+                profile = store.profile(pz.pseudonym(at.user_id), before=at.timestamp)
+                feats = compute_features(
+                    profile,
+                    at.hits,
+                    store.popularity([h.product_id for h in at.hits]),
+                    recent_vectors(profile, vectors),
+                )
+                out.append((profile, feats))
+        finally:
+            store.close()
+    return out
 
 
 def estimate_from_lessons(lessons: Sequence[Lesson], max_rank: int) -> Propensities:

@@ -84,6 +84,7 @@ MANIFEST_FILE = "manifest.json"
 WORLD_FIELDS = ("n_users", "n_clusters", "noise_share")
 #: events.parquet columns: the event log format plus ``query_id`` (ignored by readers).
 EVENT_COLUMNS = (*COLUMNS, "query_id")
+SHOWN_FILE = "shown.parquet"
 
 MODEL_DESCRIPTION = """\
 ## Simulated behaviour: the generative model
@@ -149,19 +150,21 @@ unjudged one.
   a click to the cart with probability `noise_cart` (0.05), whatever the utility; a cart
   becomes a purchase with probability `purchase_given_cart` as for everyone.
 
-**Events.** Each search writes a `search` event (query text, no product), then a `view`
-for each examined result (1 s after the search, 0.1 s apart, with its position), then the
-`click`, `add_to_cart` and `purchase` events in time order, 5..60 s apart (uniform). The
-next search of the session follows 20..180 s later. Every event also carries the query
-and, except `search`, the position the product was shown at.
+**Events: only what a shop logs.** Each search writes a `search` event with its query
+text, a `search_id` and `results`: the `list_size` product ids shown, in order (the
+impression list). Then the `click`, `add_to_cart` and `purchase` events in time order,
+5..60 s apart (uniform), each with the `search_id` and the position the product was shown
+at. The next search of the session follows 20..180 s later. Which results were *examined*
+is never logged (a shop cannot see it): it is ground truth, below.
 
 **Split.** Sessions starting before `train_days` are the training period; later ones
 are held out. The split is by session start time; sessions never straddle it.
 
 **Ground truth** (evaluation only: never a feature or a training label). For every search,
 the utility of each of the top 50 candidates `results[q][:50]` for that user is written to
-`utility.parquet`, with its relevance and preference parts; `users.parquet` holds the
-latent preferences.
+`utility.parquet`, with its relevance and preference parts; `shown.parquet` holds, per
+shown result, whether it was examined and what the shopper did; `users.parquet` holds the
+latent preferences. The true examination curve is `1 / rank ** examine_eta`.
 
 **Determinism.** Everything is drawn from numpy `Generator`s seeded from `seed` (one
 stream for the world, one for the behaviour) and k-means is seeded with `seed`: the same
@@ -305,8 +308,9 @@ class SimOutput:
         utility: Ground-truth utility of the top candidates of every search.
         users: The latent users.
         items: product_id, brand, cluster.
-        impressions: One row per shown result (rank <= list_size) with what the user did
-            and the utility: ground truth for analysis and tests, not written to disk.
+        impressions: One row per shown result (rank <= list_size) with whether it was
+            examined, what the user did and the utility: ground truth, evaluation only
+            (``shown.parquet``).
     """
 
     config: SimConfig
@@ -632,6 +636,7 @@ def simulate(
     split_ts = EPOCH_BASE + split_rel
     session_ids = _session_ids(world.user_ids, session_user)
     search_period = session_period[search_session]
+    search_ids = [f"{session_ids[search_session[i]]}-q{i:06d}" for i in range(len(search_ts))]
     events = _events(
         world,
         pool,
@@ -642,6 +647,7 @@ def simulate(
         search_query,
         search_ts,
         session_ids,
+        search_ids,
         examined,
         clicked,
         carted,
@@ -673,6 +679,7 @@ def simulate(
     rows, cols = np.nonzero(shown)
     impressions = pl.DataFrame(
         {
+            "search_id": np.asarray(search_ids, dtype=object)[rows].tolist(),
             "user_id": user_ids[search_user[rows]].tolist(),
             "session_id": sess_ids[search_session[rows]].tolist(),
             "search_ts": search_ts[rows],
@@ -689,7 +696,7 @@ def simulate(
             "purchased": bought[rows, cols],
             "period": period_names[rows].tolist(),
         },
-        schema_overrides={"user_id": pl.String, "session_id": pl.String},
+        schema_overrides={"search_id": pl.String, "user_id": pl.String, "session_id": pl.String},
     )
     users = _users_frame(world, session_user, search_user, search_period)
     items = pl.DataFrame(
@@ -899,6 +906,7 @@ def _events(
     search_query: np.ndarray,
     search_ts: np.ndarray,
     session_ids: list[str],
+    search_ids: list[str],
     examined: np.ndarray,
     clicked: np.ndarray,
     carted: np.ndarray,
@@ -912,8 +920,7 @@ def _events(
     for s in range(len(search_ts)):
         t0 = float(search_ts[s])
         stamps: list[tuple[float, str, str | None, int | None]] = [(t0, "search", None, None)]
-        for r in np.flatnonzero(examined[s]):
-            stamps.append((t0 + VIEW_DELAY + VIEW_STEP * r, "view", pids[s_cand[s, r]], int(r) + 1))
+        # the examined results take their reading time, but a shop never sees them
         cursor = t0 + VIEW_DELAY + VIEW_STEP * n_show
         for r in np.flatnonzero(clicked[s]):
             pid = pids[s_cand[s, r]]
@@ -929,7 +936,11 @@ def _events(
         session = session_ids[search_session[s]]
         qid = pool[search_query[s]]
         text = texts[qid]
+        search_id = search_ids[s]
+        shown = [pids[c] for c in s_cand[s, :n_show] if c >= 0]
         for ts, kind, pid, pos in stamps:
+            cols["search_id"].append(search_id)
+            cols["results"].append(shown if kind == "search" else None)
             cols["user_id"].append(user)
             cols["timestamp"].append(ts)
             cols["session_id"].append(session)
@@ -948,6 +959,8 @@ def _events(
             "query": pl.String,
             "product_id": pl.String,
             "position": pl.Int32,
+            "search_id": pl.String,
+            "results": pl.List(pl.String),
             "query_id": pl.String,
         },
     )
@@ -1031,6 +1044,7 @@ def write_simulation(out: SimOutput, out_dir: str | os.PathLike[str]) -> Path:
     for name, frame in (
         (EVENTS_FILE, out.events),
         (UTILITY_FILE, out.utility),
+        (SHOWN_FILE, out.impressions),
         (USERS_FILE, out.users),
         (ITEMS_FILE, out.items),
     ):
@@ -1049,9 +1063,12 @@ def write_simulation(out: SimOutput, out_dir: str | os.PathLike[str]) -> Path:
             "heldout": "sessions starting at or after split_ts",
         },
         "files": {
-            EVENTS_FILE: "behaviour log (personalization.events format, raw sim user ids, plus query_id)",
+            EVENTS_FILE: "behaviour log as a shop logs it (personalization.events format with "
+            "impressions, raw sim user ids, plus query_id); no examination",
             UTILITY_FILE: "ground-truth utility of the top candidates of every search "
             "(evaluation only)",
+            SHOWN_FILE: "per shown result: examined, clicked, carted, purchased, utility "
+            "(ground truth, evaluation only)",
             USERS_FILE: "latent users (ground truth)",
             ITEMS_FILE: "product_id -> brand proxy, latent cluster",
         },
