@@ -41,5 +41,5 @@ pip install -q -e '.[dev]'
 # research/ is its own distribution (shopsearch-research: simulator, benchmarks, the sample
 # catalog, and their commands, which it registers into `shopsearch`); after the root package so
 # its `shopsearch` dependency is already satisfied by the editable install.
-pip install -q -e research
+pip install -q -e ./research
 .venv/bin/python -c "import torch; print('setup: done; torch', torch.__version__, '| CUDA available:', torch.cuda.is_available())"
