@@ -12,29 +12,21 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 
 from personalization.features import FEATURE_NAMES, compute_features
+from personalization.ingest import open_profiles
 from personalization.model import PersonalRanker
 from personalization.privacy import Pseudonymizer
 from personalization.profiles import ProfileStore, UserProfile
 from retrieval.hits import RankedHit
 
-PROFILES_FILE = "profiles.sqlite"
 #: Reasons kept per hit (the features that moved its personal score most).
 TOP_REASONS = 3
 
 #: Looks up product vectors by id: ``ids -> {product_id: float32 vector}`` (missing ids absent).
 VectorLookup = Callable[[Sequence[str]], dict[str, np.ndarray]]
-
-
-def open_profiles(directory: str | os.PathLike[str]) -> tuple[ProfileStore, Pseudonymizer]:
-    """The profile store and the pseudonymizer kept in one directory (created if missing)."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    return ProfileStore(directory / PROFILES_FILE), Pseudonymizer.from_dir(directory)
 
 
 def taste_vector(recent: np.ndarray | None) -> np.ndarray | None:

@@ -33,12 +33,12 @@ MAX_K = 1000
 
 
 def check_query(query: str) -> str:
-    """The query stripped; ValueError when there is nothing to search for."""
+    """The query stripped; ShopsearchError (a ValueError) when there is nothing to search for."""
     if not isinstance(query, str):
         raise TypeError(f"query must be a string, not {type(query).__name__}")
     stripped = query.strip()
     if not stripped:
-        raise ValueError("query is empty: give at least one word to search for")
+        raise ShopsearchError("query is empty: give at least one word to search for")
     return stripped
 
 
@@ -158,7 +158,7 @@ class Retriever:
         """Store queries for these texts (the query tower runs here)."""
         mode = mode or DEFAULT_MODE
         if not 1 <= k <= MAX_K:
-            raise ValueError(f"k must be between 1 and {MAX_K}, got {k}")
+            raise ShopsearchError(f"k must be between 1 and {MAX_K}, got {k}")
         flt = Filters.coerce(filters)
         texts = [check_query(q) for q in queries]
         dense = (

@@ -17,7 +17,12 @@ SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 def build_tiny_bert(folder: Path, words: list[str], seed: int = 0) -> Path:
     """A 2-layer BERT with hidden size 32 as a sentence-transformers folder (mean pooling)."""
     import torch
-    from sentence_transformers import SentenceTransformer, models
+    from sentence_transformers import SentenceTransformer
+
+    try:  # sentence-transformers 6 moved the modules; the old path warns DeprecationWarning
+        from sentence_transformers.sentence_transformer import modules as models
+    except ImportError:  # sentence-transformers < 6 (pyproject allows >= 3.0)
+        from sentence_transformers import models
     from transformers import BertConfig, BertModel, BertTokenizerFast
 
     hf_dir = folder / "hf"

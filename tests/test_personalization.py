@@ -12,6 +12,7 @@ from click.testing import CliRunner
 
 from indexer.build import index_catalog
 from personalization.features import FEATURE_NAMES
+from personalization.ingest import open_profiles
 from personalization.model import (
     HAS_HISTORY,
     Group,
@@ -20,7 +21,7 @@ from personalization.model import (
     PersonalTrainConfig,
     train_personal,
 )
-from personalization.personalizer import Personalizer, open_profiles
+from personalization.personalizer import Personalizer
 from rerank.pipeline import SearchPipeline
 from retrieval import Retriever
 from retrieval.store import IndexLocation
