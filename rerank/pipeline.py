@@ -115,7 +115,11 @@ class SearchPipeline:
         reranker: A loaded :class:`rerank.Reranker`, or None for retrieval-only relevance.
         personal: A :class:`personalization.personalizer.Personalizer`, or None.
 
-    ``stage_ms`` holds the last search's time per stage (retrieve, rerank, personal), in ms.
+    ``stage_ms`` holds the last search's time per stage, in ms: ``profile`` (the shopper's
+    profile and taste vector), ``retrieve`` (query encoding and the store's search), ``rerank``
+    (cross-encoder and blend), ``personal`` (features and fusion) and ``rank`` (the last two).
+    It is per pipeline, not per call: callers that search from several threads read it under
+    their own lock.
     """
 
     def __init__(
@@ -128,6 +132,7 @@ class SearchPipeline:
         self.reranker = reranker
         self.personal = personal
         self.stage_ms: dict[str, float] = {}
+        self._rank_ms: dict[str, float] = {}
 
     @classmethod
     def open(
@@ -229,6 +234,8 @@ class SearchPipeline:
         self.stage_ms = {
             "profile": (t1 - t0) * 1000,
             "retrieve": (t2 - t1) * 1000,
+            "rerank": self._rank_ms.get("rerank", 0.0),
+            "personal": self._rank_ms.get("personal", 0.0),
             "rank": (t3 - t2) * 1000,
         }
         return ranked
@@ -290,14 +297,18 @@ class SearchPipeline:
             top_k: Keep this many; None keeps all.
             explain: Fill ``because`` for a warm shopper.
         """
+        self._rank_ms = {}
         if not hits:
             return []
+        t0 = time.perf_counter()
         cross = None
         if self.reranker is not None:
             from rerank.reranker import hit_text
 
             cross = self.reranker.score(query, [hit_text(h) for h in hits])
         ranked = rerank_hits(hits, cross, self.retrieval_weight)
+        t1 = time.perf_counter()
+        self._rank_ms = {"rerank": (t1 - t0) * 1000}
         if self.personal is None:
             return ranked[:top_k] if top_k is not None else ranked
         if recent is None and profile is not None and profile.n_events:
@@ -309,7 +320,9 @@ class SearchPipeline:
                 h if h.vector is not None else replace(h, vector=got.get(h.product_id))
                 for h in ranked
             ]
-        return sort_hits(self.personal.rank(ranked, profile, recent, explain), top_k)
+        out = sort_hits(self.personal.rank(ranked, profile, recent, explain), top_k)
+        self._rank_ms["personal"] = (time.perf_counter() - t1) * 1000
+        return out
 
     def _recent(self, profile: UserProfile | None) -> np.ndarray | None:
         from personalization.personalizer import recent_vectors
