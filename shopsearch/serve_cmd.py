@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
@@ -176,4 +177,13 @@ def serve(
 
 
 if __name__ == "__main__":  # python -m shopsearch.serve_cmd, until the CLI group has it
-    serve()
+    try:
+        serve(standalone_mode=False)
+    except ShopsearchError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)

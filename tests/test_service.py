@@ -15,9 +15,11 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+import click
 import httpx
 import pytest
 import torch
+from click.testing import CliRunner
 from fastapi.testclient import TestClient
 
 from indexer.build import index_catalog
@@ -461,6 +463,71 @@ def test_page_and_its_script(make_client):
     assert ("/search", "POST") in routes
     for field in ("relevance", "personal", "price", "brand", "category"):
         assert field in js
+
+
+# -- the command -----------------------------------------------------------------------------
+
+
+@pytest.fixture()
+def no_uvicorn(monkeypatch):
+    """Runs ``serve`` without a server: records what uvicorn.run got; restores the env."""
+    import uvicorn
+
+    calls = []
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **kw: calls.append((a, kw, dict(os.environ))))
+    saved = dict(os.environ)
+    yield calls
+    os.environ.clear()
+    os.environ.update(saved)
+
+
+def test_serve_command_options_and_warning(index_dir, no_uvicorn, monkeypatch):
+    from shopsearch.serve_cmd import serve
+
+    assert all(p.help for p in serve.params if isinstance(p, click.Option)), "an option lacks help"
+    monkeypatch.delenv("SHOPSEARCH_API_KEY", raising=False)
+    runner = CliRunner()
+    result = runner.invoke(serve, ["--index", str(index_dir), "--host", "0.0.0.0"])
+    assert result.exit_code == 0, result.output
+    assert "warning: listening on 0.0.0.0 without an API key" in result.stderr
+    (args, kwargs, env) = no_uvicorn[-1]
+    assert args == ("shopsearch.service.app:create_app_from_env",) and kwargs["factory"]
+    assert kwargs["access_log"] is False and kwargs["workers"] == 1
+    settings = ServiceSettings.from_env(env)
+    assert settings.index == str(index_dir.resolve()) and settings.api_key is None
+
+    monkeypatch.setenv("SHOPSEARCH_API_KEY", API_KEY)
+    result = runner.invoke(
+        serve, ["--index", str(index_dir), "--host", "0.0.0.0", "--workers", "3"]
+    )
+    assert result.exit_code == 0 and "warning" not in result.stderr
+    (args, kwargs, env) = no_uvicorn[-1]
+    assert kwargs["workers"] == 3 and env["PROMETHEUS_MULTIPROC_DIR"]
+    assert API_KEY not in env["SHOPSEARCH_SERVE_SETTINGS"]  # keys travel in their own variable
+    assert ServiceSettings.from_env(env).api_key == API_KEY
+    # loopback is not warned about, even without a key
+    monkeypatch.delenv("SHOPSEARCH_API_KEY")
+    result = runner.invoke(serve, ["--index", str(index_dir)])
+    assert result.exit_code == 0 and "warning" not in result.stderr
+
+
+def test_serve_command_user_mistakes(index_dir, tmp_path, no_uvicorn, monkeypatch):
+    from catalog.errors import ShopsearchError
+    from shopsearch.serve_cmd import serve
+
+    monkeypatch.delenv("SHOPSEARCH_QDRANT_URL", raising=False)
+    runner = CliRunner()
+    both = runner.invoke(serve, ["--index", str(index_dir), "--qdrant-url", "http://x:6333"])
+    assert isinstance(both.exception, ShopsearchError) and "Only one of" in str(both.exception)
+    neither = runner.invoke(serve, [])
+    assert isinstance(neither.exception, ShopsearchError) and "--index" in str(neither.exception)
+    lone = runner.invoke(serve, ["--index", str(index_dir), "--personal", str(tmp_path)])
+    assert isinstance(lone.exception, ShopsearchError) and "--profiles" in str(lone.exception)
+    missing = runner.invoke(serve, ["--index", str(tmp_path / "nope")])
+    assert isinstance(missing.exception, ShopsearchError) and "no such directory" in str(
+        missing.exception
+    )
+    assert not no_uvicorn
 
 
 # -- a real server ---------------------------------------------------------------------------
