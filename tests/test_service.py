@@ -305,6 +305,8 @@ def test_events_apply_at_once_bad_ones_reported_and_forget(make_client, drills, 
         assert reason["feature"] in FEATURE_NAMES
 
         forgot = client.delete(f"/users/{ALICE}", headers={"X-Admin-Key": ADMIN_KEY})
+        # ids with a slash are ids too
+        assert client.delete("/users/a/b", headers={"X-Admin-Key": ADMIN_KEY}).status_code == 200
         assert forgot.status_code == 200 and forgot.json() == {"removed": 3}
         after = client.post("/search", json=query).json()
         assert not after["personalized"]
@@ -316,7 +318,7 @@ def test_events_apply_at_once_bad_ones_reported_and_forget(make_client, drills, 
     search_line = next(line for line in lines if line["endpoint"] == "/search" and "user" in line)
     assert len(search_line["user"]) == 32 and search_line["status"] == 200
     assert {"request_id", "latency_ms", "stage_ms", "search_id"} <= set(search_line)
-    assert any(line["endpoint"] == "/users/{user_id}" for line in lines)
+    assert any(line["endpoint"] == "/users/{user_id:path}" for line in lines)
 
 
 def test_events_without_profiles_is_409(make_client):
@@ -349,6 +351,8 @@ def test_health_readiness_metrics_and_openapi(make_client):
     assert {"/search", "/events", "/users/{user_id}", "/admin/reload", "/metrics"} <= set(
         schema["paths"]
     )
+    get_params = {p["name"] for p in schema["paths"]["/search"]["get"]["parameters"]}
+    assert {"q", "k", "offset", "category", "brands", "user_id", "explain"} <= get_params
     assert {"SearchParams", "SearchResponse", "EventsRequest"} <= set(
         schema["components"]["schemas"]
     )

@@ -379,7 +379,7 @@ def create_app(
         )
 
     @app.delete(
-        "/users/{user_id}", response_model=ForgetResponse, dependencies=admin, tags=["shoppers"]
+        "/users/{user_id:path}", response_model=ForgetResponse, dependencies=admin, tags=["shoppers"]
     )
     def forget_user(
         user_id: Annotated[str, Path(min_length=1, max_length=MAX_USER_ID_CHARS)],
