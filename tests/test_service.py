@@ -425,6 +425,36 @@ def test_reload_swaps_models_without_a_failed_request(make_client, drills, perso
     assert client.post("/search", json=query).json()["personalized"]
 
 
+def test_a_new_index_build_is_served_without_a_restart(
+    tmp_path, sample_catalog, sample_products, tiny_encoder
+):
+    import polars as pl
+
+    index = tmp_path / "index"
+    location = IndexLocation(path=index)
+    index_catalog(sample_catalog, location, encoder=tiny_encoder, progress=False)
+
+    def factory(settings):
+        return SearchPipeline(Retriever.open(settings.index, encoder=tiny_encoder))
+
+    settings = ServiceSettings(index=str(index), background_load=False)
+    with TestClient(create_app(settings, pipeline_factory=factory)) as client:
+        before = client.get("/readyz").json()["index"]["build_id"]
+        gone = sample_products[0].product_id
+        title = {"q": sample_products[0].title, "k": 50}
+        found = client.get("/search", params=title).json()["results"]
+        assert gone in {r["product_id"] for r in found}
+        smaller = tmp_path / "smaller.parquet"
+        pl.read_parquet(sample_catalog).filter(pl.col("product_id") != gone).write_parquet(smaller)
+        index_catalog(
+            smaller, location, encoder=tiny_encoder, progress=False, rejects_path=tmp_path / "r"
+        )
+        time.sleep(1.2)  # the retriever looks for a new build at most once a second
+        hits = client.get("/search", params=title).json()
+        assert hits["results"] and gone not in {r["product_id"] for r in hits["results"]}
+        assert client.get("/readyz").json()["index"]["build_id"] != before
+
+
 def test_every_worker_follows_a_reload(make_client, tmp_path, personal_model):
     state = str(tmp_path / "state")
     os.makedirs(state)
