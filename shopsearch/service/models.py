@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 #: Longest query accepted (characters); the retriever truncates long ones anyway.
 MAX_QUERY_CHARS = 512
@@ -52,6 +52,12 @@ class SearchParams(BaseModel):
     mode: Literal["hybrid", "dense", "bm25"] | None = Field(
         None, description="Retrieval mode (default hybrid)."
     )
+
+    @model_validator(mode="after")
+    def _depth(self) -> SearchParams:
+        if self.offset + self.k > MAX_DEPTH:
+            raise ValueError(f"offset + k must be at most {MAX_DEPTH}")
+        return self
 
     def filters(self) -> dict[str, Any]:
         """The filter fields that are set, as ``SearchPipeline.search`` takes them."""
