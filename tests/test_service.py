@@ -36,6 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 API_KEY = "test-api-key"
 ADMIN_KEY = "test-admin-key"
 ALICE = "alice@example.com"
+DANA = "dana.q7@example.com"
 
 
 @pytest.fixture(scope="module")
@@ -574,10 +575,11 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def server(index_dir, tmp_path_factory):
-    """``shopsearch serve`` with two workers on a free loopback port."""
+def server(index_dir, personal_model, tmp_path_factory):
+    """``shopsearch serve`` with two workers on a free loopback port, personalized."""
     port = _free_port()
-    log = tmp_path_factory.mktemp("server") / "server.log"
+    folder = tmp_path_factory.mktemp("server")
+    log = folder / "server.log"
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
@@ -586,6 +588,7 @@ def server(index_dir, tmp_path_factory):
         env.pop(name, None)
     cmd = [sys.executable, "-m", "shopsearch.serve_cmd", "--index", str(index_dir)]
     cmd += ["--port", str(port), "--workers", "2"]
+    cmd += ["--personal", str(personal_model), "--profiles", str(folder / "profiles")]
     with log.open("wb") as out:
         proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
@@ -612,20 +615,27 @@ def server(index_dir, tmp_path_factory):
             proc.wait()
 
 
-def test_real_server_searches_over_http(server):
+def test_real_server_searches_over_http(server, drills):
     url, log = server
     with httpx.Client(base_url=url, timeout=30) as http:
-        # both workers answer (each is ready once it loaded)
+        # both workers answer (a request to one still loading waits for it)
         for _ in range(8):
             got = http.get("/search", params={"q": "cordless drill", "k": 5})
             assert got.status_code == 200, got.text
             assert len(got.json()["results"]) == 5
+        # events sent to one worker are in the store every worker reads (SQLite, WAL)
+        sent = http.post("/events", json={"events": _purchases(drills, user=DANA)})
+        assert sent.status_code == 200 and sent.json()["added"] == 3
+        for _ in range(6):
+            warm = http.post("/search", json={"q": "cordless drill", "k": 5, "user_id": DANA})
+            assert warm.status_code == 200 and warm.json()["personalized"]
         metrics = http.get("/metrics").text
         # summed over the workers
         assert (
             'shopsearch_http_requests_total{endpoint="/search",method="GET",status="200"} 8.0'
             in metrics
         )
+        assert 'shopsearch_events_total{outcome="added"} 3.0' in metrics
         assert "shopsearch_search_stage_duration_seconds_bucket" in metrics
     lines = [
         json.loads(line)
@@ -633,6 +643,7 @@ def test_real_server_searches_over_http(server):
         if line.startswith("{") and '"endpoint"' in line
     ]
     assert any(line["endpoint"] == "/search" and line["status"] == 200 for line in lines)
+    assert any(line.get("user") for line in lines) and DANA not in log.read_text()
 
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
