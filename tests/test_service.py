@@ -474,6 +474,9 @@ def test_every_worker_follows_a_reload(make_client, tmp_path, personal_model):
         time.sleep(0.05)
     ready = two.get("/readyz").json()
     assert ready["generation"] == 2 and ready["models"]["personal"] == str(personal_model)
+    # a worker started after the reload (uvicorn replaces one that died) starts with it
+    late = make_client(personal=None, admin_key=ADMIN_KEY, state_dir=state)
+    assert late.get("/readyz").json()["models"]["personal"] == str(personal_model)
 
 
 # -- the page --------------------------------------------------------------------------------

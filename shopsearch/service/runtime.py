@@ -142,7 +142,10 @@ class Runtime:
         """Opens the first generation (errors are kept for ``/readyz`` and logged)."""
         try:
             with self._reload_lock:
-                self._announced = self._read_announcement()[0]
+                # a worker (re)started after a reload comes up with the reloaded models
+                self._announced, changes = self._read_announcement()
+                if changes:
+                    self.settings = dataclasses.replace(self.settings, **changes)
                 loaded = build(self.settings, self.factory, 1)
                 self._generation = 1
                 self.current = loaded
