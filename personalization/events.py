@@ -185,6 +185,43 @@ def read_events(
     return _validate_batches(rows, known)
 
 
+def validate_records(
+    records: Iterable[Any], known_products: KnownProducts | None = None
+) -> EventBatch:
+    """Validate events given as objects (an HTTP request's batch) with the file reader's rules.
+
+    Each record is checked exactly as a row of an event log (:func:`read_events`); a record
+    that is not an object is rejected too. Nothing valid is dropped because a neighbour was
+    bad.
+
+    Args:
+        records: One mapping per event, with :data:`COLUMNS` keys.
+        known_products: As in :func:`read_events`.
+
+    Returns:
+        The valid events, and a :class:`~catalog.reader.Reject` per bad record whose
+        ``line`` is the record's 0-based index in ``records``.
+    """
+    known: Callable[[str], bool] | None
+    if known_products is None or callable(known_products):
+        known = known_products
+    else:
+        known = known_products.__contains__
+    raw: _Raw = [
+        (i, dict(r) if isinstance(r, Mapping) else "event is not a JSON object")
+        for i, r in enumerate(records)
+    ]
+
+    def rows() -> Generator[_Raw, None, None]:
+        yield raw
+
+    out = EventBatch([], [])
+    for batch in _validate_batches(rows(), known):
+        out.events.extend(batch.events)
+        out.rejects.extend(batch.rejects)
+    return out
+
+
 def write_events(
     events_or_dicts: Iterable[Event | Mapping[str, Any]], path: str | os.PathLike[str]
 ) -> int:

@@ -185,7 +185,11 @@ class SearchPipeline:
         reranker: A loaded :class:`rerank.Reranker`, or None for retrieval-only relevance.
         personal: A :class:`personalization.personalizer.Personalizer`, or None.
 
-    ``stage_ms`` holds the last search's time per stage (retrieve, rerank, personal), in ms.
+    ``stage_ms`` holds the last search's time per stage, in ms: ``profile`` (the shopper's
+    profile and taste vector), ``retrieve`` (query encoding and the store's search), ``rerank``
+    (cross-encoder and blend), ``personal`` (features and fusion) and ``rank`` (the last two).
+    It is per pipeline, not per call: callers that search from several threads read it under
+    their own lock.
     """
 
     def __init__(
@@ -198,6 +202,7 @@ class SearchPipeline:
         self.reranker = reranker
         self.personal = personal
         self.stage_ms: dict[str, float] = {}
+        self._rank_ms: dict[str, float] = {}
         if personal is not None:
             check_relevance_source(personal.model.meta.get("relevance"), self.relevance_source())
 
@@ -322,6 +327,8 @@ class SearchPipeline:
         self.stage_ms = {
             "profile": (t1 - t0) * 1000,
             "retrieve": (t2 - t1) * 1000,
+            "rerank": self._rank_ms.get("rerank", 0.0),
+            "personal": self._rank_ms.get("personal", 0.0),
             "rank": (t3 - t2) * 1000,
         }
         return ranked
@@ -383,9 +390,13 @@ class SearchPipeline:
             top_k: Keep this many; None keeps all.
             explain: Fill ``because`` for a warm shopper.
         """
+        self._rank_ms = {}
         if not hits:
             return []
+        t0 = time.perf_counter()
         ranked = self._relevance(query, hits)
+        t1 = time.perf_counter()
+        self._rank_ms = {"rerank": (t1 - t0) * 1000}
         if self.personal is None:
             return ranked[:top_k] if top_k is not None else ranked
         if recent is None and profile is not None and profile.n_events:
@@ -397,7 +408,9 @@ class SearchPipeline:
                 h if h.vector is not None else replace(h, vector=got.get(h.product_id))
                 for h in ranked
             ]
-        return sort_hits(self.personal.rank(ranked, profile, recent, explain), top_k)
+        out = sort_hits(self.personal.rank(ranked, profile, recent, explain), top_k)
+        self._rank_ms["personal"] = (time.perf_counter() - t1) * 1000
+        return out
 
     def _relevance(self, query: str, hits: Sequence[RankedHit]) -> list[RankedHit]:
         """The relevance stage alone: cross-encoder (when loaded) blended with stage 1."""

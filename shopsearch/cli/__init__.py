@@ -74,9 +74,9 @@ def main() -> None:
 
 
 def _register() -> None:
-    from shopsearch.cli import events, imports, index, search, train
+    from shopsearch.cli import events, imports, index, search, serve, train
 
-    for module in (index, search, imports, train, events):
+    for module in (index, search, imports, train, events, serve):
         for command in module.COMMANDS:
             main.add_command(command)
 

@@ -1,0 +1,178 @@
+"""``shopsearch serve``: the HTTP search service (FastAPI on uvicorn).
+
+One command of the CLI group (``shopsearch serve``). Keys come
+from the environment only (``SHOPSEARCH_API_KEY``, ``SHOPSEARCH_ADMIN_KEY``,
+``SHOPSEARCH_QDRANT_API_KEY``), never from options, so they do not show in a process list.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import click
+
+from catalog.errors import ShopsearchError
+
+APP = "shopsearch.service.app:create_app_from_env"
+
+
+def is_loopback(host: str) -> bool:
+    """True for an address only this machine can reach (localhost, 127.0.0.0/8, ::1)."""
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to anything
+
+
+@click.command("serve")
+@click.option(
+    "--index",
+    "index_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Directory of the embedded (qdrant-edge) index; a new build of it is picked up "
+    "without a restart.",
+)
+@click.option(
+    "--qdrant-url",
+    envvar="SHOPSEARCH_QDRANT_URL",
+    help="Qdrant server URL, instead of --index. Env: SHOPSEARCH_QDRANT_URL "
+    "(its key: SHOPSEARCH_QDRANT_API_KEY).",
+)
+@click.option(
+    "--collection", default="products", show_default=True, help="Collection (alias) on a server."
+)
+@click.option(
+    "--reranker",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Cross-encoder folder (default: relevance is the first stage's).",
+)
+@click.option(
+    "--personal",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Personalization model folder (needs --profiles).",
+)
+@click.option(
+    "--profiles",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Profile directory (SQLite store and pseudonym key): POST /events writes there and "
+    "searches read it.",
+)
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to listen on; another than loopback without SHOPSEARCH_API_KEY is warned.",
+)
+@click.option(
+    "--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="TCP port."
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    help="Worker processes; each opens the index (read-only) and the profile store.",
+)
+@click.option(
+    "--device", default=None, help="Torch device for the models (default: CUDA when present)."
+)
+@click.option(
+    "--max-body-bytes",
+    type=click.IntRange(1024),
+    default=1_000_000,
+    show_default=True,
+    help="Largest request body; a larger one is answered 413.",
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]),
+    default="INFO",
+    show_default=True,
+    help="Level of the service's logs (one JSON line per request at INFO).",
+)
+def serve(
+    index_dir: Path | None,
+    qdrant_url: str | None,
+    collection: str,
+    reranker: Path | None,
+    personal: Path | None,
+    profiles: Path | None,
+    host: str,
+    port: int,
+    workers: int,
+    device: str | None,
+    max_body_bytes: int,
+    log_level: str,
+) -> None:
+    """Serve search over HTTP: /search, /events, /users/{id}, /metrics, a page at /."""
+    import uvicorn
+
+    from shopsearch.service.app import LOG_LEVEL_ENV
+    from shopsearch.service.metrics import MULTIPROC_ENV
+    from shopsearch.service.settings import API_KEY_ENV, ServiceSettings
+
+    if index_dir is not None and qdrant_url:
+        raise ShopsearchError(
+            "Only one of --index or --qdrant-url should be specified "
+            "(is SHOPSEARCH_QDRANT_URL set in the environment?)"
+        )
+    for name, folder in (
+        ("--index", index_dir),
+        ("--reranker", reranker),
+        ("--personal", personal),
+    ):
+        if folder is not None and not folder.is_dir():
+            raise ShopsearchError(f"{name} {folder}: no such directory")
+    state_dir = tempfile.mkdtemp(prefix="shopsearch-serve-")
+    try:
+        settings = ServiceSettings(
+            index=str(index_dir.resolve()) if index_dir is not None else None,
+            qdrant_url=qdrant_url or None,
+            qdrant_api_key=os.environ.get("SHOPSEARCH_QDRANT_API_KEY") or None,
+            collection=collection,
+            reranker=str(reranker.resolve()) if reranker is not None else None,
+            personal=str(personal.resolve()) if personal is not None else None,
+            profiles=str(profiles.resolve()) if profiles is not None else None,
+            device=device,
+            api_key=os.environ.get(API_KEY_ENV) or None,
+            admin_key=os.environ.get("SHOPSEARCH_ADMIN_KEY") or None,
+            max_body_bytes=max_body_bytes,
+            state_dir=state_dir if workers > 1 else None,
+        )
+        if not is_loopback(host) and settings.api_key is None:
+            click.echo(
+                f"warning: listening on {host} without an API key: anyone who can reach it "
+                f"can search and send events; set {API_KEY_ENV}",
+                err=True,
+            )
+        os.environ.update(settings.to_env())
+        os.environ[LOG_LEVEL_ENV] = log_level  # read by each worker (logging is per process)
+        if workers > 1:
+            # every worker writes its metrics here and /metrics sums them
+            metrics_dir = Path(state_dir) / "metrics"
+            metrics_dir.mkdir()
+            os.environ[MULTIPROC_ENV] = str(metrics_dir)
+        uvicorn.run(
+            APP,
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            access_log=False,  # its lines carry the raw path (shopper ids): ours do not
+            log_level=log_level.lower(),
+            timeout_graceful_shutdown=10,
+        )
+    finally:
+        shutil.rmtree(state_dir, ignore_errors=True)
+
+
+COMMANDS = [serve]

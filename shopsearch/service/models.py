@@ -1,0 +1,196 @@
+"""Request and response bodies of the search service (pydantic: validated, and documented in
+the OpenAPI schema; a bad field is a 422 that names it)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+#: Longest query accepted (characters); the retriever truncates long ones anyway.
+MAX_QUERY_CHARS = 512
+MAX_K = 100
+#: Deepest result reachable by paging (``offset + k``).
+MAX_DEPTH = 1000
+MAX_USER_ID_CHARS = 256
+#: Events per ``POST /events`` request.
+MAX_EVENTS = 10_000
+MAX_BRANDS = 50
+
+
+class SearchParams(BaseModel):
+    """A search: the query, paging, filters and the shopper (same fields for GET and POST)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    q: str = Field(min_length=1, max_length=MAX_QUERY_CHARS, description="What the shopper typed.")
+    k: int = Field(10, ge=1, le=MAX_K, description="Results per page.")
+    offset: int = Field(
+        0, ge=0, le=MAX_DEPTH - 1, description="Results to skip (paging); offset + k <= 1000."
+    )
+    category: str | None = Field(
+        None,
+        max_length=300,
+        description="Category path or any prefix of it, e.g. 'Tools > Power Tools'.",
+    )
+    brands: list[str] | None = Field(
+        None, max_length=MAX_BRANDS, description="Keep products of any of these brands."
+    )
+    min_price: float | None = Field(None, ge=0, description="Lowest price, inclusive.")
+    max_price: float | None = Field(None, ge=0, description="Highest price, inclusive.")
+    in_stock: bool | None = Field(
+        None, description="True: in-stock products only; false: out-of-stock only."
+    )
+    user_id: str | None = Field(
+        None,
+        min_length=1,
+        max_length=MAX_USER_ID_CHARS,
+        description="The shopper (pseudonymized before any lookup); absent: anonymous. Prefer "
+        "POST for a shopper id, so it stays out of URLs.",
+    )
+    explain: bool = Field(False, description="Add the features that moved each personal score.")
+    mode: Literal["hybrid", "dense", "bm25"] | None = Field(
+        None, description="Retrieval mode (default hybrid)."
+    )
+
+    @model_validator(mode="after")
+    def _depth(self) -> SearchParams:
+        if self.offset + self.k > MAX_DEPTH:
+            raise ValueError(f"offset + k must be at most {MAX_DEPTH}")
+        return self
+
+    def filters(self) -> dict[str, Any]:
+        """The filter fields that are set, as ``SearchPipeline.search`` takes them."""
+        out = {
+            "category": self.category,
+            "brands": tuple(self.brands) if self.brands else None,
+            "min_price": self.min_price,
+            "max_price": self.max_price,
+            "in_stock": self.in_stock,
+        }
+        return {k: v for k, v in out.items() if v is not None}
+
+
+class ScoreParts(BaseModel):
+    """Where a result's score came from."""
+
+    retrieval: float = Field(description="First-stage score (RRF for hybrid, cosine, BM25).")
+    retrieval_rank: int = Field(description="Position in the first stage's list (1-based).")
+    relevance: float | None = Field(
+        description="Relevance: cross-encoder blended with the first stage (standardised)."
+    )
+    cross: float | None = Field(description="Cross-encoder logit alone; null without one.")
+    personal: float = Field(description="What this shopper's behaviour added (0 when anonymous).")
+
+
+class Reason(BaseModel):
+    """A feature that moved a result's personal score."""
+
+    feature: str
+    value: float
+    contribution: float
+
+
+class SearchResult(BaseModel):
+    """One ranked product."""
+
+    rank: int = Field(description="1-based position in the whole ranking (offset included).")
+    product_id: str
+    score: float = Field(description="What the results are sorted by: relevance + personal.")
+    scores: ScoreParts
+    product: dict[str, Any] = Field(description="The product's stored fields.")
+    because: list[Reason] | None = Field(
+        None, description="With explain=true: the features that moved the personal score."
+    )
+
+
+class SearchResponse(BaseModel):
+    """A page of results."""
+
+    search_id: str = Field(description="Log impressions and clicks against this id.")
+    query: str
+    k: int
+    offset: int
+    personalized: bool = Field(description="True when the shopper's history moved a score.")
+    results: list[SearchResult]
+    stage_ms: dict[str, float] = Field(
+        description="Time per stage: profile, retrieve (query encoding + store), rerank, "
+        "personal (ms)."
+    )
+    took_ms: float = Field(description="Time in the pipeline, waiting included (ms).")
+
+
+class EventsRequest(BaseModel):
+    """A batch of behaviour events in the event-log format."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    events: list[Any] = Field(
+        max_length=MAX_EVENTS,
+        description=(
+            "Events as objects with the event-log columns: user_id, timestamp (ISO-8601 with "
+            "a time zone, or epoch seconds/ms), event (search, view, click, add_to_cart, "
+            "purchase), session_id, query (required on search), product_id (required on the "
+            "others; must be in the index), position (>= 1). Each is validated on its own."
+        ),
+        json_schema_extra={
+            "examples": [
+                [
+                    {
+                        "user_id": "alice",
+                        "timestamp": "2026-01-05T10:00:00Z",
+                        "session_id": "s1",
+                        "event": "click",
+                        "product_id": "P000123",
+                        "position": 2,
+                    }
+                ]
+            ]
+        },
+    )
+
+
+class EventReject(BaseModel):
+    """An event that was not applied."""
+
+    index: int = Field(description="0-based position of the event in the request's list.")
+    reason: str
+
+
+class EventsResponse(BaseModel):
+    """What ``POST /events`` did: valid events are applied at once, bad ones reported."""
+
+    accepted: int = Field(description="Valid events (stored now, or already stored).")
+    added: int = Field(description="Events newly stored.")
+    duplicates: int = Field(description="Valid events that were already stored.")
+    rejected: list[EventReject]
+
+
+class ForgetResponse(BaseModel):
+    removed: int = Field(description="Stored events of that shopper deleted.")
+
+
+class ReloadRequest(BaseModel):
+    """New model folders; a field left out keeps the folder the service runs with."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    reranker: str | None = Field(None, description="Cross-encoder folder.")
+    personal: str | None = Field(None, description="Personalization model folder.")
+
+
+class ReloadResponse(BaseModel):
+    generation: int = Field(description="How many times the models were loaded.")
+    models: dict[str, str | None]
+
+
+class Health(BaseModel):
+    status: str
+
+
+class Readiness(BaseModel):
+    ready: bool
+    detail: str | None = None
+    generation: int | None = None
+    index: dict[str, Any] | None = None
+    models: dict[str, str | None] | None = None
