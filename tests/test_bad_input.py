@@ -197,3 +197,131 @@ def test_parquet_dates_and_decimals_are_stored_as_json(tmp_path: Path) -> None:
     (p,), rejects, _ = _read(path)
     assert not rejects
     assert p.extra == {"released": "2024-05-01", "cost": 1.25}
+
+
+# ---------------------------------------------------------------- queries without words
+
+
+@pytest.mark.parametrize("query", ["", "   ", "???", "🔥🔥", "- / * !", "\u00a0\u2014"])
+def test_query_without_letters_or_digits_is_empty(query: str) -> None:
+    from retrieval.retriever import check_query
+
+    with pytest.raises(ValueError, match="query is empty"):
+        check_query(query)
+
+
+@pytest.mark.parametrize("query", [" drill ", "рулетка", "2x4", "½", "電動ドリル"])
+def test_query_with_a_word_in_any_script_is_kept(query: str) -> None:
+    from retrieval.retriever import check_query
+
+    assert check_query(query) == query.strip()
+
+
+# ---------------------------------------------------------------- text in any script for BM25
+
+# Expected tokens written down from tokeniser version 1: Latin text must not change.
+LATIN_V1 = [
+    (
+        'Crème brûlée 1/2 in. Straße Ærø façade ½" pipe',
+        ["creme", "brule", "0.5", "in", "strae", "r", "facad", "0.5", "in", "pipe"],
+    ),
+    (
+        "DeWalt 20-Volt MAX™ 2x4 µF 90å¡ elbow",
+        ["dewalt", "20", "v", "max", "2", "4", "f", "90", "deg", "elbow"],
+    ),
+    ("Ｆｕｌｌｗｉｄｔｈ №5 ① ²", ["fullwidth", "no5", "1", "2"]),
+    ("naïve Zoë “quoted” 3' 8’", ["naiv", "zoe", "quot", "3", "8"]),
+    ("Black &amp; Decker &#39;s 5 gal. bucket", ["black", "decker", "s", "5", "gal", "bucket"]),
+]
+
+
+@pytest.mark.parametrize(("text", "tokens"), LATIN_V1)
+def test_latin_text_tokenises_as_in_version_1(text: str, tokens: list[str]) -> None:
+    from retrieval.lexical import LexicalEncoder
+
+    assert LexicalEncoder().tokenize(text) == tokens
+
+
+@pytest.mark.parametrize(
+    ("text", "tokens"),
+    [
+        ("Рулетка измерительная 5 м", ["рулетк", "измерительн", "5", "м"]),
+        ("рулетка", ["рулетк"]),
+        ("Дрель 18В", ["дрел", "18", "в"]),
+        ("Ёлка", ["елк"]),
+        ("Ελληνικά τρυπάνι", ["ελλην", "τρυπαν"]),
+        ("電動ドリル 18V", ["電動", "動ド", "ドリ", "リル", "18", "v"]),
+        ("سلم ٣ متر", ["سلم", "3", "متر"]),
+        ("Drill дрель", ["drill", "дрел"]),
+    ],
+)
+def test_other_scripts_reach_bm25(text: str, tokens: list[str]) -> None:
+    from retrieval.lexical import LexicalEncoder
+
+    assert LexicalEncoder().tokenize(text) == tokens
+
+
+def test_version_1_indexes_are_still_read() -> None:
+    from retrieval.lexical import TOKENIZER_VERSION, LexicalEncoder
+
+    config = LexicalEncoder(avg_doc_len=5.0).config()
+    assert config["tokenizer_version"] == TOKENIZER_VERSION == 2
+    assert LexicalEncoder.from_config({**config, "tokenizer_version": 1}).avg_doc_len == 5.0
+
+
+# ---------------------------------------------------------------- the catalog end to end
+
+
+@pytest.fixture()
+def shop_index(tmp_path: Path, tiny_encoder):
+    from indexer.build import index_catalog
+    from retrieval.store import IndexLocation
+
+    path = tmp_path / "catalog.jsonl"
+    rows = [
+        {
+            "product_id": "H1",
+            "title": "Black &amp; Decker Drill",
+            "brand": "Black &amp; Decker",
+            "category": "Tools &amp; Hardware > Drills",
+            "score": 4.7,
+        },
+        {"product_id": "R2", "title": "Рулетка измерительная 5 м", "brand": "Зубр", "score": 3.0},
+        {"product_id": "R3", "title": "Смеситель для кухни", "brand": "Грое"},
+        {"product_id": "E4", "title": "🔥🔥🔥"},
+        {"product_id": "N5", "title": "Garden Hose", "rating": float("nan")},
+    ]
+    path.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\n")
+    warnings: list[str] = []
+    loc = IndexLocation(path=tmp_path / "idx")
+    summary = index_catalog(
+        path,
+        loc,
+        encoder=tiny_encoder,
+        progress=False,
+        rejects_path=tmp_path / "rejects.csv",
+        warn=warnings.append,
+    )
+    return loc, summary, warnings, tmp_path / "rejects.csv"
+
+
+def test_shop_catalog_end_to_end(shop_index, tiny_encoder) -> None:
+    from retrieval import Retriever
+
+    loc, summary, warnings, rejects = shop_index
+    assert (summary.indexed, summary.rejected) == (4, 1)
+    assert "5,N5,\"column 'rating' is NaN" in rejects.read_text()
+    assert any("'score'" in w and "catalog_score" in w for w in warnings)
+    assert any("1 of 4 product(s) have no word BM25 can index ('E4')" in w for w in warnings)
+    with Retriever.open(loc.path, encoder=tiny_encoder) as r:
+        (hit,) = r.search("рулетка", k=3, mode="bm25")
+        assert hit.product_id == "R2" and hit.payload["catalog_score"] == 3.0
+        assert "score" not in hit.payload
+        hit = r.search("drill", k=1, mode="bm25")[0]
+        assert hit.payload["title"] == "Black & Decker Drill"
+        assert hit.payload["brand"] == "Black & Decker"
+        assert hit.payload["category"] == "Tools & Hardware > Drills"
+        for mode in ("dense", "bm25", "hybrid"):
+            for query in ("???", "🔥🔥", "   "):
+                with pytest.raises(ValueError, match="query is empty"):
+                    r.search(query, k=3, mode=mode)
