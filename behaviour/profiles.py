@@ -15,20 +15,29 @@ Tables (one file, WAL mode, ``secure_delete`` on):
   triggers on ``events``: incremented for each row actually inserted, decremented for each
   row deleted, so :meth:`ProfileStore.forget` removes a user's contribution exactly.
 
+* ``forgotten(tombstone, at)`` - users erased by :meth:`ProfileStore.forget`, as a keyed
+  hash of their pseudonym (:meth:`Pseudonymizer.tombstone`; nothing else, and never the
+  pseudonym itself). :meth:`ProfileStore.ingest` skips their
+  events, so re-ingesting a log (the documented crash recovery) does not bring them back.
+
 Privacy: :meth:`ProfileStore.forget` deletes every row of the user, decrements the counts,
-drops count rows that reach zero and truncates the WAL. ``secure_delete`` overwrites the
-freed content with zeros, so no trace of the user's rows stays in the file even without
-``VACUUM`` (``forget(..., vacuum=True)`` also shrinks the file; it rewrites the whole
-database, so it is off by default). A checkpoint blocked by a concurrent reader leaves the
-zeroed pages in the WAL until the next checkpoint.
+drops count rows that reach zero, records the tombstone and truncates the WAL.
+``secure_delete`` overwrites the freed content with zeros, so no trace of the user's rows
+stays in the file even without ``VACUUM`` (``forget(..., vacuum=True)`` also shrinks the
+file; it rewrites the whole database, so it is off by default). While another connection
+reads an older snapshot the WAL cannot be checkpointed and the old pages stay in the files:
+``forget`` then raises :class:`ForgetIncomplete` (the deletion itself stands) instead of
+reporting success; running it again once the reader is gone completes it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -37,12 +46,12 @@ from typing import Any
 
 import numpy as np
 
-from behaviour.events import EVENT_TYPES, PRODUCT_EVENTS, Event
+from behaviour.events import EVENT_TYPES, MAX_CLOCK_SKEW_S, PRODUCT_EVENTS, Event
 from behaviour.privacy import Pseudonymizer
 from catalog.errors import ShopsearchError
 from catalog.schema import CATEGORY_SEPARATOR, Product, normalize_category
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the forgotten table (older code would not honour it)
 #: How much each interaction counts towards affinities.
 EVENT_WEIGHTS = {"view": 1.0, "click": 2.0, "add_to_cart": 4.0, "purchase": 8.0}
 DEFAULT_HALF_LIFE_DAYS = 30.0
@@ -50,6 +59,8 @@ DEFAULT_MAX_EVENTS = 200
 MAX_RECENT_ITEMS = 20
 #: Pseudo-count of the popularity smoothing (how many exposures the prior is worth).
 DEFAULT_POPULARITY_ALPHA = 10.0
+#: How long :meth:`ProfileStore.forget` waits for other readers before giving up.
+CHECKPOINT_WAIT_S = 5.0
 _DAY = 86400.0
 _IN_CHUNK = 500
 
@@ -79,6 +90,10 @@ CREATE TABLE IF NOT EXISTS item_stats (
     carts INTEGER NOT NULL DEFAULT 0,
     purchases INTEGER NOT NULL DEFAULT 0
 );
+CREATE TABLE IF NOT EXISTS forgotten (
+    tombstone TEXT PRIMARY KEY,
+    at REAL NOT NULL
+) WITHOUT ROWID;
 CREATE TRIGGER IF NOT EXISTS events_stats_insert AFTER INSERT ON events
 WHEN NEW.event != 'search' BEGIN
     INSERT INTO item_stats (product_id, views, clicks, carts, purchases)
@@ -109,10 +124,6 @@ _PROFILE_COLUMNS = (
     "SELECT e.ts, e.event, e.product_id, i.brand, i.category, i.price "
     "FROM events AS e LEFT JOIN items AS i ON i.product_id = e.product_id "
 )
-_PROFILE_SQL = (
-    _PROFILE_COLUMNS + f"WHERE e.pseudonym = ? AND e.event IN ({_PRODUCT_EVENT_SQL}) "
-    "ORDER BY e.ts DESC LIMIT ?"
-)
 _PROFILE_BEFORE_SQL = (
     _PROFILE_COLUMNS + f"WHERE e.pseudonym = ? AND e.ts < ? AND e.event IN ({_PRODUCT_EVENT_SQL}) "
     "ORDER BY e.ts DESC LIMIT ?"
@@ -133,11 +144,17 @@ class IngestSummary:
         added: Events stored.
         duplicates: Events already stored (skipped).
         users: Distinct users among the ingested events.
+        forgotten: Events of users erased by :meth:`ProfileStore.forget` (skipped).
     """
 
     added: int
     duplicates: int
     users: int
+    forgotten: int = 0
+
+
+class ForgetIncomplete(ShopsearchError):
+    """The user's rows are deleted, but old copies of them are still in the database files."""
 
 
 @dataclass(frozen=True)
@@ -158,7 +175,8 @@ class UserProfile:
         price_std_log: Weighted standard deviation of ``log(price)``, or None.
         recent_items: Product ids, most recent first, deduplicated, at most 20.
         interactions: Product id -> event type -> count (undecayed).
-        as_of: The reference time of the decay (``before``, else the latest event).
+        as_of: The reference time of the decay (``before``, else the latest event that is
+            not in the future).
     """
 
     pseudonym: str
@@ -213,7 +231,9 @@ class ProfileStore:
             )
             self._setup()
         except sqlite3.DatabaseError as exc:
-            raise ShopsearchError(f"{self.path}: not a usable profile store ({exc})") from None
+            raise _store_error(self.path, exc) or ShopsearchError(
+                f"{self.path}: not a usable profile store ({exc})"
+            ) from None
 
     def _setup(self) -> None:
         conn = self._conn
@@ -259,7 +279,7 @@ class ProfileStore:
         """
         pseudonyms: dict[str, str] = {}
         sessions: dict[str, str] = {}
-        added = total = 0
+        added = total = skipped = 0
         for chunk in _chunks(events, chunk_size):
             rows = []
             for event in chunk:
@@ -288,12 +308,20 @@ class ProfileStore:
                         event.position,
                     )
                 )
-            with self._lock, self._transaction():
+            with self._lock, self._guard(), self._transaction():
+                # inside the write transaction: a concurrent forget cannot slip in between
+                erased = self._forgotten({row[0] for row in rows}, pseudonymizer)
+                if erased:
+                    kept = [row for row in rows if row[0] not in erased]
+                    skipped += len(rows) - len(kept)
+                    rows = kept
                 added += self._conn.executemany(_INSERT_EVENT, rows).rowcount
             total += len(rows)
         if added:
             self._prior = None
-        return IngestSummary(added=added, duplicates=total - added, users=len(pseudonyms))
+        return IngestSummary(
+            added=added, duplicates=total - added, users=len(pseudonyms), forgotten=skipped
+        )
 
     def upsert_items(self, records: Iterable[Product | Mapping[str, Any]]) -> int:
         """Insert or update what the features need about products.
@@ -308,37 +336,69 @@ class ProfileStore:
             The number of records written.
         """
         rows = [_item_row(r) for r in records]
-        with self._lock, self._transaction():
+        with self._lock, self._guard(), self._transaction():
             self._conn.executemany(_UPSERT_ITEM, rows)
         return len(rows)
 
     def forget(self, user_id: str, pseudonymizer: Pseudonymizer, vacuum: bool = False) -> int:
         """Delete every stored event of a user and their contribution to item counts.
 
+        The user's pseudonym is kept as a tombstone, so later ingests skip their events.
+        The id is normalised as at ingest; the pseudonym of the id exactly as given (how
+        stores written before normalisation keyed it) is deleted too.
+
         Args:
-            user_id: The raw user id (only its pseudonym is used).
+            user_id: The raw user id (only its pseudonyms are used).
             pseudonymizer: The pseudonymizer the events were ingested with.
             vacuum: Also ``VACUUM`` (shrinks the file; rewrites the whole database).
 
         Returns:
             The number of events removed.
+
+        Raises:
+            ForgetIncomplete: Another connection kept the WAL from being checkpointed
+                within :data:`CHECKPOINT_WAIT_S`: the rows are deleted and tombstoned,
+                but old copies remain in the files until a later ``forget`` completes.
         """
         pseudonym = pseudonymizer.pseudonym(user_id)
-        with self._lock:
+        legacy = {
+            pseudonymizer.raw_pseudonym(user_id),
+            pseudonymizer.raw_pseudonym(user_id.strip()),
+        }
+        everyone = sorted({pseudonym, *legacy})
+        marks = ", ".join("?" * len(everyone))
+        with self._lock, self._guard():
             with self._transaction():
                 removed = self._conn.execute(
-                    "DELETE FROM events WHERE pseudonym = ?", (pseudonym,)
+                    f"DELETE FROM events WHERE pseudonym IN ({marks})", everyone
                 ).rowcount
                 self._conn.execute(
                     "DELETE FROM item_stats "
                     "WHERE views <= 0 AND clicks <= 0 AND carts <= 0 AND purchases <= 0"
                 )
-            self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            if vacuum:
+                self._conn.execute(
+                    "INSERT INTO forgotten (tombstone, at) VALUES (?, ?) "
+                    "ON CONFLICT (tombstone) DO NOTHING",
+                    (pseudonymizer.tombstone(pseudonym), time.time()),
+                )
+            self._prior = None
+            clean = self._checkpoint()
+            if vacuum and clean:
                 self._conn.execute("VACUUM")
-                self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        self._prior = None
+                clean = self._checkpoint()
+        if not clean:
+            raise ForgetIncomplete(
+                f"{self.path}: the user's {removed} stored events are deleted and their "
+                "future events will be skipped, but old copies stay in the database files "
+                "while another process reads the store: close it and run forget-user again"
+            )
         return removed
+
+    def is_forgotten(self, user_id: str, pseudonymizer: Pseudonymizer) -> bool:
+        """True when :meth:`forget` has erased this user (their events are skipped)."""
+        pseudonym = pseudonymizer.pseudonym(user_id)
+        with self._lock, self._guard():
+            return bool(self._forgotten({pseudonym}, pseudonymizer))
 
     # -- reads ---------------------------------------------------------------------------
 
@@ -358,12 +418,13 @@ class ProfileStore:
         """
         if max_events < 1:
             raise ValueError(f"max_events must be at least 1, got {max_events}")
-        if before is None:
-            sql, params = _PROFILE_SQL, (pseudonym, max_events)
-        else:
-            sql, params = _PROFILE_BEFORE_SQL, (pseudonym, float(before), max_events)
-        with self._lock:
-            rows = self._conn.execute(sql, params).fetchall()
+        # None: everything up to now (plus the clock skew events may have). An event
+        # stamped later (a wrong device clock) would otherwise be "the latest" and decay
+        # every real interaction away.
+        until = time.time() + MAX_CLOCK_SKEW_S if before is None else float(before)
+        params = (pseudonym, until, max_events)
+        with self._lock, self._guard():
+            rows = self._conn.execute(_PROFILE_BEFORE_SQL, params).fetchall()
         return build_profile(pseudonym, rows, before, self.half_life_days * _DAY)
 
     def popularity(self, product_ids: Iterable[str]) -> dict[str, float]:
@@ -378,7 +439,7 @@ class ProfileStore:
         """
         ids = list(dict.fromkeys(product_ids))
         alpha = self.popularity_alpha
-        with self._lock:
+        with self._lock, self._guard():
             prior = self._prior_rate()
             stats: dict[str, tuple[int, int, int, int]] = {}
             for start in range(0, len(ids), _IN_CHUNK):
@@ -399,7 +460,7 @@ class ProfileStore:
 
     def item_stats(self, product_id: str) -> tuple[int, int, int, int] | None:
         """``(views, clicks, carts, purchases)`` of a product, or None without interactions."""
-        with self._lock:
+        with self._lock, self._guard():
             row = self._conn.execute(
                 "SELECT views, clicks, carts, purchases FROM item_stats WHERE product_id = ?",
                 (product_id,),
@@ -414,7 +475,7 @@ class ProfileStore:
         """
         ids = list(dict.fromkeys(product_ids))
         found: dict[str, bytes] = {}
-        with self._lock:
+        with self._lock, self._guard():
             for start in range(0, len(ids), _IN_CHUNK):
                 part = ids[start : start + _IN_CHUNK]
                 marks = ", ".join("?" * len(part))
@@ -429,7 +490,7 @@ class ProfileStore:
 
     def count_events(self, pseudonym: str | None = None) -> int:
         """Stored events, of one pseudonym or of everybody."""
-        with self._lock:
+        with self._lock, self._guard():
             if pseudonym is None:
                 return self._conn.execute("SELECT COUNT(*) FROM events").fetchone()[0]
             return self._conn.execute(
@@ -440,6 +501,44 @@ class ProfileStore:
 
     def _transaction(self) -> _Transaction:
         return _Transaction(self._conn)
+
+    @contextlib.contextmanager
+    def _guard(self) -> Iterator[None]:
+        """Turn a damaged, full or busy database into a one-line error naming the file."""
+        try:
+            yield
+        except sqlite3.DatabaseError as exc:
+            error = _store_error(self.path, exc)
+            if error is None:
+                raise
+            raise error from None
+
+    def _forgotten(self, pseudonyms: Iterable[str], pseudonymizer: Pseudonymizer) -> set[str]:
+        """Which of these pseudonyms belong to erased users."""
+        by_tombstone = {pseudonymizer.tombstone(p): p for p in pseudonyms}
+        ids = list(by_tombstone)
+        found: set[str] = set()
+        for start in range(0, len(ids), _IN_CHUNK):
+            part = ids[start : start + _IN_CHUNK]
+            marks = ", ".join("?" * len(part))
+            found.update(
+                by_tombstone[row[0]]
+                for row in self._conn.execute(
+                    f"SELECT tombstone FROM forgotten WHERE tombstone IN ({marks})", part
+                )
+            )
+        return found
+
+    def _checkpoint(self) -> bool:
+        """Copy the WAL into the database and truncate it; False if readers kept it."""
+        deadline = time.monotonic() + CHECKPOINT_WAIT_S
+        while True:
+            busy, _, _ = self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            if not busy:
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.1)
 
     def _prior_rate(self) -> float:
         """Global engagement / exposure, cached until this or another connection writes."""
@@ -469,6 +568,32 @@ class _Transaction:
 
     def __exit__(self, exc_type: object, *rest: object) -> None:
         self.conn.execute("ROLLBACK" if exc_type is not None else "COMMIT")
+
+
+def _store_error(path: Path, exc: sqlite3.DatabaseError) -> ShopsearchError | None:
+    """A one-line error for a database problem the user must act on; None for a bug."""
+    message = str(exc)
+    lower = message.lower()
+    check = (
+        f"check it with: sqlite3 {path} 'PRAGMA integrity_check', and restore it from a "
+        "backup (rebuilding it from event logs would bring back forgotten users)"
+    )
+    if "locked" in lower or "busy" in lower:
+        return ShopsearchError(
+            f"{path}: the profile store is busy (another process is writing to it); try again"
+        )
+    if "not a database" in lower:
+        return ShopsearchError(
+            f"{path}: not a usable profile store ({message}); restore it from a backup"
+        )
+    if "malformed" in lower or "corrupt" in lower:
+        return ShopsearchError(f"{path}: the profile store is damaged ({message}); {check}")
+    if "disk is full" in lower or "i/o error" in lower:
+        return ShopsearchError(
+            f"{path}: cannot use the profile store ({message}): free disk space if it is "
+            f"full; if it is not, the file is damaged: {check}"
+        )
+    return None
 
 
 def build_profile(

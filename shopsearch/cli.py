@@ -732,7 +732,7 @@ def events_ingest_cmd(log_path: Path, profiles: Path, location, rejects: Path | 
     try:
         known = {p[PAYLOAD_PRODUCT_ID] for p in col.scroll_payloads([PAYLOAD_PRODUCT_ID])}
         store, pz = open_profiles(profiles)
-        added = duplicates = 0
+        added = duplicates = forgotten = 0
         bad = []
         seen: set[str] = set()
         for batch in read_events(log_path, known_products=known):
@@ -740,6 +740,7 @@ def events_ingest_cmd(log_path: Path, profiles: Path, location, rejects: Path | 
             summary = store.ingest(batch.events, pz)
             added += summary.added
             duplicates += summary.duplicates
+            forgotten += summary.forgotten
             seen.update(e.product_id for e in batch.events if e.product_id)
         new_items = sorted(seen)
         for i in range(0, len(new_items), 1000):
@@ -754,6 +755,7 @@ def events_ingest_cmd(log_path: Path, profiles: Path, location, rejects: Path | 
     click.echo(
         f"ingested {added} events ({duplicates} already there), rejected {len(bad)}"
         + (f": see {path}" if bad else "")
+        + (f"; skipped {forgotten} events of forgotten users" if forgotten else "")
     )
 
 
@@ -770,13 +772,18 @@ def forget_user_cmd(user_id: str, profiles: Path) -> None:
     from rerank.personalized import open_profiles
 
     store, pz = open_profiles(profiles)
-    removed = store.forget(user_id, pz, vacuum=True)
-    store.close()
-    click.echo(
-        f"forgot the user: {removed} stored rows removed"
-        if removed
-        else "no stored data for that user"
-    )
+    try:
+        already = store.is_forgotten(user_id, pz)
+        removed = store.forget(user_id, pz, vacuum=True)  # ForgetIncomplete: exit 2, says why
+    finally:
+        store.close()
+    if removed:
+        message = f"forgot the user: {removed} stored rows removed"
+    elif already:
+        message = "that user was already forgotten: nothing of theirs is stored"
+    else:
+        message = "no stored data for that user"
+    click.echo(f"{message}; their events will be skipped if logged again")
 
 
 def simulation_options(fn):
