@@ -252,3 +252,68 @@ def test_damaged_store_is_a_one_line_error_naming_the_file(
             message = str(info.value)
             assert message.startswith(f"{path}: the profile store is damaged")
             assert "integrity_check" in message and "backup" in message and "\n" not in message
+
+
+def test_cli_reingest_after_forget_skips_and_reports(tmp_path: Path, tiny_encoder) -> None:
+    import json
+
+    from click.testing import CliRunner
+
+    from indexer.build import index_catalog
+    from retrieval.store import IndexLocation
+    from shopsearch.cli import main
+
+    catalog = tmp_path / "catalog.csv"
+    catalog.write_text("product_id,title\nP1,Cordless drill\nP2,Kitchen faucet\n")
+    index = IndexLocation(path=tmp_path / "idx")
+    index_catalog(catalog, index, encoder=tiny_encoder, progress=False)
+    now = time.time()
+    log = tmp_path / "events.jsonl"
+    rows = [
+        {
+            "user_id": "Alice@Example.com",
+            "timestamp": now - 2 * DAY,
+            "event": "click",
+            "product_id": "P1",
+        },
+        {
+            "user_id": "alice@example.com",
+            "timestamp": now - DAY,
+            "event": "purchase",
+            "product_id": "P1",
+        },
+        {"user_id": "bob", "timestamp": now - DAY, "event": "view", "product_id": "P2"},
+        {
+            "user_id": "bob",
+            "timestamp": "2099-01-01T00:00:00Z",
+            "event": "view",
+            "product_id": "P2",
+        },
+    ]
+    log.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    profiles = tmp_path / "profiles"
+    ingest = [
+        "events",
+        "ingest",
+        str(log),
+        "--profiles",
+        str(profiles),
+        "--index",
+        str(index.path),
+        "--rejects",
+        str(tmp_path / "rej.csv"),
+    ]
+    runner = CliRunner()
+    first = runner.invoke(main, ingest)
+    assert first.exit_code == 0, first.output
+    assert "ingested 3 events" in first.output and "rejected 1" in first.output
+    assert (
+        "4," in (tmp_path / "rej.csv").read_text()
+        and "in the future" in (tmp_path / "rej.csv").read_text()
+    )
+    forget = runner.invoke(main, ["forget-user", "ALICE@example.com", "--profiles", str(profiles)])
+    assert forget.exit_code == 0 and "2 stored rows removed" in forget.output
+    again = runner.invoke(main, ingest)
+    assert again.exit_code == 0, again.output
+    assert "ingested 0 events (1 already there)" in again.output
+    assert "skipped 2 events of forgotten users" in again.output
