@@ -35,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import shutil
 import sqlite3
 import threading
 import time
@@ -61,6 +62,7 @@ MAX_RECENT_ITEMS = 20
 DEFAULT_POPULARITY_ALPHA = 10.0
 #: How long :meth:`ProfileStore.forget` waits for other readers before giving up.
 CHECKPOINT_WAIT_S = 5.0
+_PLENTY_FREE_BYTES = 1 << 30  # with this much free, "disk is full" means a damaged file
 _DAY = 86400.0
 _IN_CHUNK = 500
 
@@ -589,6 +591,15 @@ def _store_error(path: Path, exc: sqlite3.DatabaseError) -> ShopsearchError | No
     if "malformed" in lower or "corrupt" in lower:
         return ShopsearchError(f"{path}: the profile store is damaged ({message}); {check}")
     if "disk is full" in lower or "i/o error" in lower:
+        try:
+            free = shutil.disk_usage(path.parent).free
+        except OSError:
+            free = None
+        if free is not None and free > _PLENTY_FREE_BYTES:  # SQLite says "full" on some damage
+            return ShopsearchError(
+                f"{path}: the profile store is damaged ({message}, yet the disk has "
+                f"{free // 2**20} MiB free); {check}"
+            )
         return ShopsearchError(
             f"{path}: cannot use the profile store ({message}): free disk space if it is "
             f"full; if it is not, the file is damaged: {check}"

@@ -317,3 +317,30 @@ def test_cli_reingest_after_forget_skips_and_reports(tmp_path: Path, tiny_encode
     assert again.exit_code == 0, again.output
     assert "ingested 0 events (1 already there)" in again.output
     assert "skipped 2 events of forgotten users" in again.output
+
+
+@pytest.mark.parametrize(
+    ("message", "expected"),
+    [
+        ("database or disk is full", "the profile store is damaged (database or disk is full"),
+        ("database disk image is malformed", "the profile store is damaged"),
+        ("file is not a database", "not a usable profile store"),
+        ("database is locked", "busy"),
+    ],
+)
+def test_store_errors_are_one_line_and_name_the_file(
+    tmp_path: Path, message: str, expected: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+    from collections import namedtuple
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda _: usage(2**40, 0, 2**36))  # 64 GiB free
+    error = profiles_module._store_error(tmp_path / "p.sqlite", sqlite3.OperationalError(message))
+    assert error is not None and str(error).startswith(f"{tmp_path / 'p.sqlite'}: ")
+    assert expected in str(error) and "\n" not in str(error)
+
+
+def test_other_database_errors_keep_their_traceback(tmp_path: Path) -> None:
+    error = sqlite3.OperationalError("no such column: nonsense")
+    assert profiles_module._store_error(tmp_path / "p.sqlite", error) is None
