@@ -34,13 +34,22 @@ import re
 import tempfile
 from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass, field
+from datetime import date, datetime, time
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
 from catalog.errors import ShopsearchError
-from catalog.schema import KNOWN_COLUMNS, Product, normalize_category
+from catalog.schema import (
+    KNOWN_COLUMNS,
+    RENAMED_PREFIX,
+    Product,
+    clean_text,
+    is_reserved_column,
+    normalize_category,
+)
 
 REQUIRED_COLUMNS = ("product_id", "title")
 _EXTENSIONS = {
@@ -56,6 +65,9 @@ _TRUE = frozenset({"true", "1", "yes", "y"})
 _FALSE = frozenset({"false", "0", "no", "n"})
 _LOSSY = "utf8-lossy"
 _TRANSCODE_CHUNK = 1 << 20
+#: Deepest nesting of objects/lists kept in an extra column or in ``attributes``.
+MAX_DEPTH = 8
+_INT_RANGE = (-(2**63), 2**63 - 1)  # what the store keeps as an integer
 
 
 @dataclass(frozen=True)
@@ -91,11 +103,14 @@ class Limits:
         max_title_chars: Longer titles are truncated (with a warning).
         max_description_chars: Longer descriptions are truncated (with a warning).
         max_id_chars: Longer ids are rejected, never truncated (truncation could collide).
+        max_value_chars: Longer brand, category, attribute or extra-column text rejects
+            the row.
     """
 
     max_title_chars: int = 300
     max_description_chars: int = 5000
     max_id_chars: int = 256
+    max_value_chars: int = 10000
 
 
 class CatalogError(ShopsearchError):
@@ -380,6 +395,8 @@ def _jsonl_rows(path: Path, batch_size: int, codec: str) -> Generator[_Raw, None
                     record = json.loads(text)
                 except ValueError as exc:
                     out.append((number, f"line is not valid JSON ({_first_line(exc, 80)})"))
+                except RecursionError:
+                    out.append((number, f"line is nested deeper than {MAX_DEPTH} levels"))
                 else:
                     if isinstance(record, dict):
                         out.append((number, record))
@@ -465,6 +482,7 @@ class _Validator:
         self.parquet = parquet
         self.unit = "row" if parquet else "line"
         self.seen: dict[str, int] = {}
+        self.renamed: dict[str, str] = {}  # reserved extra column -> the name it is kept as
 
     def validate(self, line: int, record: dict[str, Any] | str, batch: CatalogBatch) -> None:
         """Append a product, a reject and/or warnings for one row to ``batch``."""
@@ -507,55 +525,126 @@ class _Validator:
         warnings: list[str] = []
         where = f"{self.unit} {line} (product_id {product_id!r})"
 
-        title = _text(record.get("title"), "title")
+        title = _text(record.get("title"), "title", clean=True)
         if title is None:
             raise _Invalid("missing title")
         if len(title) > self.limits.max_title_chars:
             title = title[: self.limits.max_title_chars].rstrip()
             warnings.append(f"{where}: title truncated to {self.limits.max_title_chars} characters")
-        description = _text(record.get("description"), "description")
+        description = _text(record.get("description"), "description", clean=True)
         if description is not None and len(description) > self.limits.max_description_chars:
             description = description[: self.limits.max_description_chars].rstrip()
             warnings.append(
                 f"{where}: description truncated to {self.limits.max_description_chars} characters"
             )
+        max_chars = self.limits.max_value_chars
         extra = {}
         for key, value in record.items():
             if key in KNOWN_COLUMNS or value is None:
                 continue
-            if isinstance(value, str):
-                value = value.strip()
-                if not value:
-                    continue
-            extra[key] = value
+            name = str(key)
+            value = _payload_value(value, f"column {_short(name)!r}", max_chars, 1)
+            if value is None:
+                continue
+            if is_reserved_column(name):
+                name = self._rename(name, record, warnings)
+            extra[name] = value
+        brand = _text(record.get("brand"), "brand", clean=True)
+        category = _category(record.get("category"))
+        for label, text in (("brand", brand), ("category", category)):
+            if text is not None and len(text) > max_chars:
+                raise _Invalid(f"{label} is {len(text)} characters long (limit {max_chars})")
         product = Product(
             product_id=product_id,
             title=title,
             description=description,
-            brand=_text(record.get("brand"), "brand"),
-            category=_category(record.get("category")),
+            brand=brand,
+            category=category,
             price=_price(record.get("price")),
             in_stock=_in_stock(record.get("in_stock")),
-            attributes=_attributes(record.get("attributes"), map_lists=self.parquet),
+            attributes=_attributes(record.get("attributes"), self.parquet, max_chars),
             extra=extra,
         )
         return product, warnings
 
+    def _rename(self, name: str, record: dict[str, Any], warnings: list[str]) -> str:
+        """The name a reserved extra column is kept under (warns once per column)."""
+        target = self.renamed.get(name)
+        if target is None:
+            target = RENAMED_PREFIX + (name.strip() or "column")
+            while target in record:
+                target += "_"
+            self.renamed[name] = target
+            warnings.append(
+                f"column {name!r} has a name search results use for their own fields; "
+                f"its values are kept as {target!r}"
+            )
+        return target
 
-def _text(value: Any, name: str) -> str | None:
-    """Strip a text field; None when absent or blank. Numbers are accepted as text."""
+
+def _text(value: Any, name: str, clean: bool = False) -> str | None:
+    """Strip a text field; None when absent or blank. Numbers are accepted as text.
+
+    With ``clean`` the text is decoded as :func:`catalog.schema.clean_text` does.
+    """
     if value is None:
         return None
     if isinstance(value, (dict, list, bool)):
         raise _Invalid(f"{name} is not text")
-    text = str(value).strip()
+    if isinstance(value, float) and not math.isfinite(value):
+        raise _Invalid(f"{name} is {_nonfinite(value)}, not text")
+    text = clean_text(str(value)) if clean else str(value).strip()
     return text or None
+
+
+def _nonfinite(value: float) -> str:
+    return "NaN" if math.isnan(value) else "infinite"
+
+
+def _payload_value(value: Any, where: str, max_chars: int, depth: int) -> Any:
+    """A value as the store can keep it (None when blank); ``_Invalid`` when it cannot be.
+
+    Text is decoded (:func:`~catalog.schema.clean_text`); dates and times become ISO-8601
+    text and decimals floats. NaN, infinities, integers outside 64 bits, text over
+    ``max_chars``, nesting deeper than :data:`MAX_DEPTH` and other types are refused.
+    """
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        text = clean_text(value)
+        if len(text) > max_chars:
+            raise _Invalid(f"{where} is {len(text)} characters long (limit {max_chars})")
+        return text or None
+    if isinstance(value, int):
+        if not _INT_RANGE[0] <= value <= _INT_RANGE[1]:
+            raise _Invalid(f"{where}: integer {_short(str(value))} is out of the 64-bit range")
+        return value
+    if isinstance(value, Decimal):
+        value = float(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise _Invalid(f"{where} is {_nonfinite(value)} (give a number, or leave it empty)")
+        return value
+    if isinstance(value, (datetime, date, time)):
+        return value.isoformat()
+    if isinstance(value, (dict, list, tuple)):
+        if depth > MAX_DEPTH:
+            raise _Invalid(f"{where} is nested deeper than {MAX_DEPTH} levels")
+        if isinstance(value, dict):
+            return {
+                str(k): _payload_value(v, where, max_chars, depth + 1) for k, v in value.items()
+            }
+        return [_payload_value(v, where, max_chars, depth + 1) for v in value]
+    raise _Invalid(
+        f"{where} holds a {type(value).__name__}, which cannot be stored; "
+        "convert it to text or a number"
+    )
 
 
 def _category(value: Any) -> str | None:
     if isinstance(value, list) and all(isinstance(v, str) for v in value):
         value = " > ".join(v.replace(">", " ") for v in value)
-    text = _text(value, "category")
+    text = _text(value, "category", clean=True)
     if text is None:
         return None
     return normalize_category(text) or None
@@ -598,14 +687,15 @@ def _in_stock(value: Any) -> bool | None:
     raise _Invalid(f"in_stock {_short(str(value).strip())!r} is not true/false/yes/no/1/0")
 
 
-def _attributes(value: Any, map_lists: bool = False) -> dict[str, Any]:
+def _attributes(value: Any, map_lists: bool = False, max_chars: int = 10000) -> dict[str, Any]:
     """Return a flat attribute dict.
 
     Accepts a JSON object string (CSV, Parquet string column), a dict (JSONL object,
     Parquet struct) or, with ``map_lists``, a list of ``{"key", "value"}`` entries (how
     polars reads a Parquet map column).
     Nested objects are flattened to ``"parent.child"`` keys, lists of scalars are joined
-    with ``", "``, and null values are dropped.
+    with ``", "``, and null values are dropped. Names and text are decoded
+    (:func:`~catalog.schema.clean_text`); values are checked as extra columns are.
     """
     if value is None:
         return {}
@@ -616,6 +706,8 @@ def _attributes(value: Any, map_lists: bool = False) -> dict[str, Any]:
             value = json.loads(value)
         except ValueError:
             raise _Invalid("attributes is not a JSON object") from None
+        except RecursionError:
+            raise _Invalid(f"attributes is nested deeper than {MAX_DEPTH} levels") from None
     elif (
         map_lists
         and isinstance(value, list)
@@ -625,27 +717,33 @@ def _attributes(value: Any, map_lists: bool = False) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise _Invalid("attributes is not a JSON object")
     out: dict[str, Any] = {}
-    _flatten(value, "", out)
+    _flatten(value, "", out, max_chars, 1)
     return out
 
 
-def _flatten(obj: dict[Any, Any], prefix: str, out: dict[str, Any]) -> None:
+def _flatten(
+    obj: dict[Any, Any], prefix: str, out: dict[str, Any], max_chars: int, depth: int
+) -> None:
+    if depth > MAX_DEPTH:
+        raise _Invalid(f"attributes is nested deeper than {MAX_DEPTH} levels")
     for key, value in obj.items():
-        name = str(key).strip()
+        name = clean_text(str(key))
         if not name:
             continue
         name = f"{prefix}{name}"
+        where = f"attributes.{_short(name)}"
         if isinstance(value, dict):
-            _flatten(value, f"{name}.", out)
+            _flatten(value, f"{name}.", out, max_chars, depth + 1)
             continue
-        if isinstance(value, list):
-            items = [str(v).strip() for v in value if v is not None and not isinstance(v, dict)]
-            value = ", ".join(i for i in items if i)
-        if isinstance(value, str):
-            value = value.strip()
-            if not value:
-                continue
-        if value is not None:
+        if isinstance(value, (list, tuple)):
+            items = [
+                _payload_value(v, where, max_chars, depth + 1)
+                for v in value
+                if v is not None and not isinstance(v, dict)
+            ]
+            value = ", ".join(str(i) for i in items if i not in (None, ""))
+        value = _payload_value(value, where, max_chars, depth)
+        if value is not None and value != "":
             out[name] = value
 
 

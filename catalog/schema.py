@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import html
+import re
+import unicodedata
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +20,29 @@ KNOWN_COLUMNS = (
     "attributes",
 )
 CATEGORY_SEPARATOR = " > "
+#: Fields a search result adds next to a product's own (``--json`` hits, rerank hits). A
+#: catalog column with one of these names, a name that differs from one of them or from a
+#: known column only in case or spaces, or a name starting with ``_`` (the store's own keys)
+#: is kept under :data:`RENAMED_PREFIX` + its name instead.
+RESERVED_COLUMNS = frozenset(
+    {
+        "score",
+        "rank",
+        "relevance",
+        "personalization",
+        "retrieval_score",
+        "retrieval_rank",
+        "cross_score",
+        "because",
+        "payload",
+        "product",
+    }
+)
+RENAMED_PREFIX = "catalog_"
+# "&amp;" followed by another entity: text that was HTML-encoded twice.
+_DOUBLE_ENCODED = re.compile(r"&amp;(?:#[0-9]+|#[xX][0-9a-fA-F]+|[A-Za-z][A-Za-z0-9]*);")
+# Invisible characters that only get in the way of matching (zero-width space, BOM, soft hyphen).
+_INVISIBLE = dict.fromkeys(map(ord, "\u200b\ufeff\u00ad"), None)
 
 
 @dataclass(frozen=True)
@@ -70,6 +96,38 @@ class Product:
             return []
         parts = self.category.split(CATEGORY_SEPARATOR)
         return [CATEGORY_SEPARATOR.join(parts[: i + 1]) for i in range(len(parts))]
+
+
+def clean_text(value: str) -> str:
+    """Decode text as shop exports encode it: what shoppers see and filters match.
+
+    HTML entities are decoded (``&amp;`` -> ``&``, ``&#39;`` -> ``'``, ``&quot;``; text
+    encoded twice, ``&amp;amp;``, is decoded twice), non-breaking and other Unicode spaces
+    become plain spaces, zero-width spaces, BOMs and soft hyphens are removed, and the
+    result is Unicode NFC. Leading and trailing spaces are stripped.
+    """
+    if "&" in value:
+        twice = _DOUBLE_ENCODED.search(value) is not None
+        value = html.unescape(value)
+        if twice:
+            value = html.unescape(value)
+    if not value.isascii():
+        value = value.translate(_INVISIBLE)
+        value = "".join(" " if unicodedata.category(c) == "Zs" else c for c in value)
+        value = unicodedata.normalize("NFC", value)
+    return value.strip()
+
+
+def is_reserved_column(name: str) -> bool:
+    """True when an extra catalog column's name would collide with a result's own fields."""
+    key = name.strip().casefold()
+    return (
+        not key
+        or name.startswith("_")
+        or key.startswith("_")
+        or key in RESERVED_COLUMNS
+        or key in KNOWN_COLUMNS
+    )
 
 
 def normalize_category(value: str) -> str:

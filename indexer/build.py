@@ -101,16 +101,39 @@ class _Scan:
 
 
 def _scan(
-    path: Path, limits: Limits | None, lexical: LexicalEncoder, rejects: list[Reject]
+    path: Path,
+    limits: Limits | None,
+    lexical: LexicalEncoder,
+    rejects: list[Reject],
+    warn: Callable[[str], None] | None = None,
 ) -> _Scan:
     """Pass 1: validates every row, collects rejects, measures BM25 document lengths."""
     scan = _Scan()
+    no_tokens: list[str] = []
     for batch in read_catalog(path, limits=limits):
         rejects.extend(batch.rejects)
         scan.warnings += len(batch.warnings)
+        if warn is not None:
+            for message in batch.warnings:
+                warn(message)
         scan.valid += len(batch.products)
         scan.rows += len(batch.products) + len(batch.rejects)
-        scan.token_total += sum(len(lexical.tokenize(product_text(p))) for p in batch.products)
+        for p in batch.products:
+            n = len(lexical.tokenize(product_text(p)))
+            scan.token_total += n
+            if n == 0:
+                no_tokens.append(p.product_id)
+    if no_tokens:
+        # BM25 cannot find these products (text of no letter or digit, or of a script the
+        # tokeniser drops); the dense tower still can.
+        scan.warnings += 1
+        if warn is not None:
+            shown = ", ".join(repr(i) for i in no_tokens[:5])
+            more = f" and {len(no_tokens) - 5} more" if len(no_tokens) > 5 else ""
+            warn(
+                f"{len(no_tokens)} of {scan.valid} product(s) have no word BM25 can index "
+                f"({shown}{more}); they are found by the dense search only"
+            )
     return scan
 
 
@@ -162,7 +185,7 @@ def index_catalog(
     path = Path(catalog)
     lexical = LexicalEncoder()
     rejects: list[Reject] = []
-    scan = _scan(path, limits, lexical, rejects)
+    scan = _scan(path, limits, lexical, rejects, warn)
     rejects_file = Path(rejects_path) if rejects_path else Path("shopsearch-rejects.csv")
     written_rejects = None
     if rejects:
@@ -173,7 +196,8 @@ def index_catalog(
         raise ShopsearchError(
             f"{path}: no valid product in {scan.rows} row(s){where}; the index was not changed"
         )
-    lexical = LexicalEncoder(avg_doc_len=scan.token_total / scan.valid)
+    # "or 1.0": a catalog none of whose text BM25 can index still builds (dense only)
+    lexical = LexicalEncoder(avg_doc_len=scan.token_total / scan.valid or 1.0)
 
     backend = open_backend(location)
     with backend.writer_lock():

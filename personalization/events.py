@@ -33,6 +33,10 @@ Reference points for the shape: GA4's ``view_item_list`` / ``select_item`` and M
 ``ranking`` / ``interaction`` events. A product-page ``view`` is a behaviour signal for
 profiles, never an examination label.
 
+A timestamp more than :data:`MAX_CLOCK_SKEW_S` (5 minutes) after the time the log is read,
+or before :data:`EARLIEST_TIMESTAMP` (2000-01-01), is rejected: one event from a device
+with a wrong clock must not pass for the shopper's latest interest.
+
 Other columns are ignored. Every row is validated; a bad row becomes a
 :class:`~catalog.reader.Reject` (``line`` = JSONL line number or 1-based Parquet row), never
 an exception and never a silently used event. Reject reasons never contain the user id.
@@ -46,6 +50,7 @@ import json
 import math
 import os
 import tempfile
+import time
 from collections.abc import Callable, Container, Generator, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timezone
@@ -78,6 +83,10 @@ REQUIRED_COLUMNS = ("user_id", "timestamp", "event")
 MS_THRESHOLD = 1e11
 #: Epoch numbers at or above this are rejected (not seconds nor milliseconds).
 MAX_EPOCH_MS = 1e14
+#: How far past the reading machine's clock an event may be stamped (device clocks drift).
+MAX_CLOCK_SKEW_S = 300.0
+#: Events stamped before this (2000-01-01T00:00:00Z) are rejected: a clock that was unset.
+EARLIEST_TIMESTAMP = 946684800.0
 _EXTENSIONS = {
     ".parquet": "parquet",
     ".pq": "parquet",
@@ -150,6 +159,7 @@ def read_events(
     path: str | os.PathLike[str],
     known_products: KnownProducts | None = None,
     batch_size: int = 10000,
+    now: float | None = None,
 ) -> Iterator[EventBatch]:
     """Stream an event log as validated batches.
 
@@ -158,6 +168,8 @@ def read_events(
         known_products: When given (a predicate or a set of ids), events naming another
             product are rejected with ``"unknown product_id"``.
         batch_size: Rows read per batch (empty batches are skipped).
+        now: The present, epoch seconds (default: the clock when called); events more
+            than :data:`MAX_CLOCK_SKEW_S` after it are rejected.
 
     Yields:
         One :class:`EventBatch` per slice of the file.
@@ -182,7 +194,8 @@ def read_events(
     else:
         known = known_products.__contains__
     rows = _jsonl_rows(path, batch_size) if fmt == "jsonl" else _parquet_rows(path, batch_size)
-    return _validate_batches(rows, known)
+    latest = (time.time() if now is None else float(now)) + MAX_CLOCK_SKEW_S
+    return _validate_batches(rows, known, latest)
 
 
 def validate_records(
@@ -216,7 +229,7 @@ def validate_records(
         yield raw
 
     out = EventBatch([], [])
-    for batch in _validate_batches(rows(), known):
+    for batch in _validate_batches(rows(), known, time.time() + MAX_CLOCK_SKEW_S):
         out.events.extend(batch.events)
         out.rejects.extend(batch.rejects)
     return out
@@ -445,7 +458,7 @@ class _Invalid(Exception):
 
 
 def _validate_batches(
-    rows: Generator[_Raw, None, None], known: Callable[[str], bool] | None
+    rows: Generator[_Raw, None, None], known: Callable[[str], bool] | None, latest: float
 ) -> Iterator[EventBatch]:
     try:
         for raw in rows:
@@ -457,7 +470,7 @@ def _validate_batches(
                 product_id: str | None = None
                 try:
                     product_id = _text(record.get("product_id"), "product_id")
-                    batch.events.append(_event(record, product_id, known))
+                    batch.events.append(_event(record, product_id, known, latest))
                 except _Invalid as exc:
                     batch.rejects.append(Reject(line, product_id, str(exc)))
             if batch.events or batch.rejects:
@@ -467,7 +480,10 @@ def _validate_batches(
 
 
 def _event(
-    record: dict[str, Any], product_id: str | None, known: Callable[[str], bool] | None
+    record: dict[str, Any],
+    product_id: str | None,
+    known: Callable[[str], bool] | None,
+    latest: float,
 ) -> Event:
     kind = record.get("event")
     kind = kind.strip().lower() if isinstance(kind, str) else kind
@@ -484,6 +500,15 @@ def _event(
         timestamp = parse_timestamp(record.get("timestamp"))
     except ValueError as exc:
         raise _Invalid(str(exc)) from None
+    if timestamp > latest:
+        raise _Invalid(
+            f"timestamp {_iso_utc(timestamp)} is in the future (more than "
+            f"{MAX_CLOCK_SKEW_S / 60:g} minutes after now): check the clock that logged it"
+        )
+    if timestamp < EARLIEST_TIMESTAMP:
+        raise _Invalid(
+            f"timestamp {_iso_utc(timestamp)} is before 2000-01-01: check the clock that logged it"
+        )
     query = _text(record.get("query"), "query")
     if kind == "search":
         if query is None:
@@ -559,6 +584,10 @@ def _position(value: Any) -> int | None:
     if position is None or position < 1:
         raise _Invalid(f"bad position {_short(str(value))!r} (expected an integer >= 1 or null)")
     return position
+
+
+def _iso_utc(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _json_default(value: Any) -> Any:

@@ -38,12 +38,14 @@ class EventIngestSummary:
         duplicates: Events already in the store (skipped).
         rejected: Events refused (unknown product, bad timestamp, unknown type, ...).
         rejects_path: The CSV the rejects were written to (None when there were none).
+        forgotten: Events of forgotten shoppers, skipped (erasure is durable).
     """
 
     added: int
     duplicates: int
     rejected: int
     rejects_path: Path | None
+    forgotten: int = 0
 
 
 def ingest_event_log(
@@ -76,7 +78,7 @@ def ingest_event_log(
     try:
         known = {p[PAYLOAD_PRODUCT_ID] for p in col.scroll_payloads([PAYLOAD_PRODUCT_ID])}
         store, pz = open_profiles(profiles)
-        added = duplicates = 0
+        added = duplicates = forgotten = 0
         bad = []
         seen: set[str] = set()
         for batch in read_events(log_path, known_products=known):
@@ -84,11 +86,12 @@ def ingest_event_log(
             summary = store.ingest(batch.events, pz)
             added += summary.added
             duplicates += summary.duplicates
+            forgotten += summary.forgotten
             seen.update(e.product_id for e in batch.events if e.product_id)
         new_items = sorted(seen)
         for i in range(0, len(new_items), _RETRIEVE_BATCH):
-            got = col.retrieve(new_items[i : i + _RETRIEVE_BATCH], with_vectors=True)
-            store.upsert_items({**v, "vector": v.get("_vector")} for v in got.values())
+            got = col.retrieve(new_items[i : i + _RETRIEVE_BATCH])
+            store.upsert_items(got.values())
         store.close()
     finally:
         col.close()
@@ -96,17 +99,34 @@ def ingest_event_log(
     if bad:
         write_rejects(bad, path)
     return EventIngestSummary(
-        added=added, duplicates=duplicates, rejected=len(bad), rejects_path=path if bad else None
+        added=added,
+        duplicates=duplicates,
+        rejected=len(bad),
+        rejects_path=path if bad else None,
+        forgotten=forgotten,
     )
 
 
-def forget_user(profiles: str | os.PathLike[str], user_id: str) -> int:
-    """Remove every trace of ``user_id`` from the profile directory; returns the rows removed.
+@dataclass(frozen=True)
+class ForgetSummary:
+    """What :func:`forget_user` did: rows removed, and whether the user was already forgotten."""
 
-    Deletes with SQLite's secure delete and vacuums, so the rows do not linger in free pages.
+    removed: int
+    already_forgotten: bool
+
+
+def forget_user(profiles: str | os.PathLike[str], user_id: str) -> ForgetSummary:
+    """Remove every trace of ``user_id`` from the profile directory, durably.
+
+    Deletes with SQLite's secure delete and vacuums, so the rows do not linger in free pages,
+    and keeps a tombstone (a keyed hash) so a re-ingested log cannot bring the user back.
+
+    Raises:
+        ForgetIncomplete: Another connection holds the rows; nothing is claimed done.
     """
     store, pz = open_profiles(profiles)
     try:
-        return store.forget(user_id, pz, vacuum=True)
+        already = store.is_forgotten(user_id, pz)
+        return ForgetSummary(store.forget(user_id, pz, vacuum=True), already)
     finally:
         store.close()

@@ -9,6 +9,9 @@ The key comes from the environment variable :data:`KEY_ENV` (hex) when set, else
 ``<dir>/pseudonym.key`` (32 random bytes, created on first use with mode 0600). Losing the
 key unlinks every stored profile from its user (a new key starts new pseudonyms); keep it
 out of backups that leave the machine.
+
+Before hashing, a user id is normalised (:func:`normalize_user_id`) so that the spellings
+of one person's id give one pseudonym: at ingest, at query time and in ``forget-user``.
 """
 
 from __future__ import annotations
@@ -17,8 +20,10 @@ import contextlib
 import hashlib
 import hmac
 import os
+import re
 import secrets
 import tempfile
+import unicodedata
 from pathlib import Path
 
 from catalog.errors import ShopsearchError
@@ -28,6 +33,24 @@ KEY_FILE = "pseudonym.key"
 KEY_BYTES = 32
 MIN_KEY_BYTES = 16
 PSEUDONYM_CHARS = 32
+
+
+# local@domain.tld, no spaces: what counts as an e-mail address for case-folding.
+_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
+
+
+def normalize_user_id(user_id: str) -> str:
+    """The canonical spelling of a user id, the one that gets pseudonymized.
+
+    Surrounding spaces are stripped and the id is put in Unicode NFKC form (fullwidth and
+    compatibility characters become their plain forms). An e-mail address
+    (``local@domain.tld``) is also case-folded, whole: shops and mail providers treat
+    ``Alice@Example.com`` and ``alice@example.com`` as one mailbox. Other ids keep their case.
+    """
+    text = unicodedata.normalize("NFKC", user_id).strip()
+    if _EMAIL.fullmatch(text):
+        text = text.casefold()
+    return text
 
 
 class Pseudonymizer:
@@ -89,10 +112,27 @@ class Pseudonymizer:
         return cls(key)
 
     def pseudonym(self, user_id: str) -> str:
-        """The user's pseudonym: HMAC-SHA256(key, user_id) hex, first 32 characters."""
+        """The user's pseudonym: HMAC-SHA256(key, normalised user_id) hex, first 32 characters.
+
+        The id is normalised first (:func:`normalize_user_id`).
+        """
+        return self.raw_pseudonym(normalize_user_id(user_id))
+
+    def raw_pseudonym(self, user_id: str) -> str:
+        """HMAC-SHA256(key, user_id) of the id exactly as given (stores written before ids
+        were normalised used this; :meth:`ProfileStore.forget` checks it too)."""
         return hmac.new(self._key, user_id.encode("utf-8"), hashlib.sha256).hexdigest()[
             :PSEUDONYM_CHARS
         ]
+
+    def tombstone(self, pseudonym: str) -> str:
+        """What an erased user leaves behind: a keyed hash of their pseudonym.
+
+        Domain-separated from pseudonyms, so the store keeps no value equal to the erased
+        user's pseudonym, yet a later event of theirs is recognised and skipped.
+        """
+        message = b"forgotten\x00" + pseudonym.encode("utf-8")
+        return hmac.new(self._key, message, hashlib.sha256).hexdigest()[:PSEUDONYM_CHARS]
 
     def session_pseudonym(self, session_id: str) -> str:
         """A keyed pseudonym for a session id (domain-separated from user pseudonyms).

@@ -9,40 +9,50 @@ Tables (one file, WAL mode, ``secure_delete`` on):
   same log a no-op. Its leading columns ``(pseudonym, ts)`` make it the per-user time index
   too, and it covers the profile query (no table lookups); a second ``(pseudonym, ts)``
   index would only double the write cost.
-* ``items(product_id, brand, category, price, vector)`` - what the features need about
-  products, filled by the caller with :meth:`ProfileStore.upsert_items`.
+* ``items(product_id, brand, category, price)`` - what the profiles need about products,
+  filled by the caller with :meth:`ProfileStore.upsert_items`. Product vectors are not
+  kept here: the index is their one home (``Retriever.vectors``), so a re-index with
+  another model can never leave a stale copy behind.
 * ``item_stats(product_id, views, clicks, carts, purchases)`` - interaction counts kept by
   triggers on ``events``: incremented for each row actually inserted, decremented for each
   row deleted, so :meth:`ProfileStore.forget` removes a user's contribution exactly.
 
+* ``forgotten(tombstone, at)`` - users erased by :meth:`ProfileStore.forget`, as a keyed
+  hash of their pseudonym (:meth:`Pseudonymizer.tombstone`; nothing else, and never the
+  pseudonym itself). :meth:`ProfileStore.ingest` skips their
+  events, so re-ingesting a log (the documented crash recovery) does not bring them back.
+
 Privacy: :meth:`ProfileStore.forget` deletes every row of the user, decrements the counts,
-drops count rows that reach zero and truncates the WAL. ``secure_delete`` overwrites the
-freed content with zeros, so no trace of the user's rows stays in the file even without
-``VACUUM`` (``forget(..., vacuum=True)`` also shrinks the file; it rewrites the whole
-database, so it is off by default). A checkpoint blocked by a concurrent reader leaves the
-zeroed pages in the WAL until the next checkpoint.
+drops count rows that reach zero, records the tombstone and truncates the WAL.
+``secure_delete`` overwrites the freed content with zeros, so no trace of the user's rows
+stays in the file even without ``VACUUM`` (``forget(..., vacuum=True)`` also shrinks the
+file; it rewrites the whole database, so it is off by default). While another connection
+reads an older snapshot the WAL cannot be checkpointed and the old pages stay in the files:
+``forget`` then raises :class:`ForgetIncomplete` (the deletion itself stands) instead of
+reporting success; running it again once the reader is gone completes it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+import shutil
 import sqlite3
 import threading
+import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from catalog.errors import ShopsearchError
 from catalog.schema import CATEGORY_SEPARATOR, Product, normalize_category
-from personalization.events import EVENT_TYPES, PRODUCT_EVENTS, Event
+from personalization.events import EVENT_TYPES, MAX_CLOCK_SKEW_S, PRODUCT_EVENTS, Event
 from personalization.privacy import Pseudonymizer
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the forgotten table (older code would not honour it)
 #: How much each interaction counts towards affinities.
 EVENT_WEIGHTS = {"view": 1.0, "click": 2.0, "add_to_cart": 4.0, "purchase": 8.0}
 DEFAULT_HALF_LIFE_DAYS = 30.0
@@ -50,6 +60,9 @@ DEFAULT_MAX_EVENTS = 200
 MAX_RECENT_ITEMS = 20
 #: Pseudo-count of the popularity smoothing (how many exposures the prior is worth).
 DEFAULT_POPULARITY_ALPHA = 10.0
+#: How long :meth:`ProfileStore.forget` waits for other readers before giving up.
+CHECKPOINT_WAIT_S = 5.0
+_PLENTY_FREE_BYTES = 1 << 30  # with this much free, "disk is full" means a damaged file
 _DAY = 86400.0
 _IN_CHUNK = 500
 
@@ -69,8 +82,7 @@ CREATE TABLE IF NOT EXISTS items (
     product_id TEXT PRIMARY KEY,
     brand TEXT,
     category TEXT,
-    price REAL,
-    vector BLOB
+    price REAL
 );
 CREATE TABLE IF NOT EXISTS item_stats (
     product_id TEXT PRIMARY KEY,
@@ -79,6 +91,10 @@ CREATE TABLE IF NOT EXISTS item_stats (
     carts INTEGER NOT NULL DEFAULT 0,
     purchases INTEGER NOT NULL DEFAULT 0
 );
+CREATE TABLE IF NOT EXISTS forgotten (
+    tombstone TEXT PRIMARY KEY,
+    at REAL NOT NULL
+) WITHOUT ROWID;
 CREATE TRIGGER IF NOT EXISTS events_stats_insert AFTER INSERT ON events
 WHEN NEW.event != 'search' BEGIN
     INSERT INTO item_stats (product_id, views, clicks, carts, purchases)
@@ -109,19 +125,14 @@ _PROFILE_COLUMNS = (
     "SELECT e.ts, e.event, e.product_id, i.brand, i.category, i.price "
     "FROM events AS e LEFT JOIN items AS i ON i.product_id = e.product_id "
 )
-_PROFILE_SQL = (
-    _PROFILE_COLUMNS + f"WHERE e.pseudonym = ? AND e.event IN ({_PRODUCT_EVENT_SQL}) "
-    "ORDER BY e.ts DESC LIMIT ?"
-)
 _PROFILE_BEFORE_SQL = (
     _PROFILE_COLUMNS + f"WHERE e.pseudonym = ? AND e.ts < ? AND e.event IN ({_PRODUCT_EVENT_SQL}) "
     "ORDER BY e.ts DESC LIMIT ?"
 )
 _UPSERT_ITEM = (
-    "INSERT INTO items (product_id, brand, category, price, vector) VALUES (?, ?, ?, ?, ?) "
+    "INSERT INTO items (product_id, brand, category, price) VALUES (?, ?, ?, ?) "
     "ON CONFLICT (product_id) DO UPDATE SET brand = excluded.brand, "
-    "category = excluded.category, price = excluded.price, "
-    "vector = COALESCE(excluded.vector, items.vector)"
+    "category = excluded.category, price = excluded.price"
 )
 
 
@@ -133,11 +144,17 @@ class IngestSummary:
         added: Events stored.
         duplicates: Events already stored (skipped).
         users: Distinct users among the ingested events.
+        forgotten: Events of users erased by :meth:`ProfileStore.forget` (skipped).
     """
 
     added: int
     duplicates: int
     users: int
+    forgotten: int = 0
+
+
+class ForgetIncomplete(ShopsearchError):
+    """The user's rows are deleted, but old copies of them are still in the database files."""
 
 
 @dataclass(frozen=True)
@@ -158,7 +175,8 @@ class UserProfile:
         price_std_log: Weighted standard deviation of ``log(price)``, or None.
         recent_items: Product ids, most recent first, deduplicated, at most 20.
         interactions: Product id -> event type -> count (undecayed).
-        as_of: The reference time of the decay (``before``, else the latest event).
+        as_of: The reference time of the decay (``before``, else the latest event that is
+            not in the future).
     """
 
     pseudonym: str
@@ -213,7 +231,9 @@ class ProfileStore:
             )
             self._setup()
         except sqlite3.DatabaseError as exc:
-            raise ShopsearchError(f"{self.path}: not a usable profile store ({exc})") from None
+            raise _store_error(self.path, exc) or ShopsearchError(
+                f"{self.path}: not a usable profile store ({exc})"
+            ) from None
 
     def _setup(self) -> None:
         conn = self._conn
@@ -259,7 +279,7 @@ class ProfileStore:
         """
         pseudonyms: dict[str, str] = {}
         sessions: dict[str, str] = {}
-        added = total = 0
+        added = total = skipped = 0
         for chunk in _chunks(events, chunk_size):
             rows = []
             for event in chunk:
@@ -288,57 +308,96 @@ class ProfileStore:
                         event.position,
                     )
                 )
-            with self._lock, self._transaction():
+            with self._lock, self._guard(), self._transaction():
+                # inside the write transaction: a concurrent forget cannot slip in between
+                erased = self._forgotten({row[0] for row in rows}, pseudonymizer)
+                if erased:
+                    kept = [row for row in rows if row[0] not in erased]
+                    skipped += len(rows) - len(kept)
+                    rows = kept
                 added += self._conn.executemany(_INSERT_EVENT, rows).rowcount
             total += len(rows)
         if added:
             self._prior = None
-        return IngestSummary(added=added, duplicates=total - added, users=len(pseudonyms))
+        return IngestSummary(
+            added=added, duplicates=total - added, users=len(pseudonyms), forgotten=skipped
+        )
 
     def upsert_items(self, records: Iterable[Product | Mapping[str, Any]]) -> int:
         """Insert or update what the features need about products.
 
         Args:
             records: :class:`~catalog.schema.Product` objects, or mappings with
-                ``product_id`` and optional ``brand``, ``category``, ``price`` and
-                ``vector`` (or ``_vector``, as the product store returns it). A record
-                without a vector keeps the stored one.
+                ``product_id`` and optional ``brand``, ``category`` and ``price`` (other
+                keys, such as a product store payload's, are ignored).
 
         Returns:
             The number of records written.
         """
         rows = [_item_row(r) for r in records]
-        with self._lock, self._transaction():
+        with self._lock, self._guard(), self._transaction():
             self._conn.executemany(_UPSERT_ITEM, rows)
         return len(rows)
 
     def forget(self, user_id: str, pseudonymizer: Pseudonymizer, vacuum: bool = False) -> int:
         """Delete every stored event of a user and their contribution to item counts.
 
+        The user's pseudonym is kept as a tombstone, so later ingests skip their events.
+        The id is normalised as at ingest; the pseudonym of the id exactly as given (how
+        stores written before normalisation keyed it) is deleted too.
+
         Args:
-            user_id: The raw user id (only its pseudonym is used).
+            user_id: The raw user id (only its pseudonyms are used).
             pseudonymizer: The pseudonymizer the events were ingested with.
             vacuum: Also ``VACUUM`` (shrinks the file; rewrites the whole database).
 
         Returns:
             The number of events removed.
+
+        Raises:
+            ForgetIncomplete: Another connection kept the WAL from being checkpointed
+                within :data:`CHECKPOINT_WAIT_S`: the rows are deleted and tombstoned,
+                but old copies remain in the files until a later ``forget`` completes.
         """
         pseudonym = pseudonymizer.pseudonym(user_id)
-        with self._lock:
+        legacy = {
+            pseudonymizer.raw_pseudonym(user_id),
+            pseudonymizer.raw_pseudonym(user_id.strip()),
+        }
+        everyone = sorted({pseudonym, *legacy})
+        marks = ", ".join("?" * len(everyone))
+        with self._lock, self._guard():
             with self._transaction():
                 removed = self._conn.execute(
-                    "DELETE FROM events WHERE pseudonym = ?", (pseudonym,)
+                    f"DELETE FROM events WHERE pseudonym IN ({marks})", everyone
                 ).rowcount
                 self._conn.execute(
                     "DELETE FROM item_stats "
                     "WHERE views <= 0 AND clicks <= 0 AND carts <= 0 AND purchases <= 0"
                 )
-            self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            if vacuum:
+                self._conn.execute(
+                    "INSERT INTO forgotten (tombstone, at) VALUES (?, ?) "
+                    "ON CONFLICT (tombstone) DO NOTHING",
+                    (pseudonymizer.tombstone(pseudonym), time.time()),
+                )
+            self._prior = None
+            clean = self._checkpoint()
+            if vacuum and clean:
                 self._conn.execute("VACUUM")
-                self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        self._prior = None
+                clean = self._checkpoint()
+        if not clean:
+            raise ForgetIncomplete(
+                f"{self.path}: the user's {removed} stored events are deleted and their "
+                "future events will be skipped, but old copies stay in the database files "
+                "while another process reads the store: close it and run forget-user again"
+            )
         return removed
+
+    def is_forgotten(self, user_id: str, pseudonymizer: Pseudonymizer) -> bool:
+        """True when :meth:`forget` has erased this user (their events are skipped)."""
+        pseudonym = pseudonymizer.pseudonym(user_id)
+        with self._lock, self._guard():
+            return bool(self._forgotten({pseudonym}, pseudonymizer))
 
     # -- reads ---------------------------------------------------------------------------
 
@@ -358,12 +417,13 @@ class ProfileStore:
         """
         if max_events < 1:
             raise ValueError(f"max_events must be at least 1, got {max_events}")
-        if before is None:
-            sql, params = _PROFILE_SQL, (pseudonym, max_events)
-        else:
-            sql, params = _PROFILE_BEFORE_SQL, (pseudonym, float(before), max_events)
-        with self._lock:
-            rows = self._conn.execute(sql, params).fetchall()
+        # None: everything up to now (plus the clock skew events may have). An event
+        # stamped later (a wrong device clock) would otherwise be "the latest" and decay
+        # every real interaction away.
+        until = time.time() + MAX_CLOCK_SKEW_S if before is None else float(before)
+        params = (pseudonym, until, max_events)
+        with self._lock, self._guard():
+            rows = self._conn.execute(_PROFILE_BEFORE_SQL, params).fetchall()
         return build_profile(pseudonym, rows, before, self.half_life_days * _DAY)
 
     def popularity(self, product_ids: Iterable[str]) -> dict[str, float]:
@@ -378,7 +438,7 @@ class ProfileStore:
         """
         ids = list(dict.fromkeys(product_ids))
         alpha = self.popularity_alpha
-        with self._lock:
+        with self._lock, self._guard():
             prior = self._prior_rate()
             stats: dict[str, tuple[int, int, int, int]] = {}
             for start in range(0, len(ids), _IN_CHUNK):
@@ -399,37 +459,16 @@ class ProfileStore:
 
     def item_stats(self, product_id: str) -> tuple[int, int, int, int] | None:
         """``(views, clicks, carts, purchases)`` of a product, or None without interactions."""
-        with self._lock:
+        with self._lock, self._guard():
             row = self._conn.execute(
                 "SELECT views, clicks, carts, purchases FROM item_stats WHERE product_id = ?",
                 (product_id,),
             ).fetchone()
         return tuple(row) if row else None
 
-    def vectors(self, product_ids: Sequence[str]) -> np.ndarray | None:
-        """Stored vectors of the given products, in order, skipping those without one.
-
-        Returns:
-            A float32 array of shape ``(m, dim)``, or None when no product has a vector.
-        """
-        ids = list(dict.fromkeys(product_ids))
-        found: dict[str, bytes] = {}
-        with self._lock:
-            for start in range(0, len(ids), _IN_CHUNK):
-                part = ids[start : start + _IN_CHUNK]
-                marks = ", ".join("?" * len(part))
-                for pid, blob in self._conn.execute(
-                    f"SELECT product_id, vector FROM items WHERE product_id IN ({marks}) "
-                    "AND vector IS NOT NULL",
-                    part,
-                ):
-                    found[pid] = blob
-        rows = [np.frombuffer(found[pid], dtype=np.float32) for pid in ids if pid in found]
-        return np.stack(rows) if rows else None
-
     def count_events(self, pseudonym: str | None = None) -> int:
         """Stored events, of one pseudonym or of everybody."""
-        with self._lock:
+        with self._lock, self._guard():
             if pseudonym is None:
                 return self._conn.execute("SELECT COUNT(*) FROM events").fetchone()[0]
             return self._conn.execute(
@@ -440,6 +479,44 @@ class ProfileStore:
 
     def _transaction(self) -> _Transaction:
         return _Transaction(self._conn)
+
+    @contextlib.contextmanager
+    def _guard(self) -> Iterator[None]:
+        """Turn a damaged, full or busy database into a one-line error naming the file."""
+        try:
+            yield
+        except sqlite3.DatabaseError as exc:
+            error = _store_error(self.path, exc)
+            if error is None:
+                raise
+            raise error from None
+
+    def _forgotten(self, pseudonyms: Iterable[str], pseudonymizer: Pseudonymizer) -> set[str]:
+        """Which of these pseudonyms belong to erased users."""
+        by_tombstone = {pseudonymizer.tombstone(p): p for p in pseudonyms}
+        ids = list(by_tombstone)
+        found: set[str] = set()
+        for start in range(0, len(ids), _IN_CHUNK):
+            part = ids[start : start + _IN_CHUNK]
+            marks = ", ".join("?" * len(part))
+            found.update(
+                by_tombstone[row[0]]
+                for row in self._conn.execute(
+                    f"SELECT tombstone FROM forgotten WHERE tombstone IN ({marks})", part
+                )
+            )
+        return found
+
+    def _checkpoint(self) -> bool:
+        """Copy the WAL into the database and truncate it; False if readers kept it."""
+        deadline = time.monotonic() + CHECKPOINT_WAIT_S
+        while True:
+            busy, _, _ = self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            if not busy:
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.1)
 
     def _prior_rate(self) -> float:
         """Global engagement / exposure, cached until this or another connection writes."""
@@ -469,6 +546,41 @@ class _Transaction:
 
     def __exit__(self, exc_type: object, *rest: object) -> None:
         self.conn.execute("ROLLBACK" if exc_type is not None else "COMMIT")
+
+
+def _store_error(path: Path, exc: sqlite3.DatabaseError) -> ShopsearchError | None:
+    """A one-line error for a database problem the user must act on; None for a bug."""
+    message = str(exc)
+    lower = message.lower()
+    check = (
+        f"check it with: sqlite3 {path} 'PRAGMA integrity_check', and restore it from a "
+        "backup (rebuilding it from event logs would bring back forgotten users)"
+    )
+    if "locked" in lower or "busy" in lower:
+        return ShopsearchError(
+            f"{path}: the profile store is busy (another process is writing to it); try again"
+        )
+    if "not a database" in lower:
+        return ShopsearchError(
+            f"{path}: not a usable profile store ({message}); restore it from a backup"
+        )
+    if "malformed" in lower or "corrupt" in lower:
+        return ShopsearchError(f"{path}: the profile store is damaged ({message}); {check}")
+    if "disk is full" in lower or "i/o error" in lower:
+        try:
+            free = shutil.disk_usage(path.parent).free
+        except OSError:
+            free = None
+        if free is not None and free > _PLENTY_FREE_BYTES:  # SQLite says "full" on some damage
+            return ShopsearchError(
+                f"{path}: the profile store is damaged ({message}, yet the disk has "
+                f"{free // 2**20} MiB free); {check}"
+            )
+        return ShopsearchError(
+            f"{path}: cannot use the profile store ({message}): free disk space if it is "
+            f"full; if it is not, the file is damaged: {check}"
+        )
+    return None
 
 
 def build_profile(
@@ -546,7 +658,7 @@ def _normalised(weights: dict[str, float], total: float) -> dict[str, float]:
 
 def _item_row(record: Product | Mapping[str, Any]) -> tuple[Any, ...]:
     if isinstance(record, Product):
-        return (record.product_id, record.brand, record.category, record.price, None)
+        return (record.product_id, record.brand, record.category, record.price)
     product_id = record.get("product_id")
     if product_id is None or str(product_id).strip() == "":
         raise ValueError("an item record needs a product_id")
@@ -556,14 +668,8 @@ def _item_row(record: Product | Mapping[str, Any]) -> tuple[Any, ...]:
     category = normalize_category(str(category)) or None if category else None
     price = record.get("price")
     price = float(price) if price is not None else None
-    vector = record.get("vector")
-    if vector is None:
-        vector = record.get("_vector")
-    blob = None
-    if vector is not None:
-        blob = np.ascontiguousarray(np.asarray(vector, dtype=np.float32).ravel()).tobytes()
     brand = record.get("brand")
-    return (str(product_id).strip(), str(brand) if brand else None, category, price, blob)
+    return (str(product_id).strip(), str(brand) if brand else None, category, price)
 
 
 def _chunks(items: Iterable[Event], size: int) -> Iterator[list[Event]]:

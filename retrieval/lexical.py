@@ -17,7 +17,12 @@ This module supplies the two other factors:
   (NDCG@10 0.3964 distinct vs 0.3968 counted, 1,200 Home Depot queries).
 
 Tokens: lowercase, HTML entities decoded, accents folded to ASCII, a small stopword list,
-English Snowball stems (PyStemmer). With ``keep_sizes`` a measurement becomes a
+English Snowball stems (PyStemmer). Words in other scripts are kept (see
+:func:`_other_script_tokens`): lowercased, stemmed by the Snowball stemmer of the script's
+main language where one exists (Cyrillic: Russian, Greek, Arabic, Armenian, Devanagari:
+Hindi, Tamil), and split into overlapping character pairs in scripts written without
+spaces (Chinese, Japanese, Thai, ...). Text in the Latin script goes through exactly the
+same steps as before (tokeniser version 1), so English results do not change. With ``keep_sizes`` a measurement becomes a
 canonical number and a canonical unit: ``1/2 in.``, ``1/2 inch`` and ``1/2"`` all give
 ``0.5 in``; ``1-1/2 in.`` and ``1 1/2 inch`` give ``1.5 in``; ``20-Volt`` and ``20v``
 give ``20 v``; ``2x4`` gives ``2 4``. Emitting the glued token (``0.5in``) as well or
@@ -55,7 +60,11 @@ __all__ = ["Bm25Params", "LexicalEncoder", "idf", "token_id"]
 CONFIG_KIND = "bm25-sparse-idf"
 #: Bump whenever tokenisation or hashing changes: vectors indexed with another
 #: version must be rebuilt.
-TOKENIZER_VERSION = 1
+TOKENIZER_VERSION = 2
+#: Older versions whose indexes this code still reads. Version 1 dropped every letter
+#: outside the Latin script and is otherwise identical: a version-1 index answers as it
+#: did (non-Latin query words find nothing there); rebuild it to make such text searchable.
+COMPATIBLE_VERSIONS = frozenset({1, TOKENIZER_VERSION})
 _INDEX_MASK = 0x7FFFFFFF
 
 # Small stopword list. ``in`` is only dropped as a word: after a number it is a unit and
@@ -222,6 +231,68 @@ def _fold(text: str) -> str:
     return text.encode("ascii", "ignore").decode("ascii")
 
 
+#: Snowball stemmer (PyStemmer name) for the main language of a script.
+SCRIPT_STEMMERS = {
+    "CYRILLIC": "russian",
+    "GREEK": "greek",
+    "ARABIC": "arabic",
+    "ARMENIAN": "armenian",
+    "DEVANAGARI": "hindi",
+    "TAMIL": "tamil",
+}
+#: Scripts written without spaces between words: indexed as overlapping character pairs.
+UNSPACED_SCRIPTS = frozenset(
+    {"CJK", "HIRAGANA", "KATAKANA", "HALFWIDTH", "THAI", "LAO", "KHMER", "MYANMAR", "TIBETAN"}
+)
+
+
+@lru_cache(maxsize=8192)
+def _script(char: str) -> str | None:
+    """The script of a letter, digit or mark outside the Latin script; None for the rest.
+
+    None covers ASCII, Latin letters (accented ones fold to ASCII), and characters whose
+    compatibility form starts with ASCII (fullwidth letters, "½", "№"): the Latin steps
+    handle those as they always did. Everything but letters, digits and marks is None too.
+    """
+    if char.isascii() or ord(char) < 0x370:
+        return None
+    if unicodedata.category(char)[0] not in "LNM":
+        return None
+    if unicodedata.normalize("NFKD", char)[:1].isascii():
+        return None
+    name = unicodedata.name(char, "")
+    if not name or "LATIN" in name:
+        return None
+    return name.split(" ", 1)[0]
+
+
+def _has_other_script(text: str) -> bool:
+    return any(not c.isascii() and _script(c) is not None for c in text)
+
+
+def _other_script_tokens(run: str, script: str, stemmers: dict[str, Any] | None) -> list[str]:
+    """Tokens of one run of letters (and their marks) of a non-Latin script."""
+    word = run.lower()
+    if script == "CYRILLIC":
+        word = word.replace("\u0451", "\u0435")  # ё -> е, as Russian search does
+    elif script == "GREEK":  # accents are optional in Greek: drop them, and the final sigma
+        decomposed = unicodedata.normalize("NFD", word)
+        word = "".join(c for c in decomposed if unicodedata.category(c) != "Mn")
+        word = unicodedata.normalize("NFC", word).replace("\u03c2", "\u03c3")
+    if script in UNSPACED_SCRIPTS:
+        if len(word) < 2:
+            return [word]
+        return [word[i : i + 2] for i in range(len(word) - 1)]
+    if stemmers is not None:
+        language = SCRIPT_STEMMERS.get(script)
+        if language is not None:
+            stemmer = stemmers.get(language)
+            if stemmer is None:
+                stemmer = stemmers[language] = Stemmer.Stemmer(language)
+            word = stemmer.stemWord(word) or word
+    return [word]
+
+
 @lru_cache(maxsize=65536)
 def _canonical_number(num: str) -> str:
     """Write a fraction or decimal in one canonical form ("1-1/2" and "1.50" -> "1.5")."""
@@ -278,6 +349,7 @@ class _Tokenizer:
         self.keep_sizes = keep_sizes
         self.size_mode = size_mode
         self._stemmer = Stemmer.Stemmer("english") if stem else None
+        self._other_stemmers: dict[str, Any] | None = {} if stem else None
         self._word_cache: dict[str, str | None] = {}
 
     def _word(self, word: str) -> str | None:
@@ -306,6 +378,46 @@ class _Tokenizer:
             return []
         if "&" in text:
             text = html.unescape(text)
+        if not text.isascii() and _has_other_script(text):
+            return self._mixed(text)
+        return self._latin(text)
+
+    def _mixed(self, text: str) -> list[str]:
+        """Text with letters of other scripts: their runs apart, the rest as Latin text."""
+        text = unicodedata.normalize("NFC", text)
+        out: list[str] = []
+        rest: list[str] = []
+        run: list[str] = []
+        run_script = ""
+
+        def flush_run() -> None:
+            if run:
+                out.extend(_other_script_tokens("".join(run), run_script, self._other_stemmers))
+                run.clear()
+
+        for char in text:
+            script = None if char.isascii() else _script(char)
+            if script is not None and unicodedata.category(char) == "Nd":
+                char, script = str(unicodedata.decimal(char)), None  # "٣" -> "3"
+            if script is None:
+                flush_run()
+                rest.append(char)
+                continue
+            if not run and unicodedata.category(char)[0] == "M":
+                continue  # a mark with no letter of its script before it
+            if rest:
+                out.extend(self._latin("".join(rest)))
+                rest.clear()
+            if not run:
+                run_script = script
+            run.append(char)
+        flush_run()
+        if rest:
+            out.extend(self._latin("".join(rest)))
+        return out
+
+    def _latin(self, text: str) -> list[str]:
+        """The version-1 steps: fold to ASCII, sizes, words, stopwords, English stems."""
         if not text.isascii():
             text = _fold(text)
         text = text.lower()
@@ -423,7 +535,7 @@ class LexicalEncoder:
         """
         if config.get("kind") != CONFIG_KIND:
             raise ValueError(f"not a {CONFIG_KIND} config: {config.get('kind')!r}")
-        if config.get("tokenizer_version") != TOKENIZER_VERSION:
+        if config.get("tokenizer_version") not in COMPATIBLE_VERSIONS:
             raise ValueError(
                 f"index built with tokenizer version {config.get('tokenizer_version')}, "
                 f"this code is version {TOKENIZER_VERSION}: rebuild the index"

@@ -33,12 +33,19 @@ MAX_K = 1000
 
 
 def check_query(query: str) -> str:
-    """The query stripped; ShopsearchError (a ValueError) when there is nothing to search for."""
+    """The query stripped; ShopsearchError (a ValueError) when there is nothing to search for.
+
+    A query without a letter or digit in any script (only spaces, punctuation, symbols
+    or emoji) counts as empty, in every mode: the dense tower would otherwise turn it
+    into a vector near arbitrary products.
+    """
     if not isinstance(query, str):
         raise TypeError(f"query must be a string, not {type(query).__name__}")
     stripped = query.strip()
-    if not stripped:
-        raise ShopsearchError("query is empty: give at least one word to search for")
+    if not any(c.isalnum() for c in stripped):
+        raise ShopsearchError(
+            "query is empty (no letter or digit): give at least one word to search for"
+        )
     return stripped
 
 

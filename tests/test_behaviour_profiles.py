@@ -296,13 +296,13 @@ def test_popularity_smoothing(tmp_path: Path, pz: Pseudonymizer) -> None:
         assert store.popularity(["p2"])["p2"] == pytest.approx((2 + 10 * prior) / (1 + 10))
 
 
-def test_vectors_and_item_upsert(store: ProfileStore) -> None:
-    assert store.vectors(["p1"]) is None
-    store.upsert_items([{"product_id": "p1", "vector": np.array([1.0, 0.0])}])
-    store.upsert_items([{"product_id": "p1", "brand": "Knipex", "price": 21.0}])  # keeps vector
-    got = store.vectors(["p4", "missing", "p1"])
-    assert got is not None and got.dtype == np.float32
-    np.testing.assert_array_equal(got, [[0.0, 1.0], [1.0, 0.0]])
+def test_item_upsert_keeps_no_vectors(store: ProfileStore) -> None:
+    """Product vectors live in the index only: a payload's vector is not copied here."""
+    store.upsert_items([{"product_id": "p1", "_vector": [1.0, 0.0], "brand": "Knipex"}])
+    store.upsert_items([{"product_id": "p1", "brand": "Knipex", "price": 21.0}])
+    columns = [r[1] for r in store._conn.execute("PRAGMA table_info(items)")]
+    assert columns == ["product_id", "brand", "category", "price"]
+    assert not hasattr(store, "vectors")
     with pytest.raises(ValueError, match="product_id"):
         store.upsert_items([{"brand": "x"}])
 

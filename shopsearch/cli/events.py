@@ -32,6 +32,7 @@ def events_ingest_cmd(log_path: Path, profiles: Path, location, rejects: Path | 
     click.echo(
         f"ingested {summary.added} events ({summary.duplicates} already there), rejected {summary.rejected}"
         + (f": see {summary.rejects_path}" if summary.rejects_path else "")
+        + (f"; skipped {summary.forgotten} events of forgotten users" if summary.forgotten else "")
     )
 
 
@@ -42,12 +43,14 @@ def forget_user_cmd(user_id: str, profiles: Path) -> None:
     """Remove every trace of USER_ID from the profile store."""
     from personalization.ingest import forget_user
 
-    removed = forget_user(profiles, user_id)
-    click.echo(
-        f"forgot the user: {removed} stored rows removed"
-        if removed
-        else "no stored data for that user"
-    )
+    done = forget_user(profiles, user_id)  # ForgetIncomplete: one line, exit 2, says why
+    if done.removed:
+        message = f"forgot the user: {done.removed} stored rows removed"
+    elif done.already_forgotten:
+        message = "that user was already forgotten: nothing of theirs is stored"
+    else:
+        message = "no stored data for that user"
+    click.echo(f"{message}; their events will be skipped if logged again")
 
 
 COMMANDS = [events_group, forget_user_cmd]

@@ -350,14 +350,12 @@ def create_app(
             collection = loaded.pipeline.retriever.collection
             products: dict[str, dict[str, Any]] = {}
             for i in range(0, len(ids), 1000):
-                products.update(collection.retrieve(ids[i : i + 1000], with_vectors=True))
+                products.update(collection.retrieve(ids[i : i + 1000]))
         batch = validate_records(body.events, known_products=products.__contains__)
         summary = store.ingest(batch.events, pz)
         named = {e.product_id for e in batch.events if e.product_id}
         if named:
-            store.upsert_items(
-                {**products[p], "vector": products[p].get("_vector")} for p in sorted(named)
-            )
+            store.upsert_items(products[p] for p in sorted(named))
         metrics.events.labels("added").inc(summary.added)
         metrics.events.labels("duplicate").inc(summary.duplicates)
         metrics.events.labels("rejected").inc(len(batch.rejects))
