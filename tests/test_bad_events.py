@@ -8,13 +8,13 @@ import time
 from pathlib import Path
 
 import pytest
+
+from catalog.errors import ShopsearchError
+from catalog.schema import Product
 from personalization import profiles as profiles_module
 from personalization.events import Event, read_events, write_events
 from personalization.privacy import Pseudonymizer, normalize_user_id
 from personalization.profiles import ForgetIncomplete, ProfileStore
-
-from catalog.errors import ShopsearchError
-from catalog.schema import Product
 
 DAY = 86400.0
 NOW = 1_790_000_000.0  # 2026-09-21
