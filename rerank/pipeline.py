@@ -393,6 +393,8 @@ class SearchPipeline:
         self._rank_ms = {}
         if not hits:
             return []
+        if self.reranker is None and self.personal is None:  # retrieval order and scores
+            return list(hits[:top_k] if top_k is not None else hits)
         t0 = time.perf_counter()
         ranked = self._relevance(query, hits)
         t1 = time.perf_counter()
