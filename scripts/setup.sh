@@ -36,5 +36,5 @@ else
   rm -rf "$tmp"
 fi
 
-pip install -q -e '.[dev]'
+pip install -q -e '.[dev,train]'
 .venv/bin/python -c "import torch; print('setup: done; torch', torch.__version__, '| CUDA available:', torch.cuda.is_available())"
