@@ -548,7 +548,7 @@ def train_retriever_cmd(
     )
     click.echo(
         f"retriever: validation Recall@100 {report.baseline_metric:.4f} -> {report.best_metric:.4f} "
-        f"(best at step {report.best_step}); {report.pairs_seen} pairs in {report.seconds:.0f} s "
+        f"(best at step {report.best_step}); {report.pairs_trained} pairs in {report.wall_seconds:.0f} s "
         f"({report.pairs_per_s:.1f} pairs/s); saved to {out}"
     )
 
@@ -693,7 +693,7 @@ def train_reranker_cmd(
     )
     click.echo(
         f"reranker: validation NDCG@10 {report.baseline_metric:.4f} -> {report.best_metric:.4f} "
-        f"(best at step {report.best_step}); {report.pairs_seen} pairs in {report.seconds:.0f} s "
+        f"(best at step {report.best_step}); {report.pairs_trained} pairs in {report.wall_seconds:.0f} s "
         f"({report.pairs_per_s:.1f} pairs/s); saved to {out}"
     )
 

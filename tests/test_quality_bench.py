@@ -7,7 +7,7 @@ import json
 import polars as pl
 import pytest
 
-from rerank.model import CrossEncoderModel
+from rerank.model import new_cross_encoder
 from shopsearch.quality import run_quality_benchmark
 
 
@@ -37,7 +37,7 @@ def tiny_bench(tmp_path, sample_products):
 
 def test_bench_writes_every_stage_and_picks_blend_on_validation(tmp_path, tiny_bench, tiny_model):
     reranker = tmp_path / "reranker"
-    CrossEncoderModel.from_pretrained(tiny_model.parent / "hf").save(reranker)
+    new_cross_encoder(tiny_model.parent / "hf", device="cpu").save_pretrained(str(reranker))
     report = run_quality_benchmark(
         tiny_bench,
         tmp_path / "work",
