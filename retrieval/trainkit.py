@@ -133,12 +133,13 @@ def check_out_dir(out_dir: Path, what: str = "model") -> None:
 
 
 def require_train_extra() -> None:
-    """Raises ShopsearchError when a package of the ``train`` extra is missing."""
+    """Raises ShopsearchError when ``datasets`` or ``accelerate`` (the ``train`` extra) is missing.
+
+    TensorBoard is optional: without it the logs are skipped (see :func:`run`).
+    """
     import importlib.util
 
-    missing = [
-        m for m in ("datasets", "accelerate", "tensorboard") if importlib.util.find_spec(m) is None
-    ]
+    missing = [m for m in ("datasets", "accelerate") if importlib.util.find_spec(m) is None]
     if missing:
         raise ShopsearchError(
             f"training needs {' and '.join(missing)}: pip install -e '.[train]' (or carry their "
@@ -365,7 +366,7 @@ def run(
     budget: Any,
     early: Any,
 ) -> dict[str, Any]:
-    """Trains (TensorBoard in ``out/logs``), removes the checkpoints; returns the report fields.
+    """Trains (TensorBoard in ``out/logs`` when installed), removes the checkpoints.
 
     Returns:
         ``pairs_trained``, ``steps``, ``epochs``, ``train_seconds``, ``pairs_per_s``,
@@ -373,19 +374,27 @@ def run(
         ``history`` (the model in ``trainer.model`` is the best one, or the last when none beat
         the baseline: then ``best_step`` is 0).
     """
-    from torch.utils.tensorboard import SummaryWriter
-    from transformers.integrations import TensorBoardCallback
+    import importlib.util
+
     from transformers.trainer_callback import PrinterCallback
 
-    writer = SummaryWriter(log_dir=str(out / LOG_DIR))
-    trainer.add_callback(TensorBoardCallback(tb_writer=writer))
+    writer = None
+    if importlib.util.find_spec("tensorboard") is not None:
+        from torch.utils.tensorboard import SummaryWriter
+        from transformers.integrations import TensorBoardCallback
+
+        writer = SummaryWriter(log_dir=str(out / LOG_DIR))
+        trainer.add_callback(TensorBoardCallback(tb_writer=writer))
+    else:
+        track.log(f"{track.kind}: tensorboard is not installed: no logs in {out / LOG_DIR}")
     if trainer.args.disable_tqdm:
         trainer.remove_callback(PrinterCallback)  # no raw log dicts on stdout: Tracker logs
     t0 = time.perf_counter()
     try:
         trainer.train()
     finally:
-        writer.close()
+        if writer is not None:
+            writer.close()
     train_seconds = time.perf_counter() - t0
     state = trainer.state
     best_step = int(state.best_global_step or 0)

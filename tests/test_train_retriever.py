@@ -243,3 +243,31 @@ def test_no_gain_keeps_the_base_model_and_time_budget_stops(tmp_path, task_model
     assert validation_recall(BiEncoder(out, device="cpu"), data) == pytest.approx(
         report.baseline_metric
     )
+
+
+@pytest.mark.slow
+def test_gpu_script_trains_and_packs_both_models_on_cpu(tmp_path, task_model, data):
+    """scripts/gpu_train.py --quick end to end on tiny data; gpu_unpack restores loadable folders."""
+    import importlib.util
+
+    from sentence_transformers import CrossEncoder, SentenceTransformer
+
+    root = Path(__file__).resolve().parents[1] / "scripts"
+    modules = {}
+    for name in ("gpu_train", "gpu_unpack"):
+        spec = importlib.util.spec_from_file_location(name, root / f"{name}.py")
+        modules[name] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(modules[name])
+    judgments = data.save(tmp_path / "j.json.gz")
+    out, work = tmp_path / "out", tmp_path / "work"
+    argv = ["--judgments", str(judgments), "--base", str(task_model), "--work", str(work)]
+    argv += ["--out", str(out), "--quick", "--device", "cpu"]
+    modules["gpu_train"].main(argv)
+    assert sorted(p.name for p in out.iterdir()) == ["retriever.tar.part00"]
+    unpack = modules["gpu_unpack"].unpack
+    retriever = unpack(out, "retriever", tmp_path / "back")
+    assert SentenceTransformer(str(retriever), device="cpu").encode(["x1 y2"]).shape == (1, 32)
+    reranker = unpack(work / "packed", "reranker", tmp_path / "back")
+    scores = CrossEncoder(str(reranker), device="cpu").predict([("x1 y2 z3", "c1 k2 s3")])
+    assert scores.shape == (1,)
+    assert (reranker / "shopsearch_rerank.json").is_file()
