@@ -85,10 +85,6 @@ def blend(cross: np.ndarray, retrieval: np.ndarray, retrieval_weight: float) -> 
     )
 
 
-def _predict_kwargs(model: Any) -> dict[str, Any]:
-    return {"activation_fn": torch.nn.Identity(), "show_progress_bar": False}
-
-
 class Reranker:
     """Scores (query, product text) pairs with a sentence-transformers ``CrossEncoder``.
 
@@ -188,7 +184,8 @@ class Reranker:
                 batch_size=batch_size or self.batch_size,
                 convert_to_numpy=False,
                 convert_to_tensor=True,
-                **_predict_kwargs(self.model),
+                activation_fn=torch.nn.Identity(),  # logits, not the default sigmoid
+                show_progress_bar=False,
             )
         out = np.empty(len(pairs), dtype=np.float32)
         out[order] = scores.float().reshape(len(pairs)).cpu().numpy()

@@ -459,6 +459,7 @@ def train_reranker(
     budget = trainkit.TimeBudget(cfg.time_budget_s, started)
     early = trainkit.BaselineAwareEarlyStopping(early_stopping_patience=cfg.patience)
     trainkit.count_pairs(loss, track)
+    trainkit.no_widget_examples(model)
     trainer = CrossEncoderTrainer(
         model=model,
         args=args,

@@ -664,6 +664,7 @@ def train_retriever(
     budget = trainkit.TimeBudget(config.time_budget_s, started)
     early = trainkit.BaselineAwareEarlyStopping(early_stopping_patience=config.patience)
     trainkit.count_pairs(loss, track)
+    trainkit.no_widget_examples(st)
     trainer = trainer_cls(
         model=st,
         args=args,

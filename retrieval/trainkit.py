@@ -358,6 +358,13 @@ def count_pairs(loss: Any, tracker: Any) -> None:
     loss.register_forward_pre_hook(hook, with_kwargs=True)
 
 
+def no_widget_examples(model: Any) -> None:
+    """No model-card widget examples (a slow pass over the data with its own progress bar)."""
+    card = getattr(model, "model_card_data", None)
+    if card is not None and hasattr(card, "generate_widget_examples"):
+        card.generate_widget_examples = False
+
+
 def run(
     trainer: Any,
     *,

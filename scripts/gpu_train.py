@@ -17,11 +17,13 @@ lacks and cannot download. Carry them as wheels, fetched on a machine with a pac
 
     pip download --no-deps --only-binary=:all: --python-version 3.12 \\
         --platform manylinux2014_x86_64 -d .whl datasets accelerate \\
-        pyarrow dill multiprocess xxhash pandas fsspec psutil tzdata pytz python-dateutil
+        dill multiprocess xxhash pyarrow pandas fsspec psutil python-dateutil six tzdata
 
-(``--python-version`` and ``--platform`` must match the GPU machine's Python and OS; ``pip
-install --dry-run --report`` there, or ``pip download`` without ``--no-deps`` here, lists the
-dependencies it really lacks. ``tensorboard`` is optional: without it, no ``logs/``.) Then run
+(``scripts/gpu_bundle.py --wheels`` runs exactly that into its output folder. ``--no-deps``
+because accelerate depends on torch: resolving it would fetch a multi-GB CUDA torch the machine
+already has; the list is datasets' and accelerate's own dependencies minus what transformers
+already brings. ``--python-version`` and ``--platform`` must match the GPU machine's Python and
+OS. ``tensorboard`` is optional: without it, no ``logs/``.) Then run
 this script with ``--wheels .whl``: when ``datasets`` or ``accelerate`` cannot be imported it
 first runs ``pip install --no-index --find-links .whl datasets accelerate``.
 
