@@ -185,15 +185,20 @@ def training_arguments(
         bf16: bfloat16 mixed precision on CUDA (ignored on CPU).
         extra: More arguments for ``args_cls`` (``batch_sampler`` ...).
     """
+    import dataclasses
+
     strategy = "steps" if eval_every else "epoch"
     cpu = _use_cpu(device)
+    if "warmup_ratio" in {f.name for f in dataclasses.fields(args_cls)}:  # transformers < 5
+        extra.setdefault("warmup_ratio", warmup_ratio)
+    else:  # transformers >= 5: a float in [0, 1) is a share of all steps
+        extra.setdefault("warmup_steps", warmup_ratio)
     return args_cls(
         output_dir=str(out / CHECKPOINT_DIR),
         num_train_epochs=epochs,
         per_device_train_batch_size=batch_size,
         learning_rate=lr,
         weight_decay=weight_decay,
-        warmup_steps=warmup_ratio,  # a float in [0, 1) is a share of all steps
         lr_scheduler_type="linear",
         max_grad_norm=1.0,
         eval_strategy=strategy,

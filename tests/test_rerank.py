@@ -198,6 +198,13 @@ def test_settings_round_trip_and_blend_weight_on_load(reranker, tmp_path):
         read_settings(out)
 
 
+def test_load_without_a_path_is_an_untrained_minilm():
+    untrained = Reranker.load(None, device="cpu", batch_size=8)
+    scores = untrained.score("cordless drill", ["drill", "paint roller", "faucet"])
+    assert scores.dtype == np.float32 and scores.shape == (3,)
+    assert untrained.model.num_labels == 1 and untrained.retrieval_weight == 0.5
+
+
 def test_bad_folders_give_one_line_errors(tiny, reranker, tmp_path):
     old = tmp_path / "old"
     reranker.model.save_pretrained(str(old))
