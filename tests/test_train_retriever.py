@@ -271,3 +271,19 @@ def test_gpu_script_trains_and_packs_both_models_on_cpu(tmp_path, task_model, da
     scores = CrossEncoder(str(reranker), device="cpu").predict([("x1 y2 z3", "c1 k2 s3")])
     assert scores.shape == (1,)
     assert (reranker / "shopsearch_rerank.json").is_file()
+
+
+def test_training_without_the_train_extra_says_how_to_install(
+    monkeypatch, tmp_path, task_model, data
+):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name in ("datasets", "accelerate") else real(name, *a),
+    )
+    config = RetrieverTrainConfig(base_model=str(task_model), **FAST)
+    with pytest.raises(ShopsearchError, match=r"datasets and accelerate.*\[train\]"):
+        train_retriever(data, tmp_path / "model", config, progress=False)
