@@ -456,7 +456,7 @@ def train_reranker(
     loss = BinaryCrossEntropyLoss(model)
     # the baseline (a random head) is only recorded: the first trained checkpoint is kept
     track = trainkit.Tracker(METRIC, log, "rerank train", baseline_is_bar=False)
-    budget = trainkit.TimeBudget(cfg.time_budget_s, started)
+    budget = trainkit.TimeBudget(cfg.time_budget_s, started, log)
     early = trainkit.BaselineAwareEarlyStopping(early_stopping_patience=cfg.patience)
     trainkit.count_pairs(loss, track)
     trainkit.no_widget_examples(model)

@@ -661,7 +661,7 @@ def train_retriever(
     )
     loss = mnrl_cls(st, scale=MNRL_SCALE)
     track = trainkit.Tracker(METRIC, log, "retriever")
-    budget = trainkit.TimeBudget(config.time_budget_s, started)
+    budget = trainkit.TimeBudget(config.time_budget_s, started, log)
     early = trainkit.BaselineAwareEarlyStopping(early_stopping_patience=config.patience)
     trainkit.count_pairs(loss, track)
     trainkit.no_widget_examples(st)

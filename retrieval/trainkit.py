@@ -230,9 +230,15 @@ class TimeBudget(TrainerCallback):
     checkpoint, then to stop; the trainer then loads the best checkpoint as usual.
     """
 
-    def __init__(self, seconds: float | None, started: float | None = None) -> None:
+    def __init__(
+        self,
+        seconds: float | None,
+        started: float | None = None,
+        log: Callable[[str], Any] | None = None,
+    ) -> None:
         self.seconds = seconds
         self.started = started
+        self.log = log
         self.fired = False
         self.fired_at = -1
 
@@ -245,6 +251,11 @@ class TimeBudget(TrainerCallback):
             return control
         if time.perf_counter() - (self.started or 0.0) >= self.seconds:
             self.fired, self.fired_at = True, state.global_step
+            if self.log is not None:
+                self.log(
+                    f"time budget of {self.seconds:g} s reached at step {state.global_step}: "
+                    "one last validation, then stop"
+                )
             control.should_training_stop = True
             control.should_evaluate = True
             control.should_save = True

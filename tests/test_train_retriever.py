@@ -240,6 +240,7 @@ def test_no_gain_keeps_the_base_model_and_time_budget_stops(tmp_path, task_model
     assert not report.improved and report.best_step == 0
     assert report.best_metric == report.baseline_metric
     assert any("never beat the baseline" in line for line in logs)
+    assert any("time budget of 0 s reached at step 1" in line for line in logs)
     assert validation_recall(BiEncoder(out, device="cpu"), data) == pytest.approx(
         report.baseline_metric
     )
