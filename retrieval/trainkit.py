@@ -185,14 +185,14 @@ def training_arguments(
         bf16: bfloat16 mixed precision on CUDA (ignored on CPU).
         extra: More arguments for ``args_cls`` (``batch_sampler`` ...).
     """
-    import dataclasses
+    import transformers
 
     strategy = "steps" if eval_every else "epoch"
     cpu = _use_cpu(device)
-    if "warmup_ratio" in {f.name for f in dataclasses.fields(args_cls)}:  # transformers < 5
+    if int(transformers.__version__.split(".")[0]) >= 5:
+        extra.setdefault("warmup_steps", warmup_ratio)  # a float in [0, 1): a share of all steps
+    else:  # pragma: no cover - transformers 4
         extra.setdefault("warmup_ratio", warmup_ratio)
-    else:  # transformers >= 5: a float in [0, 1) is a share of all steps
-        extra.setdefault("warmup_steps", warmup_ratio)
     return args_cls(
         output_dir=str(out / CHECKPOINT_DIR),
         num_train_epochs=epochs,
