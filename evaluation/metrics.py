@@ -133,6 +133,28 @@ def ndcg_at_k(
     return _ndcg(qrels_q, ranking(run_q), k, gain_offset)
 
 
+def ndcg_of_scores(scores: Sequence[float], gains: Sequence[float], k: int = 10) -> float:
+    """NDCG@k of one list scored in place: ``gains[i]`` is the true gain of item ``i``.
+
+    For lists whose items are positions rather than product ids (a search's candidates
+    against each shopper's utility). Ties in ``scores`` keep list order (the first stage's).
+
+    Args:
+        scores: The ranker's score per item, shape ``(n,)``.
+        gains: The true gain per item (>= 0), shape ``(n,)``.
+        k: Cut-off.
+
+    Returns:
+        NDCG@k in [0, 1]; 0.0 when no item has a positive gain.
+    """
+    _check_k(k)
+    if len(scores) != len(gains):
+        raise ValueError(f"{len(scores)} scores for {len(gains)} gains")
+    order = sorted(range(len(scores)), key=lambda i: (-float(scores[i]), i))
+    qrels = {str(i): float(g) for i, g in enumerate(gains)}
+    return _ndcg(qrels, [str(i) for i in order], k, 0.0)
+
+
 def judged_at_k(qrels_q: Mapping[str, float], run_q: Mapping[str, float], k: int) -> float:
     """Share of the top k that carries any grade (judged products / k): label coverage."""
     _check_k(k)

@@ -1,4 +1,5 @@
-"""Reranking, for precision: a BERT cross-encoder over retrieved candidates.
+"""Reranking, for precision: a BERT cross-encoder over retrieved candidates, and the one search
+pipeline (retrieve -> rerank -> personalize).
 
 ``from rerank import Reranker, SearchPipeline``; names load lazily (torch is heavy).
 """
@@ -9,10 +10,11 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from rerank.pipeline import SearchPipeline
-    from rerank.reranker import RankedHit, Reranker
+    from rerank.reranker import Reranker
+    from retrieval.hits import RankedHit
 
 _EXPORTS = {
-    "RankedHit": "rerank.reranker",
+    "RankedHit": "retrieval.hits",
     "Reranker": "rerank.reranker",
     "SearchPipeline": "rerank.pipeline",
 }

@@ -23,6 +23,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 from catalog.errors import ShopsearchError  # noqa: E402
+from rerank.pipeline import DEFAULT_RETRIEVAL_WEIGHT  # noqa: E402
 
 if TYPE_CHECKING:
     from sentence_transformers import CrossEncoder
@@ -35,8 +36,8 @@ OLD_CONFIG_NAME = "shopsearch_reranker.json"
 OLD_HEAD_NAME = "head.safetensors"
 DEFAULT_MAX_LENGTH = 96
 #: Weight of the first-stage score in the final ranking until ``shopsearch bench`` chooses one
-#: (0.5 was best of {0, 0.3, 0.5, 0.7, 1} on the Home Depot validation split).
-DEFAULT_BLEND_WEIGHT = 0.5
+#: (``rerank.pipeline.DEFAULT_RETRIEVAL_WEIGHT``, the one default).
+DEFAULT_BLEND_WEIGHT = DEFAULT_RETRIEVAL_WEIGHT
 
 
 def is_old_format(path: str | os.PathLike[str]) -> bool:

@@ -1,28 +1,205 @@
-"""Two-stage search: retrieve candidates for recall, rerank them for precision."""
+"""Search, in one pipeline: retrieve for recall, rerank for precision, personalize for the shopper.
+
+    SearchPipeline(retriever, reranker=None, personal=None)
+
+Stage 1 (:class:`retrieval.Retriever`) gives candidates; stage 2 (:class:`rerank.Reranker`)
+reads (query, product) and its logit is blended with the stage-1 score (:func:`blend`); the
+personal stage (:class:`personalization.personalizer.Personalizer`) adds what the shopper's
+behaviour says. Each stage is optional but the first. Benchmarks rank through this module
+too (:func:`rerank_hits`): there is no second copy of blend-and-sort.
+"""
 
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
 
-from rerank.reranker import RankedHit, Reranker
+import numpy as np
+
+from catalog.errors import ShopsearchError
 from retrieval.filters import Filters
-from retrieval.retriever import Hit, Retriever
-from retrieval.store import Mode
+from retrieval.hits import RankedHit
+
+if TYPE_CHECKING:
+    from personalization.personalizer import Personalizer
+    from personalization.profiles import UserProfile
+    from rerank.reranker import Reranker
+    from retrieval.retriever import Retriever
+    from retrieval.store import Mode
+
+#: Candidates reranked per query by default (the benchmarks' depth).
+DEFAULT_RERANK_DEPTH = 50
+#: Weight of the first-stage score in the relevance score (the rest is the cross-encoder's):
+#: 0.5 was best of {0, 0.3, 0.5, 0.7, 1} on the Home Depot validation split; ``shopsearch
+#: bench`` re-chooses it on the validation split and saves it with the reranker.
+DEFAULT_RETRIEVAL_WEIGHT = 0.5
+
+
+def _z(x: np.ndarray) -> np.ndarray:
+    std = float(x.std()) if len(x) else 0.0
+    return (x - x.mean()) / std if std > 1e-9 else np.zeros_like(x)
+
+
+def blend(cross: np.ndarray | None, retrieval: np.ndarray, retrieval_weight: float) -> np.ndarray:
+    """Relevance of one query's candidates: ``(1 - w) * z(cross) + w * z(retrieval)``.
+
+    Both scores are standardised over the candidate list (their scales differ: logits vs RRF),
+    so the first stage's fused evidence (dense + BM25) is kept next to the cross-encoder's.
+
+    Args:
+        cross: Cross-encoder logits, shape ``(n,)``; None without a cross-encoder (then the
+            relevance is ``z(retrieval)``, on the same scale as a blend).
+        retrieval: First-stage scores, shape ``(n,)``.
+        retrieval_weight: ``w`` in [0, 1]; 0 returns the logits as they are.
+
+    Returns:
+        float32 array of shape ``(n,)``.
+    """
+    retrieval = np.asarray(retrieval, dtype=np.float32)
+    if cross is None:
+        return _z(retrieval).astype(np.float32)
+    cross = np.asarray(cross, dtype=np.float32)
+    if retrieval_weight <= 0:
+        return cross
+    return ((1 - retrieval_weight) * _z(cross) + retrieval_weight * _z(retrieval)).astype(
+        np.float32
+    )
+
+
+def sort_hits(hits: Sequence[RankedHit], top_k: int | None = None) -> list[RankedHit]:
+    """Hits by score descending; ties keep the first stage's order."""
+    ranked = sorted(hits, key=lambda h: (-h.score, h.retrieval_rank))
+    return ranked if top_k is None else ranked[:top_k]
+
+
+def rerank_hits(
+    hits: Sequence[RankedHit],
+    cross: np.ndarray | None,
+    retrieval_weight: float,
+    top_k: int | None = None,
+) -> list[RankedHit]:
+    """The relevance stage: blends the logits with the stage-1 scores and sorts.
+
+    Args:
+        hits: The first stage's hits, best first.
+        cross: Cross-encoder logits per hit ``(n,)``, or None without a cross-encoder.
+        retrieval_weight: See :func:`blend`.
+        top_k: Keep this many; None keeps all.
+
+    Returns:
+        Hits with ``relevance`` (and ``cross``) set and ``score = relevance``, best first.
+    """
+    if not hits:
+        return []
+    relevance = blend(cross, np.array([h.retrieval for h in hits]), retrieval_weight)
+    scored = [
+        replace(
+            h,
+            score=float(r),
+            relevance=float(r),
+            cross=None if cross is None else float(cross[i]),
+        )
+        for i, (h, r) in enumerate(zip(hits, relevance, strict=True))
+    ]
+    return sort_hits(scored, top_k)
+
+
+def check_relevance_source(recorded: dict[str, Any] | None, current: dict[str, Any]) -> None:
+    """Refuses a personal model trained on top of other relevance scores than served.
+
+    Raises:
+        ShopsearchError: The recorded reranker (or blend weight) differs from the pipeline's.
+    """
+    if not recorded:  # a model trained before this was recorded (the benchmark's older ones)
+        return
+    if recorded.get("reranker") != current["reranker"]:
+        raise ShopsearchError(
+            "the personalization model was trained on top of reranker "
+            f"{recorded.get('reranker') or 'none'}, not this pipeline's "
+            f"({current['reranker'] or 'none'}): serve it with that reranker, or retrain it "
+            "with 'shopsearch train personal ... --reranker <this one>'"
+        )
+    weight = recorded.get("retrieval_weight")
+    if weight is not None and abs(float(weight) - current["retrieval_weight"]) > 1e-9:
+        raise ShopsearchError(
+            f"the personalization model was trained on relevance blended with weight {weight}, "
+            f"not {current['retrieval_weight']}: retrain it, or load the reranker as it was"
+        )
+
+
+def train_personal_from_log(
+    log_path: str | os.PathLike[str],
+    pipeline: SearchPipeline,
+    out: str | os.PathLike[str],
+    config: Any = None,
+    depth: int = DEFAULT_RERANK_DEPTH,
+    log: Any = print,
+):
+    """``shopsearch train personal``: a log file -> a personalization model folder + report.
+
+    Args:
+        log_path: The event log (Parquet or JSON Lines) with impressions.
+        pipeline: The relevance-only pipeline serving will use (its reranker and blend).
+        out: Output folder (the model, ``report.json``/``.md``, ``propensity.png``).
+        config: :class:`personalization.learn.LogTrainConfig`.
+        depth: Relevance candidates per query (what serving reranks).
+        log: Progress lines.
+
+    Returns:
+        The :class:`personalization.learn.LogTrainReport`.
+
+    Raises:
+        ShopsearchError: An unreadable log, a log without impressions, too little data.
+    """
+    from personalization.events import read_events
+    from personalization.learn import train_from_log, write_report
+
+    events = []
+    rejected = 0
+    for batch in read_events(log_path):
+        events.extend(batch.events)
+        rejected += len(batch.rejects)
+    if rejected:
+        log(f"personal: {rejected} rows of {log_path} rejected (run 'events ingest' to list them)")
+    model, report = train_from_log(
+        events,
+        pipeline.relevance_fn(depth),
+        pipeline.retriever.vectors,
+        config,
+        relevance_source=pipeline.relevance_source(),
+        log=log,
+    )
+    model.save(out)
+    write_report(report, out)
+    return report
 
 
 class SearchPipeline:
-    """Retriever (stage 1) + optional cross-encoder (stage 2).
+    """Retriever, then an optional cross-encoder, then optional personalization.
 
     Args:
         retriever: An open :class:`retrieval.Retriever`.
-        reranker: A loaded :class:`rerank.Reranker`, or None for retrieval-only ranking.
+        reranker: A loaded :class:`rerank.Reranker`, or None for retrieval-only relevance.
+        personal: A :class:`personalization.personalizer.Personalizer`, or None.
+
+    ``stage_ms`` holds the last search's time per stage (retrieve, rerank, personal), in ms.
     """
 
-    def __init__(self, retriever: Retriever, reranker: Reranker | None = None) -> None:
+    def __init__(
+        self,
+        retriever: Retriever,
+        reranker: Reranker | None = None,
+        personal: Personalizer | None = None,
+    ) -> None:
         self.retriever = retriever
         self.reranker = reranker
+        self.personal = personal
+        self.stage_ms: dict[str, float] = {}
+        if personal is not None:
+            check_relevance_source(personal.model.meta.get("relevance"), self.relevance_source())
 
     @classmethod
     def open(
@@ -30,49 +207,217 @@ class SearchPipeline:
         index: str | os.PathLike[str] | None = None,
         *,
         reranker: str | os.PathLike[str] | None = None,
+        personal: str | os.PathLike[str] | None = None,
+        profiles: str | os.PathLike[str] | None = None,
         device: str | None = None,
         **retriever_options: Any,
     ) -> SearchPipeline:
-        """Opens an index (see ``Retriever.open``) and loads a reranker folder if given."""
-        retriever = Retriever.open(index, device=device, **retriever_options)
+        """Opens every stage from its folder.
+
+        Args:
+            index: Embedded index directory (or pass ``qdrant_url=`` etc., see
+                ``Retriever.open``).
+            reranker: A cross-encoder folder (sentence-transformers ``CrossEncoder`` format).
+            personal: A personalization model folder; needs ``profiles``.
+            profiles: The profiles directory (events ingested with ``shopsearch events ingest``).
+            device: Torch device; None picks CUDA when present.
+
+        Raises:
+            ShopsearchError: ``personal`` without ``profiles`` (or the reverse), or a folder
+                that is not what it should be.
+        """
+        from rerank.reranker import Reranker
+        from retrieval.retriever import Retriever
+
+        if (personal is None) != (profiles is None):
+            raise ShopsearchError(
+                "personalization needs both a model folder (personal=) and a profiles "
+                "directory (profiles=): give both or neither"
+            )
         model = Reranker.load(reranker, device=device) if reranker is not None else None
-        return cls(retriever, model)
+        personalizer = None
+        if personal is not None:
+            from personalization.personalizer import Personalizer
+
+            personalizer = Personalizer.open(personal, profiles)
+        retriever = Retriever.open(index, device=device, **retriever_options)
+        return cls(retriever, model, personalizer)
+
+    def relevance_source(self) -> dict[str, Any]:
+        """What produces this pipeline's relevance scores (recorded with a personal model)."""
+        return {
+            "reranker": getattr(self.reranker, "fingerprint", None),
+            "retrieval_weight": self.retrieval_weight,
+        }
+
+    def relevance_fn(self, depth: int = DEFAULT_RERANK_DEPTH):
+        """The relevance-only ranking of queries, as training from a log needs it.
+
+        Returns:
+            A function ``queries -> per query, its top ``depth`` candidates`` with
+            ``relevance`` and vectors set (no personalization).
+        """
+
+        def rank(queries: Sequence[str]) -> list[list[RankedHit]]:
+            batches = self.retriever.search_batch(list(queries), k=depth, with_vectors=True)
+            return [self._relevance(q, hits) for q, hits in zip(queries, batches, strict=True)]
+
+        return rank
+
+    @property
+    def retrieval_weight(self) -> float:
+        """The blend weight in use (1.0 without a cross-encoder: relevance is stage 1's)."""
+        return self.reranker.retrieval_weight if self.reranker is not None else 1.0
 
     def search(
         self,
         query: str,
+        *,
+        user_id: str | None = None,
         k: int = 10,
-        candidates: int = 50,
+        rerank_depth: int = DEFAULT_RERANK_DEPTH,
         filters: Filters | dict | None = None,
         mode: Mode | None = None,
-    ) -> list[RankedHit] | list[Hit]:
-        """Top ``k`` products: ``candidates`` retrieved, then reranked (when a reranker is loaded)."""
-        hits = self.retriever.search(query, k=max(k, candidates), filters=filters, mode=mode)
-        if self.reranker is None:
-            return hits[:k]
-        return self.reranker.rank(query, hits, top_k=k)
+        explain: bool = True,
+    ) -> list[RankedHit]:
+        """The top ``k`` products for a query and (optionally) a shopper.
+
+        Args:
+            query: What the shopper typed.
+            user_id: The shopper's id (pseudonymized before any lookup); None: anonymous.
+            k: Hits to return.
+            rerank_depth: Candidates retrieved and reranked (at least ``k`` are).
+            filters: ``Filters`` or a dict (category, brands, min_price, max_price, in_stock).
+            mode: Retrieval mode: ``hybrid`` (default), ``dense`` or ``bm25``.
+            explain: Fill each hit's ``because`` when personalization applies.
+
+        Returns:
+            Up to ``k`` hits, best first. A shopper without history gets the relevance-only
+            ranking, exactly.
+
+        Raises:
+            ShopsearchError: An empty query, bad filters or k.
+        """
+        t0 = time.perf_counter()
+        profile = self.personal.profile(user_id) if self.personal is not None else None
+        warm = profile is not None and profile.n_events > 0
+        recent = self._recent(profile) if warm else None
+        taste = None
+        if recent is not None:
+            from personalization.personalizer import taste_vector
+
+            taste = taste_vector(recent)
+        t1 = time.perf_counter()
+        hits = self.retriever.search(
+            query,
+            k=max(k, rerank_depth),
+            filters=filters,
+            mode=mode,
+            user_vector=taste,
+            with_vectors=warm,
+        )
+        t2 = time.perf_counter()
+        ranked = self.rank(query, hits, profile, recent=recent, top_k=k, explain=explain)
+        t3 = time.perf_counter()
+        self.stage_ms = {
+            "profile": (t1 - t0) * 1000,
+            "retrieve": (t2 - t1) * 1000,
+            "rank": (t3 - t2) * 1000,
+        }
+        return ranked
 
     def search_batch(
         self,
         queries: Sequence[str],
+        *,
+        user_ids: Sequence[str | None] | None = None,
         k: int = 10,
-        candidates: int = 50,
+        rerank_depth: int = DEFAULT_RERANK_DEPTH,
         filters: Filters | dict | None = None,
         mode: Mode | None = None,
-    ) -> list[list[RankedHit] | list[Hit]]:
-        """:meth:`search` for several queries (one retrieval batch)."""
+        explain: bool = True,
+    ) -> list[list[RankedHit]]:
+        """:meth:`search` for several queries; anonymous ones share one retrieval batch."""
+        if isinstance(queries, str):
+            raise TypeError("search_batch takes a list of queries; use search() for one")
+        if user_ids is not None and len(user_ids) != len(queries):
+            raise ShopsearchError(f"{len(user_ids)} user_ids for {len(queries)} queries")
+        if user_ids is not None and any(u is not None for u in user_ids):
+            return [
+                self.search(
+                    q,
+                    user_id=u,
+                    k=k,
+                    rerank_depth=rerank_depth,
+                    filters=filters,
+                    mode=mode,
+                    explain=explain,
+                )
+                for q, u in zip(queries, user_ids, strict=True)
+            ]
         batches = self.retriever.search_batch(
-            queries, k=max(k, candidates), filters=filters, mode=mode
+            queries, k=max(k, rerank_depth), filters=filters, mode=mode
         )
-        if self.reranker is None:
-            return [hits[:k] for hits in batches]
         return [
-            self.reranker.rank(q, hits, top_k=k) for q, hits in zip(queries, batches, strict=True)
+            self.rank(q, hits, None, top_k=k, explain=explain)
+            for q, hits in zip(queries, batches, strict=True)
         ]
 
+    def rank(
+        self,
+        query: str,
+        hits: Sequence[RankedHit],
+        profile: UserProfile | None = None,
+        *,
+        recent: np.ndarray | None = None,
+        top_k: int | None = None,
+        explain: bool = True,
+    ) -> list[RankedHit]:
+        """Ranks retrieved hits: relevance (cross-encoder + blend), then personalization.
+
+        Args:
+            query: What the shopper typed.
+            hits: Stage-1 hits, best first.
+            profile: The shopper's point-in-time profile; None: anonymous.
+            recent: Vectors of the shopper's recent items; None looks them up in the index.
+            top_k: Keep this many; None keeps all.
+            explain: Fill ``because`` for a warm shopper.
+        """
+        if not hits:
+            return []
+        ranked = self._relevance(query, hits)
+        if self.personal is None:
+            return ranked[:top_k] if top_k is not None else ranked
+        if recent is None and profile is not None and profile.n_events:
+            recent = self._recent(profile)
+        warm = profile is not None and profile.n_events > 0
+        if warm and any(h.vector is None for h in ranked):  # retrieved without vectors
+            got = self.retriever.vectors([h.product_id for h in ranked if h.vector is None])
+            ranked = [
+                h if h.vector is not None else replace(h, vector=got.get(h.product_id))
+                for h in ranked
+            ]
+        return sort_hits(self.personal.rank(ranked, profile, recent, explain), top_k)
+
+    def _relevance(self, query: str, hits: Sequence[RankedHit]) -> list[RankedHit]:
+        """The relevance stage alone: cross-encoder (when loaded) blended with stage 1."""
+        cross = None
+        if self.reranker is not None and hits:
+            from rerank.reranker import hit_text
+
+            cross = self.reranker.score(query, [hit_text(h) for h in hits])
+        return rerank_hits(hits, cross, self.retrieval_weight)
+
+    def _recent(self, profile: UserProfile | None) -> np.ndarray | None:
+        from personalization.personalizer import recent_vectors
+
+        return recent_vectors(profile, self.retriever.vectors)
+
     def close(self) -> None:
-        """Releases the index."""
+        """Releases the index and the profile store."""
         self.retriever.close()
+        if self.personal is not None:
+            self.personal.close()
 
     def __enter__(self) -> SearchPipeline:
         return self

@@ -4,85 +4,25 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from catalog.schema import Product
 from catalog.text import product_text
-from rerank.model import (
-    DEFAULT_BLEND_WEIGHT,
-    _set_max_length,
-    load_cross_encoder,
-    new_cross_encoder,
-    read_settings,
-)
+from rerank.model import _set_max_length, load_cross_encoder, new_cross_encoder, read_settings
+from rerank.pipeline import DEFAULT_RETRIEVAL_WEIGHT, rerank_hits
 from retrieval.encoder import pick_device
-from retrieval.retriever import Hit
+from retrieval.hits import RankedHit
 
 if TYPE_CHECKING:
     from sentence_transformers import CrossEncoder
 
 
-@dataclass(frozen=True)
-class RankedHit:
-    """One reranked product.
-
-    Attributes:
-        product_id: The product's id.
-        score: The ranking score: the cross-encoder's logit blended with the first stage's score
-            (see :func:`blend`; the logit alone when ``retrieval_weight`` is 0).
-        retrieval_score: The first stage's score.
-        retrieval_rank: 1-based position in the first stage's list.
-        payload: The product's stored fields, as retrieved.
-        cross_score: The cross-encoder's logit.
-    """
-
-    product_id: str
-    score: float
-    retrieval_score: float
-    retrieval_rank: int
-    payload: dict[str, Any] = field(default_factory=dict)
-    cross_score: float = 0.0
-
-    @property
-    def title(self) -> str:
-        """The product title."""
-        return str(self.payload.get("title", ""))
-
-
-def hit_text(hit: Hit) -> str:
+def hit_text(hit: RankedHit) -> str:
     """The product text of a hit, from its payload, by the one recipe (``product_text``)."""
     return product_text(Product.from_payload({**(hit.payload or {}), "product_id": hit.product_id}))
-
-
-#: Weight of the first-stage score in the final ranking (the rest is the cross-encoder's):
-#: 0.5 was best of {0, 0.3, 0.5, 0.7, 1} on the Home Depot validation split; ``shopsearch
-#: bench`` re-chooses it on the validation split of whatever data it runs on and saves it with
-#: the reranker (``rerank.model.write_settings``), where ``Reranker.load`` reads it.
-DEFAULT_RETRIEVAL_WEIGHT = DEFAULT_BLEND_WEIGHT
-
-
-def _z(x: np.ndarray) -> np.ndarray:
-    std = float(x.std()) if len(x) else 0.0
-    return (x - x.mean()) / std if std > 1e-9 else np.zeros_like(x)
-
-
-def blend(cross: np.ndarray, retrieval: np.ndarray, retrieval_weight: float) -> np.ndarray:
-    """Relevance of one query's candidates: ``(1 - w) * z(cross) + w * z(retrieval)``.
-
-    Both scores are standardised over the candidate list (their scales differ: logits vs RRF),
-    so the first stage's fused evidence (dense + BM25) is kept next to the cross-encoder's.
-    """
-    cross = np.asarray(cross, dtype=np.float32)
-    if retrieval_weight <= 0:
-        return cross
-    retrieval = np.asarray(retrieval, dtype=np.float32)
-    return ((1 - retrieval_weight) * _z(cross) + retrieval_weight * _z(retrieval)).astype(
-        np.float32
-    )
 
 
 class Reranker:
@@ -93,7 +33,7 @@ class Reranker:
         device: "cpu", "cuda", ...; None picks CUDA when present.
         batch_size: Pairs per forward pass.
         max_length: Token budget per pair; None keeps the model's.
-        retrieval_weight: Weight of the first stage's score in the ranking (:func:`blend`).
+        retrieval_weight: Weight of the first stage's score in the ranking (:func:`rerank.pipeline.blend`).
 
     Scores are the raw logits (no sigmoid), float32. On CUDA the forward pass runs under
     bfloat16 autocast. ``torch.set_num_threads`` is left to the caller.
@@ -143,7 +83,7 @@ class Reranker:
             device: Torch device; None picks CUDA when present.
             batch_size: Pairs per forward pass.
             max_length: Token budget per pair; None uses the saved one.
-            retrieval_weight: Weight of the first stage's score in the ranking (:func:`blend`);
+            retrieval_weight: Weight of the first stage's score in the ranking (:func:`rerank.pipeline.blend`);
                 None uses the folder's saved ``blend_weight`` (:func:`rerank.model.read_settings`).
 
         Raises:
@@ -191,8 +131,10 @@ class Reranker:
         out[order] = scores.float().reshape(len(pairs)).cpu().numpy()
         return out
 
-    def rank(self, query: str, hits: Sequence[Hit], top_k: int | None = None) -> list[RankedHit]:
-        """Reorders retrieval hits by the reranker's score.
+    def rank(
+        self, query: str, hits: Sequence[RankedHit], top_k: int | None = None
+    ) -> list[RankedHit]:
+        """Reorders retrieval hits by relevance (logit blended with stage 1, :func:`blend`).
 
         Args:
             query: What the shopper typed.
@@ -200,17 +142,11 @@ class Reranker:
             top_k: Keep this many after reranking; None keeps all.
 
         Returns:
-            Hits by reranker score descending; ties keep the retrieval order.
+            Hits by relevance descending; ties keep the retrieval order.
         """
         if top_k is not None and top_k < 0:
             raise ValueError(f"top_k must be >= 0 or None, got {top_k}")
         if not hits:
             return []
         cross = self.score(query, [hit_text(h) for h in hits])
-        scores = blend(cross, np.array([h.score for h in hits]), self.retrieval_weight)
-        ranked = [
-            RankedHit(h.product_id, float(s), float(h.score), rank, h.payload, float(c))
-            for rank, (h, s, c) in enumerate(zip(hits, scores, cross, strict=True), start=1)
-        ]
-        ranked.sort(key=lambda r: (-r.score, r.retrieval_rank))
-        return ranked if top_k is None else ranked[:top_k]
+        return rerank_hits(hits, cross, self.retrieval_weight, top_k)

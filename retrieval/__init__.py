@@ -11,17 +11,18 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from retrieval.encoder import BiEncoder
     from retrieval.filters import Filters
-    from retrieval.retriever import Hit, Retriever
+    from retrieval.hits import RankedHit
+    from retrieval.retriever import Retriever
     from retrieval.store import IndexLocation
 
 _EXPORTS = {
     "BiEncoder": "retrieval.encoder",
     "Filters": "retrieval.filters",
-    "Hit": "retrieval.retriever",
+    "RankedHit": "retrieval.hits",
     "Retriever": "retrieval.retriever",
     "IndexLocation": "retrieval.store",
 }
-__all__ = ["BiEncoder", "Filters", "Hit", "IndexLocation", "Retriever"]
+__all__ = ["BiEncoder", "Filters", "IndexLocation", "RankedHit", "Retriever"]
 
 
 def __getattr__(name: str) -> Any:

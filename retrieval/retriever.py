@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +13,7 @@ import numpy as np
 from catalog.errors import ShopsearchError
 from retrieval.encoder import BiEncoder, model_fingerprint, resolve_model_path
 from retrieval.filters import Filters
+from retrieval.hits import RankedHit
 from retrieval.lexical import LexicalEncoder
 from retrieval.store import (
     Backend,
@@ -32,35 +32,13 @@ USER_PREFETCH_WEIGHT = 0.5
 MAX_K = 1000
 
 
-@dataclass(frozen=True)
-class Hit:
-    """One retrieved product.
-
-    Attributes:
-        product_id: The product's id.
-        score: The store's score (cosine similarity for dense, BM25 for bm25, RRF for hybrid).
-        payload: The product's stored fields (title, brand, category, price, ...).
-        vector: The product's dense vector, when asked for (``with_vectors=True``).
-    """
-
-    product_id: str
-    score: float
-    payload: dict[str, Any] = field(default_factory=dict)
-    vector: np.ndarray | None = field(default=None, repr=False, compare=False)
-
-    @property
-    def title(self) -> str:
-        """The product title."""
-        return str(self.payload.get("title", ""))
-
-
 def check_query(query: str) -> str:
-    """The query stripped; ValueError when there is nothing to search for."""
+    """The query stripped; ShopsearchError (a ValueError) when there is nothing to search for."""
     if not isinstance(query, str):
         raise TypeError(f"query must be a string, not {type(query).__name__}")
     stripped = query.strip()
     if not stripped:
-        raise ValueError("query is empty: give at least one word to search for")
+        raise ShopsearchError("query is empty: give at least one word to search for")
     return stripped
 
 
@@ -180,7 +158,7 @@ class Retriever:
         """Store queries for these texts (the query tower runs here)."""
         mode = mode or DEFAULT_MODE
         if not 1 <= k <= MAX_K:
-            raise ValueError(f"k must be between 1 and {MAX_K}, got {k}")
+            raise ShopsearchError(f"k must be between 1 and {MAX_K}, got {k}")
         flt = Filters.coerce(filters)
         texts = [check_query(q) for q in queries]
         dense = (
@@ -219,7 +197,7 @@ class Retriever:
         candidates: int | None = None,
         user_vector: np.ndarray | None = None,
         with_vectors: bool = False,
-    ) -> list[Hit]:
+    ) -> list[RankedHit]:
         """Top ``k`` products for a query.
 
         Args:
@@ -231,8 +209,11 @@ class Retriever:
             user_vector: A shopper's taste vector (see ``behaviour``): adds a prefetch of the
                 products nearest to it, fused with the query's, so products this shopper
                 prefers can enter the candidates.
-            with_vectors: Also return each hit's dense vector (``payload["_vector"]``), in the
+            with_vectors: Also return each hit's dense vector (``RankedHit.vector``), in the
                 same store call.
+
+        Returns:
+            Up to ``k`` hits, best first, with ``score == retrieval``.
         """
         return self.search_batch(
             [query],
@@ -253,7 +234,7 @@ class Retriever:
         candidates: int | None = None,
         user_vector: np.ndarray | None = None,
         with_vectors: bool = False,
-    ) -> list[list[Hit]]:
+    ) -> list[list[RankedHit]]:
         """:meth:`search` for many queries at once (one encoder batch, one store batch)."""
         if isinstance(queries, str):
             raise TypeError("search_batch takes a list of queries; use search() for one")
@@ -264,6 +245,21 @@ class Retriever:
             queries, k, filters, mode, candidates, user_vector, with_vectors=with_vectors
         )
         return [to_hits(r) for r in self.collection.search_batch(specs)]
+
+    def vectors(self, product_ids: Sequence[str]) -> dict[str, np.ndarray]:
+        """The stored dense vectors of products (float32, ``(dim,)`` each); unknown ids absent.
+
+        The index is the one place product vectors are kept: personalization reads them here.
+        """
+        if not product_ids:
+            return {}
+        self._maybe_refresh()
+        got = self.collection.retrieve(list(product_ids), with_vectors=True)
+        return {
+            pid: np.asarray(p["_vector"], dtype=np.float32)
+            for pid, p in got.items()
+            if p.get("_vector") is not None
+        }
 
     def close(self) -> None:
         """Releases the index."""
@@ -276,17 +272,23 @@ class Retriever:
         self.close()
 
 
-def to_hits(results: Sequence[StoreHit]) -> list[Hit]:
-    """Store hits to public hits."""
+def to_hits(results: Sequence[StoreHit]) -> list[RankedHit]:
+    """Store hits to public hits (store-only payload keys dropped), ranks from 1."""
     return [
-        Hit(r.product_id, r.score, public_payload(r.payload), r.payload.get("_vector"))
-        for r in results
+        RankedHit(
+            product_id=r.product_id,
+            score=r.score,
+            retrieval=r.score,
+            retrieval_rank=rank,
+            payload=public_payload(r.payload),
+            vector=r.payload.get("_vector"),
+        )
+        for rank, r in enumerate(results, start=1)
     ]
 
 
 __all__ = [
     "DEFAULT_MODE",
-    "Hit",
     "Retriever",
     "check_query",
     "model_fingerprint",

@@ -19,10 +19,11 @@ import polars as pl
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from behaviour.privacy import Pseudonymizer  # noqa: E402
-from behaviour.profiles import ProfileStore  # noqa: E402
-from rerank.personal import PersonalRanker  # noqa: E402
-from rerank.personalized import PersonalizedPipeline, taste_vector  # noqa: E402
+from personalization.model import PersonalRanker  # noqa: E402
+from personalization.personalizer import Personalizer, taste_vector  # noqa: E402
+from personalization.privacy import Pseudonymizer  # noqa: E402
+from personalization.profiles import ProfileStore  # noqa: E402
+from rerank.pipeline import SearchPipeline  # noqa: E402
 from retrieval.retriever import Retriever  # noqa: E402
 
 
@@ -37,7 +38,8 @@ def main() -> None:
     )
     pz = Pseudonymizer(b"shopsearch-benchmark-key-" + seed.encode())  # the key bench-personal used
     store = ProfileStore(profiles)
-    pipe = PersonalizedPipeline(Retriever.open(index), None, PersonalRanker.load(model), store, pz)
+    personal = Personalizer(PersonalRanker.load(model), store, pz)
+    pipe = SearchPipeline(Retriever.open(index), None, personal)
     samples, warm, plain, vec = [], 0, [], []
     for i, (user, query, ts) in enumerate(rows):
         t0 = time.perf_counter()
@@ -51,11 +53,12 @@ def main() -> None:
             plain.append(t1 - t0)
             vec.append(t2 - t1)
         t0 = time.perf_counter()
-        profile = pipe.profile_of(
+        profile = personal.profile(
             user, before=ts.timestamp() if hasattr(ts, "timestamp") else float(ts)
         )
-        taste_vector(store, profile)
-        pipe.rank(query, hits, profile)
+        recent = pipe._recent(profile)
+        taste_vector(recent)
+        pipe.rank(query, hits, profile, recent=recent)
         if i >= 20:  # warm-up
             samples.append(time.perf_counter() - t0)
             warm += profile.n_events > 0

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Set up shopsearch in ./.venv: the right torch build first, then the package and its tools.
+# Set up shopsearch in ./.venv: the right torch build first, then the package and its tools,
+# then shopsearch-research (research/).
 #
 # torch: an unpinned `pip install torch` on a machine without one pulls a multi-GB CUDA build.
 # So, in order:
@@ -37,4 +38,8 @@ else
 fi
 
 pip install -q -e '.[dev,train]'
+# research/ is its own distribution (shopsearch-research: simulator, benchmarks, the sample
+# catalog, and their commands, which it registers into `shopsearch`); after the root package so
+# its `shopsearch` dependency is already satisfied by the editable install.
+pip install -q -e ./research
 .venv/bin/python -c "import torch; print('setup: done; torch', torch.__version__, '| CUDA available:', torch.cuda.is_available())"

@@ -17,7 +17,12 @@ SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 def build_tiny_bert(folder: Path, words: list[str], seed: int = 0) -> Path:
     """A 2-layer BERT with hidden size 32 as a sentence-transformers folder (mean pooling)."""
     import torch
-    from sentence_transformers import SentenceTransformer, models
+    from sentence_transformers import SentenceTransformer
+
+    try:  # sentence-transformers 6 moved the modules; the old path warns DeprecationWarning
+        from sentence_transformers.sentence_transformer import modules as models
+    except ImportError:  # sentence-transformers < 6 (pyproject allows >= 3.0)
+        from sentence_transformers import models
     from transformers import BertConfig, BertModel, BertTokenizerFast
 
     hf_dir = folder / "hf"
@@ -49,7 +54,7 @@ def build_tiny_bert(folder: Path, words: list[str], seed: int = 0) -> Path:
 @pytest.fixture(scope="session")
 def sample_products():
     """300 synthetic products (deterministic)."""
-    from catalog.sample import generate_products
+    from research.sample_catalog import generate_products
 
     return generate_products(300, seed=3)
 
@@ -83,7 +88,7 @@ def tiny_encoder(tiny_model):
 @pytest.fixture(scope="session")
 def sample_catalog(tmp_path_factory, sample_products) -> Path:
     """The 300 products as a Parquet catalog."""
-    from catalog.sample import write_sample_catalog
+    from research.sample_catalog import write_sample_catalog
 
     return write_sample_catalog(
         tmp_path_factory.mktemp("catalog") / "catalog.parquet", n=300, seed=3

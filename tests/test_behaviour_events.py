@@ -9,14 +9,14 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from behaviour.events import (
+from catalog.errors import ShopsearchError
+from personalization.events import (
     Event,
     EventLogError,
     parse_timestamp,
     read_events,
     write_events,
 )
-from catalog.errors import ShopsearchError
 
 T0 = 1_700_000_000.0  # 2023-11-14T22:13:20Z
 

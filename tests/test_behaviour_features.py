@@ -10,18 +10,33 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from behaviour.events import Event
-from behaviour.features import (
+from personalization.events import Event
+from personalization.features import (
     FEATURE_NAMES,
     PRICE_CLIP,
     USER_FEATURE_MASK,
     USER_FEATURES,
-    Candidate,
     compute_features,
     explain,
 )
-from behaviour.privacy import Pseudonymizer
-from behaviour.profiles import ProfileStore, UserProfile
+from personalization.privacy import Pseudonymizer
+from personalization.profiles import ProfileStore, UserProfile
+from retrieval.hits import RankedHit
+
+
+def cand(pid, brand, category, price, vector, retrieval, rank, relevance=None) -> RankedHit:
+    """A retrieved product as the pipeline hands it to the features."""
+    payload = {"brand": brand, "category": category, "price": price}
+    return RankedHit(
+        pid,
+        score=retrieval,
+        retrieval=retrieval,
+        retrieval_rank=rank,
+        relevance=relevance,
+        payload={k: v for k, v in payload.items() if v is not None},
+        vector=None if vector is None else np.asarray(vector, dtype=np.float32),
+    )
+
 
 PROFILE = UserProfile(
     pseudonym="ab" * 16,
@@ -39,12 +54,10 @@ PROFILE = UserProfile(
 )
 RECENT = np.array([[2.0, 0.0], [0.0, 3.0]], dtype=np.float32)
 CANDIDATES = [
-    Candidate(
-        "p1", "Knipex", "Tools > Hand Tools > Pliers", 20.0, np.array([1.0, 0.0]), 0.9, 1, 2.5
-    ),
-    Candidate("p9", "Makita", "Tools > Power Tools", 20.0 * math.e, np.array([1.0, 1.0]), 0.7, 3),
-    Candidate("p10", None, None, 20.0 * math.e**10, np.array([0.0, 0.0]), 0.8, 2, -1.0),
-    Candidate("p11", "Bosch", "Garden", None, None, 0.1, 7),
+    cand("p1", "Knipex", "Tools > Hand Tools > Pliers", 20.0, np.array([1.0, 0.0]), 0.9, 1, 2.5),
+    cand("p9", "Makita", "Tools > Power Tools", 20.0 * math.e, np.array([1.0, 1.0]), 0.7, 3),
+    cand("p10", None, None, 20.0 * math.e**10, np.array([0.0, 0.0]), 0.8, 2, -1.0),
+    cand("p11", "Bosch", "Garden", None, None, 0.1, 7),
 ]
 POPULARITY = {"p1": 0.3, "p10": 0.05, "p11": 0.2}
 
@@ -90,7 +103,7 @@ def test_missing_vectors_and_bad_inputs() -> None:
     assert np.all(x[:, [col("recent_sim_max"), col("recent_sim_mean")]] == 0)
     with pytest.raises(ValueError, match="dimensions"):
         compute_features(PROFILE, CANDIDATES, POPULARITY, np.ones((2, 3)))
-    bad_rank = Candidate("p", None, None, None, None, 1.0, 0)
+    bad_rank = cand("p", None, None, None, None, 1.0, 0)
     with pytest.raises(ValueError, match="retrieval_rank"):
         compute_features(None, [bad_rank], {}, None)
 
@@ -106,17 +119,16 @@ def test_same_features_from_the_store(tmp_path: Path) -> None:
                     "brand": "Knipex",
                     "category": "Tools > Hand Tools",
                     "price": 20.0,
-                    "vector": [1.0, 0.0],
                 },
                 {
                     "product_id": "b",
                     "brand": "Bosch",
                     "category": "Tools > Power Tools",
                     "price": 80.0,
-                    "vector": [0.0, 1.0],
                 },
             ]
         )
+        index_vectors = {"a": np.array([1.0, 0.0]), "b": np.array([0.0, 1.0])}  # the index's
         t = 1_700_000_000.0
         store.ingest(
             [
@@ -128,32 +140,11 @@ def test_same_features_from_the_store(tmp_path: Path) -> None:
         )
         profile = store.profile(pz.pseudonym("u"), before=t + 100)
         cands = [
-            Candidate.from_payload(
-                {
-                    "product_id": "a",
-                    "brand": "Knipex",
-                    "category": "Tools > Hand Tools",
-                    "price": 20.0,
-                    "_vector": [1.0, 0.0],
-                },
-                retrieval_score=0.5,
-                retrieval_rank=1,
-            ),
-            Candidate.from_payload(
-                {
-                    "product_id": "b",
-                    "brand": "Bosch",
-                    "category": "Tools > Power Tools",
-                    "price": 80.0,
-                },
-                retrieval_score=0.4,
-                retrieval_rank=2,
-                vector=np.array([0.0, 1.0]),
-            ),
+            cand("a", "Knipex", "Tools > Hand Tools", 20.0, index_vectors["a"], 0.5, 1),
+            cand("b", "Bosch", "Tools > Power Tools", 80.0, index_vectors["b"], 0.4, 2),
         ]
-        x = compute_features(
-            profile, cands, store.popularity(["a", "b"]), store.vectors(profile.recent_items)
-        )
+        recent = np.stack([index_vectors[p] for p in profile.recent_items])
+        x = compute_features(profile, cands, store.popularity(["a", "b"]), recent)
     a, b = x
     assert a[col("brand_affinity")] == pytest.approx(1.0) and b[col("brand_affinity")] == 0
     assert a[col("category_affinity")] == pytest.approx(1.0)
@@ -182,9 +173,10 @@ def test_explain_orders_by_absolute_contribution() -> None:
 
 def test_behaviour_imports_no_torch_nor_search_stack() -> None:
     code = (
-        "import sys, behaviour.events, behaviour.privacy, behaviour.profiles, behaviour.features\n"
+        "import sys, personalization.events, personalization.privacy, personalization.profiles, personalization.features\n"
         "bad = [m for m in sys.modules if m.split('.')[0] in "
-        "('torch', 'retrieval', 'rerank', 'indexer', 'shopsearch', 'sentence_transformers')]\n"
+        "('torch', 'rerank', 'indexer', 'shopsearch', 'sentence_transformers')"
+        " or (m.startswith('retrieval.') and m != 'retrieval.hits')]\n"
         "assert not bad, bad\n"
     )
     root = Path(__file__).resolve().parents[1]

@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from behaviour.events import Event, read_events, write_events
-from behaviour.privacy import KEY_ENV, KEY_FILE, Pseudonymizer
-from behaviour.profiles import IngestSummary, ProfileStore
 from catalog.errors import ShopsearchError
 from catalog.schema import Product
+from personalization.events import Event, read_events, write_events
+from personalization.privacy import KEY_ENV, KEY_FILE, Pseudonymizer
+from personalization.profiles import IngestSummary, ProfileStore
 
 DAY = 86400.0
 T0 = 1_700_000_000.0
@@ -222,7 +222,7 @@ def test_profile_limits_and_recent_items(store: ProfileStore, pz: Pseudonymizer)
 
 
 def test_profile_query_uses_the_user_time_index(store: ProfileStore) -> None:
-    from behaviour.profiles import _PROFILE_BEFORE_SQL
+    from personalization.profiles import _PROFILE_BEFORE_SQL
 
     plan = store._conn.execute(f"EXPLAIN QUERY PLAN {_PROFILE_BEFORE_SQL}", ("x", T0, 200))
     details = " ".join(row[-1] for row in plan)

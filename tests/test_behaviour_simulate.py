@@ -9,8 +9,10 @@ import numpy as np
 import polars as pl
 import pytest
 
-from behaviour.events import read_events
-from behaviour.simulate import (
+from catalog.errors import ShopsearchError
+from evaluation.labels import Judgments
+from personalization.events import read_events
+from research.simulate import (
     EVENTS_FILE,
     ITEMS_FILE,
     MANIFEST_FILE,
@@ -26,8 +28,6 @@ from behaviour.simulate import (
     simulate,
     write_simulation,
 )
-from catalog.errors import ShopsearchError
-from evaluation.labels import Judgments
 
 N_TRUE_CLUSTERS = 4
 PER_CLUSTER = 50
@@ -235,10 +235,12 @@ def test_position_bias(run: tuple[SimWorld, SimOutput]) -> None:
     n_searches = _searches(out.events).height
     ctr = [clicks.filter(pl.col("position") == r).height / n_searches for r in (1, 5)]
     assert ctr[0] > 2 * ctr[1]
-    views = out.events.filter(pl.col("event") == "view")
-    assert views.filter(pl.col("position") == 1).height == n_searches  # rank 1 always seen
-    share5 = views.filter(pl.col("position") == 5).height / n_searches
-    assert 0.12 < share5 < 0.28  # 1/5 with eta = 1
+    # examination is ground truth only: the log a shop keeps never shows it
+    assert out.events.filter(pl.col("event") == "view").height == 0
+    shown = out.impressions
+    assert shown.filter((pl.col("position") == 1) & ~pl.col("examined")).height == 0
+    at5 = shown.filter(pl.col("position") == 5)
+    assert 0.12 < at5["examined"].mean() < 0.28  # 1/5 with eta = 1
     assert out.stats["ctr_by_rank"][0] > out.stats["ctr_by_rank"][4]
 
 
@@ -282,10 +284,18 @@ def test_written_events_validate(run: tuple[SimWorld, SimOutput], written: Path)
     assert rejects == []
     assert len(events) == out.events.height
     kinds = {e.event for e in events}
-    assert kinds == {"search", "view", "click", "add_to_cart", "purchase"}
+    assert kinds == {"search", "click", "add_to_cart", "purchase"}
     assert all(e.query for e in events)
     assert all(e.position is None for e in events if e.event == "search")
     assert all(e.position and e.product_id for e in events if e.event != "search")
+    # impressions: each search names the page it showed; each interaction its search
+    shown = {e.search_id: e.results for e in events if e.event == "search"}
+    assert all(shown.values()) and len(shown) == out.stats["searches"]
+    for e in events:
+        if e.event != "search":
+            assert shown[e.search_id][e.position - 1] == e.product_id
+    truth = pl.read_parquet(written / "shown.parquet")
+    assert {"search_id", "position", "examined", "clicked"} <= set(truth.columns)
     assert all(e.user_id.startswith("sim-u") for e in events)
 
 
@@ -293,7 +303,7 @@ def test_event_order_within_searches(run: tuple[SimWorld, SimOutput]) -> None:
     _, out = run
     ev = out.events
     assert ev.equals(ev.sort("user_id", "timestamp", maintain_order=True))
-    before = {"click": "view", "add_to_cart": "click", "purchase": "add_to_cart"}
+    before = {"click": "search", "add_to_cart": "click", "purchase": "add_to_cart"}
     n_carts = 0
     for (_,), session in ev.group_by("session_id"):
         rows = session.sort("timestamp").iter_rows(named=True)
@@ -303,10 +313,17 @@ def test_event_order_within_searches(run: tuple[SimWorld, SimOutput]) -> None:
                 assert row["event"] == "search"  # each session opens with a search
             kind = row["event"]
             if kind in before:
-                # A click follows the view, a cart its click, a purchase its cart.
-                assert (before[kind], row["query_id"], row["product_id"]) in seen
+                # A click follows its search, a cart its click, a purchase its cart.
+                prior = row["search_id"] if kind == "click" else row["product_id"]
+                assert (before[kind], row["search_id"], prior) in seen
             n_carts += kind == "add_to_cart"
-            seen.add((kind, row["query_id"], row["product_id"]))
+            seen.add(
+                (
+                    kind,
+                    row["search_id"],
+                    row["search_id"] if kind == "search" else row["product_id"],
+                )
+            )
     assert n_carts > 0
     # Sessions are numbered in time order within each user.
     starts = _searches(ev).group_by("user_id", "session_id").agg(pl.col("timestamp").min())

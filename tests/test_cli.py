@@ -56,7 +56,8 @@ def test_search_json_and_table(runner, indexed):
     payload = json.loads(result.stdout)
     assert payload["query"] == "cordless drill"
     assert len(payload["hits"]) == 7
-    assert {"product_id", "score", "title"} <= set(payload["hits"][0])
+    assert {"rank", "product_id", "score", "scores", "product"} <= set(payload["hits"][0])
+    assert payload["hits"][0]["product"]["title"]
     result = runner.invoke(
         main, ["search", "cordless drill", "--index", str(index), "-k", "3", "--mode", "bm25"]
     )
@@ -88,7 +89,10 @@ def test_search_filters(runner, indexed):
     hits = json.loads(result.stdout)["hits"]
     assert hits
     assert all(
-        h["in_stock"] and h["price"] <= 100 and h["category"].startswith("Lighting") for h in hits
+        h["product"]["in_stock"]
+        and h["product"]["price"] <= 100
+        and h["product"]["category"].startswith("Lighting")
+        for h in hits
     )
 
 
@@ -172,16 +176,117 @@ def test_env_var_supplies_qdrant_url(runner, indexed, monkeypatch):
     assert "SHOPSEARCH_QDRANT_URL" in result.stderr
 
 
-def test_every_option_has_help():
+def _walk(group, ctx=None):
+    """Every command under a group, plugin commands (entry points) included."""
     import click
 
-    def walk(cmd):
-        yield cmd
-        if isinstance(cmd, click.Group):
-            for sub in cmd.commands.values():
-                yield from walk(sub)
+    ctx = ctx or click.Context(group)
+    yield group
+    if isinstance(group, click.Group):
+        for name in group.list_commands(ctx):
+            yield from _walk(group.get_command(ctx, name), ctx)
 
-    for cmd in walk(main):
+
+def test_every_command_and_option_has_help():
+    import click
+
+    names = set()
+    for cmd in _walk(main):
+        names.add(cmd.name)
+        assert cmd.help, f"{cmd.name} has no help"
         for param in cmd.params:
             if isinstance(param, click.Option) and param.name not in ("help", "version"):
                 assert param.help, f"{cmd.name} --{param.name} has no help"
+    # the README's commands, core and research (the latter through entry points)
+    assert {
+        "index", "search", "info", "import", "homedepot", "train", "retriever", "reranker",
+        "events", "ingest", "forget-user", "sample-catalog", "demo", "bench", "bench-index",
+        "bench-personal", "simulate",
+    } <= names  # fmt: skip
+
+
+def test_research_commands_come_from_entry_points():
+    from importlib.metadata import entry_points
+
+    from shopsearch.cli import PLUGIN_GROUP
+
+    registered = {ep.name: ep.value for ep in entry_points(group=PLUGIN_GROUP)}
+    assert registered["sample-catalog"] == "research.cli:sample_catalog"
+    assert set(registered) == {
+        "sample-catalog", "demo", "bench", "bench-index", "bench-personal", "simulate",
+    }  # fmt: skip
+    # not registered by hand: the group itself holds only the core commands
+    assert not set(registered) & set(main.commands)
+
+
+def test_unknown_command_is_a_usage_error(runner):
+    result = runner.invoke(main, ["no-such-command"])
+    assert result.exit_code == 2
+    assert "No such command" in result.stderr
+
+
+def test_a_bug_keeps_its_traceback(runner, monkeypatch, tmp_path):
+    """Only ShopsearchError is a user error: a RuntimeError or a bare ValueError is a bug."""
+    import retrieval.retriever
+
+    for exc in (RuntimeError("boom"), ValueError("internal invariant broken")):
+
+        def broken(*args, _exc=exc, **kwargs):
+            raise _exc
+
+        monkeypatch.setattr(retrieval.retriever.Retriever, "open", broken)
+        result = runner.invoke(main, ["search", "drill", "--index", str(tmp_path)])
+        assert result.exit_code not in (0, 2), result.output
+        assert result.exception is exc
+        assert "error:" not in result.stderr
+        # outside the test runner the exception propagates, so Python prints its traceback
+        with pytest.raises(type(exc)):
+            runner.invoke(
+                main, ["search", "drill", "--index", str(tmp_path)], catch_exceptions=False
+            )
+
+
+def test_a_user_mistake_is_one_line_and_exit_2(runner, monkeypatch, tmp_path):
+    import retrieval.retriever
+    from catalog.errors import ShopsearchError
+
+    def refuse(*args, **kwargs):
+        raise ShopsearchError("the index at X was built with another model")
+
+    monkeypatch.setattr(retrieval.retriever.Retriever, "open", refuse)
+    result = runner.invoke(main, ["search", "drill", "--index", str(tmp_path)])
+    assert result.exit_code == 2
+    assert result.stderr == "error: the index at X was built with another model\n"
+    assert result.stdout == ""
+
+
+def test_keyboard_interrupt_exits_130(runner, monkeypatch, tmp_path):
+    import retrieval.retriever
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(retrieval.retriever.Retriever, "open", interrupted)
+    result = runner.invoke(main, ["search", "drill", "--index", str(tmp_path)])
+    assert result.exit_code == 130
+    assert "interrupted" in result.stderr
+
+
+def test_bad_seeds_are_a_usage_error(runner, tmp_path):
+    result = runner.invoke(
+        main,
+        [
+            "bench-personal", str(tmp_path), "--zero-shot-index", str(tmp_path),
+            "--index", str(tmp_path), "--reranker", "x", "--seeds", "0,a",
+        ],
+    )  # fmt: skip
+    assert result.exit_code == 2
+    assert "--seeds" in result.stderr and "Traceback" not in result.output
+
+
+def test_demo(runner, tmp_path):
+    result = runner.invoke(main, ["demo", "--workdir", str(tmp_path), "--n", "30", "-k", "2"])
+    assert result.exit_code == 0, result.output
+    assert "1. wrote a sample catalog of 30 products" in result.stdout
+    assert "2. indexed 30 products" in result.stdout
+    assert "Try: shopsearch search" in result.stdout

@@ -1,13 +1,24 @@
-"""Static checks of docker/compose.yaml, docker/Dockerfile and .dockerignore (no Docker daemon needed)."""
+"""Static checks of docker/compose.yaml, docker/Dockerfile and .dockerignore (no Docker daemon needed).
+
+The image's contents are checked from the package metadata: a wheel is built (as the
+Dockerfile's build stage does) from the files .dockerignore lets into the context, and every
+import of its code must be satisfied by the wheel itself, the standard library or the declared
+dependencies.
+"""
 
 from __future__ import annotations
 
+import ast
+import contextlib
+import email
 import fnmatch
 import json
 import re
 import shlex
 import shutil
 import subprocess
+import sys
+import zipfile
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -232,23 +243,187 @@ def test_dockerfile_copies_are_not_dockerignored() -> None:
     assert not ignored, f".dockerignore excludes files the Dockerfile copies: {ignored}"
 
 
-def test_dockerfile_copies_every_package() -> None:
-    copied = {
-        src.rstrip("/")
-        for kw, args in _dockerfile_instructions()
-        if kw == "COPY"
-        for src in _copy_sources(args)
+def _stages() -> list[list[tuple[str, str]]]:
+    """The Dockerfile's instructions split by FROM (a stage starts with its FROM)."""
+    stages: list[list[tuple[str, str]]] = []
+    for kw, args in _dockerfile_instructions():
+        if kw == "FROM":
+            stages.append([])
+        if stages:
+            stages[-1].append((kw, args))
+    return stages
+
+
+def test_image_installs_a_wheel_of_the_whole_context() -> None:
+    """No hand-kept list of folders: a wheel is built from the context and installed."""
+    assert len(_stages()) >= 2, "expected a build stage and a runtime stage"
+    build, runtime = _stages()[0], _stages()[-1]
+    stage_name = build[0][1].split()[-1]
+    copies = [_copy_sources(a) for kw, a in build if kw == "COPY"]
+    assert ["."] in copies, "the build stage should copy the whole (dockerignored) context"
+    assert any(kw == "RUN" and re.search(r"pip wheel\b.*--no-deps.*\s\.$", a) for kw, a in build)
+    assert any(
+        kw == "COPY" and f"--from={stage_name}" in a and "/wheels" in a for kw, a in runtime
+    ), "the runtime stage should take the wheel from the build stage"
+    assert any(kw == "RUN" and re.search(r"pip install\b.*\.whl", a) for kw, a in runtime)
+    # the runtime image holds no copy of the source tree
+    assert not [a for kw, a in runtime if kw in {"COPY", "ADD"} and "--from=" not in a]
+
+
+def _dockerignored(rel: str, patterns: list[str]) -> bool:
+    """Docker's rule, enough for our patterns: a path is out when it or a parent matches."""
+    parts = rel.split("/")
+    for i in range(1, len(parts) + 1):
+        prefix = "/".join(parts[:i])
+        for pat in patterns:
+            if pat.startswith("!"):
+                continue
+            if fnmatch.fnmatch(prefix, pat) or (
+                pat.startswith("**/") and fnmatch.fnmatch(parts[i - 1], pat[3:])
+            ):
+                return True
+    return False
+
+
+@pytest.fixture(scope="module")
+def image_wheel(tmp_path_factory) -> Path:
+    """The wheel the Dockerfile's build stage makes: from the context .dockerignore leaves."""
+    patterns = _dockerignore_patterns()
+    context = tmp_path_factory.mktemp("context")
+    for path in sorted(REPO.rglob("*")):
+        rel = path.relative_to(REPO).as_posix()
+        if path.is_file() and not _dockerignored(rel, patterns):
+            (context / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, context / rel)
+    out = tmp_path_factory.mktemp("wheels")
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
+         "--no-index", "--wheel-dir", str(out), str(context)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    (wheel,) = out.glob("shopsearch-*.whl")
+    return wheel
+
+
+def _wheel_modules(wheel: Path) -> dict[str, str]:
+    """Dotted module name -> source, for every .py file in the wheel."""
+    with zipfile.ZipFile(wheel) as zf:
+        return {
+            name[:-3].replace("/", ".").removesuffix(".__init__"): zf.read(name).decode()
+            for name in zf.namelist()
+            if name.endswith(".py") and ".dist-info/" not in name
+        }
+
+
+def _imports(module: str, source: str, is_package: bool) -> set[str]:
+    """Modules a module imports (lazily too), except those only under ``if TYPE_CHECKING``."""
+    tree = ast.parse(source)
+    skip: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            skip.update(id(n) for stmt in node.body for n in ast.walk(stmt))
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if id(node) in skip:
+            continue
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = module.split(".")
+                base = base if is_package else base[:-1]
+                base = base[: len(base) - (node.level - 1)]
+                name = ".".join(base + ([node.module] if node.module else []))
+            else:
+                name = node.module or ""
+            found.add(name)
+            # `from pkg import sub` may import a submodule
+            found.update(f"{name}.{alias.name}" for alias in node.names)
+    return found
+
+
+def _first_party_names() -> set[str]:
+    """Top-level packages of this repository, and the ones it used to have."""
+    names = {p.parent.name for p in REPO.glob("*/__init__.py")}
+    return names | {"research", "behaviour"}
+
+
+def test_runtime_packages_come_from_the_metadata(image_wheel: Path) -> None:
+    modules = _wheel_modules(image_wheel)
+    top = {m.split(".")[0] for m in modules}
+    assert {"catalog", "evaluation", "retrieval", "personalization", "rerank", "indexer",
+            "shopsearch"} <= top, top  # fmt: skip
+    assert "research" not in top and "tests" not in top, top
+    assert "shopsearch.cli" in modules
+
+
+def test_every_first_party_import_of_the_runtime_is_in_the_image(image_wheel: Path) -> None:
+    """What the image's code imports from this repository is in the image (e.g. a package
+    the Dockerfile forgot, or runtime code reaching into research/)."""
+    modules = _wheel_modules(image_wheel)
+    first_party = _first_party_names()
+    missing: dict[str, list[str]] = {}
+    for module, source in modules.items():
+        is_package = f"{module}.__init__" not in modules and any(
+            m.startswith(module + ".") for m in modules
+        )
+        for name in _imports(module, source, is_package):
+            if name.split(".")[0] not in first_party:
+                continue
+            # `from pkg import name` where name is an attribute, not a module, is fine
+            if name in modules or name.rsplit(".", 1)[0] in modules:
+                continue
+            missing.setdefault(name, []).append(module)
+    # `from pkg import a` records pkg and pkg.a: name the missing module, not its attributes
+    missing = {n: m for n, m in missing.items() if n.rsplit(".", 1)[0] not in missing}
+    assert not missing, f"imported by the image's code but not in its wheel: {missing}"
+
+
+def _requirement_names(requirements: list[str] | None, extras: set[str]) -> set[str]:
+    from packaging.requirements import Requirement
+
+    names = set()
+    for text in requirements or []:
+        req = Requirement(text)
+        env = [{"extra": e} for e in extras | {""}]
+        if req.marker is None or any(req.marker.evaluate(e) for e in env):
+            names.add(re.sub(r"[-_.]+", "-", req.name).lower())
+    return names
+
+
+def test_every_third_party_import_of_the_runtime_is_declared(image_wheel: Path) -> None:
+    """Each third-party import is installed by the runtime dependencies (or a non-dev extra)."""
+    from importlib.metadata import PackageNotFoundError, distribution, packages_distributions
+
+    with zipfile.ZipFile(image_wheel) as zf:
+        meta = next(n for n in zf.namelist() if n.endswith(".dist-info/METADATA"))
+        metadata = email.message_from_bytes(zf.read(meta))
+    extras = set(metadata.get_all("Provides-Extra") or []) - {"dev"}
+    wanted = _requirement_names(metadata.get_all("Requires-Dist"), extras)
+    closure: set[str] = set()
+    while wanted:
+        name = wanted.pop()
+        if name in closure:
+            continue
+        closure.add(name)
+        with contextlib.suppress(PackageNotFoundError):  # not installed here: no closure
+            wanted |= _requirement_names(distribution(name).requires, set()) - closure
+    providers = {
+        top: {re.sub(r"[-_.]+", "-", d).lower() for d in dists}
+        for top, dists in packages_distributions().items()
     }
-    for needed in (
-        "pyproject.toml",
-        "catalog",
-        "retrieval",
-        "rerank",
-        "indexer",
-        "evaluation",
-        "shopsearch",
-    ):
-        assert needed in copied, f"Dockerfile does not copy {needed}"
+    modules = _wheel_modules(image_wheel)
+    ours = {m.split(".")[0] for m in modules} | _first_party_names()
+    undeclared: dict[str, list[str]] = {}
+    for module, source in modules.items():
+        for name in _imports(module, source, False):
+            top = name.split(".")[0]
+            if not top or top in ours or top in sys.stdlib_module_names:
+                continue
+            if not providers.get(top, set()) & closure:
+                undeclared.setdefault(top, []).append(module)
+    assert not undeclared, f"imported by the image's code, not in its dependencies: {undeclared}"
 
 
 def test_torch_installed_from_index_before_package() -> None:
@@ -266,10 +441,10 @@ def test_torch_installed_from_index_before_package() -> None:
         if re.search(r"\btorch==", a)
         and re.search(r"--(extra-)?index-url\s+\"?\$\{?TORCH_INDEX_URL", a)
     ]
-    pkg_runs = [i for i, a in runs if re.search(r"pip install\b.*\s\.(\s|$)", a)]
+    pkg_runs = [i for i, a in runs if re.search(r"pip install\b.*(\s\.(\s|$)|\.whl)", a)]
     assert torch_runs, "torch must be installed with --index-url $TORCH_INDEX_URL"
-    assert pkg_runs, "the Dockerfile must `pip install .`"
-    assert min(torch_runs) < min(pkg_runs), "torch must be installed before `pip install .`"
+    assert pkg_runs, "the Dockerfile must install the package (`pip install .` or its wheel)"
+    assert min(torch_runs) < min(pkg_runs), "torch must be installed before the package"
     arg_pos = next(
         i for i, (kw, a) in enumerate(instructions) if kw == "ARG" and "TORCH_INDEX_URL" in a
     )

@@ -199,3 +199,18 @@ def test_cross_check_with_ranx(threshold: float) -> None:
     for ours_name, ranx_name in pairs.items():
         mine = np.array([ours[ours_name][q] for q in qids])
         np.testing.assert_allclose(mine, theirs[ranx_name], atol=1e-6, err_msg=ours_name)
+
+
+def test_ndcg_of_scores_hand_worked():
+    from evaluation.metrics import ndcg_of_scores
+
+    # gains 0, 2, 1; scores put item 1 first, item 0 second, item 2 third
+    # DCG = 2/log2(2) + 0/log2(3) + 1/log2(4) = 2.5; IDCG = 2 + 1/log2(3)
+    got = ndcg_of_scores([0.5, 0.9, 0.1], [0.0, 2.0, 1.0], k=10)
+    assert got == pytest.approx(2.5 / (2 + 1 / math.log2(3)))
+    # ties keep list order: equal scores rank item 0 before item 1
+    assert ndcg_of_scores([1.0, 1.0], [0.0, 1.0], k=1) == 0.0
+    assert ndcg_of_scores([1.0, 1.0], [1.0, 0.0], k=1) == 1.0
+    assert ndcg_of_scores([1.0], [0.0]) == 0.0
+    with pytest.raises(ValueError):
+        ndcg_of_scores([1.0], [1.0, 2.0])

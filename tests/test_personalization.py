@@ -10,9 +10,10 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from behaviour.features import FEATURE_NAMES
 from indexer.build import index_catalog
-from rerank.personal import (
+from personalization.features import FEATURE_NAMES
+from personalization.ingest import open_profiles
+from personalization.model import (
     HAS_HISTORY,
     Group,
     PersonalFusion,
@@ -20,7 +21,8 @@ from rerank.personal import (
     PersonalTrainConfig,
     train_personal,
 )
-from rerank.personalized import PersonalizedPipeline, open_profiles, taste_vector
+from personalization.personalizer import Personalizer
+from rerank.pipeline import SearchPipeline
 from retrieval import Retriever
 from retrieval.store import IndexLocation
 from shopsearch.cli import main
@@ -164,20 +166,22 @@ def test_ingest_search_explain_and_forget(tmp_path, shop, tiny_encoder, sample_p
 
     store, pz = open_profiles(profiles)
     ranker = _ranker(2)
-    pipe = PersonalizedPipeline(
-        Retriever.open(shop.path, encoder=tiny_encoder), None, ranker, store, pz
-    )
+    relevance_only = SearchPipeline(Retriever.open(shop.path, encoder=tiny_encoder))
+    baseline = relevance_only.search("cordless drill", k=10)
+    pipe = SearchPipeline(relevance_only.retriever, None, Personalizer(ranker, store, pz))
     anonymous = pipe.search("cordless drill", k=10)
     cold = pipe.search("cordless drill", k=10, user_id="carol")
     assert [h.product_id for h in cold] == [h.product_id for h in anonymous]
-    assert all(h.personalization == 0.0 and h.because == () for h in cold)
+    # the relevance-only pipeline's order, exactly, for anonymous and cold shoppers
+    assert [h.product_id for h in anonymous] == [h.product_id for h in baseline]
+    assert all(h.personal == 0.0 and h.because == () for h in cold)
     warm = pipe.search("cordless drill", k=10, user_id="alice@example.com")
-    assert any(h.personalization != 0.0 for h in warm)
+    assert any(h.personal != 0.0 for h in warm)
     assert any(h.because for h in warm)
     name, value, contribution = next(h.because[0] for h in warm if h.because)
     assert name in FEATURE_NAMES and isinstance(value, float) and contribution != 0.0
-    profile = pipe.profile_of("alice@example.com")
-    assert profile.n_events == 3 and taste_vector(store, profile).shape == (32,)
+    profile = pipe.personal.profile("alice@example.com")
+    assert profile.n_events == 3 and pipe._recent(profile).shape[1] == 32
     pipe.close()
 
     result = runner.invoke(main, ["forget-user", "alice@example.com", "--profiles", str(profiles)])
@@ -192,9 +196,7 @@ def test_taste_vector_adds_a_prefetch(shop, tiny_encoder, sample_products):
         target = next(
             p for p in sample_products if p.category and p.category.startswith("Plumbing")
         )
-        vec = r.collection.retrieve([target.product_id], with_vectors=True)[target.product_id][
-            "_vector"
-        ]
+        vec = r.vectors([target.product_id])[target.product_id]
         plain = [h.product_id for h in r.search("cordless drill", k=20, mode="dense")]
         personal = [
             h.product_id for h in r.search("cordless drill", k=20, mode="dense", user_vector=vec)

@@ -8,7 +8,7 @@ import polars as pl
 import pytest
 
 from rerank.model import new_cross_encoder
-from shopsearch.quality import run_quality_benchmark
+from research.bench_quality import run_quality_benchmark
 
 
 @pytest.fixture()
@@ -62,3 +62,29 @@ def test_bench_writes_every_stage_and_picks_blend_on_validation(tmp_path, tiny_b
     for f in ("bench.json", "bench.md", "recall.png"):
         assert (tmp_path / "work" / f).stat().st_size > 100
     assert "Reranker blend" in (tmp_path / "work" / "bench.md").read_text()
+
+
+class _Data:
+    threshold = 2.5
+    gain_offset = 1.0
+
+
+def test_blend_weight_is_never_chosen_over_empty_or_nan_statistics():
+    from research.bench_quality import BLEND_GRID, choose_blend_weight
+
+    def runs_for(weights):  # weight 0.7 ranks the relevant product first, others last
+        return {
+            w: {"q1": {"good": 2.0, "bad": 1.0} if w == 0.7 else {"good": 1.0, "bad": 2.0}}
+            for w in weights
+        }
+
+    qrels = {"q1": {"good": 3.0, "bad": 1.0}}
+    chosen, scores, how = choose_blend_weight(runs_for, qrels, _Data(), saved=0.3, log=print)
+    assert chosen == 0.7 and set(scores) == set(BLEND_GRID) and "validation" in how
+    # no validation query at all: the model's saved weight, and the report says so
+    chosen, scores, how = choose_blend_weight(runs_for, {}, _Data(), saved=0.3, log=print)
+    assert (chosen, scores) == (0.3, {}) and "kept from the model" in how
+    # validation queries, none relevant: nothing to choose on
+    unjudged = {"q1": {"good": 1.0}}
+    chosen, _, how = choose_blend_weight(runs_for, unjudged, _Data(), saved=0.3, log=print)
+    assert chosen == 0.3 and "kept" in how

@@ -24,14 +24,14 @@ from rerank.model import (
     read_settings,
     write_settings,
 )
-from rerank.reranker import RankedHit, Reranker, hit_text
+from rerank.reranker import Reranker, hit_text
 from rerank.train import (
     RerankerTrainConfig,
     judged_pairs,
     negative_pairs,
     train_reranker,
 )
-from retrieval.retriever import Hit
+from retrieval.hits import RankedHit
 
 NOUNS = [
     "drill",
@@ -147,8 +147,12 @@ def reranker(tiny) -> Reranker:
     )
 
 
-def _hit(pid: str, score: float, title: str, **payload) -> Hit:
-    return Hit(pid, score, {"product_id": pid, "title": title, **payload})
+def _hit(pid: str, score: float, title: str, rank: int | None = None, **payload) -> RankedHit:
+    """A stage-1 hit (its rank: the order the test lists hits in, from 1)."""
+    rank = rank if rank is not None else int(pid.lstrip("p") or 0) or 1
+    return RankedHit(
+        pid, score, score, rank, payload={"product_id": pid, "title": title, **payload}
+    )
 
 
 # --------------------------------------------------------------------------- model folder
@@ -242,10 +246,8 @@ def test_score_pairs_keeps_input_order(reranker):
     one_by_one = np.array([reranker.score_pairs([p])[0] for p in pairs])
     assert batched.dtype == np.float32 and batched.shape == (len(pairs),)
     np.testing.assert_allclose(batched, one_by_one, atol=1e-5)
-    assert (
-        reranker.score("drill", []).shape == (0,)
-        and reranker.score("drill", []).dtype == np.float32
-    )
+    assert reranker.score("drill", []).shape == (0,)
+    assert reranker.score("drill", []).dtype == np.float32
     assert reranker.score_pairs([]).shape == (0,)
 
 
@@ -265,9 +267,10 @@ def test_rank_orders_by_score_and_keeps_payloads(reranker):
     for r in ranked:
         rank, hit = by_id[r.product_id]
         assert isinstance(r, RankedHit)
-        assert r.retrieval_rank == rank and r.retrieval_score == hit.score
+        assert r.retrieval_rank == rank and r.retrieval == hit.score
         assert r.payload == hit.payload and r.title == hit.title
         assert r.score == pytest.approx(float(expected[rank - 1]), abs=1e-5)
+        assert r.relevance == r.score and r.cross == pytest.approx(r.score, abs=1e-5)
     assert hit_text(hits[0]) == "drill red | brand: acme | category: tools"
     assert hit_text(hits[2]) == "hammer blue | color: blue; material: steel"
     assert [r.product_id for r in reranker.rank("drill", hits, top_k=2)] == [
@@ -278,7 +281,7 @@ def test_rank_orders_by_score_and_keeps_payloads(reranker):
 
 
 def test_blend_mixes_standardised_scores(reranker):
-    from rerank.reranker import blend
+    from rerank.pipeline import blend
 
     cross = np.array([2.0, 0.0, -2.0])
     retrieval = np.array([0.01, 0.03, 0.02])
@@ -288,13 +291,16 @@ def test_blend_mixes_standardised_scores(reranker):
     np.testing.assert_allclose(blend(cross, retrieval, 0.5), 0.5 * z_c + 0.5 * z_r, atol=1e-6)
     assert list(np.argsort(-blend(cross, retrieval, 1.0))) == [1, 2, 0]
     np.testing.assert_allclose(blend(np.array([1.0]), np.array([5.0]), 0.5), [0.0])
+    # without a cross-encoder the relevance is stage 1 standardised (the scale of a blend)
+    np.testing.assert_allclose(blend(None, retrieval, 0.5), z_r, atol=1e-6)
     hits = [_hit("p1", 0.9, "drill red"), _hit("p2", 0.1, "bolt nail"), _hit("p3", 0.5, "saw")]
+    assert [h.retrieval_rank for h in hits] == [1, 2, 3]
     mixed = Reranker(reranker.model, device="cpu", retrieval_weight=0.5)
     ranked = mixed.rank("drill", hits)
     logits = reranker.score("drill", [hit_text(h) for h in hits])
     expected = blend(logits, np.array([h.score for h in hits]), 0.5)
     for r in ranked:
-        assert r.cross_score == pytest.approx(float(logits[r.retrieval_rank - 1]), abs=1e-5)
+        assert r.cross == pytest.approx(float(logits[r.retrieval_rank - 1]), abs=1e-5)
         assert r.score == pytest.approx(float(expected[r.retrieval_rank - 1]), abs=1e-5)
     with pytest.raises(ValueError, match="retrieval_weight"):
         Reranker(reranker.model, device="cpu", retrieval_weight=1.5)
@@ -302,7 +308,9 @@ def test_blend_mixes_standardised_scores(reranker):
 
 def test_rank_ties_keep_retrieval_order(reranker):
     same = {"title": "drill red", "category": "tools"}
-    hits = [Hit(f"p{i}", 1.0 - i / 10, dict(same)) for i in range(3)]
+    hits = [
+        RankedHit(f"p{i}", 1.0 - i / 10, 1.0 - i / 10, i + 1, payload=dict(same)) for i in range(3)
+    ]
     ranked = reranker.rank("drill", hits)
     assert len({r.score for r in ranked}) == 1
     assert [r.product_id for r in ranked] == ["p0", "p1", "p2"]

@@ -19,7 +19,7 @@ and imports no retrieval, reranking or torch code.
 
 Files written by :func:`write_simulation`:
 
-* ``events.parquet`` - the behaviour log in the :mod:`behaviour.events` format (raw simulated
+* ``events.parquet`` - the behaviour log in the :mod:`personalization.events` format (raw simulated
   user ids ``sim-u00001``), plus a ``query_id`` column that readers ignore.
 * ``utility.parquet`` - **ground truth, evaluation only**: the hidden utility of the top
   :data:`UTILITY_DEPTH` candidates of every search. Never a feature or a training label.
@@ -44,8 +44,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import polars as pl
 
-from behaviour.events import COLUMNS, EVENT_TYPES
 from catalog.errors import ShopsearchError
+from personalization.events import COLUMNS, EVENT_TYPES
 
 if TYPE_CHECKING:  # duck-typed at run time: behaviour imports catalog only
     from evaluation.labels import Judgments
@@ -84,6 +84,7 @@ MANIFEST_FILE = "manifest.json"
 WORLD_FIELDS = ("n_users", "n_clusters", "noise_share")
 #: events.parquet columns: the event log format plus ``query_id`` (ignored by readers).
 EVENT_COLUMNS = (*COLUMNS, "query_id")
+SHOWN_FILE = "shown.parquet"
 
 MODEL_DESCRIPTION = """\
 ## Simulated behaviour: the generative model
@@ -149,19 +150,21 @@ unjudged one.
   a click to the cart with probability `noise_cart` (0.05), whatever the utility; a cart
   becomes a purchase with probability `purchase_given_cart` as for everyone.
 
-**Events.** Each search writes a `search` event (query text, no product), then a `view`
-for each examined result (1 s after the search, 0.1 s apart, with its position), then the
-`click`, `add_to_cart` and `purchase` events in time order, 5..60 s apart (uniform). The
-next search of the session follows 20..180 s later. Every event also carries the query
-and, except `search`, the position the product was shown at.
+**Events: only what a shop logs.** Each search writes a `search` event with its query
+text, a `search_id` and `results`: the `list_size` product ids shown, in order (the
+impression list). Then the `click`, `add_to_cart` and `purchase` events in time order,
+5..60 s apart (uniform), each with the `search_id` and the position the product was shown
+at. The next search of the session follows 20..180 s later. Which results were *examined*
+is never logged (a shop cannot see it): it is ground truth, below.
 
 **Split.** Sessions starting before `train_days` are the training period; later ones
 are held out. The split is by session start time; sessions never straddle it.
 
 **Ground truth** (evaluation only: never a feature or a training label). For every search,
 the utility of each of the top 50 candidates `results[q][:50]` for that user is written to
-`utility.parquet`, with its relevance and preference parts; `users.parquet` holds the
-latent preferences.
+`utility.parquet`, with its relevance and preference parts; `shown.parquet` holds, per
+shown result, whether it was examined and what the shopper did; `users.parquet` holds the
+latent preferences. The true examination curve is `1 / rank ** examine_eta`.
 
 **Determinism.** Everything is drawn from numpy `Generator`s seeded from `seed` (one
 stream for the world, one for the behaviour) and k-means is seeded with `seed`: the same
@@ -301,12 +304,13 @@ class SimOutput:
         world_config: The config the world was built with.
         cluster_source: ``"kmeans"`` or ``"category"``.
         split_ts: Epoch seconds where the held-out period starts.
-        events: The event log (:mod:`behaviour.events` columns plus ``query_id``).
+        events: The event log (:mod:`personalization.events` columns plus ``query_id``).
         utility: Ground-truth utility of the top candidates of every search.
         users: The latent users.
         items: product_id, brand, cluster.
-        impressions: One row per shown result (rank <= list_size) with what the user did
-            and the utility: ground truth for analysis and tests, not written to disk.
+        impressions: One row per shown result (rank <= list_size) with whether it was
+            examined, what the user did and the utility: ground truth, evaluation only
+            (``shown.parquet``).
     """
 
     config: SimConfig
@@ -632,6 +636,7 @@ def simulate(
     split_ts = EPOCH_BASE + split_rel
     session_ids = _session_ids(world.user_ids, session_user)
     search_period = session_period[search_session]
+    search_ids = [f"{session_ids[search_session[i]]}-q{i:06d}" for i in range(len(search_ts))]
     events = _events(
         world,
         pool,
@@ -642,6 +647,7 @@ def simulate(
         search_query,
         search_ts,
         session_ids,
+        search_ids,
         examined,
         clicked,
         carted,
@@ -673,6 +679,7 @@ def simulate(
     rows, cols = np.nonzero(shown)
     impressions = pl.DataFrame(
         {
+            "search_id": np.asarray(search_ids, dtype=object)[rows].tolist(),
             "user_id": user_ids[search_user[rows]].tolist(),
             "session_id": sess_ids[search_session[rows]].tolist(),
             "search_ts": search_ts[rows],
@@ -689,7 +696,7 @@ def simulate(
             "purchased": bought[rows, cols],
             "period": period_names[rows].tolist(),
         },
-        schema_overrides={"user_id": pl.String, "session_id": pl.String},
+        schema_overrides={"search_id": pl.String, "user_id": pl.String, "session_id": pl.String},
     )
     users = _users_frame(world, session_user, search_user, search_period)
     items = pl.DataFrame(
@@ -714,6 +721,52 @@ def simulate(
     )
 
 
+def relevance_of(grade: float | None) -> float:
+    """``rel(q, p)``: a judged grade scaled to 0..1 (clipped); 0 for an unjudged pair."""
+    if grade is None:
+        return 0.0
+    return min(max((float(grade) - GRADE_MIN) / (GRADE_MAX - GRADE_MIN), 0.0), 1.0)
+
+
+def utility(
+    world: SimWorld,
+    user_id: str,
+    grades: Mapping[str, float],
+    product_ids: Sequence[str],
+    preference_strength: float,
+) -> np.ndarray:
+    """True utility of any products for one simulated shopper and query (evaluation only).
+
+    ``rel(q, p) + preference_strength * (CLUSTER_SHARE * w(u, cluster(p)) + BRAND_SHARE *
+    [brand(p) in u's brands])``: the formula :func:`simulate` draws behaviour from.
+
+    Args:
+        world: The simulated world.
+        user_id: A simulated shopper (``sim-u00001``...).
+        grades: The query's judged grades by product id.
+        product_ids: The products to value.
+        preference_strength: The config's ``preference_strength``.
+
+    Returns:
+        float32 array of shape ``(len(product_ids),)``.
+    """
+    u = world.user_ids.index(user_id)
+    w = world.user_weight[u]
+    brands = set(world.user_brands[u])
+    return np.asarray(
+        [
+            relevance_of(grades.get(p))
+            + preference_strength
+            * (
+                CLUSTER_SHARE * w[world.item_cluster[p]]
+                + BRAND_SHARE * (world.item_brand.get(p) in brands)
+            )
+            for p in product_ids
+        ],
+        dtype=np.float32,
+    )
+
+
 def _candidates(
     pool: list[str],
     results: Mapping[str, Sequence[str]],
@@ -735,7 +788,7 @@ def _candidates(
             cand[q, r] = row
             grade = judged.get(pid)
             if grade is not None:
-                rel[q, r] = min(max((float(grade) - GRADE_MIN) / (GRADE_MAX - GRADE_MIN), 0.0), 1.0)
+                rel[q, r] = relevance_of(grade)
     if unknown:
         raise ShopsearchError(
             f"simulate: results name {len(unknown)} products that are not in the world "
@@ -853,6 +906,7 @@ def _events(
     search_query: np.ndarray,
     search_ts: np.ndarray,
     session_ids: list[str],
+    search_ids: list[str],
     examined: np.ndarray,
     clicked: np.ndarray,
     carted: np.ndarray,
@@ -866,8 +920,7 @@ def _events(
     for s in range(len(search_ts)):
         t0 = float(search_ts[s])
         stamps: list[tuple[float, str, str | None, int | None]] = [(t0, "search", None, None)]
-        for r in np.flatnonzero(examined[s]):
-            stamps.append((t0 + VIEW_DELAY + VIEW_STEP * r, "view", pids[s_cand[s, r]], int(r) + 1))
+        # the examined results take their reading time, but a shop never sees them
         cursor = t0 + VIEW_DELAY + VIEW_STEP * n_show
         for r in np.flatnonzero(clicked[s]):
             pid = pids[s_cand[s, r]]
@@ -883,7 +936,11 @@ def _events(
         session = session_ids[search_session[s]]
         qid = pool[search_query[s]]
         text = texts[qid]
+        search_id = search_ids[s]
+        shown = [pids[c] for c in s_cand[s, :n_show] if c >= 0]
         for ts, kind, pid, pos in stamps:
+            cols["search_id"].append(search_id)
+            cols["results"].append(shown if kind == "search" else None)
             cols["user_id"].append(user)
             cols["timestamp"].append(ts)
             cols["session_id"].append(session)
@@ -902,6 +959,8 @@ def _events(
             "query": pl.String,
             "product_id": pl.String,
             "position": pl.Int32,
+            "search_id": pl.String,
+            "results": pl.List(pl.String),
             "query_id": pl.String,
         },
     )
@@ -985,6 +1044,7 @@ def write_simulation(out: SimOutput, out_dir: str | os.PathLike[str]) -> Path:
     for name, frame in (
         (EVENTS_FILE, out.events),
         (UTILITY_FILE, out.utility),
+        (SHOWN_FILE, out.impressions),
         (USERS_FILE, out.users),
         (ITEMS_FILE, out.items),
     ):
@@ -1003,9 +1063,12 @@ def write_simulation(out: SimOutput, out_dir: str | os.PathLike[str]) -> Path:
             "heldout": "sessions starting at or after split_ts",
         },
         "files": {
-            EVENTS_FILE: "behaviour log (behaviour.events format, raw sim user ids, plus query_id)",
+            EVENTS_FILE: "behaviour log as a shop logs it (personalization.events format with "
+            "impressions, raw sim user ids, plus query_id); no examination",
             UTILITY_FILE: "ground-truth utility of the top candidates of every search "
             "(evaluation only)",
+            SHOWN_FILE: "per shown result: examined, clicked, carted, purchased, utility "
+            "(ground truth, evaluation only)",
             USERS_FILE: "latent users (ground truth)",
             ITEMS_FILE: "product_id -> brand proxy, latent cluster",
         },

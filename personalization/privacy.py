@@ -3,7 +3,7 @@
 A pseudonym is ``HMAC-SHA256(key, user_id)`` as hex, first 32 characters (128 bits). Without
 the key a pseudonym cannot be linked back to a user id, not even by hashing guessed ids;
 with the key, the same user always gets the same pseudonym, which is how
-:meth:`behaviour.profiles.ProfileStore.forget` finds a user's rows.
+:meth:`personalization.profiles.ProfileStore.forget` finds a user's rows.
 
 The key comes from the environment variable :data:`KEY_ENV` (hex) when set, else from
 ``<dir>/pseudonym.key`` (32 random bytes, created on first use with mode 0600). Losing the

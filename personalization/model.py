@@ -4,7 +4,7 @@ tower over the shopper's behaviour, into one logit.
     logit = a * cross_score + b  +  has_history * tower(features)
 
 The relevance part is an affine map of the cross-encoder score (so it keeps its order), and the
-personal part is an MLP with dropout over :data:`behaviour.features.FEATURE_NAMES`, gated by
+personal part is an MLP with dropout over :data:`personalization.features.FEATURE_NAMES`, gated by
 ``has_history``: for a shopper with no history it is exactly 0 and the ranking is the
 relevance-only ranking. Trained with binary cross-entropy on clicks and purchases (and, optionally,
 graded relevance pairs for the relevance part), AdamW with weight decay, early stopping on a
@@ -14,7 +14,6 @@ validation NDCG@10 of the logged clicks.
 from __future__ import annotations
 
 import json
-import math
 import os
 import random
 from collections.abc import Callable, Sequence
@@ -25,8 +24,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from behaviour.features import FEATURE_NAMES
 from catalog.errors import ShopsearchError
+from evaluation.metrics import ndcg_of_scores
+from personalization.features import FEATURE_NAMES
 
 HAS_HISTORY = FEATURE_NAMES.index("has_history")
 FORMAT = "shopsearch-personal/v1"
@@ -176,6 +176,11 @@ class PersonalTrainConfig:
     patience: int = 5
     val_fraction: float = 0.15
     seed: int = 0
+    #: "bce": pointwise, each example weighted; "listwise": a softmax over each search's list
+    #: with the interacted products as targets, each weighted by ``label * weight`` (with
+    #: inverse-propensity weights this is the IPW listwise loss of Ai et al., SIGIR 2018).
+    loss: str = "bce"
+    groups_per_batch: int = 64
 
 
 @dataclass(frozen=True)
@@ -191,37 +196,86 @@ class PersonalTrainReport:
     history: list[dict] = field(default_factory=list)
 
 
-def _ndcg10(scores: np.ndarray, gains: np.ndarray) -> float:
-    order = np.lexsort((np.arange(len(scores)), -scores))[:10]
-    dcg = float(sum(gains[i] / math.log2(r + 2) for r, i in enumerate(order)))
-    ideal = np.sort(gains)[::-1][:10]
-    idcg = float(sum(g / math.log2(r + 2) for r, g in enumerate(ideal)))
-    return dcg / idcg if idcg > 0 else 0.0
-
-
 def click_ndcg(model: PersonalFusion, groups: Sequence[Group]) -> float:
     """Mean NDCG@10 of the logged clicks (gain = label * weight) over groups that have one."""
-    vals = []
-    with torch.inference_mode():
-        for g in groups:
-            gains = g.label * g.weight
-            if gains.sum() <= 0:
-                continue
-            s = model(torch.as_tensor(g.cross), torch.as_tensor(g.feats)).numpy()
-            vals.append(_ndcg10(s, gains))
-    return float(np.mean(vals)) if vals else 0.0
+    scored = [g for g in groups if (g.label * g.weight).sum() > 0]
+    if not scored:
+        return 0.0
+    with torch.inference_mode():  # one forward pass for every list, then split
+        s = model(
+            torch.as_tensor(np.concatenate([g.cross for g in scored])),
+            torch.as_tensor(np.concatenate([g.feats for g in scored])),
+        ).numpy()
+    bounds = np.cumsum([0] + [len(g.cross) for g in scored])
+    return float(
+        np.mean(
+            [
+                ndcg_of_scores(s[a:b], g.label * g.weight)
+                for g, a, b in zip(scored, bounds[:-1], bounds[1:], strict=True)
+            ]
+        )
+    )
+
+
+def _listwise_loss(model: PersonalFusion, batch: Sequence[Group]) -> tuple[torch.Tensor, int]:
+    """Mean over the batch's searches of ``-sum(target * log softmax(scores)) / sum(target)``."""
+    width = max(len(g.cross) for g in batch)
+    n_feat = batch[0].feats.shape[1]
+    cross = torch.zeros(len(batch), width)
+    feats = torch.zeros(len(batch), width, n_feat)
+    target = torch.zeros(len(batch), width)
+    mask = torch.zeros(len(batch), width, dtype=torch.bool)
+    for i, g in enumerate(batch):
+        n = len(g.cross)
+        cross[i, :n] = torch.as_tensor(g.cross)
+        feats[i, :n] = torch.as_tensor(g.feats)
+        target[i, :n] = torch.as_tensor(g.label * g.weight)
+        mask[i, :n] = True
+    logits = model(cross.reshape(-1), feats.reshape(-1, n_feat)).reshape(len(batch), width)
+    logp = torch.log_softmax(logits.masked_fill(~mask, -1e9), dim=1)
+    mass = target.sum(1)
+    keep = mass > 0
+    if not keep.any():
+        return logits.sum() * 0.0, 0
+    loss = -(target * logp.masked_fill(~mask, 0.0)).sum(1)[keep] / mass[keep]
+    return loss.mean(), int(keep.sum())
 
 
 def train_personal(
     groups: Sequence[Group],
     config: PersonalTrainConfig | None = None,
     log: Callable[[str], None] = print,
+    val_groups: Sequence[Group] | None = None,
 ) -> tuple[PersonalRanker, PersonalTrainReport]:
-    """Fits the fusion on logged searches; the last ``val_fraction`` (in order) validates.
+    """Fits the fusion on logged searches, with early stopping on validation click NDCG@10.
 
-    Groups must come in time order so validation is the latest behaviour.
+    Args:
+        groups: Logged searches in time order (training, and validation when ``val_groups``
+            is None: then the last ``val_fraction`` validates, the latest personalization).
+        config: Options.
+        log: Progress lines.
+        val_groups: Validation searches (e.g. the log's last days), or None.
+
+    Raises:
+        ShopsearchError: Fewer than 20 searches to learn from.
     """
     config = config or PersonalTrainConfig()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a 32-unit MLP: more threads only contend
+    try:
+        return _train_personal(groups, config, log, val_groups)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train_personal(
+    groups: Sequence[Group],
+    config: PersonalTrainConfig,
+    log: Callable[[str], None],
+    val_groups: Sequence[Group] | None,
+) -> tuple[PersonalRanker, PersonalTrainReport]:
+    if config.loss not in ("bce", "listwise"):
+        raise ValueError(f"loss must be 'bce' or 'listwise', got {config.loss!r}")
     if len(groups) < 20:
         raise ShopsearchError(
             f"only {len(groups)} logged searches with an examined result: need at least 20"
@@ -229,8 +283,11 @@ def train_personal(
     random.seed(config.seed)
     np.random.seed(config.seed)
     torch.manual_seed(config.seed)
-    n_val = max(1, int(len(groups) * config.val_fraction))
-    train, val = list(groups[:-n_val]), list(groups[-n_val:])
+    if val_groups is None:
+        n_val = max(1, int(len(groups) * config.val_fraction))
+        train, val = list(groups[:-n_val]), list(groups[-n_val:])
+    else:
+        train, val = list(groups), list(val_groups)
     cross = torch.as_tensor(np.concatenate([g.cross for g in train]), dtype=torch.float32)
     feats = torch.as_tensor(np.concatenate([g.feats for g in train]), dtype=torch.float32)
     label = torch.as_tensor(np.concatenate([g.label for g in train]), dtype=torch.float32)
@@ -262,19 +319,35 @@ def train_personal(
     gen = torch.Generator().manual_seed(config.seed)
     for epoch in range(1, config.epochs + 1):
         model.train()
-        perm = torch.randperm(len(label), generator=gen)
         total = 0.0
-        for start in range(0, len(perm), config.batch_size):
-            idx = perm[start : start + config.batch_size]
-            logits = model(cross[idx], feats[idx])
-            loss = (loss_fn(logits, label[idx]) * weight[idx]).sum() / weight[idx].sum()
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            total += float(loss.detach()) * len(idx)
+        if config.loss == "listwise":
+            order = torch.randperm(len(train), generator=gen).tolist()
+            seen = 0
+            for start in range(0, len(order), config.groups_per_batch):
+                batch = [train[i] for i in order[start : start + config.groups_per_batch]]
+                loss, n = _listwise_loss(model, batch)
+                if n == 0:
+                    continue
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                total += float(loss.detach()) * n
+                seen += n
+            train_loss = total / max(seen, 1)
+        else:
+            perm = torch.randperm(len(label), generator=gen)
+            for start in range(0, len(perm), config.batch_size):
+                idx = perm[start : start + config.batch_size]
+                logits = model(cross[idx], feats[idx])
+                loss = (loss_fn(logits, label[idx]) * weight[idx]).sum() / weight[idx].sum()
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                total += float(loss.detach()) * len(idx)
+            train_loss = total / len(label)
         model.eval()
         score = click_ndcg(model, val)
-        history.append({"epoch": epoch, "train_loss": total / len(label), "val_ndcg@10": score})
+        history.append({"epoch": epoch, "train_loss": train_loss, "val_ndcg@10": score})
         if score > best + 1e-5:
             best, best_epoch, waited = score, epoch, 0
             best_state = {k: v.clone() for k, v in model.state_dict().items()}

@@ -21,7 +21,8 @@ from evaluation.metrics import evaluate, mean_scores, ranking
 from evaluation.stats import paired_test
 from indexer.build import index_catalog
 from retrieval.encoder import BiEncoder
-from retrieval.retriever import Hit, Retriever
+from retrieval.hits import RankedHit
+from retrieval.retriever import Retriever
 from retrieval.store import IndexLocation, open_backend
 
 METRICS = ("recall@10", "recall@50", "recall@100", "precision@10", "ndcg@10", "mrr@10", "judged@10")
@@ -108,8 +109,8 @@ class QualityReport:
                 f"{float(w):g}: {v:.4f}" for w, v in self.blend["validation_ndcg@10"].items()
             )
             lines.append(
-                f"\nReranker blend: weight of the first-stage score chosen on the validation split "
-                f"(NDCG@10 by weight: {tried}) -> {self.blend['chosen']:g}."
+                f"\nReranker blend: weight of the first-stage score {self.blend.get('how', '')} "
+                f"(validation NDCG@10 by weight: {tried or 'none'}) -> {self.blend['chosen']:g}."
             )
         return "\n".join(lines)
 
@@ -146,7 +147,51 @@ def _index_for(
     return path
 
 
-def _run_from(batches: Sequence[Sequence[Hit]], qids: Sequence[str]) -> Run:
+def choose_blend_weight(
+    runs_for: Callable[[Sequence[float]], dict[float, Run]],
+    qrels: dict[str, dict[str, float]],
+    data: Any,
+    saved: float,
+    log: Callable[[str], None] = print,
+) -> tuple[float, dict[float, float], str]:
+    """The blend weight with the best validation NDCG@10 over :data:`BLEND_GRID`.
+
+    No choice is made over empty or NaN statistics: with no scored validation query (or a
+    NaN score), the weight saved with the model is kept, and the returned note says so.
+
+    Returns:
+        (weight, validation NDCG@10 per weight tried, how the weight was chosen).
+    """
+    if not qrels or not any(any(g >= data.threshold for g in j.values()) for j in qrels.values()):
+        log(f"no scored validation query: keeping the model's blend weight {saved:g}")
+        return saved, {}, "kept from the model (no validation queries to choose on)"
+    log(f"choosing the blend weight on {len(qrels)} validation queries")
+    vscore = {
+        w: mean_scores(
+            evaluate(
+                qrels,
+                r,
+                metrics=("ndcg@10",),
+                threshold=data.threshold,
+                gain_offset=data.gain_offset,
+            )
+        )["ndcg@10"]
+        for w, r in runs_for(BLEND_GRID).items()
+    }
+    finite = {w: v for w, v in vscore.items() if v == v}  # NaN != NaN
+    if not finite:
+        log(f"validation NDCG@10 undefined: keeping the model's blend weight {saved:g}")
+        return saved, vscore, "kept from the model (validation NDCG@10 undefined)"
+    chosen = max(finite, key=lambda w: (finite[w], -w))
+    log(
+        "validation NDCG@10 by retrieval weight: "
+        + ", ".join(f"{w:g}: {v:.4f}" for w, v in vscore.items())
+        + f" -> {chosen:g}"
+    )
+    return chosen, vscore, "chosen on the validation split"
+
+
+def _run_from(batches: Sequence[Sequence[RankedHit]], qids: Sequence[str]) -> Run:
     return {
         q: {h.product_id: float(len(hits) - i) for i, h in enumerate(hits)}
         for q, hits in zip(qids, batches, strict=True)
@@ -179,7 +224,7 @@ def run_quality_benchmark(
     log: Callable[[str], None] = print,
 ) -> QualityReport:
     """Runs every stage and writes ``bench.json``, ``bench.md`` and ``recall.png`` in ``workdir``."""
-    from shopsearch.speed import machine_description
+    from research.bench_speed import machine_description
 
     start = time.perf_counter()
     workdir = Path(workdir)
@@ -225,7 +270,8 @@ def run_quality_benchmark(
         stage("hybrid fine-tuned", final_retriever, "hybrid")
         best_hybrid = "hybrid fine-tuned"
     if reranker_model is not None:
-        from rerank.reranker import Reranker, blend, hit_text
+        from rerank.pipeline import SearchPipeline, rerank_hits
+        from rerank.reranker import Reranker, hit_text
 
         reranker = Reranker.load(reranker_model, device=device)
         owner = final_retriever or Retriever.open(
@@ -244,7 +290,7 @@ def run_quality_benchmark(
                 for t, hits in zip(split_texts, batches, strict=True)
                 for h in hits[:candidates]
             ]
-            cross = reranker.score_pairs(pairs)
+            cross = reranker.score_pairs(pairs)  # once; every weight blends the same logits
             out: dict[float, Run] = {w: {} for w in weights}
             pos = 0
             for q, hits in zip(split_qids, batches, strict=True):
@@ -252,12 +298,8 @@ def run_quality_benchmark(
                 c = cross[pos : pos + len(head)]
                 pos += len(head)
                 for w in weights:
-                    s = blend(c, np.array([h.score for h in head]), w)
-                    order = sorted(range(len(head)), key=lambda i, s=s: (-s[i], i))
-                    ranked = [head[i].product_id for i in order] + [
-                        h.product_id for h in hits[candidates:]
-                    ]
-                    out[w][q] = {pid: float(len(ranked) - r) for r, pid in enumerate(ranked)}
+                    ranked = rerank_hits(head, c, w) + list(hits[candidates:])
+                    out[w][q] = {h.product_id: float(len(ranked) - r) for r, h in enumerate(ranked)}
             return out
 
         # the blend weight is chosen on the validation split, never on the split reported
@@ -268,36 +310,31 @@ def run_quality_benchmark(
             for q, t in zip(vframe["query_id"].to_list(), vframe["query"].to_list(), strict=True)
             if q in vscored
         ]
-        log(f"choosing the blend weight on {len(vpairs)} validation queries")
-        vruns = reranked_runs([q for q, _ in vpairs], [t for _, t in vpairs], vqrels, BLEND_GRID)
-        vscore = {
-            w: mean_scores(
-                evaluate(
-                    vqrels,
-                    r,
-                    metrics=("ndcg@10",),
-                    threshold=data.threshold,
-                    gain_offset=data.gain_offset,
-                )
-            )["ndcg@10"]
-            for w, r in vruns.items()
-        }
-        chosen = max(BLEND_GRID, key=lambda w: (vscore[w], -w))
-        log(
-            "validation NDCG@10 by retrieval weight: "
-            + ", ".join(f"{w:g}: {v:.4f}" for w, v in vscore.items())
-            + f" -> {chosen:g}"
+        chosen, vscore, how = choose_blend_weight(
+            lambda weights: reranked_runs(
+                [q for q, _ in vpairs], [t for _, t in vpairs], vqrels, weights
+            ),
+            vqrels,
+            data,
+            saved=reranker.retrieval_weight,
+            log=log,
         )
         truns = reranked_runs(qids, texts, qrels, (0.0, chosen))
         runs[f"{best_hybrid} + cross-encoder alone"] = truns[0.0]
         name = f"{best_hybrid} + reranker (blend {chosen:g})"
         runs[name] = truns[chosen]
         reranker.retrieval_weight = chosen
+        pipeline = SearchPipeline(owner, reranker)
         latency[f"{best_hybrid} + cross-encoder alone"] = latency[name] = _timed(
-            lambda q: reranker.rank(q, owner.search(q, k=candidates, mode="hybrid"), top_k=10),
+            lambda q: pipeline.search(q, k=10, rerank_depth=candidates, mode="hybrid"),
             lat_texts[: max(20, latency_queries // 4)],
         )
-        blend_note = {"grid": list(BLEND_GRID), "validation_ndcg@10": vscore, "chosen": chosen}
+        blend_note = {
+            "grid": list(BLEND_GRID),
+            "validation_ndcg@10": vscore,
+            "chosen": chosen,
+            "how": how,
+        }
         if owner is not final_retriever:
             owner.close()
     if final_retriever is not None:

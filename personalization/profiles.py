@@ -37,10 +37,10 @@ from typing import Any
 
 import numpy as np
 
-from behaviour.events import EVENT_TYPES, PRODUCT_EVENTS, Event
-from behaviour.privacy import Pseudonymizer
 from catalog.errors import ShopsearchError
 from catalog.schema import CATEGORY_SEPARATOR, Product, normalize_category
+from personalization.events import EVENT_TYPES, PRODUCT_EVENTS, Event
+from personalization.privacy import Pseudonymizer
 
 SCHEMA_VERSION = 1
 #: How much each interaction counts towards affinities.
@@ -255,7 +255,7 @@ class ProfileStore:
 
         Raises:
             ValueError: An event has an unknown type or lacks a required product id
-                (events from :func:`behaviour.events.read_events` never do).
+                (events from :func:`personalization.events.read_events` never do).
         """
         pseudonyms: dict[str, str] = {}
         sessions: dict[str, str] = {}

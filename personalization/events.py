@@ -7,7 +7,7 @@ An event log is a **JSON Lines** (``.jsonl``/``.ndjson``/``.json``: one object p
 column        required  meaning
 ============  ========  ===================================================================
 user_id       yes       Raw user id (text; integers accepted). Pseudonymised on ingest and
-                        never stored (see :mod:`behaviour.privacy`).
+                        never stored (see :mod:`personalization.privacy`).
 timestamp     yes       ISO-8601 text *with* a timezone (``2024-05-01T10:00:00Z``,
                         ``...+02:00``), epoch seconds or epoch milliseconds (number or
                         numeric text; values >= 1e11 are milliseconds), or a Parquet
@@ -19,7 +19,19 @@ session_id    no        Session id (text); ``""`` when absent.
 query         no        Search text; required on ``search`` events.
 product_id    no        Product id; required on every event but ``search``.
 position      no        Rank (1-based integer) at which the product was shown, or null.
+search_id     no        Id of a search. On ``search`` events it names the search; on
+                        ``click``/``add_to_cart``/``purchase`` events it says which search
+                        the interaction answers (without it, the shopper's latest search in
+                        the session that showed the product is taken).
+results       no        On ``search`` events: the product ids shown, in order (the page the
+                        shopper saw: an *impression* list; a JSON array, or a Parquet list
+                        column). Only searches with results can teach the ranker; without
+                        them a log still feeds profiles.
 ============  ========  ===================================================================
+
+Reference points for the shape: GA4's ``view_item_list`` / ``select_item`` and Metarank's
+``ranking`` / ``interaction`` events. A product-page ``view`` is a behaviour signal for
+profiles, never an examination label.
 
 Other columns are ignored. Every row is validated; a bad row becomes a
 :class:`~catalog.reader.Reject` (``line`` = JSONL line number or 1-based Parquet row), never
@@ -48,7 +60,19 @@ from catalog.reader import Reject
 EVENT_TYPES = ("search", "view", "click", "add_to_cart", "purchase")
 #: Events about a product (every type but ``search``).
 PRODUCT_EVENTS = ("view", "click", "add_to_cart", "purchase")
-COLUMNS = ("user_id", "timestamp", "session_id", "event", "query", "product_id", "position")
+COLUMNS = (
+    "user_id",
+    "timestamp",
+    "session_id",
+    "event",
+    "query",
+    "product_id",
+    "position",
+    "search_id",
+    "results",
+)
+#: Most product ids one impression list may hold.
+MAX_RESULTS = 1000
 REQUIRED_COLUMNS = ("user_id", "timestamp", "event")
 #: Epoch numbers at or above this are milliseconds (1e11 s is year 5138; 1e11 ms is 1973).
 MS_THRESHOLD = 1e11
@@ -78,6 +102,8 @@ class Event:
         query: Search text (always set on ``search`` events) or None.
         product_id: Product id (always set on product events) or None.
         position: 1-based rank the product was shown at, or None.
+        search_id: The search this event is (``search``) or answers (interactions), or None.
+        results: On ``search`` events, the product ids shown in order, or None.
     """
 
     user_id: str = field(repr=False)
@@ -87,6 +113,8 @@ class Event:
     query: str | None = None
     product_id: str | None = None
     position: int | None = None
+    search_id: str | None = None
+    results: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -435,6 +463,8 @@ def _event(
         query=query,
         product_id=product_id,
         position=_position(record.get("position")),
+        search_id=_text(record.get("search_id"), "search_id"),
+        results=_results(record.get("results"), kind),
     )
 
 
@@ -448,6 +478,33 @@ def _text(value: Any, name: str) -> str | None:
         raise _Invalid(f"{name} is not text")
     text = str(value).strip()
     return text or None
+
+
+def _results(value: Any, kind: str) -> tuple[str, ...] | None:
+    """An impression list: product ids shown, in order (a list, or a JSON array as text)."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if kind != "search":
+        raise _Invalid(f"results on a {kind} event (only search events carry the shown list)")
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            raise _Invalid("results is not a JSON array of product ids") from None
+    if hasattr(value, "to_list"):  # a Parquet list cell may arrive as a Series
+        value = value.to_list()
+    if not isinstance(value, (list, tuple)):
+        raise _Invalid("results is not a list of product ids")
+    if len(value) > MAX_RESULTS:
+        raise _Invalid(f"results holds {len(value)} products (at most {MAX_RESULTS})")
+    out = []
+    for i, pid in enumerate(value, start=1):
+        if isinstance(pid, float) and pid.is_integer():
+            pid = int(pid)
+        if pid is None or isinstance(pid, (dict, list, bool, float)) or not str(pid).strip():
+            raise _Invalid(f"results[{i}] is not a product id")
+        out.append(str(pid).strip())
+    return tuple(out)
 
 
 def _position(value: Any) -> int | None:

@@ -1,7 +1,7 @@
 """The personalisation features: one definition, used identically in training and at query time.
 
-Build a :class:`Candidate` per retrieved product, a point-in-time profile
-(:meth:`behaviour.profiles.ProfileStore.profile` with ``before`` = the query time when
+Take the retrieved products (:class:`retrieval.hits.RankedHit`, with ``relevance`` set), a point-in-time profile
+(:meth:`personalization.profiles.ProfileStore.profile` with ``before`` = the query time when
 training), popularity and the vectors of the user's recent items, then call
 :func:`compute_features`. Columns are :data:`FEATURE_NAMES`, in order:
 
@@ -23,8 +23,9 @@ Other features:
 * ``popularity``: smoothed popularity (:meth:`ProfileStore.popularity`; missing: 0).
 * ``retrieval_score``: the stage-1 score.
 * ``rank_discount``: ``1 / log2(retrieval_rank + 1)``.
-* ``cross_score``: the cross-encoder score, 0 when None (pass it, or not, the same way in
-  training and at query time).
+* ``cross_score``: the hit's relevance score (the cross-encoder blended with stage 1, or
+  the standardised stage-1 score without a cross-encoder), 0 when None; computed the same way
+  in training and at query time.
 
 Category affinity is the mean over levels rather than the max: a profile's values nest (a
 parent category's share is >= each child's), so the max, or the deepest matching level's
@@ -36,12 +37,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
-from behaviour.profiles import UserProfile, category_levels
+from personalization.profiles import UserProfile, category_levels
+from retrieval.hits import RankedHit
 
 FEATURE_NAMES = (
     "has_history",
@@ -76,58 +76,9 @@ _PRIOR_EVENTS = (
 )
 
 
-@dataclass(frozen=True)
-class Candidate:
-    """One retrieved product to score.
-
-    Attributes:
-        product_id: Product id.
-        brand: Brand or None.
-        category: Category path (``"A > B > C"``) or None.
-        price: Price or None.
-        vector: The product's embedding (any scale) or None.
-        retrieval_score: Stage-1 score.
-        retrieval_rank: Stage-1 rank, 1-based.
-        cross_score: Cross-encoder score, or None when not computed.
-    """
-
-    product_id: str
-    brand: str | None
-    category: str | None
-    price: float | None
-    vector: np.ndarray | None
-    retrieval_score: float
-    retrieval_rank: int
-    cross_score: float | None = None
-
-    @classmethod
-    def from_payload(
-        cls,
-        payload: Mapping[str, Any],
-        retrieval_score: float,
-        retrieval_rank: int,
-        cross_score: float | None = None,
-        vector: np.ndarray | None = None,
-    ) -> Candidate:
-        """A candidate from a product-store payload (uses ``_vector`` when present)."""
-        if vector is None and payload.get("_vector") is not None:
-            vector = np.asarray(payload["_vector"], dtype=np.float32)
-        price = payload.get("price")
-        return cls(
-            product_id=str(payload["product_id"]),
-            brand=payload.get("brand") or None,
-            category=payload.get("category") or None,
-            price=float(price) if price is not None else None,
-            vector=vector,
-            retrieval_score=float(retrieval_score),
-            retrieval_rank=int(retrieval_rank),
-            cross_score=cross_score,
-        )
-
-
 def compute_features(
     profile: UserProfile | None,
-    candidates: Sequence[Candidate],
+    candidates: Sequence[RankedHit],
     popularity: Mapping[str, float],
     recent_vectors: np.ndarray | None,
 ) -> np.ndarray:
@@ -135,7 +86,7 @@ def compute_features(
 
     Args:
         profile: The user's profile at query time, or None for an anonymous user.
-        candidates: Retrieved products.
+        candidates: Retrieved products (brand, category and price read from the payload).
         popularity: Product id -> smoothed popularity (missing: 0).
         recent_vectors: Vectors of the user's recent items, shape ``(m, dim)``, or None.
 
@@ -147,25 +98,29 @@ def compute_features(
         if cand.retrieval_rank < 1:
             raise ValueError(f"retrieval_rank must be >= 1, got {cand.retrieval_rank}")
         out[row, _INDEX["popularity"]] = popularity.get(cand.product_id, 0.0)
-        out[row, _INDEX["retrieval_score"]] = cand.retrieval_score
+        out[row, _INDEX["retrieval_score"]] = cand.retrieval
         out[row, _INDEX["rank_discount"]] = 1.0 / math.log2(cand.retrieval_rank + 1)
-        out[row, _INDEX["cross_score"]] = cand.cross_score or 0.0
+        out[row, _INDEX["cross_score"]] = cand.relevance or 0.0
     if profile is None or profile.n_events == 0 or not candidates:
         return out
 
     out[:, _INDEX["has_history"]] = 1.0
     mean, std = profile.price_mean_log, profile.price_std_log
     for row, cand in enumerate(candidates):
-        if cand.brand:
-            out[row, _INDEX["brand_affinity"]] = profile.brand_affinity.get(cand.brand, 0.0)
-        if cand.category:
-            levels = category_levels(cand.category)
+        brand = cand.payload.get("brand")
+        category = cand.payload.get("category")
+        price = cand.payload.get("price")
+        price = float(price) if price is not None else None
+        if brand:
+            out[row, _INDEX["brand_affinity"]] = profile.brand_affinity.get(brand, 0.0)
+        if category:
+            levels = category_levels(category)
             affinity = profile.category_affinity
             out[row, _INDEX["category_affinity"]] = sum(
                 affinity.get(lv, 0.0) for lv in levels
             ) / len(levels)
-        if mean is not None and cand.price is not None and cand.price > 0:
-            distance = abs(math.log(cand.price) - mean) / ((std or 0.0) + PRICE_EPS)
+        if mean is not None and price is not None and price > 0:
+            distance = abs(math.log(price) - mean) / ((std or 0.0) + PRICE_EPS)
             out[row, _INDEX["price_match"]] = -min(distance, PRICE_CLIP)
         counts = profile.interactions.get(cand.product_id)
         if counts:
@@ -176,7 +131,7 @@ def compute_features(
 
 
 def _similarities(
-    out: np.ndarray, candidates: Sequence[Candidate], recent_vectors: np.ndarray | None
+    out: np.ndarray, candidates: Sequence[RankedHit], recent_vectors: np.ndarray | None
 ) -> None:
     if recent_vectors is None or len(recent_vectors) == 0:
         return

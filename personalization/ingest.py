@@ -1,0 +1,112 @@
+"""Event logs into a profile directory, and a shopper out of it: what ``shopsearch events ingest``
+and ``shopsearch forget-user`` do, callable from Python.
+
+A profile directory holds the SQLite store (``profiles.sqlite``) and the pseudonym key.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from personalization.privacy import Pseudonymizer
+from personalization.profiles import ProfileStore
+
+PROFILES_FILE = "profiles.sqlite"
+"""The SQLite file inside a profile directory."""
+
+DEFAULT_EVENT_REJECTS = Path("shopsearch-event-rejects.csv")
+"""Where rejected events go unless told otherwise."""
+
+_RETRIEVE_BATCH = 1000
+
+
+def open_profiles(directory: str | os.PathLike[str]) -> tuple[ProfileStore, Pseudonymizer]:
+    """The profile store and the pseudonymizer kept in one directory (created when missing)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    return ProfileStore(directory / PROFILES_FILE), Pseudonymizer.from_dir(directory)
+
+
+@dataclass(frozen=True)
+class EventIngestSummary:
+    """What :func:`ingest_event_log` did.
+
+    Attributes:
+        added: Events stored.
+        duplicates: Events already in the store (skipped).
+        rejected: Events refused (unknown product, bad timestamp, unknown type, ...).
+        rejects_path: The CSV the rejects were written to (None when there were none).
+    """
+
+    added: int
+    duplicates: int
+    rejected: int
+    rejects_path: Path | None
+
+
+def ingest_event_log(
+    log_path: str | os.PathLike[str],
+    profiles: str | os.PathLike[str],
+    location,
+    rejects_path: str | os.PathLike[str] | None = None,
+) -> EventIngestSummary:
+    """Validate an event log and add it to the profiles (user ids pseudonymized).
+
+    Products are checked against the index at ``location``; the stored item records (what the
+    features read: brand, category, price, vector) of every product the log names are refreshed
+    from it.
+
+    Args:
+        log_path: Parquet or JSON Lines event log.
+        profiles: The profile directory (created when missing).
+        location: A ``retrieval.store.IndexLocation``.
+        rejects_path: CSV for rejected events (default ``./shopsearch-event-rejects.csv``),
+            written only when something was rejected.
+
+    Raises:
+        ShopsearchError: An unreadable log or no index at ``location``.
+    """
+    from catalog.reader import write_rejects
+    from personalization.events import read_events
+    from retrieval.store import PAYLOAD_PRODUCT_ID, open_backend
+
+    col = open_backend(location).open()
+    try:
+        known = {p[PAYLOAD_PRODUCT_ID] for p in col.scroll_payloads([PAYLOAD_PRODUCT_ID])}
+        store, pz = open_profiles(profiles)
+        added = duplicates = 0
+        bad = []
+        seen: set[str] = set()
+        for batch in read_events(log_path, known_products=known):
+            bad.extend(batch.rejects)
+            summary = store.ingest(batch.events, pz)
+            added += summary.added
+            duplicates += summary.duplicates
+            seen.update(e.product_id for e in batch.events if e.product_id)
+        new_items = sorted(seen)
+        for i in range(0, len(new_items), _RETRIEVE_BATCH):
+            got = col.retrieve(new_items[i : i + _RETRIEVE_BATCH], with_vectors=True)
+            store.upsert_items({**v, "vector": v.get("_vector")} for v in got.values())
+        store.close()
+    finally:
+        col.close()
+    path = Path(rejects_path) if rejects_path is not None else DEFAULT_EVENT_REJECTS
+    if bad:
+        write_rejects(bad, path)
+    return EventIngestSummary(
+        added=added, duplicates=duplicates, rejected=len(bad), rejects_path=path if bad else None
+    )
+
+
+def forget_user(profiles: str | os.PathLike[str], user_id: str) -> int:
+    """Remove every trace of ``user_id`` from the profile directory; returns the rows removed.
+
+    Deletes with SQLite's secure delete and vacuums, so the rows do not linger in free pages.
+    """
+    store, pz = open_profiles(profiles)
+    try:
+        return store.forget(user_id, pz, vacuum=True)
+    finally:
+        store.close()

@@ -1,0 +1,140 @@
+"""Query-time personalization: a shopper's profile, their taste vector, and the fused score.
+
+A :class:`Personalizer` holds the three things personalization needs at query time: the fusion
+model (:class:`personalization.model.PersonalRanker`), the profile store and the pseudonymizer
+(raw shopper ids never go further than :meth:`Personalizer.profile`). The search pipeline
+(:class:`rerank.pipeline.SearchPipeline`) calls it; product vectors come from the index, never
+from a second copy.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+
+import numpy as np
+
+from personalization.features import FEATURE_NAMES, compute_features
+from personalization.ingest import open_profiles
+from personalization.model import PersonalRanker
+from personalization.privacy import Pseudonymizer
+from personalization.profiles import ProfileStore, UserProfile
+from retrieval.hits import RankedHit
+
+#: Reasons kept per hit (the features that moved its personal score most).
+TOP_REASONS = 3
+
+#: Looks up product vectors by id: ``ids -> {product_id: float32 vector}`` (missing ids absent).
+VectorLookup = Callable[[Sequence[str]], dict[str, np.ndarray]]
+
+
+def taste_vector(recent: np.ndarray | None) -> np.ndarray | None:
+    """The normalised mean of a shopper's recent items' vectors.
+
+    Args:
+        recent: float32 array ``(m, dim)`` of the recent items' vectors, or None.
+
+    Returns:
+        A unit float32 vector ``(dim,)``, or None without vectors.
+    """
+    if recent is None or len(recent) == 0:
+        return None
+    mean = np.asarray(recent, dtype=np.float32).mean(axis=0)
+    norm = float(np.linalg.norm(mean))
+    return (mean / norm).astype(np.float32) if norm > 0 else None
+
+
+def recent_vectors(profile: UserProfile | None, lookup: VectorLookup) -> np.ndarray | None:
+    """Vectors of a profile's recent items, most recent first, as the index holds them."""
+    if profile is None or profile.n_events == 0 or not profile.recent_items:
+        return None
+    ids = list(profile.recent_items)
+    got = lookup(ids)
+    rows = [got[p] for p in ids if got.get(p) is not None]
+    return np.stack(rows).astype(np.float32) if rows else None
+
+
+class Personalizer:
+    """The fusion model with the shopper data it reads.
+
+    Args:
+        model: The trained fusion model.
+        profiles: The profile store.
+        pseudonymizer: Turns shopper ids into the pseudonyms the store keys on.
+    """
+
+    def __init__(
+        self, model: PersonalRanker, profiles: ProfileStore, pseudonymizer: Pseudonymizer
+    ) -> None:
+        self.model = model
+        self.profiles = profiles
+        self.pseudonymizer = pseudonymizer
+
+    @classmethod
+    def open(cls, model: str | os.PathLike[str], profiles: str | os.PathLike[str]) -> Personalizer:
+        """Loads a model folder and opens a profiles directory.
+
+        Raises:
+            ShopsearchError: The model folder is not a personalization model for these features.
+        """
+        store, pz = open_profiles(profiles)
+        return cls(PersonalRanker.load(model), store, pz)
+
+    def profile(self, user_id: str | None, before: float | None = None) -> UserProfile | None:
+        """The shopper's point-in-time profile (None for an anonymous search)."""
+        if user_id is None:
+            return None
+        return self.profiles.profile(self.pseudonymizer.pseudonym(user_id), before=before)
+
+    def rank(
+        self,
+        hits: Sequence[RankedHit],
+        profile: UserProfile | None,
+        recent: np.ndarray | None,
+        explain: bool = True,
+    ) -> list[RankedHit]:
+        """Adds the personal part to relevance-scored hits (not sorted).
+
+        Args:
+            hits: Candidates with ``relevance`` set (the relevance-only pipeline's score).
+            profile: The shopper's profile; None for an anonymous search.
+            recent: Vectors of the shopper's recent items ``(m, dim)``, or None.
+            explain: Fill ``because`` (costs one extra model pass per feature).
+
+        Returns:
+            The hits with ``score = relevance part + personal part``, in input order. A cold
+            or anonymous shopper gets exactly the relevance-only order (the personal part is
+            gated by ``has_history``).
+        """
+        if not hits:
+            return []
+        relevance = np.array([h.relevance for h in hits], dtype=np.float32)
+        ids = [h.product_id for h in hits]
+        popularity = self.profiles.popularity(ids) if profile is not None else {}
+        feats = compute_features(profile, hits, popularity, recent)
+        warm = profile is not None and profile.n_events > 0
+        scored = self.model.score(relevance, feats, explain=explain and warm)
+        out = []
+        for i, h in enumerate(hits):
+            contrib = scored.contributions[i]
+            top = np.argsort(-np.abs(contrib), kind="stable")[:TOP_REASONS]
+            because = tuple(
+                (FEATURE_NAMES[j], float(feats[i, j]), float(contrib[j]))
+                for j in top
+                if abs(contrib[j]) > 1e-6
+            )
+            out.append(
+                replace(
+                    h,
+                    score=float(scored.total[i]),
+                    relevance=float(scored.relevance[i]),
+                    personal=float(scored.personal[i]),
+                    because=because,
+                )
+            )
+        return out
+
+    def close(self) -> None:
+        """Closes the profile store."""
+        self.profiles.close()

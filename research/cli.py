@@ -1,0 +1,371 @@
+"""Research commands of ``shopsearch``: the sample catalog, the demo, the benchmarks, the simulator.
+
+They are registered into the ``shopsearch`` group through the ``shopsearch.commands`` entry
+points in ``research/pyproject.toml`` (so they exist only where ``shopsearch-research`` is
+installed); like the core commands, each parses its options, calls the library and prints.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from shopsearch.cli.options import device_option, stderr_log
+
+
+@click.command("sample-catalog")
+@click.argument("out", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--n", "n", default=2000, show_default=True, type=click.IntRange(1), help="Number of products."
+)
+@click.option(
+    "--seed", default=0, show_default=True, type=int, help="Random seed (same seed, same catalog)."
+)
+def sample_catalog(out: Path, n: int, seed: int) -> None:
+    """Write a realistic synthetic catalog to OUT (.parquet, .csv or .jsonl)."""
+    from research.sample_catalog import write_sample_catalog
+
+    path = write_sample_catalog(out, n=n, seed=seed)
+    click.echo(f"wrote {n} products to {path}")
+
+
+@click.command("demo")
+@click.option(
+    "--workdir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("demo-run"),
+    show_default=True,
+    help="Where the sample catalog and index go.",
+)
+@click.option(
+    "--n",
+    "n",
+    default=2000,
+    show_default=True,
+    type=click.IntRange(10),
+    help="Products in the sample catalog.",
+)
+@click.option("--seed", default=0, show_default=True, type=int, help="Sample catalog seed.")
+@click.option(
+    "-k", "k", default=5, show_default=True, type=click.IntRange(1, 100), help="Results per query."
+)
+def demo_cmd(workdir: Path, n: int, seed: int, k: int) -> None:
+    """The main job end to end: sample catalog -> embedded index -> a few searches."""
+    from research.jobs import demo_steps
+
+    for block in demo_steps(workdir, n=n, seed=seed, k=k):
+        click.echo(block)
+
+
+@click.command("bench")
+@click.argument("data", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option(
+    "--workdir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("runs/bench"),
+    show_default=True,
+    help="Where indexes (one per model, reused) and the report go.",
+)
+@click.option(
+    "--retriever",
+    "retriever_model",
+    default=None,
+    help="Fine-tuned bi-encoder folder (adds the dense/hybrid fine-tuned stages).",
+)
+@click.option(
+    "--reranker",
+    "reranker_model",
+    default=None,
+    help="Cross-encoder folder (adds the reranked stage).",
+)
+@click.option(
+    "--base-model",
+    default=None,
+    help="Zero-shot bi-encoder (default: the packaged all-MiniLM-L6-v2).",
+)
+@click.option(
+    "--split",
+    type=click.Choice(["train", "validation", "test"]),
+    default="test",
+    show_default=True,
+    help="Which split's queries to score.",
+)
+@click.option(
+    "--candidates",
+    default=50,
+    show_default=True,
+    type=click.IntRange(1, 100),
+    help="Hybrid hits the reranker reorders.",
+)
+@device_option
+def bench_cmd(
+    data: Path,
+    workdir: Path,
+    retriever_model: str | None,
+    reranker_model: str | None,
+    base_model: str | None,
+    split: str,
+    candidates: int,
+    device: str | None,
+) -> None:
+    """Score every stage on DATA's test split: Recall@10/50/100, P@10, NDCG@10, MRR@10, Judged@10, latency."""
+    from research.bench_quality import run_quality_benchmark
+
+    report = run_quality_benchmark(
+        data,
+        workdir,
+        retriever_model=retriever_model,
+        reranker_model=reranker_model,
+        base_model=base_model,
+        split=split,
+        candidates=candidates,
+        device=device,
+        log=lambda m: click.echo(m, err=True),
+    )
+    click.echo(report.markdown())
+    click.echo(
+        f"\nwrote {workdir / 'bench.json'}, {workdir / 'bench.md'}, {workdir / 'recall.png'} ({report.seconds:.0f} s)"
+    )
+
+
+def _parse_seeds(ctx: click.Context, param: click.Parameter, value: str) -> list[int]:
+    """--seeds "0,1,2" -> [0, 1, 2]; anything else is a usage error."""
+    try:
+        return [int(s) for s in value.split(",") if s.strip()]
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: give integers separated by commas") from None
+
+
+def simulation_options(fn):
+    """What the simulator reads: the two indexes, the reranker, and the shoppers' parameters."""
+    options = [
+        click.option(
+            "--zero-shot-index",
+            type=click.Path(exists=True, file_okay=False, path_type=Path),
+            required=True,
+            help="Index built with the zero-shot model (the simulator clusters its vectors).",
+        ),
+        click.option(
+            "--index",
+            "tuned_index",
+            type=click.Path(exists=True, file_okay=False, path_type=Path),
+            required=True,
+            help="Index of the retriever in use (the result lists shoppers see).",
+        ),
+        click.option(
+            "--reranker",
+            "reranker_model",
+            required=True,
+            help="Cross-encoder folder (the relevance-only ranking shoppers see).",
+        ),
+        click.option(
+            "--strength",
+            default=1.0,
+            show_default=True,
+            type=click.FloatRange(0),
+            help="Weight of the latent preference in the utility.",
+        ),
+        click.option(
+            "--users",
+            default=1500,
+            show_default=True,
+            type=click.IntRange(10),
+            help="Simulated shoppers (per seed).",
+        ),
+        click.option(
+            "--pool",
+            default=800,
+            show_default=True,
+            type=click.IntRange(20),
+            help="Real queries the shoppers search (validation + test splits).",
+        ),
+        click.option(
+            "--examine-eta",
+            default=1.0,
+            show_default=True,
+            type=click.FloatRange(0),
+            help="Position bias: rank r is examined with probability 1 / r ** eta.",
+        ),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+@click.command("simulate")
+@click.argument("data", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("out", type=click.Path(file_okay=False, path_type=Path))
+@simulation_options
+@click.option("--seed", default=0, show_default=True, type=int, help="Simulator seed.")
+@click.option(
+    "--noise",
+    default=0.0,
+    show_default=True,
+    type=click.FloatRange(0, 1),
+    help="Share of shoppers who click at random.",
+)
+def simulate_cmd(
+    data: Path,
+    out: Path,
+    zero_shot_index: Path,
+    tuned_index: Path,
+    reranker_model: str,
+    seed: int,
+    strength: float,
+    noise: float,
+    users: int,
+    pool: int,
+    examine_eta: float,
+) -> None:
+    """Write a simulated event log (and, apart, the true utilities) over DATA's catalog and queries."""
+    from research.jobs import run_simulation
+
+    sim = run_simulation(
+        data,
+        out,
+        zero_shot_index,
+        tuned_index,
+        reranker_model,
+        seed=seed,
+        strength=strength,
+        noise=noise,
+        users=users,
+        pool=pool,
+        examine_eta=examine_eta,
+        log=stderr_log,
+    )
+    click.echo(
+        f"wrote {out}: {sim.events.height} events ({out / 'events.parquet'}); true utilities for evaluation only in "
+        f"{out / 'utility.parquet'}; held-out period from {sim.split_ts:.0f} (epoch s)"
+    )
+
+
+@click.command("bench-personal")
+@click.argument("data", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@simulation_options
+@click.option(
+    "--workdir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("runs/personal"),
+    show_default=True,
+    help="Where simulations, profile stores and the report go.",
+)
+@click.option(
+    "--seeds",
+    default="101,102,103",
+    show_default=True,
+    callback=_parse_seeds,
+    help="Simulator seeds, comma-separated (the defaults were never used to develop the code).",
+)
+@click.option(
+    "--noise",
+    default=0.2,
+    show_default=True,
+    type=click.FloatRange(0, 1),
+    help="Share of noisy users in the robustness run (0: skip it).",
+)
+def bench_personal_cmd(
+    data: Path,
+    zero_shot_index: Path,
+    tuned_index: Path,
+    reranker_model: str,
+    workdir: Path,
+    seeds: list[int],
+    noise: float,
+    strength: float,
+    users: int,
+    pool: int,
+    examine_eta: float,
+) -> None:
+    """Personalized vs relevance-only ranking on simulated shoppers' held-out sessions."""
+    from research.jobs import run_personal_benchmark
+
+    report = run_personal_benchmark(
+        data,
+        zero_shot_index,
+        tuned_index,
+        reranker_model,
+        workdir,
+        seeds=seeds,
+        noise=noise,
+        strength=strength,
+        users=users,
+        pool=pool,
+        examine_eta=examine_eta,
+        log=stderr_log,
+    )
+    click.echo(report.markdown())
+    click.echo(
+        f"\nwrote {workdir / 'personalization.json'} and {workdir / 'personalization.md'} ({report.seconds:.0f} s)"
+    )
+
+
+@click.command("bench-index")
+@click.argument("catalog", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--workdir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("runs/bench-index"),
+    show_default=True,
+    help="Where the benchmark index and report go.",
+)
+@click.option(
+    "--queries",
+    "queries_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Parquet/CSV with a 'query' column (default: queries made from titles).",
+)
+@click.option(
+    "--n-queries",
+    default=300,
+    show_default=True,
+    type=click.IntRange(10),
+    help="Queries timed per mode.",
+)
+@click.option(
+    "--encoder-sample",
+    default=4000,
+    show_default=True,
+    type=click.IntRange(100),
+    help="Products encoded for the encoder-alone baseline.",
+)
+@click.option(
+    "--model", default=None, help="Bi-encoder folder (default: the packaged all-MiniLM-L6-v2)."
+)
+@device_option
+def bench_index_cmd(
+    catalog: Path,
+    workdir: Path,
+    queries_file: Path | None,
+    n_queries: int,
+    encoder_sample: int,
+    model: str | None,
+    device: str | None,
+) -> None:
+    """Measure indexing items/s (vs the encoder alone) and query latency p50/p99 at k=100."""
+    from research.jobs import run_index_benchmark
+
+    report = run_index_benchmark(
+        catalog,
+        workdir,
+        queries_file=queries_file,
+        n_queries=n_queries,
+        encoder_sample=encoder_sample,
+        model=model,
+        device=device,
+        log=stderr_log,
+    )
+    click.echo("\n".join(report.lines()))
+    click.echo(f"report: {workdir / 'speed.json'}")
+
+
+COMMANDS = [
+    sample_catalog,
+    demo_cmd,
+    bench_cmd,
+    simulate_cmd,
+    bench_personal_cmd,
+    bench_index_cmd,
+]

@@ -1,0 +1,177 @@
+"""The research commands' jobs, callable from Python: the demo, a simulation run, the
+personalization benchmark and the indexing-speed benchmark from files.
+
+``research/cli.py`` parses options and calls one of these; they used to live in the command
+bodies. Progress goes to ``log``; what a command prints as its result is returned.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from catalog.errors import ShopsearchError
+
+if TYPE_CHECKING:
+    from research.bench_personal import PersonalizationReport
+    from research.bench_speed import SpeedReport
+    from research.simulate import SimOutput
+
+Log = Callable[[str], None]
+
+
+def demo_steps(workdir: Path, n: int = 2000, seed: int = 0, k: int = 5) -> Iterator[str]:
+    """The main job end to end: sample catalog -> embedded index -> a few searches.
+
+    Yields the demo's output, a block at a time, as each step finishes.
+    """
+    from indexer.build import index_catalog
+    from research.sample_catalog import SAMPLE_QUERIES, write_sample_catalog
+    from retrieval.retriever import Retriever
+    from retrieval.store import IndexLocation
+    from shopsearch.cli.search import format_hits
+
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    catalog = write_sample_catalog(workdir / "catalog.parquet", n=n, seed=seed)
+    yield f"1. wrote a sample catalog of {n} products: {catalog}"
+    index_dir = workdir / "index"
+    summary = index_catalog(
+        catalog, IndexLocation(path=index_dir), rejects_path=workdir / "rejects.csv"
+    )
+    yield (
+        f"2. indexed {summary.indexed} products into {index_dir} in {summary.seconds:.1f} s "
+        f"({summary.items_per_s:.0f} items/s, {summary.rejected} rejected)"
+    )
+    yield "3. searches (hybrid: dense + BM25, fused in Qdrant):"
+    with Retriever.open(index_dir) as retriever:
+        for query in SAMPLE_QUERIES[:4]:
+            yield format_hits(query, retriever.search(query, k=k))
+            yield ""
+        query = SAMPLE_QUERIES[0]
+        yield format_hits(
+            f"{query} [in stock, under $150]",
+            retriever.search(query, k=k, filters={"in_stock": True, "max_price": 150}),
+        )
+    yield f'\nTry: shopsearch search "{SAMPLE_QUERIES[1]}" --index {index_dir} -k 10'
+
+
+def run_simulation(
+    data: Path,
+    out: Path,
+    zero_shot_index: Path,
+    tuned_index: Path,
+    reranker_model: str,
+    *,
+    seed: int = 0,
+    strength: float = 1.0,
+    noise: float = 0.0,
+    users: int = 1500,
+    pool: int = 800,
+    examine_eta: float = 1.0,
+    log: Log = print,
+) -> SimOutput:
+    """Simulate shoppers over DATA's catalog and queries and write the log to ``out``."""
+    from research.bench_personal import prepare
+    from research.simulate import SimConfig, build_world, simulate, write_simulation
+
+    setup = prepare(
+        data,
+        zero_shot_index,
+        tuned_index,
+        reranker_model,
+        out,
+        pool_size=pool,
+        log=log,
+    )
+    config = SimConfig(
+        n_users=users,
+        preference_strength=strength,
+        noise_share=noise,
+        seed=seed,
+        examine_eta=examine_eta,
+    )
+    world = build_world(setup.product_ids, setup.titles, setup.world_vectors, config)
+    sim = simulate(world, setup.judgments, setup.candidates, config, query_pool=setup.pool)
+    write_simulation(sim, out)
+    return sim
+
+
+def run_personal_benchmark(
+    data: Path,
+    zero_shot_index: Path,
+    tuned_index: Path,
+    reranker_model: str,
+    workdir: Path,
+    *,
+    seeds: Sequence[int] = (101, 102, 103),
+    noise: float = 0.2,
+    strength: float = 1.0,
+    users: int = 1500,
+    pool: int = 800,
+    examine_eta: float = 1.0,
+    log: Log = print,
+) -> PersonalizationReport:
+    """Personalized vs relevance-only ranking on simulated shoppers' held-out sessions."""
+    from research.bench_personal import prepare, run_personalization_benchmark
+
+    setup = prepare(
+        data, zero_shot_index, tuned_index, reranker_model, workdir, pool_size=pool, log=log
+    )
+    return run_personalization_benchmark(
+        setup,
+        workdir,
+        seeds=list(seeds),
+        noise=noise,
+        preference_strength=strength,
+        n_users=users,
+        log=log,
+        examine_eta=examine_eta,
+    )
+
+
+def read_queries_file(queries_file: Path) -> list[str]:
+    """The distinct, non-null ``query`` column of a Parquet or CSV file, in file order."""
+    import polars as pl
+
+    frame = (
+        pl.read_parquet(queries_file)
+        if queries_file.suffix in (".parquet", ".pq")
+        else pl.read_csv(queries_file)
+    )
+    if "query" not in frame.columns:
+        raise ShopsearchError(
+            f"{queries_file}: no 'query' column (columns: {', '.join(frame.columns)})"
+        )
+    return frame["query"].drop_nulls().unique(maintain_order=True).to_list()
+
+
+def run_index_benchmark(
+    catalog: Path,
+    workdir: Path,
+    *,
+    queries_file: Path | None = None,
+    n_queries: int = 300,
+    encoder_sample: int = 4000,
+    model: str | None = None,
+    device: str | None = None,
+    log: Log = print,
+) -> SpeedReport:
+    """Indexing items/s and query latency on ``catalog``; the report also goes to ``workdir/speed.json``."""
+    from research.bench_speed import run_speed_benchmark
+
+    queries = read_queries_file(queries_file) if queries_file is not None else None
+    report = run_speed_benchmark(
+        catalog,
+        workdir,
+        queries=queries,
+        n_queries=n_queries,
+        encoder_sample=encoder_sample,
+        model=model,
+        device=device,
+        log=log,
+    )
+    (Path(workdir) / "speed.json").write_text(json.dumps(report.as_dict(), indent=2))
+    return report

@@ -1,0 +1,76 @@
+"""The one result type: a product at a position in a ranked list, with its score parts.
+
+Every stage returns :class:`RankedHit`: the store and the retriever fill the retrieval part,
+the reranker the relevance part, personalization the personal part and its reasons. Light
+(numpy only), so every layer can import it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+#: One reason a hit moved: (feature name, feature value, contribution to the score).
+Reason = tuple[str, float, float]
+
+
+@dataclass(frozen=True)
+class RankedHit:
+    """One product in a ranked list.
+
+    Attributes:
+        product_id: The product's id.
+        score: What the list is sorted by (descending; ties by ``retrieval_rank``): the
+            retrieval score after stage 1, the relevance after reranking, relevance +
+            personal after personalization.
+        retrieval: The first stage's score (cosine for dense, BM25 for bm25, RRF for hybrid).
+        retrieval_rank: 1-based position in the first stage's list.
+        relevance: The relevance score: the cross-encoder's logit blended with the first
+            stage's score (standardised over the candidates); None before reranking.
+        cross: The cross-encoder's logit alone; None without a cross-encoder.
+        personal: What this shopper's behaviour added to the score (0.0 when anonymous, cold,
+            or without a personalization model).
+        because: The features that moved ``personal`` most, largest first.
+        payload: The product's stored fields (title, brand, category, price, ...).
+        vector: The product's dense vector (float32, shape ``(dim,)``) when asked for.
+    """
+
+    product_id: str
+    score: float
+    retrieval: float
+    retrieval_rank: int
+    relevance: float | None = None
+    cross: float | None = None
+    personal: float = 0.0
+    because: tuple[Reason, ...] = ()
+    payload: dict[str, Any] = field(default_factory=dict)
+    vector: np.ndarray | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def title(self) -> str:
+        """The product title."""
+        return str(self.payload.get("title", ""))
+
+    def to_dict(self, rank: int | None = None) -> dict[str, Any]:
+        """A JSON-ready dict: the score parts apart from the product, so no catalog column
+        can overwrite a score (the product's fields are under ``"product"``)."""
+        out: dict[str, Any] = {} if rank is None else {"rank": rank}
+        out.update(
+            product_id=self.product_id,
+            score=self.score,
+            scores={
+                "retrieval": self.retrieval,
+                "retrieval_rank": self.retrieval_rank,
+                "relevance": self.relevance,
+                "cross": self.cross,
+                "personal": self.personal,
+            },
+            product=dict(self.payload),
+        )
+        if self.because:
+            out["because"] = [
+                {"feature": n, "value": v, "contribution": c} for n, v, c in self.because
+            ]
+        return out

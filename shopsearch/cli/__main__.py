@@ -1,0 +1,5 @@
+"""``python -m shopsearch.cli``: the same as the ``shopsearch`` command."""
+
+from shopsearch.cli import main
+
+main()

@@ -1,0 +1,53 @@
+"""``shopsearch events ingest`` and ``shopsearch forget-user``: shopper behaviour in and out."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from shopsearch.cli.options import index_options, profiles_option
+
+
+@click.group("events")
+def events_group() -> None:
+    """Shopper behaviour: validate event logs and update the stored profiles."""
+
+
+@events_group.command("ingest")
+@click.argument("log_path", metavar="LOG", type=click.Path(path_type=Path))
+@profiles_option
+@index_options
+@click.option(
+    "--rejects",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="CSV for rejected events (default: ./shopsearch-event-rejects.csv).",
+)
+def events_ingest_cmd(log_path: Path, profiles: Path, location, rejects: Path | None) -> None:
+    """Validate LOG (Parquet or JSON Lines) and add it to the profiles (user ids pseudonymized)."""
+    from personalization.ingest import ingest_event_log
+
+    summary = ingest_event_log(log_path, profiles, location, rejects_path=rejects)
+    click.echo(
+        f"ingested {summary.added} events ({summary.duplicates} already there), rejected {summary.rejected}"
+        + (f": see {summary.rejects_path}" if summary.rejects_path else "")
+    )
+
+
+@click.command("forget-user")
+@click.argument("user_id")
+@profiles_option
+def forget_user_cmd(user_id: str, profiles: Path) -> None:
+    """Remove every trace of USER_ID from the profile store."""
+    from personalization.ingest import forget_user
+
+    removed = forget_user(profiles, user_id)
+    click.echo(
+        f"forgot the user: {removed} stored rows removed"
+        if removed
+        else "no stored data for that user"
+    )
+
+
+COMMANDS = [events_group, forget_user_cmd]

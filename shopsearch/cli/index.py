@@ -1,0 +1,88 @@
+"""``shopsearch index`` and ``shopsearch info``: build an index, say what one records."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from shopsearch.cli.options import device_option, index_options, progress_option
+
+
+@click.command("index")
+@click.argument("catalog", type=click.Path(path_type=Path))
+@index_options
+@click.option(
+    "--mode",
+    type=click.Choice(["full", "upsert", "sync"]),
+    default="full",
+    show_default=True,
+    help="full: atomic rebuild; upsert: re-embed new/changed products; sync: upsert and delete products gone from the file.",
+)
+@click.option(
+    "--model", default=None, help="Bi-encoder folder (default: the packaged all-MiniLM-L6-v2)."
+)
+@device_option
+@click.option(
+    "--rejects",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="CSV for rejected rows (default: ./shopsearch-rejects.csv).",
+)
+@progress_option
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def index_cmd(
+    catalog: Path,
+    location,
+    mode: str,
+    model: str | None,
+    device: str | None,
+    rejects: Path | None,
+    progress: bool,
+    as_json: bool,
+) -> None:
+    """Index CATALOG (Parquet, CSV or JSON Lines) into an embedded index or a Qdrant server."""
+    from indexer.build import index_catalog
+
+    warnings: list[str] = []
+    summary = index_catalog(
+        catalog,
+        location,
+        mode=mode,  # type: ignore[arg-type]
+        model=model,
+        device=device,
+        rejects_path=rejects,
+        progress=progress,
+        warn=warnings.append,
+    )
+    for w in warnings[:10]:
+        click.echo(f"warning: {w}", err=True)
+    if len(warnings) > 10:
+        click.echo(f"warning: ... and {len(warnings) - 10} more", err=True)
+    if as_json:
+        click.echo(json.dumps(summary.as_dict(), indent=2))
+        return
+    click.echo(
+        f"{summary.mode}: indexed {summary.indexed}, unchanged {summary.unchanged}, deleted {summary.deleted}, "
+        f"rejected {summary.rejected}, warnings {summary.warnings}; {summary.total} products in the index; "
+        f"{summary.seconds:.1f} s, {summary.items_per_s:.0f} items/s"
+    )
+    if summary.rejects_path:
+        click.echo(f"rejected rows (line, reason): {summary.rejects_path}")
+
+
+@click.command("info")
+@index_options
+def info_cmd(location) -> None:
+    """Print what an index records about itself (model, recipe, counts, build)."""
+    from retrieval.store import open_backend
+
+    col = open_backend(location).open()
+    try:
+        click.echo(json.dumps({**col.manifest, "points": col.count()}, indent=2, sort_keys=True))
+    finally:
+        col.close()
+
+
+COMMANDS = [index_cmd, info_cmd]

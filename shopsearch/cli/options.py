@@ -1,0 +1,108 @@
+"""Option decorators shared by several commands: where the index is, filters, device, progress."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import click
+
+from catalog.errors import ShopsearchError
+
+INDEX_HELP = "Directory of the embedded (qdrant-edge) index."
+URL_HELP = "Qdrant server URL, instead of --index (e.g. http://localhost:6333)."
+PROFILES_HELP = "Directory of the shopper profile store (SQLite + the pseudonym key)."
+DEVICE_HELP = "Torch device (default: cuda when present, else cpu)."
+
+
+def index_options(fn):
+    """--index / --qdrant-url / --api-key / --collection, on every command that opens an index."""
+
+    @click.option(
+        "--index", "index_dir", type=click.Path(file_okay=False, path_type=Path), help=INDEX_HELP
+    )
+    @click.option(
+        "--qdrant-url",
+        envvar="SHOPSEARCH_QDRANT_URL",
+        help=URL_HELP + " Env: SHOPSEARCH_QDRANT_URL.",
+    )
+    @click.option(
+        "--api-key",
+        envvar="SHOPSEARCH_QDRANT_API_KEY",
+        help="Qdrant API key. Env: SHOPSEARCH_QDRANT_API_KEY.",
+    )
+    @click.option(
+        "--collection",
+        default="products",
+        show_default=True,
+        help="Collection (alias) name on a server.",
+    )
+    @functools.wraps(fn)
+    def wrapper(*args, index_dir, qdrant_url, api_key, collection, **kwargs):
+        from retrieval.store import IndexLocation
+
+        if index_dir is not None and qdrant_url:
+            raise ShopsearchError(
+                "Only one of --index or --qdrant-url should be specified "
+                "(is SHOPSEARCH_QDRANT_URL set in the environment?)"
+            )
+        location = IndexLocation(
+            path=index_dir, url=qdrant_url or None, api_key=api_key, collection=collection
+        )
+        return fn(*args, location=location, **kwargs)
+
+    return wrapper
+
+
+def filter_options(fn):
+    """--category / --brand / --min-price / --max-price / --in-stock."""
+
+    @click.option(
+        "--category",
+        default=None,
+        help="Category path or a prefix of it, e.g. 'Tools > Power Tools'.",
+    )
+    @click.option(
+        "--brand", "brands", multiple=True, help="Brand to keep (repeat for any of several)."
+    )
+    @click.option("--min-price", type=click.FloatRange(0), default=None, help="Lowest price.")
+    @click.option("--max-price", type=click.FloatRange(0), default=None, help="Highest price.")
+    @click.option(
+        "--in-stock/--any-stock", "in_stock", default=None, help="Only products in stock."
+    )
+    @functools.wraps(fn)
+    def wrapper(*args, category, brands, min_price, max_price, in_stock, **kwargs):
+        from retrieval.filters import Filters
+
+        filters = Filters(
+            category=category,
+            brands=tuple(brands) or None,
+            min_price=min_price,
+            max_price=max_price,
+            in_stock=in_stock or None,
+        )
+        return fn(*args, filters=filters, **kwargs)
+
+    return wrapper
+
+
+device_option = click.option("--device", default=None, help=DEVICE_HELP)
+"""--device: the torch device a command's models run on."""
+
+progress_option = click.option(
+    "--progress/--no-progress", default=True, show_default=True, help="Show a progress bar."
+)
+"""--progress/--no-progress."""
+
+profiles_option = click.option(
+    "--profiles",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help=PROFILES_HELP,
+)
+"""--profiles DIR: the shopper profile store."""
+
+
+def stderr_log(message: str) -> None:
+    """Progress messages go to stderr, so stdout stays the command's result."""
+    click.echo(message, err=True)

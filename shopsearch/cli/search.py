@@ -1,0 +1,122 @@
+"""``shopsearch search``: one query against an index, as a table or JSON."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from shopsearch.cli.options import device_option, filter_options, index_options
+
+
+@click.command("search")
+@click.argument("query")
+@index_options
+@filter_options
+@click.option(
+    "-k",
+    "k",
+    default=10,
+    show_default=True,
+    type=click.IntRange(1, 1000),
+    help="Number of results.",
+)
+@click.option(
+    "--mode",
+    type=click.Choice(["dense", "bm25", "hybrid"]),
+    default=None,
+    help="Retrieval mode (default: hybrid).",
+)
+@click.option(
+    "--model", default=None, help="Query-tower model (default: the one that built the index)."
+)
+@click.option(
+    "--reranker",
+    type=click.Path(exists=True, file_okay=False),
+    default=None,
+    help="A cross-encoder folder: rerank the top --rerank-depth candidates.",
+)
+@click.option(
+    "--rerank-depth",
+    default=50,
+    show_default=True,
+    type=click.IntRange(1, 1000),
+    help="Candidates retrieved and reranked.",
+)
+@click.option(
+    "--personal",
+    type=click.Path(exists=True, file_okay=False),
+    default=None,
+    help="A personalization model folder (needs --profiles and --user to matter).",
+)
+@click.option(
+    "--profiles",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="The shopper profiles directory (events ingested with 'shopsearch events ingest').",
+)
+@click.option("--user", "user_id", default=None, help="The shopper's id (pseudonymized first).")
+@device_option
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print JSON for other programs: {query, hits: [{rank, product_id, score, scores, "
+    "product, because}]}.",
+)
+def search_cmd(
+    query: str,
+    location,
+    filters,
+    k: int,
+    mode: str | None,
+    model: str | None,
+    reranker: str | None,
+    rerank_depth: int,
+    personal: str | None,
+    profiles: str | None,
+    user_id: str | None,
+    device: str | None,
+    as_json: bool,
+) -> None:
+    """Search the index for QUERY and print the top K products."""
+    from rerank.pipeline import SearchPipeline
+
+    with SearchPipeline.open(
+        location.path,
+        reranker=reranker,
+        personal=personal,
+        profiles=profiles,
+        device=device,
+        qdrant_url=location.url,
+        api_key=location.api_key,
+        collection=location.collection,
+        model=model,
+    ) as pipeline:
+        hits = pipeline.search(
+            query, user_id=user_id, k=k, rerank_depth=rerank_depth, filters=filters, mode=mode
+        )
+    if as_json:
+        out = {"query": query, "hits": [h.to_dict(r) for r, h in enumerate(hits, start=1)]}
+        click.echo(json.dumps(out, default=str))
+        return
+    click.echo(format_hits(query, hits))
+
+
+def format_hits(query: str, hits) -> str:
+    """A readable table of hits."""
+    lines = [f'"{query}": {len(hits)} result(s)']
+    if hits:
+        lines.append(
+            f"{'#':>3}  {'score':>7}  {'product_id':<14} {'price':>9}  {'brand':<14} title"
+        )
+    for i, h in enumerate(hits, 1):
+        price = h.payload.get("price")
+        price_s = f"{price:9.2f}" if isinstance(price, int | float) else f"{'-':>9}"
+        brand = str(h.payload.get("brand") or "-")[:14]
+        title = h.title if len(h.title) <= 70 else h.title[:67] + "..."
+        lines.append(f"{i:>3}  {h.score:7.4f}  {h.product_id:<14} {price_s}  {brand:<14} {title}")
+    return "\n".join(lines)
+
+
+COMMANDS = [search_cmd]

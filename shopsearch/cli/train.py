@@ -1,0 +1,333 @@
+"""``shopsearch train retriever|reranker|personal``: fit the models on labelled data or logs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from shopsearch.cli.options import device_option, index_options, progress_option, stderr_log
+
+
+def _judgments(data: Path):
+    from evaluation.data import judgments_from, load_benchmark
+
+    bench = load_benchmark(data)
+    for problem in bench.problems:
+        click.echo(f"data: {problem}", err=True)
+    return judgments_from(bench)
+
+
+@click.group("train")
+def train_group() -> None:
+    """Fine-tune the retriever or reranker on labelled data, or learn personalization from a log."""
+
+
+@train_group.command("retriever")
+@click.argument("data", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("out", type=click.Path(file_okay=False, path_type=Path))
+@click.option(
+    "--base-model",
+    default=None,
+    help="Starting bi-encoder folder (default: the packaged all-MiniLM-L6-v2).",
+)
+@click.option(
+    "--epochs",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Passes over the relevant training pairs.",
+)
+@click.option(
+    "--batch-size",
+    default=64,
+    show_default=True,
+    type=click.IntRange(2),
+    help="Pairs per step (in-batch negatives: larger is better).",
+)
+@click.option(
+    "--lr", default=5e-5, show_default=True, type=float, help="Peak learning rate (AdamW)."
+)
+@click.option(
+    "--weight-decay", default=0.01, show_default=True, type=float, help="AdamW weight decay."
+)
+@click.option(
+    "--hard-negatives",
+    default=0,
+    show_default=True,
+    type=click.IntRange(0),
+    help="Mined hard negatives per pair (0: in-batch only).",
+)
+@click.option(
+    "--max-pairs",
+    default=None,
+    type=click.IntRange(1),
+    help="Use at most this many training pairs (a seeded sample).",
+)
+@click.option(
+    "--val-catalog",
+    default=20000,
+    show_default=True,
+    type=click.IntRange(0),
+    help="Products ranked in validation besides the judged ones (0: whole catalog).",
+)
+@click.option(
+    "--eval-every",
+    default=None,
+    type=click.IntRange(1),
+    help="Steps between validations (default: each epoch).",
+)
+@click.option(
+    "--max-minutes",
+    default=None,
+    type=click.FloatRange(0.1),
+    help="Stop training after this long, keeping the best checkpoint.",
+)
+@click.option("--seed", default=0, show_default=True, type=int, help="Random seed.")
+@device_option
+@progress_option
+def train_retriever_cmd(
+    data: Path,
+    out: Path,
+    base_model,
+    epochs,
+    batch_size,
+    lr,
+    weight_decay,
+    hard_negatives,
+    max_pairs,
+    val_catalog,
+    eval_every,
+    max_minutes,
+    seed,
+    device,
+    progress,
+) -> None:
+    """Fine-tune the bi-encoder on DATA's train split (in-batch negatives); best checkpoint to OUT."""
+    from retrieval.train import RetrieverTrainConfig, train_retriever
+
+    config = RetrieverTrainConfig(
+        base_model=base_model,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        weight_decay=weight_decay,
+        hard_negatives=hard_negatives,
+        max_pairs=max_pairs,
+        val_catalog=val_catalog or None,
+        eval_every=eval_every,
+        time_budget_s=max_minutes * 60 if max_minutes else None,
+        seed=seed,
+        device=device,
+    )
+    report = train_retriever(
+        _judgments(data), out, config, progress=progress, log=lambda m: click.echo(m, err=True)
+    )
+    click.echo(
+        f"retriever: validation Recall@100 {report.baseline_metric:.4f} -> {report.best_metric:.4f} "
+        f"(best at step {report.best_step}); {report.pairs_trained} pairs in {report.wall_seconds:.0f} s "
+        f"({report.pairs_per_s:.1f} pairs/s); saved to {out}"
+    )
+
+
+@train_group.command("reranker")
+@click.argument("data", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("out", type=click.Path(file_okay=False, path_type=Path))
+@index_options
+@click.option(
+    "--base-model",
+    default=None,
+    help="Starting BERT folder (default: the packaged all-MiniLM-L6-v2 weights).",
+)
+@click.option(
+    "--epochs",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Passes over the training pairs.",
+)
+@click.option(
+    "--batch-size", default=32, show_default=True, type=click.IntRange(1), help="Pairs per step."
+)
+@click.option(
+    "--lr", default=3e-5, show_default=True, type=float, help="Peak learning rate (AdamW)."
+)
+@click.option(
+    "--weight-decay", default=0.01, show_default=True, type=float, help="AdamW weight decay."
+)
+@click.option(
+    "--dropout",
+    default=0.1,
+    show_default=True,
+    type=click.FloatRange(0, 0.9),
+    help="Dropout before the scoring head.",
+)
+@click.option(
+    "--negatives",
+    default=4,
+    show_default=True,
+    type=click.IntRange(0),
+    help="Unjudged retrieved products per query per epoch (label 0).",
+)
+@click.option(
+    "--max-queries",
+    default=None,
+    type=click.IntRange(1),
+    help="Use at most this many train queries (a seeded sample).",
+)
+@click.option(
+    "--val-queries",
+    default=300,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Validation queries reranked at each check.",
+)
+@click.option(
+    "--eval-every",
+    default=None,
+    type=click.IntRange(1),
+    help="Steps between validations (default: each epoch).",
+)
+@click.option(
+    "--max-minutes",
+    default=None,
+    type=click.FloatRange(0.1),
+    help="Stop training after this long, keeping the best checkpoint.",
+)
+@click.option("--seed", default=0, show_default=True, type=int, help="Random seed.")
+@device_option
+@progress_option
+def train_reranker_cmd(
+    data: Path,
+    out: Path,
+    location,
+    base_model,
+    epochs,
+    batch_size,
+    lr,
+    weight_decay,
+    dropout,
+    negatives,
+    max_queries,
+    val_queries,
+    eval_every,
+    max_minutes,
+    seed,
+    device,
+    progress,
+) -> None:
+    """Fine-tune the cross-encoder on DATA (graded pairs + negatives retrieved from --index)."""
+    from rerank.candidates import train_reranker_on_index
+    from rerank.train import RerankerTrainConfig
+
+    config = RerankerTrainConfig(
+        base_model=base_model,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        weight_decay=weight_decay,
+        dropout=dropout,
+        negatives_per_query=negatives,
+        max_queries=max_queries,
+        val_queries=val_queries,
+        eval_every=eval_every,
+        time_budget_s=max_minutes * 60 if max_minutes else None,
+        seed=seed,
+        device=device,
+    )
+    report = train_reranker_on_index(
+        _judgments(data), out, location, config, progress=progress, log=stderr_log
+    )
+    click.echo(
+        f"reranker: validation NDCG@10 {report.baseline_metric:.4f} -> {report.best_metric:.4f} "
+        f"(best at step {report.best_step}); {report.pairs_trained} pairs in {report.wall_seconds:.0f} s "
+        f"({report.pairs_per_s:.1f} pairs/s); saved to {out}"
+    )
+
+
+@train_group.command("personal")
+@click.argument(
+    "log_path", metavar="LOG", type=click.Path(exists=True, dir_okay=False, path_type=Path)
+)
+@click.argument("out", type=click.Path(file_okay=False, path_type=Path))
+@index_options
+@click.option(
+    "--reranker",
+    type=click.Path(exists=True, file_okay=False),
+    default=None,
+    help="The cross-encoder serving will use (its scores are the relevance the model reads).",
+)
+@click.option(
+    "--rerank-depth",
+    default=50,
+    show_default=True,
+    type=click.IntRange(2, 1000),
+    help="Relevance candidates per query (what serving reranks).",
+)
+@click.option(
+    "--val-days",
+    default=7.0,
+    show_default=True,
+    type=click.FloatRange(0, min_open=True),
+    help="The log's last days validate (early stopping); the rest trains.",
+)
+@click.option(
+    "--no-correction",
+    is_flag=True,
+    help="Train the naive model: clicks vs shown-not-clicked, no position-bias correction.",
+)
+@click.option(
+    "--clip",
+    default=0.05,
+    show_default=True,
+    type=click.FloatRange(0.001, 1),
+    help="Smallest propensity an inverse-propensity weight divides by.",
+)
+@click.option("--seed", default=0, show_default=True, type=int, help="Random seed.")
+@device_option
+def train_personal_cmd(
+    log_path: Path,
+    out: Path,
+    location,
+    reranker,
+    rerank_depth,
+    val_days,
+    no_correction,
+    clip,
+    seed,
+    device,
+) -> None:
+    """Learn personalization from LOG (impressions and interactions) into OUT.
+
+    Position bias is estimated from the log itself (regression-EM) and corrected with clipped
+    inverse-propensity weights; OUT gets the model and report.json/.md/propensity.png.
+    """
+    from personalization.learn import LogTrainConfig
+    from personalization.model import PersonalTrainConfig
+    from rerank.pipeline import SearchPipeline, train_personal_from_log
+
+    config = LogTrainConfig(
+        val_days=val_days,
+        correct=not no_correction,
+        clip=clip,
+        model=PersonalTrainConfig(loss="listwise", seed=seed),
+    )
+    with SearchPipeline.open(
+        location.path,
+        reranker=reranker,
+        device=device,
+        qdrant_url=location.url,
+        api_key=location.api_key,
+        collection=location.collection,
+    ) as pipeline:
+        report = train_personal_from_log(
+            log_path, pipeline, out, config, depth=rerank_depth, log=stderr_log
+        )
+    click.echo(
+        f"personal: {report.train_searches} training and {report.val_searches} validation "
+        f"searches; validation click NDCG@10 {report.baseline_val_ndcg:.4f} -> "
+        f"{report.best_val_ndcg:.4f}; saved to {out} (report.md beside it)"
+    )
+
+
+COMMANDS = [train_group]
