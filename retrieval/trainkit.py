@@ -427,7 +427,7 @@ def run(
     best = float(state.best_metric) if best_step else baseline
     if budget.fired:
         stopped_by = "time_budget"
-    elif early.stopped:
+    elif early.stopped and state.global_step < state.max_steps:  # not at the last step anyway
         stopped_by = "early_stopping"
     else:
         stopped_by = "completed"
