@@ -160,14 +160,14 @@ def train_retriever_cmd(
     default=0.1,
     show_default=True,
     type=click.FloatRange(0, 0.9),
-    help="Dropout before the scoring head.",
+    help="Dropout before the scoring head (classifier_dropout).",
 )
 @click.option(
     "--negatives",
     default=4,
     show_default=True,
     type=click.IntRange(0),
-    help="Unjudged retrieved products per query per epoch (label 0).",
+    help="Unjudged retrieved products per query (label 0, drawn once).",
 )
 @click.option(
     "--max-queries",
