@@ -13,8 +13,9 @@ checkpoints and loading the best one at the end. This module adds, once for both
   checkpoint, so the best model is still kept);
 * :class:`Tracker`: a callback that counts the pairs trained, records every validation (with the
   baseline before training) and writes the progress lines;
-* :func:`run`: trains with early stopping, TensorBoard logs in ``OUT/logs``, and returns the
-  :class:`TrainReport` fields;
+* :class:`BaselineAwareEarlyStopping`: transformers' early stopping, blind to the baseline;
+* :func:`run`: trains, with TensorBoard logs in ``OUT/logs`` (when tensorboard is installed),
+  removes the checkpoints and returns the :class:`TrainReport` fields;
 * :class:`TrainReport` and :func:`write_report` (``OUT/train_report.json``).
 
 Nothing here imports ``datasets``/``accelerate`` at module import time: they are the ``train``
