@@ -1,12 +1,14 @@
-"""The cross-encoder: one BERT reads "[CLS] query [SEP] product text [SEP]" and gives one logit.
+"""The cross-encoder: a standard sentence-transformers ``CrossEncoder`` folder, one logit per pair.
 
-A saved reranker folder holds the encoder as a plain HF folder (``config.json`` +
-``model.safetensors``), the tokenizer, the head (``head.safetensors``) and
-``shopsearch_reranker.json`` (base model, max_length, dropout, pooling, format version).
+A trained reranker is a folder anyone loads with ``CrossEncoder(path)`` (``num_labels=1``: a
+``BertForSequenceClassification`` whose head is a linear layer on the pooled [CLS] vector, with
+the config's ``classifier_dropout``). Beside its files, ``shopsearch_rerank.json``
+(:data:`SETTINGS_NAME`) holds what shopsearch needs to serve it: the blend weight of the first
+stage's score (chosen by ``shopsearch bench``), the token budget, and how it was trained.
+``CrossEncoder(path)`` ignores that file.
 
-Room for issue 4 (a feature tower fused into the same logit): :meth:`CrossEncoderModel.forward`
-already takes ``features``; the tower will be concatenated to the pooled text vector before the
-head, recorded as ``n_features`` in the JSON, with ``FORMAT_VERSION`` bumped. Not built yet.
+Folders of the old home-made format (``shopsearch_reranker.json`` + ``head.safetensors``) are
+refused with a one-line error: retrain them.
 """
 
 from __future__ import annotations
@@ -14,305 +16,224 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any
 
 # Never reach for a hub: every model is a local folder.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-import torch  # noqa: E402
-from torch import nn  # noqa: E402
-
 from catalog.errors import ShopsearchError  # noqa: E402
+from rerank.pipeline import DEFAULT_RETRIEVAL_WEIGHT  # noqa: E402
 
-CONFIG_NAME = "shopsearch_reranker.json"
-HEAD_NAME = "head.safetensors"
-FORMAT_VERSION = 1
+if TYPE_CHECKING:
+    from sentence_transformers import CrossEncoder
+
+#: shopsearch's settings beside the CrossEncoder files.
+SETTINGS_NAME = "shopsearch_rerank.json"
+SETTINGS_VERSION = 2
+#: Files of the old (format 1) reranker folders, no longer read.
+OLD_CONFIG_NAME = "shopsearch_reranker.json"
+OLD_HEAD_NAME = "head.safetensors"
 DEFAULT_MAX_LENGTH = 96
-Pooling = Literal["cls", "mean"]
-_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+#: Weight of the first-stage score in the final ranking until ``shopsearch bench`` chooses one
+#: (``rerank.pipeline.DEFAULT_RETRIEVAL_WEIGHT``, the one default).
+DEFAULT_BLEND_WEIGHT = DEFAULT_RETRIEVAL_WEIGHT
 
 
-def is_reranker_folder(path: str | os.PathLike[str]) -> bool:
-    """True when ``path`` holds a model written by :meth:`CrossEncoderModel.save`."""
-    return (Path(path) / CONFIG_NAME).is_file()
+def is_old_format(path: str | os.PathLike[str]) -> bool:
+    """True for a folder in the old home-made reranker format (no longer read)."""
+    folder = Path(path)
+    return (folder / OLD_CONFIG_NAME).is_file() or (folder / OLD_HEAD_NAME).is_file()
 
 
-def find_transformer_folder(path: str | os.PathLike[str] | None) -> Path:
-    """The folder with the HF transformer weights inside a HF or sentence-transformers folder.
+def is_cross_encoder_folder(path: str | os.PathLike[str]) -> bool:
+    """True when ``path`` holds a cross-encoder (a CrossEncoder save, or a HF sequence classifier)."""
+    folder = Path(path)
+    st_config = folder / "config_sentence_transformers.json"
+    if st_config.is_file():
+        try:
+            if json.loads(st_config.read_text()).get("model_type") == "CrossEncoder":
+                return True
+        except ValueError:
+            return False
+    hf_config = folder / "config.json"
+    if hf_config.is_file() and not (folder / "modules.json").is_file():
+        try:
+            archs = json.loads(hf_config.read_text()).get("architectures") or []
+        except ValueError:
+            return False
+        return any(str(a).endswith("ForSequenceClassification") for a in archs)
+    return False
 
-    Args:
-        path: A plain HF folder (``config.json`` + weights), a sentence-transformers folder
-            (weights at the root as in all-MiniLM-L6-v2, or in the subfolder of its Transformer
-            module in ``modules.json``), or None for the packaged all-MiniLM-L6-v2.
+
+def check_reranker_folder(path: str | os.PathLike[str]) -> Path:
+    """The folder, if it holds a cross-encoder; else a one-line ShopsearchError saying why."""
+    folder = Path(path).expanduser()
+    if not folder.is_dir():
+        raise ShopsearchError(f"reranker folder {folder} does not exist")
+    if is_old_format(folder):
+        raise ShopsearchError(
+            f"{folder} holds a reranker in shopsearch's old format ({OLD_CONFIG_NAME} + "
+            f"{OLD_HEAD_NAME}), which is no longer read: retrain it with `shopsearch train reranker`"
+        )
+    if not is_cross_encoder_folder(folder):
+        raise ShopsearchError(
+            f"{folder} holds no cross-encoder (a sentence-transformers CrossEncoder folder): "
+            "train one with `shopsearch train reranker`"
+        )
+    return folder
+
+
+def read_settings(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """shopsearch's settings of a reranker folder, with defaults for what is not recorded.
+
+    Returns:
+        A dict with at least ``blend_weight`` (float in [0, 1]) and ``max_length`` (int or
+        None: the model's own), plus whatever else was written (``training`` ...).
 
     Raises:
-        ShopsearchError: No transformer weights found.
+        ShopsearchError: The settings file is not valid JSON or holds a bad blend weight.
     """
-    if path is None:
-        from retrieval.encoder import default_model_path
-
-        path = default_model_path()
-    root = Path(path).expanduser()
-    candidates = [root]
-    modules = root / "modules.json"
-    if modules.is_file():
+    file = Path(path).expanduser() / SETTINGS_NAME
+    settings: dict[str, Any] = {"blend_weight": DEFAULT_BLEND_WEIGHT, "max_length": None}
+    if file.is_file():
         try:
-            entries = json.loads(modules.read_text())
+            saved = json.loads(file.read_text())
         except ValueError as exc:
-            raise ShopsearchError(f"{modules}: not valid JSON ({exc})") from exc
-        for entry in entries:
-            if str(entry.get("type", "")).endswith("Transformer"):
-                candidates.insert(0, root / entry.get("path", ""))
-                break
-    for folder in candidates:
-        has_weights = any((folder / name).is_file() for name in _WEIGHT_FILES)
-        if (folder / "config.json").is_file() and has_weights:
-            return folder
-    raise ShopsearchError(
-        f"no transformer weights (config.json + model.safetensors) in {root}: give a Hugging Face "
-        "BERT folder, a sentence-transformers folder, or a saved reranker folder"
-    )
+            raise ShopsearchError(f"{file}: not valid JSON ({exc})") from exc
+        if not isinstance(saved, dict):
+            raise ShopsearchError(f"{file}: expected a JSON object")
+        settings.update(saved)
+    weight = settings["blend_weight"]
+    if not isinstance(weight, int | float) or not 0.0 <= float(weight) <= 1.0:
+        raise ShopsearchError(f"{file}: blend_weight must be a number in [0, 1], got {weight!r}")
+    settings["blend_weight"] = float(weight)
+    return settings
 
 
-def _quiet_transformers() -> None:
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()  # "Loading weights" / "Writing model shards" bars
-
-
-def _load_encoder(folder: Path) -> nn.Module:
-    from transformers import AutoModel
-    from transformers.utils import logging as hf_logging
-
-    _quiet_transformers()
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()  # the unused-pooler "unexpected keys" report
-    try:
-        try:  # BERT-style models: the [CLS] pooler (dense + tanh) is not used here
-            return AutoModel.from_pretrained(str(folder), add_pooling_layer=False)
-        except TypeError:
-            return AutoModel.from_pretrained(str(folder))
-    except (OSError, ValueError) as exc:
-        raise ShopsearchError(f"cannot load transformer weights from {folder}: {exc}") from exc
-    finally:
-        hf_logging.set_verbosity(verbosity)
-
-
-def _load_tokenizer(folder: Path) -> Any:
-    from transformers import AutoTokenizer
-
-    try:
-        return AutoTokenizer.from_pretrained(str(folder))
-    except (OSError, ValueError) as exc:
-        raise ShopsearchError(f"cannot load the tokenizer from {folder}: {exc}") from exc
-
-
-class CrossEncoderModel(nn.Module):
-    """BERT + dropout + linear head on the pooled output: one relevance logit per pair.
-
-    Build with :meth:`from_pretrained` (a fresh head on a pretrained encoder) or :meth:`load`
-    (a saved reranker). ``tokenizer`` travels with the model.
+def write_settings(
+    path: str | os.PathLike[str], blend_weight: float | None = None, **extra: Any
+) -> Path:
+    """Updates ``shopsearch_rerank.json`` in a reranker folder (other keys are kept).
 
     Args:
-        encoder: A ``transformers`` encoder (``BertModel`` ...).
-        tokenizer: Its tokenizer.
-        dropout: Dropout on the pooled vector before the head.
-        pooling: ``"cls"`` (the [CLS] token's last hidden state) or ``"mean"`` (masked mean).
-        max_length: Token budget per pair the model is meant for (recorded, used by callers).
-        base_model: Name or path of the pretrained encoder (recorded).
+        path: The reranker folder.
+        blend_weight: Weight of the first stage's score in the final ranking, in [0, 1]; None
+            keeps the recorded one.
+        extra: More JSON-able keys (``max_length``, ``training`` ...).
+
+    Raises:
+        ShopsearchError: A blend weight outside [0, 1], or a folder that does not exist.
     """
-
-    def __init__(
-        self,
-        encoder: nn.Module,
-        tokenizer: Any,
-        dropout: float = 0.1,
-        pooling: Pooling = "cls",
-        max_length: int = DEFAULT_MAX_LENGTH,
-        base_model: str = "",
-    ) -> None:
-        super().__init__()
-        if pooling not in ("cls", "mean"):
-            raise ShopsearchError(f"pooling must be 'cls' or 'mean', not {pooling!r}")
-        self.encoder = encoder
-        self.tokenizer = tokenizer
-        self.pooling: Pooling = pooling
-        self.max_length = int(max_length)
-        self.base_model = base_model
-        self.dropout = nn.Dropout(dropout)
-        hidden = int(encoder.config.hidden_size)
-        self.head = nn.Linear(hidden, 1)
-        std = float(getattr(encoder.config, "initializer_range", 0.02))
-        nn.init.normal_(self.head.weight, std=std)
-        nn.init.zeros_(self.head.bias)
-
-    @classmethod
-    def from_pretrained(
-        cls,
-        path: str | os.PathLike[str] | None = None,
-        dropout: float = 0.1,
-        pooling: Pooling = "cls",
-        max_length: int = DEFAULT_MAX_LENGTH,
-    ) -> CrossEncoderModel:
-        """A cross-encoder with a fresh head on pretrained encoder weights.
-
-        Args:
-            path: HF folder, sentence-transformers folder, or None for the packaged
-                all-MiniLM-L6-v2. A saved reranker folder is loaded whole (to train further);
-                ``dropout`` then replaces the saved one.
-            dropout: Head dropout.
-            pooling: ``"cls"`` or ``"mean"``.
-            max_length: Token budget per pair (recorded).
-        """
-        if path is not None and is_reranker_folder(path):
-            model = cls.load(path)
-            model.dropout.p = dropout
-            return model
-        from retrieval.encoder import DEFAULT_MODEL, default_model_path
-
-        folder = find_transformer_folder(path)
-        base = DEFAULT_MODEL if path is None else str(Path(path).expanduser().resolve())
-        if path is not None and _is_packaged_default(Path(path), default_model_path):
-            base = DEFAULT_MODEL  # the packaged folder moves with the venv: record its name
-        return cls(
-            _load_encoder(folder),
-            _load_tokenizer(folder),
-            dropout=dropout,
-            pooling=pooling,
-            max_length=max_length,
-            base_model=base,
-        )
-
-    def pooled(
-        self,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor,
-        token_type_ids: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """The pooled text vector of each pair, shape (batch, hidden)."""
-        kwargs: dict[str, torch.Tensor] = {"input_ids": input_ids, "attention_mask": attention_mask}
-        if token_type_ids is not None:
-            kwargs["token_type_ids"] = token_type_ids
-        hidden = self.encoder(**kwargs).last_hidden_state
-        if self.pooling == "cls":
-            return hidden[:, 0]
-        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-        return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
-
-    def forward(
-        self,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor,
-        token_type_ids: torch.Tensor | None = None,
-        features: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """One logit per pair, shape (batch,).
-
-        Args:
-            input_ids, attention_mask, token_type_ids: The tokenised pairs.
-            features: Reserved for the feature tower (issue 4); must be None for now.
-        """
-        if features is not None:
-            raise NotImplementedError("this reranker has no feature tower (format version 1)")
-        pooled = self.pooled(input_ids, attention_mask, token_type_ids)
-        return self.head(self.dropout(pooled)).squeeze(-1)
-
-    def tokenize(self, queries: list[str], texts: list[str], max_length: int | None = None) -> Any:
-        """Pairs padded to the longest, truncated (longest part first) to ``max_length``."""
-        return self.tokenizer(
-            queries,
-            texts,
-            padding=True,
-            truncation="longest_first",
-            max_length=max_length or self.max_length,
-            return_tensors="pt",
-        )
-
-    def config_dict(self) -> dict[str, Any]:
-        """What ``shopsearch_reranker.json`` records."""
-        return {
-            "format_version": FORMAT_VERSION,
-            "kind": "cross-encoder",
-            "base_model": self.base_model,
-            "max_length": self.max_length,
-            "dropout": self.dropout.p,
-            "pooling": self.pooling,
-            "hidden_size": int(self.head.in_features),
-            "n_features": 0,
-        }
-
-    def save(self, out_dir: str | os.PathLike[str], extra: dict[str, Any] | None = None) -> Path:
-        """Writes encoder (HF folder), tokenizer, head and ``shopsearch_reranker.json``.
-
-        Args:
-            out_dir: Folder (created if needed; files of an earlier save are replaced).
-            extra: More JSON-able keys to record (e.g. training metadata).
-        """
-        from safetensors.torch import save_file
-
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        _quiet_transformers()
-        self.encoder.save_pretrained(str(out), safe_serialization=True)
-        self.tokenizer.save_pretrained(str(out))
-        head = {
-            f"head.{k}": v.detach().float().cpu().contiguous()
-            for k, v in self.head.state_dict().items()
-        }
-        save_file(head, str(out / HEAD_NAME))
-        (out / CONFIG_NAME).write_text(
-            json.dumps({**self.config_dict(), **(extra or {})}, indent=2) + "\n"
-        )
-        return out
-
-    @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> CrossEncoderModel:
-        """Reads a folder written by :meth:`save`.
-
-        Raises:
-            ShopsearchError: Not a reranker folder, or written by a newer shopsearch.
-        """
-        from safetensors.torch import load_file
-
-        folder = Path(path).expanduser()
-        if not is_reranker_folder(folder):
-            raise ShopsearchError(
-                f"{folder} is not a saved reranker (no {CONFIG_NAME}): train one with "
-                "rerank.train.train_reranker, or use CrossEncoderModel.from_pretrained for a base model"
-            )
-        try:
-            meta = json.loads((folder / CONFIG_NAME).read_text())
-        except ValueError as exc:
-            raise ShopsearchError(f"{folder / CONFIG_NAME}: not valid JSON ({exc})") from exc
-        version = int(meta.get("format_version", 0))
-        if version != FORMAT_VERSION:
-            raise ShopsearchError(
-                f"{folder} holds reranker format version {version}; this shopsearch reads "
-                f"version {FORMAT_VERSION}: upgrade shopsearch or retrain"
-            )
-        model = cls(
-            _load_encoder(folder),
-            _load_tokenizer(folder),
-            dropout=float(meta.get("dropout", 0.1)),
-            pooling=meta.get("pooling", "cls"),
-            max_length=int(meta.get("max_length", DEFAULT_MAX_LENGTH)),
-            base_model=str(meta.get("base_model", "")),
-        )
-        try:
-            head = load_file(str(folder / HEAD_NAME))
-        except OSError as exc:
-            raise ShopsearchError(
-                f"{folder / HEAD_NAME}: cannot read the head weights ({exc})"
-            ) from exc
-        model.head.load_state_dict({k.removeprefix("head."): v for k, v in head.items()})
-        model.eval()
-        return model
+    folder = Path(path).expanduser()
+    if not folder.is_dir():
+        raise ShopsearchError(f"reranker folder {folder} does not exist")
+    settings = read_settings(folder)
+    if blend_weight is not None:
+        if not 0.0 <= float(blend_weight) <= 1.0:
+            raise ShopsearchError(f"blend_weight must be in [0, 1], got {blend_weight}")
+        settings["blend_weight"] = float(blend_weight)
+    settings.update(extra)
+    settings["format_version"] = SETTINGS_VERSION
+    file = folder / SETTINGS_NAME
+    tmp = file.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(settings, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, file)
+    return file
 
 
-def _is_packaged_default(path: Path, default_model_path) -> bool:
-    """True when ``path`` is the packaged MiniLM folder (False where that package is absent)."""
+def _quiet() -> None:
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+
+
+def _set_max_length(model: CrossEncoder, max_length: int) -> None:
+    if hasattr(type(model), "max_seq_length"):  # sentence-transformers >= 6
+        model.max_seq_length = int(max_length)
+    else:  # pragma: no cover - older releases
+        model.max_length = int(max_length)
+
+
+def new_cross_encoder(
+    base: str | os.PathLike[str] | None = None,
+    dropout: float = 0.1,
+    max_length: int = DEFAULT_MAX_LENGTH,
+    device: str | None = None,
+) -> CrossEncoder:
+    """A ``CrossEncoder`` (``num_labels=1``) on pretrained weights, with a new head.
+
+    Args:
+        base: A HF folder, a sentence-transformers folder (converted: its transformer weights,
+            a new head), a CrossEncoder folder (trained further, its head kept), or None for
+            the packaged all-MiniLM-L6-v2.
+        dropout: ``classifier_dropout`` of the config: dropout before the head.
+        max_length: Token budget per (query, product) pair.
+        device: Torch device; None picks CUDA when present.
+
+    Raises:
+        ShopsearchError: No model there, or an old-format reranker folder.
+    """
+    from sentence_transformers import CrossEncoder
+    from transformers.utils import logging as hf_logging
+
+    from retrieval.encoder import pick_device, resolve_model_path
+
+    path = resolve_model_path(base)
+    if is_old_format(path):
+        check_reranker_folder(path)  # raises the one-line error
+    _quiet()
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # the "classifier weights newly initialised" report
     try:
-        return path.expanduser().resolve() == default_model_path().resolve()
-    except ShopsearchError:
-        return False
+        model = CrossEncoder(
+            str(path),
+            num_labels=1,
+            max_length=max_length,
+            device=pick_device(device),
+            local_files_only=True,
+            config_kwargs={"classifier_dropout": float(dropout)},
+        )
+    except Exception as exc:
+        raise ShopsearchError(f"cannot build a cross-encoder from {path}: {exc}") from exc
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    return model
+
+
+def load_cross_encoder(
+    path: str | os.PathLike[str], device: str | None = None, max_length: int | None = None
+) -> CrossEncoder:
+    """Opens a reranker folder as a ``CrossEncoder`` in eval mode.
+
+    Args:
+        path: A CrossEncoder folder (what training writes).
+        device: Torch device; None picks CUDA when present.
+        max_length: Token budget per pair; None uses the saved settings' (or the model's).
+
+    Raises:
+        ShopsearchError: Not a cross-encoder folder, an old-format folder, more than one label,
+            or weights that cannot be read (one line each).
+    """
+    from sentence_transformers import CrossEncoder
+
+    from retrieval.encoder import pick_device
+
+    folder = check_reranker_folder(path)
+    settings = read_settings(folder)
+    _quiet()
+    try:
+        model = CrossEncoder(str(folder), device=pick_device(device), local_files_only=True)
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ShopsearchError(f"cannot load the cross-encoder in {folder}: {first}") from exc
+    if model.num_labels != 1:
+        raise ShopsearchError(
+            f"{folder} holds a cross-encoder with {model.num_labels} labels; a reranker gives one "
+            "score per pair (num_labels=1)"
+        )
+    length = max_length or settings.get("max_length")
+    if length:
+        _set_max_length(model, int(length))
+    model.eval()
+    return model

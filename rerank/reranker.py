@@ -5,17 +5,20 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from catalog.schema import Product
 from catalog.text import product_text
-from rerank.model import CrossEncoderModel
+from rerank.model import _set_max_length, load_cross_encoder, new_cross_encoder, read_settings
 from rerank.pipeline import DEFAULT_RETRIEVAL_WEIGHT, rerank_hits
-from retrieval.encoder import pick_device
+from retrieval.encoder import model_fingerprint, pick_device
 from retrieval.hits import RankedHit
+
+if TYPE_CHECKING:
+    from sentence_transformers import CrossEncoder
 
 
 def hit_text(hit: RankedHit) -> str:
@@ -23,38 +26,23 @@ def hit_text(hit: RankedHit) -> str:
     return product_text(Product.from_payload({**(hit.payload or {}), "product_id": hit.product_id}))
 
 
-def _pad(
-    encoded: Any, keys: list[str], idx: np.ndarray, width: int, pad_id: int
-) -> dict[str, torch.Tensor]:
-    """Right-pads the chosen rows of a tokenizer output to ``width`` (ids with ``pad_id``)."""
-    batch = {}
-    for key in keys:
-        fill = pad_id if key == "input_ids" else 0
-        rows = np.full((len(idx), width), fill, dtype=np.int64)
-        for r, i in enumerate(idx):
-            row = encoded[key][i]
-            rows[r, : len(row)] = row
-        batch[key] = torch.from_numpy(rows)
-    return batch
-
-
 class Reranker:
-    """Scores (query, product text) pairs with a :class:`CrossEncoderModel`.
+    """Scores (query, product text) pairs with a sentence-transformers ``CrossEncoder``.
 
     Args:
-        model: The cross-encoder (moved to ``device``, put in eval mode).
+        model: The cross-encoder (``num_labels=1``; moved to ``device``, put in eval mode).
         device: "cpu", "cuda", ...; None picks CUDA when present.
         batch_size: Pairs per forward pass.
-        max_length: Token budget per pair; None uses the model's (what it was trained with).
+        max_length: Token budget per pair; None keeps the model's.
         retrieval_weight: Weight of the first stage's score in the ranking (:func:`rerank.pipeline.blend`).
 
-    On CUDA the forward pass runs under bfloat16 autocast; scores come back as float32.
-    ``torch.set_num_threads`` is left to the caller.
+    Scores are the raw logits (no sigmoid), float32. On CUDA the forward pass runs under
+    bfloat16 autocast. ``torch.set_num_threads`` is left to the caller.
     """
 
     def __init__(
         self,
-        model: CrossEncoderModel,
+        model: CrossEncoder,
         device: str | None = None,
         batch_size: int = 64,
         max_length: int | None = None,
@@ -69,63 +57,85 @@ class Reranker:
         self.model = model.to(self.device)
         self.model.eval()
         self.batch_size = batch_size
-        self.max_length = int(max_length or model.max_length)
+        #: A hash of the weights the model was loaded from (None when built in memory):
+        #: what a personalization model records as the relevance it was trained on top of.
+        self.fingerprint: str | None = None
+        if max_length is not None:
+            _set_max_length(self.model, max_length)
+
+    @property
+    def max_length(self) -> int:
+        """Token budget per (query, product) pair."""
+        model = self.model
+        value = model.max_seq_length if hasattr(type(model), "max_seq_length") else model.max_length
+        return int(value)
 
     @classmethod
     def load(
         cls,
-        path: str | os.PathLike[str],
+        path: str | os.PathLike[str] | None = None,
         device: str | None = None,
         batch_size: int = 64,
         max_length: int | None = None,
-        retrieval_weight: float = DEFAULT_RETRIEVAL_WEIGHT,
+        retrieval_weight: float | None = None,
     ) -> Reranker:
-        """Opens a reranker saved by training (``CrossEncoderModel.save``).
+        """Opens a trained reranker folder (a ``CrossEncoder`` folder with shopsearch's settings).
 
         Args:
-            path: The saved reranker folder.
+            path: The reranker folder; None: an UNTRAINED cross-encoder (the packaged
+                all-MiniLM-L6-v2 with a new, random head), for tests and baselines only.
             device: Torch device; None picks CUDA when present.
             batch_size: Pairs per forward pass.
-            max_length: Token budget per pair; None uses the saved one (96 by default).
-            retrieval_weight: Weight of the first stage's score in the ranking (:func:`rerank.pipeline.blend`).
+            max_length: Token budget per pair; None uses the saved one.
+            retrieval_weight: Weight of the first stage's score in the ranking (:func:`rerank.pipeline.blend`);
+                None uses the folder's saved ``blend_weight`` (:func:`rerank.model.read_settings`).
+
+        Raises:
+            ShopsearchError: Not a reranker folder (an old-format one included), unreadable.
         """
-        return cls(
-            CrossEncoderModel.load(Path(path)), device, batch_size, max_length, retrieval_weight
-        )
+        if path is None:
+            model = new_cross_encoder(None, device=device)
+            weight = DEFAULT_RETRIEVAL_WEIGHT
+        else:
+            model = load_cross_encoder(path, device=device, max_length=max_length)
+            weight = read_settings(path)["blend_weight"]
+        if retrieval_weight is not None:
+            weight = retrieval_weight
+        reranker = cls(model, device, batch_size, max_length, weight)
+        if path is not None:
+            reranker.fingerprint = model_fingerprint(Path(path).expanduser())
+        return reranker
 
     @torch.inference_mode()
     def score(self, query: str, texts: Sequence[str]) -> np.ndarray:
-        """Logits of one query against product texts, in the order given (float32)."""
+        """Logits of one query against product texts, in the order given: float32, (len(texts),)."""
         return self.score_pairs([(query, text) for text in texts])
 
     @torch.inference_mode()
-    def score_pairs(self, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
-        """Logits of many (query, product text) pairs, in input order (float32).
+    def score_pairs(
+        self, pairs: Sequence[tuple[str, str]], batch_size: int | None = None
+    ) -> np.ndarray:
+        """Logits of many (query, product text) pairs, in input order: float32, (len(pairs),).
 
-        Pairs are tokenised once, sorted by token length so each batch pads little, scored in
-        batches, and put back in input order.
+        Pairs are scored longest first (each batch pads little; memory peaks at once) and put
+        back in input order.
         """
-        if not pairs:
+        if len(pairs) == 0:
             return np.zeros(0, dtype=np.float32)
-        tokenizer = self.model.tokenizer
-        encoded = tokenizer(
-            [q for q, _ in pairs],
-            [t for _, t in pairs],
-            truncation="longest_first",
-            max_length=self.max_length,
-        )
-        keys = list(encoded.keys())
-        lengths = np.fromiter((len(ids) for ids in encoded["input_ids"]), dtype=np.int64)
-        order = np.argsort(-lengths, kind="stable")  # longest first: memory peaks at once
-        out = np.empty(len(pairs), dtype=np.float32)
+        pairs = [(str(q), str(t)) for q, t in pairs]
+        order = np.argsort([-(len(q) + len(t)) for q, t in pairs], kind="stable")
         use_cuda = self.device.startswith("cuda")
-        for start in range(0, len(order), self.batch_size):
-            idx = order[start : start + self.batch_size]
-            batch = _pad(encoded, keys, idx, int(lengths[idx].max()), tokenizer.pad_token_id or 0)
-            batch = {k: v.to(self.device) for k, v in batch.items()}
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_cuda):
-                logits = self.model(**batch)
-            out[idx] = logits.float().cpu().numpy()
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_cuda):
+            scores = self.model.predict(
+                [pairs[i] for i in order],
+                batch_size=batch_size or self.batch_size,
+                convert_to_numpy=False,
+                convert_to_tensor=True,
+                activation_fn=torch.nn.Identity(),  # logits, not the default sigmoid
+                show_progress_bar=False,
+            )
+        out = np.empty(len(pairs), dtype=np.float32)
+        out[order] = scores.float().reshape(len(pairs)).cpu().numpy()
         return out
 
     def rank(

@@ -1,51 +1,64 @@
 """Fine-tune the cross-encoder on graded (query, product) judgments.
 
-Training pairs, per train query:
+A standard sentence-transformers ``CrossEncoder`` (``num_labels=1``, initialised from the
+packaged MiniLM weights or ``base_model``, with a new head and ``classifier_dropout``), trained
+by ``CrossEncoderTrainer`` with ``BinaryCrossEntropyLoss`` on pairs, per train query:
 
 * every judged product, with the soft label ``(grade - gain_offset) / (max_grade - gain_offset)``
   clipped to [0, 1] (``max_grade`` is the highest train grade; Home Depot grades 1..3 -> 0, 0.5, 1),
   the same gains NDCG uses, scaled to a probability target;
-* ``negatives_per_query`` unjudged products, label 0, drawn afresh each epoch from the query's
+* ``negatives_per_query`` unjudged products, label 0, drawn (once, seeded) from the query's
   stage-1 candidates (``candidates[qid]``, the caller's retrieval results) when given, else from
   the whole catalog (random negatives are easy; retrieval negatives teach more).
 
-Loss ``BCEWithLogitsLoss``; AdamW (no weight decay on biases and LayerNorm weights), linear
-warm-up then linear decay, gradient clipping at 1.0. Validation NDCG@10 reranks, per validation
+The trainer owns AdamW with weight decay, warm-up then linear decay, clipping and bf16 on CUDA.
+Validation NDCG@10 (:func:`ndcg_evaluator`, on ``evaluation.metrics``) reranks, per validation
 query, ``candidates[qid][:val_depth]`` (or, without candidates, its judged products plus random
-ones up to ``val_depth``) and is measured before training (a baseline with a random head, only
-recorded), every ``eval_every`` steps and at each epoch end; the best checkpoint is kept in
-``out_dir`` and training stops after ``patience`` evaluations without improvement.
+ones up to ``val_depth``); it is measured before training (a baseline with a random head, only
+recorded), then each epoch (or every ``eval_every`` steps); training stops after ``patience``
+validations without a better one and the best checkpoint is what ``out_dir`` keeps: a folder
+that ``CrossEncoder(out_dir)`` loads, with ``shopsearch_rerank.json`` (the blend weight,
+``rerank.model.write_settings``) beside it. Seeding, the time budget, the report and the logs
+are ``retrieval.trainkit``'s, shared with the retriever.
+
+Needs the ``train`` extra (``datasets``, ``accelerate``); imported only when training.
 """
 
 from __future__ import annotations
 
-import json
-import math
 import os
 import random
-import shutil
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import numpy as np
-import torch
 
 from catalog.errors import ShopsearchError
 from evaluation.labels import Judgments
 from evaluation.metrics import evaluate, mean_scores
-from rerank.model import CrossEncoderModel
+from rerank.model import DEFAULT_BLEND_WEIGHT, new_cross_encoder, write_settings
 from rerank.reranker import Reranker
-from retrieval.encoder import pick_device
-from retrieval.train import check_out_dir
+from retrieval import trainkit
+from retrieval.trainkit import TrainReport, check_out_dir, seed_everything
+
+__all__ = [
+    "RerankerTrainConfig",
+    "TrainPair",
+    "TrainReport",
+    "judged_pairs",
+    "ndcg_evaluator",
+    "negative_pairs",
+    "seed_everything",
+    "select_train_queries",
+    "train_reranker",
+    "validation_lists",
+    "validation_ndcg",
+]
 
 #: Fewer judged train pairs than this is not worth a training run.
 MIN_TRAIN_PAIRS = 16
 METRIC = "ndcg@10"
-REPORT_NAME = "train_report.json"
-LOG_DIR = "logs"
 
 
 @dataclass(frozen=True)
@@ -57,21 +70,21 @@ class RerankerTrainConfig:
         epochs: Passes over the train pairs.
         batch_size: Pairs per optimiser step.
         lr: Peak learning rate.
-        weight_decay: AdamW weight decay (not on biases / LayerNorm weights).
+        weight_decay: AdamW weight decay (the trainer's: not on biases and LayerNorm weights).
         warmup_ratio: Share of all steps spent warming up linearly from 0.
-        dropout: Head dropout (the encoder keeps its own).
+        dropout: ``classifier_dropout``: dropout before the head (the encoder keeps its own).
         max_length: Token budget per (query, product) pair.
-        negatives_per_query: Unjudged products per train query per epoch, label 0.
+        negatives_per_query: Unjudged products per train query, label 0 (drawn once, seeded).
         max_queries: Cap on train queries (a seeded sample); None keeps all.
         train_fraction: Seeded share of train queries to use (before ``max_queries``).
-        eval_every: Validate every this many steps as well as at each epoch end; None: epochs only.
+        eval_every: Validate (and checkpoint) every this many steps instead of each epoch end.
         val_queries: Validation queries used (a seeded sample of those with a relevant product).
         patience: Stop after this many evaluations without a better NDCG@10.
         seed: Seeds Python, NumPy and torch.
         device: Torch device; None picks CUDA when present.
         bf16: bfloat16 autocast on CUDA (ignored on CPU).
-        time_budget_s: Stop training after this many seconds (the final evaluation may run past).
-        pooling: ``"cls"`` or ``"mean"`` pooling before the head.
+        time_budget_s: Stop once the call has run this many seconds (one last evaluation and
+            checkpoint may run past).
         val_depth: Candidates reranked per validation query.
     """
 
@@ -93,7 +106,6 @@ class RerankerTrainConfig:
     device: str | None = None
     bf16: bool = True
     time_budget_s: float | None = None
-    pooling: str = "cls"
     val_depth: int = 50
 
     def check(self) -> None:
@@ -105,6 +117,8 @@ class RerankerTrainConfig:
             problems.append(f"batch_size must be >= 1, got {self.batch_size}")
         if not 0.0 < self.train_fraction <= 1.0:
             problems.append(f"train_fraction must be in (0, 1], got {self.train_fraction}")
+        if not 0.0 <= self.dropout < 1.0:
+            problems.append(f"dropout must be in [0, 1), got {self.dropout}")
         if not 0.0 <= self.warmup_ratio < 1.0:
             problems.append(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
         if self.negatives_per_query < 0:
@@ -117,8 +131,6 @@ class RerankerTrainConfig:
             problems.append("val_queries, val_depth and patience must be >= 1")
         if self.max_length < 8:
             problems.append(f"max_length must be >= 8, got {self.max_length}")
-        if self.pooling not in ("cls", "mean"):
-            problems.append(f"pooling must be 'cls' or 'mean', got {self.pooling!r}")
         if problems:
             raise ShopsearchError("bad reranker training options: " + "; ".join(problems))
 
@@ -130,56 +142,6 @@ class TrainPair:
     query_id: str
     product_id: str
     label: float
-
-
-@dataclass(frozen=True)
-class TrainReport:
-    """What a training run did.
-
-    Attributes:
-        best_step: Optimiser step of the saved checkpoint.
-        best_metric: Its validation NDCG@10.
-        baseline_metric: Validation NDCG@10 before training (random head: only a reference).
-        steps: Optimiser steps taken.
-        pairs_seen: Training pairs fed (with repeats over epochs).
-        seconds: Wall time of the whole run.
-        pairs_per_s: Training throughput (training time only, evaluations excluded).
-        history: One dict per evaluation: step, epoch, ndcg@10, train_loss, seconds.
-        stopped_early: True when patience ran out.
-        stop_reason: ``"completed"``, ``"early_stopping"`` or ``"time_budget"``.
-        out_dir: Folder of the saved model, logs and report.
-        train_queries: Train queries used.
-        judged_pairs: Judged train pairs (positives and graded ones).
-        val_queries: Validation queries used.
-        negatives: ``"retrieval"`` or ``"random"`` (where train negatives came from).
-    """
-
-    best_step: int
-    best_metric: float
-    baseline_metric: float
-    steps: int
-    pairs_seen: int
-    seconds: float
-    pairs_per_s: float
-    history: list[dict[str, Any]] = field(default_factory=list)
-    stopped_early: bool = False
-    stop_reason: str = "completed"
-    out_dir: str = ""
-    train_queries: int = 0
-    judged_pairs: int = 0
-    val_queries: int = 0
-    negatives: str = "random"
-
-    def as_dict(self) -> dict[str, Any]:
-        """JSON-able form."""
-        return asdict(self)
-
-
-def seed_everything(seed: int) -> None:
-    """Seeds Python's, NumPy's and torch's generators."""
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
 
 
 def soft_label(grade: float, gain_offset: float, max_grade: float) -> float:
@@ -319,8 +281,18 @@ def validation_lists(
     return lists, from_candidates
 
 
-def validation_ndcg(scorer: Reranker, data: Judgments, lists: Mapping[str, Sequence[str]]) -> float:
-    """Mean NDCG@10 of reranking each validation list (scored only over these queries)."""
+def validation_ndcg(
+    scorer: Reranker | Any, data: Judgments, lists: Mapping[str, Sequence[str]]
+) -> float:
+    """Mean NDCG@10 of reranking each validation list (scored only over these queries).
+
+    Args:
+        scorer: A :class:`Reranker`, or a ``CrossEncoder`` (scored through a Reranker).
+        data: The judgments.
+        lists: Per validation query, the product ids to rerank.
+    """
+    if not isinstance(scorer, Reranker):
+        scorer = Reranker(scorer, device=str(scorer.device), retrieval_weight=0.0)
     queries = data.queries["validation"]
     pairs = [(queries[qid], data.texts[pid]) for qid, pids in lists.items() for pid in pids]
     scores = scorer.score_pairs(pairs)
@@ -336,42 +308,52 @@ def validation_ndcg(scorer: Reranker, data: Judgments, lists: Mapping[str, Seque
     return float(mean_scores(per_query)[METRIC])
 
 
-def _optimizer(model: torch.nn.Module, config: RerankerTrainConfig) -> torch.optim.AdamW:
-    decay, no_decay = [], []
-    for name, param in model.named_parameters():
-        if not param.requires_grad:
-            continue
-        if param.ndim < 2 or "LayerNorm" in name or "layer_norm" in name:
-            no_decay.append(param)  # biases and LayerNorm weights
-        else:
-            decay.append(param)
-    groups = [
-        {"params": decay, "weight_decay": config.weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
-    return torch.optim.AdamW(groups, lr=config.lr)
+def ndcg_evaluator(
+    data: Judgments, lists: Mapping[str, Sequence[str]], batch_size: int = 64
+) -> Any:
+    """A sentence-transformers evaluator of validation NDCG@10 (see :func:`validation_ndcg`).
+
+    Returns ``{"ndcg@10": value}``; ``primary_metric`` is that key, higher is better. Keeps the
+    seconds it has spent in ``.seconds``.
+    """
+    try:  # sentence-transformers >= 6
+        from sentence_transformers.base.evaluation.evaluator import BaseEvaluator
+    except ImportError:  # pragma: no cover - older releases
+        from sentence_transformers.evaluation import SentenceEvaluator as BaseEvaluator
+
+    class NDCGEvaluator(BaseEvaluator):  # type: ignore[misc, valid-type]
+        def __init__(self) -> None:
+            super().__init__()
+            self.primary_metric = METRIC
+            self.greater_is_better = True
+            self.seconds = 0.0
+
+        def __call__(self, model, output_path=None, epoch=-1, steps=-1) -> dict[str, float]:
+            t0 = time.perf_counter()
+            scorer = Reranker(
+                model, device=str(model.device), batch_size=batch_size, retrieval_weight=0.0
+            )
+            value = validation_ndcg(scorer, data, lists)
+            self.seconds += time.perf_counter() - t0
+            return {METRIC: value}
+
+    return NDCGEvaluator()
 
 
-def _linear_schedule(
-    optimizer: torch.optim.Optimizer, warmup: int, total: int
-) -> torch.optim.lr_scheduler.LambdaLR:
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / (warmup + 1)
-        return max(0.0, (total - step) / max(1, total - warmup))
+def training_dataset(data: Judgments, pairs: Sequence[TrainPair], seed: int) -> Any:
+    """A shuffled ``datasets.Dataset`` with ``query``, ``text`` and ``label`` columns."""
+    from datasets import Dataset
 
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
-def _save_best(model: CrossEncoderModel, out: Path, extra: dict[str, Any]) -> None:
-    """Saves into a scratch folder, then moves the files into ``out`` (no half-written model)."""
-    tmp = out / ".best.tmp"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    model.save(tmp, extra=extra)
-    for item in tmp.iterdir():
-        os.replace(item, out / item.name)
-    tmp.rmdir()
+    rows = list(pairs)
+    random.Random(seed).shuffle(rows)
+    queries = data.queries["train"]
+    return Dataset.from_dict(
+        {
+            "query": [queries[p.query_id] for p in rows],
+            "text": [data.texts[p.product_id] for p in rows],
+            "label": [float(p.label) for p in rows],
+        }
+    )
 
 
 def train_reranker(
@@ -386,26 +368,31 @@ def train_reranker(
 
     Args:
         data: Judgments with ``train`` and ``validation`` splits.
-        out_dir: New (or empty) folder for the model, ``logs/`` (TensorBoard) and
-            ``train_report.json``.
+        out_dir: New (or empty) folder for the model (a ``CrossEncoder`` folder with
+            ``shopsearch_rerank.json``), ``logs/`` (TensorBoard) and ``train_report.json``.
         candidates: Stage-1 results, ``{query_id: [product_id, ...]}`` best first, for train
             queries (negatives) and validation queries (lists to rerank). None: random products.
         config: Options; None uses the defaults.
-        progress: Show a tqdm bar.
+        progress: Show the trainer's progress bar.
         log: Where progress lines go.
 
     Raises:
-        ShopsearchError: ``out_dir`` not empty, too few train pairs, no validation query, or an
-            option out of range.
+        ShopsearchError: ``out_dir`` not empty, too few train pairs, no validation query, an
+            option out of range, or the ``train`` extra missing.
     """
-    from torch.utils.tensorboard import SummaryWriter
-    from tqdm.auto import tqdm
-
+    started = time.perf_counter()
     cfg = config or RerankerTrainConfig()
     cfg.check()
-    out = Path(out_dir)
+    out = Path(out_dir).expanduser()
     check_out_dir(out, "reranker")
-    started = time.perf_counter()
+    trainkit.require_train_extra()
+    from sentence_transformers.cross_encoder import (
+        CrossEncoderTrainer,
+        CrossEncoderTrainingArguments,
+    )
+    from sentence_transformers.cross_encoder.losses import BinaryCrossEntropyLoss
+
+    trainkit.quiet_libraries()
     seed_everything(cfg.seed)
     rng = random.Random(cfg.seed)
     all_pids = sorted(data.texts)
@@ -426,9 +413,12 @@ def train_reranker(
             "split is needed for early stopping"
         )
     negatives_source = "retrieval" if candidates is not None else "random"
+    negatives, topped_up = negative_pairs(
+        data, train_ids, candidates, cfg.negatives_per_query, rng, all_pids=all_pids
+    )
     log(
         f"rerank train: {len(train_ids)} queries, {len(positives)} judged pairs "
-        f"+ {cfg.negatives_per_query} {negatives_source} negatives per query per epoch; "
+        f"+ {len(negatives)} {negatives_source} negatives; "
         f"{len(val_lists)} validation queries ({val_from_candidates} from candidates)"
     )
     if candidates is None:
@@ -436,159 +426,84 @@ def train_reranker(
             "rerank train: no candidates given, negatives are random catalog products; "
             "stage-1 retrieval results make harder, better negatives"
         )
-
-    device = pick_device(cfg.device)
-    model = CrossEncoderModel.from_pretrained(
-        cfg.base_model,
-        dropout=cfg.dropout,
-        pooling=cfg.pooling,
-        max_length=cfg.max_length,  # type: ignore[arg-type]
-    )
-    scorer = Reranker(model, device=device, batch_size=max(64, 2 * cfg.batch_size))
-    amp = cfg.bf16 and device.startswith("cuda")
-
-    pairs_per_epoch = len(positives) + cfg.negatives_per_query * len(train_ids)
-    steps_per_epoch = math.ceil(pairs_per_epoch / cfg.batch_size)
-    total_steps = steps_per_epoch * cfg.epochs
-    optimizer = _optimizer(model, cfg)
-    scheduler = _linear_schedule(optimizer, int(cfg.warmup_ratio * total_steps), total_steps)
-    loss_fn = torch.nn.BCEWithLogitsLoss()
-
-    out.mkdir(parents=True, exist_ok=True)
-    writer = SummaryWriter(str(out / LOG_DIR))
-    history: list[dict[str, Any]] = []
-    state = {"best": -math.inf, "best_step": -1, "bad": 0, "last_eval": -1}
-    step = pairs_seen = 0
-    train_seconds = 0.0
-    loss_sum, loss_n = 0.0, 0
-
-    def run_eval(epoch: int) -> bool:
-        """Validates, keeps the best checkpoint; True when patience has run out."""
-        nonlocal loss_sum, loss_n
-        model.eval()
-        metric = validation_ndcg(scorer, data, val_lists)
-        model.train()
-        train_loss = loss_sum / loss_n if loss_n else None
-        loss_sum, loss_n = 0.0, 0
-        history.append(
-            {
-                "step": step,
-                "epoch": epoch,
-                METRIC: metric,
-                "train_loss": train_loss,
-                "seconds": round(time.perf_counter() - started, 2),
-            }
+    elif topped_up:
+        log(
+            f"rerank train: {topped_up} of {len(negatives)} negatives are random products "
+            "(queries without enough unjudged candidates)"
         )
-        writer.add_scalar(f"val/{METRIC}", metric, step)
-        state["last_eval"] = step
-        if step == 0:
-            log(f"rerank train: baseline (untrained head) {METRIC} {metric:.4f}")
-            return False
-        loss_text = f", train loss {train_loss:.4f}" if train_loss is not None else ""
-        if metric > state["best"]:
-            state.update(best=metric, best_step=step, bad=0)
-            _save_best(model, out, {"training": {"best_step": step, f"val_{METRIC}": metric}})
-            log(f"rerank train: step {step} {METRIC} {metric:.4f}{loss_text} (best, saved)")
-        else:
-            state["bad"] += 1
-            log(
-                f"rerank train: step {step} {METRIC} {metric:.4f}{loss_text} "
-                f"(best {state['best']:.4f} at step {state['best_step']})"
-            )
-        return state["bad"] >= cfg.patience
+    dataset = training_dataset(data, positives + negatives, cfg.seed)
 
-    run_eval(epoch=0)
-    baseline_metric = history[0][METRIC]
-
-    stop_reason = "completed"
-    bar = tqdm(total=total_steps, desc="rerank train", unit="step", disable=not progress)
-    model.train()
-    try:
-        for epoch in range(1, cfg.epochs + 1):
-            negatives, topped_up = negative_pairs(
-                data, train_ids, candidates, cfg.negatives_per_query, rng, all_pids=all_pids
-            )
-            if epoch == 1 and candidates is not None and topped_up:
-                log(
-                    f"rerank train: {topped_up} of {len(negatives)} negatives are random products "
-                    "(queries without enough unjudged candidates)"
-                )
-            examples = positives + negatives
-            rng.shuffle(examples)
-            for start in range(0, len(examples), cfg.batch_size):
-                tick = time.perf_counter()
-                batch = examples[start : start + cfg.batch_size]
-                queries = [data.queries["train"][p.query_id] for p in batch]
-                texts = [data.texts[p.product_id] for p in batch]
-                enc = model.tokenize(queries, texts, cfg.max_length)
-                enc = {k: v.to(device) for k, v in enc.items()}
-                labels = torch.tensor([p.label for p in batch], dtype=torch.float32, device=device)
-                with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
-                    logits = model(**enc)
-                loss = loss_fn(logits.float(), labels)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-                optimizer.step()
-                scheduler.step()
-                step += 1
-                pairs_seen += len(batch)
-                value = float(loss.detach())
-                loss_sum += value
-                loss_n += 1
-                train_seconds += time.perf_counter() - tick
-                writer.add_scalar("train/loss", value, step)
-                writer.add_scalar("train/lr", scheduler.get_last_lr()[0], step)
-                bar.update(1)
-                bar.set_postfix(loss=f"{value:.4f}", refresh=False)
-                if cfg.eval_every and step % cfg.eval_every == 0 and run_eval(epoch):
-                    stop_reason = "early_stopping"
-                    break
-                if (
-                    cfg.time_budget_s is not None
-                    and time.perf_counter() - started > cfg.time_budget_s
-                ):
-                    stop_reason = "time_budget"
-                    log(
-                        f"rerank train: time budget of {cfg.time_budget_s:.0f}s reached at step {step}"
-                    )
-                    break
-            if stop_reason == "early_stopping":
-                break
-            exhausted = state["last_eval"] != step and run_eval(epoch)
-            if stop_reason != "completed":
-                break
-            if exhausted and epoch < cfg.epochs:
-                stop_reason = "early_stopping"
-                break
-    finally:
-        bar.close()
-        writer.close()
-
-    seconds = time.perf_counter() - started
+    model = new_cross_encoder(
+        cfg.base_model, dropout=cfg.dropout, max_length=cfg.max_length, device=cfg.device
+    )
+    evaluator = ndcg_evaluator(data, val_lists, batch_size=max(64, 2 * cfg.batch_size))
+    out.mkdir(parents=True, exist_ok=True)
+    args = trainkit.training_arguments(
+        CrossEncoderTrainingArguments,
+        out,
+        metric=METRIC,
+        epochs=cfg.epochs,
+        batch_size=cfg.batch_size,
+        lr=cfg.lr,
+        weight_decay=cfg.weight_decay,
+        warmup_ratio=cfg.warmup_ratio,
+        eval_every=cfg.eval_every,
+        seed=cfg.seed,
+        device=cfg.device,
+        bf16=cfg.bf16,
+        progress=progress,
+    )
+    loss = BinaryCrossEntropyLoss(model)
+    # the baseline (a random head) is only recorded: the first trained checkpoint is kept
+    track = trainkit.Tracker(METRIC, log, "rerank train", baseline_is_bar=False)
+    budget = trainkit.TimeBudget(cfg.time_budget_s, started, log)
+    early = trainkit.BaselineAwareEarlyStopping(early_stopping_patience=cfg.patience)
+    trainkit.count_pairs(loss, track)
+    trainkit.no_widget_examples(model)
+    trainer = CrossEncoderTrainer(
+        model=model,
+        args=args,
+        train_dataset=dataset,
+        loss=loss,
+        evaluator=evaluator,
+        callbacks=[track, budget, early],
+    )
+    fields = trainkit.run(trainer, out=out, track=track, budget=budget, early=early)
+    best = trainer.model
+    best.save_pretrained(str(out))
+    write_settings(
+        out,
+        blend_weight=DEFAULT_BLEND_WEIGHT,
+        max_length=cfg.max_length,
+        base_model=cfg.base_model or "all-MiniLM-L6-v2",
+        training={"best_step": fields["best_step"], f"val_{METRIC}": fields["best_metric"]},
+    )
+    train_only = fields["train_seconds"] - evaluator.seconds
     report = TrainReport(
-        best_step=int(state["best_step"]),
-        best_metric=float(state["best"]),
-        baseline_metric=float(baseline_metric),
-        steps=step,
-        pairs_seen=pairs_seen,
-        seconds=round(seconds, 2),
-        pairs_per_s=round(pairs_seen / train_seconds, 1) if train_seconds > 0 else 0.0,
-        history=history,
-        stopped_early=stop_reason == "early_stopping",
-        stop_reason=stop_reason,
+        model="reranker",
+        metric=METRIC,
         out_dir=str(out),
-        train_queries=len(train_ids),
-        judged_pairs=len(positives),
-        val_queries=len(val_lists),
-        negatives=negatives_source,
+        wall_seconds=round(time.perf_counter() - started, 2),
+        details={
+            "train_queries": len(train_ids),
+            "judged_pairs": len(positives),
+            "negative_pairs": len(negatives),
+            "negatives": negatives_source,
+            "val_queries": len(val_lists),
+            "val_from_candidates": val_from_candidates,
+            "eval_seconds": round(evaluator.seconds, 2),
+        },
+        **{
+            **fields,
+            "pairs_per_s": round(fields["pairs_trained"] / train_only, 1)
+            if train_only > 0
+            else 0.0,
+        },
     )
-    (out / REPORT_NAME).write_text(
-        json.dumps({**report.as_dict(), "config": asdict(cfg)}, indent=2) + "\n"
-    )
+    trainkit.write_report(report, cfg)
     log(
         f"rerank train: best {METRIC} {report.best_metric:.4f} at step {report.best_step} "
-        f"(baseline {report.baseline_metric:.4f}), {step} steps, {report.pairs_per_s} pairs/s, "
-        f"{stop_reason}; saved to {out}"
+        f"(baseline {report.baseline_metric:.4f}), {report.steps} steps, {report.pairs_trained} "
+        f"pairs at {report.pairs_per_s} pairs/s, stopped by {report.stopped_by}; saved to {out}"
     )
     return report

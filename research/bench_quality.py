@@ -329,6 +329,10 @@ def run_quality_benchmark(
             lambda q: pipeline.search(q, k=10, rerank_depth=candidates, mode="hybrid"),
             lat_texts[: max(20, latency_queries // 4)],
         )
+        if how.startswith("chosen"):  # the setting belongs with the model it was chosen for
+            from rerank.model import write_settings
+
+            write_settings(reranker_model, blend_weight=chosen)
         blend_note = {
             "grid": list(BLEND_GRID),
             "validation_ndcg@10": vscore,

@@ -1,22 +1,26 @@
 """Fine-tunes the bi-encoder on the shop's judged (query, product) pairs.
 
-Loss: MultipleNegativesRankingLoss (each query's positive against the other products of its
-batch, plus optional mined hard negatives), in a plain torch loop around a
-``SentenceTransformer`` (no HF Trainer, no ``datasets``/``accelerate``). Early stopping on
-validation Recall@100; the best model is kept in ``out_dir`` as a sentence-transformers folder
-that ``BiEncoder(out_dir)`` loads.
+Trained with sentence-transformers' ``SentenceTransformerTrainer`` and
+``MultipleNegativesRankingLoss``: each query's relevant product against the other products of its
+batch (in-batch negatives; the ``NO_DUPLICATES`` batch sampler keeps a query or a product from
+appearing twice in a batch) plus, optionally, mined hard negatives as extra columns. The trainer
+owns AdamW with weight decay, warm-up and decay, clipping and bf16 on CUDA; validation Recall@100
+(:class:`RecallEvaluator`, on ``evaluation.metrics``) drives early stopping and picks the
+checkpoint kept. ``out_dir`` ends up holding a sentence-transformers folder that
+``BiEncoder(out_dir)`` (or ``SentenceTransformer(out_dir)``) loads: the best checkpoint, or the
+starting model when training never beat it. Seeding, the time budget, the report and the logs
+are ``retrieval.trainkit``'s, shared with the reranker.
+
+Needs the ``train`` extra (``datasets``, ``accelerate``); imported only when training.
 """
 
 from __future__ import annotations
 
-import json
-import math
 import os
 import random
 import time
-from collections import deque
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,19 +33,33 @@ import torch  # noqa: E402
 from catalog.errors import ShopsearchError  # noqa: E402
 from evaluation.labels import Judgments  # noqa: E402
 from evaluation.metrics import evaluate, mean_scores  # noqa: E402
+from retrieval import trainkit  # noqa: E402
 from retrieval.encoder import MAX_QUERY_CHARS, BiEncoder, pick_device, resolve_model_path  # noqa: E402
+from retrieval.trainkit import TrainReport, check_out_dir, seed_everything  # noqa: E402
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
+
+__all__ = [
+    "RetrieverTrainConfig",
+    "TrainReport",
+    "brute_force_top_k",
+    "check_out_dir",
+    "mine_hard_negatives",
+    "recall_evaluator",
+    "seed_everything",
+    "train_retriever",
+    "validation_recall",
+    "validation_setup",
+]
 
 #: MultipleNegativesRankingLoss scale (sentence-transformers' default: cosine * 20).
 MNRL_SCALE = 20.0
 #: Hard negatives are drawn from this many of the base model's top products per query.
 HARD_NEGATIVE_DEPTH = 50
-#: Steps between reads of the training loss (each read waits for the GPU).
-LOG_EVERY = 10
 #: Validation metric for early stopping.
 VAL_K = 100
+METRIC = f"recall@{VAL_K}"
 
 Pair = tuple[str, str]
 
@@ -55,12 +73,13 @@ class RetrieverTrainConfig:
         epochs: Passes over the training pairs.
         batch_size: Pairs per step; every other product of the batch is a negative (bigger is better).
         lr: Peak learning rate (AdamW).
-        weight_decay: AdamW weight decay (not on biases and LayerNorm weights).
+        weight_decay: AdamW weight decay (the trainer's: not on biases and LayerNorm weights).
         warmup_ratio: Share of the steps with a linear warm-up; then linear decay to 0.
         max_pairs: Cap on training pairs (a seeded sample); None = all.
         train_fraction: Keep a seeded fraction of the train queries (with all their pairs).
         hard_negatives: Per pair, this many products from the base model's top
-            ``HARD_NEGATIVE_DEPTH`` for the query, never a judged one; 0 = off.
+            ``HARD_NEGATIVE_DEPTH`` for the query, never a judged one, as extra negative columns
+            of the loss (drawn once, seeded); 0 = off.
         eval_every: Steps between validation checks; None = once per epoch.
         val_queries: Cap on validation queries (a seeded sample); None = all.
         val_catalog: Validation ranks the products judged for the validation queries plus this
@@ -71,7 +90,8 @@ class RetrieverTrainConfig:
         seed: Seeds python, numpy and torch, the batching and the samples.
         device: "cpu", "cuda", ...; None = CUDA if available.
         bf16: bfloat16 autocast on CUDA (ignored on CPU).
-        time_budget_s: Stop (after one last validation) when training has run this long.
+        time_budget_s: Stop (after one last validation) once the call has run this long
+            (loading and validation included).
     """
 
     base_model: str | None = None
@@ -122,94 +142,6 @@ class RetrieverTrainConfig:
             problems.append(f"max_seq_length must be >= 8 (got {self.max_seq_length})")
         if problems:
             raise ShopsearchError("bad training options: " + "; ".join(problems))
-
-
-@dataclass(frozen=True)
-class TrainReport:
-    """What a training run did.
-
-    Attributes:
-        best_step: Step of the saved model (0 = the base model, training never beat it).
-        best_metric: Its validation Recall@100.
-        baseline_metric: Validation Recall@100 of the base model, before training.
-        steps: Optimizer steps run.
-        pairs_seen: Training pairs seen (steps x batch, with partial batches).
-        seconds: Wall time of the whole run (loading, mining, validation included).
-        pairs_per_s: Training throughput: pairs_seen / time spent in training steps.
-        history: One dict per validation check (step, epoch, recall@100, loss, lr, ...).
-        stopped_early: True when patience ran out.
-        out_dir: Folder of the saved model.
-        improved: False when no check beat the baseline (``out_dir`` holds the base model).
-        stop_reason: "completed", "early_stopping" or "time_budget".
-        validation: How validation was done (queries, catalog size, which catalog).
-    """
-
-    best_step: int
-    best_metric: float
-    baseline_metric: float
-    steps: int
-    pairs_seen: int
-    seconds: float
-    pairs_per_s: float
-    history: list[dict[str, Any]]
-    stopped_early: bool
-    out_dir: str
-    improved: bool = True
-    stop_reason: str = "completed"
-    validation: dict[str, Any] = field(default_factory=dict)
-
-
-# --------------------------------------------------------------------------- batching
-
-
-def build_batches(pairs: Sequence[Pair], batch_size: int, seed: int) -> list[list[int]]:
-    """Shuffled batches of pair indices with no query and no product twice in a batch.
-
-    Pairs are shuffled with ``seed``; a pair whose query or product is already in the batch
-    being filled waits for the next batch (and is tried first there), so nothing is sorted and
-    the order stays random. At the very end, a pair that finds no partner (say the last
-    products of one query) is dropped: a batch of one has no negative.
-
-    Args:
-        pairs: (query_id, product_id) pairs.
-        batch_size: Pairs per batch (the last batches may be smaller).
-        seed: Shuffle seed.
-
-    Returns:
-        Lists of indices into ``pairs``.
-    """
-    order = list(range(len(pairs)))
-    random.Random(seed).shuffle(order)
-    fresh = iter(order)
-    waiting: deque[int] = deque()
-    batches: list[list[int]] = []
-    exhausted = False
-    while not (exhausted and not waiting):
-        batch: list[int] = []
-        queries: set[str] = set()
-        products: set[str] = set()
-        deferred: deque[int] = deque()
-        while len(batch) < batch_size:
-            if waiting:
-                idx = waiting.popleft()
-            elif not exhausted and (nxt := next(fresh, None)) is not None:
-                idx = nxt
-            else:
-                exhausted = True
-                break
-            qid, pid = pairs[idx]
-            if qid in queries or pid in products:
-                deferred.append(idx)
-            else:
-                batch.append(idx)
-                queries.add(qid)
-                products.add(pid)
-        deferred.extend(waiting)  # pairs not tried yet keep their turn after the deferred ones
-        waiting = deferred
-        if len(batch) >= 2:
-            batches.append(batch)
-        # else: the one pair left has no partner among the rest; it is dropped
-    return batches
 
 
 # --------------------------------------------------------------------------- encoding helpers
@@ -491,15 +423,6 @@ def mine_hard_negatives(
 # --------------------------------------------------------------------------- training
 
 
-def check_out_dir(out_dir: Path, what: str = "model") -> None:
-    """Refuses an output folder that exists and is not empty (training never overwrites)."""
-    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
-        raise ShopsearchError(
-            f"output folder {out_dir} exists and is not empty: give a new folder for the trained "
-            f"{what} (training never overwrites a model)"
-        )
-
-
 def _training_pairs(
     data: Judgments, config: RetrieverTrainConfig, log: Callable[[str], Any]
 ) -> list[Pair]:
@@ -527,113 +450,121 @@ def _training_pairs(
     return pairs
 
 
-def _seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    if torch.cuda.is_available():
-        torch.cuda.manual_seed_all(seed)
+def _base_evaluator_class() -> type:
+    try:  # sentence-transformers >= 6
+        from sentence_transformers.base.evaluation.evaluator import BaseEvaluator
+    except ImportError:  # pragma: no cover - older releases
+        from sentence_transformers.evaluation import SentenceEvaluator as BaseEvaluator
+    return BaseEvaluator
 
 
-def _optimizer(st: SentenceTransformer, config: RetrieverTrainConfig) -> torch.optim.AdamW:
-    decay, no_decay = [], []
-    for name, param in st.named_parameters():
-        if not param.requires_grad:
-            continue
-        # biases and LayerNorm weights (all 1-d) are not decayed
-        if param.ndim < 2 or "norm" in name.lower() or name.endswith(".bias"):
-            no_decay.append(param)
-        else:
-            decay.append(param)
-    groups = [
-        {"params": decay, "weight_decay": config.weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
-    kwargs: dict[str, Any] = {"lr": config.lr}
-    if _model_device(st).type == "cuda":
-        kwargs["fused"] = True
-    return torch.optim.AdamW(groups, **kwargs)
+def recall_evaluator(
+    data: Judgments,
+    catalog_ids: Sequence[str] | None,
+    k: int = VAL_K,
+    batch_size: int = 256,
+    bf16: bool = True,
+) -> Any:
+    """A sentence-transformers evaluator of validation Recall@k (see :func:`validation_recall`).
 
-
-def linear_schedule(warmup_steps: int, total_steps: int) -> Callable[[int], float]:
-    """LR factor: linear warm-up to 1 over ``warmup_steps``, then linear decay to 0."""
-
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / (warmup_steps + 1)
-        return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
-
-    return factor
-
-
-def _features(
-    st: SentenceTransformer, texts: list[str], prompt: str | None, task: str | None, device
-) -> dict:
-    from sentence_transformers.util import batch_to_device
-
-    kwargs: dict[str, Any] = {}
-    if task is not None:
-        kwargs["task"] = task
-    preprocess = getattr(st, "preprocess", None)
-    if preprocess is not None:
-        features = preprocess(texts, prompt=prompt, **kwargs)
-    else:  # sentence-transformers < 6
-        if prompt:
-            texts = [prompt + t for t in texts]
-        features = st.tokenize(texts, **kwargs)
-    return batch_to_device(features, device)
-
-
-def mnrl_loss(
-    queries: torch.Tensor,
-    docs: torch.Tensor,
-    mask: torch.Tensor | None = None,
-    scale: float = MNRL_SCALE,
-) -> torch.Tensor:
-    """MultipleNegativesRankingLoss: cross-entropy of cosine x scale; query i's positive is doc i.
-
-    Args:
-        queries: (B, d) query embeddings.
-        docs: (B + extra, d) document embeddings; the first B are the positives in order.
-        mask: Optional (B, B + extra) bool, True where a doc must not count as a negative
-            of that query (another relevant product of it); the positive itself is never masked.
-        scale: Temperature inverse.
+    Returns ``{"recall@k": value}``; ``primary_metric`` is that key, higher is better. Keeps the
+    seconds it has spent in ``.seconds`` (so the report can give training throughput alone).
     """
-    q = torch.nn.functional.normalize(queries.float(), dim=-1)
-    d = torch.nn.functional.normalize(docs.float(), dim=-1)
-    logits = q @ d.T * scale
-    if mask is not None:
-        logits = logits.masked_fill(mask, float("-inf"))
-    labels = torch.arange(q.shape[0], device=q.device)
-    return torch.nn.functional.cross_entropy(logits, labels)
+    base = _base_evaluator_class()
+
+    class RecallEvaluator(base):  # type: ignore[misc, valid-type]
+        def __init__(self) -> None:
+            super().__init__()
+            self.primary_metric = f"recall@{k}"
+            self.greater_is_better = True
+            self.seconds = 0.0
+
+        def __call__(self, model, output_path=None, epoch=-1, steps=-1) -> dict[str, float]:
+            t0 = time.perf_counter()
+            value = validation_recall(
+                model,
+                data,
+                "validation",
+                k,
+                catalog_ids=catalog_ids,
+                batch_size=batch_size,
+                bf16=bf16,
+            )
+            self.seconds += time.perf_counter() - t0
+            return {self.primary_metric: value}
+
+    return RecallEvaluator()
 
 
-def _false_negative_mask(
-    batch: list[Pair], doc_ids: list[str], relevant: dict[str, set[str]], device: torch.device
-) -> torch.Tensor | None:
-    columns: dict[str, list[int]] = {}
-    for j, pid in enumerate(doc_ids):
-        columns.setdefault(pid, []).append(j)
-    cells: list[tuple[int, int]] = []
-    for i, (qid, pid) in enumerate(batch):
-        for other in relevant.get(qid, set()) | {pid}:
-            cells.extend((i, j) for j in columns.get(other, ()) if j != i)
-    if not cells:
-        return None
-    mask = torch.zeros((len(batch), len(doc_ids)), dtype=torch.bool)
-    rows, cols = zip(*cells, strict=True)
-    mask[list(rows), list(cols)] = True
-    return mask.to(device, non_blocking=True)
+def training_dataset(
+    data: Judgments,
+    pairs: Sequence[Pair],
+    hard: dict[str, list[str]] | None,
+    n_hard: int,
+    seed: int,
+) -> Any:
+    """A ``datasets.Dataset`` with ``anchor`` (query), ``positive`` and ``negative_1..n`` (texts).
+
+    Hard negatives are drawn per pair from ``hard[qid]`` (seeded); a query with too few gets
+    random catalog products it has no judgment for.
+    """
+    from datasets import Dataset
+
+    queries = data.queries["train"]
+    columns: dict[str, list[str]] = {
+        "anchor": [queries[q][:MAX_QUERY_CHARS] for q, _ in pairs],
+        "positive": [data.texts[p] for _, p in pairs],
+    }
+    if hard and n_hard:
+        rng = random.Random(seed)
+        all_pids = sorted(data.texts)
+        judged = data.qrels.get("train", {})
+        negatives: list[list[str]] = []
+        for qid, _ in pairs:
+            cands = hard.get(qid, [])
+            chosen = rng.sample(cands, min(n_hard, len(cands)))
+            while len(chosen) < n_hard:
+                pid = all_pids[rng.randrange(len(all_pids))]
+                if pid not in judged.get(qid, {}) and pid not in chosen:
+                    chosen.append(pid)
+            negatives.append([data.texts[p] for p in chosen])
+        for i in range(n_hard):
+            columns[f"negative_{i + 1}"] = [row[i] for row in negatives]
+    return Dataset.from_dict(columns)
 
 
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_jsonable(v) for v in obj]
-    return obj
+def _imports() -> tuple[Any, Any, Any, Any]:
+    """(SentenceTransformerTrainer, its TrainingArguments, MNRL, BatchSamplers), any release."""
+    from sentence_transformers import (
+        SentenceTransformerTrainer,
+        SentenceTransformerTrainingArguments,
+    )
+
+    try:  # sentence-transformers >= 6
+        from sentence_transformers.base.sampler import BatchSamplers
+        from sentence_transformers.sentence_transformer.losses import (
+            MultipleNegativesRankingLoss,
+        )
+    except ImportError:  # pragma: no cover - older releases
+        from sentence_transformers.losses import MultipleNegativesRankingLoss
+        from sentence_transformers.training_args import BatchSamplers
+    return (
+        SentenceTransformerTrainer,
+        SentenceTransformerTrainingArguments,
+        MultipleNegativesRankingLoss,
+        BatchSamplers,
+    )
+
+
+def _column_settings(st: SentenceTransformer, columns: Sequence[str]) -> dict[str, Any]:
+    """Trainer arguments for models with query/document prompts or a query/document Router."""
+    extra: dict[str, Any] = {}
+    q_prompt, d_prompt = _query_prompt(st), _document_prompt(st)
+    if q_prompt or d_prompt:
+        extra["prompts"] = {c: (q_prompt if c == "anchor" else d_prompt) or "" for c in columns}
+    if _has_router(st):
+        extra["router_mapping"] = {c: ("query" if c == "anchor" else "document") for c in columns}
+    return extra
 
 
 def train_retriever(
@@ -645,33 +576,34 @@ def train_retriever(
 ) -> TrainReport:
     """Fine-tunes the bi-encoder with in-batch negatives; keeps the best model in ``out_dir``.
 
-    Validation Recall@100 is measured before training (the baseline, and the base model is
-    saved then) and every ``eval_every`` steps / each epoch; every better check overwrites the
-    saved model. ``out_dir`` always ends up holding a loadable model: the base model when
-    training never beat the baseline. Also writes ``out_dir/logs`` (TensorBoard) and
-    ``out_dir/train_report.json``.
+    Validation Recall@100 is measured before training (the baseline; the starting model is saved
+    then, so ``out_dir`` always holds a loadable model) and every ``eval_every`` steps / each
+    epoch; the best checkpoint that beats the baseline replaces it at the end. Also writes
+    ``out_dir/logs`` (TensorBoard) and ``out_dir/train_report.json``.
 
     Args:
         data: Judgments with train and validation splits and the catalog texts.
         out_dir: New (or empty) folder for the model.
         config: Options; None = defaults.
-        progress: Show a tqdm progress bar.
+        progress: Show the trainer's progress bar.
         log: Called with one-line messages.
 
     Raises:
         ShopsearchError: ``out_dir`` not empty, too few training pairs, no validation query
-            with a relevant product, bad options or a model that cannot be loaded.
+            with a relevant product, bad options, a model that cannot be loaded, or the
+            ``train`` extra missing.
     """
-    from sentence_transformers import SentenceTransformer
-    from torch.utils.tensorboard import SummaryWriter
-    from tqdm.auto import tqdm
-    from transformers.utils import logging as hf_logging
-
+    started = time.perf_counter()
     config = config or RetrieverTrainConfig()
     config.check()
     out = Path(out_dir).expanduser()
     check_out_dir(out, "retriever")
-    started = time.perf_counter()
+    trainkit.require_train_extra()
+    from sentence_transformers import SentenceTransformer
+
+    trainer_cls, args_cls, mnrl_cls, samplers = _imports()
+    trainkit.quiet_libraries()
+
     pairs = _training_pairs(data, config, log)
     val_qids, val_catalog, val_desc = validation_setup(
         data, "validation", config.val_queries, config.val_catalog, seed=config.seed
@@ -685,244 +617,105 @@ def train_retriever(
     )
     log(f"validation: {val_desc}")
 
-    _seed_everything(config.seed)
-    device = torch.device(pick_device(config.device))
+    seed_everything(config.seed)
+    device = pick_device(config.device)
     base_path = resolve_model_path(config.base_model)
-    hf_logging.disable_progress_bar()
     try:
-        st = SentenceTransformer(str(base_path), device=str(device), local_files_only=True)
+        st = SentenceTransformer(str(base_path), device=device, local_files_only=True)
     except Exception as exc:
         raise ShopsearchError(f"cannot load model from {base_path}: {exc}") from exc
     # never above the model's own limit (its position embeddings may end there)
     st.max_seq_length = min(config.max_seq_length, st.max_seq_length or config.max_seq_length)
-    use_bf16 = config.bf16 and device.type == "cuda"
-    q_prompt, d_prompt = _query_prompt(st), _document_prompt(st)
-    router = _has_router(st)
-    log(
-        f"model {base_path} on {device}{' (bf16 autocast)' if use_bf16 else ''}, "
-        f"max_seq_length {st.max_seq_length}"
-        + (f", query prompt {q_prompt!r}" if q_prompt else "")
-        + (f", document prompt {d_prompt!r}" if d_prompt else "")
-    )
-
-    out.mkdir(parents=True, exist_ok=True)
-    writer = SummaryWriter(log_dir=str(out / "logs"))
-
-    def validate() -> tuple[float, float]:
-        t0 = time.perf_counter()
-        value = validation_recall(
-            st, val_data, "validation", VAL_K, catalog_ids=val_catalog, bf16=config.bf16
-        )
-        st.train()
-        return value, time.perf_counter() - t0
-
-    def save() -> None:
-        st.save(str(out), create_model_card=False)
-
-    baseline, eval_s = validate()
-    log(f"baseline validation recall@{VAL_K}: {baseline:.4f} ({eval_s:.1f}s)")
-    writer.add_scalar(f"val/recall@{VAL_K}", baseline, 0)
-    save()  # the folder always holds a loadable model, the base one until beaten
+    log(f"model {base_path} on {device}, max_seq_length {st.max_seq_length}")
 
     hard: dict[str, list[str]] = {}
     if config.hard_negatives:
         t0 = time.perf_counter()
         hard = mine_hard_negatives(st, data, {q for q, _ in pairs}, "train", bf16=config.bf16)
-        st.train()
         log(
             f"mined hard negatives for {len(hard)} queries from the top {HARD_NEGATIVE_DEPTH} of "
             f"{len(data.texts)} products ({time.perf_counter() - t0:.1f}s)"
         )
-    relevant: dict[str, set[str]] = {}
-    for qid, pid in data.relevant_pairs("train"):
-        relevant.setdefault(qid, set()).add(pid)
+    dataset = training_dataset(data, pairs, hard, config.hard_negatives, config.seed)
 
-    epochs_batches = [
-        build_batches(pairs, config.batch_size, config.seed + e) for e in range(config.epochs)
-    ]
-    total_steps = sum(len(b) for b in epochs_batches)
-    warmup = int(total_steps * config.warmup_ratio)
-    optimizer = _optimizer(st, config)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, linear_schedule(warmup, total_steps))
-    rng = random.Random(config.seed)
-    train_queries = data.queries["train"]
+    out.mkdir(parents=True, exist_ok=True)
+    st.save(str(out), create_model_card=False)  # the starting model, until a checkpoint beats it
+
+    evaluator = recall_evaluator(val_data, val_catalog, VAL_K, bf16=config.bf16)
+    args = trainkit.training_arguments(
+        args_cls,
+        out,
+        metric=METRIC,
+        epochs=config.epochs,
+        batch_size=config.batch_size,
+        lr=config.lr,
+        weight_decay=config.weight_decay,
+        warmup_ratio=config.warmup_ratio,
+        eval_every=config.eval_every,
+        seed=config.seed,
+        device=config.device,
+        bf16=config.bf16,
+        progress=progress,
+        batch_sampler=samplers.NO_DUPLICATES,
+        **_column_settings(st, dataset.column_names),
+    )
+    loss = mnrl_cls(st, scale=MNRL_SCALE)
+    track = trainkit.Tracker(METRIC, log, "retriever")
+    budget = trainkit.TimeBudget(config.time_budget_s, started, log)
+    early = trainkit.BaselineAwareEarlyStopping(early_stopping_patience=config.patience)
+    trainkit.count_pairs(loss, track)
+    trainkit.no_widget_examples(st)
+    trainer = trainer_cls(
+        model=st,
+        args=args,
+        train_dataset=dataset,
+        loss=loss,
+        evaluator=evaluator,
+        callbacks=[track, budget, early],
+    )
     log(
-        f"{config.epochs} epoch(s) x ~{len(epochs_batches[0])} steps of {config.batch_size} pairs"
+        f"{config.epochs} epoch(s) of {len(dataset)} pairs in batches of {config.batch_size}"
         f"{f' + {config.hard_negatives} hard negatives each' if config.hard_negatives else ''}, "
-        f"lr {config.lr}, warm-up {warmup} steps"
+        f"lr {config.lr}, warm-up {config.warmup_ratio:.0%} of the steps"
     )
-
-    best, best_step = baseline, 0
-    history: list[dict[str, Any]] = [
-        {
-            "step": 0,
-            "epoch": 0,
-            "pairs_seen": 0,
-            f"recall@{VAL_K}": baseline,
-            "loss": None,
-            "lr": 0.0,
-            "eval_seconds": round(eval_s, 2),
-            "best": True,
-        }
-    ]
-    step = pairs_seen = 0
-    bad_checks = 0
-    train_s = 0.0  # wall time in training steps (validation excluded)
-    seg_start = time.perf_counter()
-    loss_sum, loss_n = 0.0, 0  # since the last validation
-    loss_acc, acc_n = torch.zeros((), device=device), 0  # on the device, read every LOG_EVERY
-    stop_reason = "completed"
-    last_eval_step = 0
-    st.train()
-    bar = tqdm(
-        total=total_steps, disable=not progress, desc="train", unit="step", dynamic_ncols=True
-    )
-
-    def flush_loss() -> None:
-        """Reads the summed loss off the device (a sync) and logs its mean."""
-        nonlocal loss_acc, acc_n, loss_sum, loss_n
-        if not acc_n:
-            return
-        total = float(loss_acc)
-        loss_sum += total
-        loss_n += acc_n
-        mean = total / acc_n
-        writer.add_scalar("train/loss", mean, step)
-        elapsed = train_s + time.perf_counter() - seg_start
-        bar.set_postfix(
-            loss=f"{mean:.3f}",
-            lr=f"{scheduler.get_last_lr()[0]:.2e}",
-            pairs_s=f"{pairs_seen / elapsed:.0f}" if elapsed > 0 else "-",
-        )
-        loss_acc, acc_n = torch.zeros((), device=device), 0
-
-    def check(epoch: int) -> bool:
-        """Validates; returns True when training should stop (patience)."""
-        nonlocal best, best_step, bad_checks, loss_sum, loss_n, last_eval_step, train_s, seg_start
-        flush_loss()
-        train_s += time.perf_counter() - seg_start
-        value, secs = validate()
-        improved = value > best + 1e-9
-        if improved:
-            best, best_step, bad_checks = value, step, 0
-            save()
-        else:
-            bad_checks += 1
-        lr = scheduler.get_last_lr()[0]
-        mean_loss = loss_sum / loss_n if loss_n else None
-        history.append(
-            {
-                "step": step,
-                "epoch": epoch,
-                "pairs_seen": pairs_seen,
-                f"recall@{VAL_K}": value,
-                "loss": mean_loss,
-                "lr": lr,
-                "eval_seconds": round(secs, 2),
-                "best": improved,
-            }
-        )
-        writer.add_scalar(f"val/recall@{VAL_K}", value, step)
-        writer.flush()
-        loss_txt = f"{mean_loss:.4f}" if mean_loss is not None else "-"
+    fields = trainkit.run(trainer, out=out, track=track, budget=budget, early=early)
+    if fields["best_step"]:
+        trainer.model.save(str(out), create_model_card=False)
+    else:
         log(
-            f"step {step}/{total_steps} epoch {epoch}: val recall@{VAL_K} {value:.4f} "
-            f"(best {best:.4f} @ step {best_step}), train loss {loss_txt}, {secs:.1f}s"
-            + (" - saved" if improved else f" - no gain ({bad_checks}/{config.patience})")
+            f"training never beat the baseline validation {METRIC} "
+            f"({fields['baseline_metric']:.4f}): {out} holds the starting model unchanged"
         )
-        loss_sum, loss_n = 0.0, 0
-        last_eval_step = step
-        seg_start = time.perf_counter()
-        return bad_checks >= config.patience
-
-    stop = False
-    for epoch, batches in enumerate(epochs_batches, start=1):
-        for batch_idx in batches:
-            batch = [pairs[i] for i in batch_idx]
-            q_texts = [train_queries[q][:MAX_QUERY_CHARS] for q, _ in batch]
-            doc_ids = [p for _, p in batch]
-            if hard:
-                for qid, _ in batch:
-                    cands = hard.get(qid, [])
-                    doc_ids.extend(rng.sample(cands, min(config.hard_negatives, len(cands))))
-            d_texts = [data.texts[p] for p in doc_ids]
-            mask = _false_negative_mask(batch, doc_ids, relevant, device)
-            q_feat = _features(st, q_texts, q_prompt, "query" if router else None, device)
-            d_feat = _features(st, d_texts, d_prompt, "document" if router else None, device)
-            fwd_kwargs_q = {"task": "query"} if router else {}
-            fwd_kwargs_d = {"task": "document"} if router else {}
-            with _autocast(device, config.bf16):
-                q_emb = st(q_feat, **fwd_kwargs_q)["sentence_embedding"]
-                d_emb = st(d_feat, **fwd_kwargs_d)["sentence_embedding"]
-            loss = mnrl_loss(q_emb, d_emb, mask)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(st.parameters(), 1.0)
-            optimizer.step()
-            scheduler.step()
-            loss_acc += loss.detach()  # no sync per step: read every LOG_EVERY steps
-            acc_n += 1
-            step += 1
-            pairs_seen += len(batch)
-            writer.add_scalar("train/lr", scheduler.get_last_lr()[0], step)
-            bar.update(1)
-            if step % LOG_EVERY == 0:
-                flush_loss()
-            if config.eval_every is not None and step % config.eval_every == 0 and check(epoch):
-                stop, stop_reason = True, "early_stopping"
-                break
-            if (
-                config.time_budget_s is not None
-                and time.perf_counter() - started > config.time_budget_s
-            ):
-                stop_reason = "time_budget"
-                log(f"time budget of {config.time_budget_s:g}s reached at step {step}")
-                if step != last_eval_step:
-                    check(epoch)
-                stop = True
-                break
-        if stop:
-            break
-        if config.eval_every is None and check(epoch):
-            stop, stop_reason = True, "early_stopping"
-            break
-    if not stop and step != last_eval_step:
-        check(config.epochs)
-    bar.close()
-    writer.close()
-
-    improved = best_step > 0
-    if not improved:
-        log(
-            f"training never beat the baseline validation recall@{VAL_K} ({baseline:.4f}): "
-            f"{out} holds the base model unchanged"
-        )
-    seconds = time.perf_counter() - started
+    train_only = fields["train_seconds"] - evaluator.seconds
     report = TrainReport(
-        best_step=best_step,
-        best_metric=best,
-        baseline_metric=baseline,
-        steps=step,
-        pairs_seen=pairs_seen,
-        seconds=round(seconds, 2),
-        pairs_per_s=round(pairs_seen / train_s, 2) if train_s else 0.0,
-        history=history,
-        stopped_early=stop_reason == "early_stopping",
+        model="retriever",
+        metric=METRIC,
         out_dir=str(out),
-        improved=improved,
-        stop_reason=stop_reason,
-        validation={
-            "description": val_desc,
-            "queries": len(val_qids),
-            "catalog": len(val_catalog) if val_catalog is not None else len(data.texts),
-            "whole_catalog": val_catalog is None,
+        wall_seconds=round(time.perf_counter() - started, 2),
+        details={
+            "validation": {
+                "description": val_desc,
+                "queries": len(val_qids),
+                "catalog": len(val_catalog) if val_catalog is not None else len(data.texts),
+                "whole_catalog": val_catalog is None,
+            },
+            "train_pairs": len(pairs),
+            "train_queries": len({q for q, _ in pairs}),
+            "hard_negatives": config.hard_negatives,
+            "eval_seconds": round(evaluator.seconds, 2),
+            "base_model_path": str(base_path),
+        },
+        **{
+            **fields,
+            "pairs_per_s": round(fields["pairs_trained"] / train_only, 1)
+            if train_only > 0
+            else 0.0,
         },
     )
-    payload = {**asdict(report), "config": asdict(config), "base_model_path": str(base_path)}
-    (out / "train_report.json").write_text(json.dumps(_jsonable(payload), indent=2) + "\n")
+    trainkit.write_report(report, config)
     log(
-        f"done: {step} steps, {pairs_seen} pairs at {report.pairs_per_s:.1f} pairs/s; "
-        f"best val recall@{VAL_K} {best:.4f} at step {best_step} (baseline {baseline:.4f}); "
-        f"stop: {stop_reason}; model in {out}"
+        f"done: {report.steps} steps, {report.pairs_trained} pairs at {report.pairs_per_s:.1f} "
+        f"pairs/s; best validation {METRIC} {report.best_metric:.4f} at step {report.best_step} "
+        f"(baseline {report.baseline_metric:.4f}); stopped by {report.stopped_by}; model in {out}"
     )
     return report

@@ -1,11 +1,14 @@
 """Prepare what ``scripts/gpu_train.py`` needs on a GPU machine that has torch and nothing else.
 
-    python scripts/gpu_bundle.py BENCHMARK_DIR OUT_DIR [--candidates-index INDEX_DIR]
+    python scripts/gpu_bundle.py BENCHMARK_DIR OUT_DIR [--candidates-index INDEX_DIR] [--wheels]
 
 Writes ``OUT_DIR/judgments.json.gz`` (queries, grades and product texts), ``OUT_DIR/minilm-fp16``
 (the packaged all-MiniLM-L6-v2 with float16 weights, to fit a 64 MiB transfer) and, with
 ``--candidates-index``, ``OUT_DIR/candidates.json.gz``: that index's hybrid top 50 for every train
-and validation query (the reranker's negatives, as retrieval will serve them).
+and validation query (the reranker's negatives, as retrieval will serve them), and with
+``--wheels``, ``OUT_DIR/.whl``: the wheels of ``datasets`` and ``accelerate`` (the trainers' needs)
+and their dependencies that transformers does not bring, for ``--python-version`` /
+``--platform`` (``gpu_train.py --wheels OUT_DIR/.whl`` installs them there).
 """
 
 from __future__ import annotations
@@ -25,12 +28,43 @@ from safetensors.torch import load_file, save_file  # noqa: E402
 from evaluation.data import judgments_from, load_benchmark  # noqa: E402
 from retrieval.encoder import default_model_path  # noqa: E402
 
+#: What the trainers need beyond torch + sentence-transformers + transformers (no deps resolved:
+#: accelerate would pull torch).
+TRAIN_WHEELS = [
+    "datasets",
+    "accelerate",
+    "dill",
+    "multiprocess",
+    "xxhash",
+    "pyarrow",
+    "pandas",
+    "fsspec",
+    "psutil",
+    "python-dateutil",
+    "six",
+    "tzdata",
+]
+
+
+def download_wheels(out: Path, python_version: str, platform: str) -> Path:
+    """``pip download`` of :data:`TRAIN_WHEELS` (binary only, no deps) into ``out/.whl``."""
+    import subprocess
+
+    dest = out / ".whl"
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:"]
+    cmd += ["--python-version", python_version, "--platform", platform, "-d", str(dest)]
+    subprocess.run([*cmd, *TRAIN_WHEELS], check=True)
+    return dest
+
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("benchmark")
     ap.add_argument("out")
     ap.add_argument("--candidates-index", default=None)
+    ap.add_argument("--wheels", action="store_true", help="also fetch the trainers' wheels")
+    ap.add_argument("--python-version", default="3.12", help="the GPU machine's Python")
+    ap.add_argument("--platform", default="manylinux2014_x86_64", help="the GPU machine's")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -63,6 +97,8 @@ def main() -> None:
                     )
         with gzip.open(out / "candidates.json.gz", "wt") as fh:
             json.dump(found, fh)
+    if args.wheels:
+        download_wheels(out, args.python_version, args.platform)
     print(f"wrote {out}")
 
 

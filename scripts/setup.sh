@@ -37,7 +37,7 @@ else
   rm -rf "$tmp"
 fi
 
-pip install -q -e '.[dev]'
+pip install -q -e '.[dev,train]'
 # research/ is its own distribution (shopsearch-research: simulator, benchmarks, the sample
 # catalog, and their commands, which it registers into `shopsearch`); after the root package so
 # its `shopsearch` dependency is already satisfied by the editable install.

@@ -7,7 +7,7 @@ import json
 import polars as pl
 import pytest
 
-from rerank.model import CrossEncoderModel
+from rerank.model import new_cross_encoder
 from research.bench_quality import run_quality_benchmark
 
 
@@ -37,7 +37,7 @@ def tiny_bench(tmp_path, sample_products):
 
 def test_bench_writes_every_stage_and_picks_blend_on_validation(tmp_path, tiny_bench, tiny_model):
     reranker = tmp_path / "reranker"
-    CrossEncoderModel.from_pretrained(tiny_model.parent / "hf").save(reranker)
+    new_cross_encoder(tiny_model.parent / "hf", device="cpu").save_pretrained(str(reranker))
     report = run_quality_benchmark(
         tiny_bench,
         tmp_path / "work",
@@ -52,6 +52,12 @@ def test_bench_writes_every_stage_and_picks_blend_on_validation(tmp_path, tiny_b
     assert any("cross-encoder alone" in n for n in names) and any("blend" in n for n in names)
     assert report.queries_scored == 30
     assert report.blend["chosen"] in report.blend["grid"]
+    # the chosen weight is saved with the model it was chosen for, and loads with it
+    from rerank.model import read_settings
+    from rerank.reranker import Reranker
+
+    assert read_settings(reranker)["blend_weight"] == report.blend["chosen"]
+    assert Reranker.load(reranker, device="cpu").retrieval_weight == report.blend["chosen"]
     for s in report.stages:
         assert 0.0 <= s.means["ndcg@10"] <= 1.0 and len(s.recall_curve) == 100
         assert s.recall_curve == sorted(s.recall_curve)

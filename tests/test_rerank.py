@@ -1,11 +1,13 @@
-"""Cross-encoder reranker: model save/load, scoring, ranking hits, training (tiny BERT, CPU)."""
+"""Cross-encoder reranker: the CrossEncoder folder, settings, scoring, ranking hits, training.
+
+Tiny BERT models built from a config, CPU only; training tests are marked ``slow``.
+"""
 
 from __future__ import annotations
 
 import inspect
 import json
 import random
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +17,13 @@ from conftest import build_tiny_bert
 
 from catalog.errors import ShopsearchError
 from evaluation.labels import Judgments
-from rerank.model import CONFIG_NAME, CrossEncoderModel, find_transformer_folder
+from rerank.model import (
+    SETTINGS_NAME,
+    load_cross_encoder,
+    new_cross_encoder,
+    read_settings,
+    write_settings,
+)
 from rerank.reranker import Reranker, hit_text
 from rerank.train import (
     RerankerTrainConfig,
@@ -132,7 +140,7 @@ def tiny(tmp_path_factory) -> Path:
 def reranker(tiny) -> Reranker:
     torch.manual_seed(0)
     return Reranker(
-        CrossEncoderModel.from_pretrained(tiny / "hf"),
+        new_cross_encoder(tiny / "hf", device="cpu"),
         device="cpu",
         batch_size=4,
         retrieval_weight=0.0,
@@ -147,53 +155,78 @@ def _hit(pid: str, score: float, title: str, rank: int | None = None, **payload)
     )
 
 
-# --------------------------------------------------------------------------- model
+# --------------------------------------------------------------------------- model folder
 
 
-def test_find_transformer_folder(tiny, tmp_path):
-    assert find_transformer_folder(tiny / "hf") == tiny / "hf"
-    assert find_transformer_folder(tiny / "st") == tiny / "st"  # MiniLM layout: weights at root
-    nested = tmp_path / "nested"
-    shutil.copytree(tiny / "hf", nested / "0_Transformer")
-    (nested / "modules.json").write_text(
-        json.dumps(
-            [{"idx": 0, "name": "0", "path": "0_Transformer", "type": "x.models.Transformer"}]
-        )
-    )
-    assert find_transformer_folder(nested) == nested / "0_Transformer"
-    (tmp_path / "empty").mkdir()
-    with pytest.raises(ShopsearchError, match="no transformer weights"):
-        find_transformer_folder(tmp_path / "empty")
+def test_new_cross_encoder_from_hf_and_st_folders(tiny):
+    torch.manual_seed(0)
+    a = new_cross_encoder(tiny / "hf", dropout=0.3, max_length=40, device="cpu")
+    torch.manual_seed(0)
+    b = new_cross_encoder(tiny / "st", dropout=0.3, max_length=40, device="cpu")
+    assert a.num_labels == b.num_labels == 1
+    assert a.config.classifier_dropout == 0.3
+    sa, sb = a.model.bert.state_dict(), b.model.bert.state_dict()
+    shared = [k for k in sa if not k.startswith("pooler")]
+    assert all(torch.equal(sa[k], sb[k]) for k in shared)  # same encoder weights
 
 
-def test_st_and_hf_folders_give_the_same_encoder(tiny):
-    a = CrossEncoderModel.from_pretrained(tiny / "hf").encoder.state_dict()
-    b = CrossEncoderModel.from_pretrained(tiny / "st").encoder.state_dict()
-    assert a.keys() == b.keys()
-    assert all(torch.equal(a[k], b[k]) for k in a)
+def test_saved_folder_loads_with_plain_cross_encoder(reranker, tmp_path):
+    from sentence_transformers import CrossEncoder
+
+    out = tmp_path / "rr"
+    reranker.model.save_pretrained(str(out))
+    write_settings(out, blend_weight=0.3, max_length=32)
+    pairs = [("drill", "drill red | category: tools"), ("drill", "bolt nail"), ("saw", "x")]
+    ours = Reranker.load(out, device="cpu").score_pairs(pairs)
+    plain = CrossEncoder(str(out), device="cpu").predict(pairs, activation_fn=torch.nn.Identity())
+    np.testing.assert_allclose(ours, plain, atol=1e-5)
+    np.testing.assert_allclose(ours, reranker.score_pairs(pairs), atol=1e-5)
 
 
-def test_save_load_round_trip(reranker, tmp_path):
-    texts = ["drill red | category: tools", "bolt nail", "hammer blue steel", "x"]
-    before = reranker.score("drill", texts)
-    reranker.model.save(tmp_path / "rr")
-    meta = json.loads((tmp_path / "rr" / CONFIG_NAME).read_text())
-    assert meta["format_version"] == 1 and meta["max_length"] == 96 and meta["dropout"] == 0.1
-    assert meta["base_model"].endswith("hf")
-    loaded = Reranker.load(tmp_path / "rr", device="cpu")
-    np.testing.assert_array_equal(loaded.score("drill", texts), before)
-    assert loaded.max_length == 96
-    assert not loaded.model.training
+def test_settings_round_trip_and_blend_weight_on_load(reranker, tmp_path):
+    out = tmp_path / "rr"
+    reranker.model.save_pretrained(str(out))
+    assert read_settings(out)["blend_weight"] == 0.5  # no file yet: the default
+    assert Reranker.load(out, device="cpu").retrieval_weight == 0.5
+    write_settings(out, blend_weight=0.7, training={"best_step": 3})
+    write_settings(out, max_length=24)  # keeps the other keys
+    saved = json.loads((out / SETTINGS_NAME).read_text())
+    assert saved["blend_weight"] == 0.7 and saved["training"] == {"best_step": 3}
+    loaded = Reranker.load(out, device="cpu")
+    assert loaded.retrieval_weight == 0.7 and loaded.max_length == 24
+    assert Reranker.load(out, device="cpu", retrieval_weight=0.0).retrieval_weight == 0.0
+    with pytest.raises(ShopsearchError, match="blend_weight"):
+        write_settings(out, blend_weight=1.5)
+    (out / SETTINGS_NAME).write_text("{not json")
+    with pytest.raises(ShopsearchError, match="not valid JSON"):
+        read_settings(out)
 
 
-def test_load_refuses_foreign_or_newer_folders(tiny, reranker, tmp_path):
-    with pytest.raises(ShopsearchError, match="not a saved reranker"):
-        Reranker.load(tiny / "hf")
-    reranker.model.save(tmp_path / "rr")
-    meta = json.loads((tmp_path / "rr" / CONFIG_NAME).read_text())
-    (tmp_path / "rr" / CONFIG_NAME).write_text(json.dumps({**meta, "format_version": 99}))
-    with pytest.raises(ShopsearchError, match="format version 99"):
-        CrossEncoderModel.load(tmp_path / "rr")
+def test_load_without_a_path_is_an_untrained_minilm():
+    untrained = Reranker.load(None, device="cpu", batch_size=8)
+    scores = untrained.score("cordless drill", ["drill", "paint roller", "faucet"])
+    assert scores.dtype == np.float32 and scores.shape == (3,)
+    assert untrained.model.num_labels == 1 and untrained.retrieval_weight == 0.5
+
+
+def test_bad_folders_give_one_line_errors(tiny, reranker, tmp_path):
+    old = tmp_path / "old"
+    reranker.model.save_pretrained(str(old))
+    (old / "shopsearch_reranker.json").write_text(json.dumps({"format_version": 1}))
+    (old / "head.safetensors").write_bytes(b"")
+    with pytest.raises(ShopsearchError, match="old format.*retrain") as err:
+        Reranker.load(old, device="cpu")
+    assert "\n" not in str(err.value)
+    with pytest.raises(ShopsearchError, match="holds no cross-encoder"):
+        load_cross_encoder(tiny / "st")  # a bi-encoder folder
+    with pytest.raises(ShopsearchError, match="does not exist"):
+        Reranker.load(tmp_path / "missing")
+    broken = tmp_path / "broken"
+    reranker.model.save_pretrained(str(broken))
+    (broken / "model.safetensors").write_bytes(b"not weights")
+    with pytest.raises(ShopsearchError, match="cannot load the cross-encoder") as err:
+        Reranker.load(broken, device="cpu")
+    assert "\n" not in str(err.value)
 
 
 # --------------------------------------------------------------------------- scoring
@@ -214,6 +247,7 @@ def test_score_pairs_keeps_input_order(reranker):
     assert batched.dtype == np.float32 and batched.shape == (len(pairs),)
     np.testing.assert_allclose(batched, one_by_one, atol=1e-5)
     assert reranker.score("drill", []).shape == (0,)
+    assert reranker.score("drill", []).dtype == np.float32
     assert reranker.score_pairs([]).shape == (0,)
 
 
@@ -338,24 +372,54 @@ def _config(tiny: Path, **kw) -> RerankerTrainConfig:
     return RerankerTrainConfig(**{**base, **kw})
 
 
-def test_training_raises_validation_ndcg_and_saves_a_loadable_model(tiny, data, tmp_path):
+@pytest.mark.slow
+def test_training_raises_validation_ndcg_and_saves_a_standard_folder(tiny, data, tmp_path):
+    from sentence_transformers import CrossEncoder
+
     out = tmp_path / "rr"
     lines: list[str] = []
     report = train_reranker(data, out, config=_config(tiny), progress=False, log=lines.append)
     assert report.best_metric > report.baseline_metric + 0.15
     assert report.history[0]["step"] == 0 and report.history[0]["ndcg@10"] == report.baseline_metric
     assert report.best_step > 0 and report.steps >= report.best_step
-    assert 0 < report.pairs_seen <= report.steps * 16
-    assert report.negatives == "random" and any("random catalog products" in x for x in lines)
+    assert 0 < report.pairs_trained <= report.steps * 16 and report.pairs_per_s > 0
+    assert len(report.best_per_epoch) == round(report.epochs) and report.wall_seconds > 0
+    assert report.details["negatives"] == "random"
+    assert any("random catalog products" in x for x in lines)
     saved = json.loads((out / "train_report.json").read_text())
     assert saved["best_metric"] == report.best_metric and saved["config"]["lr"] == 1e-3
-    assert any((out / "logs").iterdir())
+    assert any((out / "logs").iterdir()) and not (out / "checkpoints").exists()
+    settings = read_settings(out)
+    assert settings["blend_weight"] == 0.5 and settings["max_length"] == 32
     loaded = Reranker.load(out, device="cpu")
     assert loaded.max_length == 32
     relevant, other = loaded.score("drill", [data.texts["m0_0"], data.texts["d0"]])
     assert relevant > other
+    # the kept model is the best checkpoint: its validation NDCG@10 is the best one
+    from rerank.train import validation_lists, validation_ndcg
+
+    lists, _ = validation_lists(data, _config(tiny), None, random.Random(0), sorted(data.texts))
+    assert validation_ndcg(loaded, data, lists) == pytest.approx(report.best_metric, abs=1e-6)
+    # anyone loads it: plain CrossEncoder, same scores (sigmoid of our logits by default)
+    plain = CrossEncoder(str(out), device="cpu")
+    pairs = [("drill", data.texts["m0_0"]), ("hammer cheap", data.texts["d3"])]
+    np.testing.assert_allclose(
+        plain.predict(pairs), 1 / (1 + np.exp(-loaded.score_pairs(pairs))), atol=1e-5
+    )
 
 
+@pytest.mark.slow
+def test_early_stopping_stops_and_keeps_the_best(tiny, data, tmp_path):
+    # a learning rate this high wrecks the model after the first epoch: patience 1 stops it
+    cfg = _config(tiny, epochs=8, lr=0.5, patience=1, warmup_ratio=0.0)
+    report = train_reranker(data, tmp_path / "rr", config=cfg, progress=False, log=lambda _: None)
+    assert report.stopped_by == "early_stopping" and report.epochs < 8
+    metrics = [h["ndcg@10"] for h in report.history[1:]]
+    assert report.best_metric == max(metrics)
+    assert report.best_step == report.history[1 + metrics.index(max(metrics))]["step"]
+
+
+@pytest.mark.slow
 def test_training_with_retrieval_candidates_and_a_time_budget(tiny, data, tmp_path):
     rng = random.Random(1)
     pids = sorted(data.texts)
@@ -368,10 +432,10 @@ def test_training_with_retrieval_candidates_and_a_time_budget(tiny, data, tmp_pa
     report = train_reranker(
         data, tmp_path / "rr", candidates, config=cfg, progress=False, log=lambda _: None
     )
-    assert report.stop_reason == "time_budget" and report.steps == 1 and not report.stopped_early
-    assert report.negatives == "retrieval" and report.val_queries == 12
+    assert report.stopped_by == "time_budget" and report.steps == 1
+    assert report.details["negatives"] == "retrieval" and report.details["val_queries"] == 12
     assert report.best_step == 1 and len(report.history) == 2
-    assert CrossEncoderModel.load(tmp_path / "rr").max_length == 32
+    assert load_cross_encoder(tmp_path / "rr").num_labels == 1
 
 
 def test_training_errors(tiny, data, tmp_path):
@@ -405,4 +469,6 @@ def test_training_errors(tiny, data, tmp_path):
         )
     with pytest.raises(ShopsearchError, match="epochs"):
         train_reranker(data, tmp_path / "c", config=_config(tiny, epochs=0), progress=False)
-    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    with pytest.raises(ShopsearchError, match="dropout"):
+        train_reranker(data, tmp_path / "d", config=_config(tiny, dropout=1.0), progress=False)
+    assert not any((tmp_path / n).exists() for n in "abcd")

@@ -18,10 +18,9 @@ from catalog.errors import ShopsearchError
 from evaluation.labels import Judgments
 from retrieval.train import (
     RetrieverTrainConfig,
-    build_batches,
     mine_hard_negatives,
-    mnrl_loss,
     train_retriever,
+    training_dataset,
     validation_recall,
     validation_setup,
 )
@@ -82,7 +81,7 @@ def trained(tmp_path_factory, task_model, data):
     out = tmp_path_factory.mktemp("trained") / "model"
     config = RetrieverTrainConfig(
         base_model=str(task_model),
-        epochs=6,
+        epochs=12,
         batch_size=32,
         lr=3e-3,
         warmup_ratio=0.1,
@@ -97,6 +96,7 @@ def trained(tmp_path_factory, task_model, data):
     return out, report, logs
 
 
+@pytest.mark.slow
 def test_training_beats_the_random_baseline(trained):
     _, report, logs = trained
     assert report.improved and report.best_step > 0
@@ -104,29 +104,51 @@ def test_training_beats_the_random_baseline(trained):
         report.baseline_metric,
         report.best_metric,
     )
-    assert report.steps > 0 and report.pairs_seen > 0 and report.pairs_per_s > 0
+    assert report.steps > 0 and report.pairs_trained > 0 and report.pairs_per_s > 0
+    assert report.pairs_trained <= report.steps * 32
     assert (
         report.history[0]["step"] == 0 and report.history[0]["recall@100"] == report.baseline_metric
     )
+    assert len(report.best_per_epoch) == round(report.epochs)
+    assert report.best_metric == max(report.best_per_epoch)
     assert any("whole catalog" in line for line in logs)
 
 
-def test_saved_folder_loads_and_matches_the_best_metric(trained, data):
+@pytest.mark.slow
+def test_early_stopping_stops_and_the_best_checkpoint_is_kept(trained, data):
     from retrieval.encoder import BiEncoder
 
     out, report, _ = trained
-    encoder = BiEncoder(out, device="cpu")
-    assert encoder.encode_query("x1 y2 z3").shape == (encoder.dim,)
-    recall = validation_recall(encoder, data, "validation", k=100)
+    assert report.stopped_by == "early_stopping" and report.epochs < 12
+    # patience 2: the two checks after the best one did not beat it
+    later = [h["recall@100"] for h in report.history if h["step"] > report.best_step]
+    assert len(later) == 2 and all(v <= report.best_metric for v in later)
+    recall = validation_recall(BiEncoder(out, device="cpu"), data, "validation", k=100)
     assert recall == pytest.approx(report.best_metric, abs=1e-6)
 
 
+@pytest.mark.slow
+def test_saved_folder_is_a_plain_sentence_transformer(trained):
+    from sentence_transformers import SentenceTransformer
+
+    from retrieval.encoder import BiEncoder
+
+    out, _, _ = trained
+    encoder = BiEncoder(out, device="cpu")
+    assert encoder.encode_query("x1 y2 z3").shape == (encoder.dim,)
+    plain = SentenceTransformer(str(out), device="cpu").encode(["x1 y2 z3"], convert_to_numpy=True)
+    assert plain[0] == pytest.approx(encoder.encode_query("x1 y2 z3"), abs=1e-5)
+    assert not (out / "checkpoints").exists()
+
+
+@pytest.mark.slow
 def test_report_and_logs_are_written(trained):
     out, report, _ = trained
     saved = json.loads((out / "train_report.json").read_text())
-    assert saved["best_step"] == report.best_step
+    assert saved["best_step"] == report.best_step and saved["model"] == "retriever"
+    assert saved["pairs_trained"] == report.pairs_trained and saved["improved"] is True
     assert saved["config"]["batch_size"] == 32
-    assert saved["validation"]["whole_catalog"] is True
+    assert saved["details"]["validation"]["whole_catalog"] is True
     assert list((out / "logs").glob("events.out.tfevents.*"))
 
 
@@ -162,30 +184,21 @@ def test_no_validation_query_with_a_relevant_product(tmp_path, task_model, data)
         )
 
 
-def test_batches_hold_no_duplicate_query_or_product():
-    rng = random.Random(1)
-    # few queries with many products, popular products shared by many queries
-    pairs = sorted(
-        {(f"q{rng.randrange(40)}", f"p{int(rng.paretovariate(1.2)) % 60}") for _ in range(900)}
-    )
-    batches = build_batches(pairs, 16, seed=3)
-    seen = [i for b in batches for i in b]
-    assert len(seen) == len(set(seen))  # each pair at most once
-    assert len(seen) >= 0.9 * len(pairs)  # only unpairable leftovers are dropped
-    for batch in batches:
-        assert 2 <= len(batch) <= 16
-        assert len({pairs[i][0] for i in batch}) == len(batch)
-        assert len({pairs[i][1] for i in batch}) == len(batch)
-    assert batches == build_batches(pairs, 16, seed=3)  # seeded
-    assert batches != build_batches(pairs, 16, seed=4)
-
-
-def test_batches_of_one_query_only_are_dropped():
-    pairs = [("q1", f"p{i}") for i in range(5)] + [("q2", "p0")]
-    batches = build_batches(pairs, 4, seed=0)
-    for batch in batches:
-        assert len({pairs[i][0] for i in batch}) == len(batch) >= 2
-        assert len({pairs[i][1] for i in batch}) == len(batch)
+def test_training_dataset_has_hard_negative_columns(data):
+    pairs = data.relevant_pairs("train")[:10]
+    hard = {
+        q: [p for p in sorted(data.texts) if p not in data.qrels["train"][q]][:5] for q, _ in pairs
+    }
+    hard[pairs[0][0]] = []  # none mined: random unjudged products instead
+    ds = training_dataset(data, pairs, hard, 2, seed=0)
+    assert ds.column_names == ["anchor", "positive", "negative_1", "negative_2"]
+    assert ds["anchor"][0] == data.queries["train"][pairs[0][0]]
+    assert ds["positive"][0] == data.texts[pairs[0][1]]
+    by_text = {t: p for p, t in data.texts.items()}
+    for row, (qid, _) in zip(ds, pairs, strict=True):
+        for col in ("negative_1", "negative_2"):
+            assert by_text[row[col]] not in data.qrels["train"][qid]
+    assert training_dataset(data, pairs, None, 0, seed=0).column_names == ["anchor", "positive"]
 
 
 def test_hard_negatives_are_never_judged(task_model, data):
@@ -213,17 +226,7 @@ def test_validation_setup_samples_queries_and_catalog(data):
     assert whole is None and "whole catalog" in desc
 
 
-def test_mnrl_loss_masks_false_negatives():
-    import torch
-
-    q = torch.eye(3)
-    docs = torch.cat([torch.eye(3), torch.eye(3)[:1]])  # doc 3 duplicates query 0's positive
-    plain = mnrl_loss(q, docs)
-    mask = torch.zeros(3, 4, dtype=torch.bool)
-    mask[0, 3] = True
-    assert mnrl_loss(q, docs, mask) < plain
-
-
+@pytest.mark.slow
 def test_no_gain_keeps_the_base_model_and_time_budget_stops(tmp_path, task_model, data):
     from retrieval.encoder import BiEncoder
 
@@ -233,21 +236,55 @@ def test_no_gain_keeps_the_base_model_and_time_budget_stops(tmp_path, task_model
     )
     logs: list[str] = []
     report = train_retriever(data, out, config, progress=False, log=logs.append)
-    assert report.stop_reason == "time_budget" and report.steps == 1
+    assert report.stopped_by == "time_budget" and report.steps == 1
     assert not report.improved and report.best_step == 0
     assert report.best_metric == report.baseline_metric
     assert any("never beat the baseline" in line for line in logs)
+    assert any("time budget of 0 s reached at step 1" in line for line in logs)
     assert validation_recall(BiEncoder(out, device="cpu"), data) == pytest.approx(
         report.baseline_metric
     )
 
 
-def test_false_negative_mask():
-    from retrieval.train import _false_negative_mask
+@pytest.mark.slow
+def test_gpu_script_trains_and_packs_both_models_on_cpu(tmp_path, task_model, data):
+    """scripts/gpu_train.py --quick end to end on tiny data; gpu_unpack restores loadable folders."""
+    import importlib.util
 
-    relevant = {"q1": {"p1", "p3"}, "q2": {"p2"}}
-    mask = _false_negative_mask(
-        [("q1", "p1"), ("q2", "p2")], ["p1", "p2", "p3", "p1"], relevant, "cpu"
+    from sentence_transformers import CrossEncoder, SentenceTransformer
+
+    root = Path(__file__).resolve().parents[1] / "scripts"
+    modules = {}
+    for name in ("gpu_train", "gpu_unpack"):
+        spec = importlib.util.spec_from_file_location(name, root / f"{name}.py")
+        modules[name] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(modules[name])
+    judgments = data.save(tmp_path / "j.json.gz")
+    out, work = tmp_path / "out", tmp_path / "work"
+    argv = ["--judgments", str(judgments), "--base", str(task_model), "--work", str(work)]
+    argv += ["--out", str(out), "--quick", "--device", "cpu"]
+    modules["gpu_train"].main(argv)
+    assert sorted(p.name for p in out.iterdir()) == ["retriever.tar.part00"]
+    unpack = modules["gpu_unpack"].unpack
+    retriever = unpack(out, "retriever", tmp_path / "back")
+    assert SentenceTransformer(str(retriever), device="cpu").encode(["x1 y2"]).shape == (1, 32)
+    reranker = unpack(work / "packed", "reranker", tmp_path / "back")
+    scores = CrossEncoder(str(reranker), device="cpu").predict([("x1 y2 z3", "c1 k2 s3")])
+    assert scores.shape == (1,)
+    assert (reranker / "shopsearch_rerank.json").is_file()
+
+
+def test_training_without_the_train_extra_says_how_to_install(
+    monkeypatch, tmp_path, task_model, data
+):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name in ("datasets", "accelerate") else real(name, *a),
     )
-    assert mask.tolist() == [[False, False, True, True], [False, False, False, False]]
-    assert _false_negative_mask([("q1", "p1"), ("q2", "p2")], ["p1", "p2"], relevant, "cpu") is None
+    config = RetrieverTrainConfig(base_model=str(task_model), **FAST)
+    with pytest.raises(ShopsearchError, match=r"datasets and accelerate.*\[train\]"):
+        train_retriever(data, tmp_path / "model", config, progress=False)

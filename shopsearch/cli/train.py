@@ -125,7 +125,7 @@ def train_retriever_cmd(
     )
     click.echo(
         f"retriever: validation Recall@100 {report.baseline_metric:.4f} -> {report.best_metric:.4f} "
-        f"(best at step {report.best_step}); {report.pairs_seen} pairs in {report.seconds:.0f} s "
+        f"(best at step {report.best_step}); {report.pairs_trained} pairs in {report.wall_seconds:.0f} s "
         f"({report.pairs_per_s:.1f} pairs/s); saved to {out}"
     )
 
@@ -160,14 +160,14 @@ def train_retriever_cmd(
     default=0.1,
     show_default=True,
     type=click.FloatRange(0, 0.9),
-    help="Dropout before the scoring head.",
+    help="Dropout before the scoring head (classifier_dropout).",
 )
 @click.option(
     "--negatives",
     default=4,
     show_default=True,
     type=click.IntRange(0),
-    help="Unjudged retrieved products per query per epoch (label 0).",
+    help="Unjudged retrieved products per query (label 0, drawn once).",
 )
 @click.option(
     "--max-queries",
@@ -240,7 +240,7 @@ def train_reranker_cmd(
     )
     click.echo(
         f"reranker: validation NDCG@10 {report.baseline_metric:.4f} -> {report.best_metric:.4f} "
-        f"(best at step {report.best_step}); {report.pairs_seen} pairs in {report.seconds:.0f} s "
+        f"(best at step {report.best_step}); {report.pairs_trained} pairs in {report.wall_seconds:.0f} s "
         f"({report.pairs_per_s:.1f} pairs/s); saved to {out}"
     )
 
