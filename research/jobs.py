@@ -56,6 +56,7 @@ def demo_steps(workdir: Path, n: int = 2000, seed: int = 0, k: int = 5) -> Itera
             retriever.search(query, k=k, filters={"in_stock": True, "max_price": 150}),
         )
     yield f'\nTry: shopsearch search "{SAMPLE_QUERIES[1]}" --index {index_dir} -k 10'
+    yield f"Serve it: shopsearch serve --index {index_dir}, then open http://127.0.0.1:8000/"
 
 
 def run_simulation(
