@@ -32,7 +32,7 @@ import math
 import os
 import re
 import tempfile
-from collections.abc import Generator, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime, time
 from decimal import Decimal
@@ -180,7 +180,7 @@ def read_catalog(
     if fmt == "csv":
         rows = _csv_rows(path, batch_size, codec, separator="\t" if _is_tsv(path) else ",")
     elif fmt == "jsonl":
-        rows = _jsonl_rows(path, batch_size, codec)
+        rows = jsonl_rows(path, batch_size, codec)
     else:
         rows = _parquet_rows(path, batch_size)
     return _validate_batches(rows, validator)
@@ -363,22 +363,66 @@ def _transcode_to_utf8(path: Path, codec: str) -> str:
     return name
 
 
-def _jsonl_rows(path: Path, batch_size: int, codec: str) -> Generator[_Raw, None, None]:
+def jsonl_rows(
+    path: Path,
+    batch_size: int,
+    codec: str = "utf8",
+    *,
+    error: type[ShopsearchError] | None = None,
+    check_columns: Callable[[Path, Iterable[str]], None] | None = None,
+    encoding_hint: bool = True,
+) -> Generator[_Raw, None, None]:
+    """A JSON Lines file as batches of ``(line number, object or reason it is bad)``.
+
+    The one JSON Lines reader, for catalogs and event logs alike: a BOM and blank lines are
+    skipped, a JSON array or pretty-printed JSON is refused as a whole, a bad line becomes a
+    reason (never an exception), and the first batch's keys are checked.
+
+    Args:
+        path: The file.
+        batch_size: Lines per batch.
+        codec: ``utf8``, ``utf8-lossy`` or a Python codec name.
+        error: The file-level error raised (default :class:`CatalogError`).
+        check_columns: Checks the keys seen (default: the catalog's required columns).
+        encoding_hint: Say how to pass another encoding when a line cannot be decoded.
+
+    Raises:
+        ShopsearchError: ``error``, for a file that cannot be read as JSON Lines.
+    """
     # Python's json, not polars.scan_ndjson: see the module docstring for why.
+    error = error or CatalogError
+    check_columns = check_columns or _check_columns
     python_codec = "utf-8" if codec in ("utf8", _LOSSY) else codec
     errors = "replace" if codec == _LOSSY else "strict"
+    shown = python_codec if encoding_hint else python_codec.upper()
     checked = False
     first = True
     out: _Raw = []
+
+    def check(rows: _Raw) -> bool:
+        keys: dict[str, None] = {}
+        for _, record in rows:
+            if isinstance(record, dict):
+                keys.update(dict.fromkeys(record))
+        if not keys:
+            return False
+        check_columns(path, keys)
+        return True
+
     try:
         with path.open("rb") as fh:
             for number, raw in enumerate(fh, start=1):
                 try:
                     text = raw.decode(python_codec, errors)
                 except UnicodeDecodeError:
-                    raise CatalogError(
-                        f"{path}: line {number} is not valid {python_codec} text; pass the "
-                        "file's encoding (e.g. encoding='latin-1'), or encoding='utf8-lossy'"
+                    hint = (
+                        "; pass the file's encoding (e.g. encoding='latin-1'), or "
+                        "encoding='utf8-lossy'"
+                        if encoding_hint
+                        else ""
+                    )
+                    raise error(
+                        f"{path}: line {number} is not valid {shown} text{hint}"
                     ) from None
                 if number == 1:
                     text = text.removeprefix("\ufeff")
@@ -387,7 +431,7 @@ def _jsonl_rows(path: Path, batch_size: int, codec: str) -> Generator[_Raw, None
                     continue
                 if first and (text.startswith("[") or text == "{"):
                     shape = "a JSON array" if text.startswith("[") else "pretty-printed JSON"
-                    raise CatalogError(
+                    raise error(
                         f"{path}: looks like {shape}; write one JSON object per line (JSON Lines)"
                     )
                 first = False
@@ -403,27 +447,15 @@ def _jsonl_rows(path: Path, batch_size: int, codec: str) -> Generator[_Raw, None
                     else:
                         out.append((number, "line is not a JSON object"))
                 if len(out) >= batch_size:
-                    checked = checked or _check_jsonl_keys(path, out)
+                    checked = checked or check(out)
                     yield out
                     out = []
     except OSError as exc:
-        raise CatalogError(f"{path}: cannot read the file ({_first_line(exc)})") from None
+        raise error(f"{path}: cannot read the file ({_first_line(exc)})") from None
     if out:
         if not checked:
-            _check_jsonl_keys(path, out)
+            check(out)
         yield out
-
-
-def _check_jsonl_keys(path: Path, rows: _Raw) -> bool:
-    """Check required keys against the keys of a batch; False if it held no object."""
-    keys: dict[str, None] = {}
-    for _, record in rows:
-        if isinstance(record, dict):
-            keys.update(dict.fromkeys(record))
-    if not keys:
-        return False
-    _check_columns(path, keys)
-    return True
 
 
 def _parquet_rows(path: Path, batch_size: int) -> Generator[_Raw, None, None]:

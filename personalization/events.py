@@ -60,7 +60,7 @@ from typing import Any
 import polars as pl
 
 from catalog.errors import ShopsearchError
-from catalog.reader import Reject
+from catalog.reader import Reject, jsonl_rows
 
 EVENT_TYPES = ("search", "view", "click", "add_to_cart", "purchase")
 #: Events about a product (every type but ``search``).
@@ -193,7 +193,13 @@ def read_events(
         known = known_products
     else:
         known = known_products.__contains__
-    rows = _jsonl_rows(path, batch_size) if fmt == "jsonl" else _parquet_rows(path, batch_size)
+    rows = (
+        jsonl_rows(
+            path, batch_size, error=EventLogError, check_columns=_check_columns, encoding_hint=False
+        )
+        if fmt == "jsonl"
+        else _parquet_rows(path, batch_size)
+    )
     latest = (time.time() if now is None else float(now)) + MAX_CLOCK_SKEW_S
     return _validate_batches(rows, known, latest)
 
@@ -365,61 +371,6 @@ def _check_columns(path: Path, columns: Iterable[str]) -> None:
             raise EventLogError(
                 f"{path}: missing required column '{name}' (columns found: {found})"
             )
-
-
-def _jsonl_rows(path: Path, batch_size: int) -> Generator[_Raw, None, None]:
-    checked = False
-    first = True
-    out: _Raw = []
-    try:
-        with path.open("rb") as fh:
-            for number, raw in enumerate(fh, start=1):
-                try:
-                    text = raw.decode("utf-8")
-                except UnicodeDecodeError:
-                    raise EventLogError(f"{path}: line {number} is not valid UTF-8 text") from None
-                if number == 1:
-                    text = text.removeprefix("\ufeff")
-                text = text.strip()
-                if not text:
-                    continue
-                if first and (text.startswith("[") or text == "{"):
-                    shape = "a JSON array" if text.startswith("[") else "pretty-printed JSON"
-                    raise EventLogError(
-                        f"{path}: looks like {shape}; write one JSON object per line (JSON Lines)"
-                    )
-                first = False
-                try:
-                    record = json.loads(text)
-                except ValueError as exc:
-                    out.append((number, f"line is not valid JSON ({_first_line(exc, 80)})"))
-                else:
-                    if isinstance(record, dict):
-                        out.append((number, record))
-                    else:
-                        out.append((number, "line is not a JSON object"))
-                if len(out) >= batch_size:
-                    checked = checked or _check_keys(path, out)
-                    yield out
-                    out = []
-    except OSError as exc:
-        raise EventLogError(f"{path}: cannot read the file ({_first_line(exc)})") from None
-    if out and not checked:
-        _check_keys(path, out)
-    if out:
-        yield out
-
-
-def _check_keys(path: Path, rows: _Raw) -> bool:
-    """Check required keys against a batch's keys; False when it held no object."""
-    keys: dict[str, None] = {}
-    for _, record in rows:
-        if isinstance(record, dict):
-            keys.update(dict.fromkeys(record))
-    if not keys:
-        return False
-    _check_columns(path, keys)
-    return True
 
 
 def _parquet_rows(path: Path, batch_size: int) -> Generator[_Raw, None, None]:

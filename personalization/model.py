@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -280,9 +279,9 @@ def _train_personal(
         raise ShopsearchError(
             f"only {len(groups)} logged searches with an examined result: need at least 20"
         )
-    random.seed(config.seed)
-    np.random.seed(config.seed)
-    torch.manual_seed(config.seed)
+    from transformers import set_seed  # the one seeding function (Python, NumPy, torch)
+
+    set_seed(config.seed)
     if val_groups is None:
         n_val = max(1, int(len(groups) * config.val_fraction))
         train, val = list(groups[:-n_val]), list(groups[-n_val:])
