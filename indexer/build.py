@@ -23,6 +23,7 @@ from catalog.text import RECIPE_VERSION, product_text
 from retrieval.encoder import BiEncoder
 from retrieval.lexical import LexicalEncoder
 from retrieval.store import (
+    STORE_FORMAT,
     IndexLocation,
     PointRecord,
     new_build_id,
@@ -31,7 +32,8 @@ from retrieval.store import (
 )
 
 IndexMode = Literal["full", "upsert", "sync"]
-MANIFEST_FORMAT = 1
+#: 2: points carry normalized brand/category filter keys (``retrieval.store.STORE_FORMAT``).
+MANIFEST_FORMAT = STORE_FORMAT
 #: Products embedded per encoder call (the encoder sorts each call by length, so larger calls
 #: waste less padding) and written per store call.
 ENCODE_CHUNK = 1024
@@ -187,7 +189,10 @@ def index_catalog(
                     f"'{current.manifest['model']['name']}'; --mode {mode} must use the same model: "
                     "pass it with --model, or rebuild with --mode full"
                 )
-            existing = current.content_hashes()
+            if current.manifest.get("format", 1) == MANIFEST_FORMAT:
+                existing = current.content_hashes()
+            # else: written by an older shopsearch (no normalized filter keys): write every
+            # product again, into an empty staging version
             # keep the BM25 length normalisation stable across incremental updates
             lexical = LexicalEncoder.from_config(current.manifest["lexical"])
             current.close()

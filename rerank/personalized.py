@@ -166,7 +166,7 @@ class PersonalizedPipeline:
             missing = [p for p, v in vectors.items() if v is None]
             if missing:  # hits retrieved without vectors: one more store call
                 stored = self.retriever.collection.retrieve(missing, with_vectors=True)
-                vectors.update({p: v.get("_vector") for p, v in stored.items()})
+                vectors.update({p: v.vector for p, v in stored.items()})
             recent = (
                 self.profiles.vectors(list(profile.recent_items)) if profile.recent_items else None
             )

@@ -231,8 +231,8 @@ class Retriever:
             user_vector: A shopper's taste vector (see ``behaviour``): adds a prefetch of the
                 products nearest to it, fused with the query's, so products this shopper
                 prefers can enter the candidates.
-            with_vectors: Also return each hit's dense vector (``payload["_vector"]``), in the
-                same store call.
+            with_vectors: Also return each hit's dense vector (``Hit.vector``), in the same
+                store call.
         """
         return self.search_batch(
             [query],
@@ -265,6 +265,13 @@ class Retriever:
         )
         return [to_hits(r) for r in self.collection.search_batch(specs)]
 
+    def why_empty(self, filters: Filters | dict | None) -> str | None:
+        """Why ``filters`` match no product (e.g. ``"no product has brand 'dewalt'"``), or None.
+
+        A few counts: call it only after a search came back empty, not on every search.
+        """
+        return self.collection.why_empty(filters)
+
     def close(self) -> None:
         """Releases the index."""
         self.collection.close()
@@ -278,10 +285,7 @@ class Retriever:
 
 def to_hits(results: Sequence[StoreHit]) -> list[Hit]:
     """Store hits to public hits."""
-    return [
-        Hit(r.product_id, r.score, public_payload(r.payload), r.payload.get("_vector"))
-        for r in results
-    ]
+    return [Hit(r.product_id, r.score, public_payload(r.payload), r.vector) for r in results]
 
 
 __all__ = [

@@ -744,7 +744,7 @@ def events_ingest_cmd(log_path: Path, profiles: Path, location, rejects: Path | 
         new_items = sorted(seen)
         for i in range(0, len(new_items), 1000):
             got = col.retrieve(new_items[i : i + 1000], with_vectors=True)
-            store.upsert_items({**v, "vector": v.get("_vector")} for v in got.values())
+            store.upsert_items({**v.payload, "vector": v.vector} for v in got.values())
         store.close()
     finally:
         col.close()

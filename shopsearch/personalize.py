@@ -62,7 +62,7 @@ def _all_vectors(retriever: Retriever, ids: Sequence[str]) -> np.ndarray:
         chunk = ids[i : i + 2000]
         got = retriever.collection.retrieve(chunk, with_vectors=True)
         for j, pid in enumerate(chunk):
-            out[i + j] = got[pid]["_vector"]
+            out[i + j] = got[pid].vector
     return out
 
 

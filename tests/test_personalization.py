@@ -192,9 +192,9 @@ def test_taste_vector_adds_a_prefetch(shop, tiny_encoder, sample_products):
         target = next(
             p for p in sample_products if p.category and p.category.startswith("Plumbing")
         )
-        vec = r.collection.retrieve([target.product_id], with_vectors=True)[target.product_id][
-            "_vector"
-        ]
+        vec = r.collection.retrieve([target.product_id], with_vectors=True)[
+            target.product_id
+        ].vector
         plain = [h.product_id for h in r.search("cordless drill", k=20, mode="dense")]
         personal = [
             h.product_id for h in r.search("cordless drill", k=20, mode="dense", user_vector=vec)
