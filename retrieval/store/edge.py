@@ -499,7 +499,8 @@ class EdgeBackend(Backend):
         assert isinstance(staging, EdgeCollection)
         with contextlib.suppress(Exception):
             staging.close()
-        shutil.rmtree(staging.root, ignore_errors=True)
+        if staging.root.name.endswith(".staging"):  # never a promoted (maybe live) build
+            shutil.rmtree(staging.root, ignore_errors=True)
 
     @contextlib.contextmanager
     def writer_lock(self) -> Iterator[None]:

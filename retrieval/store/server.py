@@ -516,4 +516,5 @@ class ServerBackend(Backend):
         assert isinstance(staging, ServerCollection)
         self._base.pop(staging.name, None)
         with contextlib.suppress(Exception):
-            self.client.delete_collection(staging.name)
+            if self.current_version() != staging.name:  # never the live build
+                self.client.delete_collection(staging.name)
