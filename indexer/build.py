@@ -94,6 +94,14 @@ def content_hash(product: Product) -> str:
     return hashlib.sha1(blob.encode("utf-8")).hexdigest()[:16]
 
 
+def _packed(digest: str) -> bytes:
+    """A hex content hash as bytes (half the memory); b"" for a missing or unreadable one."""
+    try:
+        return bytes.fromhex(digest)
+    except (TypeError, ValueError):
+        return b""
+
+
 @dataclass
 class _Scan:
     valid: int = 0
@@ -181,7 +189,9 @@ def index_catalog(
     with backend.writer_lock():
         current = backend.open() if mode != "full" and backend.exists() else None
         encoder = encoder or BiEncoder(model, device=device)
-        existing: dict[str, str] = {}
+        # product_id -> 8-byte content hash of what the index holds; entries are popped as the
+        # catalog is read, so what is left at the end is what sync deletes (no second set of ids)
+        existing: dict[str, bytes] = {}
         if current is not None:
             if current.manifest["model"]["fingerprint"] != encoder.fingerprint:
                 raise ShopsearchError(
@@ -190,7 +200,7 @@ def index_catalog(
                     "pass it with --model, or rebuild with --mode full"
                 )
             if current.manifest.get("format", 1) == MANIFEST_FORMAT:
-                existing = current.content_hashes()
+                existing = {pid: _packed(h) for pid, h in current.content_hashes().items()}
             # else: written by an older shopsearch (no normalized filter keys): write every
             # product again, into an empty staging version
             # keep the BM25 length normalisation stable across incremental updates
@@ -214,13 +224,11 @@ def index_catalog(
         encode_seconds = 0.0
         bar = _progress(progress, scan.valid, f"indexing ({mode})")
         try:
-            seen: set[str] = set()
             for chunk in _chunks(read_catalog(path, limits=limits), ENCODE_CHUNK):
                 todo = []
                 for product in chunk:
-                    seen.add(product.product_id)
                     digest = content_hash(product)
-                    if existing.get(product.product_id) == digest:
+                    if existing.pop(product.product_id, None) == _packed(digest):
                         unchanged += 1
                     else:
                         todo.append((product, digest))
@@ -247,7 +255,7 @@ def index_catalog(
                 bar(len(chunk))
             t_store = time.perf_counter()
             if mode == "sync":
-                gone = [pid for pid in existing if pid not in seen]
+                gone = list(existing)
                 for i in range(0, len(gone), 1000):
                     staging.delete(gone[i : i + 1000])
                 deleted = len(gone)
