@@ -368,3 +368,14 @@ def test_sparse_copy_keeps_holes(tmp_path):
     assert dst.read_bytes()[:4] == b"head" and dst.stat().st_size == src.stat().st_size
     assert dst.stat().st_blocks * 512 < 4 << 20
     assert edge_mod._digest(src) == edge_mod._digest(dst)
+
+
+def test_non_finite_values_are_refused_before_the_engine():
+    from retrieval.store import PointRecord
+
+    with pytest.raises(ValueError, match=r"payload field attributes.rating is NaN"):
+        PointRecord("p1", np.ones(4), None, {"attributes": {"rating": float("nan")}})
+    with pytest.raises(ValueError, match="NaN"):
+        PointRecord("p1", np.array([1.0, np.inf, 0, 0]), None, {})
+    with pytest.raises(ValueError, match="negative index"):
+        PointRecord("p1", np.ones(4), ([-1], [1.0]), {})

@@ -296,6 +296,26 @@ class PointRecord:
         object.__setattr__(self, "dense", _finite_vector(f"product {self.product_id}", self.dense))
         if self.sparse is not None:
             _check_sparse(f"product {self.product_id} sparse vector", self.sparse)
+        bad = _non_finite_key(self.payload)
+        if bad is not None:
+            raise ValueError(f"product {self.product_id}: payload field {bad} is NaN or infinite")
+
+
+def _non_finite_key(value: Any, path: str = "") -> str | None:
+    """The path of the first NaN/infinite float inside a payload (JSON cannot hold one)."""
+    if isinstance(value, float):
+        return None if math.isfinite(value) else (path or "value")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            found = _non_finite_key(item, f"{path}.{key}" if path else str(key))
+            if found is not None:
+                return found
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            found = _non_finite_key(item, f"{path}[{i}]")
+            if found is not None:
+                return found
+    return None
 
 
 @dataclass(frozen=True)

@@ -311,7 +311,9 @@ class ServerBackend(Backend):
                 break
             except Exception as exc:
                 held = self._lock_record()
-                if held is None and not self.client.collection_exists(self.lock_name):
+                if held is None and not self._call(
+                    "look for the lock", self.client.collection_exists, self.lock_name
+                ):
                     raise ShopsearchError(
                         f"Qdrant at {self.location.describe()} failed to take the writer lock: "
                         f"{self.location.redact(first_line(exc))}"
