@@ -337,6 +337,22 @@ def test_damaged_edge_index_is_a_one_line_error(tmp_path, small_catalog, tiny_en
         Retriever.open(loc.path, encoder=tiny_encoder)
     message = str(info.value)
     assert "\n" not in message and "re-index" in message and target.name in message
+    _index(small_catalog, loc, tiny_encoder)  # what the message says to do repairs it
+    with Retriever.open(loc.path, encoder=tiny_encoder) as r:
+        assert len(r.search("drill", k=3)) == 3
+
+
+def test_current_naming_a_missing_build_is_reported_and_repaired(
+    tmp_path, small_catalog, tiny_encoder
+):
+    loc = IndexLocation(path=tmp_path / "idx")
+    _index(small_catalog, loc, tiny_encoder)
+    (loc.path / "CURRENT").write_text("20000101T000000000000-gone00\n")
+    with pytest.raises(ShopsearchError, match="CURRENT names build.*missing.*re-index"):
+        Retriever.open(loc.path, encoder=tiny_encoder)
+    _index(small_catalog, loc, tiny_encoder)
+    with Retriever.open(loc.path, encoder=tiny_encoder) as r:
+        assert len(r.search("drill", k=3)) == 3
 
 
 def test_damaged_server_index_is_an_error(tiny_encoder, small_catalog, sample_products):

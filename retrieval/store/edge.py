@@ -406,19 +406,31 @@ class EdgeBackend(Backend):
         """The folder holding one directory per build."""
         return self.root / "builds"
 
-    def current_version(self) -> str | None:
+    def _read_current(self) -> str | None:
+        """The build ``CURRENT`` names, or None (no index, or an unreadable file)."""
         try:
             version = (self.root / "CURRENT").read_text().strip()
+        except (OSError, UnicodeDecodeError):
+            return None
+        return version or None
+
+    def current_version(self) -> str | None:
+        """The live build's id; None when there is no index.
+
+        Raises:
+            ShopsearchError: ``CURRENT`` is unreadable or names a missing build.
+        """
+        path = self.root / "CURRENT"
+        try:
+            version = path.read_text().strip()
         except (FileNotFoundError, NotADirectoryError):
             return None
         except (OSError, UnicodeDecodeError) as exc:
-            raise damaged_index(str(self.root), f"{self.root / 'CURRENT'} is unreadable") from exc
+            raise damaged_index(str(self.root), f"{path} is unreadable") from exc
         if not version:
             return None
         if not (self.builds / version).is_dir():
-            raise damaged_index(
-                str(self.root), f"{self.root / 'CURRENT'} names build {version!r}, which is missing"
-            )
+            raise damaged_index(str(self.root), f"{path} names build {version!r}, which is missing")
         return version
 
     def open(self) -> Collection:
@@ -432,7 +444,7 @@ class EdgeBackend(Backend):
         if self._locked:
             self.clean_leftovers()
         target = self.builds / f"{manifest['build_id']}.staging"
-        current = self.current_version()
+        current = self.current_version() if copy_current else None
         if copy_current and current is not None:
             shutil.copytree(self.builds / current, target, copy_function=sparse_copy)
             (target / INTEGRITY).unlink(missing_ok=True)
@@ -449,7 +461,7 @@ class EdgeBackend(Backend):
         build, including leftovers of crashed writers.
         """
         assert isinstance(staging, EdgeCollection)
-        previous = self.current_version()
+        previous = self._read_current()  # kept even if damaged: a full rebuild repairs the index
         staging.close()
         self._seal(staging)
         final = staging.root.with_name(staging.root.name.removesuffix(".staging"))
