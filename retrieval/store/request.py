@@ -21,7 +21,6 @@ from retrieval.store.base import (
     PAYLOAD_BRAND_KEY,
     PAYLOAD_CATEGORY_KEYS,
     PAYLOAD_IN_STOCK,
-    PAYLOAD_PRODUCT_ID,
     RRF_K,
     SCORE_DECIMALS,
     TIE_SLACK,
@@ -112,8 +111,9 @@ def plan(spec: QuerySpec) -> list[SourceRequest]:
     if len(sources) == 1:
         name, vec, _ = sources[0]
         return [SourceRequest(name, vec, spec.k + TIE_SLACK, conds, True, spec.with_vectors, ef)]
+    # whole payloads: one engine call, no second round trip for the fused top k's payloads
     return [
-        SourceRequest(name, vec, spec.depth + TIE_SLACK, conds, (PAYLOAD_PRODUCT_ID,), False, ef)
+        SourceRequest(name, vec, spec.depth + TIE_SLACK, conds, True, spec.with_vectors, ef)
         for name, vec, _ in sources
     ]
 
@@ -163,7 +163,10 @@ def search_batch(
             continue
         scores = fuse(lists, [w for _, _, w in spec.sources()], spec.depth)
         top = sorted(scores, key=lambda p: (-round(scores[p], _FUSED_DECIMALS), p))[: spec.k]
-        stored = fetch(top, spec.with_vectors)
+        stored = {h.product_id: h for hits in lists for h in hits}
+        missing = [p for p in top if p not in stored]  # none: every fused id came from a list
+        if missing:
+            stored.update(fetch(missing, spec.with_vectors))
         out.append(
             [
                 StoreHit(p, scores[p], stored[p].payload, stored[p].vector)
