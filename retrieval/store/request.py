@@ -145,7 +145,8 @@ def search_batch(
     Args:
         specs: The queries.
         run: Executes source requests, one ranked-or-not hit list each, in order.
-        fetch: Payloads (and vectors when asked) of product ids, for the fused top k.
+        fetch: Payloads (and vectors when asked) of product ids; a fallback for fused ids
+            whose source hit lacks them.
 
     Returns:
         One list of at most ``k`` hits per spec, best first.
