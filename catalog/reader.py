@@ -421,9 +421,7 @@ def jsonl_rows(
                         if encoding_hint
                         else ""
                     )
-                    raise error(
-                        f"{path}: line {number} is not valid {shown} text{hint}"
-                    ) from None
+                    raise error(f"{path}: line {number} is not valid {shown} text{hint}") from None
                 if number == 1:
                     text = text.removeprefix("\ufeff")
                 text = text.strip()

@@ -23,6 +23,7 @@ from catalog.text import RECIPE_VERSION, product_text
 from retrieval.encoder import BiEncoder
 from retrieval.lexical import LexicalEncoder
 from retrieval.store import (
+    STORE_FORMAT,
     IndexLocation,
     PointRecord,
     new_build_id,
@@ -31,7 +32,8 @@ from retrieval.store import (
 )
 
 IndexMode = Literal["full", "upsert", "sync"]
-MANIFEST_FORMAT = 1
+#: 2: points carry normalized brand/category filter keys (``retrieval.store.STORE_FORMAT``).
+MANIFEST_FORMAT = STORE_FORMAT
 #: Products embedded per encoder call (the encoder sorts each call by length, so larger calls
 #: waste less padding) and written per store call.
 ENCODE_CHUNK = 1024
@@ -90,6 +92,14 @@ def content_hash(product: Product) -> str:
         [RECIPE_VERSION, product_payload(product)], sort_keys=True, default=str, ensure_ascii=False
     )
     return hashlib.sha1(blob.encode("utf-8")).hexdigest()[:16]
+
+
+def _packed(digest: str) -> bytes:
+    """A hex content hash as bytes (half the memory); b"" for a missing or unreadable one."""
+    try:
+        return bytes.fromhex(digest)
+    except (TypeError, ValueError):
+        return b""
 
 
 @dataclass
@@ -203,7 +213,9 @@ def index_catalog(
     with backend.writer_lock():
         current = backend.open() if mode != "full" and backend.exists() else None
         encoder = encoder or BiEncoder(model, device=device)
-        existing: dict[str, str] = {}
+        # product_id -> 8-byte content hash of what the index holds; entries are popped as the
+        # catalog is read, so what is left at the end is what sync deletes (no second set of ids)
+        existing: dict[str, bytes] = {}
         if current is not None:
             if current.manifest["model"]["fingerprint"] != encoder.fingerprint:
                 raise ShopsearchError(
@@ -211,7 +223,10 @@ def index_catalog(
                     f"'{current.manifest['model']['name']}'; --mode {mode} must use the same model: "
                     "pass it with --model, or rebuild with --mode full"
                 )
-            existing = current.content_hashes()
+            if current.manifest.get("format", 1) == MANIFEST_FORMAT:
+                existing = {pid: _packed(h) for pid, h in current.content_hashes().items()}
+            # else: written by an older shopsearch (no normalized filter keys): write every
+            # product again, into an empty staging version
             # keep the BM25 length normalisation stable across incremental updates
             lexical = LexicalEncoder.from_config(current.manifest["lexical"])
             current.close()
@@ -233,13 +248,11 @@ def index_catalog(
         encode_seconds = 0.0
         bar = _progress(progress, scan.valid, f"indexing ({mode})")
         try:
-            seen: set[str] = set()
             for chunk in _chunks(read_catalog(path, limits=limits), ENCODE_CHUNK):
                 todo = []
                 for product in chunk:
-                    seen.add(product.product_id)
                     digest = content_hash(product)
-                    if existing.get(product.product_id) == digest:
+                    if existing.pop(product.product_id, None) == _packed(digest):
                         unchanged += 1
                     else:
                         todo.append((product, digest))
@@ -266,7 +279,7 @@ def index_catalog(
                 bar(len(chunk))
             t_store = time.perf_counter()
             if mode == "sync":
-                gone = [pid for pid in existing if pid not in seen]
+                gone = list(existing)
                 for i in range(0, len(gone), 1000):
                     staging.delete(gone[i : i + 1000])
                 deleted = len(gone)

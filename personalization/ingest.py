@@ -91,7 +91,7 @@ def ingest_event_log(
         new_items = sorted(seen)
         for i in range(0, len(new_items), _RETRIEVE_BATCH):
             got = col.retrieve(new_items[i : i + _RETRIEVE_BATCH])
-            store.upsert_items(got.values())
+            store.upsert_items(hit.payload for hit in got.values())
         store.close()
     finally:
         col.close()

@@ -26,7 +26,8 @@ class RankedHit:
             retrieval score after stage 1, the relevance after reranking, relevance +
             personal after personalization.
         retrieval: The first stage's score (cosine for dense, BM25 for bm25, RRF for hybrid).
-        retrieval_rank: 1-based position in the first stage's list.
+        retrieval_rank: 1-based position in the first stage's list (0 for a product the store
+            fetched by id, outside any list).
         relevance: The relevance score: the cross-encoder's logit blended with the first
             stage's score (standardised over the candidates); None before reranking.
         cross: The cross-encoder's logit alone; None without a cross-encoder.

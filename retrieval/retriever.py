@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,6 @@ from retrieval.store import (
     IndexLocation,
     Mode,
     QuerySpec,
-    StoreHit,
     open_backend,
     public_payload,
 )
@@ -263,10 +263,17 @@ class Retriever:
         self._maybe_refresh()
         got = self.collection.retrieve(list(product_ids), with_vectors=True)
         return {
-            pid: np.asarray(p["_vector"], dtype=np.float32)
-            for pid, p in got.items()
-            if p.get("_vector") is not None
+            pid: np.asarray(hit.vector, dtype=np.float32)
+            for pid, hit in got.items()
+            if hit.vector is not None
         }
+
+    def why_empty(self, filters: Filters | dict | None) -> str | None:
+        """Why ``filters`` match no product (e.g. ``"no product has brand 'dewalt'"``), or None.
+
+        A few counts: call it only after a search came back empty, not on every search.
+        """
+        return self.collection.why_empty(filters)
 
     def close(self) -> None:
         """Releases the index."""
@@ -279,17 +286,10 @@ class Retriever:
         self.close()
 
 
-def to_hits(results: Sequence[StoreHit]) -> list[RankedHit]:
-    """Store hits to public hits (store-only payload keys dropped), ranks from 1."""
+def to_hits(results: Sequence[RankedHit]) -> list[RankedHit]:
+    """The store's hits as the retriever returns them: numbered from 1, store-only keys dropped."""
     return [
-        RankedHit(
-            product_id=r.product_id,
-            score=r.score,
-            retrieval=r.score,
-            retrieval_rank=rank,
-            payload=public_payload(r.payload),
-            vector=r.payload.get("_vector"),
-        )
+        replace(r, retrieval_rank=rank, payload=public_payload(r.payload))
         for rank, r in enumerate(results, start=1)
     ]
 

@@ -96,6 +96,17 @@ def test_search_filters(runner, indexed):
     )
 
 
+def test_search_says_why_a_filter_matched_nothing(runner, indexed):
+    _, index, _ = indexed
+    args = ["search", "light", "--index", str(index), "--brand", "No Such Brand"]
+    result = runner.invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert "0 result(s)" in result.stdout
+    assert "no product has brand" in result.stderr
+    as_json = json.loads(runner.invoke(main, [*args, "--json"]).stdout)
+    assert as_json["hits"] == [] and "no product has brand" in as_json["note"]
+
+
 def test_info(runner, indexed, tiny_model):
     _, index, _ = indexed
     result = runner.invoke(main, ["info", "--index", str(index)])

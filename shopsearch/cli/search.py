@@ -96,11 +96,16 @@ def search_cmd(
         hits = pipeline.search(
             query, user_id=user_id, k=k, rerank_depth=rerank_depth, filters=filters, mode=mode
         )
+        why = pipeline.retriever.why_empty(filters) if not hits and not filters.is_empty() else None
     if as_json:
         out = {"query": query, "hits": [h.to_dict(r) for r, h in enumerate(hits, start=1)]}
+        if why:
+            out["note"] = why
         click.echo(json.dumps(out, default=str))
         return
     click.echo(format_hits(query, hits))
+    if why:
+        click.echo(f"note: {why}", err=True)
 
 
 def format_hits(query: str, hits) -> str:

@@ -355,7 +355,7 @@ def create_app(
         summary = store.ingest(batch.events, pz)
         named = {e.product_id for e in batch.events if e.product_id}
         if named:
-            store.upsert_items(products[p] for p in sorted(named))
+            store.upsert_items(products[p].payload for p in sorted(named))
         metrics.events.labels("added").inc(summary.added)
         metrics.events.labels("duplicate").inc(summary.duplicates)
         metrics.events.labels("rejected").inc(len(batch.rejects))

@@ -1,0 +1,190 @@
+"""The one request builder: a ``QuerySpec`` to engine-neutral source requests, and back.
+
+Both backends run the same plan; each only spells the neutral requests in its own engine's
+types (``edge.py``, ``server.py``). Hybrid (and any multi-source) queries are fused here, by
+reciprocal-rank fusion over each source's ranked list, with ties ordered by product id, so the
+ranking does not depend on the order an engine returns equal scores in: the same catalog, model
+and query give the same ranking on every build and on both backends.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from retrieval.filters import Filters
+from retrieval.hits import RankedHit
+from retrieval.store.base import (
+    DENSE,
+    PAYLOAD_BRAND_KEY,
+    PAYLOAD_CATEGORY_KEYS,
+    PAYLOAD_IN_STOCK,
+    RRF_K,
+    SCORE_DECIMALS,
+    TIE_SLACK,
+    QuerySpec,
+    category_keys,
+    keyword_key,
+    stored_hit,
+)
+
+#: RRF sums are compared at this many decimals (they are sums of 1/(k + rank)).
+_FUSED_DECIMALS = 12
+
+
+@dataclass(frozen=True)
+class Match:
+    """Payload ``key`` equals ``value`` (a keyword string or an integer)."""
+
+    key: str
+    value: str | int
+
+
+@dataclass(frozen=True)
+class MatchAny:
+    """Payload ``key`` equals any of ``values``."""
+
+    key: str
+    values: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Range:
+    """Payload ``key`` within ``[gte, lte]`` (either bound may be None)."""
+
+    key: str
+    gte: float | None
+    lte: float | None
+
+
+Condition = Match | MatchAny | Range
+
+
+@dataclass(frozen=True)
+class SourceRequest:
+    """One nearest-neighbour query against one named vector, in neutral terms.
+
+    Attributes:
+        using: Vector name (``dense`` or ``bm25``).
+        vector: Dense float32 array, or sparse (indices, values).
+        limit: Points to return.
+        conditions: Filter conditions, all of which must hold.
+        payload: True for the whole payload, or the keys to return.
+        with_vector: Return the dense vector of each point.
+        hnsw_ef: HNSW beam width.
+    """
+
+    using: str
+    vector: Any
+    limit: int
+    conditions: tuple[Condition, ...]
+    payload: bool | tuple[str, ...]
+    with_vector: bool
+    hnsw_ef: int
+
+
+def conditions(filters: Filters) -> tuple[Condition, ...]:
+    """Filters to engine-neutral conditions (keyword fields matched on their normalized keys)."""
+    out: list[Condition] = []
+    if filters.category:
+        keys = category_keys(filters.category)
+        if keys:
+            out.append(Match(PAYLOAD_CATEGORY_KEYS, keys[-1]))
+    if filters.brands:
+        out.append(MatchAny(PAYLOAD_BRAND_KEY, tuple(keyword_key(b) for b in filters.brands)))
+    if filters.min_price is not None or filters.max_price is not None:
+        out.append(Range("price", filters.min_price, filters.max_price))
+    if filters.in_stock is not None:
+        out.append(Match(PAYLOAD_IN_STOCK, int(filters.in_stock)))
+    return tuple(out)
+
+
+def plan(spec: QuerySpec) -> list[SourceRequest]:
+    """The source requests for one query: one when it reads one source, else one per source."""
+    import retrieval.store as tunables  # HNSW_EF_SEARCH may be set there (scripts/ef_sweep.py)
+
+    conds = conditions(spec.filters)
+    ef = max(tunables.HNSW_EF_SEARCH, spec.depth)
+    sources = spec.sources()
+    if len(sources) == 1:
+        name, vec, _ = sources[0]
+        return [SourceRequest(name, vec, spec.k + TIE_SLACK, conds, True, spec.with_vectors, ef)]
+    # whole payloads: one engine call, no second round trip for the fused top k's payloads
+    return [
+        SourceRequest(name, vec, spec.depth + TIE_SLACK, conds, True, spec.with_vectors, ef)
+        for name, vec, _ in sources
+    ]
+
+
+def ranked(hits: Sequence[RankedHit], decimals: int = SCORE_DECIMALS) -> list[RankedHit]:
+    """Hits by score, descending; equal scores (at ``decimals``) by product id."""
+    return sorted(hits, key=lambda h: (-round(h.score, decimals), h.product_id))
+
+
+def fuse(lists: Sequence[Sequence[RankedHit]], weights: Sequence[float], depth: int):
+    """Weighted reciprocal-rank fusion: product id -> sum of ``weight / (RRF_K + rank)``.
+
+    Each list is first ordered by :func:`ranked` and cut to ``depth``; ranks start at 1.
+    """
+    scores: dict[str, float] = {}
+    for hits, weight in zip(lists, weights, strict=True):
+        for rank, hit in enumerate(ranked(hits)[:depth], start=1):
+            scores[hit.product_id] = scores.get(hit.product_id, 0.0) + weight / (RRF_K + rank)
+    return scores
+
+
+def search_batch(
+    specs: Sequence[QuerySpec],
+    run: Callable[[list[SourceRequest]], list[list[RankedHit]]],
+    fetch: Callable[[list[str], bool], dict[str, RankedHit]],
+) -> list[list[RankedHit]]:
+    """Runs queries through a backend's ``run`` (one engine batch) and ``fetch`` (by id).
+
+    Args:
+        specs: The queries.
+        run: Executes source requests, one ranked-or-not hit list each, in order.
+        fetch: Payloads (and vectors when asked) of product ids; a fallback for fused ids
+            whose source hit lacks them.
+
+    Returns:
+        One list of at most ``k`` hits per spec, best first.
+    """
+    plans = [plan(s) for s in specs]
+    flat = [r for p in plans for r in p]
+    results = run(flat) if flat else []
+    out: list[list[RankedHit]] = []
+    at = 0
+    for spec, reqs in zip(specs, plans, strict=True):
+        lists = results[at : at + len(reqs)]
+        at += len(reqs)
+        if len(reqs) == 1:
+            out.append(ranked(lists[0])[: spec.k])
+            continue
+        scores = fuse(lists, [w for _, _, w in spec.sources()], spec.depth)
+        top = sorted(scores, key=lambda p: (-round(scores[p], _FUSED_DECIMALS), p))[: spec.k]
+        stored = {h.product_id: h for hits in lists for h in hits}
+        missing = [p for p in top if p not in stored]  # none: every fused id came from a list
+        if missing:
+            stored.update(fetch(missing, spec.with_vectors))
+        out.append(
+            [
+                stored_hit(p, scores[p], stored[p].payload, stored[p].vector)
+                for p in top
+                if p in stored
+            ]
+        )
+    return out
+
+
+def as_float32(vector: Any) -> np.ndarray | None:
+    """An engine's dense vector (a list, or a dict by name) as float32, or None."""
+    if vector is None:
+        return None
+    if isinstance(vector, dict):
+        vector = vector.get(DENSE)
+        if vector is None:
+            return None
+    return np.asarray(vector, dtype=np.float32)
