@@ -67,15 +67,7 @@ def _edge():
 
 def _filter(conds: Sequence[rq.Condition]):
     qe = _edge()
-    must = []
-    for c in conds:
-        if isinstance(c, rq.Match):
-            must.append(qe.FieldCondition(key=c.key, match=qe.MatchValue(value=c.value)))
-        elif isinstance(c, rq.MatchAny):
-            must.append(qe.FieldCondition(key=c.key, match=qe.MatchAny(any=list(c.values))))
-        else:
-            must.append(qe.FieldCondition(key=c.key, range=qe.RangeFloat(gte=c.gte, lte=c.lte)))
-    return qe.Filter(must=must) if must else None
+    return rq.engine_filter(conds, qe, qe.RangeFloat)
 
 
 def _vector(name: str, vector: Any):

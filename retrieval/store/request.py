@@ -119,6 +119,25 @@ def plan(spec: QuerySpec) -> list[SourceRequest]:
     ]
 
 
+def engine_filter(conds: Sequence[Condition], types: Any, range_type: Any):
+    """Conditions in an engine's filter types (qdrant-edge's or qdrant-client's: the same
+    names, ``FieldCondition``, ``MatchValue``, ``MatchAny``, ``Filter``, but for the range).
+
+    Returns:
+        The engine's ``Filter``, or None without conditions.
+    """
+    must = []
+    for c in conds:
+        if isinstance(c, Match):
+            match = types.MatchValue(value=c.value)
+            must.append(types.FieldCondition(key=c.key, match=match))
+        elif isinstance(c, MatchAny):
+            must.append(types.FieldCondition(key=c.key, match=types.MatchAny(any=list(c.values))))
+        else:
+            must.append(types.FieldCondition(key=c.key, range=range_type(gte=c.gte, lte=c.lte)))
+    return types.Filter(must=must) if must else None
+
+
 def ranked(hits: Sequence[RankedHit], decimals: int = SCORE_DECIMALS) -> list[RankedHit]:
     """Hits by score, descending; equal scores (at ``decimals``) by product id."""
     return sorted(hits, key=lambda h: (-round(h.score, decimals), h.product_id))

@@ -66,15 +66,7 @@ def _models():
 
 def _filter(conds: Sequence[rq.Condition]):
     m = _models()
-    must = []
-    for c in conds:
-        if isinstance(c, rq.Match):
-            must.append(m.FieldCondition(key=c.key, match=m.MatchValue(value=c.value)))
-        elif isinstance(c, rq.MatchAny):
-            must.append(m.FieldCondition(key=c.key, match=m.MatchAny(any=list(c.values))))
-        else:
-            must.append(m.FieldCondition(key=c.key, range=m.Range(gte=c.gte, lte=c.lte)))
-    return m.Filter(must=must) if must else None
+    return rq.engine_filter(conds, m, m.Range)
 
 
 def _vector(name: str, vector: Any):
