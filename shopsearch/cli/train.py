@@ -18,6 +18,68 @@ def _judgments(data: Path):
     return judgments_from(bench)
 
 
+def trainer_options(lr: float, batch_size: int, min_batch: int, batch_help: str):
+    """The options every trainer shares (epochs, batch, AdamW, validation cadence, time
+    budget, seed, device, progress), with each model's own defaults."""
+    options = [
+        click.option(
+            "--epochs",
+            default=1,
+            show_default=True,
+            type=click.IntRange(1),
+            help="Passes over the training pairs.",
+        ),
+        click.option(
+            "--batch-size",
+            default=batch_size,
+            show_default=True,
+            type=click.IntRange(min_batch),
+            help=batch_help,
+        ),
+        click.option(
+            "--lr", default=lr, show_default=True, type=float, help="Peak learning rate (AdamW)."
+        ),
+        click.option(
+            "--weight-decay",
+            default=0.01,
+            show_default=True,
+            type=float,
+            help="AdamW weight decay.",
+        ),
+        click.option(
+            "--eval-every",
+            default=None,
+            type=click.IntRange(1),
+            help="Steps between validations (default: each epoch).",
+        ),
+        click.option(
+            "--max-minutes",
+            default=None,
+            type=click.FloatRange(0.1),
+            help="Stop training after this long, keeping the best checkpoint.",
+        ),
+        click.option("--seed", default=0, show_default=True, type=int, help="Random seed."),
+        device_option,
+        progress_option,
+    ]
+
+    def decorate(fn):
+        for option in reversed(options):
+            fn = option(fn)
+        return fn
+
+    return decorate
+
+
+def _summary(what: str, metric: str, report, out: Path) -> str:
+    """One line: the validation metric before and after, the pairs trained and their rate."""
+    return (
+        f"{what}: validation {metric} {report.baseline_metric:.4f} -> {report.best_metric:.4f} "
+        f"(best at step {report.best_step}); {report.pairs_trained} pairs in "
+        f"{report.wall_seconds:.0f} s ({report.pairs_per_s:.1f} pairs/s); saved to {out}"
+    )
+
+
 @click.group("train")
 def train_group() -> None:
     """Fine-tune the retriever or reranker on labelled data, or learn personalization from a log."""
@@ -31,25 +93,11 @@ def train_group() -> None:
     default=None,
     help="Starting bi-encoder folder (default: the packaged all-MiniLM-L6-v2).",
 )
-@click.option(
-    "--epochs",
-    default=1,
-    show_default=True,
-    type=click.IntRange(1),
-    help="Passes over the relevant training pairs.",
-)
-@click.option(
-    "--batch-size",
-    default=64,
-    show_default=True,
-    type=click.IntRange(2),
-    help="Pairs per step (in-batch negatives: larger is better).",
-)
-@click.option(
-    "--lr", default=5e-5, show_default=True, type=float, help="Peak learning rate (AdamW)."
-)
-@click.option(
-    "--weight-decay", default=0.01, show_default=True, type=float, help="AdamW weight decay."
+@trainer_options(
+    lr=5e-5,
+    batch_size=64,
+    min_batch=2,
+    batch_help="Pairs per step (in-batch negatives: larger is better).",
 )
 @click.option(
     "--hard-negatives",
@@ -71,21 +119,6 @@ def train_group() -> None:
     type=click.IntRange(0),
     help="Products ranked in validation besides the judged ones (0: whole catalog).",
 )
-@click.option(
-    "--eval-every",
-    default=None,
-    type=click.IntRange(1),
-    help="Steps between validations (default: each epoch).",
-)
-@click.option(
-    "--max-minutes",
-    default=None,
-    type=click.FloatRange(0.1),
-    help="Stop training after this long, keeping the best checkpoint.",
-)
-@click.option("--seed", default=0, show_default=True, type=int, help="Random seed.")
-@device_option
-@progress_option
 def train_retriever_cmd(
     data: Path,
     out: Path,
@@ -120,14 +153,8 @@ def train_retriever_cmd(
         seed=seed,
         device=device,
     )
-    report = train_retriever(
-        _judgments(data), out, config, progress=progress, log=lambda m: click.echo(m, err=True)
-    )
-    click.echo(
-        f"retriever: validation Recall@100 {report.baseline_metric:.4f} -> {report.best_metric:.4f} "
-        f"(best at step {report.best_step}); {report.pairs_trained} pairs in {report.wall_seconds:.0f} s "
-        f"({report.pairs_per_s:.1f} pairs/s); saved to {out}"
-    )
+    report = train_retriever(_judgments(data), out, config, progress=progress, log=stderr_log)
+    click.echo(_summary("retriever", "Recall@100", report, out))
 
 
 @train_group.command("reranker")
@@ -139,22 +166,7 @@ def train_retriever_cmd(
     default=None,
     help="Starting BERT folder (default: the packaged all-MiniLM-L6-v2 weights).",
 )
-@click.option(
-    "--epochs",
-    default=1,
-    show_default=True,
-    type=click.IntRange(1),
-    help="Passes over the training pairs.",
-)
-@click.option(
-    "--batch-size", default=32, show_default=True, type=click.IntRange(1), help="Pairs per step."
-)
-@click.option(
-    "--lr", default=3e-5, show_default=True, type=float, help="Peak learning rate (AdamW)."
-)
-@click.option(
-    "--weight-decay", default=0.01, show_default=True, type=float, help="AdamW weight decay."
-)
+@trainer_options(lr=3e-5, batch_size=32, min_batch=1, batch_help="Pairs per step.")
 @click.option(
     "--dropout",
     default=0.1,
@@ -182,21 +194,6 @@ def train_retriever_cmd(
     type=click.IntRange(1),
     help="Validation queries reranked at each check.",
 )
-@click.option(
-    "--eval-every",
-    default=None,
-    type=click.IntRange(1),
-    help="Steps between validations (default: each epoch).",
-)
-@click.option(
-    "--max-minutes",
-    default=None,
-    type=click.FloatRange(0.1),
-    help="Stop training after this long, keeping the best checkpoint.",
-)
-@click.option("--seed", default=0, show_default=True, type=int, help="Random seed.")
-@device_option
-@progress_option
 def train_reranker_cmd(
     data: Path,
     out: Path,
@@ -238,11 +235,7 @@ def train_reranker_cmd(
     report = train_reranker_on_index(
         _judgments(data), out, location, config, progress=progress, log=stderr_log
     )
-    click.echo(
-        f"reranker: validation NDCG@10 {report.baseline_metric:.4f} -> {report.best_metric:.4f} "
-        f"(best at step {report.best_step}); {report.pairs_trained} pairs in {report.wall_seconds:.0f} s "
-        f"({report.pairs_per_s:.1f} pairs/s); saved to {out}"
-    )
+    click.echo(_summary("reranker", "NDCG@10", report, out))
 
 
 @train_group.command("personal")
