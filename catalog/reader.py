@@ -32,7 +32,7 @@ import math
 import os
 import re
 import tempfile
-from collections.abc import Callable, Generator, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, time
 from decimal import Decimal
@@ -182,7 +182,7 @@ def read_catalog(
     elif fmt == "jsonl":
         rows = jsonl_rows(path, batch_size, codec)
     else:
-        rows = _parquet_rows(path, batch_size)
+        rows = parquet_rows(path, batch_size)
     return _validate_batches(rows, validator)
 
 
@@ -456,13 +456,37 @@ def jsonl_rows(
         yield out
 
 
-def _parquet_rows(path: Path, batch_size: int) -> Generator[_Raw, None, None]:
+def parquet_rows(
+    path: Path,
+    batch_size: int,
+    *,
+    error: type[ShopsearchError] | None = None,
+    check_columns: Callable[[Path, Iterable[str]], None] | None = None,
+    columns: Sequence[str] | None = None,
+) -> Generator[_Raw, None, None]:
+    """A Parquet file as batches of ``(1-based row number, record)``, streamed.
+
+    The one Parquet reader, for catalogs and event logs alike.
+
+    Args:
+        path: The file.
+        batch_size: Rows per batch.
+        error: The file-level error raised (default :class:`CatalogError`).
+        check_columns: Checks the file's columns (default: the catalog's required columns).
+        columns: Read only these of the file's columns (default: all).
+
+    Raises:
+        ShopsearchError: ``error``, for a file that is not readable Parquet.
+    """
+    error = error or CatalogError
     try:
         lf = pl.scan_parquet(path, glob=False)
-        columns = lf.collect_schema().names()
+        names = lf.collect_schema().names()
     except (pl.exceptions.PolarsError, OSError) as exc:
-        raise CatalogError(f"{path}: not a readable Parquet file ({_first_line(exc)})") from None
-    _check_columns(path, columns)
+        raise error(f"{path}: not a readable Parquet file ({_first_line(exc)})") from None
+    (check_columns or _check_columns)(path, names)
+    if columns is not None:
+        lf = lf.select([c for c in columns if c in names])
     row = 1
     batches = iter(lf.collect_batches(chunk_size=batch_size))
     while True:
@@ -471,9 +495,7 @@ def _parquet_rows(path: Path, batch_size: int) -> Generator[_Raw, None, None]:
         except StopIteration:
             return
         except (pl.exceptions.PolarsError, OSError) as exc:
-            raise CatalogError(
-                f"{path}: not a readable Parquet file ({_first_line(exc)})"
-            ) from None
+            raise error(f"{path}: not a readable Parquet file ({_first_line(exc)})") from None
         out: _Raw = []
         for record in frame.iter_rows(named=True):
             out.append((row, record))

@@ -60,7 +60,7 @@ from typing import Any
 import polars as pl
 
 from catalog.errors import ShopsearchError
-from catalog.reader import Reject, jsonl_rows
+from catalog.reader import Reject, jsonl_rows, parquet_rows
 
 EVENT_TYPES = ("search", "view", "click", "add_to_cart", "purchase")
 #: Events about a product (every type but ``search``).
@@ -198,7 +198,9 @@ def read_events(
             path, batch_size, error=EventLogError, check_columns=_check_columns, encoding_hint=False
         )
         if fmt == "jsonl"
-        else _parquet_rows(path, batch_size)
+        else parquet_rows(
+            path, batch_size, error=EventLogError, check_columns=_check_columns, columns=COLUMNS
+        )
     )
     latest = (time.time() if now is None else float(now)) + MAX_CLOCK_SKEW_S
     return _validate_batches(rows, known, latest)
@@ -371,32 +373,6 @@ def _check_columns(path: Path, columns: Iterable[str]) -> None:
             raise EventLogError(
                 f"{path}: missing required column '{name}' (columns found: {found})"
             )
-
-
-def _parquet_rows(path: Path, batch_size: int) -> Generator[_Raw, None, None]:
-    try:
-        lf = pl.scan_parquet(path, glob=False)
-        columns = lf.collect_schema().names()
-    except (pl.exceptions.PolarsError, OSError) as exc:
-        raise EventLogError(f"{path}: not a readable Parquet file ({_first_line(exc)})") from None
-    _check_columns(path, columns)
-    wanted = [c for c in COLUMNS if c in columns]
-    row = 1
-    batches = iter(lf.select(wanted).collect_batches(chunk_size=batch_size))
-    while True:
-        try:
-            frame = next(batches)
-        except StopIteration:
-            return
-        except (pl.exceptions.PolarsError, OSError) as exc:
-            raise EventLogError(
-                f"{path}: not a readable Parquet file ({_first_line(exc)})"
-            ) from None
-        out: _Raw = []
-        for record in frame.iter_rows(named=True):
-            out.append((row, record))
-            row += 1
-        yield out
 
 
 # --------------------------------------------------------------------------------------
