@@ -438,35 +438,22 @@ def train_reranker(
     )
     evaluator = ndcg_evaluator(data, val_lists, batch_size=max(64, 2 * cfg.batch_size))
     out.mkdir(parents=True, exist_ok=True)
-    args = trainkit.training_arguments(
-        CrossEncoderTrainingArguments,
-        out,
-        metric=METRIC,
-        epochs=cfg.epochs,
-        batch_size=cfg.batch_size,
-        lr=cfg.lr,
-        weight_decay=cfg.weight_decay,
-        warmup_ratio=cfg.warmup_ratio,
-        eval_every=cfg.eval_every,
-        seed=cfg.seed,
-        device=cfg.device,
-        bf16=cfg.bf16,
-        progress=progress,
-    )
-    loss = BinaryCrossEntropyLoss(model)
     # the baseline (a random head) is only recorded: the first trained checkpoint is kept
-    track = trainkit.Tracker(METRIC, log, "rerank train", baseline_is_bar=False)
-    budget = trainkit.TimeBudget(cfg.time_budget_s, started, log)
-    early = trainkit.BaselineAwareEarlyStopping(early_stopping_patience=cfg.patience)
-    trainkit.count_pairs(loss, track)
-    trainkit.no_widget_examples(model)
-    trainer = CrossEncoderTrainer(
+    trainer, track, budget, early = trainkit.build_trainer(
+        CrossEncoderTrainer,
+        CrossEncoderTrainingArguments,
         model=model,
-        args=args,
-        train_dataset=dataset,
-        loss=loss,
+        dataset=dataset,
+        loss=BinaryCrossEntropyLoss(model),
         evaluator=evaluator,
-        callbacks=[track, budget, early],
+        out=out,
+        config=cfg,
+        metric=METRIC,
+        kind="rerank train",
+        started=started,
+        log=log,
+        progress=progress,
+        baseline_is_bar=False,
     )
     fields = trainkit.run(trainer, out=out, track=track, budget=budget, early=early)
     best = trainer.model

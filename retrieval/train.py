@@ -642,36 +642,22 @@ def train_retriever(
     st.save(str(out), create_model_card=False)  # the starting model, until a checkpoint beats it
 
     evaluator = recall_evaluator(val_data, val_catalog, VAL_K, bf16=config.bf16)
-    args = trainkit.training_arguments(
+    trainer, track, budget, early = trainkit.build_trainer(
+        trainer_cls,
         args_cls,
-        out,
+        model=st,
+        dataset=dataset,
+        loss=mnrl_cls(st, scale=MNRL_SCALE),
+        evaluator=evaluator,
+        out=out,
+        config=config,
         metric=METRIC,
-        epochs=config.epochs,
-        batch_size=config.batch_size,
-        lr=config.lr,
-        weight_decay=config.weight_decay,
-        warmup_ratio=config.warmup_ratio,
-        eval_every=config.eval_every,
-        seed=config.seed,
-        device=config.device,
-        bf16=config.bf16,
+        kind="retriever",
+        started=started,
+        log=log,
         progress=progress,
         batch_sampler=samplers.NO_DUPLICATES,
         **_column_settings(st, dataset.column_names),
-    )
-    loss = mnrl_cls(st, scale=MNRL_SCALE)
-    track = trainkit.Tracker(METRIC, log, "retriever")
-    budget = trainkit.TimeBudget(config.time_budget_s, started, log)
-    early = trainkit.BaselineAwareEarlyStopping(early_stopping_patience=config.patience)
-    trainkit.count_pairs(loss, track)
-    trainkit.no_widget_examples(st)
-    trainer = trainer_cls(
-        model=st,
-        args=args,
-        train_dataset=dataset,
-        loss=loss,
-        evaluator=evaluator,
-        callbacks=[track, budget, early],
     )
     log(
         f"{config.epochs} epoch(s) of {len(dataset)} pairs in batches of {config.batch_size}"

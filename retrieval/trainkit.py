@@ -382,6 +382,80 @@ def no_widget_examples(model: Any) -> None:
         card.generate_widget_examples = False
 
 
+def build_trainer(
+    trainer_cls: type,
+    args_cls: type,
+    *,
+    model: Any,
+    dataset: Any,
+    loss: Any,
+    evaluator: Any,
+    out: Path,
+    config: Any,
+    metric: str,
+    kind: str,
+    started: float,
+    log: Callable[[str], Any],
+    progress: bool,
+    baseline_is_bar: bool = True,
+    **arguments: Any,
+) -> tuple[Any, Tracker, TimeBudget, BaselineAwareEarlyStopping]:
+    """One sentence-transformers trainer with the shared settings and callbacks.
+
+    Args:
+        trainer_cls: ``SentenceTransformerTrainer`` or ``CrossEncoderTrainer``.
+        args_cls: Its training-arguments class.
+        model: The model to train.
+        dataset: The training ``datasets.Dataset``.
+        loss: The loss (built on ``model``).
+        evaluator: The validation evaluator (its metric is ``metric``).
+        out: Output folder (checkpoints and logs under it).
+        config: A trainer config with ``epochs``, ``batch_size``, ``lr``, ``weight_decay``,
+            ``warmup_ratio``, ``eval_every``, ``seed``, ``device``, ``bf16``, ``patience`` and
+            ``time_budget_s``.
+        metric: The metric early stopping and the best checkpoint follow.
+        kind: How progress lines name this training.
+        started: ``time.perf_counter()`` when the command started (the time budget's origin).
+        log: Progress lines.
+        progress: Show the trainer's progress bar.
+        baseline_is_bar: Keep a checkpoint only when it beats the starting model.
+        arguments: More training arguments (a batch sampler, column settings ...).
+
+    Returns:
+        (trainer, tracker, time budget, early stopping), for :func:`run`.
+    """
+    args = training_arguments(
+        args_cls,
+        out,
+        metric=metric,
+        epochs=config.epochs,
+        batch_size=config.batch_size,
+        lr=config.lr,
+        weight_decay=config.weight_decay,
+        warmup_ratio=config.warmup_ratio,
+        eval_every=config.eval_every,
+        seed=config.seed,
+        device=config.device,
+        bf16=config.bf16,
+        progress=progress,
+        **arguments,
+    )
+    track = Tracker(metric, log, kind, baseline_is_bar=baseline_is_bar)
+    budget = TimeBudget(config.time_budget_s, started, log)
+    early = BaselineAwareEarlyStopping(early_stopping_patience=config.patience)
+    count_pairs(loss, track)
+    no_widget_examples(model)
+    trainer = trainer_cls(
+        model=model,
+        args=args,
+        train_dataset=dataset,
+        loss=loss,
+        evaluator=evaluator,
+        callbacks=[track, budget, early],
+    )
+    return trainer, track, budget, early
+
+
 def run(
     trainer: Any,
     *,
