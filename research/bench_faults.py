@@ -33,18 +33,29 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
+#: The scenarios, in the order they run.
+SCENARIOS = (
+    "kill_build",
+    "promotions",
+    "two_writers",
+    "damage",
+    "kill_ingest",
+    "forget",
+    "server_writers",
+)
 #: Longest any one subprocess may run before it is killed and counted as a failure.
 SUBPROCESS_TIMEOUT_S = 300.0
 #: Results compared per query.
@@ -343,12 +354,17 @@ def _python_worker(fn: str, spec: Path, cwd: Path) -> subprocess.Popen:
 
 
 class _Bench:
-    def __init__(self, workdir: Path, n: int, seed: int, model: str | None, log) -> None:
+    def __init__(
+        self, workdir: Path, n: int, seed: int, model: str | None, n_events: int, log
+    ) -> None:
         from retrieval.encoder import BiEncoder
 
         self.workdir = workdir
         self.scratch = workdir / "scratch"
         self.n, self.seed, self.model, self.log = n, seed, model, log
+        self.n_events = n_events
+        self.events: Path | None = None
+        self.profiles: Path | None = None
         self.rng = random.Random(seed)
         if self.scratch.exists():
             shutil.rmtree(self.scratch)
@@ -382,6 +398,31 @@ class _Bench:
         with Retriever.open(index, encoder=self.encoder, auto_refresh_s=None) as r:
             ids = [[h.product_id for h in r.search(q, k=TOP_K)] for q in self.queries]
             return r.manifest["build_id"], ids
+
+    def ensure_index(self) -> None:
+        """Builds catalog A in this process when no scenario before built the index."""
+        from indexer.build import index_catalog
+        from retrieval.store import IndexLocation
+
+        if _current(self.index) is None:
+            index_catalog(
+                self.cat_a,
+                IndexLocation(path=self.index),
+                encoder=self.encoder,
+                progress=False,
+                rejects_path=self.scratch / "rejects.csv",
+            )
+
+    def ensure_log(self) -> None:
+        """Writes the event log (once)."""
+        import polars as pl
+
+        if getattr(self, "events", None) is None:
+            ids = pl.read_parquet(self.cat_a, columns=["product_id"])["product_id"].to_list()
+            self.events = self.scratch / "events.jsonl"
+            self.valid_events, self.per_user = _write_event_log(
+                self.events, ids, self.n_events, self.seed
+            )
 
     # 1 -------------------------------------------------------------------------------------------
 
@@ -492,6 +533,7 @@ class _Bench:
         from indexer.build import index_catalog
         from retrieval.store import IndexLocation
 
+        self.ensure_index()
         work = self.scratch / "readers"
         work.mkdir()
         stop = work / "stop"
@@ -578,6 +620,7 @@ class _Bench:
     def two_writers(self) -> dict[str, Any]:
         from retrieval.store import IndexLocation, open_backend
 
+        self.ensure_index()
         attempts = []
         # a: a second process while a first process builds
         self.log("[two_writers] a second `shopsearch index` while another one builds")
@@ -630,6 +673,8 @@ class _Bench:
     def damage(self, segment_files: int) -> dict[str, Any]:
         from retrieval.store import edge
 
+        self.ensure_index()
+
         live, expected = self.results(self.index)
         src = self.index / "builds" / live
         shard_files = [
@@ -662,14 +707,17 @@ class _Bench:
         rows = []
         for case in cases:
             got = outcomes.get(case["id"], {"error": "crash", "message": "worker died"})
-            row = {"file": Path(case["file"]).name, "path": case["file"], "damage": case["damage"]}
+            label = re.sub(r"segments/[^/]+/", "segments/*/", case["file"])
+            row = {"file": label, "damage": case["damage"]}
             if got.get("error") == "ShopsearchError":
                 msg = got["message"]
                 row["outcome"] = (
                     "detected" if "\n" not in msg.strip() else "detected, several lines"
                 )
                 row["names_file"] = Path(case["file"]).name in msg
-                row["message"] = msg.replace(case["index"], "INDEX")
+                row["message"] = re.sub(
+                    r"builds/[^/ )]+", "builds/BUILD", msg.replace(case["index"], "INDEX")
+                )
             elif got.get("error"):
                 row["outcome"] = "crash"
                 first = (got.get("message") or "").strip().splitlines()[:1]
@@ -747,15 +795,12 @@ class _Bench:
 
     # 5 -------------------------------------------------------------------------------------------
 
-    def kill_ingest(self, n_events: int, rounds: int) -> dict[str, Any]:
-        import polars as pl
-
+    def kill_ingest(self, rounds: int) -> dict[str, Any]:
         from personalization.ingest import PROFILES_FILE
 
-        ids = pl.read_parquet(self.cat_a, columns=["product_id"])["product_id"].to_list()
-        self.events = self.scratch / "events.jsonl"
-        valid, self.per_user = _write_event_log(self.events, ids, n_events, self.seed)
-        self.valid_events = valid
+        self.ensure_index()
+        self.ensure_log()
+        valid = self.valid_events
         runs = []
         for r in range(rounds):
             profiles = self.scratch / f"profiles-{r}"
@@ -786,6 +831,8 @@ class _Bench:
             again = _run(cmd, self.scratch)
             final = _stored_events(db)
             run = {
+                "kill_when_stored": round(target),
+                "seen_before_kill": stored,
                 "stored_at_kill": at_kill,
                 "exited_before_kill": exited_before,
                 "rerun_exit": again.returncode,
@@ -799,7 +846,7 @@ class _Bench:
         mid = [r for r in runs if 0 < r["stored_at_kill"] < valid and not r["exited_before_kill"]]
         return {
             "runs": runs,
-            "events_in_log": n_events,
+            "events_in_log": self.n_events,
             "valid_events": valid,
             "kills": rounds,
             "killed_mid_way": len(mid),
@@ -819,6 +866,16 @@ class _Bench:
         from personalization.profiles import ForgetIncomplete
         from retrieval.store import IndexLocation
 
+        self.ensure_index()
+        self.ensure_log()
+        if getattr(self, "profiles", None) is None:  # kill_ingest did not run
+            self.profiles = self.scratch / "profiles"
+            ingest_event_log(
+                self.events,
+                self.profiles,
+                IndexLocation(path=self.index),
+                rejects_path=self.scratch / "event-rejects.csv",
+            )
         db = self.profiles / PROFILES_FILE
         chosen = sorted(self.per_user, key=lambda u: (-self.per_user[u], u))[:users]
         rows = []
@@ -985,6 +1042,7 @@ def run_fault_benchmark(
     ingest_kills: int = 2,
     forget_users: int = 2,
     server_attempts: int = 3,
+    scenarios: Sequence[str] | None = None,
     keep: bool = False,
     log: Callable[[str], None] = print,
 ) -> FaultReport:
@@ -1003,13 +1061,17 @@ def run_fault_benchmark(
         ingest_kills: Ingests killed (each on a fresh profile store) and run again.
         forget_users: Shoppers forgotten while a reader holds a snapshot.
         server_attempts: Second writers tried against the server backend.
+        scenarios: Run only these (names as in :data:`SCENARIOS`); None runs all seven.
         keep: Keep ``workdir/scratch`` (indexes, logs, damaged copies).
         log: Receives progress lines.
 
     Returns:
         The :class:`FaultReport` (also written as JSON and Markdown).
     """
-    workdir = Path(workdir)
+    unknown = set(scenarios or ()) - set(SCENARIOS)
+    if unknown:
+        raise ValueError(f"unknown scenarios {sorted(unknown)}: choose from {SCENARIOS}")
+    workdir = Path(workdir).resolve()  # subprocesses run in the scratch folder
     workdir.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
     settings = {
@@ -1026,18 +1088,20 @@ def run_fault_benchmark(
         "server_attempts": server_attempts,
     }
     report = FaultReport(machine_description(), time.strftime("%Y-%m-%d"), settings)
-    bench = _Bench(workdir, n_products, seed, model, log)
+    bench = _Bench(workdir, n_products, seed, model, n_events, log)
     try:
         steps: list[tuple[str, Callable[[], dict[str, Any]]]] = [
             ("kill_build", lambda: bench.kill_build(kills)),
             ("promotions", lambda: bench.promotions(promotions, readers)),
             ("two_writers", bench.two_writers),
             ("damage", lambda: bench.damage(segment_files)),
-            ("kill_ingest", lambda: bench.kill_ingest(n_events, ingest_kills)),
+            ("kill_ingest", lambda: bench.kill_ingest(ingest_kills)),
             ("forget", lambda: bench.forget(forget_users)),
             ("server_writers", lambda: bench.server_writers(server_attempts, min(n_products, 50))),
         ]
         for name, step in steps:
+            if scenarios is not None and name not in scenarios:
+                continue
             started = time.monotonic()
             log(f"== {name}")
             report.scenarios[name] = step()

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import click
 
+from research.bench_faults import SCENARIOS  # the standard library only: cheap to import
 from shopsearch.cli.options import device_option, stderr_log
 
 
@@ -431,6 +432,13 @@ def bench_index_cmd(
     help="Ingests killed with SIGKILL and run again.",
 )
 @click.option(
+    "--only",
+    "scenarios",
+    multiple=True,
+    type=click.Choice(SCENARIOS),
+    help="Run only this scenario (repeat for several; default: all seven).",
+)
+@click.option(
     "--keep",
     is_flag=True,
     help="Keep WORKDIR/scratch (indexes, logs, damaged copies) for inspection.",
@@ -446,6 +454,7 @@ def bench_faults_cmd(
     segment_files: int,
     n_events: int,
     ingest_kills: int,
+    scenarios: tuple[str, ...],
     keep: bool,
 ) -> None:
     """Crash, concurrency and damage scenarios on a sample index and profile store, counted."""
@@ -462,6 +471,7 @@ def bench_faults_cmd(
         segment_files=segment_files,
         n_events=n_events,
         ingest_kills=ingest_kills,
+        scenarios=scenarios or None,
         keep=keep,
         log=stderr_log,
     )
