@@ -449,7 +449,7 @@ class _Bench:
         self.log(f"[kill_build] built in {end - t0:.1f} s ({stage_s:.1f} s with a staging folder)")
 
         records = []
-        live = build_a
+        live = previous = build_a  # previous: the build a promotion keeps for readers
         for k in range(kills):
             stale = set(_stagings(self.index))  # a killed run's folder, until cleaned
             proc = _popen(self._index_cmd(self.cat_b, self.index), self.scratch)
@@ -474,7 +474,7 @@ class _Bench:
                 if build != live:  # the kill came after the promotion: the new build is live
                     rec["promoted_before_kill"] = True
                     catalog_of[build] = "b"
-                    live = build
+                    live, previous = build, live
                     expected = self.reference.get(build)
                     if expected is None:
                         expected = self.reference[build] = ids  # checked against B's below
@@ -492,7 +492,7 @@ class _Bench:
             records.append(rec)
             self.log(f"[kill_build] kill {k + 1}/{kills} after {delay:.1f} s: {rec}")
 
-        before = _leftovers(self.index, {live})
+        before = _leftovers(self.index, {live, previous})
         self.log("[kill_build] one complete build after the kills")
         done = _run(self._index_cmd(self.cat_b, self.index), self.scratch)
         final = _current(self.index)
@@ -819,7 +819,9 @@ class _Bench:
             proc = _popen(cmd, self.scratch)
             deadline = time.monotonic() + SUBPROCESS_TIMEOUT_S
             stored = None
-            target = self.rng.uniform(0.05, 0.8) * valid
+            # each round kills in its own part of the ingest (from 5% to 80% of the events)
+            share = 0.75 / rounds
+            target = self.rng.uniform(0.05 + r * share, 0.05 + (r + 1) * share) * valid
             while proc.poll() is None and time.monotonic() < deadline:
                 stored = _stored_events(db)
                 if stored is not None and stored >= target:
