@@ -11,6 +11,7 @@ from pathlib import Path
 
 import click
 
+from research.bench_faults import SCENARIOS  # the standard library only: cheap to import
 from shopsearch.cli.options import device_option, stderr_log
 
 
@@ -361,6 +362,125 @@ def bench_index_cmd(
     click.echo(f"report: {workdir / 'speed.json'}")
 
 
+@click.command("bench-faults")
+@click.option(
+    "--workdir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("runs/bench-faults"),
+    show_default=True,
+    help="Where faults.json and faults.md go (scratch data under WORKDIR/scratch, removed after).",
+)
+@click.option(
+    "--n",
+    "n",
+    default=300,
+    show_default=True,
+    type=click.IntRange(20),
+    help="Products in the sample catalog.",
+)
+@click.option(
+    "--seed",
+    default=0,
+    show_default=True,
+    type=int,
+    help="Seed of the catalog, the event log, the kill moments and the damage.",
+)
+@click.option(
+    "--model", default=None, help="Bi-encoder folder (default: the packaged all-MiniLM-L6-v2)."
+)
+@click.option(
+    "--kills",
+    default=8,
+    show_default=True,
+    type=click.IntRange(1, 50),
+    help="SIGKILLs during builds.",
+)
+@click.option(
+    "--promotions",
+    default=5,
+    show_default=True,
+    type=click.IntRange(1, 50),
+    help="Builds promoted while reader processes search.",
+)
+@click.option(
+    "--readers",
+    default=2,
+    show_default=True,
+    type=click.IntRange(1, 8),
+    help="Reader processes searching during the promotions.",
+)
+@click.option(
+    "--segment-files",
+    default=4,
+    show_default=True,
+    type=click.IntRange(0, 50),
+    help="Largest shard files damaged (each truncated, then garbled).",
+)
+@click.option(
+    "--events",
+    "n_events",
+    default=30000,
+    show_default=True,
+    type=click.IntRange(100, 1_000_000),
+    help="Events in the log whose ingest is killed.",
+)
+@click.option(
+    "--ingest-kills",
+    default=2,
+    show_default=True,
+    type=click.IntRange(1, 20),
+    help="Ingests killed with SIGKILL and run again.",
+)
+@click.option(
+    "--only",
+    "scenarios",
+    multiple=True,
+    type=click.Choice(SCENARIOS),
+    help="Run only this scenario (repeat for several; default: all seven).",
+)
+@click.option(
+    "--keep",
+    is_flag=True,
+    help="Keep WORKDIR/scratch (indexes, logs, damaged copies) for inspection.",
+)
+def bench_faults_cmd(
+    workdir: Path,
+    n: int,
+    seed: int,
+    model: str | None,
+    kills: int,
+    promotions: int,
+    readers: int,
+    segment_files: int,
+    n_events: int,
+    ingest_kills: int,
+    scenarios: tuple[str, ...],
+    keep: bool,
+) -> None:
+    """Crash, concurrency and damage scenarios on a sample index and profile store, counted."""
+    from research.bench_faults import run_fault_benchmark
+
+    report = run_fault_benchmark(
+        workdir,
+        n_products=n,
+        seed=seed,
+        model=model,
+        kills=kills,
+        promotions=promotions,
+        readers=readers,
+        segment_files=segment_files,
+        n_events=n_events,
+        ingest_kills=ingest_kills,
+        scenarios=scenarios or None,
+        keep=keep,
+        log=stderr_log,
+    )
+    click.echo(report.markdown())
+    click.echo(
+        f"wrote {workdir / 'faults.json'} and {workdir / 'faults.md'} ({report.seconds:.0f} s)"
+    )
+
+
 COMMANDS = [
     sample_catalog,
     demo_cmd,
@@ -368,4 +488,5 @@ COMMANDS = [
     simulate_cmd,
     bench_personal_cmd,
     bench_index_cmd,
+    bench_faults_cmd,
 ]
