@@ -212,7 +212,7 @@ def test_every_command_and_option_has_help():
     assert {
         "index", "search", "info", "import", "homedepot", "train", "retriever", "reranker",
         "events", "ingest", "forget-user", "sample-catalog", "demo", "bench", "bench-index",
-        "bench-personal", "simulate",
+        "bench-personal", "simulate", "bench-faults", "serve", "personal",
     } <= names  # fmt: skip
 
 
@@ -225,6 +225,7 @@ def test_research_commands_come_from_entry_points():
     assert registered["sample-catalog"] == "research.cli:sample_catalog"
     assert set(registered) == {
         "sample-catalog", "demo", "bench", "bench-index", "bench-personal", "simulate",
+        "bench-faults",
     }  # fmt: skip
     # not registered by hand: the group itself holds only the core commands
     assert not set(registered) & set(main.commands)
