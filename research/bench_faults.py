@@ -195,25 +195,6 @@ def _kill(proc: subprocess.Popen) -> None:
     proc.communicate(timeout=SUBPROCESS_TIMEOUT_S)
 
 
-def machine_description() -> str:
-    """CPU model, cores and memory of this machine."""
-    cpu = "unknown CPU"
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    try:
-        mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-        memory = f", {mem:.0f} GiB"
-    except (ValueError, OSError):
-        memory = ""
-    return f"{cpu}, {os.cpu_count()} cores{memory}"
-
-
 # -- catalogs, queries, events --------------------------------------------------------------------
 
 
@@ -1089,6 +1070,8 @@ def run_fault_benchmark(
         "forget_users": forget_users,
         "server_attempts": server_attempts,
     }
+    from research.bench_speed import machine_description
+
     report = FaultReport(machine_description(), time.strftime("%Y-%m-%d"), settings)
     bench = _Bench(workdir, n_products, seed, model, n_events, log)
     try:

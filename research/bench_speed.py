@@ -6,6 +6,7 @@ store's share of indexing time, and filtered latency over unfiltered latency.
 
 from __future__ import annotations
 
+import os
 import platform
 import random
 import time
@@ -94,8 +95,15 @@ def machine_description() -> str:
                     break
     except OSError:
         pass
+    try:
+        memory = f", {os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB"
+    except (ValueError, OSError):
+        memory = ""
     gpu = f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""
-    return f"{cpu}, {torch.get_num_threads()} torch threads{gpu}, {time.strftime('%Y-%m-%d')}"
+    return (
+        f"{cpu}, {os.cpu_count()} cores{memory}, {torch.get_num_threads()} torch threads{gpu}, "
+        f"{time.strftime('%Y-%m-%d')}"
+    )
 
 
 def _percentiles(name: str, samples: Sequence[float]) -> Latency:
