@@ -219,6 +219,34 @@ def _vectors(setup: Setup):
     return lookup
 
 
+def simulate_setup(
+    setup: Setup,
+    out_dir: Path,
+    *,
+    seed: int,
+    n_users: int = 1500,
+    preference_strength: float = 1.0,
+    noise_share: float = 0.0,
+    examine_eta: float = 1.0,
+):
+    """Simulates shoppers over a prepared setup and writes the log (``shopsearch simulate``).
+
+    Returns:
+        (the simulated world, the simulation output).
+    """
+    config = SimConfig(
+        n_users=n_users,
+        preference_strength=preference_strength,
+        noise_share=noise_share,
+        seed=seed,
+        examine_eta=examine_eta,
+    )
+    world = build_world(setup.product_ids, setup.titles, setup.world_vectors, config)
+    sim = simulate(world, setup.judgments, setup.candidates, config, query_pool=setup.pool)
+    write_simulation(sim, out_dir)
+    return world, sim
+
+
 def run_seed(
     setup: Setup,
     seed: int,
@@ -231,17 +259,16 @@ def run_seed(
 ) -> tuple[SeedResult, dict[str, PersonalRanker]]:
     """Simulate a log, train naive and corrected from it exactly as ``shopsearch train
     personal`` does, fit the oracle on true utilities, and score held-out searches."""
-    config = SimConfig(
+    sim_dir = workdir / f"sim-seed{seed}-noise{noise_share:g}"
+    world, sim = simulate_setup(
+        setup,
+        sim_dir,
+        seed=seed,
         n_users=n_users,
         preference_strength=preference_strength,
         noise_share=noise_share,
-        seed=seed,
         examine_eta=examine_eta,
     )
-    world = build_world(setup.product_ids, setup.titles, setup.world_vectors, config)
-    sim = simulate(world, setup.judgments, setup.candidates, config, query_pool=setup.pool)
-    sim_dir = workdir / f"sim-seed{seed}-noise{noise_share:g}"
-    write_simulation(sim, sim_dir)
     events = [
         e
         for batch in read_events(sim_dir / "events.parquet", known_products=set(setup.product_ids))

@@ -75,8 +75,7 @@ def run_simulation(
     log: Log = print,
 ) -> SimOutput:
     """Simulate shoppers over DATA's catalog and queries and write the log to ``out``."""
-    from research.bench_personal import prepare
-    from research.simulate import SimConfig, build_world, simulate, write_simulation
+    from research.bench_personal import prepare, simulate_setup
 
     setup = prepare(
         data,
@@ -87,16 +86,15 @@ def run_simulation(
         pool_size=pool,
         log=log,
     )
-    config = SimConfig(
+    _, sim = simulate_setup(
+        setup,
+        out,
+        seed=seed,
         n_users=users,
         preference_strength=strength,
         noise_share=noise,
-        seed=seed,
         examine_eta=examine_eta,
     )
-    world = build_world(setup.product_ids, setup.titles, setup.world_vectors, config)
-    sim = simulate(world, setup.judgments, setup.candidates, config, query_pool=setup.pool)
-    write_simulation(sim, out)
     return sim
 
 
