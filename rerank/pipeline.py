@@ -416,12 +416,9 @@ class SearchPipeline:
 
     def _relevance(self, query: str, hits: Sequence[RankedHit]) -> list[RankedHit]:
         """The relevance stage alone: cross-encoder (when loaded) blended with stage 1."""
-        cross = None
-        if self.reranker is not None and hits:
-            from rerank.reranker import hit_text
-
-            cross = self.reranker.score(query, [hit_text(h) for h in hits])
-        return rerank_hits(hits, cross, self.retrieval_weight)
+        if self.reranker is not None:
+            return self.reranker.rank(query, hits)
+        return rerank_hits(hits, None, self.retrieval_weight)
 
     def _recent(self, profile: UserProfile | None) -> np.ndarray | None:
         from personalization.personalizer import recent_vectors
