@@ -23,6 +23,7 @@ from catalog.text import RECIPE_VERSION, product_text
 from retrieval.encoder import BiEncoder
 from retrieval.lexical import LexicalEncoder
 from retrieval.store import (
+    SEGMENT_POINTS,
     STORE_FORMAT,
     IndexLocation,
     PointRecord,
@@ -170,6 +171,7 @@ def index_catalog(
     rejects_path: str | os.PathLike[str] | None = None,
     progress: bool | Callable[[int], None] = True,
     warn: Callable[[str], None] | None = None,
+    segment_points: int | None = None,
 ) -> IndexSummary:
     """Indexes a catalog file.
 
@@ -185,6 +187,9 @@ def index_catalog(
         rejects_path: Where rejected rows go (CSV); None: ``shopsearch-rejects.csv`` here.
         progress: Show a progress bar (or a callback receiving products done).
         warn: Receives warnings (truncations); None drops them after counting.
+        segment_points: Products written before the store indexes them as one segment and
+            releases their build memory; None is ``SEGMENT_POINTS`` (50,000). Memory while
+            indexing is bounded by this, not by the catalog.
 
     Raises:
         ShopsearchError: unreadable catalog, no valid row, model mismatch on upsert/sync.
@@ -209,6 +214,9 @@ def index_catalog(
     # "or 1.0": a catalog none of whose text BM25 can index still builds (dense only)
     lexical = LexicalEncoder(avg_doc_len=scan.token_total / scan.valid or 1.0)
 
+    per_segment = SEGMENT_POINTS if segment_points is None else int(segment_points)
+    if per_segment < 1:
+        raise ShopsearchError(f"segment_points must be at least 1, not {segment_points}")
     backend = open_backend(location)
     with backend.writer_lock():
         current = backend.open() if mode != "full" and backend.exists() else None
@@ -240,15 +248,17 @@ def index_catalog(
             "lexical": lexical.config(),
             "source": str(path.resolve()),
             "mode": mode,
+            "segment_points": per_segment,
         }
         t_store = time.perf_counter()
         staging = backend.begin(manifest, copy_current=bool(existing))
         store_seconds = time.perf_counter() - t_store  # time inside Qdrant calls
         indexed = unchanged = deleted = 0
+        in_segment = 0
         encode_seconds = 0.0
         bar = _progress(progress, scan.valid, f"indexing ({mode})")
         try:
-            for chunk in _chunks(read_catalog(path, limits=limits), ENCODE_CHUNK):
+            for chunk in _chunks(read_catalog(path, limits=limits), min(ENCODE_CHUNK, per_segment)):
                 todo = []
                 for product in chunk:
                     digest = content_hash(product)
@@ -274,8 +284,12 @@ def index_catalog(
                             for i, (p, d) in enumerate(todo)
                         ]
                     )
-                    store_seconds += time.perf_counter() - t_store
                     indexed += len(todo)
+                    in_segment += len(todo)
+                    if in_segment >= per_segment:
+                        staging.flush_segment()
+                        in_segment = 0
+                    store_seconds += time.perf_counter() - t_store
                 bar(len(chunk))
             t_store = time.perf_counter()
             if mode == "sync":

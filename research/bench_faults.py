@@ -2,7 +2,7 @@
 
     shopsearch bench-faults --workdir runs/bench-faults [--n 300] [--seed 0] [--model DIR]
 
-Seven scenarios on a small sample catalog, each reported as counts in ``WORKDIR/faults.json``
+Eight scenarios on a small sample catalog, each reported as counts in ``WORKDIR/faults.json``
 and ``WORKDIR/faults.md``:
 
 1. ``kill_build``: ``shopsearch index`` (a subprocess) on an existing index, killed with SIGKILL
@@ -23,6 +23,9 @@ and ``WORKDIR/faults.md``:
    the database files, and re-ingesting the log skips the user (tombstone).
 7. ``server_writers``: the server backend (``qdrant-client``'s local mode, as the tests use)
    refuses a second writer while one holds the lock, and builds again once it is released.
+8. ``memory``: ``shopsearch index`` at several catalog sizes, in segments and in one segment:
+   peak RSS and peak anonymous memory per 1,000 products more, and the disk of an upsert's
+   copy against the build it copies.
 
 Bounded: every subprocess has a timeout, every count is a parameter. Everything but the two
 report files is written under ``WORKDIR/scratch`` and removed at the end (``keep=True`` keeps it).
@@ -45,6 +48,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from catalog.errors import ShopsearchError
+
 ROOT = Path(__file__).resolve().parents[1]
 #: The scenarios, in the order they run.
 SCENARIOS = (
@@ -55,6 +60,7 @@ SCENARIOS = (
     "kill_ingest",
     "forget",
     "server_writers",
+    "memory",
 )
 #: Longest any one subprocess may run before it is killed and counted as a failure.
 SUBPROCESS_TIMEOUT_S = 300.0
@@ -998,6 +1004,138 @@ class _Bench:
             "passed": refused == attempts and unchanged and rebuilt and not lock_left,
         }
 
+    # 8 -------------------------------------------------------------------------------------------
+
+    def memory(self, sizes: Sequence[int], segment: int) -> dict[str, Any]:
+        """Peak memory of `shopsearch index` per catalog size, in segments and in one segment.
+
+        Encodes with ``--model`` when given, else with :func:`_fast_encoder` (the packaged
+        model's tokenizer and width, one layer): what grows with the catalog is the store's,
+        and the packaged model would spend most of the time encoding.
+        """
+        from research.sample_catalog import write_sample_catalog
+
+        model = self.model or str(_fast_encoder(self.scratch / "fast-encoder", self.seed))
+        runs = []
+        for n in sizes:
+            catalog = write_sample_catalog(
+                self.scratch / f"catalog-{n}.parquet", n=n, seed=self.seed
+            )
+            for label, points in (("segments", segment), ("one segment", max(n, 1000))):
+                index = self.scratch / f"memory-{n}-{points}"
+                self.log(f"[memory] {n} products, {label} ({points} per segment)")
+                cmd = self._index_cmd(catalog, index) + ["--segment-points", str(points)]
+                peak = _peak_memory(cmd + ["--model", model], self.scratch)
+                live = index / "builds" / (_current(index) or "")
+                runs.append({"products": n, "layout": label, **peak, "disk_mb": _mb(live)})
+            # an upsert that changes nothing copies the live build: sparse, so about its size
+            cmd = self._index_cmd(catalog, index, "upsert") + ["--segment-points", str(points)]
+            _peak_memory(cmd + ["--model", model], self.scratch)
+            runs[-1]["upsert_disk_mb"] = _mb(index / "builds" / (_current(index) or ""))
+
+        def growth(layout: str, key: str) -> float:
+            rows = [r for r in runs if r["layout"] == layout and r["exit"] == 0]
+            if len(rows) < 2 or rows[-1]["products"] == rows[0]["products"]:
+                return float("nan")
+            span = (rows[-1]["products"] - rows[0]["products"]) / 1000
+            return round((rows[-1][key] - rows[0][key]) / span, 2)
+
+        seg_anon = growth("segments", "peak_anon_mb")
+        one_anon = growth("one segment", "peak_anon_mb")
+        disk = [r["upsert_disk_mb"] / r["disk_mb"] for r in runs if r.get("upsert_disk_mb")]
+        return {
+            "runs": runs,
+            "model": self.model or "one-layer encoder of all-MiniLM-L6-v2's width (random weights)",
+            "segment_points": segment,
+            "peak_rss_mb_per_1k_products_segments": growth("segments", "peak_rss_mb"),
+            "peak_rss_mb_per_1k_products_one_segment": growth("one segment", "peak_rss_mb"),
+            "peak_anon_mb_per_1k_products_segments": seg_anon,
+            "peak_anon_mb_per_1k_products_one_segment": one_anon,
+            "upsert_disk_ratio_max": round(max(disk), 2) if disk else float("nan"),
+            "notes": [
+                "peak RSS counts the mapped vector files (page cache the kernel can reclaim); "
+                "peak anonymous memory is what the build itself holds"
+            ],
+            # bounded by the segment: under 0.5 MB more anonymous memory per 1,000 products
+            # (a dense vector alone is 1.5 KB), and an upsert copy no larger than 1.5x a build
+            "passed": all(r["exit"] == 0 for r in runs)
+            and seg_anon < 0.5
+            and bool(disk)
+            and max(disk) <= 1.5,
+        }
+
+
+def _fast_encoder(folder: Path, seed: int) -> Path:
+    """A one-layer BERT with the packaged model's tokenizer and width (384), random weights.
+
+    For measuring what indexing holds per product: vectors of the same size at a fraction of
+    the encoding time. Its vectors mean nothing; nothing searches with them.
+    """
+    import torch
+    from sentence_transformers import SentenceTransformer
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    from retrieval.encoder import default_model_path
+
+    try:  # sentence-transformers 6 moved the modules
+        from sentence_transformers.sentence_transformer import modules as st_modules
+    except ImportError:  # pragma: no cover - sentence-transformers < 6
+        from sentence_transformers import models as st_modules
+
+    out = folder / "st"
+    if (out / "modules.json").is_file():
+        return out
+    packaged = default_model_path()
+    config = BertConfig.from_pretrained(packaged)
+    config.num_hidden_layers = 1
+    torch.manual_seed(seed)
+    hf = folder / "hf"
+    BertModel(config).save_pretrained(hf)
+    BertTokenizerFast.from_pretrained(packaged).save_pretrained(hf)
+    transformer = st_modules.Transformer(str(hf), max_seq_length=128)
+    pooling = st_modules.Pooling(transformer.get_embedding_dimension(), pooling_mode="mean")
+    SentenceTransformer(modules=[transformer, pooling, st_modules.Normalize()], device="cpu").save(
+        str(out)
+    )
+    return out
+
+
+def _mb(path: Path) -> float:
+    return round(_disk_bytes(path) / 2**20, 1) if path.exists() else float("nan")
+
+
+def _peak_memory(cmd: list[str], cwd: Path) -> dict[str, Any]:
+    """Runs ``cmd``; its exit status, peak RSS (kernel's high-water mark) and peak anonymous RSS.
+
+    Anonymous memory is sampled from ``/proc`` every 20 ms (the kernel keeps no high-water mark
+    of it), so a peak shorter than that can be missed.
+    """
+    out = open(cwd / "memory.log", "w")  # noqa: SIM115 - closed below, after the wait
+    proc = subprocess.Popen(cmd, cwd=cwd, env=_env(), stdout=out, stderr=subprocess.STDOUT)
+    peak_anon = 0
+    deadline = time.monotonic() + SUBPROCESS_TIMEOUT_S
+    while True:
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        if pid:
+            break
+        if time.monotonic() > deadline:
+            proc.kill()
+        try:
+            with open(f"/proc/{proc.pid}/status") as fh:
+                for line in fh:
+                    if line.startswith("RssAnon:"):
+                        peak_anon = max(peak_anon, int(line.split()[1]))
+        except OSError:
+            pass
+        time.sleep(0.02)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    out.close()
+    return {
+        "exit": proc.returncode,
+        "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
+        "peak_anon_mb": round(peak_anon / 1024, 1),
+    }
+
 
 def _damage_file(path: Path, how: str, rng: random.Random) -> None:
     """Truncates a file to half its size, or flips up to 64 of its non-zero bytes."""
@@ -1025,11 +1163,13 @@ def run_fault_benchmark(
     ingest_kills: int = 2,
     forget_users: int = 2,
     server_attempts: int = 3,
+    memory_sizes: Sequence[int] = (5000, 20000, 50000),
+    memory_segment: int = 10000,
     scenarios: Sequence[str] | None = None,
     keep: bool = False,
     log: Callable[[str], None] = print,
 ) -> FaultReport:
-    """Runs the seven fault scenarios and writes ``faults.json`` and ``faults.md`` in ``workdir``.
+    """Runs the eight fault scenarios and writes ``faults.json`` and ``faults.md`` in ``workdir``.
 
     Args:
         workdir: Where the reports go (the scratch data under ``workdir/scratch``).
@@ -1044,13 +1184,17 @@ def run_fault_benchmark(
         ingest_kills: Ingests killed (each on a fresh profile store) and run again.
         forget_users: Shoppers forgotten while a reader holds a snapshot.
         server_attempts: Second writers tried against the server backend.
-        scenarios: Run only these (names as in :data:`SCENARIOS`); None runs all seven.
+        memory_sizes: Catalog sizes whose indexing peak memory is measured.
+        memory_segment: Products per segment in the segmented builds of ``memory``.
+        scenarios: Run only these (names as in :data:`SCENARIOS`); None runs all eight.
         keep: Keep ``workdir/scratch`` (indexes, logs, damaged copies).
         log: Receives progress lines.
 
     Returns:
         The :class:`FaultReport` (also written as JSON and Markdown).
     """
+    if not memory_sizes or min(memory_sizes) < 100:
+        raise ShopsearchError(f"memory sizes {list(memory_sizes)}: give sizes of at least 100")
     unknown = set(scenarios or ()) - set(SCENARIOS)
     if unknown:
         raise ValueError(f"unknown scenarios {sorted(unknown)}: choose from {SCENARIOS}")
@@ -1069,6 +1213,8 @@ def run_fault_benchmark(
         "ingest_kills": ingest_kills,
         "forget_users": forget_users,
         "server_attempts": server_attempts,
+        "memory_sizes": list(memory_sizes),
+        "memory_segment": memory_segment,
     }
     from research.bench_speed import machine_description
 
@@ -1083,6 +1229,7 @@ def run_fault_benchmark(
             ("kill_ingest", lambda: bench.kill_ingest(ingest_kills)),
             ("forget", lambda: bench.forget(forget_users)),
             ("server_writers", lambda: bench.server_writers(server_attempts, min(n_products, 50))),
+            ("memory", lambda: bench.memory(memory_sizes, memory_segment)),
         ]
         for name, step in steps:
             if scenarios is not None and name not in scenarios:

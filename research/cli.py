@@ -432,11 +432,25 @@ def bench_index_cmd(
     help="Ingests killed with SIGKILL and run again.",
 )
 @click.option(
+    "--memory-sizes",
+    default="5000,20000,50000",
+    show_default=True,
+    callback=_parse_seeds,
+    help="Catalog sizes (comma-separated) whose indexing peak memory is measured.",
+)
+@click.option(
+    "--memory-segment",
+    default=10000,
+    show_default=True,
+    type=click.IntRange(1000),
+    help="Products per segment in the memory scenario's segmented builds.",
+)
+@click.option(
     "--only",
     "scenarios",
     multiple=True,
     type=click.Choice(SCENARIOS),
-    help="Run only this scenario (repeat for several; default: all seven).",
+    help="Run only this scenario (repeat for several; default: all eight).",
 )
 @click.option(
     "--keep",
@@ -454,6 +468,8 @@ def bench_faults_cmd(
     segment_files: int,
     n_events: int,
     ingest_kills: int,
+    memory_sizes: list[int],
+    memory_segment: int,
     scenarios: tuple[str, ...],
     keep: bool,
 ) -> None:
@@ -471,6 +487,8 @@ def bench_faults_cmd(
         segment_files=segment_files,
         n_events=n_events,
         ingest_kills=ingest_kills,
+        memory_sizes=memory_sizes,
+        memory_segment=memory_segment,
         scenarios=scenarios or None,
         keep=keep,
         log=stderr_log,

@@ -167,6 +167,36 @@ def test_rebuilding_an_unchanged_catalog_gives_the_same_hybrid_ranking(
     assert runs[0] == runs[1]
 
 
+def test_a_build_in_segments_answers_like_one_segment(tmp_path, sample_catalog, tiny_encoder):
+    """Indexing memory is bounded by a segment; the segments must not change any result."""
+    results, segments = [], []
+    for name, points in (("one", None), ("many", 70)):
+        loc = IndexLocation(path=tmp_path / name)
+        summary = _index(sample_catalog, loc, tiny_encoder, segment_points=points)
+        backend = open_backend(loc)
+        col = backend.open()
+        segments.append(col.shard.info().segments_count)
+        assert col.manifest["segment_points"] == (points or 50_000)
+        col.close()
+        with Retriever.open(loc.path, encoder=tiny_encoder) as r:
+            results.append(
+                [
+                    [(h.product_id, h.score) for h in r.search(q, k=10, mode=mode)]
+                    for q in QUERIES
+                    for mode in ("dense", "bm25", "hybrid")
+                ]
+            )
+        assert summary.total == 300
+    assert segments[1] >= 300 // 70 > segments[0]  # 4 flushed segments (+ the last one)
+    assert results[0] == results[1]
+
+
+def test_segment_size_must_be_positive(tmp_path, small_catalog, tiny_encoder):
+    with pytest.raises(ShopsearchError, match="segment_points must be at least 1"):
+        _index(small_catalog, IndexLocation(path=tmp_path / "idx"), tiny_encoder, segment_points=0)
+    assert not (tmp_path / "idx").exists() or not list((tmp_path / "idx").rglob("CURRENT"))
+
+
 # -- secrets --------------------------------------------------------------------------------------
 
 

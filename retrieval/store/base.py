@@ -51,6 +51,10 @@ HNSW_EF_CONSTRUCT = 100
 #: points of Recall@100 on Home Depot against exact search (0.795 vs 0.806); 400 keeps 0.803
 #: at about the same latency (scripts/ef_sweep.py).
 HNSW_EF_SEARCH = 400
+#: Products written into one segment before it is indexed and closed during a build: the HNSW
+#: build and the written pages of a segment are what indexing holds in memory, so memory is
+#: bounded by this, not by the catalog (embedded backend; a server manages its own segments).
+SEGMENT_POINTS = 50_000
 #: Below this many KB of vectors (in a segment, or matching a filter) Qdrant scans exactly.
 HNSW_FULL_SCAN_KB = 10_000
 #: Builds kept besides the current one, so a reader that opened the previous one keeps working.
@@ -466,6 +470,9 @@ class Collection(ABC):
     @abstractmethod
     def set_manifest(self, manifest: dict[str, Any]) -> None:
         """Stores the manifest with this version."""
+
+    def flush_segment(self) -> None:  # noqa: B027 - optional hook
+        """Indexes what was written so far as its own segment and releases its build memory."""
 
     def finalize(self) -> None:  # noqa: B027 - optional hook
         """Builds indexes and makes everything durable (called before promotion)."""

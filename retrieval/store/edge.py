@@ -37,6 +37,7 @@ from retrieval.store.base import (
     HNSW_M,
     PAYLOAD_INDEXES,
     PAYLOAD_PRODUCT_ID,
+    SEGMENT_POINTS,
     SPARSE,
     Backend,
     Collection,
@@ -113,11 +114,19 @@ class EdgeCollection(Collection):
         """A new, empty version in ``root`` (an existing empty directory)."""
         qe = _edge()
         dim = int(manifest["model"]["dim"])
+        points = int(manifest.get("segment_points", SEGMENT_POINTS))
         config = qe.EdgeConfig(
             vectors={DENSE: qe.EdgeVectorParams(size=dim, distance=qe.Distance.Cosine)},
             sparse_vectors={SPARSE: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)},
             hnsw_config=qe.HnswIndexConfig(
                 m=HNSW_M, ef_construct=HNSW_EF_CONSTRUCT, full_scan_threshold=HNSW_FULL_SCAN_KB
+            ),
+            # Segments flushed during a build stay apart: merging two full ones would exceed this
+            # size (KB of dense vectors), so no optimize rebuilds the whole catalog in memory.
+            # Every segment is indexed when flushed, however small (searches still scan the ones
+            # under HNSW_FULL_SCAN_KB exactly), so a flush always starts a new segment.
+            optimizers=qe.EdgeOptimizersConfig(
+                max_segment_size=max(1, dim * 4 * points // 1024), indexing_threshold=1
             ),
             # No WAL: a staged version is flushed before promotion, and without the WAL's lock
             # several processes can open the promoted version at once.
@@ -237,6 +246,20 @@ class EdgeCollection(Collection):
     def set_manifest(self, manifest: dict[str, Any]) -> None:
         self.manifest = manifest
         _atomic_write(self.root / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True))
+
+    def flush_segment(self) -> None:
+        """Indexes the segment written so far, then closes and reopens the shard.
+
+        Reopening drops the mapped pages of what was written, so a build holds one segment's
+        worth of memory, not the catalog's.
+        """
+        qe = _edge()
+        with engine_errors("build the index", self._where()):
+            self.shard.optimize()
+            self.shard.flush()
+            self.shard.close()
+            self.shard = None
+            self.shard = qe.EdgeShard.load(str(self.root / "shard"))
 
     def finalize(self) -> None:
         with engine_errors("build the index", self._where()):

@@ -30,6 +30,13 @@ from shopsearch.cli.options import device_option, index_options, progress_option
     default=None,
     help="CSV for rejected rows (default: ./shopsearch-rejects.csv).",
 )
+@click.option(
+    "--segment-points",
+    type=click.IntRange(1000),
+    default=None,
+    help="Products per segment while building (default 50000): indexing memory is bounded "
+    "by this, not by the catalog; larger segments search a little faster.",
+)
 @progress_option
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def index_cmd(
@@ -39,6 +46,7 @@ def index_cmd(
     model: str | None,
     device: str | None,
     rejects: Path | None,
+    segment_points: int | None,
     progress: bool,
     as_json: bool,
 ) -> None:
@@ -55,6 +63,7 @@ def index_cmd(
         rejects_path=rejects,
         progress=progress,
         warn=warnings.append,
+        segment_points=segment_points,
     )
     for w in warnings[:10]:
         click.echo(f"warning: {w}", err=True)
