@@ -11,8 +11,9 @@ import hashlib
 import json
 import os
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -22,6 +23,8 @@ from catalog.schema import Product
 from catalog.text import RECIPE_VERSION, product_text
 from retrieval.encoder import BiEncoder
 from retrieval.lexical import LexicalEncoder
+from retrieval.retriever import QueryTuning
+from retrieval.spelling import VOCABULARY_KIND, vocabulary_words
 from retrieval.store import (
     SEGMENT_POINTS,
     STORE_FORMAT,
@@ -31,6 +34,7 @@ from retrieval.store import (
     open_backend,
     payload_for,
 )
+from retrieval.store.base import vocabulary_sha
 
 IndexMode = Literal["full", "upsert", "sync"]
 #: 2: points carry normalized brand/category filter keys (``retrieval.store.STORE_FORMAT``).
@@ -109,6 +113,7 @@ class _Scan:
     token_total: int = 0
     warnings: int = 0
     rows: int = 0
+    words: Counter[str] = field(default_factory=Counter)
 
 
 def _scan(
@@ -130,7 +135,9 @@ def _scan(
         scan.valid += len(batch.products)
         scan.rows += len(batch.products) + len(batch.rejects)
         for p in batch.products:
-            n = len(lexical.tokenize(product_text(p)))
+            text = product_text(p)
+            scan.words.update(set(vocabulary_words(text)))
+            n = len(lexical.tokenize(text))
             scan.token_total += n
             if n == 0:
                 no_tokens.append(p.product_id)
@@ -172,6 +179,7 @@ def index_catalog(
     progress: bool | Callable[[int], None] = True,
     warn: Callable[[str], None] | None = None,
     segment_points: int | None = None,
+    tuning: QueryTuning | None = None,
 ) -> IndexSummary:
     """Indexes a catalog file.
 
@@ -190,6 +198,13 @@ def index_catalog(
         segment_points: Products written before the store indexes them as one segment and
             releases their build memory; None is ``SEGMENT_POINTS`` (50,000). Memory while
             indexing is bounded by this, not by the catalog.
+        tuning: Fusion weights and the dense tower's reading of corrected queries, recorded in
+            the manifest; None keeps what the current index records (upsert/sync) or the
+            defaults.
+
+    The words of the product texts are stored with the index as the spelling vocabulary
+    (``retrieval.spelling``); ``upsert`` merges them into the current vocabulary (a word's
+    count is then the larger of the two, an approximation).
 
     Raises:
         ShopsearchError: unreadable catalog, no valid row, model mismatch on upsert/sync.
@@ -224,6 +239,8 @@ def index_catalog(
         # product_id -> 8-byte content hash of what the index holds; entries are popped as the
         # catalog is read, so what is left at the end is what sync deletes (no second set of ids)
         existing: dict[str, bytes] = {}
+        words = dict(scan.words)
+        recorded_tuning = None
         if current is not None:
             if current.manifest["model"]["fingerprint"] != encoder.fingerprint:
                 raise ShopsearchError(
@@ -237,7 +254,14 @@ def index_catalog(
             # product again, into an empty staging version
             # keep the BM25 length normalisation stable across incremental updates
             lexical = LexicalEncoder.from_config(current.manifest["lexical"])
+            recorded_tuning = current.manifest.get("query")
+            if mode == "upsert":
+                old_words = (current.vocabulary() or {}).get("counts", {})
+                words = {w: max(c, words.get(w, 0)) for w, c in old_words.items()} | {
+                    w: max(c, old_words.get(w, 0)) for w, c in words.items()
+                }
             current.close()
+        vocabulary = {"kind": VOCABULARY_KIND, "counts": dict(sorted(words.items()))}
         build_id = new_build_id()
         manifest = {
             "format": MANIFEST_FORMAT,
@@ -249,7 +273,16 @@ def index_catalog(
             "source": str(path.resolve()),
             "mode": mode,
             "segment_points": per_segment,
+            "spelling": {
+                "kind": VOCABULARY_KIND,
+                "words": len(vocabulary["counts"]),
+                "sha": vocabulary_sha(vocabulary),
+            },
         }
+        if tuning is not None:
+            manifest["query"] = tuning.as_dict()
+        elif recorded_tuning:
+            manifest["query"] = recorded_tuning
         t_store = time.perf_counter()
         staging = backend.begin(manifest, copy_current=bool(existing))
         store_seconds = time.perf_counter() - t_store  # time inside Qdrant calls
@@ -300,6 +333,7 @@ def index_catalog(
             staging.finalize()
             total = staging.count()
             manifest.update(count=total, indexed=indexed, rejected=len(rejects))
+            staging.set_vocabulary(vocabulary)
             staging.set_manifest(manifest)
             backend.promote(staging)
             store_seconds += time.perf_counter() - t_store
@@ -338,3 +372,40 @@ def _progress(
 
     bar = tqdm(total=total, unit="products", desc=desc, dynamic_ncols=True, smoothing=0.1)
     return lambda n: bar.close() if n is None else bar.update(n)
+
+
+def tune_index(location: IndexLocation, tuning: QueryTuning) -> str:
+    """Records query tuning (fusion weights, what dense reads) in a new build of an index.
+
+    The new build is a copy of the current one (no product is re-embedded) with the tuning in
+    its manifest, promoted atomically like any build; searches pick it up on their next
+    refresh.
+
+    Args:
+        location: The index.
+        tuning: What to record.
+
+    Returns:
+        The new build's id.
+
+    Raises:
+        ShopsearchError: No index at ``location``.
+    """
+    backend = open_backend(location)
+    with backend.writer_lock():
+        current = backend.open()
+        manifest = dict(current.manifest)
+        vocabulary = current.vocabulary()
+        current.close()
+        manifest.update(build_id=new_build_id(), query=tuning.as_dict(), mode="tune")
+        staging = backend.begin(manifest, copy_current=True)
+        try:
+            if vocabulary is not None:
+                staging.set_vocabulary(vocabulary)
+            staging.finalize()
+            staging.set_manifest(manifest)
+            backend.promote(staging)
+        except BaseException:
+            backend.discard(staging)
+            raise
+    return manifest["build_id"]

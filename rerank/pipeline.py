@@ -21,7 +21,7 @@ import numpy as np
 
 from catalog.errors import ShopsearchError
 from retrieval.filters import Filters
-from retrieval.hits import RankedHit
+from retrieval.hits import Hits, RankedHit
 
 if TYPE_CHECKING:
     from personalization.personalizer import Personalizer
@@ -284,7 +284,8 @@ class SearchPipeline:
         filters: Filters | dict | None = None,
         mode: Mode | None = None,
         explain: bool = True,
-    ) -> list[RankedHit]:
+        correct: bool = True,
+    ) -> Hits:
         """The top ``k`` products for a query and (optionally) a shopper.
 
         Args:
@@ -295,9 +296,12 @@ class SearchPipeline:
             filters: ``Filters`` or a dict (category, brands, min_price, max_price, in_stock).
             mode: Retrieval mode: ``hybrid`` (default), ``dense`` or ``bm25``.
             explain: Fill each hit's ``because`` when personalization applies.
+            correct: Correct misspelled words (every stage then reads the corrected query);
+                False searches the query as typed.
 
         Returns:
-            Up to ``k`` hits, best first. A shopper without history gets the relevance-only
+            Up to ``k`` hits, best first; ``.corrected`` is the corrected query when the
+            corrector changed it. A shopper without history gets the relevance-only
             ranking, exactly.
 
         Raises:
@@ -320,9 +324,11 @@ class SearchPipeline:
             mode=mode,
             user_vector=taste,
             with_vectors=warm,
+            correct=correct,
         )
         t2 = time.perf_counter()
-        ranked = self.rank(query, hits, profile, recent=recent, top_k=k, explain=explain)
+        read = hits.corrected or query  # the cross-encoder reads what BM25 read
+        ranked = hits.like(self.rank(read, hits, profile, recent=recent, top_k=k, explain=explain))
         t3 = time.perf_counter()
         self.stage_ms = {
             "profile": (t1 - t0) * 1000,
@@ -343,7 +349,8 @@ class SearchPipeline:
         filters: Filters | dict | None = None,
         mode: Mode | None = None,
         explain: bool = True,
-    ) -> list[list[RankedHit]]:
+        correct: bool = True,
+    ) -> list[Hits]:
         """:meth:`search` for several queries; anonymous ones share one retrieval batch."""
         if isinstance(queries, str):
             raise TypeError("search_batch takes a list of queries; use search() for one")
@@ -359,14 +366,15 @@ class SearchPipeline:
                     filters=filters,
                     mode=mode,
                     explain=explain,
+                    correct=correct,
                 )
                 for q, u in zip(queries, user_ids, strict=True)
             ]
         batches = self.retriever.search_batch(
-            queries, k=max(k, rerank_depth), filters=filters, mode=mode
+            queries, k=max(k, rerank_depth), filters=filters, mode=mode, correct=correct
         )
         return [
-            self.rank(q, hits, None, top_k=k, explain=explain)
+            hits.like(self.rank(hits.corrected or q, hits, None, top_k=k, explain=explain))
             for q, hits in zip(queries, batches, strict=True)
         ]
 

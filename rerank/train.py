@@ -83,6 +83,8 @@ class RerankerTrainConfig:
         seed: Seeds Python, NumPy and torch.
         device: Torch device; None picks CUDA when present.
         bf16: bfloat16 autocast on CUDA (ignored on CPU).
+        typo_rate: Share of query letters given a typo in training (swap, drop or
+            neighbouring key; ``retrieval.noise``), seeded with ``seed``; 0 = off.
         time_budget_s: Stop once the call has run this many seconds (one last evaluation and
             checkpoint may run past).
         val_depth: Candidates reranked per validation query.
@@ -107,6 +109,7 @@ class RerankerTrainConfig:
     bf16: bool = True
     time_budget_s: float | None = None
     val_depth: int = 50
+    typo_rate: float = 0.0
 
     def check(self) -> None:
         """Raises ShopsearchError on an option out of range."""
@@ -131,6 +134,8 @@ class RerankerTrainConfig:
             problems.append("val_queries, val_depth and patience must be >= 1")
         if self.max_length < 8:
             problems.append(f"max_length must be >= 8, got {self.max_length}")
+        if not 0.0 <= self.typo_rate <= 0.5:
+            problems.append(f"typo_rate must be in [0, 0.5] (got {self.typo_rate})")
         if problems:
             raise ShopsearchError("bad reranker training options: " + "; ".join(problems))
 
@@ -340,16 +345,28 @@ def ndcg_evaluator(
     return NDCGEvaluator()
 
 
-def training_dataset(data: Judgments, pairs: Sequence[TrainPair], seed: int) -> Any:
-    """A shuffled ``datasets.Dataset`` with ``query``, ``text`` and ``label`` columns."""
+def training_dataset(
+    data: Judgments, pairs: Sequence[TrainPair], seed: int, typo_rate: float = 0.0
+) -> Any:
+    """A shuffled ``datasets.Dataset`` with ``query``, ``text`` and ``label`` columns.
+
+    With ``typo_rate`` > 0 each query gets typos (:class:`retrieval.noise.TypoNoise`, seeded
+    by ``seed`` and the row), so the cross-encoder learns to read misspelled queries.
+    """
     from datasets import Dataset
+
+    from retrieval.noise import TypoNoise
 
     rows = list(pairs)
     random.Random(seed).shuffle(rows)
     queries = data.queries["train"]
+    noise = TypoNoise(typo_rate, seed)
     return Dataset.from_dict(
         {
-            "query": [queries[p.query_id] for p in rows],
+            "query": [
+                noise(queries[p.query_id], i) if typo_rate else queries[p.query_id]
+                for i, p in enumerate(rows)
+            ],
             "text": [data.texts[p.product_id] for p in rows],
             "label": [float(p.label) for p in rows],
         }
@@ -431,7 +448,7 @@ def train_reranker(
             f"rerank train: {topped_up} of {len(negatives)} negatives are random products "
             "(queries without enough unjudged candidates)"
         )
-    dataset = training_dataset(data, positives + negatives, cfg.seed)
+    dataset = training_dataset(data, positives + negatives, cfg.seed, typo_rate=cfg.typo_rate)
 
     model = new_cross_encoder(
         cfg.base_model, dropout=cfg.dropout, max_length=cfg.max_length, device=cfg.device

@@ -136,7 +136,18 @@ def _index_for(
     if backend.exists():
         col = backend.open()
         ok = col.manifest.get("source") == str(catalog.resolve())
+        spelled = "spelling" in col.manifest
         col.close()
+        if ok and not spelled:  # built before the vocabulary was stored: add it, embed nothing
+            log(f"adding the spelling vocabulary to {path}")
+            index_catalog(
+                catalog,
+                IndexLocation(path=path),
+                mode="upsert",
+                encoder=encoder,
+                rejects_path=workdir / "rejects.csv",
+                progress=False,
+            )
         if ok:
             log(f"reusing {path}")
             return path

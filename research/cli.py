@@ -242,6 +242,67 @@ def simulate_cmd(
     )
 
 
+@click.command("bench-typo")
+@click.argument("data", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option(
+    "--workdir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("runs/bench"),
+    show_default=True,
+    help="Where indexes (shared with `bench`) and typo.json / typo.md go.",
+)
+@click.option("--retriever", "retriever_model", default=None, help="Fine-tuned bi-encoder folder.")
+@click.option(
+    "--reranker", "reranker_model", default=None, help="Cross-encoder folder (adds the pipeline)."
+)
+@click.option("--base-model", default=None, help="Zero-shot bi-encoder (default: packaged).")
+@click.option(
+    "--candidates",
+    default=50,
+    show_default=True,
+    type=click.IntRange(1, 100),
+    help="Hybrid hits the reranker reorders.",
+)
+@click.option(
+    "--noise-queries",
+    default=None,
+    type=click.IntRange(1),
+    help="Score the robustness curve on a seeded sample of this many test queries.",
+)
+@click.option("--seed", default=0, show_default=True, type=int, help="Seeds the noise.")
+@device_option
+def bench_typo_cmd(
+    data: Path,
+    workdir: Path,
+    retriever_model: str | None,
+    reranker_model: str | None,
+    base_model: str | None,
+    candidates: int,
+    noise_queries: int | None,
+    seed: int,
+    device: str | None,
+) -> None:
+    """Typo tolerance on DATA: fusion weights chosen on validation and recorded with the index;
+    every stage with and without spelling correction (all queries, out-of-vocabulary ones);
+    robustness to 0/5/10/20% typing noise; the corrector's precision."""
+    from research.bench_typo import run_typo_benchmark
+
+    report = run_typo_benchmark(
+        data,
+        workdir,
+        retriever_model=retriever_model,
+        reranker_model=reranker_model,
+        base_model=base_model,
+        candidates=candidates,
+        noise_queries=noise_queries,
+        seed=seed,
+        device=device,
+        log=lambda m: click.echo(m, err=True),
+    )
+    click.echo(report.markdown())
+    click.echo(f"\nwrote {workdir / 'typo.json'}, {workdir / 'typo.md'} ({report.seconds:.0f} s)")
+
+
 @click.command("bench-personal")
 @click.argument("data", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @simulation_options
@@ -504,6 +565,7 @@ COMMANDS = [
     demo_cmd,
     bench_cmd,
     simulate_cmd,
+    bench_typo_cmd,
     bench_personal_cmd,
     bench_index_cmd,
     bench_faults_cmd,

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from retrieval.encoder import BiEncoder
     from retrieval.filters import Filters
-    from retrieval.hits import RankedHit
+    from retrieval.hits import Hits, QueryCorrection, RankedHit
     from retrieval.retriever import Retriever
     from retrieval.store import IndexLocation
 
@@ -19,10 +19,20 @@ _EXPORTS = {
     "BiEncoder": "retrieval.encoder",
     "Filters": "retrieval.filters",
     "RankedHit": "retrieval.hits",
+    "Hits": "retrieval.hits",
+    "QueryCorrection": "retrieval.hits",
     "Retriever": "retrieval.retriever",
     "IndexLocation": "retrieval.store",
 }
-__all__ = ["BiEncoder", "Filters", "IndexLocation", "RankedHit", "Retriever"]
+__all__ = [
+    "BiEncoder",
+    "Filters",
+    "Hits",
+    "IndexLocation",
+    "QueryCorrection",
+    "RankedHit",
+    "Retriever",
+]
 
 
 def __getattr__(name: str) -> Any:

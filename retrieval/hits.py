@@ -75,3 +75,51 @@ class RankedHit:
                 {"feature": n, "value": v, "contribution": c} for n, v, c in self.because
             ]
         return out
+
+
+@dataclass(frozen=True)
+class QueryCorrection:
+    """What the spelling corrector did to a query ("showing results for ...").
+
+    Attributes:
+        original: The query as typed.
+        corrected: The query with its corrections, everything else as typed.
+        changes: (word as typed, correction) for each corrected word, in query order.
+    """
+
+    original: str
+    corrected: str
+    changes: tuple[tuple[str, str], ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: ``{"original", "corrected", "changes": [{"from", "to"}]}``."""
+        return {
+            "original": self.original,
+            "corrected": self.corrected,
+            "changes": [{"from": a, "to": b} for a, b in self.changes],
+        }
+
+
+class Hits(list):
+    """A ranked list of :class:`RankedHit` (best first) and the query correction behind it.
+
+    A plain ``list`` in every other way (index it, slice it, iterate it); slices are plain
+    lists, so a stage that cuts the list wraps the cut again (:meth:`like`).
+
+    Attributes:
+        correction: What the corrector changed in the query; None when nothing (or when
+            correction was off).
+    """
+
+    def __init__(self, hits=(), correction: QueryCorrection | None = None) -> None:
+        super().__init__(hits)
+        self.correction = correction
+
+    @property
+    def corrected(self) -> str | None:
+        """The corrected query the results are for, or None when the query was used as typed."""
+        return self.correction.corrected if self.correction is not None else None
+
+    def like(self, hits) -> Hits:
+        """Other hits for the same query (same correction)."""
+        return Hits(hits, self.correction)

@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
 from catalog.errors import ShopsearchError
 from retrieval.encoder import BiEncoder, model_fingerprint, resolve_model_path
 from retrieval.filters import Filters
-from retrieval.hits import RankedHit
+from retrieval.hits import Hits, QueryCorrection, RankedHit
 from retrieval.lexical import LexicalEncoder
+from retrieval.spelling import QueryCorrector
 from retrieval.store import (
     Backend,
     Collection,
@@ -30,6 +32,68 @@ DEFAULT_MODE: Mode = "hybrid"
 #: RRF weight of the shopper-taste prefetch against 1.0 for each query prefetch.
 USER_PREFETCH_WEIGHT = 0.5
 MAX_K = 1000
+#: Hybrid RRF weights (dense, BM25) of an index whose manifest records none (no labels to
+#: choose on). See README "Typo tolerance" for the measurement behind them.
+DEFAULT_DENSE_WEIGHT = 1.0
+DEFAULT_SPARSE_WEIGHT = 1.0
+#: Which query the dense tower reads when a query was corrected: ``original`` or ``corrected``.
+DEFAULT_DENSE_READS = "corrected"
+DenseReads = Literal["original", "corrected"]
+
+
+@dataclass(frozen=True)
+class QueryTuning:
+    """How queries are fused and corrected; recorded in the index manifest under ``"query"``.
+
+    Hybrid mode fuses the dense and BM25 lists by weighted reciprocal-rank fusion (Cormack,
+    Clarke and Buettcher, SIGIR 2009): a product scores ``sum_s w_s / (60 + rank_s)``.
+
+    Attributes:
+        dense_weight: RRF weight of the dense list (>= 0).
+        sparse_weight: RRF weight of the BM25 list (>= 0).
+        dense_reads: ``corrected`` or ``original``: what the dense tower reads when the
+            corrector changed a query (BM25 always reads the corrected query: a word the
+            catalog does not have matches nothing there).
+        how: How these were chosen (e.g. "chosen on the validation split").
+    """
+
+    dense_weight: float = DEFAULT_DENSE_WEIGHT
+    sparse_weight: float = DEFAULT_SPARSE_WEIGHT
+    dense_reads: DenseReads = DEFAULT_DENSE_READS  # type: ignore[assignment]
+    how: str = "default"
+
+    def __post_init__(self) -> None:
+        for name in ("dense_weight", "sparse_weight"):
+            w = getattr(self, name)
+            if not (isinstance(w, int | float) and math.isfinite(w) and w >= 0):
+                raise ShopsearchError(f"{name} must be a finite number >= 0, got {w!r}")
+        if self.dense_weight == 0 and self.sparse_weight == 0:
+            raise ShopsearchError("dense_weight and sparse_weight cannot both be 0")
+        if self.dense_reads not in ("original", "corrected"):
+            raise ShopsearchError(
+                f"dense_reads must be 'original' or 'corrected', got {self.dense_reads!r}"
+            )
+
+    @classmethod
+    def from_manifest(cls, manifest: dict[str, Any]) -> QueryTuning:
+        """The tuning an index records; the defaults for an index that records none."""
+        recorded = manifest.get("query") or {}
+        return cls(
+            dense_weight=float(recorded.get("dense_weight", DEFAULT_DENSE_WEIGHT)),
+            sparse_weight=float(recorded.get("sparse_weight", DEFAULT_SPARSE_WEIGHT)),
+            dense_reads=recorded.get("dense_reads", DEFAULT_DENSE_READS),
+            how=str(recorded.get("how", "default")),
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-able form, as stored in the manifest."""
+        return asdict(self)
+
+
+def load_corrector(collection: Collection) -> QueryCorrector | None:
+    """The spelling corrector of an index version; None when it stores no vocabulary."""
+    stored = collection.vocabulary()
+    return QueryCorrector.from_stored(stored) if stored is not None else None
 
 
 def check_query(query: str) -> str:
@@ -76,6 +140,8 @@ class Retriever:
         self.collection = collection
         self.encoder = encoder
         self.lexical = LexicalEncoder.from_config(collection.manifest["lexical"])
+        self.tuning = QueryTuning.from_manifest(collection.manifest)
+        self.corrector = load_corrector(collection)
         self._version = backend.current_version()
         self._checked_at = time.monotonic()
         self.auto_refresh_s = auto_refresh_s
@@ -138,8 +204,11 @@ class Retriever:
             return False
         new = self.backend.open()
         check_model(new.manifest, self.encoder.fingerprint, self.backend.location.describe())
+        corrector = load_corrector(new)
         old, self.collection, self._version = self.collection, new, version
         self.lexical = LexicalEncoder.from_config(new.manifest["lexical"])
+        self.tuning = QueryTuning.from_manifest(new.manifest)
+        self.corrector = corrector
         old.close()
         return True
 
@@ -161,18 +230,30 @@ class Retriever:
         user_vector: np.ndarray | None = None,
         user_weight: float = USER_PREFETCH_WEIGHT,
         with_vectors: bool = False,
+        corrections: Sequence[QueryCorrection | None] | None = None,
     ) -> list[QuerySpec]:
-        """Store queries for these texts (the query tower runs here)."""
+        """Store queries for these texts (the query tower runs here).
+
+        ``corrections`` (one per query, None where nothing changed) decide what BM25 and the
+        dense tower read: BM25 the corrected query, dense per :attr:`QueryTuning.dense_reads`.
+        """
         mode = mode or DEFAULT_MODE
         if not 1 <= k <= MAX_K:
             raise ShopsearchError(f"k must be between 1 and {MAX_K}, got {k}")
         flt = Filters.coerce(filters)
         texts = [check_query(q) for q in queries]
+        fixed = [
+            c.corrected if c is not None else t
+            for t, c in zip(texts, corrections or [None] * len(texts), strict=True)
+        ]
+        dense_texts = fixed if self.tuning.dense_reads == "corrected" else texts
         dense = (
-            self.encoder.encode_query(texts) if mode in ("dense", "hybrid") else [None] * len(texts)
+            self.encoder.encode_query(dense_texts)
+            if mode in ("dense", "hybrid")
+            else [None] * len(texts)
         )
         sparse = (
-            [self.lexical.encode_query(t) for t in texts]
+            [self.lexical.encode_query(t) for t in fixed]
             if mode in ("bm25", "hybrid")
             else [None] * len(texts)
         )
@@ -191,6 +272,8 @@ class Retriever:
                 candidates=candidates,
                 extra_dense=extra,
                 with_vectors=with_vectors,
+                dense_weight=self.tuning.dense_weight,
+                sparse_weight=self.tuning.sparse_weight,
             )
             for d, s in zip(dense, sparse, strict=True)
         ]
@@ -204,7 +287,8 @@ class Retriever:
         candidates: int | None = None,
         user_vector: np.ndarray | None = None,
         with_vectors: bool = False,
-    ) -> list[RankedHit]:
+        correct: bool = True,
+    ) -> Hits:
         """Top ``k`` products for a query.
 
         Args:
@@ -218,9 +302,12 @@ class Retriever:
                 prefers can enter the candidates.
             with_vectors: Also return each hit's dense vector (``RankedHit.vector``), in the
                 same store call.
+            correct: Correct misspelled words from the catalog's vocabulary (see
+                ``retrieval.spelling``); False searches the query as typed.
 
         Returns:
-            Up to ``k`` hits, best first, with ``score == retrieval``.
+            Up to ``k`` hits, best first, with ``score == retrieval``; ``.corrected`` is the
+            corrected query when the corrector changed it (else None).
         """
         return self.search_batch(
             [query],
@@ -230,6 +317,7 @@ class Retriever:
             candidates=candidates,
             user_vector=user_vector,
             with_vectors=with_vectors,
+            correct=correct,
         )[0]
 
     def search_batch(
@@ -241,17 +329,35 @@ class Retriever:
         candidates: int | None = None,
         user_vector: np.ndarray | None = None,
         with_vectors: bool = False,
-    ) -> list[list[RankedHit]]:
+        correct: bool = True,
+    ) -> list[Hits]:
         """:meth:`search` for many queries at once (one encoder batch, one store batch)."""
         if isinstance(queries, str):
             raise TypeError("search_batch takes a list of queries; use search() for one")
         if not queries:
             return []
         self._maybe_refresh()
+        corrections = self.corrections(queries) if correct else [None] * len(queries)
         specs = self.specs(
-            queries, k, filters, mode, candidates, user_vector, with_vectors=with_vectors
+            queries,
+            k,
+            filters,
+            mode,
+            candidates,
+            user_vector,
+            with_vectors=with_vectors,
+            corrections=corrections,
         )
-        return [to_hits(r) for r in self.collection.search_batch(specs)]
+        return [
+            Hits(to_hits(r), c)
+            for r, c in zip(self.collection.search_batch(specs), corrections, strict=True)
+        ]
+
+    def corrections(self, queries: Sequence[str]) -> list[QueryCorrection | None]:
+        """What the corrector changes in each query (None where nothing, or no vocabulary)."""
+        if self.corrector is None:
+            return [None] * len(queries)
+        return [self.corrector.correct(check_query(q)) for q in queries]
 
     def vectors(self, product_ids: Sequence[str]) -> dict[str, np.ndarray]:
         """The stored dense vectors of products (float32, ``(dim,)`` each); unknown ids absent.
@@ -296,6 +402,7 @@ def to_hits(results: Sequence[RankedHit]) -> list[RankedHit]:
 
 __all__ = [
     "DEFAULT_MODE",
+    "QueryTuning",
     "Retriever",
     "check_query",
     "model_fingerprint",

@@ -90,6 +90,8 @@ class RetrieverTrainConfig:
         seed: Seeds python, numpy and torch, the batching and the samples.
         device: "cpu", "cuda", ...; None = CUDA if available.
         bf16: bfloat16 autocast on CUDA (ignored on CPU).
+        typo_rate: Share of query letters given a typo in training (swap, drop or
+            neighbouring key; ``retrieval.noise``), seeded with ``seed``; 0 = off.
         time_budget_s: Stop (after one last validation) once the call has run this long
             (loading and validation included).
     """
@@ -112,6 +114,7 @@ class RetrieverTrainConfig:
     device: str | None = None
     bf16: bool = True
     time_budget_s: float | None = None
+    typo_rate: float = 0.0
 
     def check(self) -> None:
         """Raises ShopsearchError for options out of range."""
@@ -140,6 +143,8 @@ class RetrieverTrainConfig:
             problems.append(f"patience must be >= 1 (got {self.patience})")
         if self.max_seq_length < 8:
             problems.append(f"max_seq_length must be >= 8 (got {self.max_seq_length})")
+        if not 0.0 <= self.typo_rate <= 0.5:
+            problems.append(f"typo_rate must be in [0, 0.5] (got {self.typo_rate})")
         if problems:
             raise ShopsearchError("bad training options: " + "; ".join(problems))
 
@@ -502,17 +507,26 @@ def training_dataset(
     hard: dict[str, list[str]] | None,
     n_hard: int,
     seed: int,
+    typo_rate: float = 0.0,
 ) -> Any:
     """A ``datasets.Dataset`` with ``anchor`` (query), ``positive`` and ``negative_1..n`` (texts).
 
     Hard negatives are drawn per pair from ``hard[qid]`` (seeded); a query with too few gets
-    random catalog products it has no judgment for.
+    random catalog products it has no judgment for. With ``typo_rate`` > 0 each anchor gets
+    typos (:class:`retrieval.noise.TypoNoise`, seeded by ``seed`` and the pair's position, so
+    one query's pairs get different typos).
     """
     from datasets import Dataset
 
+    from retrieval.noise import TypoNoise
+
     queries = data.queries["train"]
+    noise = TypoNoise(typo_rate, seed)
     columns: dict[str, list[str]] = {
-        "anchor": [queries[q][:MAX_QUERY_CHARS] for q, _ in pairs],
+        "anchor": [
+            noise(queries[q][:MAX_QUERY_CHARS], i) if typo_rate else queries[q][:MAX_QUERY_CHARS]
+            for i, (q, _) in enumerate(pairs)
+        ],
         "positive": [data.texts[p] for _, p in pairs],
     }
     if hard and n_hard:
@@ -636,7 +650,9 @@ def train_retriever(
             f"mined hard negatives for {len(hard)} queries from the top {HARD_NEGATIVE_DEPTH} of "
             f"{len(data.texts)} products ({time.perf_counter() - t0:.1f}s)"
         )
-    dataset = training_dataset(data, pairs, hard, config.hard_negatives, config.seed)
+    dataset = training_dataset(
+        data, pairs, hard, config.hard_negatives, config.seed, typo_rate=config.typo_rate
+    )
 
     out.mkdir(parents=True, exist_ok=True)
     st.save(str(out), create_model_card=False)  # the starting model, until a checkpoint beats it

@@ -94,3 +94,35 @@ def test_blend_weight_is_never_chosen_over_empty_or_nan_statistics():
     unjudged = {"q1": {"good": 1.0}}
     chosen, _, how = choose_blend_weight(runs_for, unjudged, _Data(), saved=0.3, log=print)
     assert chosen == 0.3 and "kept" in how
+
+
+def test_typo_bench_records_fusion_and_scores_with_and_without_correction(
+    tmp_path, tiny_bench, tiny_model
+):
+    from research.bench_typo import NOISE_LEVELS, run_typo_benchmark
+    from retrieval.retriever import Retriever
+
+    # a few test queries get a misspelled word, so the out-of-vocabulary subset is not empty
+    queries = pl.read_parquet(tiny_bench / "queries.parquet")
+    queries = queries.with_columns(
+        pl.when(pl.col("split") == "test")
+        .then(pl.col("query") + " cordlesss")
+        .otherwise(pl.col("query"))
+        .alias("query")
+    )
+    queries.write_parquet(tiny_bench / "queries.parquet")
+    report = run_typo_benchmark(
+        tiny_bench, tmp_path / "work", base_model=str(tiny_model), log=lambda m: None
+    )
+    assert report.oov_queries == report.queries_scored == 30
+    assert {r.stage for r in report.rows} == {"bm25", "dense", "hybrid"}
+    assert {r.subset for r in report.rows} == {"all", "out-of-vocabulary"}
+    for values in report.robustness["hybrid"].values():
+        assert len(values) == len(NOISE_LEVELS)
+    assert report.corrections["words_changed"] >= 30  # "cordlesss" -> "cordless" each time
+    # the weights chosen on validation are recorded with the index and used by search
+    index = next((tmp_path / "work").glob("index-*"))
+    with Retriever.open(index, model=str(tiny_model)) as r:
+        assert r.tuning.as_dict() == report.tuning
+        assert r.tuning.how.startswith("chosen on the validation split")
+    assert "out-of-vocabulary" in (tmp_path / "work" / "typo.md").read_text()

@@ -7,7 +7,9 @@ backends (``edge.py``, ``server.py``) do.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import html
+import json
 import math
 import re
 import time
@@ -355,6 +357,8 @@ class QuerySpec:
         candidates: Prefetch depth per source for fused queries (None: max(k, 100)).
         extra_dense: More dense sources fused by RRF, as (vector, weight).
         with_vectors: Return each hit's dense vector (:attr:`RankedHit.vector`) in the same call.
+        dense_weight: RRF weight of the dense source in hybrid mode.
+        sparse_weight: RRF weight of the BM25 source in hybrid mode.
 
     Raises:
         ShopsearchError: k < 1 or an unknown mode.
@@ -369,8 +373,14 @@ class QuerySpec:
     candidates: int | None = None
     extra_dense: tuple[tuple[np.ndarray, float], ...] = ()
     with_vectors: bool = False
+    dense_weight: float = 1.0
+    sparse_weight: float = 1.0
 
     def __post_init__(self) -> None:
+        for name in ("dense_weight", "sparse_weight"):
+            weight = getattr(self, name)
+            if not (math.isfinite(weight) and weight >= 0):
+                raise ShopsearchError(f"{name} must be finite and >= 0, got {weight}")
         if self.k < 1:
             raise ShopsearchError(f"k must be at least 1, got {self.k}")
         if self.mode not in ("dense", "bm25", "hybrid"):
@@ -401,9 +411,9 @@ class QuerySpec:
         """(vector name, vector, weight) for each source this query reads."""
         out: list[tuple[str, Any, float]] = []
         if self.mode in ("dense", "hybrid"):
-            out.append((DENSE, self.dense, 1.0))
+            out.append((DENSE, self.dense, self.dense_weight))
         if self.mode in ("bm25", "hybrid"):
-            out.append((SPARSE, self.sparse, 1.0))
+            out.append((SPARSE, self.sparse, self.sparse_weight))
         out.extend((DENSE, vec, weight) for vec, weight in self.extra_dense)
         return out
 
@@ -474,6 +484,41 @@ class Collection(ABC):
     def flush_segment(self) -> None:  # noqa: B027 - optional hook
         """Indexes what was written so far as its own segment and releases its build memory."""
 
+    @abstractmethod
+    def set_vocabulary(self, vocabulary: dict[str, Any]) -> None:
+        """Stores the spelling vocabulary with this version (before :meth:`set_manifest`)."""
+
+    @abstractmethod
+    def read_vocabulary(self) -> dict[str, Any] | None:
+        """The stored spelling vocabulary, or None when this version has none.
+
+        Raises:
+            ShopsearchError: It is stored but unreadable (the index is damaged).
+        """
+
+    def vocabulary(self) -> dict[str, Any] | None:
+        """The spelling vocabulary the manifest names, checked against its checksum.
+
+        Returns:
+            ``{"kind", "counts"}``; None for an index built without one (older shopsearch).
+
+        Raises:
+            ShopsearchError: Missing or not matching the manifest's checksum (damaged).
+        """
+        recorded = self.manifest.get("spelling")
+        if not recorded:
+            return None
+        stored = self.read_vocabulary()
+        where = self._describe()
+        if stored is None:
+            raise damaged_index(where, "its spelling vocabulary is missing")
+        if vocabulary_sha(stored) != recorded.get("sha"):
+            raise damaged_index(where, "its spelling vocabulary does not match its checksum")
+        return stored
+
+    def _describe(self) -> str:
+        return str(getattr(self, "root", None) or getattr(self, "name", "the index"))
+
     def finalize(self) -> None:  # noqa: B027 - optional hook
         """Builds indexes and makes everything durable (called before promotion)."""
 
@@ -542,6 +587,12 @@ class Backend(ABC):
     def exists(self) -> bool:
         """True when there is an index here."""
         return self.current_version() is not None
+
+
+def vocabulary_sha(vocabulary: dict[str, Any]) -> str:
+    """Checksum of a stored vocabulary (recorded in the manifest)."""
+    blob = json.dumps(vocabulary, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:32]
 
 
 def missing_index(location: IndexLocation) -> ShopsearchError:

@@ -53,6 +53,8 @@ from retrieval.store.base import (
 
 INTEGRITY = "integrity.json"
 MANIFEST = "manifest.json"
+#: The spelling vocabulary of a build (its checksum is in the manifest).
+VOCABULARY = "vocabulary.json"
 _COPY_CHUNK = 1 << 20
 _ZEROS = bytes(_COPY_CHUNK)
 
@@ -260,6 +262,18 @@ class EdgeCollection(Collection):
             self.shard.close()
             self.shard = None
             self.shard = qe.EdgeShard.load(str(self.root / "shard"))
+
+    def set_vocabulary(self, vocabulary: dict[str, Any]) -> None:
+        _atomic_write(self.root / VOCABULARY, json.dumps(vocabulary, sort_keys=True))
+
+    def read_vocabulary(self) -> dict[str, Any] | None:
+        path = self.root / VOCABULARY
+        if not path.exists():
+            return None
+        try:
+            return json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise damaged_index(str(self.root), f"{path} is unreadable: {exc}") from exc
 
     def finalize(self) -> None:
         with engine_errors("build the index", self._where()):

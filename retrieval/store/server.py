@@ -52,6 +52,7 @@ LOCK_RENEW_S = 60.0
 _META = "shopsearch"
 _META_SHA = "shopsearch_sha"
 _META_STATE = "shopsearch_state"  # JSON: {"state": "staging"|"live", "expires": epoch s}
+_META_VOCABULARY = "shopsearch_vocabulary"  # JSON: {"kind", "counts"}
 _META_LOCK = "shopsearch_lock"  # JSON: {"owner": id, "build": id, "expires": epoch s}
 
 
@@ -200,6 +201,27 @@ class ServerCollection(Collection):
             self.name,
             metadata={_META: json.dumps(manifest, sort_keys=True), _META_SHA: _sha(manifest)},
         )
+
+    def set_vocabulary(self, vocabulary: dict[str, Any]) -> None:
+        # a metadata key of its own beside the manifest's: the manifest stays small (it is read
+        # on every open and refresh) and records this one's checksum
+        self._call(
+            "store the spelling vocabulary",
+            self.client.update_collection,
+            self.name,
+            metadata={_META_VOCABULARY: json.dumps(vocabulary, sort_keys=True)},
+        )
+
+    def read_vocabulary(self) -> dict[str, Any] | None:
+        raw = self.backend._metadata(self.name).get(_META_VOCABULARY)
+        if raw is None:
+            return None
+        try:
+            return json.loads(raw)
+        except ValueError as exc:
+            raise damaged_index(
+                self.backend.location.describe(), f"the vocabulary of {self.name} is garbled"
+            ) from exc
 
 
 class ServerBackend(Backend):

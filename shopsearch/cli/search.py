@@ -56,13 +56,19 @@ from shopsearch.cli.options import device_option, filter_options, index_options
     help="The shopper profiles directory (events ingested with 'shopsearch events ingest').",
 )
 @click.option("--user", "user_id", default=None, help="The shopper's id (pseudonymized first).")
+@click.option(
+    "--no-correct",
+    "no_correct",
+    is_flag=True,
+    help="Search the query as typed (no spelling correction from the catalog's vocabulary).",
+)
 @device_option
 @click.option(
     "--json",
     "as_json",
     is_flag=True,
-    help="Print JSON for other programs: {query, hits: [{rank, product_id, score, scores, "
-    "product, because}]}.",
+    help="Print JSON for other programs: {query, corrected, corrections, hits: [{rank, "
+    "product_id, score, scores, product, because}]}.",
 )
 def search_cmd(
     query: str,
@@ -78,6 +84,7 @@ def search_cmd(
     user_id: str | None,
     device: str | None,
     as_json: bool,
+    no_correct: bool = False,
 ) -> None:
     """Search the index for QUERY and print the top K products."""
     from rerank.pipeline import SearchPipeline
@@ -94,15 +101,33 @@ def search_cmd(
         model=model,
     ) as pipeline:
         hits = pipeline.search(
-            query, user_id=user_id, k=k, rerank_depth=rerank_depth, filters=filters, mode=mode
+            query,
+            user_id=user_id,
+            k=k,
+            rerank_depth=rerank_depth,
+            filters=filters,
+            mode=mode,
+            correct=not no_correct,
         )
         why = pipeline.retriever.why_empty(filters) if not hits and not filters.is_empty() else None
     if as_json:
-        out = {"query": query, "hits": [h.to_dict(r) for r, h in enumerate(hits, start=1)]}
+        out = {
+            "query": query,
+            "corrected": hits.corrected,
+            "corrections": [
+                {"from": a, "to": b}
+                for a, b in (hits.correction.changes if hits.correction else ())
+            ],
+            "hits": [h.to_dict(r) for r, h in enumerate(hits, start=1)],
+        }
         if why:
             out["note"] = why
         click.echo(json.dumps(out, default=str))
         return
+    if hits.corrected:
+        click.echo(
+            f'showing results for "{hits.corrected}" (search "{query}" as typed with --no-correct)'
+        )
     click.echo(format_hits(query, hits))
     if why:
         click.echo(f"note: {why}", err=True)

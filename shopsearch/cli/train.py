@@ -58,6 +58,14 @@ def trainer_options(lr: float, batch_size: int, min_batch: int, batch_help: str)
             type=click.FloatRange(0.1),
             help="Stop training after this long, keeping the best checkpoint.",
         ),
+        click.option(
+            "--typo-rate",
+            default=0.0,
+            show_default=True,
+            type=click.FloatRange(0, 0.5),
+            help="Train on queries with typos: each letter swapped, dropped or replaced by a "
+            "neighbouring key with this probability (seeded; 0: queries as written).",
+        ),
         click.option("--seed", default=0, show_default=True, type=int, help="Random seed."),
         device_option,
         progress_option,
@@ -132,6 +140,7 @@ def train_retriever_cmd(
     val_catalog,
     eval_every,
     max_minutes,
+    typo_rate,
     seed,
     device,
     progress,
@@ -150,6 +159,7 @@ def train_retriever_cmd(
         val_catalog=val_catalog or None,
         eval_every=eval_every,
         time_budget_s=max_minutes * 60 if max_minutes else None,
+        typo_rate=typo_rate,
         seed=seed,
         device=device,
     )
@@ -209,6 +219,7 @@ def train_reranker_cmd(
     val_queries,
     eval_every,
     max_minutes,
+    typo_rate,
     seed,
     device,
     progress,
@@ -229,6 +240,7 @@ def train_reranker_cmd(
         val_queries=val_queries,
         eval_every=eval_every,
         time_budget_s=max_minutes * 60 if max_minutes else None,
+        typo_rate=typo_rate,
         seed=seed,
         device=device,
     )

@@ -37,6 +37,7 @@ from catalog.errors import ShopsearchError
 from shopsearch.service.metrics import Metrics
 from shopsearch.service.models import (
     MAX_USER_ID_CHARS,
+    Correction,
     EventReject,
     EventsRequest,
     EventsResponse,
@@ -273,6 +274,7 @@ def create_app(
                     filters=params.filters(),
                     mode=params.mode,
                     explain=params.explain,
+                    correct=params.correct,
                 )
             except (ShopsearchError, ValueError) as exc:
                 # the retriever signals user mistakes (a blank query) with ValueError too
@@ -305,6 +307,11 @@ def create_app(
         return SearchResponse(
             search_id=search_id,
             query=params.q,
+            corrected=getattr(hits, "corrected", None),
+            corrections=[
+                Correction(typed=a, to=b)
+                for a, b in (hits.correction.changes if getattr(hits, "correction", None) else ())
+            ],
             k=params.k,
             offset=params.offset,
             personalized=any(h.personal != 0.0 for h in hits),

@@ -52,6 +52,11 @@ class SearchParams(BaseModel):
     mode: Literal["hybrid", "dense", "bm25"] | None = Field(
         None, description="Retrieval mode (default hybrid)."
     )
+    correct: bool = Field(
+        True,
+        description="Correct misspelled words from the catalog's vocabulary; false searches "
+        "the query as typed.",
+    )
 
     @model_validator(mode="after")
     def _depth(self) -> SearchParams:
@@ -104,11 +109,28 @@ class SearchResult(BaseModel):
     )
 
 
+class Correction(BaseModel):
+    """One word the spelling corrector changed."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    typed: str = Field(alias="from", description="The word as typed.")
+    to: str = Field(description="The catalog word searched instead.")
+
+
 class SearchResponse(BaseModel):
     """A page of results."""
 
     search_id: str = Field(description="Log impressions and clicks against this id.")
     query: str
+    corrected: str | None = Field(
+        None,
+        description='The corrected query the results are for ("showing results for ..."); '
+        "null when the query was searched as typed.",
+    )
+    corrections: list[Correction] = Field(
+        default_factory=list, description="Each corrected word, as typed and as corrected."
+    )
     k: int
     offset: int
     personalized: bool = Field(description="True when the shopper's history moved a score.")

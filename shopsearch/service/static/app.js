@@ -78,6 +78,7 @@ function render(data) {
     .join(", ");
   $("status").className = "";
   $("status").textContent =
+    (data.corrected ? `showing results for "${data.corrected}" · ` : "") +
     `${data.results.length} results` + (data.personalized ? " (personalized)" : "") + ` · ${stages}`;
 }
 

@@ -1,0 +1,346 @@
+"""Typo benchmark: spelling correction, fusion weights and robustness to noisy queries.
+
+One run, side by side on a benchmark's test split:
+
+* fusion weights (dense weight against BM25's 1.0) and what the dense tower reads when a query
+  was corrected, chosen on the validation split and recorded with the index
+  (``indexer.build.tune_index``);
+* every stage (BM25, dense, hybrid, and the reranked pipeline when a reranker is given) with
+  and without correction, on all scored queries and on the subset with an out-of-vocabulary
+  word, with paired randomization tests;
+* a robustness curve: NDCG@10 and Recall@100 as 0/5/10/20% of query letters get a seeded
+  typo (``retrieval.noise``), per stage;
+* the corrector's precision: every correction made on the test queries, flagged when the
+  word it changed is an English word (symspellpy's bundled English frequency list, a proxy
+  for "was right"), with a sample listed.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from evaluation.data import load_benchmark
+from evaluation.metrics import evaluate, mean_scores
+from evaluation.stats import paired_test
+from indexer.build import tune_index
+from research.bench_quality import _index_for, _run_from
+from retrieval.encoder import BiEncoder
+from retrieval.noise import TypoNoise
+from retrieval.retriever import QueryTuning, Retriever
+from retrieval.spelling import vocabulary_words
+from retrieval.store import IndexLocation
+
+METRICS = ("ndcg@10", "recall@100")
+DENSE_WEIGHTS = (0.25, 0.5, 0.75, 1.0)
+NOISE_LEVELS = (0.0, 0.05, 0.1, 0.2)
+Run = dict[str, dict[str, float]]
+
+
+@dataclass(frozen=True)
+class TypoRow:
+    """One system on one query subset, with and without correction."""
+
+    stage: str
+    subset: str
+    queries: int
+    metric: str
+    as_typed: float
+    corrected: float
+    relative_delta: float
+    p_value: float
+
+
+@dataclass(frozen=True)
+class TypoReport:
+    """What ``shopsearch bench-typo`` measured."""
+
+    data: str
+    machine: str
+    seconds: float
+    queries_scored: int
+    oov_queries: int
+    tuning: dict[str, Any]
+    validation: dict[str, float]
+    default_check: dict[str, float]
+    rows: list[TypoRow]
+    robustness: dict[str, dict[str, list[float]]]
+    corrections: dict[str, Any] = field(repr=False)
+
+    def markdown(self) -> str:
+        """The tables."""
+        t = self.tuning
+        lines = [
+            f"Benchmark {self.data}: {self.queries_scored} scored test queries, {self.oov_queries} "
+            f"with a word of 3+ letters the catalog does not know. Machine: {self.machine}.",
+            "",
+            f"Fusion chosen on validation ({t['how']}): dense weight {t['dense_weight']:g}, BM25 "
+            f"{t['sparse_weight']:g}, dense reads the {t['dense_reads']} query.",
+            "Validation NDCG@10 by (dense weight, dense reads): "
+            + ", ".join(f"{k}: {v:.4f}" for k, v in self.validation.items()),
+            "",
+            "Untuned-model check (test): "
+            + ", ".join(f"{k}: {v:.4f}" for k, v in self.default_check.items()),
+            "",
+            "| stage | subset | n | metric | as typed | corrected | rel. change | p |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for r in self.rows:
+            mark = " *" if r.p_value < 0.05 else ""
+            lines.append(
+                f"| {r.stage} | {r.subset} | {r.queries} | {r.metric} | {r.as_typed:.3f} | "
+                f"{r.corrected:.3f} | {r.relative_delta:+.1%} | {r.p_value:.4f}{mark} |"
+            )
+        lines += ["", "`*`: p < 0.05 (paired randomization).", ""]
+        levels = " | ".join(f"{x:.0%}" for x in NOISE_LEVELS)
+        lines += [
+            f"| stage (corrected) | metric | {levels} |",
+            "|---|---|" + "---|" * len(NOISE_LEVELS),
+        ]
+        for stage, by_metric in self.robustness.items():
+            for metric, values in by_metric.items():
+                lines.append(
+                    f"| {stage} | {metric} | " + " | ".join(f"{v:.3f}" for v in values) + " |"
+                )
+        c = self.corrections
+        lines += [
+            "",
+            f"Corrector on the test queries: {c['queries_corrected']} queries corrected, "
+            f"{c['words_changed']} words changed, {c['english_words_changed']} of them an English "
+            f"word ({c['english_share']:.1%}; proxy for a word that was right). Sample:",
+            "",
+            "| query | changed | English word? |",
+            "|---|---|---|",
+        ]
+        for s in c["sample"]:
+            lines.append(f"| {s['query']} | {s['from']} -> {s['to']} | {s['english']} |")
+        return "\n".join(lines)
+
+
+def _english_words() -> set[str]:
+    from importlib.resources import files
+
+    path = files("symspellpy") / "frequency_dictionary_en_82_765.txt"
+    return {line.split()[0] for line in path.read_text().splitlines() if line.strip()}
+
+
+def _scored(data, split: str) -> tuple[list[str], list[str], dict]:
+    frame, qrels = data.split(split)
+    ok = {q for q, j in qrels.items() if any(g >= data.threshold for g in j.values())}
+    pairs = sorted(
+        (q, t)
+        for q, t in zip(frame["query_id"].to_list(), frame["query"].to_list(), strict=True)
+        if q in ok
+    )
+    return [q for q, _ in pairs], [t for _, t in pairs], qrels
+
+
+def run_typo_benchmark(
+    data_dir: str | Path,
+    workdir: str | Path,
+    *,
+    retriever_model: str | None = None,
+    reranker_model: str | None = None,
+    base_model: str | None = None,
+    candidates: int = 50,
+    noise_queries: int | None = None,
+    seed: int = 0,
+    device: str | None = None,
+    log: Callable[[str], None] = print,
+) -> TypoReport:
+    """Runs the typo benchmark; writes ``typo.json`` and ``typo.md`` in ``workdir``.
+
+    Args:
+        data_dir: A benchmark folder (``catalog.parquet``, queries, qrels).
+        workdir: Indexes (reused with ``shopsearch bench``'s) and the report.
+        retriever_model: Fine-tuned bi-encoder; None benchmarks the zero-shot one only.
+        reranker_model: Cross-encoder: adds the pipeline stage.
+        base_model: Zero-shot bi-encoder (default: the packaged all-MiniLM-L6-v2).
+        candidates: Hybrid hits the reranker reorders.
+        noise_queries: Score the robustness curve on a seeded sample of this many queries.
+        seed: Seeds the noise and the samples.
+        device: Torch device.
+        log: Progress lines.
+    """
+    from research.bench_speed import machine_description
+
+    start = time.perf_counter()
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    data = load_benchmark(data_dir)
+    catalog = Path(data_dir) / "catalog.parquet"
+    qids, texts, qrels = _scored(data, "test")
+    vqids, vtexts, vqrels = _scored(data, "validation")
+
+    def score(run: Run, judged=qrels) -> dict[str, dict[str, float]]:
+        return evaluate(
+            judged, run, metrics=METRICS, threshold=data.threshold, gain_offset=data.gain_offset
+        )
+
+    def retrieve(r: Retriever, mode: str, ids, qs, correct: bool) -> Run:
+        batches = []
+        for i in range(0, len(qs), 64):
+            batches.extend(r.search_batch(qs[i : i + 64], k=100, mode=mode, correct=correct))
+        return _run_from(batches, ids)
+
+    base = BiEncoder(base_model, device=device)
+    base_path = _index_for(base, catalog, workdir, log)
+    # the untuned default: zero-shot hybrid at the built-in weights against BM25 (test)
+    # and at each dense weight (validation NDCG@10 picks a default for shops without labels)
+    default_check: dict[str, float] = {}
+    with Retriever.open(base_path, encoder=base) as zero:
+        means = mean_scores(score(retrieve(zero, "bm25", qids, texts, True)))
+        for m in METRICS:
+            default_check[f"bm25 {m}"] = means[m]
+        for w in DENSE_WEIGHTS:
+            zero.tuning = QueryTuning(dense_weight=w)
+            v = mean_scores(score(retrieve(zero, "hybrid", vqids, vtexts, True), vqrels))
+            default_check[f"zero-shot hybrid w={w:g} validation ndcg@10"] = v["ndcg@10"]
+            means = mean_scores(score(retrieve(zero, "hybrid", qids, texts, True)))
+            for m in METRICS:
+                default_check[f"zero-shot hybrid w={w:g} {m}"] = means[m]
+            log(f"zero-shot hybrid, dense weight {w:g}: validation NDCG@10 {v['ndcg@10']:.4f}")
+    if retriever_model is not None:
+        encoder = BiEncoder(retriever_model, device=device)
+        path = _index_for(encoder, catalog, workdir, log)
+    else:
+        encoder, path = base, base_path
+    retriever = Retriever.open(path, encoder=encoder)
+    corrector = retriever.corrector
+    assert corrector is not None  # _index_for adds a vocabulary to an index built without
+
+    # fusion weights and dense reading, chosen on validation
+    validation: dict[str, float] = {}
+    for reads in ("original", "corrected"):
+        for w in DENSE_WEIGHTS:
+            retriever.tuning = QueryTuning(dense_weight=w, dense_reads=reads)  # type: ignore[arg-type]
+            run = retrieve(retriever, "hybrid", vqids, vtexts, True)
+            value = mean_scores(score(run, vqrels))["ndcg@10"]
+            validation[f"{w:g}/{reads}"] = value
+            log(f"validation hybrid dense weight {w:g}, dense reads {reads}: NDCG@10 {value:.4f}")
+    best = max(validation, key=lambda k: validation[k])
+    w, reads = best.split("/")
+    tuning = QueryTuning(
+        dense_weight=float(w),
+        dense_reads=reads,  # type: ignore[arg-type]
+        how="chosen on the validation split (shopsearch bench-typo)",
+    )
+    retriever.close()
+    tune_index(IndexLocation(path=path), tuning)
+    log(f"recorded {tuning} with {path}")
+    retriever = Retriever.open(path, encoder=encoder)
+    assert retriever.tuning == tuning
+
+    oov = [
+        q
+        for q, t in zip(qids, texts, strict=True)
+        if any(len(x) >= 3 and not corrector.knows(x) for x in vocabulary_words(t))
+    ]
+    runs: dict[str, dict[bool, Run]] = {}
+    for name, mode in (("bm25", "bm25"), ("dense", "dense"), ("hybrid", "hybrid")):
+        log(f"stage {name}")
+        runs[name] = {c: retrieve(retriever, mode, qids, texts, c) for c in (False, True)}
+
+    pipeline_fn = None
+    if reranker_model is not None:
+        from rerank.pipeline import SearchPipeline
+        from rerank.reranker import Reranker
+
+        pipe = SearchPipeline(retriever, Reranker.load(reranker_model, device=device))
+
+        def pipeline_fn(ids: Sequence[str], qs: Sequence[str], correct: bool) -> Run:
+            batches = []
+            for i in range(0, len(qs), 32):
+                batches.extend(
+                    pipe.search_batch(
+                        list(qs[i : i + 32]), k=100, rerank_depth=candidates, correct=correct
+                    )
+                )
+            return _run_from(batches, list(ids))
+
+        log("stage pipeline")
+        runs["pipeline"] = {c: pipeline_fn(qids, texts, c) for c in (False, True)}
+
+    rows: list[TypoRow] = []
+    for name, by in runs.items():
+        scored = {c: score(by[c]) for c in (False, True)}
+        for subset, ids in (("all", qids), ("out-of-vocabulary", oov)):
+            for m in METRICS:
+                a = {q: scored[False][m][q] for q in ids if q in scored[False][m]}
+                b = {q: scored[True][m][q] for q in ids if q in scored[True][m]}
+                if not a:
+                    continue
+                t = paired_test(a, b, method="randomization")
+                rows.append(
+                    TypoRow(
+                        name, subset, len(a), m, t.mean_a, t.mean_b, t.relative_delta, t.p_value
+                    )
+                )
+
+    # robustness curve
+    rng = random.Random(seed)
+    nq = list(zip(qids, texts, strict=True))
+    if noise_queries is not None and noise_queries < len(nq):
+        nq = sorted(rng.sample(nq, noise_queries))
+    nids, ntexts = [q for q, _ in nq], [t for _, t in nq]
+    robustness: dict[str, dict[str, list[float]]] = {}
+    for level in NOISE_LEVELS:
+        noisy = TypoNoise(level, seed).many(ntexts, nids)
+        log(f"noise {level:.0%}")
+        stage_runs = {
+            name: retrieve(retriever, mode, nids, noisy, True)
+            for name, mode in (("bm25", "bm25"), ("dense", "dense"), ("hybrid", "hybrid"))
+        }
+        stage_runs["hybrid, as typed"] = retrieve(retriever, "hybrid", nids, noisy, False)
+        if pipeline_fn is not None:
+            stage_runs["pipeline"] = pipeline_fn(nids, noisy, True)
+        for name, run in stage_runs.items():
+            means = mean_scores(score(run))
+            for m in METRICS:
+                robustness.setdefault(name, {}).setdefault(m, []).append(means[m])
+
+    # the corrector's precision on the test queries
+    english = _english_words()
+    changed = []
+    for t in texts:
+        fix = corrector.correct(t)
+        if fix is not None:
+            changed += [
+                {"query": t, "from": a, "to": b, "english": a.lower() in english}
+                for a, b in fix.changes
+            ]
+    n_queries = len({c["query"] for c in changed})
+    sample = random.Random(seed).sample(changed, min(30, len(changed)))
+    corrections = {
+        "queries_corrected": n_queries,
+        "words_changed": len(changed),
+        "english_words_changed": sum(c["english"] for c in changed),
+        "english_share": sum(c["english"] for c in changed) / max(1, len(changed)),
+        "sample": sorted(sample, key=lambda c: c["query"]),
+        "all": changed,
+    }
+    retriever.close()
+    report = TypoReport(
+        data=str(data_dir),
+        machine=machine_description(),
+        seconds=time.perf_counter() - start,
+        queries_scored=len(qids),
+        oov_queries=len(oov),
+        tuning=tuning.as_dict(),
+        validation=validation,
+        default_check=default_check,
+        rows=rows,
+        robustness=robustness,
+        corrections=corrections,
+    )
+    (workdir / "typo.json").write_text(json.dumps(asdict(report), indent=1))
+    (workdir / "typo.md").write_text(report.markdown() + "\n")
+    return report
+
+
+__all__ = ["TypoReport", "TypoRow", "run_typo_benchmark"]

@@ -1,0 +1,207 @@
+"""Query spelling correction from the shop's own vocabulary.
+
+At indexing time :func:`build_vocabulary` counts the words of every product's text (the text
+BM25 indexes); the counts are stored with the index. At query time :class:`QueryCorrector`
+replaces each word the catalog does not know by the most frequent catalog word within a small
+edit distance, found with SymSpell (Wolf Garbe's symmetric-delete algorithm, through the
+``symspellpy`` package: a maintained, tested implementation of the lookup and of the
+Damerau-Levenshtein (OSA) distance, fast enough for every query, instead of a hand-written
+search).
+
+Guards (a correction must never make a good query worse):
+
+* only words of letters are touched: a token with a digit (``dcd790``, ``30x80``, ``3/4``,
+  ``2x4``) is left as typed, and so is a word glued to a digit;
+* a word the catalog knows is never changed; "knows" is judged after BM25's own
+  normalisation, so ``faucets`` is known when ``faucet`` is, and stopwords and unit words
+  (``in``, ``gallons``) are known;
+* words of up to :attr:`SpellingConfig.min_length` - 1 letters (``g``, ``ge``, ``led``) are
+  left alone: at that length most edits give another word;
+* words of 4 letters get at most one edit, longer ones :attr:`SpellingConfig.max_distance`;
+* words outside ASCII letters (other scripts) are left alone.
+
+The original query is kept: :class:`~retrieval.hits.QueryCorrection` holds both.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from catalog.errors import ShopsearchError
+from retrieval.hits import QueryCorrection
+from retrieval.lexical import _UNIT_WORDS, STOPWORDS, _fold
+
+__all__ = [
+    "VOCABULARY_KIND",
+    "QueryCorrector",
+    "SpellingConfig",
+    "build_vocabulary",
+    "vocabulary_words",
+]
+
+VOCABULARY_KIND = "shopsearch-vocabulary/v1"
+#: A word: a run of letters not glued to a letter or digit on either side.
+_WORD_RE = re.compile(r"(?<![a-z0-9])[a-z]+(?![a-z0-9])")
+#: The same over the typed query (any case); a run glued to a digit is not matched.
+_QUERY_WORD_RE = re.compile(r"(?<![A-Za-z0-9])[A-Za-z]+(?![A-Za-z0-9])")
+
+
+@dataclass(frozen=True)
+class SpellingConfig:
+    """How far the corrector may go.
+
+    Attributes:
+        min_length: Words shorter than this many letters are never corrected.
+        max_distance: Largest edit distance (Damerau-Levenshtein, OSA) of a correction, for
+            words of ``long_from`` letters or more.
+        long_from: Words shorter than this get at most one edit.
+        min_count: A catalog word is a correction only if this many products contain it.
+    """
+
+    min_length: int = 4
+    max_distance: int = 2
+    long_from: int = 5
+    min_count: int = 1
+
+    def __post_init__(self) -> None:
+        if self.min_length < 1:
+            raise ShopsearchError(f"min_length must be at least 1, got {self.min_length}")
+        if not 1 <= self.max_distance <= 3:
+            raise ShopsearchError(f"max_distance must be 1, 2 or 3, got {self.max_distance}")
+        if self.min_count < 1:
+            raise ShopsearchError(f"min_count must be at least 1, got {self.min_count}")
+
+    def distance_for(self, word: str) -> int:
+        """The largest edit allowed for ``word`` (0: never corrected)."""
+        if len(word) < self.min_length:
+            return 0
+        return self.max_distance if len(word) >= self.long_from else 1
+
+
+def vocabulary_words(text: str) -> list[str]:
+    """The words of a text as the vocabulary counts them: folded to ASCII, lowercased, letters
+    only (tokens with a digit, such as model numbers and sizes, are not words)."""
+    if not text:
+        return []
+    if not text.isascii():
+        text = _fold(text)
+    return _WORD_RE.findall(text.lower())
+
+
+def build_vocabulary(texts: Iterable[str]) -> dict[str, int]:
+    """Word -> number of texts containing it (document frequency), over product texts.
+
+    Args:
+        texts: One text per product (``catalog.text.product_text``).
+
+    Returns:
+        The counts, sorted by word (so the stored file is stable).
+    """
+    counts: Counter[str] = Counter()
+    for text in texts:
+        counts.update(set(vocabulary_words(text)))
+    return dict(sorted(counts.items()))
+
+
+class QueryCorrector:
+    """Corrects the out-of-vocabulary words of a query (SymSpell over the catalog's words).
+
+    The SymSpell index is built on the first word that needs it (about a second for 30k
+    words), so queries whose words are all known cost one set lookup per word.
+
+    Args:
+        counts: Word -> document frequency, as :func:`build_vocabulary` returns.
+        config: Limits; defaults when None.
+    """
+
+    def __init__(self, counts: Mapping[str, int], config: SpellingConfig | None = None) -> None:
+        import Stemmer
+
+        self.config = config or SpellingConfig()
+        self.counts = dict(counts)
+        self._stem = Stemmer.Stemmer("english").stemWord
+        self._stems = {self._stem(w) for w in self.counts}
+        self._symspell: Any = None
+        self._lock = threading.Lock()
+        self._cache: dict[str, str | None] = {}
+
+    @classmethod
+    def from_stored(cls, stored: Mapping[str, Any], config: SpellingConfig | None = None):
+        """A corrector from what the index stores (``{"kind", "counts"}``).
+
+        Raises:
+            ShopsearchError: Not a vocabulary this code reads.
+        """
+        if stored.get("kind") != VOCABULARY_KIND or not isinstance(stored.get("counts"), dict):
+            raise ShopsearchError(
+                f"the index's vocabulary is of kind {stored.get('kind')!r}, not "
+                f"{VOCABULARY_KIND}: rebuild the index with `shopsearch index CATALOG --mode full`"
+            )
+        return cls(stored["counts"], config)
+
+    def knows(self, word: str) -> bool:
+        """True when the catalog has ``word`` (lowercase), as typed or after BM25's stemming."""
+        return (
+            word in self.counts
+            or word in STOPWORDS
+            or word in _UNIT_WORDS
+            or self._stem(word) in self._stems
+        )
+
+    def _index(self):
+        if self._symspell is None:
+            with self._lock:
+                if self._symspell is None:
+                    from symspellpy import SymSpell
+
+                    sym = SymSpell(max_dictionary_edit_distance=self.config.max_distance)
+                    for word, count in self.counts.items():
+                        if count >= self.config.min_count and len(word) >= 2:
+                            sym.create_dictionary_entry(word, int(count))
+                    self._symspell = sym
+        return self._symspell
+
+    def suggest(self, word: str) -> str | None:
+        """The correction of one lowercase word, or None (known, guarded, or nothing close).
+
+        Ties in distance go to the word more products contain (SymSpell's order).
+        """
+        if word in self._cache:
+            return self._cache[word]
+        fix: str | None = None
+        distance = self.config.distance_for(word)
+        if distance and word.isascii() and word.isalpha() and not self.knows(word):
+            from symspellpy import Verbosity
+
+            found = self._index().lookup(word, Verbosity.CLOSEST, max_edit_distance=distance)
+            if found and found[0].term != word:
+                fix = found[0].term
+        if len(self._cache) < 100_000:
+            self._cache[word] = fix
+        return fix
+
+    def correct(self, query: str) -> QueryCorrection | None:
+        """The query with its unknown words corrected; None when nothing changed.
+
+        Everything but the corrected words is kept as typed (numbers, sizes, punctuation).
+        """
+        changes: list[tuple[str, str]] = []
+        pieces: list[str] = []
+        at = 0
+        for m in _QUERY_WORD_RE.finditer(query):
+            fix = self.suggest(m.group(0).lower())
+            if fix is None:
+                continue
+            pieces.append(query[at : m.start()])
+            pieces.append(fix)
+            at = m.end()
+            changes.append((m.group(0), fix))
+        if not changes:
+            return None
+        pieces.append(query[at:])
+        return QueryCorrection(original=query, corrected="".join(pieces), changes=tuple(changes))
