@@ -166,6 +166,8 @@ def index_catalog(
     encoder: BiEncoder | None = None,
     model: str | None = None,
     device: str | None = None,
+    backend: str = "torch",
+    quantize: str | None = None,
     limits: Limits | None = None,
     rejects_path: str | os.PathLike[str] | None = None,
     progress: bool | Callable[[int], None] = True,
@@ -181,6 +183,8 @@ def index_catalog(
         encoder: A loaded bi-encoder (else one is loaded from ``model``/``device``).
         model: Product-tower model folder; None is the packaged all-MiniLM-L6-v2.
         device: Torch device; None picks CUDA when present.
+        backend: Encoder backend when loading from ``model``: torch, onnx or openvino.
+        quantize: None or ``int8`` (the quantized onnx/openvino copy), recorded in the manifest.
         limits: Text length limits for validation.
         rejects_path: Where rejected rows go (CSV); None: ``shopsearch-rejects.csv`` here.
         progress: Show a progress bar (or a callback receiving products done).
@@ -209,10 +213,12 @@ def index_catalog(
     # "or 1.0": a catalog none of whose text BM25 can index still builds (dense only)
     lexical = LexicalEncoder(avg_doc_len=scan.token_total / scan.valid or 1.0)
 
-    backend = open_backend(location)
+    model_backend, backend = backend, open_backend(location)  # backend: the store from here on
     with backend.writer_lock():
         current = backend.open() if mode != "full" and backend.exists() else None
-        encoder = encoder or BiEncoder(model, device=device)
+        encoder = encoder or BiEncoder(
+            model, device=device, backend=model_backend, quantize=quantize
+        )
         # product_id -> 8-byte content hash of what the index holds; entries are popped as the
         # catalog is read, so what is left at the end is what sync deletes (no second set of ids)
         existing: dict[str, bytes] = {}
@@ -223,6 +229,7 @@ def index_catalog(
                     f"'{current.manifest['model']['name']}'; --mode {mode} must use the same model: "
                     "pass it with --model, or rebuild with --mode full"
                 )
+            encoder.check_probes(current.manifest, location.describe())
             if current.manifest.get("format", 1) == MANIFEST_FORMAT:
                 existing = {pid: _packed(h) for pid, h in current.content_hashes().items()}
             # else: written by an older shopsearch (no normalized filter keys): write every
@@ -236,6 +243,8 @@ def index_catalog(
             "build_id": build_id,
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "model": encoder.describe(),
+            # the query tower that opens this index must embed these within min_cosine
+            "probes": encoder.probes(),
             "recipe": RECIPE_VERSION,
             "lexical": lexical.config(),
             "source": str(path.resolve()),

@@ -7,7 +7,12 @@ from pathlib import Path
 
 import click
 
-from shopsearch.cli.options import device_option, index_options, progress_option
+from shopsearch.cli.options import (
+    backend_options,
+    device_option,
+    index_options,
+    progress_option,
+)
 
 
 @click.command("index")
@@ -24,6 +29,7 @@ from shopsearch.cli.options import device_option, index_options, progress_option
     "--model", default=None, help="Bi-encoder folder (default: the packaged all-MiniLM-L6-v2)."
 )
 @device_option
+@backend_options
 @click.option(
     "--rejects",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -38,6 +44,8 @@ def index_cmd(
     mode: str,
     model: str | None,
     device: str | None,
+    backend: str,
+    quantize: str | None,
     rejects: Path | None,
     progress: bool,
     as_json: bool,
@@ -52,6 +60,8 @@ def index_cmd(
         mode=mode,  # type: ignore[arg-type]
         model=model,
         device=device,
+        backend=backend,
+        quantize=quantize,
         rejects_path=rejects,
         progress=progress,
         warn=warnings.append,
@@ -80,7 +90,14 @@ def info_cmd(location) -> None:
 
     col = open_backend(location).open()
     try:
-        click.echo(json.dumps({**col.manifest, "points": col.count()}, indent=2, sort_keys=True))
+        manifest = dict(col.manifest)
+        if isinstance(manifest.get("probes"), dict):  # 8 x dim floats: say how many, not which
+            probes = manifest["probes"]
+            manifest["probes"] = {
+                "texts": len(probes.get("texts", [])),
+                "min_cosine": probes.get("min_cosine"),
+            }
+        click.echo(json.dumps({**manifest, "points": col.count()}, indent=2, sort_keys=True))
     finally:
         col.close()
 

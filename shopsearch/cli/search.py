@@ -6,7 +6,7 @@ import json
 
 import click
 
-from shopsearch.cli.options import device_option, filter_options, index_options
+from shopsearch.cli.options import backend_options, device_option, filter_options, index_options
 
 
 @click.command("search")
@@ -57,6 +57,7 @@ from shopsearch.cli.options import device_option, filter_options, index_options
 )
 @click.option("--user", "user_id", default=None, help="The shopper's id (pseudonymized first).")
 @device_option
+@backend_options
 @click.option(
     "--json",
     "as_json",
@@ -77,6 +78,8 @@ def search_cmd(
     profiles: str | None,
     user_id: str | None,
     device: str | None,
+    backend: str,
+    quantize: str | None,
     as_json: bool,
 ) -> None:
     """Search the index for QUERY and print the top K products."""
@@ -88,6 +91,8 @@ def search_cmd(
         personal=personal,
         profiles=profiles,
         device=device,
+        backend=backend,
+        quantize=quantize,
         qdrant_url=location.url,
         api_key=location.api_key,
         collection=location.collection,
