@@ -168,6 +168,7 @@ def index_catalog(
     device: str | None = None,
     backend: str = "torch",
     quantize: str | None = None,
+    quantize_vectors: str | None = None,
     limits: Limits | None = None,
     rejects_path: str | os.PathLike[str] | None = None,
     progress: bool | Callable[[int], None] = True,
@@ -185,6 +186,9 @@ def index_catalog(
         device: Torch device; None picks CUDA when present.
         backend: Encoder backend when loading from ``model``: torch, onnx or openvino.
         quantize: None or ``int8`` (the quantized onnx/openvino copy), recorded in the manifest.
+        quantize_vectors: None, or ``int8``: Qdrant keeps an int8 scalar-quantized copy of the
+            dense vectors in RAM (quantile 0.99), searches it and rescores with fp32; recorded
+            in the manifest (``vectors.quantization``). Upsert/sync keep the index's setting.
         limits: Text length limits for validation.
         rejects_path: Where rejected rows go (CSV); None: ``shopsearch-rejects.csv`` here.
         progress: Show a progress bar (or a callback receiving products done).
@@ -193,6 +197,8 @@ def index_catalog(
     Raises:
         ShopsearchError: unreadable catalog, no valid row, model mismatch on upsert/sync.
     """
+    if quantize_vectors not in (None, "int8"):
+        raise ShopsearchError(f"unknown vector quantization '{quantize_vectors}': use int8")
     if mode not in ("full", "upsert", "sync"):
         raise ShopsearchError(f"unknown index mode '{mode}': use full, upsert or sync")
     start = time.perf_counter()
@@ -236,6 +242,7 @@ def index_catalog(
             # product again, into an empty staging version
             # keep the BM25 length normalisation stable across incremental updates
             lexical = LexicalEncoder.from_config(current.manifest["lexical"])
+            quantize_vectors = (current.manifest.get("vectors") or {}).get("quantization")
             current.close()
         build_id = new_build_id()
         manifest = {
@@ -245,6 +252,7 @@ def index_catalog(
             "model": encoder.describe(),
             # the query tower that opens this index must embed these within min_cosine
             "probes": encoder.probes(),
+            "vectors": {"quantization": quantize_vectors},
             "recipe": RECIPE_VERSION,
             "lexical": lexical.config(),
             "source": str(path.resolve()),

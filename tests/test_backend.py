@@ -197,3 +197,37 @@ def test_cli_optimize_index_info_and_search_with_backend(tmp_path, tiny_model):
         assert json.loads(result.stdout)["hits"]
     result = runner.invoke(main, ["search", "drill", "--index", str(index), "--quantize", "int8"])
     assert result.exit_code == 2 and "needs --backend onnx or openvino" in result.stderr
+
+
+def test_int8_scalar_quantized_vectors_on_edge_and_server_agree(
+    tiny_encoder, sample_catalog, tmp_path
+):
+    from qdrant_client import QdrantClient
+
+    edge = IndexLocation(path=tmp_path / "q8")
+    index_catalog(
+        sample_catalog, edge, encoder=tiny_encoder, quantize_vectors="int8", progress=False
+    )
+    client = QdrantClient(":memory:")
+    server = IndexLocation(client=client)
+    index_catalog(
+        sample_catalog, server, encoder=tiny_encoder, quantize_vectors="int8", progress=False
+    )
+    name = next(c.name for c in client.get_collections().collections)
+    params = client.get_collection(name).config.params.vectors["dense"]
+    assert params.quantization_config.scalar.type.value == "int8"
+    with (
+        Retriever.open(edge.path, encoder=tiny_encoder) as a,
+        Retriever.open(client=client, encoder=tiny_encoder) as b,
+    ):
+        assert a.manifest["vectors"] == b.manifest["vectors"] == {"quantization": "int8"}
+        for q in ["cordless drill", "white paint", "faucet"]:
+            for mode in ("dense", "hybrid"):
+                ha, hb = a.search(q, k=10, mode=mode), b.search(q, k=10, mode=mode)
+                assert [h.product_id for h in ha] == [h.product_id for h in hb], (q, mode)
+    # upsert keeps the index's setting
+    index_catalog(sample_catalog, edge, mode="upsert", encoder=tiny_encoder, progress=False)
+    with Retriever.open(edge.path, encoder=tiny_encoder) as a:
+        assert a.manifest["vectors"] == {"quantization": "int8"}
+    with pytest.raises(ShopsearchError, match="unknown vector quantization"):
+        index_catalog(sample_catalog, edge, encoder=tiny_encoder, quantize_vectors="int4")

@@ -31,6 +31,12 @@ from shopsearch.cli.options import (
 @device_option
 @backend_options
 @click.option(
+    "--quantize-vectors",
+    type=click.Choice(["int8"]),
+    default=None,
+    help="Keep an int8 scalar-quantized copy of the vectors in RAM, rescored with fp32 (Qdrant).",
+)
+@click.option(
     "--rejects",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
@@ -46,6 +52,7 @@ def index_cmd(
     device: str | None,
     backend: str,
     quantize: str | None,
+    quantize_vectors: str | None,
     rejects: Path | None,
     progress: bool,
     as_json: bool,
@@ -62,6 +69,7 @@ def index_cmd(
         device=device,
         backend=backend,
         quantize=quantize,
+        quantize_vectors=quantize_vectors,
         rejects_path=rejects,
         progress=progress,
         warn=warnings.append,
