@@ -231,3 +231,28 @@ def test_int8_scalar_quantized_vectors_on_edge_and_server_agree(
         assert a.manifest["vectors"] == {"quantization": "int8"}
     with pytest.raises(ShopsearchError, match="unknown vector quantization"):
         index_catalog(sample_catalog, edge, encoder=tiny_encoder, quantize_vectors="int4")
+
+
+@pytest.mark.slow
+def test_bench_index_runs_variants_side_by_side(tmp_path, optimized):
+    from rerank.model import new_cross_encoder
+
+    runner = CliRunner()
+    catalog = tmp_path / "catalog.csv"
+    assert runner.invoke(main, ["sample-catalog", str(catalog), "--n", "80"]).exit_code == 0
+    rr = tmp_path / "rr"
+    new_cross_encoder(optimized, device="cpu").save_pretrained(str(rr))
+    rb.optimize(rr, backend="onnx", quantize="int8")
+    args = ["bench-index", str(catalog), "--workdir", str(tmp_path / "b"), "--model"]
+    args += [str(optimized), "--reranker", str(rr), "--n-queries", "10"]
+    args += ["--encoder-sample", "100", "--variant", "torch", "--variant", "onnx:int8"]
+    result = runner.invoke(main, args)
+    assert result.exit_code == 0, result.output
+    table = (tmp_path / "b" / "compare.md").read_text()
+    assert "| | torch | onnx int8 |" in table
+    for row in ("indexing, items/s", "rerank 50 candidates", "hybrid + rerank 50", "memory"):
+        assert row in table
+    speed = json.loads((tmp_path / "b" / "onnxint8" / "speed.json").read_text())
+    assert speed["backend"] == "onnx" and speed["quantize"] == "int8" and speed["rss_mb"] > 0
+    bad = runner.invoke(main, [*args[:-1], "torch:int8"])
+    assert bad.exit_code == 2 and "needs --backend onnx or openvino" in bad.output
