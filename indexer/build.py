@@ -174,6 +174,9 @@ def index_catalog(
     encoder: BiEncoder | None = None,
     model: str | None = None,
     device: str | None = None,
+    backend: str = "torch",
+    quantize: str | None = None,
+    quantize_vectors: str | None = None,
     limits: Limits | None = None,
     rejects_path: str | os.PathLike[str] | None = None,
     progress: bool | Callable[[int], None] = True,
@@ -191,6 +194,11 @@ def index_catalog(
         encoder: A loaded bi-encoder (else one is loaded from ``model``/``device``).
         model: Product-tower model folder; None is the packaged all-MiniLM-L6-v2.
         device: Torch device; None picks CUDA when present.
+        backend: Encoder backend when loading from ``model``: torch, onnx or openvino.
+        quantize: None or ``int8`` (the quantized onnx/openvino copy), recorded in the manifest.
+        quantize_vectors: None, or ``int8``: Qdrant keeps an int8 scalar-quantized copy of the
+            dense vectors in RAM (quantile 0.99), searches it and rescores with fp32; recorded
+            in the manifest (``vectors.quantization``). Upsert/sync keep the index's setting.
         limits: Text length limits for validation.
         rejects_path: Where rejected rows go (CSV); None: ``shopsearch-rejects.csv`` here.
         progress: Show a progress bar (or a callback receiving products done).
@@ -209,6 +217,8 @@ def index_catalog(
     Raises:
         ShopsearchError: unreadable catalog, no valid row, model mismatch on upsert/sync.
     """
+    if quantize_vectors not in (None, "int8"):
+        raise ShopsearchError(f"unknown vector quantization '{quantize_vectors}': use int8")
     if mode not in ("full", "upsert", "sync"):
         raise ShopsearchError(f"unknown index mode '{mode}': use full, upsert or sync")
     start = time.perf_counter()
@@ -232,10 +242,12 @@ def index_catalog(
     per_segment = SEGMENT_POINTS if segment_points is None else int(segment_points)
     if per_segment < 1:
         raise ShopsearchError(f"segment_points must be at least 1, not {segment_points}")
-    backend = open_backend(location)
+    model_backend, backend = backend, open_backend(location)  # backend: the store from here on
     with backend.writer_lock():
         current = backend.open() if mode != "full" and backend.exists() else None
-        encoder = encoder or BiEncoder(model, device=device)
+        encoder = encoder or BiEncoder(
+            model, device=device, backend=model_backend, quantize=quantize
+        )
         # product_id -> 8-byte content hash of what the index holds; entries are popped as the
         # catalog is read, so what is left at the end is what sync deletes (no second set of ids)
         existing: dict[str, bytes] = {}
@@ -248,6 +260,7 @@ def index_catalog(
                     f"'{current.manifest['model']['name']}'; --mode {mode} must use the same model: "
                     "pass it with --model, or rebuild with --mode full"
                 )
+            encoder.check_probes(current.manifest, location.describe())
             if current.manifest.get("format", 1) == MANIFEST_FORMAT:
                 existing = {pid: _packed(h) for pid, h in current.content_hashes().items()}
             # else: written by an older shopsearch (no normalized filter keys): write every
@@ -260,6 +273,7 @@ def index_catalog(
                 words = {w: max(c, words.get(w, 0)) for w, c in old_words.items()} | {
                     w: max(c, old_words.get(w, 0)) for w, c in words.items()
                 }
+            quantize_vectors = (current.manifest.get("vectors") or {}).get("quantization")
             current.close()
         vocabulary = {"kind": VOCABULARY_KIND, "counts": dict(sorted(words.items()))}
         build_id = new_build_id()
@@ -268,6 +282,9 @@ def index_catalog(
             "build_id": build_id,
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "model": encoder.describe(),
+            # the query tower that opens this index must embed these within min_cosine
+            "probes": encoder.probes(),
+            "vectors": {"quantization": quantize_vectors},
             "recipe": RECIPE_VERSION,
             "lexical": lexical.config(),
             "source": str(path.resolve()),

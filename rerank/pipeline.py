@@ -215,6 +215,8 @@ class SearchPipeline:
         personal: str | os.PathLike[str] | None = None,
         profiles: str | os.PathLike[str] | None = None,
         device: str | None = None,
+        backend: str = "torch",
+        quantize: str | None = None,
         **retriever_options: Any,
     ) -> SearchPipeline:
         """Opens every stage from its folder.
@@ -226,6 +228,8 @@ class SearchPipeline:
             personal: A personalization model folder; needs ``profiles``.
             profiles: The profiles directory (events ingested with ``shopsearch events ingest``).
             device: Torch device; None picks CUDA when present.
+            backend: Backend of the query tower and the reranker: torch, onnx, openvino.
+            quantize: None or ``int8`` (the quantized onnx/openvino copies).
 
         Raises:
             ShopsearchError: ``personal`` without ``profiles`` (or the reverse), or a folder
@@ -239,13 +243,19 @@ class SearchPipeline:
                 "personalization needs both a model folder (personal=) and a profiles "
                 "directory (profiles=): give both or neither"
             )
-        model = Reranker.load(reranker, device=device) if reranker is not None else None
+        model = (
+            Reranker.load(reranker, device=device, backend=backend, quantize=quantize)
+            if reranker is not None
+            else None
+        )
         personalizer = None
         if personal is not None:
             from personalization.personalizer import Personalizer
 
             personalizer = Personalizer.open(personal, profiles)
-        retriever = Retriever.open(index, device=device, **retriever_options)
+        retriever = Retriever.open(
+            index, device=device, backend=backend, quantize=quantize, **retriever_options
+        )
         return cls(retriever, model, personalizer)
 
     def relevance_source(self) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from catalog.errors import ShopsearchError
 from catalog.schema import Product
 from catalog.text import product_text
 from rerank.model import _set_max_length, load_cross_encoder, new_cross_encoder, read_settings
@@ -60,6 +61,8 @@ class Reranker:
         #: A hash of the weights the model was loaded from (None when built in memory):
         #: what a personalization model records as the relevance it was trained on top of.
         self.fingerprint: str | None = None
+        #: How the cross-encoder runs: backend, quantize, file (relative), threads.
+        self.runtime: dict[str, object] = {"backend": "torch", "quantize": None, "file": None}
         if max_length is not None:
             _set_max_length(self.model, max_length)
 
@@ -78,6 +81,9 @@ class Reranker:
         batch_size: int = 64,
         max_length: int | None = None,
         retrieval_weight: float | None = None,
+        backend: str = "torch",
+        quantize: str | None = None,
+        threads: int | None = None,
     ) -> Reranker:
         """Opens a trained reranker folder (a ``CrossEncoder`` folder with shopsearch's settings).
 
@@ -89,10 +95,30 @@ class Reranker:
             max_length: Token budget per pair; None uses the saved one.
             retrieval_weight: Weight of the first stage's score in the ranking (:func:`rerank.pipeline.blend`);
                 None uses the folder's saved ``blend_weight`` (:func:`rerank.model.read_settings`).
+            backend: ``torch``, ``onnx`` (ONNX Runtime) or ``openvino``: the latter two run the
+                copy ``shopsearch optimize`` wrote into the folder, on the CPU.
+            quantize: None (fp32) or ``int8`` (the dynamically quantized copy).
+            threads: Intra-op CPU threads; None: ``$SHOPSEARCH_THREADS`` or the physical cores.
 
         Raises:
-            ShopsearchError: Not a reranker folder (an old-format one included), unreadable.
+            ShopsearchError: Not a reranker folder (an old-format one included), unreadable,
+                or onnx/openvino where ``shopsearch optimize`` was never run.
         """
+        from retrieval.backend import apply_torch_threads, attach, check_backend, model_file
+        from retrieval.encoder import check_backend_device
+
+        check_backend(backend, quantize)
+        if backend != "torch":
+            if path is None:
+                raise ShopsearchError(
+                    "the untrained reranker runs on torch only: give a reranker folder for "
+                    f"--backend {backend}"
+                )
+            device = device or "cpu"
+            check_backend_device(backend, device)
+            model_file(Path(path).expanduser(), backend, quantize)  # exported? say so first
+        if pick_device(device).startswith("cpu"):
+            apply_torch_threads(threads)
         if path is None:
             model = new_cross_encoder(None, device=device)
             weight = DEFAULT_RETRIEVAL_WEIGHT
@@ -101,9 +127,12 @@ class Reranker:
             weight = read_settings(path)["blend_weight"]
         if retrieval_weight is not None:
             weight = retrieval_weight
+        if path is not None:
+            runtime = attach(model, Path(path).expanduser(), backend, quantize, threads)
         reranker = cls(model, device, batch_size, max_length, weight)
         if path is not None:
             reranker.fingerprint = model_fingerprint(Path(path).expanduser())
+            reranker.runtime = runtime
         return reranker
 
     @torch.inference_mode()

@@ -131,7 +131,11 @@ def _index_for(
     encoder: BiEncoder, catalog: Path, workdir: Path, log: Callable[[str], None]
 ) -> Path:
     """An index of the catalog built with this encoder, reused across runs."""
-    path = workdir / f"index-{encoder.fingerprint}"
+    runtime = getattr(encoder, "runtime", None) or {"backend": "torch"}
+    tag = (
+        "" if runtime["backend"] == "torch" else f"-{runtime['backend']}{runtime['quantize'] or ''}"
+    )
+    path = workdir / f"index-{encoder.fingerprint}{tag}"
     backend = open_backend(IndexLocation(path=path))
     if backend.exists():
         col = backend.open()
@@ -232,9 +236,17 @@ def run_quality_benchmark(
     candidates: int = 50,
     latency_queries: int = 200,
     device: str | None = None,
+    variants: Sequence[tuple[str, str | None]] = (),
     log: Callable[[str], None] = print,
 ) -> QualityReport:
-    """Runs every stage and writes ``bench.json``, ``bench.md`` and ``recall.png`` in ``workdir``."""
+    """Runs every stage and writes ``bench.json``, ``bench.md`` and ``recall.png`` in ``workdir``.
+
+    Args:
+        variants: ``(backend, quantize)`` pairs (e.g. ``("onnx", "int8")``) run beside the fp32
+            torch stages: the tuned hybrid (index built and queried by that backend) and, with a
+            reranker, the reranked stage with the same blend weight; each is paired-tested
+            against its fp32 stage ("<stage> [onnx int8]").
+    """
     from research.bench_speed import machine_description
 
     start = time.perf_counter()
@@ -291,7 +303,12 @@ def run_quality_benchmark(
         log(f"stage + reranker (top {candidates} of {best_hybrid})")
 
         def reranked_runs(
-            split_qids: list[str], split_texts: list[str], split_qrels, weights
+            split_qids: list[str],
+            split_texts: list[str],
+            split_qrels,
+            weights,
+            owner=owner,
+            reranker=reranker,
         ) -> dict[float, Run]:
             batches = []
             for i in range(0, len(split_texts), 64):
@@ -354,6 +371,25 @@ def run_quality_benchmark(
             owner.close()
     if final_retriever is not None:
         final_retriever.close()
+    for v_backend, v_quantize in variants:
+        tag = f"[{v_backend}{' ' + v_quantize if v_quantize else ''}]"
+        v_model = retriever_model if retriever_model is not None else base_model
+        v_enc = BiEncoder(v_model, device=device, backend=v_backend, quantize=v_quantize)
+        v_ret = Retriever.open(_index_for(v_enc, catalog, workdir, log), encoder=v_enc)
+        stage(f"{best_hybrid} {tag}", v_ret, "hybrid")
+        if reranker_model is not None:
+            v_rr = Reranker.load(
+                reranker_model, backend=v_backend, quantize=v_quantize, retrieval_weight=chosen
+            )
+            v_name = f"{best_hybrid} + reranker (blend {chosen:g}) {tag}"
+            log(f"stage {v_name}")
+            runs[v_name] = reranked_runs(qids, texts, qrels, (chosen,), v_ret, v_rr)[chosen]
+            v_pipe = SearchPipeline(v_ret, v_rr)
+            latency[v_name] = _timed(
+                lambda q, p=v_pipe: p.search(q, k=10, rerank_depth=candidates, mode="hybrid"),
+                lat_texts[: max(20, latency_queries // 4)],
+            )
+        v_ret.close()
 
     stages = []
     for name, run in runs.items():
@@ -389,8 +425,11 @@ def run_quality_benchmark(
 
 
 def _comparisons(stages: Sequence[Stage]) -> list[Comparison]:
+    all_stages = list(stages)
     by = {s.name: s for s in stages}
     pairs: list[tuple[str, str, str]] = []
+    variants = [s.name for s in stages if s.name.endswith("]") and " [" in s.name]
+    stages = [s for s in stages if s.name not in variants]
     retrievers = [s.name for s in stages if " + " not in s.name]
     singles = [n for n in retrievers if not n.startswith("hybrid")]
     for metric in HEADLINE:
@@ -405,6 +444,12 @@ def _comparisons(stages: Sequence[Stage]) -> list[Comparison]:
         for r in (s.name for s in stages if " + " in s.name):
             best = max(retrievers, key=lambda n: by[n].means[metric])
             pairs.append((best, r, metric))
+    for metric in HEADLINE:  # each backend variant against its fp32 torch stage
+        for v in variants:
+            base = v.rsplit(" [", 1)[0]
+            if base in by:
+                pairs.append((base, v, metric))
+    by.update({v.name: v for v in all_stages if v.name in variants})
     out = []
     seen = set()
     for base, system, metric in pairs:

@@ -55,6 +55,12 @@ class SpeedReport:
     store_seconds: float = 0.0
     latencies: list[Latency] = field(default_factory=list)
     filter_desc: str | None = None
+    backend: str = "torch"
+    quantize: str | None = None
+    threads: int = 0
+    rss_mb: float = 0.0
+    peak_rss_mb: float = 0.0
+    index_disk_mb: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-able form."""
@@ -64,6 +70,8 @@ class SpeedReport:
         """Readable report."""
         out = [
             f"machine: {self.machine}",
+            f"backend: {self.backend}{' ' + self.quantize if self.quantize else ''}, "
+            f"{self.threads} intra-op threads",
             f"products indexed: {self.products}",
             f"encoder alone: {self.encoder_alone_items_per_s:.1f} items/s (on {self.encoder_sample} products)",
             f"indexing: {self.index_items_per_s:.1f} items/s ({self.index_seconds:.1f} s in all, "
@@ -81,7 +89,58 @@ class SpeedReport:
             out.append(line)
         if self.filter_desc:
             out.append(f"filter used: {self.filter_desc}")
+        out.append(
+            f"memory: resident {self.rss_mb:.0f} MB after the queries, peak {self.peak_rss_mb:.0f} MB; "
+            f"index on disk {self.index_disk_mb:.0f} MB"
+        )
         return out
+
+
+def side_by_side(reports: Sequence[SpeedReport]) -> list[str]:
+    """A markdown table: one column per backend variant, the first as the baseline."""
+    if not reports:
+        return []
+    names = [f"{r.backend}{' ' + r.quantize if r.quantize else ''}" for r in reports]
+    rows = [
+        ("encoder alone, items/s", [f"{r.encoder_alone_items_per_s:.0f}" for r in reports]),
+        ("indexing, items/s", [f"{r.index_items_per_s:.0f}" for r in reports]),
+        (
+            "indexing vs first",
+            [f"{r.index_items_per_s / reports[0].index_items_per_s:.2f}x" for r in reports],
+        ),
+    ]
+    lats = [{lat.name: lat for lat in r.latencies} for r in reports]
+    for name in [lat.name for lat in reports[0].latencies]:
+        rows.append(
+            (
+                f"{name} p50 / p99 ms",
+                [
+                    f"{lt[name].p50_ms:.1f} / {lt[name].p99_ms:.1f}" if name in lt else "-"
+                    for lt in lats
+                ],
+            )
+        )
+    rows.append(("resident memory, MB", [f"{r.rss_mb:.0f}" for r in reports]))
+    out = ["| | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    out += [f"| {label} | " + " | ".join(cells) + " |" for label, cells in rows]
+    return out
+
+
+def _rss_mb() -> tuple[float, float]:
+    """(current, peak) resident memory of this process, MB."""
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    try:
+        with open("/proc/self/statm") as fh:
+            current = int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except OSError:  # pragma: no cover - not Linux
+        current = peak
+    return current, peak
+
+
+def _disk_mb(path: Path) -> float:
+    return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file()) / 2**20
 
 
 def machine_description() -> str:
@@ -160,12 +219,23 @@ def run_speed_benchmark(
     model: str | None = None,
     device: str | None = None,
     seed: int = 0,
+    backend: str = "torch",
+    quantize: str | None = None,
+    reranker: str | None = None,
+    rerank_depths: Sequence[int] = (10, 20, 50, 100),
     log: Callable[[str], None] = print,
 ) -> SpeedReport:
-    """Indexes ``catalog`` into ``workdir/index`` and measures throughput and latency."""
+    """Indexes ``catalog`` into ``workdir/index`` and measures throughput and latency.
+
+    Args:
+        backend: How both towers (and the reranker) run: torch, onnx or openvino.
+        quantize: None or ``int8`` (the quantized copies ``shopsearch optimize`` wrote).
+        reranker: A reranker folder: adds rerank latency at each of ``rerank_depths``
+            candidates and retrieve (hybrid) + rerank 50 latency.
+    """
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    encoder = BiEncoder(model, device=device)
+    encoder = BiEncoder(model, device=device, backend=backend, quantize=quantize)
     products = [p for batch in read_catalog(catalog) for p in batch.products]
     if not products:
         raise ShopsearchError(f"{catalog}: no valid product to benchmark")
@@ -215,6 +285,22 @@ def run_speed_benchmark(
                 latencies.append(_percentiles(f"{mode} k=100+filter", samples))
         enc_only = time_queries(lambda q: encoder.encode_query(q), queries, warm)
         latencies.append(_percentiles("query encoder alone", enc_only))
+        if reranker is not None:
+            from rerank.pipeline import SearchPipeline
+            from rerank.reranker import Reranker
+
+            rr = Reranker.load(reranker, device=device, backend=backend, quantize=quantize)
+            few = queries[: max(20, len(queries) // 3)]
+            hits = {q: retriever.search(q, k=max(rerank_depths), mode="hybrid") for q in few}
+            for depth in rerank_depths:
+                samples = time_queries(lambda q, d=depth: rr.rank(q, hits[q][:d]), few)
+                latencies.append(_percentiles(f"rerank {depth} candidates", samples))
+            pipe = SearchPipeline(retriever, rr)
+            samples = time_queries(
+                lambda q: pipe.search(q, k=10, rerank_depth=50, mode="hybrid"), few, warm[:5]
+            )
+            latencies.append(_percentiles("hybrid + rerank 50", samples))
+    rss, peak = _rss_mb()
     return SpeedReport(
         machine=machine_description(),
         products=summary.total,
@@ -227,4 +313,10 @@ def run_speed_benchmark(
         store_seconds=summary.store_seconds,
         latencies=latencies,
         filter_desc=flt_desc,
+        backend=backend,
+        quantize=quantize,
+        threads=int(encoder.runtime.get("threads") or torch.get_num_threads()),
+        rss_mb=rss,
+        peak_rss_mb=peak,
+        index_disk_mb=_disk_mb(location.path),
     )

@@ -59,6 +59,24 @@ def demo_cmd(workdir: Path, n: int, seed: int, k: int) -> None:
         click.echo(block)
 
 
+def _parse_variants(
+    ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
+) -> list[tuple[str, str | None]]:
+    """("torch", "onnx:int8") -> [("torch", None), ("onnx", "int8")]; else a usage error."""
+    from catalog.errors import ShopsearchError
+    from retrieval.backend import check_backend
+
+    out = []
+    for value in values:
+        backend, _, quantize = value.partition(":")
+        try:
+            check_backend(backend, quantize or None)
+        except ShopsearchError as exc:
+            raise click.BadParameter(f"{value!r}: {exc}") from None
+        out.append((backend, quantize or None))
+    return out
+
+
 @click.command("bench")
 @click.argument("data", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option(
@@ -99,6 +117,14 @@ def demo_cmd(workdir: Path, n: int, seed: int, k: int) -> None:
     type=click.IntRange(1, 100),
     help="Hybrid hits the reranker reorders.",
 )
+@click.option(
+    "--variant",
+    "variants",
+    multiple=True,
+    callback=_parse_variants,
+    help="BACKEND[:int8] scored beside the fp32 torch stages, paired-tested against them "
+    "(repeatable, e.g. --variant onnx:int8).",
+)
 @device_option
 def bench_cmd(
     data: Path,
@@ -108,6 +134,7 @@ def bench_cmd(
     base_model: str | None,
     split: str,
     candidates: int,
+    variants: list[tuple[str, str | None]],
     device: str | None,
 ) -> None:
     """Score every stage on DATA's test split: Recall@10/50/100, P@10, NDCG@10, MRR@10, Judged@10, latency."""
@@ -122,6 +149,7 @@ def bench_cmd(
         split=split,
         candidates=candidates,
         device=device,
+        variants=[v for v in variants if v != ("torch", None)],
         log=lambda m: click.echo(m, err=True),
     )
     click.echo(report.markdown())
@@ -396,6 +424,20 @@ def bench_personal_cmd(
 @click.option(
     "--model", default=None, help="Bi-encoder folder (default: the packaged all-MiniLM-L6-v2)."
 )
+@click.option(
+    "--reranker",
+    "reranker_model",
+    default=None,
+    help="Cross-encoder folder: adds rerank 10/20/50/100 and hybrid + rerank 50 latency.",
+)
+@click.option(
+    "--variant",
+    "variants",
+    multiple=True,
+    callback=_parse_variants,
+    help="BACKEND[:int8] to run, repeatable, side by side in one run (e.g. --variant torch "
+    "--variant onnx:int8); default: torch.",
+)
 @device_option
 def bench_index_cmd(
     catalog: Path,
@@ -404,23 +446,39 @@ def bench_index_cmd(
     n_queries: int,
     encoder_sample: int,
     model: str | None,
+    reranker_model: str | None,
+    variants: list[tuple[str, str | None]],
     device: str | None,
 ) -> None:
     """Measure indexing items/s (vs the encoder alone) and query latency p50/p99 at k=100."""
+    from research.bench_speed import side_by_side
     from research.jobs import run_index_benchmark
 
-    report = run_index_benchmark(
-        catalog,
-        workdir,
-        queries_file=queries_file,
-        n_queries=n_queries,
-        encoder_sample=encoder_sample,
-        model=model,
-        device=device,
-        log=stderr_log,
-    )
-    click.echo("\n".join(report.lines()))
-    click.echo(f"report: {workdir / 'speed.json'}")
+    reports = []
+    for backend, quantize in variants or [("torch", None)]:
+        where = workdir if len(variants) <= 1 else workdir / f"{backend}{quantize or ''}"
+        stderr_log(f"== {backend}{' ' + quantize if quantize else ''} -> {where}")
+        report = run_index_benchmark(
+            catalog,
+            where,
+            queries_file=queries_file,
+            n_queries=n_queries,
+            encoder_sample=encoder_sample,
+            model=model,
+            device=device,
+            backend=backend,
+            quantize=quantize,
+            reranker=reranker_model,
+            log=stderr_log,
+        )
+        reports.append(report)
+        click.echo("\n".join(report.lines()))
+        click.echo(f"report: {where / 'speed.json'}")
+    if len(reports) > 1:
+        table = "\n".join(side_by_side(reports))
+        (workdir / "compare.md").write_text(table + "\n")
+        click.echo("\n" + table)
+        click.echo(f"table: {workdir / 'compare.md'}")
 
 
 @click.command("bench-faults")

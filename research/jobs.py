@@ -156,6 +156,9 @@ def run_index_benchmark(
     encoder_sample: int = 4000,
     model: str | None = None,
     device: str | None = None,
+    backend: str = "torch",
+    quantize: str | None = None,
+    reranker: str | None = None,
     log: Log = print,
 ) -> SpeedReport:
     """Indexing items/s and query latency on ``catalog``; the report also goes to ``workdir/speed.json``."""
@@ -170,6 +173,9 @@ def run_index_benchmark(
         encoder_sample=encoder_sample,
         model=model,
         device=device,
+        backend=backend,
+        quantize=quantize,
+        reranker=reranker,
         log=log,
     )
     (Path(workdir) / "speed.json").write_text(json.dumps(report.as_dict(), indent=2))

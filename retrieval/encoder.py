@@ -83,14 +83,48 @@ def pick_device(device: str | None = None) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+#: Fixed texts an index embeds with its query tower at build time (manifest ``probes``); a
+#: query tower opening the index must embed them within :data:`PROBE_MIN_COSINE` of those.
+PROBE_TEXTS = (
+    "cordless drill 20v",
+    "white interior door with frame",
+    "outdoor led flood light motion sensor",
+    "2 in. pvc pipe",
+    "stainless steel kitchen faucet with pull down sprayer",
+    "Milwaukee M18 FUEL 1/2 in. hammer drill kit, two batteries, charger and case",
+    "grass seed",
+    "r-13 insulation",
+)
+#: Lowest cosine allowed between a probe's vector at build time and now. Same weights run as
+#: int8 (per-channel ONNX Runtime or OpenVINO) stay >= 0.993 of fp32 on all-MiniLM-L6-v2 and
+#: the HD-tuned retriever (measured 2026-11-29); a different model is refused by fingerprint.
+PROBE_MIN_COSINE = 0.98
+
+
+def check_backend_device(backend: str, device: str) -> None:
+    """ONNX Runtime / OpenVINO run on the CPU here: refuses another device in one line."""
+    if backend != "torch" and not device.startswith("cpu"):
+        raise ShopsearchError(
+            f"--backend {backend} runs on the CPU; drop --device {device} or use --backend torch"
+        )
+
+
 class BiEncoder:
     """Embeds queries and product texts into one space; vectors are L2-normalised float32.
 
     Args:
         model: A sentence-transformers folder, or None for the packaged all-MiniLM-L6-v2.
-        device: "cpu", "cuda", ...; None picks CUDA when present.
+        device: "cpu", "cuda", ...; None picks CUDA when present (CPU for onnx/openvino).
         batch_size: Encoding batch size.
         half: On CUDA, run the model in bfloat16 (much faster; vectors still returned as fp32).
+        backend: ``torch``, ``onnx`` (ONNX Runtime) or ``openvino``; the latter two run the
+            copy ``shopsearch optimize`` wrote into the folder (:mod:`retrieval.backend`).
+        quantize: None (fp32) or ``int8`` (the dynamically quantized copy); onnx/openvino only.
+        threads: Intra-op CPU threads; None: ``$SHOPSEARCH_THREADS`` or the physical cores.
+
+    Raises:
+        ShopsearchError: No model there, an unknown backend, or onnx/openvino asked for where
+            ``shopsearch optimize`` was never run (the message names the command).
     """
 
     def __init__(
@@ -99,15 +133,26 @@ class BiEncoder:
         device: str | None = None,
         batch_size: int = 64,
         half: bool = True,
+        backend: str = "torch",
+        quantize: str | None = None,
+        threads: int | None = None,
     ) -> None:
         from sentence_transformers import SentenceTransformer
         from transformers.utils import logging as hf_logging
 
+        from retrieval.backend import apply_torch_threads, attach, check_backend, model_file
+
         hf_logging.disable_progress_bar()  # the "Loading weights" bar on every open
 
+        check_backend(backend, quantize)
         self.path = resolve_model_path(model)
-        self.device = pick_device(device)
+        self.device = pick_device(device or ("cpu" if backend != "torch" else None))
+        check_backend_device(backend, self.device)
+        if backend != "torch":
+            model_file(self.path, backend, quantize)  # not exported: say so before loading
         self.batch_size = batch_size
+        if self.device.startswith("cpu"):
+            apply_torch_threads(threads)
         try:
             self.model = SentenceTransformer(
                 str(self.path), device=self.device, local_files_only=True
@@ -117,6 +162,8 @@ class BiEncoder:
         if half and self.device.startswith("cuda"):
             self.model.to(torch.bfloat16)
         self.model.eval()
+        #: How the transformer runs: backend, quantize, file, threads.
+        self.runtime = attach(self.model, self.path, backend, quantize, threads)
         get_dim = (
             getattr(self.model, "get_embedding_dimension", None)
             or self.model.get_sentence_embedding_dimension
@@ -166,4 +213,50 @@ class BiEncoder:
             "path": str(self.path),
             "fingerprint": self.fingerprint,
             "dim": self.dim,
+            "backend": self.runtime["backend"],
+            "quantize": self.runtime["quantize"],
+            "file": self.runtime["file"],
         }
+
+    def probes(self) -> dict[str, object]:
+        """:data:`PROBE_TEXTS` and their query vectors (6 decimals), as a manifest records them."""
+        vectors = self.encode_query(list(PROBE_TEXTS))
+        return {
+            "texts": list(PROBE_TEXTS),
+            "vectors": [[round(float(x), 6) for x in row] for row in vectors],
+            "min_cosine": PROBE_MIN_COSINE,
+        }
+
+    def check_probes(self, manifest: dict[str, object], where: str) -> float | None:
+        """Refuses this query tower if it embeds the index's probe texts differently.
+
+        Args:
+            manifest: The index's manifest; one without ``probes`` (older builds) passes.
+            where: The index, for the message.
+
+        Returns:
+            The lowest probe cosine, or None when the index records no probes.
+
+        Raises:
+            ShopsearchError: A probe's cosine below the recorded ``min_cosine``.
+        """
+        probes = manifest.get("probes")
+        if not isinstance(probes, dict) or not probes.get("texts"):
+            return None
+        built = np.asarray(probes["vectors"], dtype=np.float32)
+        if built.shape[1] != self.dim:
+            return None  # a dimension mismatch is the fingerprint check's to report
+        now = self.encode_query([str(t) for t in probes["texts"]])
+        built /= np.linalg.norm(built, axis=1, keepdims=True).clip(1e-12)
+        lowest = float((built * now).sum(axis=1).min())
+        limit = float(probes.get("min_cosine", PROBE_MIN_COSINE))
+        if lowest < limit:
+            model = manifest.get("model") or {}
+            raise ShopsearchError(
+                f"this query tower ({self.runtime['backend']}"
+                f"{' ' + str(self.runtime['quantize']) if self.runtime['quantize'] else ''}) embeds "
+                f"the probe texts of the index at {where} differently (cosine {lowest:.4f} < "
+                f"{limit}) from the {model.get('backend', 'torch')} model that built it: "
+                "re-run `shopsearch optimize` on the model, use --backend torch, or rebuild the index"
+            )
+        return lowest

@@ -159,6 +159,8 @@ class Retriever:
         device: str | None = None,
         encoder: BiEncoder | None = None,
         auto_refresh_s: float | None = 1.0,
+        backend: str = "torch",
+        quantize: str | None = None,
     ) -> Retriever:
         """Opens an index for searching.
 
@@ -173,6 +175,12 @@ class Retriever:
             encoder: A loaded encoder to share (e.g. between retriever and indexer).
             auto_refresh_s: Look for a newer build at most this often (seconds); None: only
                 on :meth:`refresh`.
+            backend: Query-tower backend (torch, onnx, openvino), see ``BiEncoder``.
+            quantize: None or ``int8`` (onnx/openvino).
+
+        Raises:
+            ShopsearchError: Another model than the index's (fingerprint), or a query tower whose
+                probe vectors differ from the index's (``BiEncoder.check_probes``).
         """
         location = IndexLocation(
             path=Path(index) if index is not None else None,
@@ -181,15 +189,21 @@ class Retriever:
             client=client,
             collection=collection,
         )
-        backend = open_backend(location)
+        model_backend, backend = backend, open_backend(location)  # backend: the store from here
         col = backend.open()
         if encoder is None:
             recorded = col.manifest["model"]
             chosen = model
             if chosen is None and not Path(recorded["path"]).exists():
                 chosen = recorded["name"]  # the packaged default moved with a new venv
-            encoder = BiEncoder(chosen if chosen is not None else recorded["path"], device=device)
+            encoder = BiEncoder(
+                chosen if chosen is not None else recorded["path"],
+                device=device,
+                backend=model_backend,
+                quantize=quantize,
+            )
         check_model(col.manifest, encoder.fingerprint, location.describe())
+        encoder.check_probes(col.manifest, location.describe())
         return cls(backend, col, encoder, auto_refresh_s)
 
     @property
@@ -204,6 +218,7 @@ class Retriever:
             return False
         new = self.backend.open()
         check_model(new.manifest, self.encoder.fingerprint, self.backend.location.describe())
+        self.encoder.check_probes(new.manifest, self.backend.location.describe())
         corrector = load_corrector(new)
         old, self.collection, self._version = self.collection, new, version
         self.lexical = LexicalEncoder.from_config(new.manifest["lexical"])

@@ -37,7 +37,8 @@ else
   rm -rf "$tmp"
 fi
 
-pip install -q -e '.[dev,train]'
+# onnx: ONNX Runtime, onnx and OpenVINO (CPU wheels, no torch) for --backend onnx|openvino
+pip install -q -e '.[dev,train,onnx]'
 # research/ is its own distribution (shopsearch-research: simulator, benchmarks, the sample
 # catalog, and their commands, which it registers into `shopsearch`); after the root package so
 # its `shopsearch` dependency is already satisfied by the editable install.

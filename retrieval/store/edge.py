@@ -118,7 +118,20 @@ class EdgeCollection(Collection):
         dim = int(manifest["model"]["dim"])
         points = int(manifest.get("segment_points", SEGMENT_POINTS))
         config = qe.EdgeConfig(
-            vectors={DENSE: qe.EdgeVectorParams(size=dim, distance=qe.Distance.Cosine)},
+            vectors={
+                DENSE: qe.EdgeVectorParams(
+                    size=dim,
+                    distance=qe.Distance.Cosine,
+                    # int8 scalar quantization (rescored with the fp32 vectors), when asked
+                    quantization_config=(
+                        qe.ScalarQuantizationConfig(
+                            type=qe.ScalarType.Int8, quantile=0.99, always_ram=True
+                        )
+                        if manifest.get("vectors", {}).get("quantization") == "int8"
+                        else None
+                    ),
+                )
+            },
             sparse_vectors={SPARSE: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)},
             hnsw_config=qe.HnswIndexConfig(
                 m=HNSW_M, ef_construct=HNSW_EF_CONSTRUCT, full_scan_threshold=HNSW_FULL_SCAN_KB

@@ -397,7 +397,22 @@ class ServerBackend(Backend):
             "create a collection",
             self.client.create_collection,
             name,
-            vectors_config={DENSE: m.VectorParams(size=dim, distance=m.Distance.COSINE)},
+            vectors_config={
+                DENSE: m.VectorParams(
+                    size=dim,
+                    distance=m.Distance.COSINE,
+                    # int8 scalar quantization (rescored with the fp32 vectors), when asked
+                    quantization_config=(
+                        m.ScalarQuantization(
+                            scalar=m.ScalarQuantizationConfig(
+                                type=m.ScalarType.INT8, quantile=0.99, always_ram=True
+                            )
+                        )
+                        if manifest.get("vectors", {}).get("quantization") == "int8"
+                        else None
+                    ),
+                )
+            },
             sparse_vectors_config={SPARSE: m.SparseVectorParams(modifier=m.Modifier.IDF)},
             hnsw_config=m.HnswConfigDiff(
                 m=HNSW_M, ef_construct=HNSW_EF_CONSTRUCT, full_scan_threshold=HNSW_FULL_SCAN_KB

@@ -74,9 +74,9 @@ def main() -> None:
 
 
 def _register() -> None:
-    from shopsearch.cli import events, imports, index, search, serve, train
+    from shopsearch.cli import events, imports, index, optimize, search, serve, train
 
-    for module in (index, search, imports, train, events, serve):
+    for module in (index, search, imports, train, events, serve, optimize):
         for command in module.COMMANDS:
             main.add_command(command)
 

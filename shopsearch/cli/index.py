@@ -7,7 +7,12 @@ from pathlib import Path
 
 import click
 
-from shopsearch.cli.options import device_option, index_options, progress_option
+from shopsearch.cli.options import (
+    backend_options,
+    device_option,
+    index_options,
+    progress_option,
+)
 
 
 @click.command("index")
@@ -24,6 +29,13 @@ from shopsearch.cli.options import device_option, index_options, progress_option
     "--model", default=None, help="Bi-encoder folder (default: the packaged all-MiniLM-L6-v2)."
 )
 @device_option
+@backend_options
+@click.option(
+    "--quantize-vectors",
+    type=click.Choice(["int8"]),
+    default=None,
+    help="Keep an int8 scalar-quantized copy of the vectors in RAM, rescored with fp32 (Qdrant).",
+)
 @click.option(
     "--rejects",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -45,6 +57,9 @@ def index_cmd(
     mode: str,
     model: str | None,
     device: str | None,
+    backend: str,
+    quantize: str | None,
+    quantize_vectors: str | None,
     rejects: Path | None,
     segment_points: int | None,
     progress: bool,
@@ -60,6 +75,9 @@ def index_cmd(
         mode=mode,  # type: ignore[arg-type]
         model=model,
         device=device,
+        backend=backend,
+        quantize=quantize,
+        quantize_vectors=quantize_vectors,
         rejects_path=rejects,
         progress=progress,
         warn=warnings.append,
@@ -89,7 +107,14 @@ def info_cmd(location) -> None:
 
     col = open_backend(location).open()
     try:
-        click.echo(json.dumps({**col.manifest, "points": col.count()}, indent=2, sort_keys=True))
+        manifest = dict(col.manifest)
+        if isinstance(manifest.get("probes"), dict):  # 8 x dim floats: say how many, not which
+            probes = manifest["probes"]
+            manifest["probes"] = {
+                "texts": len(probes.get("texts", [])),
+                "min_cosine": probes.get("min_cosine"),
+            }
+        click.echo(json.dumps({**manifest, "points": col.count()}, indent=2, sort_keys=True))
     finally:
         col.close()
 

@@ -86,6 +86,50 @@ def filter_options(fn):
     return wrapper
 
 
+def backend_options(fn):
+    """--backend / --quantize / --threads: how the models run (torch, or an optimized copy).
+
+    Passes ``backend`` (torch|onnx|openvino) and ``quantize`` (None|"int8") on; ``--threads``
+    (or ``SHOPSEARCH_THREADS``) sets the intra-op CPU threads of torch, ONNX Runtime and
+    OpenVINO for the whole process.
+    """
+
+    @click.option(
+        "--backend",
+        type=click.Choice(["torch", "onnx", "openvino"]),
+        default="torch",
+        show_default=True,
+        envvar="SHOPSEARCH_BACKEND",
+        help="How the encoder and reranker run: torch, ONNX Runtime or OpenVINO (the copy "
+        "'shopsearch optimize' wrote into the model folder). Env: SHOPSEARCH_BACKEND.",
+    )
+    @click.option(
+        "--quantize",
+        type=click.Choice(["int8"]),
+        default=None,
+        envvar="SHOPSEARCH_QUANTIZE",
+        help="Run the int8 copy (onnx/openvino only). Env: SHOPSEARCH_QUANTIZE.",
+    )
+    @click.option(
+        "--threads",
+        type=click.IntRange(1),
+        default=None,
+        help="Intra-op CPU threads (default: physical cores). Env: SHOPSEARCH_THREADS.",
+    )
+    @functools.wraps(fn)
+    def wrapper(*args, backend, quantize, threads, **kwargs):
+        import os
+
+        from retrieval.backend import THREADS_ENV, check_backend
+
+        check_backend(backend, quantize)
+        if threads is not None:
+            os.environ[THREADS_ENV] = str(threads)
+        return fn(*args, backend=backend, quantize=quantize, **kwargs)
+
+    return wrapper
+
+
 device_option = click.option("--device", default=None, help=DEVICE_HELP)
 """--device: the torch device a command's models run on."""
 

@@ -6,7 +6,7 @@ import json
 
 import click
 
-from shopsearch.cli.options import device_option, filter_options, index_options
+from shopsearch.cli.options import backend_options, device_option, filter_options, index_options
 
 
 @click.command("search")
@@ -63,6 +63,7 @@ from shopsearch.cli.options import device_option, filter_options, index_options
     help="Search the query as typed (no spelling correction from the catalog's vocabulary).",
 )
 @device_option
+@backend_options
 @click.option(
     "--json",
     "as_json",
@@ -83,6 +84,8 @@ def search_cmd(
     profiles: str | None,
     user_id: str | None,
     device: str | None,
+    backend: str,
+    quantize: str | None,
     as_json: bool,
     no_correct: bool = False,
 ) -> None:
@@ -95,6 +98,8 @@ def search_cmd(
         personal=personal,
         profiles=profiles,
         device=device,
+        backend=backend,
+        quantize=quantize,
         qdrant_url=location.url,
         api_key=location.api_key,
         collection=location.collection,

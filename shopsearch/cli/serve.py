@@ -16,6 +16,7 @@ from pathlib import Path
 import click
 
 from catalog.errors import ShopsearchError
+from shopsearch.cli.options import backend_options
 
 APP = "shopsearch.service.app:create_app_from_env"
 
@@ -85,6 +86,7 @@ def is_loopback(host: str) -> bool:
 @click.option(
     "--device", default=None, help="Torch device for the models (default: CUDA when present)."
 )
+@backend_options
 @click.option(
     "--max-body-bytes",
     type=click.IntRange(1024),
@@ -110,6 +112,8 @@ def serve(
     port: int,
     workers: int,
     device: str | None,
+    backend: str,
+    quantize: str | None,
     max_body_bytes: int,
     log_level: str,
 ) -> None:
@@ -143,6 +147,8 @@ def serve(
             personal=str(personal.resolve()) if personal is not None else None,
             profiles=str(profiles.resolve()) if profiles is not None else None,
             device=device,
+            backend=backend,
+            quantize=quantize,
             api_key=os.environ.get(API_KEY_ENV) or None,
             admin_key=os.environ.get("SHOPSEARCH_ADMIN_KEY") or None,
             max_body_bytes=max_body_bytes,

@@ -56,6 +56,8 @@ def open_pipeline(settings: ServiceSettings) -> SearchPipeline:
         personal=settings.personal,
         profiles=settings.profiles if settings.personal is not None else None,
         device=settings.device,
+        backend=settings.backend,
+        quantize=settings.quantize,
         qdrant_url=settings.qdrant_url,
         api_key=settings.qdrant_api_key,
         collection=settings.collection,

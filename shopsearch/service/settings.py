@@ -40,6 +40,8 @@ class ServiceSettings:
         profiles: Profile directory (SQLite store and pseudonym key). Without ``personal``
             the service still stores events (``POST /events``) but does not personalize.
         device: Torch device; None picks CUDA when present.
+        backend: How the query tower and reranker run: torch, onnx, openvino.
+        quantize: None or ``int8`` (the quantized onnx/openvino copies).
         api_key: When set, every endpoint but the health checks needs ``X-API-Key``.
         admin_key: Needed (``X-Admin-Key``) to forget a shopper and to reload models; when
             unset those endpoints are refused.
@@ -60,6 +62,8 @@ class ServiceSettings:
     personal: str | None = None
     profiles: str | None = None
     device: str | None = None
+    backend: str = "torch"
+    quantize: str | None = None
     api_key: str | None = field(default=None, repr=False)
     admin_key: str | None = field(default=None, repr=False)
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES

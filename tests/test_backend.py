@@ -1,0 +1,258 @@
+"""ONNX Runtime / OpenVINO backends: export, int8, one-line errors, manifest probes, threads."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from catalog.errors import ShopsearchError
+from indexer.build import index_catalog
+from retrieval import backend as rb
+from retrieval.encoder import PROBE_TEXTS, BiEncoder
+from retrieval.retriever import Retriever
+from retrieval.store import IndexLocation
+from shopsearch.cli import main
+
+pytest.importorskip("onnxruntime")
+
+TEXTS = ["cordless drill", "white paint for walls", "kitchen faucet chrome", "x"]
+
+
+@pytest.fixture(scope="module")
+def optimized(tmp_path_factory, tiny_model) -> Path:
+    """A copy of the tiny bi-encoder with onnx/model.onnx and its int8 copy."""
+    folder = tmp_path_factory.mktemp("opt") / "model"
+    shutil.copytree(tiny_model, folder)
+    written = rb.optimize(folder, backend="onnx", quantize="int8")
+    assert [p.name for p in written] == ["model.onnx", f"model_qint8_{rb.cpu_isa()}.onnx"]
+    return folder
+
+
+def _cos(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a * b).sum(axis=1)
+
+
+def test_onnx_fp32_equals_torch_and_int8_is_close_but_not_equal(optimized):
+    torch_vecs = BiEncoder(optimized, device="cpu").encode_query(TEXTS)
+    fp32 = BiEncoder(optimized, backend="onnx")
+    int8 = BiEncoder(optimized, backend="onnx", quantize="int8")
+    assert fp32.runtime["file"] == "onnx/model.onnx"
+    assert int8.runtime["file"].startswith("onnx/model_qint8_")
+    v32, v8 = fp32.encode_query(TEXTS), int8.encode_query(TEXTS)
+    np.testing.assert_allclose(v32, torch_vecs, atol=1e-5)
+    assert v8.dtype == np.float32 and v8.shape == torch_vecs.shape
+    # really int8, not the fp32 file again: ten times further from torch than fp32 ONNX is
+    assert np.abs(v8 - torch_vecs).max() > max(1e-5, 10 * np.abs(v32 - torch_vecs).max())
+    assert _cos(v8, torch_vecs).min() > 0.98
+    np.testing.assert_allclose(np.linalg.norm(v8, axis=1), 1.0, atol=1e-5)
+    docs = int8.encode_document(TEXTS)
+    assert docs.shape == (len(TEXTS), int8.dim)
+    # same weights, same fingerprint: the index check is the probes', not the fingerprint's
+    assert int8.fingerprint == fp32.fingerprint
+    assert int8.describe()["backend"] == "onnx" and int8.describe()["quantize"] == "int8"
+
+
+def test_backend_never_exported_is_a_one_line_error_naming_the_command(tiny_model):
+    with pytest.raises(ShopsearchError, match=r"shopsearch optimize .* --backend onnx") as err:
+        BiEncoder(tiny_model, backend="onnx")
+    assert "\n" not in str(err.value)
+    with pytest.raises(ShopsearchError, match="--quantize int8"):
+        rb.model_file(tiny_model, "onnx", "int8")
+    with pytest.raises(ShopsearchError, match="needs --backend onnx or openvino"):
+        BiEncoder(tiny_model, quantize="int8")
+    with pytest.raises(ShopsearchError, match="unknown backend"):
+        BiEncoder(tiny_model, backend="tensorrt")
+    with pytest.raises(ShopsearchError, match="runs on the CPU"):
+        BiEncoder(tiny_model, backend="onnx", device="cuda")
+
+
+def test_threads_default_to_physical_cores_and_env_overrides(monkeypatch, optimized):
+    monkeypatch.delenv(rb.THREADS_ENV, raising=False)
+    assert 1 <= rb.cpu_threads() <= (torch.get_num_threads() or 64) + 64
+    monkeypatch.setenv(rb.THREADS_ENV, "1")
+    assert rb.cpu_threads() == 1
+    enc = BiEncoder(optimized, backend="onnx", quantize="int8")
+    assert enc.runtime["threads"] == 1
+    assert BiEncoder(optimized, backend="onnx", threads=2).runtime["threads"] == 2
+    monkeypatch.setenv(rb.THREADS_ENV, "lots")
+    with pytest.raises(ShopsearchError, match="SHOPSEARCH_THREADS"):
+        rb.cpu_threads()
+
+
+def test_manifest_records_backend_and_probes_and_int8_opens_an_fp32_index(
+    optimized, sample_catalog, tmp_path
+):
+    loc = IndexLocation(path=tmp_path / "idx")
+    index_catalog(sample_catalog, loc, model=str(optimized), progress=False)
+    with Retriever.open(loc.path, backend="onnx", quantize="int8") as r:
+        manifest = r.manifest
+        assert manifest["model"]["backend"] == "torch" and manifest["model"]["quantize"] is None
+        assert manifest["probes"]["texts"] == list(PROBE_TEXTS)
+        assert np.asarray(manifest["probes"]["vectors"]).shape == (len(PROBE_TEXTS), r.encoder.dim)
+        assert r.encoder.check_probes(manifest, "here") > 0.98
+        now = r.encoder.encode_query(list(PROBE_TEXTS))
+        assert np.abs(now - np.asarray(manifest["probes"]["vectors"])).max() > 1e-5  # not equal
+        assert r.search("cordless drill", k=5)
+    # an int8 build records it
+    loc8 = IndexLocation(path=tmp_path / "idx8")
+    index_catalog(
+        sample_catalog, loc8, model=str(optimized), backend="onnx", quantize="int8", progress=False
+    )
+    with Retriever.open(loc8.path) as r:  # an fp32 torch query tower over an int8-built index
+        assert r.manifest["model"]["backend"] == "onnx"
+        assert r.manifest["model"]["quantize"] == "int8"
+        assert r.manifest["model"]["file"].startswith("onnx/model_qint8_")
+
+
+def test_a_query_tower_whose_vectors_differ_is_refused(
+    optimized, tiny_model, sample_catalog, tmp_path
+):
+    from conftest import build_tiny_bert
+
+    loc = IndexLocation(path=tmp_path / "idx")
+    index_catalog(sample_catalog, loc, model=str(optimized), progress=False)
+    # a stale export: the int8 file now holds another model's weights (same fingerprint, since
+    # the fingerprint hashes model.safetensors)
+    stale = tmp_path / "stale"
+    shutil.copytree(optimized, stale)
+    # same tokenizer and shapes, other weights (as after retraining)
+    vocab = (tiny_model.parent / "hf" / "vocab.txt").read_text().split()
+    vocab = [w for w in vocab if not w.startswith("[")]
+    other = build_tiny_bert(tmp_path / "other", vocab, seed=7)
+    rb.optimize(other, backend="onnx")
+    int8 = next((stale / "onnx").glob("model_qint8_*.onnx"))
+    shutil.copy(other / "onnx" / "model.onnx", int8)
+    with pytest.raises(ShopsearchError, match=r"probe texts .* \(cosine -?0\.\d+ < 0\.98\)") as err:
+        Retriever.open(loc.path, model=str(stale), backend="onnx", quantize="int8")
+    assert "\n" not in str(err.value)
+    # an index without probes (built before them) still opens
+    enc = BiEncoder(stale, backend="onnx", quantize="int8")
+    assert enc.check_probes({"model": {}}, "old") is None
+
+
+def test_reranker_on_onnx_scores_like_torch_and_int8_close(tmp_path, tiny_model):
+    from rerank.model import new_cross_encoder, write_settings
+    from rerank.reranker import Reranker
+
+    torch.manual_seed(0)
+    folder = tmp_path / "rr"
+    new_cross_encoder(tiny_model, device="cpu").save_pretrained(str(folder))
+    write_settings(folder, blend_weight=0.3)
+    pairs = [("drill", "cordless drill red"), ("paint", "white paint"), ("x", "y z")] * 3
+    with pytest.raises(ShopsearchError, match="shopsearch optimize"):
+        Reranker.load(folder, backend="onnx")
+    rb.optimize(folder, backend="onnx", quantize="int8")
+    ref = Reranker.load(folder, device="cpu").score_pairs(pairs)
+    fp32 = Reranker.load(folder, backend="onnx")
+    int8 = Reranker.load(folder, backend="onnx", quantize="int8")
+    assert fp32.runtime["backend"] == "onnx" and int8.runtime["quantize"] == "int8"
+    assert fp32.fingerprint == int8.fingerprint
+    np.testing.assert_allclose(fp32.score_pairs(pairs), ref, atol=1e-4)
+    s8 = int8.score_pairs(pairs)
+    assert not np.allclose(s8, ref, atol=1e-6)
+    assert np.abs(s8 - ref).max() < 0.1 * (np.abs(ref).max() + 1e-3) + 0.05
+    assert int8.retrieval_weight == 0.3
+
+
+def test_openvino_backend_runs_the_export(optimized):
+    pytest.importorskip("openvino")
+    written = rb.optimize(optimized, backend="openvino", quantize="int8")
+    assert any(p.name == "openvino_model.xml" for p in written)
+    ref = BiEncoder(optimized, device="cpu").encode_query(TEXTS)
+    ov32 = BiEncoder(optimized, backend="openvino").encode_query(TEXTS)
+    ov8 = BiEncoder(optimized, backend="openvino", quantize="int8").encode_query(TEXTS)
+    np.testing.assert_allclose(ov32, ref, atol=1e-4)
+    assert _cos(ov8, ref).min() > 0.98 and np.abs(ov8 - ref).max() > 1e-5
+
+
+def test_cli_optimize_index_info_and_search_with_backend(tmp_path, tiny_model):
+    runner = CliRunner()
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model, model)
+    catalog = tmp_path / "catalog.csv"
+    assert runner.invoke(main, ["sample-catalog", str(catalog), "--n", "60"]).exit_code == 0
+    index = tmp_path / "index"
+    base = ["index", str(catalog), "--index", str(index), "--model", str(model), "--no-progress"]
+    result = runner.invoke(main, [*base, "--backend", "onnx", "--quantize", "int8"])
+    assert result.exit_code == 2
+    assert "error:" in result.stderr and f"shopsearch optimize {model}" in result.stderr
+    result = runner.invoke(main, ["optimize", str(model), "--quantize", "int8"])
+    assert result.exit_code == 0, result.output
+    assert "model.onnx" in result.stdout and "qint8" in result.stdout
+    result = runner.invoke(main, [*base, "--backend", "onnx", "--quantize", "int8", "--json"])
+    assert result.exit_code == 0, result.output
+    info = json.loads(runner.invoke(main, ["info", "--index", str(index)]).stdout)
+    assert info["model"]["backend"] == "onnx" and info["model"]["quantize"] == "int8"
+    assert info["probes"] == {"texts": len(PROBE_TEXTS), "min_cosine": 0.98}
+    for extra in ([], ["--backend", "onnx"], ["--backend", "onnx", "--quantize", "int8"]):
+        args = ["search", "cordless drill", "--index", str(index), "--json", *extra]
+        result = runner.invoke(main, [*args, "--threads", "1"])
+        assert result.exit_code == 0, result.output
+        assert json.loads(result.stdout)["hits"]
+    result = runner.invoke(main, ["search", "drill", "--index", str(index), "--quantize", "int8"])
+    assert result.exit_code == 2 and "needs --backend onnx or openvino" in result.stderr
+
+
+def test_int8_scalar_quantized_vectors_on_edge_and_server_agree(
+    tiny_encoder, sample_catalog, tmp_path
+):
+    from qdrant_client import QdrantClient
+
+    edge = IndexLocation(path=tmp_path / "q8")
+    index_catalog(
+        sample_catalog, edge, encoder=tiny_encoder, quantize_vectors="int8", progress=False
+    )
+    client = QdrantClient(":memory:")
+    server = IndexLocation(client=client)
+    index_catalog(
+        sample_catalog, server, encoder=tiny_encoder, quantize_vectors="int8", progress=False
+    )
+    name = next(c.name for c in client.get_collections().collections)
+    params = client.get_collection(name).config.params.vectors["dense"]
+    assert params.quantization_config.scalar.type.value == "int8"
+    with (
+        Retriever.open(edge.path, encoder=tiny_encoder) as a,
+        Retriever.open(client=client, encoder=tiny_encoder) as b,
+    ):
+        assert a.manifest["vectors"] == b.manifest["vectors"] == {"quantization": "int8"}
+        for q in ["cordless drill", "white paint", "faucet"]:
+            for mode in ("dense", "hybrid"):
+                ha, hb = a.search(q, k=10, mode=mode), b.search(q, k=10, mode=mode)
+                assert [h.product_id for h in ha] == [h.product_id for h in hb], (q, mode)
+    # upsert keeps the index's setting
+    index_catalog(sample_catalog, edge, mode="upsert", encoder=tiny_encoder, progress=False)
+    with Retriever.open(edge.path, encoder=tiny_encoder) as a:
+        assert a.manifest["vectors"] == {"quantization": "int8"}
+    with pytest.raises(ShopsearchError, match="unknown vector quantization"):
+        index_catalog(sample_catalog, edge, encoder=tiny_encoder, quantize_vectors="int4")
+
+
+@pytest.mark.slow
+def test_bench_index_runs_variants_side_by_side(tmp_path, optimized):
+    from rerank.model import new_cross_encoder
+
+    runner = CliRunner()
+    catalog = tmp_path / "catalog.csv"
+    assert runner.invoke(main, ["sample-catalog", str(catalog), "--n", "80"]).exit_code == 0
+    rr = tmp_path / "rr"
+    new_cross_encoder(optimized, device="cpu").save_pretrained(str(rr))
+    rb.optimize(rr, backend="onnx", quantize="int8")
+    args = ["bench-index", str(catalog), "--workdir", str(tmp_path / "b"), "--model"]
+    args += [str(optimized), "--reranker", str(rr), "--n-queries", "10"]
+    args += ["--encoder-sample", "100", "--variant", "torch", "--variant", "onnx:int8"]
+    result = runner.invoke(main, args)
+    assert result.exit_code == 0, result.output
+    table = (tmp_path / "b" / "compare.md").read_text()
+    assert "| | torch | onnx int8 |" in table
+    for row in ("indexing, items/s", "rerank 50 candidates", "hybrid + rerank 50", "memory"):
+        assert row in table
+    speed = json.loads((tmp_path / "b" / "onnxint8" / "speed.json").read_text())
+    assert speed["backend"] == "onnx" and speed["quantize"] == "int8" and speed["rss_mb"] > 0
+    bad = runner.invoke(main, [*args[:-1], "torch:int8"])
+    assert bad.exit_code == 2 and "needs --backend onnx or openvino" in bad.output
