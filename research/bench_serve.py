@@ -9,7 +9,9 @@ It writes a sample catalog and indexes it with the packaged model (unless ``--in
 each concurrency level runs that many client threads (one httpx client each) for a fixed time,
 and reports requests/s, p50/p95/p99 latency and errors. Last, it times the same searches
 through ``SearchPipeline.search`` in this process (one at a time): the service's overhead is
-the difference of the p50s at concurrency 1. Results: ``WORKDIR/bench_serve.json`` and a table
+the difference of the p50s at concurrency 1. A last level runs the most clients while
+``shopsearch index`` rebuilds the served index and a thread posts events (unless
+``--no-change``, or with ``--index``, whose catalog is not known). Results: ``WORKDIR/bench_serve.json`` and a table
 on stdout.
 
 Clients and server share the machine: on a small one the clients' own CPU use lowers the
@@ -21,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import socket
 import subprocess
 import sys
@@ -72,7 +73,12 @@ def build_index(workdir: Path, n: int, seed: int) -> Path:
 
 
 def start_server(
-    index: Path, port: int, workers: int, reranker: Path | None, log: Path
+    index: Path,
+    port: int,
+    workers: int,
+    reranker: Path | None,
+    log: Path,
+    profiles: Path | None = None,
 ) -> subprocess.Popen:
     env = {
         **os.environ,
@@ -85,6 +91,8 @@ def start_server(
     cmd += ["--log-level", "WARNING"]  # one line per request would cost the server time
     if reranker is not None:
         cmd += ["--reranker", str(reranker)]
+    if profiles is not None:
+        cmd += ["--profiles", str(profiles)]
     with log.open("wb") as out:
         return subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
 
@@ -154,6 +162,91 @@ def drive(url: str, queries: list[str], clients: int, seconds: float, k: int) ->
     }
 
 
+def under_change(
+    url: str,
+    queries: list[str],
+    clients: int,
+    seconds: float,
+    k: int,
+    index: Path,
+    catalog: Path,
+    product_ids: list[str],
+) -> dict[str, Any]:
+    """``drive`` while ``shopsearch index`` rebuilds the served index and events are posted.
+
+    The rebuild is a full build of the same catalog (a new version, promoted while searches
+    run; the service picks it up without a restart); a poster thread sends batches of 20 view
+    and click events of 50 shoppers to ``/events`` until the level ends.
+    """
+    before = (index / "CURRENT").read_text().strip()
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+    }
+    rebuild = subprocess.Popen(
+        [sys.executable, "-m", "shopsearch.cli", "index", str(catalog), "--index", str(index)]
+        + ["--no-progress", "--rejects", str(index.parent / "rejects.csv")],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    posted = {"batches": 0, "accepted": 0, "rejected": 0, "http_errors": 0}
+    stop = threading.Event()
+
+    def poster() -> None:
+        rng = np.random.default_rng(0)
+        with httpx.Client(base_url=url, timeout=60) as http:
+            while not stop.is_set():
+                now = time.time()
+                events = [
+                    {
+                        "user_id": f"bench-shopper-{int(rng.integers(50))}",
+                        "timestamp": now,
+                        "session_id": "bench",
+                        "event": "view" if i % 2 else "click",
+                        "product_id": product_ids[int(rng.integers(len(product_ids)))],
+                        "position": 1 + i % 10,
+                    }
+                    for i in range(20)
+                ]
+                try:
+                    r = http.post("/events", json={"events": events})
+                    if r.status_code == 200:
+                        body = r.json()
+                        posted["accepted"] += body["accepted"]
+                        posted["rejected"] += len(body["rejected"])
+                    else:
+                        posted["http_errors"] += 1
+                except httpx.HTTPError:
+                    posted["http_errors"] += 1
+                posted["batches"] += 1
+                stop.wait(0.1)
+
+    thread = threading.Thread(target=poster, daemon=True)
+    thread.start()
+    try:
+        result = drive(url, queries, clients, seconds, k)
+    finally:
+        stop.set()
+        thread.join(60)
+    try:
+        _, err = rebuild.communicate(timeout=MAX_SECONDS * 5)
+    except subprocess.TimeoutExpired:
+        rebuild.kill()
+        _, err = rebuild.communicate()
+    after = (index / "CURRENT").read_text().strip()
+    return {
+        **result,
+        "rebuild_exit": rebuild.returncode,
+        "rebuild_error": err.strip().splitlines()[-1]
+        if rebuild.returncode and err.strip()
+        else None,
+        "rebuild_promoted": after != before,
+        "events": posted,
+    }
+
+
 def in_process(index: Path, reranker: Path | None, queries: list[str], seconds: float, k: int):
     """The same searches through ``SearchPipeline.search``, one at a time, for ``seconds``."""
     from rerank.pipeline import SearchPipeline
@@ -189,6 +282,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--concurrency", default="1,4,16", help="Client counts, comma-separated.")
     parser.add_argument("--seconds", type=float, default=10.0, help="Time per level (default 10).")
     parser.add_argument("-k", type=int, default=10, help="Results per search.")
+    parser.add_argument(
+        "--no-change",
+        action="store_true",
+        help="Skip the last level (the most clients while the index is rebuilt and events posted).",
+    )
     args = parser.parse_args(argv)
 
     levels = [int(c) for c in args.concurrency.split(",") if c.strip()]
@@ -201,10 +299,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     queries = list(SAMPLE_QUERIES)
     args.workdir.mkdir(parents=True, exist_ok=True)
     index = args.index or build_index(args.workdir, args.n, args.seed)
+    catalog = args.workdir / f"catalog-{args.n}-{args.seed}.parquet"
+    change = not args.no_change and args.index is None  # the rebuild needs the sample catalog
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     log = args.workdir / "serve.log"
-    proc = start_server(index, port, args.workers, args.reranker, log)
+    profiles = args.workdir / "profiles" if change else None
+    proc = start_server(index, port, args.workers, args.reranker, log, profiles)
     try:
         wait_ready(url, proc, log)
         with httpx.Client(base_url=url, timeout=60) as http:  # warm-up, not timed
@@ -214,6 +315,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for clients in levels:
             results.append(drive(url, queries, clients, args.seconds, args.k))
             print(json.dumps(results[-1]), flush=True)
+        changing = None
+        if change:
+            import polars as pl
+
+            ids = pl.read_parquet(catalog, columns=["product_id"])["product_id"].to_list()
+            seconds = max(args.seconds, 30.0)  # long enough for the rebuild to be promoted
+            changing = under_change(url, queries, max(levels), seconds, args.k, index, catalog, ids)
+            print(json.dumps(changing), flush=True)
     finally:
         proc.terminate()
         try:
@@ -221,16 +330,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+    from research.bench_speed import machine_description
+
     direct = in_process(index, args.reranker, queries, args.seconds, args.k)
     one = next((r for r in results if r["clients"] == 1), None)
     report = {
-        "machine": f"{platform.machine()} {os.cpu_count()} cores, {platform.python_version()}",
+        "machine": machine_description(),
+        "date": time.strftime("%Y-%m-%d"),
         "index": str(index),
         "reranker": str(args.reranker) if args.reranker else None,
         "workers": args.workers,
         "k": args.k,
         "seconds_per_level": args.seconds,
         "http": results,
+        "under_change": changing,
         "in_process": direct,
         "overhead_p50_ms": round(one["p50_ms"] - direct["p50_ms"], 2) if one else None,
     }
@@ -243,10 +356,23 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             f"| {r['clients']} | {r['requests_per_s']} | {r['p50_ms']} | {r['p95_ms']} "
             f"| {r['p99_ms']} | {r['errors']} |"
         )
+    if changing is not None:
+        c = changing
+        print(
+            f"| {c['clients']}, during a rebuild and event posting | {c['requests_per_s']} "
+            f"| {c['p50_ms']} | {c['p95_ms']} | {c['p99_ms']} | {c['errors']} |"
+        )
     print(
         f"| in-process | {direct['requests_per_s']} | {direct['p50_ms']} | {direct['p95_ms']} "
         f"| {direct['p99_ms']} | 0 |"
     )
+    if changing is not None:
+        ev = changing["events"]
+        print(
+            f"\nrebuild promoted during the level: {changing['rebuild_promoted']} "
+            f"(exit {changing['rebuild_exit']}); events accepted {ev['accepted']}, "
+            f"rejected {ev['rejected']}, failed batches {ev['http_errors']}"
+        )
     if report["overhead_p50_ms"] is not None:
         print(f"\nservice overhead at 1 client (p50): {report['overhead_p50_ms']} ms")
     return report

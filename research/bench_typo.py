@@ -37,7 +37,7 @@ from retrieval.spelling import vocabulary_words
 from retrieval.store import IndexLocation
 
 METRICS = ("ndcg@10", "recall@100")
-DENSE_WEIGHTS = (0.25, 0.5, 0.75, 1.0)
+DENSE_WEIGHTS = (0.1, 0.25, 0.5, 0.75, 1.0)
 NOISE_LEVELS = (0.0, 0.05, 0.1, 0.2)
 Run = dict[str, dict[str, float]]
 

@@ -46,7 +46,34 @@ def test_reduced_fault_benchmark(tmp_path, tiny_model):
 def test_unknown_scenario_is_refused(tmp_path):
     with pytest.raises(ValueError, match="unknown scenarios"):
         run_fault_benchmark(tmp_path, scenarios=("no_such",))
-    assert len(SCENARIOS) == 7
+    assert len(SCENARIOS) == 8
+
+
+def test_memory_scenario_measures_both_layouts(tmp_path, tiny_model):
+    report = run_fault_benchmark(
+        tmp_path / "faults",
+        seed=1,
+        model=str(tiny_model),
+        memory_sizes=(1000, 2500),
+        memory_segment=1000,
+        scenarios=("memory",),
+        log=lambda m: None,
+    )
+    mem = report.scenarios["memory"]
+    assert [(r["products"], r["layout"]) for r in mem["runs"]] == [
+        (1000, "segments"), (1000, "one segment"), (2500, "segments"), (2500, "one segment"),
+    ]  # fmt: skip
+    assert all(r["exit"] == 0 and r["peak_rss_mb"] > r["peak_anon_mb"] > 0 for r in mem["runs"])
+    # an upsert that changes nothing copies the build sparsely: about the build's own size
+    assert 0.5 <= mem["upsert_disk_ratio_max"] <= 1.5
+    assert (
+        mem["peak_rss_mb_per_1k_products_segments"] == mem["peak_rss_mb_per_1k_products_segments"]
+    )
+
+
+def test_memory_sizes_are_checked(tmp_path):
+    with pytest.raises(ValueError, match="memory sizes"):
+        run_fault_benchmark(tmp_path, memory_sizes=(10,), scenarios=("memory",))
 
 
 def test_command_is_registered_with_help():

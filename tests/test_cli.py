@@ -225,8 +225,11 @@ def test_research_commands_come_from_entry_points():
     assert registered["sample-catalog"] == "research.cli:sample_catalog"
     assert set(registered) == {
         "sample-catalog", "demo", "bench", "bench-index", "bench-personal", "simulate",
-        "bench-faults",
+        "bench-faults", "bench-typo",
     }  # fmt: skip
+    from research.cli import COMMANDS
+
+    assert set(registered) == {c.name for c in COMMANDS}  # every research command is reachable
     # not registered by hand: the group itself holds only the core commands
     assert not set(registered) & set(main.commands)
 

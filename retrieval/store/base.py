@@ -53,6 +53,10 @@ HNSW_EF_CONSTRUCT = 100
 #: points of Recall@100 on Home Depot against exact search (0.795 vs 0.806); 400 keeps 0.803
 #: at about the same latency (scripts/ef_sweep.py).
 HNSW_EF_SEARCH = 400
+#: With int8-quantized vectors, this many times the wanted hits are scored on the int8 copy and
+#: rescored with the float vectors (ignored without quantization), so the int8 copy does not
+#: change which products come back (both backends alike).
+QUANTIZED_OVERSAMPLING = 3.0
 #: Products written into one segment before it is indexed and closed during a build: the HNSW
 #: build and the written pages of a segment are what indexing holds in memory, so memory is
 #: bounded by this, not by the catalog (embedded backend; a server manages its own segments).

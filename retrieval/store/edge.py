@@ -37,6 +37,7 @@ from retrieval.store.base import (
     HNSW_M,
     PAYLOAD_INDEXES,
     PAYLOAD_PRODUCT_ID,
+    QUANTIZED_OVERSAMPLING,
     SEGMENT_POINTS,
     SPARSE,
     Backend,
@@ -89,7 +90,12 @@ def _request(r: rq.SourceRequest):
         filter=_filter(r.conditions),
         with_payload=r.payload if r.payload is True else list(r.payload),
         with_vector=[DENSE] if r.with_vector else None,
-        params=qe.SearchParams(hnsw_ef=r.hnsw_ef),
+        params=qe.SearchParams(
+            hnsw_ef=r.hnsw_ef,
+            quantization=qe.QuantizationSearchParams(
+                rescore=True, oversampling=QUANTIZED_OVERSAMPLING
+            ),
+        ),
     )
 
 

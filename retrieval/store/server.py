@@ -31,6 +31,7 @@ from retrieval.store.base import (
     HNSW_M,
     PAYLOAD_INDEXES,
     PAYLOAD_PRODUCT_ID,
+    QUANTIZED_OVERSAMPLING,
     SPARSE,
     Backend,
     Collection,
@@ -87,7 +88,12 @@ def _request(r: rq.SourceRequest):
         filter=_filter(r.conditions),
         with_payload=r.payload if r.payload is True else list(r.payload),
         with_vector=[DENSE] if r.with_vector else False,
-        params=m.SearchParams(hnsw_ef=r.hnsw_ef),
+        params=m.SearchParams(
+            hnsw_ef=r.hnsw_ef,
+            quantization=m.QuantizationSearchParams(
+                rescore=True, oversampling=QUANTIZED_OVERSAMPLING
+            ),
+        ),
     )
 
 
