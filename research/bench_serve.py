@@ -79,6 +79,7 @@ def start_server(
     reranker: Path | None,
     log: Path,
     profiles: Path | None = None,
+    extra: list[str] | None = None,
 ) -> subprocess.Popen:
     env = {
         **os.environ,
@@ -93,6 +94,7 @@ def start_server(
         cmd += ["--reranker", str(reranker)]
     if profiles is not None:
         cmd += ["--profiles", str(profiles)]
+    cmd += extra or []
     with log.open("wb") as out:
         return subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
 

@@ -524,6 +524,7 @@ def test_serve_command_options_and_warning(index_dir, no_uvicorn, monkeypatch):
 
     assert all(p.help for p in serve.params if isinstance(p, click.Option)), "an option lacks help"
     monkeypatch.delenv("SHOPSEARCH_API_KEY", raising=False)
+    monkeypatch.delenv("SHOPSEARCH_THREADS", raising=False)
     runner = CliRunner()
     result = runner.invoke(serve, ["--index", str(index_dir), "--host", "0.0.0.0"])
     assert result.exit_code == 0, result.output
@@ -543,6 +544,14 @@ def test_serve_command_options_and_warning(index_dir, no_uvicorn, monkeypatch):
     assert kwargs["workers"] == 3 and env["PROMETHEUS_MULTIPROC_DIR"]
     assert API_KEY not in env["SHOPSEARCH_SERVE_SETTINGS"]  # keys travel in their own variable
     assert ServiceSettings.from_env(env).api_key == API_KEY
+    # the workers share the cores: each runs cores/3 inference threads (at least 1)
+    from retrieval.backend import cpu_threads
+
+    assert env["SHOPSEARCH_THREADS"] == str(max(1, cpu_threads() // 3))
+    os.environ.pop("SHOPSEARCH_THREADS", None)
+    result = runner.invoke(serve, ["--index", str(index_dir), "--workers", "2", "--threads", "5"])
+    assert result.exit_code == 0 and no_uvicorn[-1][2]["SHOPSEARCH_THREADS"] == "5"
+    os.environ.pop("SHOPSEARCH_THREADS", None)
     # loopback is not warned about, even without a key
     monkeypatch.delenv("SHOPSEARCH_API_KEY")
     result = runner.invoke(serve, ["--index", str(index_dir)])

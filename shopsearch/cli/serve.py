@@ -81,7 +81,8 @@ def is_loopback(host: str) -> bool:
     type=click.IntRange(1, 64),
     default=1,
     show_default=True,
-    help="Worker processes; each opens the index (read-only) and the profile store.",
+    help="Worker processes; each opens the index (read-only) and the profile store, and "
+    "runs cores/N inference threads unless --threads says otherwise.",
 )
 @click.option(
     "--device", default=None, help="Torch device for the models (default: CUDA when present)."
@@ -120,6 +121,7 @@ def serve(
     """Serve search over HTTP: /search, /events, /users/{id}, /metrics, a page at /."""
     import uvicorn
 
+    from retrieval.backend import THREADS_ENV, cpu_threads
     from shopsearch.service.app import LOG_LEVEL_ENV
     from shopsearch.service.metrics import MULTIPROC_ENV
     from shopsearch.service.settings import API_KEY_ENV, ServiceSettings
@@ -162,6 +164,10 @@ def serve(
             )
         os.environ.update(settings.to_env())
         os.environ[LOG_LEVEL_ENV] = log_level  # read by each worker (logging is per process)
+        if workers > 1 and not os.environ.get(THREADS_ENV):
+            # each worker searches one query at a time: the workers share the cores rather than
+            # each running as many threads as there are cores
+            os.environ[THREADS_ENV] = str(max(1, cpu_threads() // workers))
         if workers > 1:
             # every worker writes its metrics here and /metrics sums them
             metrics_dir = Path(state_dir) / "metrics"
