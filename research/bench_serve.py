@@ -249,10 +249,25 @@ def under_change(
     }
 
 
-def in_process(index: Path, reranker: Path | None, queries: list[str], seconds: float, k: int):
-    """The same searches through ``SearchPipeline.search``, one at a time, for ``seconds``."""
-    from rerank.pipeline import SearchPipeline
+def in_process(
+    index: Path,
+    reranker: Path | None,
+    queries: list[str],
+    seconds: float,
+    k: int,
+    workers: int = 1,
+):
+    """The same searches through ``SearchPipeline.search``, one at a time, for ``seconds``.
 
+    Runs as many inference threads as one of ``workers`` service workers does (``serve``
+    splits the cores between its workers), so the difference is the service's own cost.
+    """
+    from rerank.pipeline import SearchPipeline
+    from retrieval.backend import THREADS_ENV, apply_torch_threads, cpu_threads
+
+    threads = int(os.environ.get(THREADS_ENV) or max(1, cpu_threads() // workers))
+    os.environ[THREADS_ENV] = str(threads)  # what the models read when they load
+    apply_torch_threads(threads)
     with SearchPipeline.open(index, reranker=reranker) as pipe:
         for q in queries[:WARMUP]:
             pipe.search(q, k=k, explain=False)
@@ -264,7 +279,12 @@ def in_process(index: Path, reranker: Path | None, queries: list[str], seconds: 
             pipe.search(queries[i % len(queries)], k=k, explain=False)
             ms.append((time.perf_counter() - t0) * 1000)
             i += 1
-    return {"requests": len(ms), "requests_per_s": round(len(ms) / seconds, 2), **_percentiles(ms)}
+    return {
+        "threads": threads,
+        "requests": len(ms),
+        "requests_per_s": round(len(ms) / seconds, 2),
+        **_percentiles(ms),
+    }
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -334,7 +354,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             proc.wait()
     from research.bench_speed import machine_description
 
-    direct = in_process(index, args.reranker, queries, args.seconds, args.k)
+    direct = in_process(index, args.reranker, queries, args.seconds, args.k, args.workers)
     one = next((r for r in results if r["clients"] == 1), None)
     report = {
         "machine": machine_description(),
