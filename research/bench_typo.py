@@ -39,7 +39,16 @@ from retrieval.store import IndexLocation
 METRICS = ("ndcg@10", "recall@100")
 DENSE_WEIGHTS = (0.1, 0.25, 0.5, 0.75, 1.0)
 NOISE_LEVELS = (0.0, 0.05, 0.1, 0.2)
+#: What one run can do; a run of some of them reads the fusion recorded with the index.
+PARTS = ("fusion", "stages", "robustness", "corrector")
 Run = dict[str, dict[str, float]]
+
+
+def report_name(parts: Sequence[str]) -> str:
+    """``typo`` for a whole run, else ``typo-<parts>`` (the report files' stem in the workdir)."""
+    if set(parts) == set(PARTS):
+        return "typo"
+    return "typo-" + "-".join(p for p in PARTS if p in parts)
 
 
 @dataclass(frozen=True)
@@ -151,6 +160,7 @@ def run_typo_benchmark(
     noise_queries: int | None = None,
     seed: int = 0,
     device: str | None = None,
+    parts: Sequence[str] = PARTS,
     log: Callable[[str], None] = print,
 ) -> TypoReport:
     """Runs the typo benchmark; writes ``typo.json`` and ``typo.md`` in ``workdir``.
@@ -165,8 +175,13 @@ def run_typo_benchmark(
         noise_queries: Score the robustness curve on a seeded sample of this many queries.
         seed: Seeds the noise and the samples.
         device: Torch device.
+        parts: Which of :data:`PARTS` to run; without ``fusion`` the weights recorded with
+            the index are used. A run of some parts writes ``typo-<parts>.json`` / ``.md``.
         log: Progress lines.
     """
+    unknown = set(parts) - set(PARTS)
+    if unknown or not parts:
+        raise ValueError(f"parts {sorted(unknown) or '(none)'}: choose from {PARTS}")
     from research.bench_speed import machine_description
 
     start = time.perf_counter()
@@ -194,10 +209,12 @@ def run_typo_benchmark(
     # and at each dense weight (validation NDCG@10 picks a default for shops without labels)
     default_check: dict[str, float] = {}
     with Retriever.open(base_path, encoder=base) as zero:
-        means = mean_scores(score(retrieve(zero, "bm25", qids, texts, True)))
-        for m in METRICS:
-            default_check[f"bm25 {m}"] = means[m]
-        for w in DENSE_WEIGHTS:
+        weights: Sequence[float] = DENSE_WEIGHTS if "fusion" in parts else ()
+        if weights:
+            means = mean_scores(score(retrieve(zero, "bm25", qids, texts, True)))
+            for m in METRICS:
+                default_check[f"bm25 {m}"] = means[m]
+        for w in weights:
             zero.tuning = QueryTuning(dense_weight=w)
             v = mean_scores(score(retrieve(zero, "hybrid", vqids, vtexts, True), vqrels))
             default_check[f"zero-shot hybrid w={w:g} validation ndcg@10"] = v["ndcg@10"]
@@ -216,25 +233,29 @@ def run_typo_benchmark(
 
     # fusion weights and dense reading, chosen on validation
     validation: dict[str, float] = {}
-    for reads in ("original", "corrected"):
+    for reads in ("original", "corrected") if "fusion" in parts else ():
         for w in DENSE_WEIGHTS:
             retriever.tuning = QueryTuning(dense_weight=w, dense_reads=reads)  # type: ignore[arg-type]
             run = retrieve(retriever, "hybrid", vqids, vtexts, True)
             value = mean_scores(score(run, vqrels))["ndcg@10"]
             validation[f"{w:g}/{reads}"] = value
             log(f"validation hybrid dense weight {w:g}, dense reads {reads}: NDCG@10 {value:.4f}")
-    best = max(validation, key=lambda k: validation[k])
-    w, reads = best.split("/")
-    tuning = QueryTuning(
-        dense_weight=float(w),
-        dense_reads=reads,  # type: ignore[arg-type]
-        how="chosen on the validation split (shopsearch bench-typo)",
-    )
-    retriever.close()
-    tune_index(IndexLocation(path=path), tuning)
-    log(f"recorded {tuning} with {path}")
-    retriever = Retriever.open(path, encoder=encoder)
-    assert retriever.tuning == tuning
+    if validation:
+        best = max(validation, key=lambda k: validation[k])
+        w, reads = best.split("/")
+        tuning = QueryTuning(
+            dense_weight=float(w),
+            dense_reads=reads,  # type: ignore[arg-type]
+            how="chosen on the validation split (shopsearch bench-typo)",
+        )
+        retriever.close()
+        tune_index(IndexLocation(path=path), tuning)
+        log(f"recorded {tuning} with {path}")
+        retriever = Retriever.open(path, encoder=encoder)
+        assert retriever.tuning == tuning
+    else:
+        tuning = retriever.tuning
+        log(f"using the fusion recorded with {path}: {tuning}")
 
     oov = [
         q
@@ -243,6 +264,8 @@ def run_typo_benchmark(
     ]
     runs: dict[str, dict[bool, Run]] = {}
     for name, mode in (("bm25", "bm25"), ("dense", "dense"), ("hybrid", "hybrid")):
+        if "stages" not in parts:
+            break
         log(f"stage {name}")
         runs[name] = {c: retrieve(retriever, mode, qids, texts, c) for c in (False, True)}
 
@@ -263,8 +286,9 @@ def run_typo_benchmark(
                 )
             return _run_from(batches, list(ids))
 
-        log("stage pipeline")
-        runs["pipeline"] = {c: pipeline_fn(qids, texts, c) for c in (False, True)}
+        if "stages" in parts:
+            log("stage pipeline")
+            runs["pipeline"] = {c: pipeline_fn(qids, texts, c) for c in (False, True)}
 
     rows: list[TypoRow] = []
     for name, by in runs.items():
@@ -289,7 +313,8 @@ def run_typo_benchmark(
         nq = sorted(rng.sample(nq, noise_queries))
     nids, ntexts = [q for q, _ in nq], [t for _, t in nq]
     robustness: dict[str, dict[str, list[float]]] = {}
-    for level in NOISE_LEVELS:
+    sampled = {q: qrels[q] for q in nids}  # the curve averages over the sampled queries only
+    for level in NOISE_LEVELS if "robustness" in parts else ():
         noisy = TypoNoise(level, seed).many(ntexts, nids)
         log(f"noise {level:.0%}")
         stage_runs = {
@@ -300,14 +325,14 @@ def run_typo_benchmark(
         if pipeline_fn is not None:
             stage_runs["pipeline"] = pipeline_fn(nids, noisy, True)
         for name, run in stage_runs.items():
-            means = mean_scores(score(run))
+            means = mean_scores(score(run, sampled))
             for m in METRICS:
                 robustness.setdefault(name, {}).setdefault(m, []).append(means[m])
 
     # the corrector's precision on the test queries
     english = _english_words()
     changed = []
-    for t in texts:
+    for t in texts if "corrector" in parts else ():
         fix = corrector.correct(t)
         if fix is not None:
             changed += [
@@ -338,8 +363,11 @@ def run_typo_benchmark(
         robustness=robustness,
         corrections=corrections,
     )
-    (workdir / "typo.json").write_text(json.dumps(asdict(report), indent=1))
-    (workdir / "typo.md").write_text(report.markdown() + "\n")
+    name = (
+        "typo" if set(parts) == set(PARTS) else "typo-" + "-".join(p for p in PARTS if p in parts)
+    )
+    (workdir / f"{name}.json").write_text(json.dumps(asdict(report), indent=1))
+    (workdir / f"{name}.md").write_text(report.markdown() + "\n")
     return report
 
 

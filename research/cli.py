@@ -299,6 +299,14 @@ def simulate_cmd(
 )
 @click.option("--seed", default=0, show_default=True, type=int, help="Seeds the noise.")
 @device_option
+@click.option(
+    "--only",
+    "parts",
+    multiple=True,
+    type=click.Choice(["fusion", "stages", "robustness", "corrector"]),
+    help="Run only this part (repeat for several; default: all). Without fusion, the weights "
+    "recorded with the index are used; the report is then typo-<parts>.md.",
+)
 def bench_typo_cmd(
     data: Path,
     workdir: Path,
@@ -309,11 +317,12 @@ def bench_typo_cmd(
     noise_queries: int | None,
     seed: int,
     device: str | None,
+    parts: tuple[str, ...],
 ) -> None:
     """Typo tolerance on DATA: fusion weights chosen on validation and recorded with the index;
     every stage with and without spelling correction (all queries, out-of-vocabulary ones);
     robustness to 0/5/10/20% typing noise; the corrector's precision."""
-    from research.bench_typo import run_typo_benchmark
+    from research.bench_typo import PARTS, report_name, run_typo_benchmark
 
     report = run_typo_benchmark(
         data,
@@ -325,10 +334,12 @@ def bench_typo_cmd(
         noise_queries=noise_queries,
         seed=seed,
         device=device,
+        parts=parts or PARTS,
         log=lambda m: click.echo(m, err=True),
     )
     click.echo(report.markdown())
-    click.echo(f"\nwrote {workdir / 'typo.json'}, {workdir / 'typo.md'} ({report.seconds:.0f} s)")
+    name = report_name(parts or PARTS)
+    click.echo(f"\nwrote {workdir / name}.json and .md ({report.seconds:.0f} s)")
 
 
 @click.command("bench-personal")

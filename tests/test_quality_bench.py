@@ -126,3 +126,22 @@ def test_typo_bench_records_fusion_and_scores_with_and_without_correction(
         assert r.tuning.as_dict() == report.tuning
         assert r.tuning.how.startswith("chosen on the validation split")
     assert "out-of-vocabulary" in (tmp_path / "work" / "typo.md").read_text()
+    # the curve averages over the queries it scored: at 0% noise it is the hybrid stage's mean
+    hybrid = {
+        r.metric: r.corrected for r in report.rows if r.stage == "hybrid" and r.subset == "all"
+    }
+    assert report.robustness["hybrid"]["ndcg@10"][0] == pytest.approx(hybrid["ndcg@10"])
+
+    # a run of one part reads the recorded fusion and writes its own report
+    again = run_typo_benchmark(
+        tiny_bench,
+        tmp_path / "work",
+        base_model=str(tiny_model),
+        parts=("robustness",),
+        noise_queries=10,
+        log=lambda m: None,
+    )
+    assert again.tuning == report.tuning and again.rows == [] and not again.validation
+    assert (tmp_path / "work" / "typo-robustness.md").exists()
+    scored = report.robustness["hybrid"]["ndcg@10"][0]
+    assert 0 < again.robustness["hybrid"]["ndcg@10"][0] <= 1 and scored > 0
