@@ -76,7 +76,7 @@ def _json(model: BaseModel) -> Response:
     Returning the model itself would have FastAPI dump it, validate it again against
     ``response_model`` and encode it a third time: most of the service's own cost per search.
     """
-    return Response(content=model.model_dump_json(), media_type="application/json")
+    return Response(content=model.model_dump_json(by_alias=True), media_type="application/json")
 
 
 def _same(given: str | None, expected: str) -> bool:
