@@ -369,6 +369,9 @@ def run_quality_benchmark(
         }
         if owner is not final_retriever:
             owner.close()
+    # a variant runs with the fp32 stage's fusion (weights recorded with that index, or the
+    # default), so the two differ only in how the models run
+    fp32_tuning = final_retriever.tuning if final_retriever is not None else None
     if final_retriever is not None:
         final_retriever.close()
     for v_backend, v_quantize in variants:
@@ -376,6 +379,8 @@ def run_quality_benchmark(
         v_model = retriever_model if retriever_model is not None else base_model
         v_enc = BiEncoder(v_model, device=device, backend=v_backend, quantize=v_quantize)
         v_ret = Retriever.open(_index_for(v_enc, catalog, workdir, log), encoder=v_enc)
+        if fp32_tuning is not None:
+            v_ret.tuning = fp32_tuning
         stage(f"{best_hybrid} {tag}", v_ret, "hybrid")
         if reranker_model is not None:
             v_rr = Reranker.load(
