@@ -47,6 +47,14 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _env() -> dict[str, str]:
+    """This environment, with the repository importable (the commands run from a checkout)."""
+    return {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+    }
+
+
 def _percentiles(ms: list[float]) -> dict[str, float]:
     if not ms:
         return {"p50_ms": float("nan"), "p95_ms": float("nan"), "p99_ms": float("nan")}
@@ -81,10 +89,7 @@ def start_server(
     profiles: Path | None = None,
     extra: list[str] | None = None,
 ) -> subprocess.Popen:
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
-    }
+    env = _env()
     for name in ("SHOPSEARCH_API_KEY", "SHOPSEARCH_ADMIN_KEY", "PROMETHEUS_MULTIPROC_DIR"):
         env.pop(name, None)
     cmd = [sys.executable, "-m", "shopsearch.cli", "serve", "--index", str(index)]
@@ -181,14 +186,10 @@ def under_change(
     and click events of 50 shoppers to ``/events`` until the level ends.
     """
     before = (index / "CURRENT").read_text().strip()
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
-    }
     rebuild = subprocess.Popen(
         [sys.executable, "-m", "shopsearch.cli", "index", str(catalog), "--index", str(index)]
         + ["--no-progress", "--rejects", str(index.parent / "rejects.csv")],
-        env=env,
+        env=_env(),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
@@ -263,9 +264,9 @@ def in_process(
     splits the cores between its workers), so the difference is the service's own cost.
     """
     from rerank.pipeline import SearchPipeline
-    from retrieval.backend import THREADS_ENV, apply_torch_threads, cpu_threads
+    from retrieval.backend import THREADS_ENV, apply_torch_threads, worker_threads
 
-    threads = int(os.environ.get(THREADS_ENV) or max(1, cpu_threads() // workers))
+    threads = int(os.environ.get(THREADS_ENV) or worker_threads(workers))
     os.environ[THREADS_ENV] = str(threads)  # what the models read when they load
     apply_torch_threads(threads)
     with SearchPipeline.open(index, reranker=reranker) as pipe:

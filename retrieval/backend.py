@@ -64,6 +64,11 @@ def cpu_threads() -> int:
     return max(1, min(int(usable or 1), int(physical or 1)))
 
 
+def worker_threads(workers: int) -> int:
+    """Intra-op threads for each of ``workers`` processes sharing the cores (at least 1)."""
+    return max(1, cpu_threads() // max(1, int(workers)))
+
+
 def apply_torch_threads(threads: int | None = None) -> int:
     """Sets torch's intra-op threads (``threads`` or :func:`cpu_threads`); returns the number."""
     n = int(threads) if threads else cpu_threads()

@@ -121,7 +121,7 @@ def serve(
     """Serve search over HTTP: /search, /events, /users/{id}, /metrics, a page at /."""
     import uvicorn
 
-    from retrieval.backend import THREADS_ENV, cpu_threads
+    from retrieval.backend import THREADS_ENV, worker_threads
     from shopsearch.service.app import LOG_LEVEL_ENV
     from shopsearch.service.metrics import MULTIPROC_ENV
     from shopsearch.service.settings import API_KEY_ENV, ServiceSettings
@@ -167,7 +167,7 @@ def serve(
         if workers > 1 and not os.environ.get(THREADS_ENV):
             # each worker searches one query at a time: the workers share the cores rather than
             # each running as many threads as there are cores
-            os.environ[THREADS_ENV] = str(max(1, cpu_threads() // workers))
+            os.environ[THREADS_ENV] = str(worker_threads(workers))
         if workers > 1:
             # every worker writes its metrics here and /metrics sums them
             metrics_dir = Path(state_dir) / "metrics"
