@@ -44,6 +44,9 @@ from retrieval.hits import RankedHit
 #: Ranks relevance-only: queries -> per query, its candidates with ``relevance`` set (and
 #: vectors, for the similarity features), best first.
 RankFn = Callable[[Sequence[str]], list[list[RankedHit]]]
+#: Looks up what the features read about products (brand, category, price), as the index stores
+#: it: ``ids -> {product_id: payload}`` (missing ids absent).
+ItemLookup = Callable[[Sequence[str]], dict[str, dict[str, Any]]]
 #: Features the examination model must not see: they describe where an item stood.
 POSITION_FEATURES = ("rank_discount",)
 _DAY = 86400.0
@@ -109,8 +112,12 @@ def lessons_from_log(
     max_rank: int = 10,
     flush_s: float = 3600.0,
     batch_queries: int = 64,
+    items: ItemLookup | None = None,
 ) -> tuple[list[Lesson], ImpressionStats, dict[str, int]]:
     """Impressions with features computed from what was known before each search.
+
+    ``items`` supplies the catalog attributes of logged products that are not among the
+    candidates (see :func:`features_at`).
 
     Returns:
         (lessons in time order, the log's counts, skipped shown products/searches by reason).
@@ -159,7 +166,7 @@ def lessons_from_log(
             feats,
         )
         for (m, kept), at, (_, feats) in zip(
-            usable, searches, features_at(events, searches, vectors, flush_s), strict=True
+            usable, searches, features_at(events, searches, vectors, flush_s, items), strict=True
         )
     ]
     return lessons, stats, dict(skipped)
@@ -179,18 +186,24 @@ def features_at(
     searches: Sequence[SearchAt],
     vectors: VectorLookup,
     flush_s: float = 3600.0,
+    items: ItemLookup | None = None,
 ) -> list[tuple[UserProfile, np.ndarray]]:
     """Each search's profile and features as a live shop would have had them.
 
     The events are replayed in time order into a throw-away profile store, in steps of
     ``flush_s`` seconds (profiles and popularity update as ingest would), and each search
-    reads the profile of its shopper from events strictly before it.
+    reads the profile of its shopper from events strictly before it. The store first gets
+    the catalog attributes (brand, category, price) of every product the log and the
+    candidates name, as ``events ingest`` gives the serving store, so the brand, category
+    and price features are computed in training as they are at query time.
 
     Args:
         events: The whole log (any order).
         searches: The searches to featurize, in time order.
         vectors: Product vectors from the index.
         flush_s: Replay step, seconds.
+        items: Payloads of logged products (the candidates' own payloads are used first);
+            None: only the candidates' payloads.
 
     Returns:
         Per search: (point-in-time profile, features ``(len(hits), len(FEATURE_NAMES))``).
@@ -200,6 +213,7 @@ def features_at(
     with tempfile.TemporaryDirectory(prefix="shopsearch-replay-") as tmp:
         store = ProfileStore(Path(tmp) / "replay.sqlite")
         pz = Pseudonymizer(secrets.token_bytes(32))  # replay only: deleted with the folder
+        store.upsert_items(_catalog_records(ordered, searches, items))
         ei, pending = 0, []
         next_flush = ordered[0].timestamp + flush_s if ordered else 0.0
         try:
@@ -224,6 +238,22 @@ def features_at(
         finally:
             store.close()
     return out
+
+
+def _catalog_records(
+    events: Sequence[Event], searches: Sequence[SearchAt], items: ItemLookup | None
+) -> list[dict[str, Any]]:
+    """What the profiles need about every product the log or the candidates name."""
+    records: dict[str, dict[str, Any]] = {}
+    for at in searches:
+        for h in at.hits:
+            records.setdefault(h.product_id, {**h.payload, "product_id": h.product_id})
+    missing = sorted({e.product_id for e in events if e.product_id} - records.keys())
+    if items is not None:
+        for i in range(0, len(missing), 1000):
+            for pid, payload in items(missing[i : i + 1000]).items():
+                records[pid] = {**payload, "product_id": pid}
+    return list(records.values())
 
 
 def estimate_from_lessons(lessons: Sequence[Lesson], max_rank: int) -> Propensities:
@@ -267,6 +297,7 @@ def train_from_log(
     config: LogTrainConfig | None = None,
     relevance_source: dict[str, Any] | None = None,
     log: Callable[[str], None] = print,
+    items: ItemLookup | None = None,
 ) -> tuple[PersonalRanker, LogTrainReport]:
     """Trains the fusion model from a log of impressions and interactions.
 
@@ -278,6 +309,7 @@ def train_from_log(
         relevance_source: What produced the relevance scores (reranker fingerprint and blend
             weight), recorded in the model so serving can refuse another.
         log: Progress lines.
+        items: Catalog attributes of logged products (see :func:`features_at`).
 
     Returns:
         The trained model (its ``meta`` records the propensities, the relevance source and
@@ -289,7 +321,7 @@ def train_from_log(
     """
     config = config or LogTrainConfig()
     lessons, stats, skipped = lessons_from_log(
-        events, rank, vectors, config.max_rank, config.flush_s
+        events, rank, vectors, config.max_rank, config.flush_s, items=items
     )
     log(
         f"personal: {stats.searches} searches, {stats.searches_with_impressions} with a shown "

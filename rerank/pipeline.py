@@ -171,6 +171,7 @@ def train_personal_from_log(
         config,
         relevance_source=pipeline.relevance_source(),
         log=log,
+        items=pipeline.retriever.payloads,
     )
     model.save(out)
     write_report(report, out)

@@ -392,6 +392,14 @@ class Retriever:
             if hit.vector is not None
         }
 
+    def payloads(self, product_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """The stored fields of products (title, brand, category, price, ...); unknown ids absent."""
+        if not product_ids:
+            return {}
+        self._maybe_refresh()
+        got = self.collection.retrieve(list(product_ids))
+        return {pid: dict(hit.payload) for pid, hit in got.items()}
+
     def why_empty(self, filters: Filters | dict | None) -> str | None:
         """Why ``filters`` match no product (e.g. ``"no product has brand 'dewalt'"``), or None.
 

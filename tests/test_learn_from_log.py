@@ -190,3 +190,46 @@ def test_serving_refuses_a_personal_model_trained_on_other_relevance():
         SearchPipeline(retriever=None, reranker=None, personal=personal)
     ranker.meta["relevance"] = {"reranker": None, "retrieval_weight": 1.0}
     SearchPipeline(retriever=None, reranker=None, personal=personal)  # matches: no reranker
+
+
+def test_replayed_features_read_the_catalog_as_serving_does(tmp_path):
+    """Training must see brand/category/price affinity as the served profiles do (which
+    ``events ingest`` fills from the index), or the model learns those features as 0."""
+    from personalization.features import FEATURE_NAMES, compute_features
+    from personalization.learn import SearchAt, features_at
+    from personalization.privacy import Pseudonymizer
+    from personalization.profiles import ProfileStore
+
+    catalog = {
+        "old": {"brand": "acme", "category": "Tools > Drills", "price": 80.0},  # not a candidate
+        "a": {"brand": "acme", "category": "Tools > Drills", "price": 90.0},
+        "b": {"brand": "bolt", "category": "Garden", "price": 5.0},
+    }
+    events = [
+        _search("u", T0, "s1", ["old"]),
+        _act("u", T0 + 10, "purchase", "old", sid="s1", position=1),
+        _search("u", T0 + 7200, "s2", ["a", "b"]),
+    ]
+    hits = [
+        RankedHit(p, 1.0, 1.0, i + 1, relevance=1.0, payload=dict(catalog[p]))
+        for i, p in enumerate(["a", "b"])
+    ]
+    ((profile, replayed),) = features_at(
+        events,
+        [SearchAt(T0 + 7200, "u", hits)],
+        lambda ids: {},
+        items=lambda ids: {p: catalog[p] for p in ids if p in catalog},
+    )
+    store = ProfileStore(tmp_path / "serving.sqlite")  # what ingest + query time compute
+    pz = Pseudonymizer(b"k" * 32)
+    store.ingest(events[:2], pz)
+    store.upsert_items({**v, "product_id": k} for k, v in catalog.items())
+    served = compute_features(
+        store.profile(pz.pseudonym("u")), hits, store.popularity(["a", "b"]), None
+    )
+    store.close()
+    col = {n: i for i, n in enumerate(FEATURE_NAMES)}
+    assert replayed[0, col["brand_affinity"]] > 0 and replayed[1, col["brand_affinity"]] == 0
+    assert replayed[0, col["category_affinity"]] > 0
+    assert replayed[0, col["price_match"]] > replayed[1, col["price_match"]]
+    np.testing.assert_allclose(replayed, served, atol=1e-6)
