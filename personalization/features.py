@@ -21,6 +21,10 @@ User features (exactly 0 for a cold user: no profile, or ``n_events == 0``):
 Other features:
 
 * ``popularity``: smoothed popularity (:meth:`ProfileStore.popularity`; missing: 0).
+* ``query_coec``, ``query_exposure``: what the log says about this product for this query,
+  position bias removed: ``log`` of clicks over expected clicks relative to the log's
+  overall ratio, and ``log1p`` of the expected clicks (:mod:`personalization.clickstats`;
+  0 when never shown for the query).
 * ``retrieval_score``: the stage-1 score.
 * ``rank_discount``: ``1 / log2(retrieval_rank + 1)``.
 * ``cross_score``: the hit's relevance score (the cross-encoder blended with stage 1, or
@@ -55,6 +59,8 @@ FEATURE_NAMES = (
     "prior_carts",
     "prior_purchases",
     "popularity",
+    "query_coec",
+    "query_exposure",
     "retrieval_score",
     "rank_discount",
     "cross_score",
@@ -68,6 +74,8 @@ USER_FEATURE_MASK = np.array([name in USER_FEATURES for name in FEATURE_NAMES])
 PRICE_EPS = 0.1
 PRICE_CLIP = 5.0
 _INDEX = {name: i for i, name in enumerate(FEATURE_NAMES)}
+#: Columns of the log's click evidence for the query (filled from a model's click counts).
+CLICK_COLUMNS = [_INDEX["query_coec"], _INDEX["query_exposure"]]
 _PRIOR_EVENTS = (
     ("prior_views", "view"),
     ("prior_clicks", "click"),
@@ -81,6 +89,7 @@ def compute_features(
     candidates: Sequence[RankedHit],
     popularity: Mapping[str, float],
     recent_vectors: np.ndarray | None,
+    clicks: np.ndarray | None = None,
 ) -> np.ndarray:
     """Feature matrix of the candidates for one user and query.
 
@@ -89,6 +98,8 @@ def compute_features(
         candidates: Retrieved products (brand, category and price read from the payload).
         popularity: Product id -> smoothed popularity (missing: 0).
         recent_vectors: Vectors of the user's recent items, shape ``(m, dim)``, or None.
+        clicks: ``query_coec`` and ``query_exposure`` per candidate, ``(n, 2)``
+            (:func:`personalization.clickstats.click_features`), or None (zeros).
 
     Returns:
         float32 array of shape ``(len(candidates), len(FEATURE_NAMES))``.
@@ -101,6 +112,8 @@ def compute_features(
         out[row, _INDEX["retrieval_score"]] = cand.retrieval
         out[row, _INDEX["rank_discount"]] = 1.0 / math.log2(cand.retrieval_rank + 1)
         out[row, _INDEX["cross_score"]] = cand.relevance or 0.0
+    if clicks is not None and len(candidates):
+        out[:, CLICK_COLUMNS] = clicks
     if profile is None or profile.n_events == 0 or not candidates:
         return out
 

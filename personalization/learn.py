@@ -14,8 +14,13 @@ Training lists are the shown products that are among the query's relevance-only 
 the label of each is what the shopper did with it (purchase > add to cart > click > nothing),
 each interacted product's weight is ``label / max(theta_rank, clip)``, and the loss is a
 softmax over each list (the IPW listwise loss of Ai et al., "Unbiased Learning to Rank with
-Unbiased Propensity Estimation", SIGIR 2018). ``correct=False`` trains the naive model
-(``theta = 1``: clicks against shown-not-clicked, no correction) for comparison.
+Unbiased Propensity Estimation", SIGIR 2018), divided by the list's number of interacted
+products so the weights keep their size. Early stopping reads the validation period's
+inverse-propensity-scored DCG@10. The features include what the log says about each
+(query, product), as clicks over expected clicks under the same curve
+(:mod:`personalization.clickstats`), counted only from lists shown before each search;
+the model keeps the whole log's counts for serving. ``correct=False`` trains the naive model
+(``theta = 1`` everywhere: clicks against shown-not-clicked, raw click-through rates).
 """
 
 from __future__ import annotations
@@ -31,8 +36,9 @@ from typing import Any
 import numpy as np
 
 from catalog.errors import ShopsearchError
+from personalization.clickstats import ClickStats, click_features
 from personalization.events import Event
-from personalization.features import FEATURE_NAMES, compute_features
+from personalization.features import CLICK_COLUMNS, FEATURE_NAMES, compute_features
 from personalization.impressions import Impression, ImpressionStats, impressions_from_events
 from personalization.model import Group, PersonalRanker, PersonalTrainConfig, train_personal
 from personalization.personalizer import VectorLookup, recent_vectors
@@ -47,8 +53,9 @@ RankFn = Callable[[Sequence[str]], list[list[RankedHit]]]
 #: Looks up what the features read about products (brand, category, price), as the index stores
 #: it: ``ids -> {product_id: payload}`` (missing ids absent).
 ItemLookup = Callable[[Sequence[str]], dict[str, dict[str, Any]]]
-#: Features the examination model must not see: they describe where an item stood.
-POSITION_FEATURES = ("rank_discount",)
+#: Features the examination model must not see: they describe where an item stood, or (the
+#: click evidence) need the examination curve it estimates.
+POSITION_FEATURES = ("rank_discount", "query_coec", "query_exposure")
 _DAY = 86400.0
 
 
@@ -85,8 +92,8 @@ class LogTrainReport:
     skipped: dict[str, int]
     propensity: list[float]
     corrected: bool
-    best_val_ndcg: float
-    baseline_val_ndcg: float
+    best_val_ips_dcg: float
+    baseline_val_ips_dcg: float
     history: list[dict]
 
     def as_dict(self) -> dict[str, Any]:
@@ -102,7 +109,52 @@ class Lesson:
     positions: np.ndarray  # 1-based shown positions of the kept products
     labels: np.ndarray  # 0..3 per kept product
     relevance: np.ndarray
-    feats: np.ndarray
+    feats: np.ndarray  # click columns 0 here: see with_clicks()
+    click_shown: np.ndarray  # (n, max_rank) impressions of each product for this query so far
+    click_counts: np.ndarray  # (n,) their interactions so far
+    click_totals: tuple[np.ndarray, float]  # the whole log so far: impressions per rank, clicks
+
+    def with_clicks(self, theta: Sequence[float] | None) -> np.ndarray:
+        """The features with the click evidence computed for the examination curve ``theta``
+        (None: no correction)."""
+        out = self.feats.copy()
+        out[:, CLICK_COLUMNS] = click_features(
+            self.click_shown, self.click_counts, *self.click_totals, theta
+        )
+        return out
+
+
+def click_snapshots(
+    impressions: Sequence[Impression],
+    wanted: Sequence[tuple[float, str, Sequence[str]]],
+    max_rank: int,
+    delay_s: float,
+) -> tuple[list[tuple[np.ndarray, np.ndarray, tuple[np.ndarray, float]]], ClickStats]:
+    """The click counts each search could have read, and the counts of the whole log.
+
+    Args:
+        impressions: The log's shown lists, in time order.
+        wanted: ``(timestamp, query, product ids)`` per search to look up, in time order.
+        max_rank: Ranks counted.
+        delay_s: A shown list counts for searches at least this long after it (the shop
+            refreshes its counts in batches, and its clicks come after it).
+
+    Returns:
+        Per wanted search ``(impressions per rank, interactions, (totals per rank, total
+        interactions))``, and the :class:`ClickStats` of every impression.
+    """
+    stats = ClickStats(max_rank)
+    out = []
+    j = 0
+    for ts, query, pids in wanted:
+        while j < len(impressions) and impressions[j].timestamp + delay_s <= ts:
+            stats.add(impressions[j].query, impressions[j].shown, impressions[j].labels)
+            j += 1
+        shown, counts = stats.lookup(query, pids)
+        out.append((shown, counts, (stats.total_shown.copy(), stats.total_clicks)))
+    for m in impressions[j:]:
+        stats.add(m.query, m.shown, m.labels)
+    return out, stats
 
 
 def lessons_from_log(
@@ -113,14 +165,15 @@ def lessons_from_log(
     flush_s: float = 3600.0,
     batch_queries: int = 64,
     items: ItemLookup | None = None,
-) -> tuple[list[Lesson], ImpressionStats, dict[str, int]]:
+) -> tuple[list[Lesson], ImpressionStats, dict[str, int], ClickStats]:
     """Impressions with features computed from what was known before each search.
 
     ``items`` supplies the catalog attributes of logged products that are not among the
     candidates (see :func:`features_at`).
 
     Returns:
-        (lessons in time order, the log's counts, skipped shown products/searches by reason).
+        (lessons in time order, the log's counts, skipped shown products/searches by reason,
+        the click counts of the whole log).
 
     Raises:
         ShopsearchError: The log has no search with a shown list.
@@ -157,6 +210,12 @@ def lessons_from_log(
         SearchAt(m.timestamp, m.user_id, [candidates[m.query][pid] for _, pid, _ in kept])
         for m, kept in usable
     ]
+    snapshots, clicks = click_snapshots(
+        impressions,
+        [(m.timestamp, m.query, [pid for _, pid, _ in kept]) for m, kept in usable],
+        max_rank,
+        flush_s,
+    )
     lessons = [
         Lesson(
             m,
@@ -164,12 +223,17 @@ def lessons_from_log(
             np.array([lab for _, _, lab in kept], dtype=np.float32),
             np.array([cands.relevance or 0.0 for cands in at.hits], dtype=np.float32),
             feats,
+            *snap,
         )
-        for (m, kept), at, (_, feats) in zip(
-            usable, searches, features_at(events, searches, vectors, flush_s, items), strict=True
+        for (m, kept), at, (_, feats), snap in zip(
+            usable,
+            searches,
+            features_at(events, searches, vectors, flush_s, items),
+            snapshots,
+            strict=True,
         )
     ]
-    return lessons, stats, dict(skipped)
+    return lessons, stats, dict(skipped), clicks
 
 
 @dataclass(frozen=True)
@@ -272,6 +336,7 @@ def groups_from_lessons(
 ) -> list[Group]:
     """Training groups: label = interacted, weight = grade / propensity (1 when None)."""
     out = []
+    theta = list(propensity.theta) if propensity is not None else None
     for ls in lessons:
         inverse = (
             propensity.inverse_weights(ls.positions, clip)
@@ -282,7 +347,7 @@ def groups_from_lessons(
             Group(
                 ls.impression.search_id,
                 ls.relevance,
-                ls.feats,
+                ls.with_clicks(theta),
                 (ls.labels > 0).astype(np.float32),
                 (np.maximum(ls.labels, 1.0) * inverse).astype(np.float32),
             )
@@ -320,7 +385,7 @@ def train_from_log(
             few searches in the training or validation period.
     """
     config = config or LogTrainConfig()
-    lessons, stats, skipped = lessons_from_log(
+    lessons, stats, skipped, clicks = lessons_from_log(
         events, rank, vectors, config.max_rank, config.flush_s, items=items
     )
     log(
@@ -354,6 +419,7 @@ def train_from_log(
         val_groups=groups_from_lessons(val, propensity, config.clip),
     )
     theta = [float(t) for t in propensity.theta] if propensity is not None else []
+    model.click_stats = clicks
     model.meta.update(
         relevance=relevance_source or {},
         propensity=theta,
@@ -368,8 +434,8 @@ def train_from_log(
         skipped={**stats.skipped, **skipped},
         propensity=theta,
         corrected=config.correct,
-        best_val_ndcg=report.best_val_ndcg,
-        baseline_val_ndcg=report.baseline_val_ndcg,
+        best_val_ips_dcg=report.best_val_ips_dcg,
+        baseline_val_ips_dcg=report.baseline_val_ips_dcg,
         history=report.history,
     )
 
@@ -391,8 +457,8 @@ def write_report(
         f"- lists: {report.train_searches} train, {report.val_searches} validation "
         f"({report.shown_products_used} shown products used)",
         f"- position-bias correction: {'on' if report.corrected else 'off (naive)'}",
-        f"- validation click NDCG@10 (IPW gains): {report.baseline_val_ndcg:.4f} -> "
-        f"{report.best_val_ndcg:.4f}",
+        f"- validation IPS-DCG@10 of the interactions: {report.baseline_val_ips_dcg:.4f} -> "
+        f"{report.best_val_ips_dcg:.4f}",
         "",
         "| skipped | count |",
         "|---|---|",
@@ -403,9 +469,9 @@ def write_report(
         lines += ["| rank | estimated examination |", "|---|---|"]
         lines += [f"| {k} | {t:.3f} |" for k, t in enumerate(report.propensity, start=1)]
         lines.append("")
-    lines += ["| epoch | train loss | validation NDCG@10 |", "|---|---|---|"]
+    lines += ["| epoch | train loss | validation IPS-DCG@10 |", "|---|---|---|"]
     lines += [
-        f"| {h['epoch']} | {h.get('train_loss', float('nan')):.4f} | {h['val_ndcg@10']:.4f} |"
+        f"| {h['epoch']} | {h.get('train_loss', float('nan')):.4f} | {h['val_ips_dcg@10']:.4f} |"
         for h in report.history
     ]
     (out / "report.md").write_text("\n".join(lines) + "\n")

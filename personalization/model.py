@@ -8,7 +8,7 @@ personal part is an MLP with dropout over :data:`personalization.features.FEATUR
 ``has_history``: for a shopper with no history it is exactly 0 and the ranking is the
 relevance-only ranking. Trained with binary cross-entropy on clicks and purchases (and, optionally,
 graded relevance pairs for the relevance part), AdamW with weight decay, early stopping on a
-validation NDCG@10 of the logged clicks.
+validation IPS-DCG@10 of the logged interactions.
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ import torch
 from torch import nn
 
 from catalog.errors import ShopsearchError
-from evaluation.metrics import ndcg_of_scores
+from personalization.clickstats import FILE as CLICK_FILE
+from personalization.clickstats import ClickStats
 from personalization.features import FEATURE_NAMES
 
 HAS_HISTORY = FEATURE_NAMES.index("has_history")
@@ -85,11 +86,30 @@ class Scored:
 
 
 class PersonalRanker:
-    """A trained :class:`PersonalFusion` with save/load and explanations."""
+    """A trained :class:`PersonalFusion` with save/load and explanations.
 
-    def __init__(self, model: PersonalFusion, meta: dict | None = None) -> None:
+    Attributes:
+        click_stats: The log's click counts per (query, product) it was trained from, read
+            for the ``query_coec``/``query_exposure`` features (None: those features are 0).
+    """
+
+    def __init__(
+        self,
+        model: PersonalFusion,
+        meta: dict | None = None,
+        click_stats: ClickStats | None = None,
+    ) -> None:
         self.model = model.eval()
         self.meta = meta or {}
+        self.click_stats = click_stats
+
+    def click_features(self, query: str | None, product_ids: Sequence[str]) -> np.ndarray | None:
+        """``query_coec`` and ``query_exposure`` of products for a query ``(n, 2)``, with the
+        examination curve the model was trained with; None without a query or counts."""
+        if self.click_stats is None or not query:
+            return None
+        theta = self.meta.get("propensity") or None
+        return self.click_stats.features(query, product_ids, theta)
 
     @torch.inference_mode()
     def score(self, cross: np.ndarray, feats: np.ndarray, explain: bool = False) -> Scored:
@@ -114,12 +134,17 @@ class PersonalRanker:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         torch.save(self.model.state_dict(), out / "personal.pt")
+        if self.click_stats is not None:
+            self.click_stats.save(out)
+        elif (out / CLICK_FILE).exists():
+            (out / CLICK_FILE).unlink()
         meta = {
             "format": FORMAT,
             "features": list(FEATURE_NAMES),
             "hidden": self.model.hidden,
             "dropout": self.model.dropout,
             **self.meta,
+            "click_stats": self.click_stats is not None,
         }
         (out / "personal.json").write_text(json.dumps(meta, indent=1, default=str))
         return out
@@ -140,7 +165,8 @@ class PersonalRanker:
         model.load_state_dict(
             torch.load(path / "personal.pt", map_location="cpu", weights_only=True)
         )
-        return cls(model, meta)
+        clicks = ClickStats.load(path) if meta.get("click_stats") else None
+        return cls(model, meta, clicks)
 
 
 @dataclass(frozen=True)
@@ -190,13 +216,35 @@ class PersonalTrainReport:
     val_groups: int
     examples: int
     best_epoch: int
-    best_val_ndcg: float
-    baseline_val_ndcg: float
+    best_val_ips_dcg: float
+    baseline_val_ips_dcg: float
     history: list[dict] = field(default_factory=list)
 
 
+def _dcg(gains_in_order: np.ndarray, k: int) -> float:
+    top = gains_in_order[:k]
+    return float((top / np.log2(np.arange(2, len(top) + 2))).sum())
+
+
+def ips_dcg(scores: np.ndarray, label: np.ndarray, weight: np.ndarray, k: int = 10) -> float:
+    """DCG@k of the interacted products, each counted ``weight`` times (its inverse
+    propensity), over the DCG@k of a perfect ordering counted once.
+
+    Unlike NDCG with weighted gains, the ideal here is not weighted, so the weights do not
+    cancel in a list with one click: a click at a rarely examined rank counts for more, as
+    the inverse-propensity-scored DCG estimator does (Joachims, Swaminathan and Schnabel,
+    "Unbiased Learning-to-Rank with Biased Feedback", WSDM 2017).
+    """
+    order = np.argsort(-np.asarray(scores), kind="stable")
+    ideal = _dcg(np.sort(np.asarray(label, dtype=np.float64))[::-1], k)
+    if ideal <= 0:
+        return 0.0
+    return _dcg((np.asarray(label) * np.asarray(weight))[order].astype(np.float64), k) / ideal
+
+
 def click_ndcg(model: PersonalFusion, groups: Sequence[Group]) -> float:
-    """Mean NDCG@10 of the logged clicks (gain = label * weight) over groups that have one."""
+    """Mean inverse-propensity-scored DCG@10 (:func:`ips_dcg`) of the logged interactions,
+    over the groups that have one: the validation metric of early stopping."""
     scored = [g for g in groups if (g.label * g.weight).sum() > 0]
     if not scored:
         return 0.0
@@ -209,7 +257,7 @@ def click_ndcg(model: PersonalFusion, groups: Sequence[Group]) -> float:
     return float(
         np.mean(
             [
-                ndcg_of_scores(s[a:b], g.label * g.weight)
+                ips_dcg(s[a:b], g.label, g.weight)
                 for g, a, b in zip(scored, bounds[:-1], bounds[1:], strict=True)
             ]
         )
@@ -217,7 +265,9 @@ def click_ndcg(model: PersonalFusion, groups: Sequence[Group]) -> float:
 
 
 def _listwise_loss(model: PersonalFusion, batch: Sequence[Group]) -> tuple[torch.Tensor, int]:
-    """Mean over the batch's searches of ``-sum(target * log softmax(scores)) / sum(target)``."""
+    """Mean over the batch's searches of ``-sum(target * log softmax(scores))`` over the
+    number of interacted products (not over ``sum(target)``, which would cancel the
+    inverse-propensity weight of a list's only click)."""
     width = max(len(g.cross) for g in batch)
     n_feat = batch[0].feats.shape[1]
     cross = torch.zeros(len(batch), width)
@@ -232,11 +282,11 @@ def _listwise_loss(model: PersonalFusion, batch: Sequence[Group]) -> tuple[torch
         mask[i, :n] = True
     logits = model(cross.reshape(-1), feats.reshape(-1, n_feat)).reshape(len(batch), width)
     logp = torch.log_softmax(logits.masked_fill(~mask, -1e9), dim=1)
-    mass = target.sum(1)
-    keep = mass > 0
+    count = (target > 0).sum(1)
+    keep = count > 0
     if not keep.any():
         return logits.sum() * 0.0, 0
-    loss = -(target * logp.masked_fill(~mask, 0.0)).sum(1)[keep] / mass[keep]
+    loss = -(target * logp.masked_fill(~mask, 0.0)).sum(1)[keep] / count[keep]
     return loss.mean(), int(keep.sum())
 
 
@@ -246,7 +296,7 @@ def train_personal(
     log: Callable[[str], None] = print,
     val_groups: Sequence[Group] | None = None,
 ) -> tuple[PersonalRanker, PersonalTrainReport]:
-    """Fits the fusion on logged searches, with early stopping on validation click NDCG@10.
+    """Fits the fusion on logged searches, with early stopping on the validation interactions' IPS-DCG@10 (:func:`ips_dcg`).
 
     Args:
         groups: Logged searches in time order (training, and validation when ``val_groups``
@@ -314,7 +364,7 @@ def _train_personal(
         {k: v.clone() for k, v in model.state_dict().items()},
         0,
     )
-    history = [{"epoch": 0, "val_ndcg@10": baseline}]
+    history = [{"epoch": 0, "val_ips_dcg@10": baseline}]
     gen = torch.Generator().manual_seed(config.seed)
     for epoch in range(1, config.epochs + 1):
         model.train()
@@ -346,7 +396,7 @@ def _train_personal(
             train_loss = total / len(label)
         model.eval()
         score = click_ndcg(model, val)
-        history.append({"epoch": epoch, "train_loss": train_loss, "val_ndcg@10": score})
+        history.append({"epoch": epoch, "train_loss": train_loss, "val_ips_dcg@10": score})
         if score > best + 1e-5:
             best, best_epoch, waited = score, epoch, 0
             best_state = {k: v.clone() for k, v in model.state_dict().items()}
@@ -358,7 +408,7 @@ def _train_personal(
                 )
                 break
     model.load_state_dict(best_state)
-    log(f"personal: validation click NDCG@10 {baseline:.4f} -> {best:.4f} (epoch {best_epoch})")
+    log(f"personal: validation IPS-DCG@10 {baseline:.4f} -> {best:.4f} (epoch {best_epoch})")
     report = PersonalTrainReport(
         len(train), len(val), int(len(label)), best_epoch, best, baseline, history
     )

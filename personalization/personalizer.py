@@ -93,6 +93,7 @@ class Personalizer:
         profile: UserProfile | None,
         recent: np.ndarray | None,
         explain: bool = True,
+        query: str | None = None,
     ) -> list[RankedHit]:
         """Adds the personal part to relevance-scored hits (not sorted).
 
@@ -101,6 +102,7 @@ class Personalizer:
             profile: The shopper's profile; None for an anonymous search.
             recent: Vectors of the shopper's recent items ``(m, dim)``, or None.
             explain: Fill ``because`` (costs one extra model pass per feature).
+            query: The query as the shopper typed it (reads the log's click counts for it).
 
         Returns:
             The hits with ``score = relevance part + personal part``, in input order. A cold
@@ -112,7 +114,9 @@ class Personalizer:
         relevance = np.array([h.relevance for h in hits], dtype=np.float32)
         ids = [h.product_id for h in hits]
         popularity = self.profiles.popularity(ids) if profile is not None else {}
-        feats = compute_features(profile, hits, popularity, recent)
+        warm = profile is not None and profile.n_events > 0
+        clicks = self.model.click_features(query, ids) if warm else None
+        feats = compute_features(profile, hits, popularity, recent, clicks)
         warm = profile is not None and profile.n_events > 0
         scored = self.model.score(relevance, feats, explain=explain and warm)
         out = []

@@ -429,7 +429,7 @@ class SearchPipeline:
                 h if h.vector is not None else replace(h, vector=got.get(h.product_id))
                 for h in ranked
             ]
-        out = sort_hits(self.personal.rank(ranked, profile, recent, explain), top_k)
+        out = sort_hits(self.personal.rank(ranked, profile, recent, explain, query=query), top_k)
         self._rank_ms["personal"] = (time.perf_counter() - t1) * 1000
         return out
 

@@ -26,9 +26,17 @@ from evaluation.data import judgments_from, load_benchmark
 from evaluation.labels import Judgments
 from evaluation.metrics import ndcg_of_scores
 from evaluation.stats import paired_test
+from personalization.clickstats import click_features
 from personalization.events import read_events
-from personalization.features import compute_features
-from personalization.learn import LogTrainConfig, SearchAt, features_at, train_from_log
+from personalization.features import CLICK_COLUMNS, compute_features
+from personalization.impressions import impressions_from_events
+from personalization.learn import (
+    LogTrainConfig,
+    SearchAt,
+    click_snapshots,
+    features_at,
+    train_from_log,
+)
 from personalization.model import Group, PersonalRanker, PersonalTrainConfig, train_personal
 from personalization.personalizer import recent_vectors, taste_vector
 from research.simulate import SimConfig, build_world, simulate, utility, write_simulation
@@ -305,20 +313,38 @@ def run_seed(
     featurized = features_at(events, at, vectors)
     per_search_ms = (time.perf_counter() - t0) * 1000 / max(len(at), 1)
     split_val = sim.split_ts - VAL_DAYS * 86400
+    # the oracle reads the click evidence as the corrected model does: point in time in the
+    # training period, then the counts it was trained from (what serving reads)
+    snapshots, _ = click_snapshots(
+        impressions_from_events(train_log)[0],
+        [(e.timestamp, e.query, setup.candidates[qid]) for e, qid, _ in keyed],
+        train_config.max_rank,
+        train_config.flush_s,
+    )
+    theta = corrected.propensity or None
     oracle_train, oracle_val = [], []
-    evals: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, bool, bool]] = {}
+    evals: dict[str, tuple[np.ndarray, dict[str, np.ndarray], np.ndarray, bool, bool]] = {}
     taste_probe: list[tuple[str, str, np.ndarray]] = []
-    for (e, qid, u), (profile, feats) in zip(keyed, featurized, strict=True):
+    for (e, qid, u), (profile, feats), snap in zip(keyed, featurized, snapshots, strict=True):
         cands = setup.candidates[qid]
         cross = np.array([setup.cross[qid][p] for p in cands], dtype=np.float32)
         gains = np.array([u.get(p, 0.0) for p in cands], dtype=np.float32)
         cold = profile.n_events == 0
         heldout = e.timestamp >= sim.split_ts
         if not heldout and not cold:  # the oracle learns the true utilities of the candidates
-            group = Group(e.search_id, cross, feats, np.ones_like(gains), gains)
+            point = feats.copy()
+            point[:, CLICK_COLUMNS] = click_features(*snap[:2], *snap[2], theta)
+            group = Group(e.search_id, cross, point, np.ones_like(gains), gains)
             (oracle_val if e.timestamp >= split_val else oracle_train).append(group)
         if heldout or cold:
-            evals[e.search_id] = (cross, feats, gains, cold, heldout)
+            by_model = {}
+            for r in ("naive", "corrected"):  # each with the counts and curve it serves with
+                clicks = models[r].click_features(e.query, cands)
+                by_model[r] = feats.copy()
+                if clicks is not None:
+                    by_model[r][:, CLICK_COLUMNS] = clicks
+            by_model["oracle"] = by_model["corrected"]
+            evals[e.search_id] = (cross, by_model, gains, cold, heldout)
         if heldout and not cold and len(taste_probe) < RETRIEVAL_PROBE:
             vec = taste_vector(recent_vectors(profile, vectors))
             if vec is not None:
@@ -326,11 +352,13 @@ def run_seed(
     models["oracle"], _ = train_personal(
         oracle_train, PersonalTrainConfig(loss="listwise", seed=seed), log, val_groups=oracle_val
     )
+    models["oracle"].click_stats = models["corrected"].click_stats
+    models["oracle"].meta["propensity"] = corrected.propensity
     per: dict[str, dict[str, float]] = {r: {} for r in RANKERS}
     cold_scores: dict[str, list[float]] = {r: [] for r in RANKERS}
     for key, (cross, feats, gains, cold, heldout) in evals.items():
         for r in RANKERS:
-            scores = cross if r == "relevance-only" else models[r].score(cross, feats).total
+            scores = cross if r == "relevance-only" else models[r].score(cross, feats[r]).total
             value = ndcg_of_scores(scores, gains)
             if cold:
                 cold_scores[r].append(value)

@@ -78,14 +78,19 @@ def test_hand_checked_example() -> None:
     assert x.dtype == np.float32 and x.shape == (4, len(FEATURE_NAMES))
     expected = {
         # has_history, brand, category, price, sim max, sim mean, views, clicks, carts, purchases,
-        # popularity, retrieval score, rank discount, cross score
-        "p1": [1, 0.75, 0.75, 0, 1, 0.5, math.log(4), 0, 0, math.log(2), 0.3, 0.9, 1, 2.5],
-        "p9": [1, 0, 0.5, -1 / 0.6, math.sqrt(0.5), math.sqrt(0.5), 0, 0, 0, 0, 0, 0.7, 0.5, 0],
-        "p10": [1, 0, 0, -PRICE_CLIP, 0, 0, 0, 0, 0, 0, 0.05, 0.8, 1 / math.log2(3), -1.0],
-        "p11": [1, 0.25, 0, 0, 0, 0, 0, 0, 0, 0, 0.2, 0.1, 1 / 3, 0],
+        # popularity, query coec, query exposure, retrieval score, rank discount, cross score
+        "p1": [1, 0.75, 0.75, 0, 1, 0.5, math.log(4), 0, 0, math.log(2), 0.3, 0, 0, 0.9, 1, 2.5],
+        "p9": [1, 0, 0.5, -1 / 0.6, *[math.sqrt(0.5)] * 2, 0, 0, 0, 0, 0, 0, 0, 0.7, 0.5, 0],
+        "p10": [1, 0, 0, -PRICE_CLIP, 0, 0, 0, 0, 0, 0, 0.05, 0, 0, 0.8, 1 / math.log2(3), -1.0],
+        "p11": [1, 0.25, 0, 0, 0, 0, 0, 0, 0, 0, 0.2, 0, 0, 0.1, 1 / 3, 0],
     }
     for row, cand in zip(x, CANDIDATES, strict=True):
         np.testing.assert_allclose(row, expected[cand.product_id], rtol=1e-6, atol=1e-6)
+    clicks = np.arange(8, dtype=np.float32).reshape(4, 2)  # the log's evidence, given
+    with_clicks = compute_features(PROFILE, CANDIDATES, POPULARITY, RECENT, clicks)
+    np.testing.assert_array_equal(
+        with_clicks[:, [col("query_coec"), col("query_exposure")]], clicks
+    )
 
 
 def test_cold_user_features_are_zero() -> None:

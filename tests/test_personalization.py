@@ -78,7 +78,7 @@ def test_training_learns_a_behaviour_signal():
     ranker, report = train_personal(
         groups, PersonalTrainConfig(epochs=30, seed=0), log=lambda m: None
     )
-    assert report.best_val_ndcg > report.baseline_val_ndcg + 0.2
+    assert report.best_val_ips_dcg > report.baseline_val_ips_dcg + 0.2
     assert ranker.meta["train"]["best_epoch"] >= 1
 
 
@@ -180,6 +180,17 @@ def test_ingest_search_explain_and_forget(tmp_path, shop, tiny_encoder, sample_p
     assert any(h.because for h in warm)
     name, value, contribution = next(h.because[0] for h in warm if h.because)
     assert name in FEATURE_NAMES and isinstance(value, float) and contribution != 0.0
+    # the log's click counts for this query reach a warm shopper's features, not a cold one's
+    from personalization.clickstats import ClickStats
+
+    stats = ClickStats()
+    shown = [h.product_id for h in baseline]
+    stats.add("Cordless Drill", shown, [0] * (len(shown) - 1) + [3])
+    ranker.click_stats = stats
+    again = pipe.search("cordless drill", k=10, user_id="alice@example.com")
+    assert {h.product_id: h.score for h in again} != {h.product_id: h.score for h in warm}
+    cold_again = pipe.search("cordless drill", k=10, user_id="carol")
+    assert [(h.product_id, h.score) for h in cold_again] == [(h.product_id, h.score) for h in cold]
     profile = pipe.personal.profile("alice@example.com")
     assert profile.n_events == 3 and pipe._recent(profile).shape[1] == 32
     pipe.close()

@@ -330,8 +330,8 @@ def train_personal_cmd(
         )
     click.echo(
         f"personal: {report.train_searches} training and {report.val_searches} validation "
-        f"searches; validation click NDCG@10 {report.baseline_val_ndcg:.4f} -> "
-        f"{report.best_val_ndcg:.4f}; saved to {out} (report.md beside it)"
+        f"searches; validation IPS-DCG@10 of the interactions {report.baseline_val_ips_dcg:.4f} -> "
+        f"{report.best_val_ips_dcg:.4f}; saved to {out} (report.md beside it)"
     )
 
 
