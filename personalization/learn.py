@@ -70,6 +70,8 @@ class LogTrainConfig:
         max_rank: Ranks whose examination is estimated (deeper shown products are dropped).
         flush_s: Profiles and popularity are replayed in steps of this many seconds, as a
             live shop would have had them.
+        click_evidence: Give the model the log's clicks over expected clicks per (query,
+            product) (``query_coec``, ``query_exposure``); False leaves them 0 (an ablation).
         model: Options of the fusion model's training.
     """
 
@@ -78,6 +80,7 @@ class LogTrainConfig:
     clip: float = DEFAULT_CLIP
     max_rank: int = 10
     flush_s: float = 3600.0
+    click_evidence: bool = True
     model: PersonalTrainConfig = field(default_factory=lambda: PersonalTrainConfig(loss="listwise"))
 
 
@@ -332,7 +335,10 @@ def estimate_from_lessons(lessons: Sequence[Lesson], max_rank: int) -> Propensit
 
 
 def groups_from_lessons(
-    lessons: Sequence[Lesson], propensity: Propensities | None, clip: float
+    lessons: Sequence[Lesson],
+    propensity: Propensities | None,
+    clip: float,
+    click_evidence: bool = True,
 ) -> list[Group]:
     """Training groups: label = interacted, weight = grade / propensity (1 when None)."""
     out = []
@@ -347,7 +353,7 @@ def groups_from_lessons(
             Group(
                 ls.impression.search_id,
                 ls.relevance,
-                ls.with_clicks(theta),
+                ls.with_clicks(theta) if click_evidence else ls.feats,
                 (ls.labels > 0).astype(np.float32),
                 (np.maximum(ls.labels, 1.0) * inverse).astype(np.float32),
             )
@@ -413,13 +419,13 @@ def train_from_log(
             + ", ".join(f"{t:.2f}" for t in propensity.theta)
         )
     model, report = train_personal(
-        groups_from_lessons(train, propensity, config.clip),
+        groups_from_lessons(train, propensity, config.clip, config.click_evidence),
         config.model,
         log=log,
-        val_groups=groups_from_lessons(val, propensity, config.clip),
+        val_groups=groups_from_lessons(val, propensity, config.clip, config.click_evidence),
     )
     theta = [float(t) for t in propensity.theta] if propensity is not None else []
-    model.click_stats = clicks
+    model.click_stats = clicks if config.click_evidence else None
     model.meta.update(
         relevance=relevance_source or {},
         propensity=theta,

@@ -354,7 +354,7 @@ def bench_typo_cmd(
 )
 @click.option(
     "--seeds",
-    default="101,102,103",
+    default="201,202,203",
     show_default=True,
     callback=_parse_seeds,
     help="Simulator seeds, comma-separated (the defaults were never used to develop the code).",
@@ -365,6 +365,12 @@ def bench_typo_cmd(
     show_default=True,
     type=click.FloatRange(0, 1),
     help="Share of noisy users in the robustness run (0: skip it).",
+)
+@click.option(
+    "--no-click-evidence",
+    is_flag=True,
+    help="Ablation: train and score without the log's clicks over expected clicks per "
+    "(query, product).",
 )
 def bench_personal_cmd(
     data: Path,
@@ -378,6 +384,7 @@ def bench_personal_cmd(
     users: int,
     pool: int,
     examine_eta: float,
+    no_click_evidence: bool,
 ) -> None:
     """Personalized vs relevance-only ranking on simulated shoppers' held-out sessions."""
     from research.jobs import run_personal_benchmark
@@ -394,6 +401,7 @@ def bench_personal_cmd(
         users=users,
         pool=pool,
         examine_eta=examine_eta,
+        click_evidence=not no_click_evidence,
         log=stderr_log,
     )
     click.echo(report.markdown())

@@ -172,6 +172,16 @@ def test_training_from_a_log_estimates_the_bias_and_records_what_it_needs():
         log=lambda m: None,
     )
     assert naive_report.propensity == [] and naive.meta["corrected"] is False
+    assert model.click_stats is not None and len(model.click_stats) > 0
+    assert model.click_features("q0", ["p0"]).shape == (1, 2)
+    without, _ = train_from_log(
+        events,
+        rank,
+        lambda ids: {},
+        LogTrainConfig(val_days=4, click_evidence=False),
+        log=lambda m: None,
+    )
+    assert without.click_stats is None and without.click_features("q0", ["p0"]) is None
 
 
 def test_a_log_without_impressions_is_refused_with_the_field_it_needs():

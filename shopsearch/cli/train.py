@@ -288,6 +288,11 @@ def train_reranker_cmd(
     type=click.FloatRange(0.001, 1),
     help="Smallest propensity an inverse-propensity weight divides by.",
 )
+@click.option(
+    "--no-click-evidence",
+    is_flag=True,
+    help="Leave out the log's clicks over expected clicks per (query, product) as features.",
+)
 @click.option("--seed", default=0, show_default=True, type=int, help="Random seed.")
 @device_option
 def train_personal_cmd(
@@ -299,6 +304,7 @@ def train_personal_cmd(
     val_days,
     no_correction,
     clip,
+    no_click_evidence,
     seed,
     device,
 ) -> None:
@@ -315,6 +321,7 @@ def train_personal_cmd(
         val_days=val_days,
         correct=not no_correction,
         clip=clip,
+        click_evidence=not no_click_evidence,
         model=PersonalTrainConfig(loss="listwise", seed=seed),
     )
     with SearchPipeline.open(
