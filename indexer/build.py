@@ -24,7 +24,16 @@ from catalog.text import RECIPE_VERSION, product_text
 from retrieval.encoder import BiEncoder
 from retrieval.lexical import LexicalEncoder
 from retrieval.retriever import QueryTuning
-from retrieval.spelling import VOCABULARY_KIND, vocabulary_words
+from retrieval.spelling import (
+    MIN_SHOPPERS,
+    VOCABULARY_KIND,
+    LogWords,
+    QueryCorrector,
+    count_log_words,
+    split_vocabulary,
+    vocabulary_with_log,
+    vocabulary_words,
+)
 from retrieval.store import (
     SEGMENT_POINTS,
     STORE_FORMAT,
@@ -34,7 +43,7 @@ from retrieval.store import (
     open_backend,
     payload_for,
 )
-from retrieval.store.base import vocabulary_sha
+from retrieval.store.base import missing_index, vocabulary_sha
 
 IndexMode = Literal["full", "upsert", "sync"]
 #: 2: points carry normalized brand/category filter keys (``retrieval.store.STORE_FORMAT``).
@@ -212,7 +221,8 @@ def index_catalog(
 
     The words of the product texts are stored with the index as the spelling vocabulary
     (``retrieval.spelling``); ``upsert`` merges them into the current vocabulary (a word's
-    count is then the larger of the two, an approximation).
+    count is then the larger of the two, an approximation). Words a search log added
+    (:func:`add_log_vocabulary`) are kept by ``upsert`` and ``sync``; ``full`` starts anew.
 
     Raises:
         ShopsearchError: unreadable catalog, no valid row, model mismatch on upsert/sync.
@@ -252,6 +262,8 @@ def index_catalog(
         # catalog is read, so what is left at the end is what sync deletes (no second set of ids)
         existing: dict[str, bytes] = {}
         words = dict(scan.words)
+        log_counts: dict[str, int] = {}  # words a search log added (add_log_vocabulary)
+        from_log = None
         recorded_tuning = None
         if current is not None:
             if current.manifest["model"]["fingerprint"] != encoder.fingerprint:
@@ -268,14 +280,21 @@ def index_catalog(
             # keep the BM25 length normalisation stable across incremental updates
             lexical = LexicalEncoder.from_config(current.manifest["lexical"])
             recorded_tuning = current.manifest.get("query")
+            # the words a search log added are no product's: a new catalog keeps them
+            try:
+                old_words, log_counts = split_vocabulary(current.vocabulary() or {})
+                from_log = (current.manifest.get("spelling") or {}).get("from_log")
+            except ShopsearchError:
+                if mode == "upsert":
+                    raise
+                old_words = {}  # sync writes the catalog's part anew anyway
             if mode == "upsert":
-                old_words = (current.vocabulary() or {}).get("counts", {})
                 words = {w: max(c, words.get(w, 0)) for w, c in old_words.items()} | {
                     w: max(c, old_words.get(w, 0)) for w, c in words.items()
                 }
             quantize_vectors = (current.manifest.get("vectors") or {}).get("quantization")
             current.close()
-        vocabulary = {"kind": VOCABULARY_KIND, "counts": dict(sorted(words.items()))}
+        vocabulary = vocabulary_with_log(words, log_counts)
         build_id = new_build_id()
         manifest = {
             "format": MANIFEST_FORMAT,
@@ -296,6 +315,8 @@ def index_catalog(
                 "sha": vocabulary_sha(vocabulary),
             },
         }
+        if from_log:
+            manifest["spelling"]["from_log"] = from_log
         if tuning is not None:
             manifest["query"] = tuning.as_dict()
         elif recorded_tuning:
@@ -426,3 +447,174 @@ def tune_index(location: IndexLocation, tuning: QueryTuning) -> str:
             backend.discard(staging)
             raise
     return manifest["build_id"]
+
+
+@dataclass(frozen=True)
+class LogVocabularySummary:
+    """What :func:`add_log_vocabulary` did.
+
+    Attributes:
+        location: The index.
+        build_id: The new build's id.
+        log: The search log read.
+        rejected: Rows of the log rejected by validation (not used).
+        searches: Searches in the log that led to a click, add to cart or purchase.
+        shoppers: Distinct shoppers among them.
+        words_added: New words, sorted (the catalog has none of them).
+        catalog_words: Catalog words whose counts got the log's added.
+        replaced: New words an earlier log had added, now no longer in the vocabulary.
+        skipped: Reason -> number of distinct words kept out for it.
+        min_shoppers: The guard used.
+        words: Words in the stored vocabulary now.
+    """
+
+    location: str
+    build_id: str
+    log: str
+    rejected: int
+    searches: int
+    shoppers: int
+    words_added: list[str]
+    catalog_words: int
+    replaced: int
+    skipped: dict[str, int]
+    min_shoppers: int
+    words: int
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-able form."""
+        return asdict(self)
+
+
+def _product_words(collection: Any) -> Callable[[list[str]], dict[str, set[str]]]:
+    """product id -> the vocabulary words of its stored text, read from ``collection``."""
+
+    def words(product_ids: list[str]) -> dict[str, set[str]]:
+        out: dict[str, set[str]] = {}
+        for i in range(0, len(product_ids), 1000):
+            for pid, hit in collection.retrieve(product_ids[i : i + 1000]).items():
+                product = Product.from_payload({**(hit.payload or {}), "product_id": pid})
+                out[pid] = set(vocabulary_words(product_text(product)))
+        return out
+
+    return words
+
+
+def add_log_vocabulary(
+    location: IndexLocation,
+    log: str | os.PathLike[str],
+    *,
+    min_shoppers: int = MIN_SHOPPERS,
+    now: float | None = None,
+) -> LogVocabularySummary:
+    """Adds the words shoppers search for to the spelling vocabulary of an index.
+
+    The words of queries whose search led to a click, add to cart or purchase
+    (``personalization.impressions``) enter the vocabulary, so the corrector stops "correcting"
+    them away, with the guards of :func:`retrieval.spelling.count_log_words`: at least
+    ``min_shoppers`` distinct shoppers, no digit, not a typo the corrector already fixes.
+    Catalog words keep their counts and get the log's added.
+
+    The log's part is stored apart (``log_counts`` in the vocabulary, ``spelling.from_log`` in
+    the manifest): running this again with a newer log replaces it, never adds to it twice.
+    Like :func:`tune_index`, the new build is a copy of the current one (nothing re-embedded),
+    promoted atomically; searches pick it up on their next refresh. ``upsert``/``sync`` keep
+    the log's words, ``--mode full`` drops them.
+
+    Args:
+        location: The index.
+        log: The shop's event log (Parquet or JSON Lines, ``personalization.events``).
+        min_shoppers: Distinct shoppers a word needs.
+        now: The present for the log's clock check (default: the clock).
+
+    Returns:
+        What was added and skipped, and why.
+
+    Raises:
+        ShopsearchError: No index at ``location``, an index without a vocabulary, an unreadable
+            log, or a log without a search that led to an interaction; the index is unchanged.
+    """
+    from personalization.events import read_events
+    from personalization.impressions import impressions_from_events
+
+    if min_shoppers < 1:
+        raise ShopsearchError(f"--min-shoppers must be at least 1, got {min_shoppers}")
+    backend = open_backend(location)
+    if not backend.exists():  # before the lock, which would create the directory
+        raise missing_index(location)
+    events = []
+    rejected = 0
+    for batch in read_events(log, now=now):
+        rejected += len(batch.rejects)
+        events.extend(e for e in batch.events if e.event != "view")
+    impressions, stats = impressions_from_events(events)
+    del events
+    searches = [
+        (m.user_id, m.query, [p for p, label in zip(m.shown, m.labels, strict=True) if label])
+        for m in impressions
+        if m.clicked
+    ]
+    if not searches:
+        bad = f", {rejected} row(s) rejected" if rejected else ""
+        raise ShopsearchError(
+            f"{log}: no search in the log led to a click, add to cart or purchase "
+            f"({stats.searches} search(es), {stats.searches_with_impressions} with a shown list, "
+            f"{stats.interactions_attributed} of {stats.interactions} interaction(s) attributed"
+            f"{bad}); the index was not changed"
+        )
+    with backend.writer_lock():
+        current = backend.open()
+        try:
+            manifest = dict(current.manifest)
+            stored = current.vocabulary()
+            if stored is None:
+                raise ShopsearchError(
+                    f"the index at {location.describe()} has no spelling vocabulary (built by "
+                    "an older shopsearch): rebuild it with `shopsearch index CATALOG --mode full`"
+                )
+            catalog, earlier = split_vocabulary(stored)
+            found: LogWords = count_log_words(
+                searches, QueryCorrector(catalog), _product_words(current), min_shoppers
+            )
+        finally:
+            current.close()
+        vocabulary = vocabulary_with_log(catalog, found.counts)
+        build_id = new_build_id()
+        manifest.update(build_id=build_id, mode="vocabulary")
+        spelling = {
+            "kind": VOCABULARY_KIND,
+            "words": len(vocabulary["counts"]),
+            "sha": vocabulary_sha(vocabulary),
+        }
+        spelling["from_log"] = {
+            "source": str(Path(log).resolve()),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "queries": found.searches,
+            "words_added": len(found.added),
+            "catalog_words": found.catalog_words,
+            "min_shoppers": min_shoppers,
+        }
+        manifest["spelling"] = spelling
+        staging = backend.begin(manifest, copy_current=True)
+        try:
+            staging.set_vocabulary(vocabulary)
+            staging.finalize()
+            staging.set_manifest(manifest)
+            backend.promote(staging)
+        except BaseException:
+            backend.discard(staging)
+            raise
+    return LogVocabularySummary(
+        location=location.describe(),
+        build_id=build_id,
+        log=str(log),
+        rejected=rejected,
+        searches=found.searches,
+        shoppers=found.shoppers,
+        words_added=found.added,
+        catalog_words=found.catalog_words,
+        replaced=len(set(earlier) - set(catalog) - set(found.counts)),
+        skipped=found.skipped,
+        min_shoppers=min_shoppers,
+        words=len(vocabulary["counts"]),
+    )

@@ -21,6 +21,12 @@ Guards (a correction must never make a good query worse):
 * words outside ASCII letters (other scripts) are left alone.
 
 The original query is kept: :class:`~retrieval.hits.QueryCorrection` holds both.
+
+Words shoppers search for but no product text has (a brand the titles spell out differently,
+a trade word) can be added from the shop's search log: :func:`count_log_words` counts the words
+of queries whose search led to a click, add to cart or purchase, with guards, and the stored
+vocabulary keeps that part apart (``log_counts``) so that adding a newer log replaces it
+(``indexer.build.add_log_vocabulary`` writes it).
 """
 
 from __future__ import annotations
@@ -28,8 +34,8 @@ from __future__ import annotations
 import re
 import threading
 from collections import Counter
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from catalog.errors import ShopsearchError
@@ -38,9 +44,13 @@ from retrieval.lexical import _UNIT_WORDS, STOPWORDS, _fold
 
 __all__ = [
     "VOCABULARY_KIND",
+    "LogWords",
     "QueryCorrector",
     "SpellingConfig",
     "build_vocabulary",
+    "count_log_words",
+    "split_vocabulary",
+    "vocabulary_with_log",
     "vocabulary_words",
 ]
 
@@ -49,6 +59,12 @@ VOCABULARY_KIND = "shopsearch-vocabulary/v1"
 _WORD_RE = re.compile(r"(?<![a-z0-9])[a-z]+(?![a-z0-9])")
 #: The same over the typed query (any case); a run glued to a digit is not matched.
 _QUERY_WORD_RE = re.compile(r"(?<![A-Za-z0-9])[A-Za-z]+(?![A-Za-z0-9])")
+#: A token of letters and digits (after folding and lowercasing); one with a digit is no word.
+_TOKEN_RE = re.compile(r"[a-z0-9]+")
+#: Key of the stored vocabulary holding the part of ``counts`` that came from a search log.
+LOG_COUNTS = "log_counts"
+#: Shoppers who must have typed a word in a search that led to an interaction before it enters.
+MIN_SHOPPERS = 3
 
 
 @dataclass(frozen=True)
@@ -93,6 +109,13 @@ def vocabulary_words(text: str) -> list[str]:
     return _WORD_RE.findall(text.lower())
 
 
+def _digit_tokens(text: str) -> set[str]:
+    """The tokens of a text that :func:`vocabulary_words` leaves out for holding a digit."""
+    if not text.isascii():
+        text = _fold(text)
+    return {t for t in _TOKEN_RE.findall(text.lower()) if not t.isalpha()}
+
+
 def build_vocabulary(texts: Iterable[str]) -> dict[str, int]:
     """Word -> number of texts containing it (document frequency), over product texts.
 
@@ -106,6 +129,141 @@ def build_vocabulary(texts: Iterable[str]) -> dict[str, int]:
     for text in texts:
         counts.update(set(vocabulary_words(text)))
     return dict(sorted(counts.items()))
+
+
+def split_vocabulary(stored: Mapping[str, Any]) -> tuple[dict[str, int], dict[str, int]]:
+    """A stored vocabulary's two parts: the catalog's counts and the search log's.
+
+    ``counts`` (what the corrector reads) is their sum; ``log_counts`` is the log's part, so
+    the catalog's part is what is left after taking it away.
+    """
+    counts = dict(stored.get("counts") or {})
+    log = dict(stored.get(LOG_COUNTS) or {})
+    catalog = {w: c - log.get(w, 0) for w, c in counts.items()}
+    return {w: c for w, c in catalog.items() if c > 0}, log
+
+
+def vocabulary_with_log(catalog: Mapping[str, int], log: Mapping[str, int]) -> dict[str, Any]:
+    """The vocabulary to store: catalog counts plus the log's, the log's part kept apart.
+
+    Without log counts it is the plain ``{"kind", "counts"}`` an index build writes.
+    """
+    counts = dict(catalog)
+    for word, n in log.items():
+        counts[word] = counts.get(word, 0) + int(n)
+    stored: dict[str, Any] = {"kind": VOCABULARY_KIND, "counts": dict(sorted(counts.items()))}
+    if log:
+        stored[LOG_COUNTS] = {w: int(n) for w, n in sorted(log.items())}
+    return stored
+
+
+@dataclass
+class LogWords:
+    """What :func:`count_log_words` found in a search log.
+
+    Attributes:
+        counts: Word -> distinct shoppers who typed it in a search that led to an interaction,
+            for the words that passed the guards (catalog words and new words alike).
+        added: The new words among them (the catalog has none of them), sorted.
+        catalog_words: How many words the catalog already has got the log's counts added.
+        skipped: Reason -> number of distinct words kept out for it (catalog words that miss
+            the shopper guard are not counted here: they stay known anyway).
+        searches: Searches that led to an interaction and were read.
+        shoppers: Distinct shoppers among them.
+        min_shoppers: The guard used.
+    """
+
+    counts: dict[str, int] = field(default_factory=dict)
+    added: list[str] = field(default_factory=list)
+    catalog_words: int = 0
+    skipped: dict[str, int] = field(default_factory=dict)
+    searches: int = 0
+    shoppers: int = 0
+    min_shoppers: int = MIN_SHOPPERS
+
+
+def count_log_words(
+    searches: Iterable[tuple[str, str, Sequence[str]]],
+    corrector: QueryCorrector,
+    product_words: Callable[[Sequence[str]], Mapping[str, set[str]]],
+    min_shoppers: int = MIN_SHOPPERS,
+) -> LogWords:
+    """The words of searches that led to an interaction, with the guards a shop needs.
+
+    Guards, each reported in :attr:`LogWords.skipped`:
+
+    * a token with a digit is no word (as in :func:`vocabulary_words`, which normalises these
+      words exactly as it does the catalog's);
+    * a word enters only when at least ``min_shoppers`` distinct shoppers typed it (a rare word
+      may be someone's name; one shopper's typo is not a word);
+    * a search whose shopper chose a product having the word the corrector turns this one into
+      (typed ``faucte``, clicked a faucet) is the corrector's typo working, not evidence of a
+      new word: it does not count towards the guard;
+    * a word the catalog already knows by its stem, or a stopword or unit word, is left out
+      (it is never corrected anyway).
+
+    Args:
+        searches: ``(shopper id, query as typed, products the shopper interacted with)`` per
+            search that led to an interaction.
+        corrector: The corrector of the catalog's own words (no earlier log words).
+        product_words: Called once with the product ids whose words decide the typo guard;
+            returns product id -> :func:`vocabulary_words` of its text (unknown ids absent).
+        min_shoppers: The shopper guard.
+
+    Raises:
+        ShopsearchError: ``min_shoppers`` below 1.
+    """
+    if min_shoppers < 1:
+        raise ShopsearchError(f"min_shoppers must be at least 1, got {min_shoppers}")
+    out = LogWords(min_shoppers=min_shoppers)
+    digits: set[str] = set()
+    shoppers: set[str] = set()
+    # word -> shopper -> whether one of the shopper's searches with it was plainly the word
+    # (True), or every one was a typo the corrector fixed towards the chosen product (False)
+    seen: dict[str, dict[str, bool]] = {}
+    # (shopper, {unknown word: its correction}, chosen products) of searches to judge
+    pending: list[tuple[str, dict[str, str], Sequence[str]]] = []
+    for shopper, query, products in searches:
+        out.searches += 1
+        shoppers.add(shopper)
+        digits |= _digit_tokens(query or "")
+        fixes: dict[str, str] = {}
+        for word in set(vocabulary_words(query or "")):
+            fix = None if word in corrector.counts else corrector.suggest(word)
+            if fix is None:
+                seen.setdefault(word, {})[shopper] = True
+            else:
+                seen.setdefault(word, {}).setdefault(shopper, False)
+                fixes[word] = fix
+        if fixes:
+            pending.append((shopper, fixes, products))
+    words_of = product_words(sorted({p for _, _, ps in pending for p in ps})) if pending else {}
+    for shopper, fixes, products in pending:
+        chosen: set[str] = set().union(*(words_of.get(p, set()) for p in products))
+        for word, fix in fixes.items():
+            if fix not in chosen:
+                seen[word][shopper] = True
+    out.shoppers = len(shoppers)
+    skipped: Counter[str] = Counter()
+    if digits:
+        skipped["has a digit"] = len(digits)
+    for word, by_shopper in sorted(seen.items()):
+        plain = sum(by_shopper.values())
+        if word in corrector.counts:
+            if plain >= min_shoppers:
+                out.counts[word] = plain
+                out.catalog_words += 1
+        elif corrector.knows(word):
+            skipped["the catalog knows it (a form of a catalog word, a stopword or a unit)"] += 1
+        elif plain >= min_shoppers:
+            out.counts[word] = plain
+            out.added.append(word)
+        elif len(by_shopper) >= min_shoppers:
+            skipped["a typo: the shoppers chose products with the word it is corrected to"] += 1
+        else:
+            skipped[f"typed by fewer than {min_shoppers} shoppers"] += 1
+    out.skipped = dict(skipped)
+    return out
 
 
 class QueryCorrector:

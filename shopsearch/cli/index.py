@@ -1,4 +1,5 @@
-"""``shopsearch index`` and ``shopsearch info``: build an index, say what one records."""
+"""``shopsearch index``, ``info`` and ``vocabulary``: build an index, say what one records, add
+the words shoppers search for to its spelling vocabulary."""
 
 from __future__ import annotations
 
@@ -119,4 +120,48 @@ def info_cmd(location) -> None:
         col.close()
 
 
-COMMANDS = [index_cmd, info_cmd]
+@click.command("vocabulary")
+@click.argument("log_path", metavar="LOG", type=click.Path(path_type=Path))
+@index_options
+@click.option(
+    "--min-shoppers",
+    type=click.IntRange(1),
+    default=3,
+    show_default=True,
+    help="Distinct shoppers who must have typed a word in a search that led to a click, add "
+    "to cart or purchase before it is added (a rarer word may be someone's name or a typo).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def vocabulary_cmd(log_path: Path, location, min_shoppers: int, as_json: bool) -> None:
+    """Add the words of LOG's searches that led to interactions to the index's spelling vocabulary.
+
+    LOG is the shop's event log (Parquet or JSON Lines, as `shopsearch events ingest` reads).
+    Words with a digit and typos the corrector already fixes stay out. Running it again with a
+    newer log replaces the earlier log's words; `index --mode full` drops them.
+    """
+    from indexer.build import add_log_vocabulary
+
+    summary = add_log_vocabulary(location, log_path, min_shoppers=min_shoppers)
+    if as_json:
+        click.echo(json.dumps(summary.as_dict(), indent=2))
+        return
+    shown = ", ".join(summary.words_added[:20])
+    more = f" and {len(summary.words_added) - 20} more" if len(summary.words_added) > 20 else ""
+    click.echo(
+        f"added {len(summary.words_added)} word(s) from {summary.searches} search(es) of "
+        f"{summary.shoppers} shopper(s) that led to an interaction"
+        + (f": {shown}{more}" if shown else "")
+        + f"; counted {summary.catalog_words} catalog word(s); {summary.words} words in the "
+        f"vocabulary of build {summary.build_id}"
+    )
+    skipped = sum(summary.skipped.values())
+    if skipped:
+        reasons = "; ".join(f"{why} ({n})" for why, n in sorted(summary.skipped.items()))
+        click.echo(f"skipped {skipped} word(s): {reasons}")
+    if summary.replaced:
+        click.echo(f"{summary.replaced} word(s) an earlier log added are no longer in it")
+    if summary.rejected:
+        click.echo(f"{summary.rejected} row(s) of the log were rejected and not read", err=True)
+
+
+COMMANDS = [index_cmd, info_cmd, vocabulary_cmd]
