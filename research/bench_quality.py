@@ -30,6 +30,7 @@ HEADLINE = ("recall@100", "ndcg@10", "mrr@10")
 #: Weights of the first-stage score tried on the validation split when blending (see rerank.blend).
 BLEND_GRID = (0.0, 0.3, 0.5, 0.7, 1.0)
 Run = dict[str, dict[str, float]]
+Qrels = dict[str, dict[str, float]]
 
 
 @dataclass(frozen=True)
@@ -213,6 +214,23 @@ def _run_from(batches: Sequence[Sequence[RankedHit]], qids: Sequence[str]) -> Ru
     }
 
 
+def scored_queries(data: Any, split: str) -> tuple[list[str], list[str], Qrels, int]:
+    """The queries of a split that have a relevant product (graded >= the threshold).
+
+    Returns:
+        (query ids sorted, their texts, the split's qrels, how many queries the split holds).
+    """
+    frame, qrels = data.split(split)
+    scored = {q for q, j in qrels.items() if any(g >= data.threshold for g in j.values())}
+    queries = {
+        q: t
+        for q, t in zip(frame["query_id"].to_list(), frame["query"].to_list(), strict=True)
+        if q in scored
+    }
+    qids = sorted(queries)
+    return qids, [queries[q] for q in qids], qrels, frame.height
+
+
 def _timed(fn: Callable[[str], object], queries: Sequence[str]) -> tuple[float, float]:
     for q in queries[:3]:
         fn(q)
@@ -255,15 +273,7 @@ def run_quality_benchmark(
     data = load_benchmark(data_dir)
     for problem in data.problems:
         log(f"data: {problem}")
-    frame, qrels = data.split(split)
-    scored = {q for q, j in qrels.items() if any(g >= data.threshold for g in j.values())}
-    queries = {
-        q: t
-        for q, t in zip(frame["query_id"].to_list(), frame["query"].to_list(), strict=True)
-        if q in scored
-    }
-    qids = sorted(queries)
-    texts = [queries[q] for q in qids]
+    qids, texts, qrels, in_split = scored_queries(data, split)
     lat_texts = texts[:latency_queries]
     catalog = Path(data_dir) / "catalog.parquet"
     runs: dict[str, Run] = {}
@@ -415,7 +425,7 @@ def run_quality_benchmark(
         data=str(data_dir),
         split=split,
         queries_scored=len(qids),
-        queries_in_split=frame.height,
+        queries_in_split=in_split,
         threshold=data.threshold,
         stages=stages,
         blend=blend_note,

@@ -11,8 +11,10 @@ from pathlib import Path
 
 import click
 
+from research.bench_depth import DEFAULT_DEPTHS, MAX_DEPTH, MIN_DEPTH  # cheap to import too
 from research.bench_faults import SCENARIOS  # the standard library only: cheap to import
-from shopsearch.cli.options import device_option, stderr_log
+from shopsearch.cli import UserError
+from shopsearch.cli.options import backend_options, device_option, stderr_log
 
 
 @click.command("sample-catalog")
@@ -342,6 +344,95 @@ def bench_typo_cmd(
     click.echo(f"\nwrote {workdir / name}.json and .md ({report.seconds:.0f} s)")
 
 
+def _parse_depths(ctx: click.Context, param: click.Parameter, value: str) -> list[int]:
+    """--depths "10,20,50" -> [10, 20, 50] (the default depth added); else one line, exit 2."""
+    from catalog.errors import ShopsearchError
+    from research.bench_depth import parse_depths
+
+    try:
+        return parse_depths(value)
+    except ShopsearchError as exc:
+        raise UserError(f"--depths {value!r}: {exc}") from None
+
+
+@click.command("bench-depth")
+@click.argument("data", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option(
+    "--index",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    required=True,
+    help="Index of DATA's catalog (built with --backend/--quantize's query tower).",
+)
+@click.option(
+    "--reranker", "reranker_model", required=True, help="Cross-encoder folder (its blend weight)."
+)
+@backend_options
+@click.option(
+    "--depths",
+    default=",".join(map(str, DEFAULT_DEPTHS)),
+    show_default=True,
+    callback=_parse_depths,
+    help=f"Rerank depths, comma-separated, each in [{MIN_DEPTH}, {MAX_DEPTH}]; the pipeline's "
+    "default depth (the baseline of the paired tests) is always added.",
+)
+@click.option(
+    "--split",
+    type=click.Choice(["train", "validation", "test"]),
+    default="test",
+    show_default=True,
+    help="Which split's queries to score.",
+)
+@click.option(
+    "--latency-queries",
+    default=100,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Queries whose whole search is timed at each depth.",
+)
+@click.option(
+    "--workdir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("runs/bench-depth"),
+    show_default=True,
+    help="Where depth.json, depth.md and depth.png go.",
+)
+@device_option
+def bench_depth_cmd(
+    data: Path,
+    index: Path,
+    reranker_model: str,
+    backend: str,
+    quantize: str | None,
+    depths: list[int],
+    split: str,
+    latency_queries: int,
+    workdir: Path,
+    device: str | None,
+) -> None:
+    """NDCG@10 and latency at each rerank depth: one retrieval and one cross-scoring per query,
+    each depth paired-tested against the default; Recall@100 is the same at every depth."""
+    from research.bench_depth import run_depth_benchmark
+
+    report = run_depth_benchmark(
+        data,
+        index,
+        reranker_model,
+        workdir,
+        depths=depths,
+        backend=backend,
+        quantize=quantize,
+        split=split,
+        latency_queries=latency_queries,
+        device=device,
+        log=stderr_log,
+    )
+    click.echo(report.markdown())
+    click.echo(
+        f"\nwrote {workdir / 'depth.json'}, {workdir / 'depth.md'}, {workdir / 'depth.png'} "
+        f"({report.seconds:.0f} s)"
+    )
+
+
 @click.command("bench-personal")
 @click.argument("data", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @simulation_options
@@ -643,6 +734,7 @@ COMMANDS = [
     bench_cmd,
     simulate_cmd,
     bench_typo_cmd,
+    bench_depth_cmd,
     bench_personal_cmd,
     bench_index_cmd,
     bench_faults_cmd,

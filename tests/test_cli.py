@@ -212,7 +212,8 @@ def test_every_command_and_option_has_help():
     assert {
         "index", "search", "info", "import", "homedepot", "train", "retriever", "reranker",
         "events", "ingest", "forget-user", "sample-catalog", "demo", "bench", "bench-index",
-        "bench-personal", "simulate", "bench-faults", "serve", "personal",
+        "bench-personal", "simulate", "bench-faults", "bench-typo", "bench-depth", "serve",
+        "personal",
     } <= names  # fmt: skip
 
 
@@ -225,7 +226,7 @@ def test_research_commands_come_from_entry_points():
     assert registered["sample-catalog"] == "research.cli:sample_catalog"
     assert set(registered) == {
         "sample-catalog", "demo", "bench", "bench-index", "bench-personal", "simulate",
-        "bench-faults", "bench-typo",
+        "bench-faults", "bench-typo", "bench-depth",
     }  # fmt: skip
     from research.cli import COMMANDS
 

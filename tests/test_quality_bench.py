@@ -2,37 +2,11 @@
 
 from __future__ import annotations
 
-import json
-
 import polars as pl
 import pytest
 
 from rerank.model import new_cross_encoder
 from research.bench_quality import run_quality_benchmark
-
-
-@pytest.fixture()
-def tiny_bench(tmp_path, sample_products):
-    rows = [
-        {"product_id": p.product_id, "title": p.title, "brand": p.brand, "category": p.category}
-        for p in sample_products
-    ]
-    out = tmp_path / "data"
-    out.mkdir()
-    pl.DataFrame(rows).write_parquet(out / "catalog.parquet")
-    queries, qrels = [], []
-    for i, p in enumerate(sample_products[:90]):
-        split = ("train", "validation", "test")[i % 3]
-        qid = f"q{i}"
-        queries.append({"query_id": qid, "query": " ".join(p.title.split()[1:4]), "split": split})
-        qrels.append({"query_id": qid, "product_id": p.product_id, "grade": 3.0})
-        qrels.append(
-            {"query_id": qid, "product_id": sample_products[(i + 7) % 300].product_id, "grade": 1.0}
-        )
-    pl.DataFrame(queries).write_parquet(out / "queries.parquet")
-    pl.DataFrame(qrels).write_parquet(out / "qrels.parquet")
-    (out / "manifest.json").write_text(json.dumps({"relevance_threshold": 2.5, "gain_offset": 1.0}))
-    return out
 
 
 def test_bench_writes_every_stage_and_picks_blend_on_validation(tmp_path, tiny_bench, tiny_model):
