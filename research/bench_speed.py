@@ -1,11 +1,18 @@
 """Speed benchmark: indexing throughput against the encoder alone, and query latency.
 
 Figures are ratios against a baseline measured in the same run (machines are noisy): the
-store's share of indexing time, and filtered latency over unfiltered latency.
+store's share of indexing time, and filtered latency over unfiltered latency. Every dense and
+hybrid latency comes with its Recall@100 against exact search (the same queries, mode and filter
+with every dense source scanned exactly), and exact search is timed too, so a reader can choose
+between exact search and HNSW per catalog size. Optionally the same catalog is built again with
+Qdrant's int8 scalar quantization of the stored vectors, from the vectors of the first build
+(not re-encoded), and measured the same way against exact search over the fp32 vectors.
 """
 
 from __future__ import annotations
 
+import gc
+import hashlib
 import os
 import platform
 import random
@@ -20,13 +27,18 @@ import torch
 
 from catalog.errors import ShopsearchError
 from catalog.reader import read_catalog
+from catalog.schema import Product
 from catalog.text import product_text
 from indexer.build import index_catalog
 from retrieval.encoder import BiEncoder
 from retrieval.retriever import Retriever
-from retrieval.store import IndexLocation
+from retrieval.store import IndexLocation, open_backend
 
 WARMUP_QUERIES = 50
+#: Hits per timed query (and the depth of Recall@k against exact search).
+BENCH_K = 100
+#: Modes with a dense source, whose HNSW search is measured against exact search.
+EXACT_MODES = ("dense", "hybrid")
 
 
 @dataclass(frozen=True)
@@ -38,6 +50,45 @@ class Latency:
     p50_ms: float
     p99_ms: float
     mean_ms: float
+    #: Recall@100 against exact search for the same queries, mode and filter: the mean over
+    #: queries of |top 100 ids & exact top 100 ids| / |exact top 100 ids| (queries exact search
+    #: finds nothing for left out). None where not measured (BM25 is exact; exact rows).
+    recall_vs_exact: float | None = None
+
+    def cell(self) -> str:
+        """``p50 / p99`` for a markdown table."""
+        return f"{self.p50_ms:.1f} / {self.p99_ms:.1f}"
+
+    def recall_cell(self) -> str:
+        """Recall@100 against exact search for a markdown table (``-`` where not measured)."""
+        return "-" if self.recall_vs_exact is None else f"{self.recall_vs_exact:.3f}"
+
+
+@dataclass(frozen=True)
+class QuantizedVectorsReport:
+    """The same catalog built again with Qdrant's scalar quantization of the stored vectors.
+
+    Attributes:
+        quantization: ``int8`` (quantile 0.99, kept in RAM, searched with rescoring by fp32).
+        index_seconds: That build end to end, without encoding (the vectors were reused).
+        store_seconds: Its time inside the store (upserts, HNSW and quantization, promotion).
+        latencies: The same rows as the fp32 build but the exact ones, each dense/hybrid row
+            with Recall@100 against exact search over the fp32 vectors (the fp32 build's).
+        rss_mb: Resident memory after its queries (same process, fp32 index closed).
+        index_disk_mb: Its index on disk: the files' apparent sizes (as ``SpeedReport``).
+        index_disk_allocated_mb: The blocks its files take (Qdrant preallocates sparse files:
+            at small sizes far less than the apparent size).
+        vectors: Where its vectors came from.
+    """
+
+    quantization: str
+    index_seconds: float
+    store_seconds: float
+    latencies: list[Latency]
+    rss_mb: float
+    index_disk_mb: float
+    index_disk_allocated_mb: float = 0.0
+    vectors: str = "the fp32 build's stored vectors, not re-encoded"
 
 
 @dataclass(frozen=True)
@@ -61,6 +112,9 @@ class SpeedReport:
     rss_mb: float = 0.0
     peak_rss_mb: float = 0.0
     index_disk_mb: float = 0.0
+    quantized_vectors: QuantizedVectorsReport | None = None
+    #: Blocks the index's files take (``index_disk_mb`` is their apparent size).
+    index_disk_allocated_mb: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-able form."""
@@ -80,20 +134,80 @@ class SpeedReport:
             f"{self.store_seconds / self.index_seconds:.1%} of indexing time",
             f"everything but the encoder (store + reading, validation, BM25): {self.store_overhead_share:.1%}",
         ]
-        base = {lat.name: lat for lat in self.latencies}
-        for lat in self.latencies:
-            line = f"query latency {lat.name:<22} p50 {lat.p50_ms:6.2f} ms  p99 {lat.p99_ms:6.2f} ms  (n={lat.n})"
-            unfiltered = base.get(lat.name.replace("+filter", ""))
-            if lat.name.endswith("+filter") and unfiltered:
-                line += f"  p99 ratio to unfiltered {lat.p99_ms / unfiltered.p99_ms:.2f}x"
-            out.append(line)
+        out += latency_lines(self.latencies)
         if self.filter_desc:
             out.append(f"filter used: {self.filter_desc}")
         out.append(
             f"memory: resident {self.rss_mb:.0f} MB after the queries, peak {self.peak_rss_mb:.0f} MB; "
-            f"index on disk {self.index_disk_mb:.0f} MB"
+            f"index on disk {self.index_disk_mb:.0f} MB ({self.index_disk_allocated_mb:.0f} MB "
+            "allocated)"
         )
+        q = self.quantized_vectors
+        if q is not None:
+            out.append(
+                f"{q.quantization} scalar-quantized vectors ({q.vectors}): built in "
+                f"{q.index_seconds:.1f} s ({q.store_seconds:.1f} s in the store); Recall@100 "
+                "against exact search over the fp32 vectors"
+            )
+            out += latency_lines(q.latencies, indent="  ")
+            out.append(
+                f"  memory: resident {q.rss_mb:.0f} MB after its queries; index on disk "
+                f"{q.index_disk_mb:.0f} MB ({q.index_disk_allocated_mb:.0f} MB allocated)"
+            )
         return out
+
+    def markdown(self) -> list[str]:
+        """This run as a markdown table: latency and Recall@100 against exact search per query
+        kind, for the fp32 build and (when measured) the int8-quantized one; memory and disk."""
+        q = self.quantized_vectors
+        head = ["query", "p50 / p99 ms", "Recall@100 vs exact"]
+        if q is not None:
+            head += [f"{q.quantization} vectors: p50 / p99 ms", f"{q.quantization}: Recall@100"]
+        quantized = {lat.name: lat for lat in q.latencies} if q is not None else {}
+        rows = []
+        for lat in self.latencies:
+            cells = [
+                lat.name,
+                lat.cell(),
+                "exact" if lat.name.startswith("exact ") else lat.recall_cell(),
+            ]
+            if q is not None:
+                other = quantized.get(lat.name)
+                cells += [other.cell(), other.recall_cell()] if other else ["-", "-"]
+            rows.append(cells)
+        memory = ["resident memory after the queries, MB", f"{self.rss_mb:.0f}", ""]
+        disk = ["index on disk, MB", f"{self.index_disk_mb:.0f}", ""]
+        allocated = ["index on disk, allocated, MB", f"{self.index_disk_allocated_mb:.0f}", ""]
+        if q is not None:
+            memory += [f"{q.rss_mb:.0f}", ""]
+            disk += [f"{q.index_disk_mb:.0f}", ""]
+            allocated += [f"{q.index_disk_allocated_mb:.0f}", ""]
+        rows += [memory, disk, allocated]
+        out = [
+            f"{self.products:,} products, {self.backend}{' ' + self.quantize if self.quantize else ''}"
+            f" towers, k = {BENCH_K}"
+            + (f"; filter: {self.filter_desc}" if self.filter_desc else ""),
+            "",
+            "| " + " | ".join(head) + " |",
+            "|" + "---|" * len(head),
+        ]
+        out += ["| " + " | ".join(cells) + " |" for cells in rows]
+        return out
+
+
+def latency_lines(latencies: Sequence[Latency], indent: str = "") -> list[str]:
+    """One readable line per latency, with Recall@100 against exact search where measured."""
+    base = {lat.name: lat for lat in latencies}
+    out = []
+    for lat in latencies:
+        line = f"{indent}query latency {lat.name:<28} p50 {lat.p50_ms:6.2f} ms  p99 {lat.p99_ms:6.2f} ms  (n={lat.n})"
+        if lat.recall_vs_exact is not None:
+            line += f"  Recall@{BENCH_K} vs exact {lat.recall_vs_exact:.3f}"
+        unfiltered = base.get(lat.name.replace("+filter", ""))
+        if lat.name.endswith("+filter") and unfiltered:
+            line += f"  p99 ratio to unfiltered {lat.p99_ms / unfiltered.p99_ms:.2f}x"
+        out.append(line)
+    return out
 
 
 def side_by_side(reports: Sequence[SpeedReport]) -> list[str]:
@@ -109,21 +223,52 @@ def side_by_side(reports: Sequence[SpeedReport]) -> list[str]:
             [f"{r.index_items_per_s / reports[0].index_items_per_s:.2f}x" for r in reports],
         ),
     ]
-    lats = [{lat.name: lat for lat in r.latencies} for r in reports]
-    for name in [lat.name for lat in reports[0].latencies]:
+    rows += _latency_rows("", reports[0].latencies, [r.latencies for r in reports])
+    rows.append(("resident memory, MB", [f"{r.rss_mb:.0f}" for r in reports]))
+    quantized = [r.quantized_vectors for r in reports]
+    first = next((q for q in quantized if q is not None), None)
+    if first is not None:
+        label = f"{first.quantization} vectors: "
+        rows += _latency_rows(label, first.latencies, [q.latencies if q else [] for q in quantized])
+        rows.append(
+            (f"{label}resident memory, MB", [f"{q.rss_mb:.0f}" if q else "-" for q in quantized])
+        )
         rows.append(
             (
-                f"{name} p50 / p99 ms",
-                [
-                    f"{lt[name].p50_ms:.1f} / {lt[name].p99_ms:.1f}" if name in lt else "-"
-                    for lt in lats
-                ],
+                f"{label}index on disk, MB",
+                [f"{q.index_disk_mb:.0f}" if q else "-" for q in quantized],
             )
         )
-    rows.append(("resident memory, MB", [f"{r.rss_mb:.0f}" for r in reports]))
+        rows.append(
+            (
+                f"{label}index on disk, allocated, MB",
+                [f"{q.index_disk_allocated_mb:.0f}" if q else "-" for q in quantized],
+            )
+        )
     out = ["| | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
     out += [f"| {label} | " + " | ".join(cells) + " |" for label, cells in rows]
     return out
+
+
+def _latency_rows(
+    label: str, names: Sequence[Latency], per_report: Sequence[Sequence[Latency]]
+) -> list[tuple[str, list[str]]]:
+    """``p50 / p99`` rows (and a Recall@100 row under each row that has one), a column each."""
+    lats = [{lat.name: lat for lat in latencies} for latencies in per_report]
+    rows = []
+    for lat in names:
+        name = lat.name
+        rows.append(
+            (f"{label}{name} p50 / p99 ms", [lt[name].cell() if name in lt else "-" for lt in lats])
+        )
+        if lat.recall_vs_exact is not None:
+            rows.append(
+                (
+                    f"{label}{name} Recall@{BENCH_K} vs exact",
+                    [lt[name].recall_cell() if name in lt else "-" for lt in lats],
+                )
+            )
+    return rows
 
 
 def _rss_mb() -> tuple[float, float]:
@@ -139,8 +284,10 @@ def _rss_mb() -> tuple[float, float]:
     return current, peak
 
 
-def _disk_mb(path: Path) -> float:
-    return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file()) / 2**20
+def _disk_mb(path: Path, allocated: bool = False) -> float:
+    """Size of the files under ``path``, MB: apparent, or the blocks they take (``allocated``)."""
+    files = [f.stat() for f in Path(path).rglob("*") if f.is_file()]
+    return sum(st.st_blocks * 512 if allocated else st.st_size for st in files) / 2**20
 
 
 def machine_description() -> str:
@@ -165,7 +312,7 @@ def machine_description() -> str:
     )
 
 
-def _percentiles(name: str, samples: Sequence[float]) -> Latency:
+def _percentiles(name: str, samples: Sequence[float], recall: float | None = None) -> Latency:
     arr = np.asarray(samples) * 1000.0
     return Latency(
         name,
@@ -173,6 +320,7 @@ def _percentiles(name: str, samples: Sequence[float]) -> Latency:
         float(np.percentile(arr, 50)),
         float(np.percentile(arr, 99)),
         float(arr.mean()),
+        recall,
     )
 
 
@@ -180,14 +328,138 @@ def time_queries(
     fn: Callable[[str], object], queries: Sequence[str], warmup: Sequence[str] = ()
 ) -> list[float]:
     """Seconds per call of ``fn(query)`` over ``queries``, after untimed calls on ``warmup``."""
+    return timed_calls(fn, queries, warmup)[0]
+
+
+def timed_calls(
+    fn: Callable[[str], Any], queries: Sequence[str], warmup: Sequence[str] = ()
+) -> tuple[list[float], list[Any]]:
+    """:func:`time_queries` that also keeps what each timed call returned."""
     for q in warmup or queries[:5]:
         fn(q)
-    out = []
+    seconds, results = [], []
     for q in queries:
         t0 = time.perf_counter()
-        fn(q)
-        out.append(time.perf_counter() - t0)
-    return out
+        got = fn(q)
+        seconds.append(time.perf_counter() - t0)
+        results.append(got)
+    return seconds, results
+
+
+def recall_against(got: Sequence[Sequence[str]], exact: Sequence[Sequence[str]]) -> float | None:
+    """Mean over queries of ``|got & exact| / |exact|`` (the ids of each query's hits).
+
+    Queries exact search finds nothing for (a filter nothing meets) are left out; None when
+    that is all of them.
+    """
+    shares = [len(set(g) & set(e)) / len(e) for g, e in zip(got, exact, strict=True) if len(e) > 0]
+    return float(np.mean(shares)) if shares else None
+
+
+def measure_queries(
+    retriever: Retriever,
+    queries: Sequence[str],
+    warm: Sequence[str],
+    flt: dict[str, Any] | None,
+    reference: dict[str, list[list[str]]] | None = None,
+) -> tuple[list[Latency], dict[str, list[list[str]]]]:
+    """Latency of each mode at k = 100, unfiltered and with ``flt``, and Recall@100 against
+    exact search for each dense and hybrid row.
+
+    Args:
+        reference: Exact top-100 ids per row name (``"dense k=100"``, ...) and query, from a
+            build of the same vectors; None searches this index exactly as well, and times it
+            (the ``exact ...`` rows).
+
+    Returns:
+        The latencies, and the exact top-100 ids per row name (those of ``reference`` when
+        given).
+    """
+    latencies: list[Latency] = []
+    exact_ids: dict[str, list[list[str]]] = {}
+    for mode in ("dense", "bm25", "hybrid"):
+        exact_rows = []
+        for f in (None, flt) if flt is not None else (None,):
+            name = f"{mode} k={BENCH_K}" + ("+filter" if f is not None else "")
+
+            def run(q: str, m=mode, f=f, exact: bool = False) -> list[str]:
+                hits = retriever.search(q, k=BENCH_K, mode=m, filters=f, exact=exact)
+                return [h.product_id for h in hits]
+
+            seconds, ids = timed_calls(run, queries, warm)
+            recall = None
+            if mode in EXACT_MODES:
+                if reference is None:
+                    exact_s, exact_ids[name] = timed_calls(
+                        lambda q, run=run: run(q, exact=True), queries, warm
+                    )
+                    exact_rows.append(_percentiles(f"exact {name}", exact_s))
+                else:
+                    exact_ids[name] = reference[name]
+                recall = recall_against(ids, exact_ids[name])
+            latencies.append(_percentiles(name, seconds, recall))
+        latencies += exact_rows
+    return latencies, exact_ids
+
+
+def _text_key(text: str) -> bytes:
+    return hashlib.blake2b(text.encode("utf-8"), digest_size=16).digest()
+
+
+class ReusedDocumentVectors:
+    """A bi-encoder whose product tower returns the vectors an index already stores.
+
+    Builds the same catalog again (another store setting) without encoding it again: each
+    product text maps to the stored vector of its product. Everything else (query tower,
+    fingerprint, probes, ``describe``) is the wrapped encoder's, so the new build records the
+    same model and opens with the same query tower. Only for a catalog the index was built from.
+    """
+
+    def __init__(self, encoder: BiEncoder, rows: dict[bytes, int], vectors: np.ndarray) -> None:
+        self.encoder = encoder
+        self.rows = rows
+        self.vectors = vectors
+
+    @classmethod
+    def from_index(
+        cls,
+        encoder: BiEncoder,
+        location: IndexLocation,
+        products: Sequence[Product],
+        batch: int = 1024,
+    ) -> ReusedDocumentVectors:
+        """The stored vectors of ``products`` (read in batches through the store facade)."""
+        vectors = np.empty((len(products), encoder.dim), dtype=np.float32)  # one block
+        rows: dict[bytes, int] = {}
+        collection = open_backend(location).open()
+        try:
+            for i in range(0, len(products), batch):
+                chunk = products[i : i + batch]
+                got = collection.retrieve([p.product_id for p in chunk], with_vectors=True)
+                for p in chunk:
+                    hit = got.get(p.product_id)
+                    key = _text_key(product_text(p))
+                    if hit is None or hit.vector is None or key in rows:
+                        continue
+                    vectors[len(rows)] = hit.vector
+                    rows[key] = len(rows)
+        finally:
+            collection.close()
+        return cls(encoder, rows, vectors)
+
+    def encode_document(self, texts: Sequence[str], batch_size: int | None = None) -> np.ndarray:
+        """The stored vectors of these product texts, shape ``(n, dim)``."""
+        try:
+            rows = [self.rows[_text_key(t)] for t in texts]
+        except KeyError:
+            raise ShopsearchError(
+                "a product text that the first build did not store: the catalog changed "
+                "between the two builds"
+            ) from None
+        return self.vectors[rows]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.encoder, name)
 
 
 def pick_filter(products_payload: list[dict[str, Any]]) -> tuple[dict[str, Any] | None, str | None]:
@@ -223,6 +495,7 @@ def run_speed_benchmark(
     quantize: str | None = None,
     reranker: str | None = None,
     rerank_depths: Sequence[int] = (10, 20, 50, 100),
+    quantize_vectors: str | None = None,
     log: Callable[[str], None] = print,
 ) -> SpeedReport:
     """Indexes ``catalog`` into ``workdir/index`` and measures throughput and latency.
@@ -232,7 +505,13 @@ def run_speed_benchmark(
         quantize: None or ``int8`` (the quantized copies ``shopsearch optimize`` wrote).
         reranker: A reranker folder: adds rerank latency at each of ``rerank_depths``
             candidates and retrieve (hybrid) + rerank 50 latency.
+        quantize_vectors: None, or ``int8``: also build the catalog into
+            ``workdir/index-int8-vectors`` with Qdrant's int8 scalar quantization of the stored
+            vectors, from the first build's vectors (not re-encoded), and measure its latency and
+            Recall@100 against exact search over the fp32 vectors, memory and disk.
     """
+    if quantize_vectors not in (None, "int8"):
+        raise ShopsearchError(f"unknown vector quantization '{quantize_vectors}': use int8")
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     encoder = BiEncoder(model, device=device, backend=backend, quantize=quantize)
@@ -271,18 +550,8 @@ def run_speed_benchmark(
         for p in products
     ]
     flt, flt_desc = pick_filter(payloads)
-    latencies = []
     with Retriever.open(location.path, encoder=encoder) as retriever:
-        for mode in ("dense", "bm25", "hybrid"):
-            samples = time_queries(
-                lambda q, m=mode: retriever.search(q, k=100, mode=m), queries, warm
-            )
-            latencies.append(_percentiles(f"{mode} k=100", samples))
-            if flt is not None:
-                samples = time_queries(
-                    lambda q, m=mode: retriever.search(q, k=100, mode=m, filters=flt), queries, warm
-                )
-                latencies.append(_percentiles(f"{mode} k=100+filter", samples))
+        latencies, exact_ids = measure_queries(retriever, queries, warm, flt)
         enc_only = time_queries(lambda q: encoder.encode_query(q), queries, warm)
         latencies.append(_percentiles("query encoder alone", enc_only))
         if reranker is not None:
@@ -301,6 +570,20 @@ def run_speed_benchmark(
             )
             latencies.append(_percentiles("hybrid + rerank 50", samples))
     rss, peak = _rss_mb()
+    disk, allocated = _disk_mb(location.path), _disk_mb(location.path, allocated=True)
+    quantized = None
+    if quantize_vectors is not None:
+        quantized = _quantized_build(
+            catalog,
+            workdir,
+            encoder,
+            fp32=location,
+            products=products,
+            quantization=quantize_vectors,
+            queries=(queries, warm, flt),
+            exact_ids=exact_ids,
+            log=log,
+        )
     return SpeedReport(
         machine=machine_description(),
         products=summary.total,
@@ -318,5 +601,53 @@ def run_speed_benchmark(
         threads=int(encoder.runtime.get("threads") or torch.get_num_threads()),
         rss_mb=rss,
         peak_rss_mb=peak,
+        index_disk_mb=disk,
+        index_disk_allocated_mb=allocated,
+        quantized_vectors=quantized,
+    )
+
+
+def _quantized_build(
+    catalog: str | Path,
+    workdir: Path,
+    encoder: BiEncoder,
+    *,
+    fp32: IndexLocation,
+    products: Sequence[Product],
+    quantization: str,
+    queries: tuple[Sequence[str], Sequence[str], dict[str, Any] | None],
+    exact_ids: dict[str, list[list[str]]],
+    log: Callable[[str], None],
+) -> QuantizedVectorsReport:
+    """The catalog built again with quantized vectors (the fp32 build's) and measured.
+
+    ``queries`` is (timed queries, warm-up queries, filter) as the fp32 build was measured
+    with; ``exact_ids`` its exact top-100 ids (exact search over the fp32 vectors).
+    """
+    timed, warm, flt = queries
+    location = IndexLocation(path=workdir / f"index-{quantization}-vectors")
+    reused = ReusedDocumentVectors.from_index(encoder, fp32, products)
+    summary = index_catalog(
+        catalog,
+        location,
+        encoder=reused,  # type: ignore[arg-type]  # duck-typed: the encoder but for documents
+        quantize_vectors=quantization,
+        rejects_path=workdir / f"rejects-{quantization}-vectors.csv",
+    )
+    del reused
+    gc.collect()  # the reused vectors: out of the resident memory measured below
+    log(
+        f"{quantization} vectors: built in {summary.seconds:.1f} s from the fp32 build's vectors "
+        f"({summary.store_seconds:.1f} s in the store)"
+    )
+    with Retriever.open(location.path, encoder=encoder) as retriever:
+        latencies, _ = measure_queries(retriever, timed, warm, flt, reference=exact_ids)
+    return QuantizedVectorsReport(
+        quantization=quantization,
+        index_seconds=summary.seconds,
+        store_seconds=summary.store_seconds,
+        latencies=latencies,
+        rss_mb=_rss_mb()[0],
         index_disk_mb=_disk_mb(location.path),
+        index_disk_allocated_mb=_disk_mb(location.path, allocated=True),
     )

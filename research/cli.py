@@ -548,6 +548,14 @@ def bench_personal_cmd(
     help="BACKEND[:int8] to run, repeatable, side by side in one run (e.g. --variant torch "
     "--variant onnx:int8); default: torch.",
 )
+@click.option(
+    "--quantize-vectors",
+    type=click.Choice(["int8"]),
+    default=None,
+    help="Also build the catalog with Qdrant's int8 scalar quantization of the stored vectors "
+    "(rescored with fp32), from the first build's vectors (not re-encoded), and report its "
+    "latency, Recall@100 against exact search over the fp32 vectors, memory and disk.",
+)
 @device_option
 def bench_index_cmd(
     catalog: Path,
@@ -558,9 +566,13 @@ def bench_index_cmd(
     model: str | None,
     reranker_model: str | None,
     variants: list[tuple[str, str | None]],
+    quantize_vectors: str | None,
     device: str | None,
 ) -> None:
-    """Measure indexing items/s (vs the encoder alone) and query latency p50/p99 at k=100."""
+    """Measure indexing items/s (vs the encoder alone) and query latency p50/p99 at k=100.
+
+    Each dense and hybrid latency comes with its Recall@100 against exact search (same queries,
+    mode and filter), and exact search is timed too (WORKDIR/speed.json, speed.md)."""
     from research.bench_speed import side_by_side
     from research.jobs import run_index_benchmark
 
@@ -579,11 +591,12 @@ def bench_index_cmd(
             backend=backend,
             quantize=quantize,
             reranker=reranker_model,
+            quantize_vectors=quantize_vectors,
             log=stderr_log,
         )
         reports.append(report)
         click.echo("\n".join(report.lines()))
-        click.echo(f"report: {where / 'speed.json'}")
+        click.echo(f"report: {where / 'speed.json'}, table: {where / 'speed.md'}")
     if len(reports) > 1:
         table = "\n".join(side_by_side(reports))
         (workdir / "compare.md").write_text(table + "\n")

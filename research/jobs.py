@@ -161,9 +161,11 @@ def run_index_benchmark(
     backend: str = "torch",
     quantize: str | None = None,
     reranker: str | None = None,
+    quantize_vectors: str | None = None,
     log: Log = print,
 ) -> SpeedReport:
-    """Indexing items/s and query latency on ``catalog``; the report also goes to ``workdir/speed.json``."""
+    """Indexing items/s and query latency on ``catalog``; the report also goes to
+    ``workdir/speed.json`` and, as a table with Recall@100 against exact search, ``speed.md``."""
     from research.bench_speed import run_speed_benchmark
 
     queries = read_queries_file(queries_file) if queries_file is not None else None
@@ -178,7 +180,9 @@ def run_index_benchmark(
         backend=backend,
         quantize=quantize,
         reranker=reranker,
+        quantize_vectors=quantize_vectors,
         log=log,
     )
     (Path(workdir) / "speed.json").write_text(json.dumps(report.as_dict(), indent=2))
+    (Path(workdir) / "speed.md").write_text("\n".join(report.markdown()) + "\n")
     return report

@@ -249,6 +249,7 @@ class Retriever:
         user_weight: float = USER_PREFETCH_WEIGHT,
         with_vectors: bool = False,
         corrections: Sequence[QueryCorrection | None] | None = None,
+        exact: bool = False,
     ) -> list[QuerySpec]:
         """Store queries for these texts (the query tower runs here).
 
@@ -292,6 +293,7 @@ class Retriever:
                 with_vectors=with_vectors,
                 dense_weight=self.tuning.dense_weight,
                 sparse_weight=self.tuning.sparse_weight,
+                exact=exact,
             )
             for d, s in zip(dense, sparse, strict=True)
         ]
@@ -306,6 +308,7 @@ class Retriever:
         user_vector: np.ndarray | None = None,
         with_vectors: bool = False,
         correct: bool = True,
+        exact: bool = False,
     ) -> Hits:
         """Top ``k`` products for a query.
 
@@ -322,6 +325,10 @@ class Retriever:
                 same store call.
             correct: Correct misspelled words from the catalog's vocabulary (see
                 ``retrieval.spelling``); False searches the query as typed.
+            exact: Scan the dense vectors exactly (no HNSW; the fp32 vectors, never an int8
+                copy), in every dense prefetch (the query's and ``user_vector``'s), on both
+                backends. Slower, and grows with the catalog: the reference approximate
+                search is measured against (``shopsearch bench-index``). BM25 is exact anyway.
 
         Returns:
             Up to ``k`` hits, best first, with ``score == retrieval``; ``.corrected`` is the
@@ -336,6 +343,7 @@ class Retriever:
             user_vector=user_vector,
             with_vectors=with_vectors,
             correct=correct,
+            exact=exact,
         )[0]
 
     def search_batch(
@@ -348,6 +356,7 @@ class Retriever:
         user_vector: np.ndarray | None = None,
         with_vectors: bool = False,
         correct: bool = True,
+        exact: bool = False,
     ) -> list[Hits]:
         """:meth:`search` for many queries at once (one encoder batch, one store batch)."""
         if isinstance(queries, str):
@@ -365,6 +374,7 @@ class Retriever:
             user_vector,
             with_vectors=with_vectors,
             corrections=corrections,
+            exact=exact,
         )
         return [
             Hits(to_hits(r), c)

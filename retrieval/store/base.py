@@ -363,6 +363,9 @@ class QuerySpec:
         with_vectors: Return each hit's dense vector (:attr:`RankedHit.vector`) in the same call.
         dense_weight: RRF weight of the dense source in hybrid mode.
         sparse_weight: RRF weight of the BM25 source in hybrid mode.
+        exact: Every dense source is scanned exactly (no HNSW) over the fp32 vectors (an int8
+            quantized copy, when the index keeps one, is not read): the reference that
+            approximate search is measured against. BM25 sources are exact either way.
 
     Raises:
         ShopsearchError: k < 1 or an unknown mode.
@@ -379,6 +382,7 @@ class QuerySpec:
     with_vectors: bool = False
     dense_weight: float = 1.0
     sparse_weight: float = 1.0
+    exact: bool = False
 
     def __post_init__(self) -> None:
         for name in ("dense_weight", "sparse_weight"):

@@ -92,8 +92,10 @@ def _request(r: rq.SourceRequest):
         with_vector=[DENSE] if r.with_vector else None,
         params=qe.SearchParams(
             hnsw_ef=r.hnsw_ef,
+            exact=r.exact,
+            # exact search reads the fp32 vectors only: the int8 copy is ignored
             quantization=qe.QuantizationSearchParams(
-                rescore=True, oversampling=QUANTIZED_OVERSAMPLING
+                ignore=r.exact, rescore=True, oversampling=QUANTIZED_OVERSAMPLING
             ),
         ),
     )

@@ -75,6 +75,7 @@ class SourceRequest:
         payload: True for the whole payload, or the keys to return.
         with_vector: Return the dense vector of each point.
         hnsw_ef: HNSW beam width.
+        exact: Scan every point exactly over the fp32 vectors (no HNSW, no quantized copy).
     """
 
     using: str
@@ -84,6 +85,7 @@ class SourceRequest:
     payload: bool | tuple[str, ...]
     with_vector: bool
     hnsw_ef: int
+    exact: bool = False
 
 
 def conditions(filters: Filters) -> tuple[Condition, ...]:
@@ -111,10 +113,15 @@ def plan(spec: QuerySpec) -> list[SourceRequest]:
     sources = spec.sources()
     if len(sources) == 1:
         name, vec, _ = sources[0]
-        return [SourceRequest(name, vec, spec.k + TIE_SLACK, conds, True, spec.with_vectors, ef)]
+        limit = spec.k + TIE_SLACK
+        exact = spec.exact and name == DENSE
+        return [SourceRequest(name, vec, limit, conds, True, spec.with_vectors, ef, exact)]
     # whole payloads: one engine call, no second round trip for the fused top k's payloads
+    limit = spec.depth + TIE_SLACK
     return [
-        SourceRequest(name, vec, spec.depth + TIE_SLACK, conds, True, spec.with_vectors, ef)
+        SourceRequest(
+            name, vec, limit, conds, True, spec.with_vectors, ef, spec.exact and name == DENSE
+        )
         for name, vec, _ in sources
     ]
 

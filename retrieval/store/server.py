@@ -90,8 +90,10 @@ def _request(r: rq.SourceRequest):
         with_vector=[DENSE] if r.with_vector else False,
         params=m.SearchParams(
             hnsw_ef=r.hnsw_ef,
+            exact=r.exact,
+            # exact search reads the fp32 vectors only: the int8 copy is ignored
             quantization=m.QuantizationSearchParams(
-                rescore=True, oversampling=QUANTIZED_OVERSAMPLING
+                ignore=r.exact, rescore=True, oversampling=QUANTIZED_OVERSAMPLING
             ),
         ),
     )
