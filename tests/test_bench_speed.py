@@ -74,11 +74,6 @@ def test_measure_queries_pairs_each_row_with_exact_search():
     # exact search ran with the same filter, for dense and hybrid only
     assert ("dense", True, True) in fake.calls and ("hybrid", False, True) in fake.calls
     assert not any(mode == "bm25" and ex for mode, _, ex in fake.calls)
-    # against a given reference, nothing is searched exactly and no exact row is added
-    fake.calls.clear()
-    lats, same = measure_queries(fake, queries, ["w"], {"in_stock": True}, reference=exact)
-    assert same == exact and not any(ex for _, _, ex in fake.calls)
-    assert not any(lat.name.startswith("exact") for lat in lats)
 
 
 def _report(recall: float, quantized: bool) -> SpeedReport:
@@ -166,8 +161,14 @@ def test_bench_index_reports_recall_against_exact_and_the_int8_build(
     assert q["quantization"] == "int8" and q["index_disk_mb"] > 0 and q["rss_mb"] > 0
     assert 0 < q["index_disk_allocated_mb"] <= q["index_disk_mb"]
     qlats = {lat["name"]: lat for lat in q["latencies"]}
-    assert set(qlats) == {n for n in lats if not n.startswith(("exact", "query encoder"))}
-    assert all(0.9 <= qlats[n]["recall_vs_exact"] <= 1.0 for n in qlats if "bm25" not in n)
+    # the int8 build is measured against its own exact search (same fp32 vectors, int8 copy
+    # ignored): two builds break ties between same-text products differently
+    assert set(qlats) == {n for n in lats if not n.startswith("query encoder")}
+    assert all(
+        0.9 <= qlats[n]["recall_vs_exact"] <= 1.0
+        for n in qlats
+        if "bm25" not in n and not n.startswith("exact")
+    )
     assert (out / "index-int8-vectors").is_dir()
     md = (out / "speed.md").read_text()
     assert "| query | p50 / p99 ms | Recall@100 vs exact | int8 vectors: p50 / p99 ms |" in md
