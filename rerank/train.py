@@ -88,6 +88,8 @@ class RerankerTrainConfig:
         time_budget_s: Stop once the call has run this many seconds (one last evaluation and
             checkpoint may run past).
         val_depth: Candidates reranked per validation query.
+        layers: Keep only the base's first this many transformer layers (a faster, smaller
+            cross-encoder; :func:`rerank.model.new_cross_encoder`); None keeps all.
     """
 
     base_model: str | None = None
@@ -110,6 +112,7 @@ class RerankerTrainConfig:
     time_budget_s: float | None = None
     val_depth: int = 50
     typo_rate: float = 0.0
+    layers: int | None = None
 
     def check(self) -> None:
         """Raises ShopsearchError on an option out of range."""
@@ -130,6 +133,8 @@ class RerankerTrainConfig:
             problems.append(f"max_queries must be >= 1 or None, got {self.max_queries}")
         if self.eval_every is not None and self.eval_every < 1:
             problems.append(f"eval_every must be >= 1 or None, got {self.eval_every}")
+        if self.layers is not None and self.layers < 1:
+            problems.append(f"layers must be >= 1 or None, got {self.layers}")
         if self.val_queries < 1 or self.val_depth < 1 or self.patience < 1:
             problems.append("val_queries, val_depth and patience must be >= 1")
         if self.max_length < 8:
@@ -451,7 +456,11 @@ def train_reranker(
     dataset = training_dataset(data, positives + negatives, cfg.seed, typo_rate=cfg.typo_rate)
 
     model = new_cross_encoder(
-        cfg.base_model, dropout=cfg.dropout, max_length=cfg.max_length, device=cfg.device
+        cfg.base_model,
+        dropout=cfg.dropout,
+        max_length=cfg.max_length,
+        device=cfg.device,
+        layers=cfg.layers,
     )
     evaluator = ndcg_evaluator(data, val_lists, batch_size=max(64, 2 * cfg.batch_size))
     out.mkdir(parents=True, exist_ok=True)

@@ -247,9 +247,8 @@ def run_depth_benchmark(
     """
     from evaluation.data import load_benchmark
     from evaluation.metrics import evaluate, mean_scores
-    from evaluation.stats import paired_test
     from rerank.pipeline import DEFAULT_RERANK_DEPTH, SearchPipeline
-    from research.bench_quality import Comparison, scored_queries
+    from research.bench_quality import compared, scored_queries
     from research.bench_speed import _percentiles, machine_description, time_queries
 
     start = time.perf_counter()
@@ -297,22 +296,11 @@ def run_depth_benchmark(
     base = per_depth[DEFAULT_RERANK_DEPTH]
     rows = []
     for d in depths:
-        comparisons = []
-        if d != DEFAULT_RERANK_DEPTH:
-            for metric in TESTED:
-                t = paired_test(base[metric], per_depth[d][metric], method="randomization")
-                comparisons.append(
-                    Comparison(
-                        f"depth {DEFAULT_RERANK_DEPTH}",
-                        f"depth {d}",
-                        metric,
-                        t.mean_a,
-                        t.mean_b,
-                        t.relative_delta,
-                        t.p_value,
-                        t.p_value < 0.05,
-                    )
-                )
+        comparisons = [
+            compared(f"depth {DEFAULT_RERANK_DEPTH}", f"depth {d}", m, base[m], per_depth[d][m])
+            for m in TESTED
+            if d != DEFAULT_RERANK_DEPTH
+        ]
         rows.append(DepthRow(d, mean_scores(per_depth[d]), per_depth[d], comparisons, latency[d]))
     report = DepthReport(
         data=str(data_dir),

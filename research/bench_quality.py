@@ -471,22 +471,20 @@ def _comparisons(stages: Sequence[Stage]) -> list[Comparison]:
         if (base, system, metric) in seen or base == system:
             continue
         seen.add((base, system, metric))
-        t = paired_test(
-            by[base].per_query[metric], by[system].per_query[metric], method="randomization"
-        )
         out.append(
-            Comparison(
-                base,
-                system,
-                metric,
-                t.mean_a,
-                t.mean_b,
-                t.relative_delta,
-                t.p_value,
-                t.p_value < 0.05,
-            )
+            compared(base, system, metric, by[base].per_query[metric], by[system].per_query[metric])
         )
     return out
+
+
+def compared(
+    base: str, system: str, metric: str, a: dict[str, float], b: dict[str, float]
+) -> Comparison:
+    """``system`` against ``base`` on ``metric``: a paired randomization test over queries."""
+    t = paired_test(a, b, method="randomization")
+    return Comparison(
+        base, system, metric, t.mean_a, t.mean_b, t.relative_delta, t.p_value, t.p_value < 0.05
+    )
 
 
 def plot_recall(stages: Sequence[Stage], path: Path) -> None:

@@ -170,6 +170,20 @@ def test_new_cross_encoder_from_hf_and_st_folders(tiny):
     assert all(torch.equal(sa[k], sb[k]) for k in shared)  # same encoder weights
 
 
+def test_a_smaller_cross_encoder_keeps_the_bottom_layers(tiny, tmp_path):
+    full = new_cross_encoder(tiny / "hf", device="cpu")
+    small = new_cross_encoder(tiny / "hf", device="cpu", layers=1)
+    assert len(small.model.bert.encoder.layer) == 1 and small.config.num_hidden_layers == 1
+    kept = small.model.bert.encoder.layer[0].state_dict()
+    assert all(
+        torch.equal(v, full.model.bert.encoder.layer[0].state_dict()[k]) for k, v in kept.items()
+    )
+    small.save_pretrained(str(tmp_path / "small"))  # and it loads back with its one layer
+    assert Reranker.load(tmp_path / "small", device="cpu").model.config.num_hidden_layers == 1
+    with pytest.raises(ShopsearchError, match="layers must be between 1 and 2"):
+        new_cross_encoder(tiny / "hf", device="cpu", layers=3)
+
+
 def test_saved_folder_loads_with_plain_cross_encoder(reranker, tmp_path):
     from sentence_transformers import CrossEncoder
 

@@ -198,6 +198,13 @@ def train_retriever_cmd(
     help="Use at most this many train queries (a seeded sample).",
 )
 @click.option(
+    "--layers",
+    default=None,
+    type=click.IntRange(1),
+    help="Keep only the base model's first N transformer layers: a smaller, faster "
+    "cross-encoder (default: all).",
+)
+@click.option(
     "--val-queries",
     default=300,
     show_default=True,
@@ -216,6 +223,7 @@ def train_reranker_cmd(
     dropout,
     negatives,
     max_queries,
+    layers,
     val_queries,
     eval_every,
     max_minutes,
@@ -237,6 +245,7 @@ def train_reranker_cmd(
         dropout=dropout,
         negatives_per_query=negatives,
         max_queries=max_queries,
+        layers=layers,
         val_queries=val_queries,
         eval_every=eval_every,
         time_budget_s=max_minutes * 60 if max_minutes else None,
