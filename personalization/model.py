@@ -29,6 +29,10 @@ from personalization.clickstats import ClickStats
 from personalization.features import FEATURE_NAMES
 
 HAS_HISTORY = FEATURE_NAMES.index("has_history")
+#: A feature whose standard deviation over the warm training rows is at most this never varied
+#: in training: the model learned nothing about it, so it is ignored (not amplified by
+#: ``1 / std``) when serving gives it values (a catalog with brands the training log had none of).
+STD_FLOOR = 1e-3
 FORMAT = "shopsearch-personal/v1"
 
 
@@ -61,7 +65,8 @@ class PersonalFusion(nn.Module):
         """(relevance part, personalization part), each of shape (n,)."""
         rel = self.rel(cross.unsqueeze(-1)).squeeze(-1)
         has = feats[:, HAS_HISTORY]
-        personal = has * self.tower((feats - self.mean) / self.std).squeeze(-1)
+        z = (feats - self.mean) / self.std * (self.std > STD_FLOOR)
+        personal = has * self.tower(z).squeeze(-1)
         return rel, personal
 
     def forward(self, cross: torch.Tensor, feats: torch.Tensor) -> torch.Tensor:
@@ -345,7 +350,7 @@ def _train_personal(
     warm = feats[:, HAS_HISTORY] > 0
     ref = feats[warm] if warm.any() else feats
     model.mean.copy_(ref.mean(0))
-    model.std.copy_(ref.std(0).clamp_min(1e-3))
+    model.std.copy_(ref.std(0).clamp_min(STD_FLOOR))
     decay = [p for n, p in model.named_parameters() if n.endswith("weight")]
     no_decay = [p for n, p in model.named_parameters() if not n.endswith("weight")]
     opt = torch.optim.AdamW(

@@ -80,6 +80,12 @@ def test_training_learns_a_behaviour_signal():
     )
     assert report.best_val_ips_dcg > report.baseline_val_ips_dcg + 0.2
     assert ranker.meta["train"]["best_epoch"] >= 1
+    # brand affinity was 0 in every training row: at serving, a catalog with brands gives it
+    # values, which must change nothing (the model never learned what they mean)
+    feats = groups[0].feats.copy()
+    before = ranker.score(groups[0].cross, feats).personal
+    feats[:, FEATURE_NAMES.index("brand_affinity")] = 0.9
+    np.testing.assert_array_equal(ranker.score(groups[0].cross, feats).personal, before)
 
 
 @pytest.fixture()
