@@ -339,7 +339,9 @@ class SearchPipeline:
         )
         t2 = time.perf_counter()
         read = hits.corrected or query  # the cross-encoder reads what BM25 read
-        ranked = hits.like(self.rank(read, hits, profile, recent=recent, top_k=k, explain=explain))
+        ranked = hits.like(
+            self.rank(read, hits, profile, recent=recent, top_k=k, explain=explain, typed=query)
+        )
         t3 = time.perf_counter()
         self.stage_ms = {
             "profile": (t1 - t0) * 1000,
@@ -385,7 +387,7 @@ class SearchPipeline:
             queries, k=max(k, rerank_depth), filters=filters, mode=mode, correct=correct
         )
         return [
-            hits.like(self.rank(hits.corrected or q, hits, None, top_k=k, explain=explain))
+            hits.like(self.rank(hits.corrected or q, hits, None, top_k=k, explain=explain, typed=q))
             for q, hits in zip(queries, batches, strict=True)
         ]
 
@@ -398,6 +400,7 @@ class SearchPipeline:
         recent: np.ndarray | None = None,
         top_k: int | None = None,
         explain: bool = True,
+        typed: str | None = None,
     ) -> list[RankedHit]:
         """Ranks retrieved hits: relevance (cross-encoder + blend), then personalization.
 
@@ -408,6 +411,8 @@ class SearchPipeline:
             recent: Vectors of the shopper's recent items; None looks them up in the index.
             top_k: Keep this many; None keeps all.
             explain: Fill ``because`` for a warm shopper.
+            typed: The query as the shopper typed it, when ``query`` is its correction: the
+                search log, and so the personal model's click counts, hold the typed text.
         """
         self._rank_ms = {}
         if not hits:
@@ -429,7 +434,9 @@ class SearchPipeline:
                 h if h.vector is not None else replace(h, vector=got.get(h.product_id))
                 for h in ranked
             ]
-        out = sort_hits(self.personal.rank(ranked, profile, recent, explain, query=query), top_k)
+        out = sort_hits(
+            self.personal.rank(ranked, profile, recent, explain, query=typed or query), top_k
+        )
         self._rank_ms["personal"] = (time.perf_counter() - t1) * 1000
         return out
 

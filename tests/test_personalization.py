@@ -197,6 +197,18 @@ def test_ingest_search_explain_and_forget(tmp_path, shop, tiny_encoder, sample_p
     assert {h.product_id: h.score for h in again} != {h.product_id: h.score for h in warm}
     cold_again = pipe.search("cordless drill", k=10, user_id="carol")
     assert [(h.product_id, h.score) for h in cold_again] == [(h.product_id, h.score) for h in cold]
+    # a misspelled query reads the counts of what the shopper typed (the log's text), while
+    # the ranking reads its correction
+    ranker.click_stats = ClickStats()
+    typo_plain = pipe.search("cordles drill", k=10, user_id="alice@example.com")
+    assert typo_plain.corrected == "cordless drill"
+    typo_stats = ClickStats()
+    typo_stats.add("cordles drill", shown, [0] * (len(shown) - 1) + [3])
+    ranker.click_stats = typo_stats
+    typo_counted = pipe.search("cordles drill", k=10, user_id="alice@example.com")
+    assert {h.product_id: h.score for h in typo_counted} != {
+        h.product_id: h.score for h in typo_plain
+    }
     profile = pipe.personal.profile("alice@example.com")
     assert profile.n_events == 3 and pipe._recent(profile).shape[1] == 32
     pipe.close()
