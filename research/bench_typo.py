@@ -25,6 +25,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from evaluation.data import load_benchmark
 from evaluation.metrics import evaluate, mean_scores
 from evaluation.stats import paired_test
@@ -121,7 +123,15 @@ class TypoReport:
             "",
             f"Corrector on the test queries: {c['queries_corrected']} queries corrected, "
             f"{c['words_changed']} words changed, {c['english_words_changed']} of them an English "
-            f"word ({c['english_share']:.1%}; proxy for a word that was right). Sample:",
+            f"word ({c['english_share']:.1%}; proxy for a word that was right). "
+            + (
+                f"Time per query (corrector alone, {c['latency_ms']['n']} queries after a "
+                f"warm-up): p50 {c['latency_ms']['p50']:.3f} ms, p99 "
+                f"{c['latency_ms']['p99']:.3f} ms, max {c['latency_ms']['max']:.3f} ms. "
+                if c.get("latency_ms", {}).get("n")
+                else ""
+            )
+            + "Sample:",
             "",
             "| query | changed | English word? |",
             "|---|---|---|",
@@ -332,8 +342,13 @@ def run_typo_benchmark(
     # the corrector's precision on the test queries
     english = _english_words()
     changed = []
+    seconds = []
+    for t in texts[:20] if "corrector" in parts else ():  # warm-up: symspell builds lazily
+        corrector.correct(t)
     for t in texts if "corrector" in parts else ():
+        t0 = time.perf_counter()
         fix = corrector.correct(t)
+        seconds.append(time.perf_counter() - t0)
         if fix is not None:
             changed += [
                 {"query": t, "from": a, "to": b, "english": a.lower() in english}
@@ -348,6 +363,14 @@ def run_typo_benchmark(
         "english_share": sum(c["english"] for c in changed) / max(1, len(changed)),
         "sample": sorted(sample, key=lambda c: c["query"]),
         "all": changed,
+        # what correction adds to a search: the corrector's own time per query (the stages
+        # then read one query text either way)
+        "latency_ms": {
+            "n": len(seconds),
+            "p50": float(np.percentile(seconds, 50) * 1000) if seconds else None,
+            "p99": float(np.percentile(seconds, 99) * 1000) if seconds else None,
+            "max": float(max(seconds) * 1000) if seconds else None,
+        },
     }
     retriever.close()
     report = TypoReport(
