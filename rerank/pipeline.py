@@ -15,6 +15,7 @@ import os
 import time
 from collections.abc import Sequence
 from dataclasses import replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -137,6 +138,7 @@ def train_personal_from_log(
     config: Any = None,
     depth: int = DEFAULT_RERANK_DEPTH,
     log: Any = print,
+    profiles: str | os.PathLike[str] | None = None,
 ):
     """``shopsearch train personal``: a log file -> a personalization model folder + report.
 
@@ -147,6 +149,9 @@ def train_personal_from_log(
         config: :class:`personalization.learn.LogTrainConfig`.
         depth: Relevance candidates per query (what serving reranks).
         log: Progress lines.
+        profiles: The serving profile directory: the events of shoppers ``forget-user`` erased
+            there are left out, so a log written before the erasure cannot train them back
+            into the model (its weights and click counts).
 
     Returns:
         The :class:`personalization.learn.LogTrainReport`.
@@ -164,6 +169,8 @@ def train_personal_from_log(
         rejected += len(batch.rejects)
     if rejected:
         log(f"personal: {rejected} rows of {log_path} rejected (run 'events ingest' to list them)")
+    if profiles is not None:
+        events = _without_forgotten(events, profiles, log)
     model, report = train_from_log(
         events,
         pipeline.relevance_fn(depth),
@@ -176,6 +183,27 @@ def train_personal_from_log(
     model.save(out)
     write_report(report, out)
     return report
+
+
+def _without_forgotten(events: list, profiles: str | os.PathLike[str], log: Any) -> list:
+    """The events of shoppers the profile store has not erased."""
+    from personalization.ingest import PROFILES_FILE, open_profiles
+
+    if not (Path(profiles) / PROFILES_FILE).exists():
+        raise ShopsearchError(
+            f"{profiles}: no profile store there (give the directory serving uses)"
+        )
+    store, pz = open_profiles(profiles)
+    try:
+        gone = {u for u in {e.user_id for e in events} if store.is_forgotten(u, pz)}
+    finally:
+        store.close()
+    kept = [e for e in events if e.user_id not in gone]
+    if gone:
+        log(
+            f"personal: left out {len(events) - len(kept)} events of {len(gone)} forgotten shoppers"
+        )
+    return kept
 
 
 class SearchPipeline:

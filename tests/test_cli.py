@@ -306,3 +306,81 @@ def test_demo(runner, tmp_path):
     assert "1. wrote a sample catalog of 30 products" in result.stdout
     assert "2. indexed 30 products" in result.stdout
     assert "Try: shopsearch search" in result.stdout
+
+
+def test_train_personal_from_a_log_leaves_out_forgotten_shoppers(runner, indexed, tmp_path):
+    """The documented loop: events ingest, forget-user, train personal (--profiles)."""
+    import numpy as np
+
+    _, index, _ = indexed
+    shown = {}
+    for q in ("cordless drill", "circular saw", "hammer"):
+        result = runner.invoke(main, ["search", q, "--index", str(index), "-k", "10", "--json"])
+        assert result.exit_code == 0, result.output
+        shown[q] = [h["product_id"] for h in json.loads(result.stdout)["hits"]]
+    rng = np.random.default_rng(0)
+    rows, t0 = [], 1_750_000_000
+    for u in range(12):
+        for d in range(10):
+            q = list(shown)[(u + d) % 3]
+            ts, sid, user = t0 + d * 86400 + u * 60, f"s{u}-{d}", f"user{u}@example.com"
+            rows.append(
+                {
+                    "user_id": user,
+                    "timestamp": ts,
+                    "session_id": sid,
+                    "event": "search",
+                    "query": q,
+                    "search_id": sid,
+                    "results": shown[q],
+                }
+            )
+            for pos in range(1, 11):  # position bias 1 / rank, a taste for odd positions
+                if rng.random() < 1 / pos and rng.random() < (0.7 if pos % 2 else 0.2):
+                    rows.append(
+                        {
+                            "user_id": user,
+                            "timestamp": ts + pos,
+                            "session_id": sid,
+                            "event": "click",
+                            "product_id": shown[q][pos - 1],
+                            "search_id": sid,
+                            "position": pos,
+                        }
+                    )
+    log = tmp_path / "events.jsonl"
+    log.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    profiles = tmp_path / "profiles"
+    args = ["--index", str(index)]
+    result = runner.invoke(main, ["events", "ingest", str(log), "--profiles", str(profiles), *args])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(main, ["forget-user", "user0@example.com", "--profiles", str(profiles)])
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "personal"
+    train = ["train", "personal", str(log), str(out), *args, "--val-days", "3"]
+    result = runner.invoke(main, [*train, "--profiles", str(profiles)])
+    assert result.exit_code == 0, result.output
+    forgotten = sum(1 for r in rows if r["user_id"] == "user0@example.com")
+    assert f"left out {forgotten} events of 1 forgotten shoppers" in result.output
+    meta = json.loads((out / "personal.json").read_text())
+    assert meta["click_stats"] and len(meta["propensity"]) == 10
+    assert (out / "click_stats.npz").exists() and (out / "report.md").exists()
+    # the search that serves it reads the model (and its click counts) back
+    result = runner.invoke(
+        main,
+        [
+            "search",
+            "hammer",
+            *args,
+            "--personal",
+            str(out),
+            "--profiles",
+            str(profiles),
+            "--user",
+            "user3@example.com",
+            "--json",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(main, [*train, "--profiles", str(tmp_path / "nowhere")])
+    assert result.exit_code == 2 and "no profile store there" in result.output

@@ -302,6 +302,13 @@ def train_reranker_cmd(
     is_flag=True,
     help="Leave out the log's clicks over expected clicks per (query, product) as features.",
 )
+@click.option(
+    "--profiles",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Serving's profile directory: events of shoppers erased there with forget-user are "
+    "left out of training.",
+)
 @click.option("--seed", default=0, show_default=True, type=int, help="Random seed.")
 @device_option
 def train_personal_cmd(
@@ -314,6 +321,7 @@ def train_personal_cmd(
     no_correction,
     clip,
     no_click_evidence,
+    profiles,
     seed,
     device,
 ) -> None:
@@ -342,7 +350,13 @@ def train_personal_cmd(
         collection=location.collection,
     ) as pipeline:
         report = train_personal_from_log(
-            log_path, pipeline, out, config, depth=rerank_depth, log=stderr_log
+            log_path,
+            pipeline,
+            out,
+            config,
+            depth=rerank_depth,
+            log=stderr_log,
+            profiles=profiles,
         )
     click.echo(
         f"personal: {report.train_searches} training and {report.val_searches} validation "
