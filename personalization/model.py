@@ -301,7 +301,8 @@ def train_personal(
     log: Callable[[str], None] = print,
     val_groups: Sequence[Group] | None = None,
 ) -> tuple[PersonalRanker, PersonalTrainReport]:
-    """Fits the fusion on logged searches, with early stopping on the validation interactions' IPS-DCG@10 (:func:`ips_dcg`).
+    """Fits the fusion on logged searches, with early stopping on the validation interactions'
+    IPS-DCG@10 (:func:`ips_dcg`).
 
     Args:
         groups: Logged searches in time order (training, and validation when ``val_groups``

@@ -117,7 +117,6 @@ class Personalizer:
         warm = profile is not None and profile.n_events > 0
         clicks = self.model.click_features(query, ids) if warm else None
         feats = compute_features(profile, hits, popularity, recent, clicks)
-        warm = profile is not None and profile.n_events > 0
         scored = self.model.score(relevance, feats, explain=explain and warm)
         out = []
         for i, h in enumerate(hits):
