@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +42,27 @@ FILE = "click_stats.npz"
 def normalize_query(query: str) -> str:
     """The key a query's counts are stored under: case-folded, spaces collapsed."""
     return " ".join(query.casefold().split())
+
+
+@dataclass(frozen=True)
+class ClickCounts:
+    """What a log's counts say about some products for one query, at one point in time.
+
+    Attributes:
+        shown: Impressions of each product for the query, per rank, ``(n, max_rank)``.
+        clicks: Their interactions, ``(n,)``.
+        total_shown: Impressions per rank over the whole log so far, ``(max_rank,)``.
+        total_clicks: Interactions over the whole log so far.
+    """
+
+    shown: np.ndarray
+    clicks: np.ndarray
+    total_shown: np.ndarray
+    total_clicks: float
+
+    def features(self, theta: Sequence[float] | None) -> np.ndarray:
+        """:func:`click_features` of these counts under the examination curve ``theta``."""
+        return click_features(self.shown, self.clicks, self.total_shown, self.total_clicks, theta)
 
 
 class ClickStats:
@@ -85,9 +107,9 @@ class ClickStats:
                 self._clicks[row] += 1
                 self.total_clicks += 1
 
-    def lookup(self, query: str, product_ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-        """Counts of products for a query: impressions per rank ``(n, max_rank)`` and
-        interactions ``(n,)`` (zeros for pairs never shown)."""
+    def lookup(self, query: str, product_ids: Sequence[str]) -> ClickCounts:
+        """The counts of products for a query as they stand now (zeros for pairs never
+        shown), with the log's totals."""
         q = normalize_query(query)
         shown = np.zeros((len(product_ids), self.max_rank))
         clicks = np.zeros(len(product_ids))
@@ -96,14 +118,13 @@ class ClickStats:
             if row is not None:
                 shown[i] = self._shown[row]
                 clicks[i] = self._clicks[row]
-        return shown, clicks
+        return ClickCounts(shown, clicks, self.total_shown.copy(), self.total_clicks)
 
     def features(
         self, query: str, product_ids: Sequence[str], theta: Sequence[float] | None
     ) -> np.ndarray:
         """:func:`click_features` of products for a query, shape ``(n, 2)``."""
-        shown, clicks = self.lookup(query, product_ids)
-        return click_features(shown, clicks, self.total_shown, self.total_clicks, theta)
+        return self.lookup(query, product_ids).features(theta)
 
     def save(self, out_dir: str | os.PathLike[str]) -> Path:
         """Writes ``click_stats.npz`` into ``out_dir``."""

@@ -143,6 +143,15 @@ def compute_features(
     return out
 
 
+def with_clicks(feats: np.ndarray, clicks: np.ndarray | None) -> np.ndarray:
+    """A copy of a feature matrix with ``query_coec``/``query_exposure`` set to ``clicks``
+    ``(n, 2)`` (left as they are when None)."""
+    out = np.array(feats, dtype=np.float32)
+    if clicks is not None and len(out):
+        out[:, CLICK_COLUMNS] = clicks
+    return out
+
+
 def _similarities(
     out: np.ndarray, candidates: Sequence[RankedHit], recent_vectors: np.ndarray | None
 ) -> None:

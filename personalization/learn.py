@@ -36,9 +36,9 @@ from typing import Any
 import numpy as np
 
 from catalog.errors import ShopsearchError
-from personalization.clickstats import ClickStats, click_features
+from personalization.clickstats import ClickCounts, ClickStats
 from personalization.events import Event
-from personalization.features import CLICK_COLUMNS, FEATURE_NAMES, compute_features
+from personalization.features import FEATURE_NAMES, compute_features, with_clicks
 from personalization.impressions import Impression, ImpressionStats, impressions_from_events
 from personalization.model import Group, PersonalRanker, PersonalTrainConfig, train_personal
 from personalization.personalizer import VectorLookup, recent_vectors
@@ -113,18 +113,12 @@ class Lesson:
     labels: np.ndarray  # 0..3 per kept product
     relevance: np.ndarray
     feats: np.ndarray  # click columns 0 here: see with_clicks()
-    click_shown: np.ndarray  # (n, max_rank) impressions of each product for this query so far
-    click_counts: np.ndarray  # (n,) their interactions so far
-    click_totals: tuple[np.ndarray, float]  # the whole log so far: impressions per rank, clicks
+    clicks: ClickCounts  # the log's counts for these products, as they stood at the search
 
     def with_clicks(self, theta: Sequence[float] | None) -> np.ndarray:
         """The features with the click evidence computed for the examination curve ``theta``
         (None: no correction)."""
-        out = self.feats.copy()
-        out[:, CLICK_COLUMNS] = click_features(
-            self.click_shown, self.click_counts, *self.click_totals, theta
-        )
-        return out
+        return with_clicks(self.feats, self.clicks.features(theta))
 
 
 def click_snapshots(
@@ -132,7 +126,7 @@ def click_snapshots(
     wanted: Sequence[tuple[float, str, Sequence[str]]],
     max_rank: int,
     delay_s: float,
-) -> tuple[list[tuple[np.ndarray, np.ndarray, tuple[np.ndarray, float]]], ClickStats]:
+) -> tuple[list[ClickCounts], ClickStats]:
     """The click counts each search could have read, and the counts of the whole log.
 
     Args:
@@ -143,8 +137,8 @@ def click_snapshots(
             refreshes its counts in batches, and its clicks come after it).
 
     Returns:
-        Per wanted search ``(impressions per rank, interactions, (totals per rank, total
-        interactions))``, and the :class:`ClickStats` of every impression.
+        Per wanted search, its products' counts as they stood then, and the
+        :class:`ClickStats` of every impression.
     """
     stats = ClickStats(max_rank)
     out = []
@@ -153,8 +147,7 @@ def click_snapshots(
         while j < len(impressions) and impressions[j].timestamp + delay_s <= ts:
             stats.add(impressions[j].query, impressions[j].shown, impressions[j].labels)
             j += 1
-        shown, counts = stats.lookup(query, pids)
-        out.append((shown, counts, (stats.total_shown.copy(), stats.total_clicks)))
+        out.append(stats.lookup(query, pids))
     for m in impressions[j:]:
         stats.add(m.query, m.shown, m.labels)
     return out, stats
@@ -226,7 +219,7 @@ def lessons_from_log(
             np.array([lab for _, _, lab in kept], dtype=np.float32),
             np.array([cands.relevance or 0.0 for cands in at.hits], dtype=np.float32),
             feats,
-            *snap,
+            snap,
         )
         for (m, kept), at, (_, feats), snap in zip(
             usable,

@@ -26,9 +26,8 @@ from evaluation.data import judgments_from, load_benchmark
 from evaluation.labels import Judgments
 from evaluation.metrics import ndcg_of_scores
 from evaluation.stats import paired_test
-from personalization.clickstats import click_features
 from personalization.events import read_events
-from personalization.features import CLICK_COLUMNS, compute_features
+from personalization.features import compute_features, with_clicks
 from personalization.impressions import impressions_from_events
 from personalization.learn import (
     LogTrainConfig,
@@ -335,18 +334,14 @@ def run_seed(
         cold = profile.n_events == 0
         heldout = e.timestamp >= sim.split_ts
         if not heldout and not cold:  # the oracle learns the true utilities of the candidates
-            point = feats.copy()
-            if click_evidence:
-                point[:, CLICK_COLUMNS] = click_features(*snap[:2], *snap[2], theta)
+            point = with_clicks(feats, snap.features(theta) if click_evidence else None)
             group = Group(e.search_id, cross, point, np.ones_like(gains), gains)
             (oracle_val if e.timestamp >= split_val else oracle_train).append(group)
         if heldout or cold:
-            by_model = {}
-            for r in ("naive", "corrected"):  # each with the counts and curve it serves with
-                clicks = models[r].click_features(e.query, cands)
-                by_model[r] = feats.copy()
-                if clicks is not None:
-                    by_model[r][:, CLICK_COLUMNS] = clicks
+            by_model = {  # each with the counts and curve it serves with
+                r: with_clicks(feats, models[r].click_features(e.query, cands))
+                for r in ("naive", "corrected")
+            }
             by_model["oracle"] = by_model["corrected"]
             evals[e.search_id] = (cross, by_model, gains, cold, heldout)
         if heldout and not cold and len(taste_probe) < RETRIEVAL_PROBE:

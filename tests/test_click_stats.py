@@ -27,8 +27,9 @@ def test_clicks_over_expected_clicks_by_hand():
     stats.add("Cordless  Drill", ["a", "b", "c"], [0, 1, 0])  # b clicked at rank 2
     stats.add("cordless drill", ["b", "a", "c"], [1, 0, 0])  # b clicked at rank 1
     theta = [1.0, 0.5, 0.25]
-    shown, clicks = stats.lookup("CORDLESS drill", ["b", "c", "z"])
-    assert shown.tolist() == [[1, 1, 0], [0, 0, 2], [0, 0, 0]] and clicks.tolist() == [2, 0, 0]
+    counts = stats.lookup("CORDLESS drill", ["b", "c", "z"])
+    assert counts.shown.tolist() == [[1, 1, 0], [0, 0, 2], [0, 0, 0]]
+    assert counts.clicks.tolist() == [2, 0, 0]
     got = stats.features("cordless drill", ["b", "c", "z"], theta)
     # expected clicks: b 1 + 0.5, c 2 * 0.25; whole log: 2 * (1 + 0.5 + 0.25) = 3.5, 2 clicks
     prior = 2 / 3.5
@@ -72,10 +73,10 @@ def test_a_search_reads_only_counts_from_before_it():
     snaps, final = click_snapshots(
         log, [(50, "q", ["a", "b"]), (100, "q", ["a", "b"]), (200, "q", ["a"])], 2, delay_s=60
     )
-    assert snaps[0][0].sum() == 0  # 50 s after the first list: within the delay
-    assert snaps[1][1].tolist() == [1, 0]  # the first list only, not its own
-    assert snaps[2][0].tolist() == [[2, 0]]  # both lists are old enough by then (rank 1 twice)
-    assert final.lookup("q", ["a", "b"])[1].tolist() == [1, 1]
+    assert snaps[0].shown.sum() == 0  # 50 s after the first list: within the delay
+    assert snaps[1].clicks.tolist() == [1, 0]  # the first list only, not its own
+    assert snaps[2].shown.tolist() == [[2, 0]]  # both lists are old enough by then (rank 1 twice)
+    assert final.lookup("q", ["a", "b"]).clicks.tolist() == [1, 1]
 
 
 def test_inverse_propensity_weights_are_not_cancelled_by_normalisation():
@@ -109,10 +110,11 @@ def test_the_model_keeps_its_click_counts_and_reads_them_with_its_curve(tmp_path
     ranker = PersonalRanker(PersonalFusion(), {"propensity": [1.0, 0.25]}, stats)
     ranker.save(tmp_path)
     back = PersonalRanker.load(tmp_path)
+    counts = stats.lookup("saw", ["y", "x"])
     np.testing.assert_allclose(
         back.click_features("saw", ["y", "x"]),
         click_features(
-            *stats.lookup("saw", ["y", "x"]), stats.total_shown, stats.total_clicks, [1.0, 0.25]
+            counts.shown, counts.clicks, stats.total_shown, stats.total_clicks, [1.0, 0.25]
         ),
     )
     assert back.click_features(None, ["x"]) is None
