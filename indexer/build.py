@@ -43,7 +43,7 @@ from retrieval.store import (
     open_backend,
     payload_for,
 )
-from retrieval.store.base import missing_index, vocabulary_sha
+from retrieval.store.base import Backend, missing_index, vocabulary_sha
 
 IndexMode = Literal["full", "upsert", "sync"]
 #: 2: points carry normalized brand/category filter keys (``retrieval.store.STORE_FORMAT``).
@@ -309,11 +309,7 @@ def index_catalog(
             "source": str(path.resolve()),
             "mode": mode,
             "segment_points": per_segment,
-            "spelling": {
-                "kind": VOCABULARY_KIND,
-                "words": len(vocabulary["counts"]),
-                "sha": vocabulary_sha(vocabulary),
-            },
+            "spelling": _spelling_record(vocabulary),
         }
         if from_log:
             manifest["spelling"]["from_log"] = from_log
@@ -436,17 +432,35 @@ def tune_index(location: IndexLocation, tuning: QueryTuning) -> str:
         vocabulary = current.vocabulary()
         current.close()
         manifest.update(build_id=new_build_id(), query=tuning.as_dict(), mode="tune")
-        staging = backend.begin(manifest, copy_current=True)
-        try:
-            if vocabulary is not None:
-                staging.set_vocabulary(vocabulary)
-            staging.finalize()
-            staging.set_manifest(manifest)
-            backend.promote(staging)
-        except BaseException:
-            backend.discard(staging)
-            raise
+        _promote_copy(backend, manifest, vocabulary)
     return manifest["build_id"]
+
+
+def _spelling_record(vocabulary: dict[str, Any]) -> dict[str, Any]:
+    """The manifest's ``spelling`` entry for a stored vocabulary (its size and checksum)."""
+    return {
+        "kind": VOCABULARY_KIND,
+        "words": len(vocabulary["counts"]),
+        "sha": vocabulary_sha(vocabulary),
+    }
+
+
+def _promote_copy(
+    backend: Backend, manifest: dict[str, Any], vocabulary: dict[str, Any] | None
+) -> None:
+    """A new build that copies the current one's points (nothing re-embedded) with this
+    manifest and vocabulary, promoted atomically; discarded if anything fails. Call it
+    holding the backend's writer lock."""
+    staging = backend.begin(manifest, copy_current=True)
+    try:
+        if vocabulary is not None:
+            staging.set_vocabulary(vocabulary)
+        staging.finalize()
+        staging.set_manifest(manifest)
+        backend.promote(staging)
+    except BaseException:
+        backend.discard(staging)
+        raise
 
 
 @dataclass(frozen=True)
@@ -581,11 +595,7 @@ def add_log_vocabulary(
         vocabulary = vocabulary_with_log(catalog, found.counts)
         build_id = new_build_id()
         manifest.update(build_id=build_id, mode="vocabulary")
-        spelling = {
-            "kind": VOCABULARY_KIND,
-            "words": len(vocabulary["counts"]),
-            "sha": vocabulary_sha(vocabulary),
-        }
+        spelling = _spelling_record(vocabulary)
         spelling["from_log"] = {
             "source": str(Path(log).resolve()),
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -595,15 +605,7 @@ def add_log_vocabulary(
             "min_shoppers": min_shoppers,
         }
         manifest["spelling"] = spelling
-        staging = backend.begin(manifest, copy_current=True)
-        try:
-            staging.set_vocabulary(vocabulary)
-            staging.finalize()
-            staging.set_manifest(manifest)
-            backend.promote(staging)
-        except BaseException:
-            backend.discard(staging)
-            raise
+        _promote_copy(backend, manifest, vocabulary)
     return LogVocabularySummary(
         location=location.describe(),
         build_id=build_id,

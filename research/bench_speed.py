@@ -72,8 +72,8 @@ class QuantizedVectorsReport:
         quantization: ``int8`` (quantile 0.99, kept in RAM, searched with rescoring by fp32).
         index_seconds: That build end to end, without encoding (the vectors were reused).
         store_seconds: Its time inside the store (upserts, HNSW and quantization, promotion).
-        latencies: The same rows as the fp32 build but the exact ones, each dense/hybrid row
-            with Recall@100 against exact search over the fp32 vectors (the fp32 build's).
+        latencies: The same rows as the fp32 build, each dense/hybrid row with Recall@100
+            against this build's own exact search (its fp32 vectors, the int8 copy ignored).
         rss_mb: Resident memory after its queries (same process, fp32 index closed).
         index_disk_mb: Its index on disk: the files' apparent sizes (as ``SpeedReport``).
         index_disk_allocated_mb: The blocks its files take (Qdrant preallocates sparse files:
