@@ -12,7 +12,10 @@ One run, side by side on a benchmark's test split:
   typo (``retrieval.noise``), per stage;
 * the corrector's precision: every correction made on the test queries, flagged when the
   word it changed is an English word (symspellpy's bundled English frequency list, a proxy
-  for "was right"), with a sample listed.
+  for "was right"), with a sample listed;
+* typo-augmented against plain training (part ``training``, with the plain models given):
+  hybrid retrieval and the pipeline of each pair of models, at the same fusion, on clean and
+  noisy queries, paired-tested.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from catalog.errors import ShopsearchError
 from evaluation.data import load_benchmark
 from evaluation.metrics import evaluate, mean_scores
 from evaluation.stats import paired_test
@@ -42,13 +46,17 @@ METRICS = ("ndcg@10", "recall@100")
 DENSE_WEIGHTS = (0.1, 0.25, 0.5, 0.75, 1.0)
 NOISE_LEVELS = (0.0, 0.05, 0.1, 0.2)
 #: What one run can do; a run of some of them reads the fusion recorded with the index.
-PARTS = ("fusion", "stages", "robustness", "corrector")
+PARTS = ("fusion", "stages", "robustness", "corrector", "training")
+#: What a run does by default: ``training`` needs the plain models to compare with.
+DEFAULT_PARTS = PARTS[:4]
+#: Noise levels of the augmented-vs-plain comparison (0: the test queries as typed).
+TRAINING_NOISE = (0.0, 0.1, 0.2)
 Run = dict[str, dict[str, float]]
 
 
 def report_name(parts: Sequence[str]) -> str:
-    """``typo`` for a whole run, else ``typo-<parts>`` (the report files' stem in the workdir)."""
-    if set(parts) == set(PARTS):
+    """``typo`` for a default run, else ``typo-<parts>`` (the report files' stem in the workdir)."""
+    if set(parts) == set(DEFAULT_PARTS):
         return "typo"
     return "typo-" + "-".join(p for p in PARTS if p in parts)
 
@@ -68,6 +76,21 @@ class TypoRow:
 
 
 @dataclass(frozen=True)
+class AugmentRow:
+    """One system trained plain and typo-augmented, on one query subset at one noise level."""
+
+    stage: str
+    subset: str
+    noise: float
+    queries: int
+    metric: str
+    plain: float
+    augmented: float
+    relative_delta: float
+    p_value: float
+
+
+@dataclass(frozen=True)
 class TypoReport:
     """What ``shopsearch bench-typo`` measured."""
 
@@ -82,6 +105,8 @@ class TypoReport:
     rows: list[TypoRow]
     robustness: dict[str, dict[str, list[float]]]
     corrections: dict[str, Any] = field(repr=False)
+    augmentation: list[AugmentRow] = field(default_factory=list)
+    models: dict[str, str | None] = field(default_factory=dict)
 
     def markdown(self) -> str:
         """The tables."""
@@ -138,6 +163,24 @@ class TypoReport:
         ]
         for s in c["sample"]:
             lines.append(f"| {s['query']} | {s['from']} -> {s['to']} | {s['english']} |")
+        if self.augmentation:
+            m = self.models
+            lines += [
+                "",
+                f"Typo-augmented training ({m.get('retriever')}, {m.get('reranker')}) against "
+                f"plain ({m.get('plain_retriever')}, {m.get('plain_reranker')}), both at the "
+                "fusion recorded with the plain index, queries corrected:",
+                "",
+                "| stage | subset | noise | n | metric | plain | augmented | rel. change | p |",
+                "|---|---|---|---|---|---|---|---|---|",
+            ]
+            for r in self.augmentation:
+                mark = " *" if r.p_value < 0.05 else ""
+                lines.append(
+                    f"| {r.stage} | {r.subset} | {r.noise:.0%} | {r.queries} | {r.metric} | "
+                    f"{r.plain:.3f} | {r.augmented:.3f} | {r.relative_delta:+.1%} | "
+                    f"{r.p_value:.4f}{mark} |"
+                )
         return "\n".join(lines)
 
 
@@ -159,6 +202,16 @@ def _scored(data, split: str) -> tuple[list[str], list[str], dict]:
     return [q for q, _ in pairs], [t for _, t in pairs], qrels
 
 
+def _pipeline_batches(pipe, qs: Sequence[str], depth: int, correct: bool = True) -> list:
+    """The pipeline's top 100 for each query (batches of 32), reranking ``depth`` hits."""
+    batches = []
+    for i in range(0, len(qs), 32):
+        batches.extend(
+            pipe.search_batch(list(qs[i : i + 32]), k=100, rerank_depth=depth, correct=correct)
+        )
+    return batches
+
+
 def run_typo_benchmark(
     data_dir: str | Path,
     workdir: str | Path,
@@ -170,7 +223,9 @@ def run_typo_benchmark(
     noise_queries: int | None = None,
     seed: int = 0,
     device: str | None = None,
-    parts: Sequence[str] = PARTS,
+    parts: Sequence[str] = DEFAULT_PARTS,
+    plain_retriever: str | None = None,
+    plain_reranker: str | None = None,
     log: Callable[[str], None] = print,
 ) -> TypoReport:
     """Runs the typo benchmark; writes ``typo.json`` and ``typo.md`` in ``workdir``.
@@ -186,12 +241,31 @@ def run_typo_benchmark(
         seed: Seeds the noise and the samples.
         device: Torch device.
         parts: Which of :data:`PARTS` to run; without ``fusion`` the weights recorded with
-            the index are used. A run of some parts writes ``typo-<parts>.json`` / ``.md``.
+            the index are used. A run of other parts than :data:`DEFAULT_PARTS` writes
+            ``typo-<parts>.json`` / ``.md``.
+        plain_retriever: For part ``training``: the bi-encoder trained the same way without
+            typos; ``retriever_model`` is then the typo-augmented one.
+        plain_reranker: For part ``training``: the plain cross-encoder (with
+            ``reranker_model`` the augmented one, adds the pipeline to the comparison).
         log: Progress lines.
+
+    Raises:
+        ShopsearchError: Part ``training`` without both retrievers (or with one reranker).
     """
     unknown = set(parts) - set(PARTS)
     if unknown or not parts:
         raise ValueError(f"parts {sorted(unknown) or '(none)'}: choose from {PARTS}")
+    if "training" in parts:
+        if plain_retriever is None or retriever_model is None:
+            raise ShopsearchError(
+                "part 'training' compares two retrievers: give the typo-augmented one as "
+                "--retriever and the plain one as --against-retriever"
+            )
+        if (plain_reranker is None) != (reranker_model is None):
+            raise ShopsearchError(
+                "part 'training': give both rerankers (--reranker, the augmented one, and "
+                "--against-reranker, the plain one) or neither"
+            )
     from research.bench_speed import machine_description
 
     start = time.perf_counter()
@@ -287,14 +361,7 @@ def run_typo_benchmark(
         pipe = SearchPipeline(retriever, Reranker.load(reranker_model, device=device))
 
         def pipeline_fn(ids: Sequence[str], qs: Sequence[str], correct: bool) -> Run:
-            batches = []
-            for i in range(0, len(qs), 32):
-                batches.extend(
-                    pipe.search_batch(
-                        list(qs[i : i + 32]), k=100, rerank_depth=candidates, correct=correct
-                    )
-                )
-            return _run_from(batches, list(ids))
+            return _run_from(_pipeline_batches(pipe, qs, candidates, correct), list(ids))
 
         if "stages" in parts:
             log("stage pipeline")
@@ -372,6 +439,64 @@ def run_typo_benchmark(
             "max": float(max(seconds) * 1000) if seconds else None,
         },
     }
+    augmentation: list[AugmentRow] = []
+    if "training" in parts:
+        assert plain_retriever is not None
+        plain_encoder = BiEncoder(plain_retriever, device=device)
+        plain = Retriever.open(
+            _index_for(plain_encoder, catalog, workdir, log), encoder=plain_encoder
+        )
+        # the last part: the augmented retriever now reads the plain index's fusion, so that
+        # only the training differs
+        retriever.tuning = plain.tuning
+        systems: dict[str, tuple[Callable, Callable]] = {
+            "hybrid": (
+                lambda ids, qs: retrieve(plain, "hybrid", ids, qs, True),
+                lambda ids, qs: retrieve(retriever, "hybrid", ids, qs, True),
+            )
+        }
+        if plain_reranker is not None and pipeline_fn is not None:
+            from rerank.pipeline import SearchPipeline
+            from rerank.reranker import Reranker
+
+            plain_pipe = SearchPipeline(plain, Reranker.load(plain_reranker, device=device))
+            systems["pipeline"] = (
+                lambda ids, qs: _run_from(_pipeline_batches(plain_pipe, qs, candidates), list(ids)),
+                lambda ids, qs: pipeline_fn(ids, qs, True),
+            )
+        for level in TRAINING_NOISE:
+            ids, qs = (
+                (qids, texts) if level == 0 else (nids, TypoNoise(level, seed).many(ntexts, nids))
+            )
+            subsets = [("all", ids)] + ([("out-of-vocabulary", oov)] if level == 0 else [])
+            judged = qrels if level == 0 else sampled
+            for name, (run_plain, run_aug) in systems.items():
+                log(f"training comparison: {name}, noise {level:.0%}")
+                a_scores, b_scores = (
+                    score(run_plain(ids, qs), judged),
+                    score(run_aug(ids, qs), judged),
+                )
+                for subset, sub in subsets:
+                    for m in METRICS:
+                        a = {q: a_scores[m][q] for q in sub if q in a_scores[m]}
+                        b = {q: b_scores[m][q] for q in sub if q in b_scores[m]}
+                        if not a:  # no out-of-vocabulary query in this benchmark
+                            continue
+                        t = paired_test(a, b, method="randomization")
+                        augmentation.append(
+                            AugmentRow(
+                                name,
+                                subset,
+                                level,
+                                len(a),
+                                m,
+                                t.mean_a,
+                                t.mean_b,
+                                t.relative_delta,
+                                t.p_value,
+                            )
+                        )
+        plain.close()
     retriever.close()
     report = TypoReport(
         data=str(data_dir),
@@ -385,13 +510,18 @@ def run_typo_benchmark(
         rows=rows,
         robustness=robustness,
         corrections=corrections,
+        augmentation=augmentation,
+        models={
+            "retriever": retriever_model,
+            "reranker": reranker_model,
+            "plain_retriever": plain_retriever,
+            "plain_reranker": plain_reranker,
+        },
     )
-    name = (
-        "typo" if set(parts) == set(PARTS) else "typo-" + "-".join(p for p in PARTS if p in parts)
-    )
+    name = report_name(parts)
     (workdir / f"{name}.json").write_text(json.dumps(asdict(report), indent=1))
     (workdir / f"{name}.md").write_text(report.markdown() + "\n")
     return report
 
 
-__all__ = ["TypoReport", "TypoRow", "run_typo_benchmark"]
+__all__ = ["AugmentRow", "TypoReport", "TypoRow", "run_typo_benchmark"]

@@ -305,9 +305,20 @@ def simulate_cmd(
     "--only",
     "parts",
     multiple=True,
-    type=click.Choice(["fusion", "stages", "robustness", "corrector"]),
-    help="Run only this part (repeat for several; default: all). Without fusion, the weights "
-    "recorded with the index are used; the report is then typo-<parts>.md.",
+    type=click.Choice(["fusion", "stages", "robustness", "corrector", "training"]),
+    help="Run only this part (repeat for several; default: all but training). Without fusion, "
+    "the weights recorded with the index are used; the report is then typo-<parts>.md.",
+)
+@click.option(
+    "--against-retriever",
+    default=None,
+    help="The bi-encoder trained like --retriever but without --typo-rate: adds part "
+    "'training' (augmented against plain, paired tests).",
+)
+@click.option(
+    "--against-reranker",
+    default=None,
+    help="The plain cross-encoder to compare --reranker (typo-augmented) with in part 'training'.",
 )
 def bench_typo_cmd(
     data: Path,
@@ -320,12 +331,18 @@ def bench_typo_cmd(
     seed: int,
     device: str | None,
     parts: tuple[str, ...],
+    against_retriever: str | None,
+    against_reranker: str | None,
 ) -> None:
     """Typo tolerance on DATA: fusion weights chosen on validation and recorded with the index;
     every stage with and without spelling correction (all queries, out-of-vocabulary ones);
-    robustness to 0/5/10/20% typing noise; the corrector's precision."""
-    from research.bench_typo import PARTS, report_name, run_typo_benchmark
+    robustness to 0/5/10/20% typing noise; the corrector's precision; with --against-retriever,
+    typo-augmented against plain training."""
+    from research.bench_typo import DEFAULT_PARTS, report_name, run_typo_benchmark
 
+    parts = parts or DEFAULT_PARTS
+    if (against_retriever or against_reranker) and "training" not in parts:
+        parts += ("training",)
     report = run_typo_benchmark(
         data,
         workdir,
@@ -336,11 +353,13 @@ def bench_typo_cmd(
         noise_queries=noise_queries,
         seed=seed,
         device=device,
-        parts=parts or PARTS,
+        parts=parts,
+        plain_retriever=against_retriever,
+        plain_reranker=against_reranker,
         log=lambda m: click.echo(m, err=True),
     )
     click.echo(report.markdown())
-    name = report_name(parts or PARTS)
+    name = report_name(parts)
     click.echo(f"\nwrote {workdir / name}.json and .md ({report.seconds:.0f} s)")
 
 

@@ -122,3 +122,46 @@ def test_typo_bench_records_fusion_and_scores_with_and_without_correction(
     assert (tmp_path / "work" / "typo-robustness.md").exists()
     scored = report.robustness["hybrid"]["ndcg@10"][0]
     assert 0 < again.robustness["hybrid"]["ndcg@10"][0] <= 1 and scored > 0
+
+
+def test_typo_bench_compares_augmented_with_plain_training(tmp_path, tiny_bench, tiny_model):
+    from catalog.errors import ShopsearchError
+    from research.bench_typo import TRAINING_NOISE, run_typo_benchmark
+
+    reranker = tmp_path / "reranker"
+    new_cross_encoder(tiny_model.parent / "hf", device="cpu").save_pretrained(str(reranker))
+    model = str(tiny_model)
+    with pytest.raises(ShopsearchError, match="--against-retriever"):
+        run_typo_benchmark(tiny_bench, tmp_path / "w", parts=("training",), retriever_model=model)
+    with pytest.raises(ShopsearchError, match="both rerankers"):
+        run_typo_benchmark(
+            tiny_bench,
+            tmp_path / "w",
+            parts=("training",),
+            retriever_model=model,
+            plain_retriever=model,
+            reranker_model=str(reranker),
+        )
+    # the same models on both sides: every comparison is a tie, on every subset and noise level
+    report = run_typo_benchmark(
+        tiny_bench,
+        tmp_path / "work",
+        base_model=model,
+        retriever_model=model,
+        reranker_model=str(reranker),
+        plain_retriever=model,
+        plain_reranker=str(reranker),
+        parts=("training",),
+        noise_queries=10,
+        log=lambda m: None,
+    )
+    rows = report.augmentation
+    assert {r.stage for r in rows} == {"hybrid", "pipeline"}
+    assert {r.noise for r in rows} == set(TRAINING_NOISE)
+    assert {(r.noise, r.queries) for r in rows if r.noise > 0} == {
+        (n, 10) for n in TRAINING_NOISE[1:]
+    }
+    assert all(r.plain == r.augmented and r.relative_delta == 0 for r in rows)
+    assert 0 < max(r.plain for r in rows) <= 1
+    text = (tmp_path / "work" / "typo-training.md").read_text()
+    assert "Typo-augmented training" in text and "| pipeline | all | 10% | 10 |" in text
