@@ -208,6 +208,10 @@ def test_int8_scalar_quantized_vectors_on_edge_and_server_agree(
     index_catalog(
         sample_catalog, edge, encoder=tiny_encoder, quantize_vectors="int8", progress=False
     )
+    # the embedded store keeps the fp32 vectors memory-mapped (not loaded into RAM)
+    segments = [json.loads(p.read_text()) for p in edge.path.rglob("segment.json")]
+    kinds = {s["config"]["vector_data"]["dense"]["storage_type"] for s in segments}
+    assert segments and not any(k.startswith("InRam") for k in kinds), kinds
     client = QdrantClient(":memory:")
     server = IndexLocation(client=client)
     index_catalog(
@@ -216,6 +220,7 @@ def test_int8_scalar_quantized_vectors_on_edge_and_server_agree(
     name = next(c.name for c in client.get_collections().collections)
     params = client.get_collection(name).config.params.vectors["dense"]
     assert params.quantization_config.scalar.type.value == "int8"
+    assert params.on_disk  # the fp32 vectors: memory-mapped, the int8 copy in RAM
     with (
         Retriever.open(edge.path, encoder=tiny_encoder) as a,
         Retriever.open(client=client, encoder=tiny_encoder) as b,

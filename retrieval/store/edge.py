@@ -124,18 +124,22 @@ class EdgeCollection(Collection):
         """A new, empty version in ``root`` (an existing empty directory)."""
         qe = _edge()
         dim = int(manifest["model"]["dim"])
+        quantized = manifest.get("vectors", {}).get("quantization") == "int8"
         points = int(manifest.get("segment_points", SEGMENT_POINTS))
         config = qe.EdgeConfig(
             vectors={
                 DENSE: qe.EdgeVectorParams(
                     size=dim,
                     distance=qe.Distance.Cosine,
+                    # with an int8 copy in RAM, the fp32 vectors (read only to rescore the top
+                    # candidates) stay on disk, memory-mapped: what makes int8 save memory
+                    on_disk=quantized,
                     # int8 scalar quantization (rescored with the fp32 vectors), when asked
                     quantization_config=(
                         qe.ScalarQuantizationConfig(
                             type=qe.ScalarType.Int8, quantile=0.99, always_ram=True
                         )
-                        if manifest.get("vectors", {}).get("quantization") == "int8"
+                        if quantized
                         else None
                     ),
                 )

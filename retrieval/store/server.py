@@ -398,6 +398,7 @@ class ServerBackend(Backend):
         m = _models()
         name = f"{self.alias}__{manifest['build_id']}"
         dim = int(manifest["model"]["dim"])
+        quantized = manifest.get("vectors", {}).get("quantization") == "int8"
         current = self.current_version()
         self._base[name] = current
         state = {"state": "staging", "expires": time.time() + LOCK_TTL_S}
@@ -409,6 +410,9 @@ class ServerBackend(Backend):
                 DENSE: m.VectorParams(
                     size=dim,
                     distance=m.Distance.COSINE,
+                    # with an int8 copy in RAM, the fp32 vectors (read only to rescore the top
+                    # candidates) stay on disk, memory-mapped: what makes int8 save memory
+                    on_disk=quantized,
                     # int8 scalar quantization (rescored with the fp32 vectors), when asked
                     quantization_config=(
                         m.ScalarQuantization(
@@ -416,7 +420,7 @@ class ServerBackend(Backend):
                                 type=m.ScalarType.INT8, quantile=0.99, always_ram=True
                             )
                         )
-                        if manifest.get("vectors", {}).get("quantization") == "int8"
+                        if quantized
                         else None
                     ),
                 )
