@@ -75,6 +75,9 @@ class QuantizedVectorsReport:
         latencies: The same rows as the fp32 build, each dense/hybrid row with Recall@100
             against this build's own exact search (its fp32 vectors, the int8 copy ignored).
         rss_mb: Resident memory after its queries (same process, fp32 index closed).
+        search_rss_mb: (after the queries, peak) resident memory of a fresh process that only
+            opens this index with the query tower and runs the timed queries: what a search
+            process needs, without the benchmark's catalog and first build in memory.
         index_disk_mb: Its index on disk: the files' apparent sizes (as ``SpeedReport``).
         index_disk_allocated_mb: The blocks its files take (Qdrant preallocates sparse files:
             at small sizes far less than the apparent size).
@@ -89,6 +92,7 @@ class QuantizedVectorsReport:
     index_disk_mb: float
     index_disk_allocated_mb: float = 0.0
     vectors: str = "the fp32 build's stored vectors, not re-encoded"
+    search_rss_mb: tuple[float, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -115,6 +119,9 @@ class SpeedReport:
     quantized_vectors: QuantizedVectorsReport | None = None
     #: Blocks the index's files take (``index_disk_mb`` is their apparent size).
     index_disk_allocated_mb: float = 0.0
+    #: (after the queries, peak) MB of a fresh process that only searches this index (see
+    #: :func:`search_process_memory`); None where not measured.
+    search_rss_mb: tuple[float, float] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-able form."""
@@ -140,7 +147,7 @@ class SpeedReport:
         out.append(
             f"memory: resident {self.rss_mb:.0f} MB after the queries, peak {self.peak_rss_mb:.0f} MB; "
             f"index on disk {self.index_disk_mb:.0f} MB ({self.index_disk_allocated_mb:.0f} MB "
-            "allocated)"
+            "allocated)" + _search_memory_text(self.search_rss_mb)
         )
         q = self.quantized_vectors
         if q is not None:
@@ -153,6 +160,7 @@ class SpeedReport:
             out.append(
                 f"  memory: resident {q.rss_mb:.0f} MB after its queries; index on disk "
                 f"{q.index_disk_mb:.0f} MB ({q.index_disk_allocated_mb:.0f} MB allocated)"
+                + _search_memory_text(q.search_rss_mb)
             )
         return out
 
@@ -176,13 +184,16 @@ class SpeedReport:
                 cells += [other.cell(), other.recall_cell()] if other else ["-", "-"]
             rows.append(cells)
         memory = ["resident memory after the queries, MB", f"{self.rss_mb:.0f}", ""]
+        search = ["search process alone: resident after the queries / peak, MB"]
+        search += [_search_memory_cell(self.search_rss_mb), ""]
         disk = ["index on disk, MB", f"{self.index_disk_mb:.0f}", ""]
         allocated = ["index on disk, allocated, MB", f"{self.index_disk_allocated_mb:.0f}", ""]
         if q is not None:
             memory += [f"{q.rss_mb:.0f}", ""]
+            search += [_search_memory_cell(q.search_rss_mb), ""]
             disk += [f"{q.index_disk_mb:.0f}", ""]
             allocated += [f"{q.index_disk_allocated_mb:.0f}", ""]
-        rows += [memory, disk, allocated]
+        rows += [memory, search, disk, allocated]
         out = [
             f"{self.products:,} products, {self.backend}{' ' + self.quantize if self.quantize else ''}"
             f" towers, k = {BENCH_K}"
@@ -225,6 +236,12 @@ def side_by_side(reports: Sequence[SpeedReport]) -> list[str]:
     ]
     rows += _latency_rows("", reports[0].latencies, [r.latencies for r in reports])
     rows.append(("resident memory, MB", [f"{r.rss_mb:.0f}" for r in reports]))
+    rows.append(
+        (
+            "search process alone: resident / peak, MB",
+            [_search_memory_cell(r.search_rss_mb) for r in reports],
+        )
+    )
     quantized = [r.quantized_vectors for r in reports]
     first = next((q for q in quantized if q is not None), None)
     if first is not None:
@@ -232,6 +249,12 @@ def side_by_side(reports: Sequence[SpeedReport]) -> list[str]:
         rows += _latency_rows(label, first.latencies, [q.latencies if q else [] for q in quantized])
         rows.append(
             (f"{label}resident memory, MB", [f"{q.rss_mb:.0f}" if q else "-" for q in quantized])
+        )
+        rows.append(
+            (
+                f"{label}search process alone: resident / peak, MB",
+                [_search_memory_cell(q.search_rss_mb) if q else "-" for q in quantized],
+            )
         )
         rows.append(
             (
@@ -269,6 +292,62 @@ def _latency_rows(
                 )
             )
     return rows
+
+
+def _search_memory_cell(mb: tuple[float, float] | None) -> str:
+    return "-" if mb is None else f"{mb[0]:.0f} / {mb[1]:.0f}"
+
+
+def _search_memory_text(mb: tuple[float, float] | None) -> str:
+    if mb is None:
+        return ""
+    return f"; a search process alone: {mb[0]:.0f} MB after the queries, peak {mb[1]:.0f} MB"
+
+
+def search_process_memory(
+    path: Path,
+    queries: Sequence[str],
+    flt: dict[str, Any] | None,
+    *,
+    model: str | None,
+    device: str | None,
+    backend: str,
+    quantize: str | None,
+) -> tuple[float, float]:
+    """Resident memory of a search process: a fresh (spawned) Python process opens the index
+    at ``path`` with the query tower, runs each query in every mode, unfiltered and with
+    ``flt``, and reports its (current, peak) resident memory in MB.
+
+    The benchmark's own process holds the catalog and the build; a shop's search process holds
+    neither, so this is the figure to size a server by.
+    """
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(1, mp_context=ctx) as pool:
+        job = pool.submit(
+            _search_and_measure, str(path), list(queries), flt, model, device, backend, quantize
+        )
+        return job.result()
+
+
+def _search_and_measure(
+    path: str,
+    queries: list[str],
+    flt: dict[str, Any] | None,
+    model: str | None,
+    device: str | None,
+    backend: str,
+    quantize: str | None,
+) -> tuple[float, float]:
+    encoder = BiEncoder(model, device=device, backend=backend, quantize=quantize)
+    with Retriever.open(path, encoder=encoder) as retriever:
+        for q in queries:
+            for mode in ("dense", "bm25", "hybrid"):
+                for f in (None, flt) if flt is not None else (None,):
+                    retriever.search(q, k=BENCH_K, mode=mode, filters=f)
+    return _rss_mb()
 
 
 def _rss_mb() -> tuple[float, float]:
@@ -561,6 +640,9 @@ def run_speed_benchmark(
             )
             latencies.append(_percentiles("hybrid + rerank 50", samples))
     rss, peak = _rss_mb()
+    process = {"model": model, "device": device, "backend": backend, "quantize": quantize}
+    search_rss = search_process_memory(location.path, queries, flt, **process)
+    log(f"a search process alone: {_search_memory_text(search_rss)[2:]}")
     disk, allocated = _disk_mb(location.path), _disk_mb(location.path, allocated=True)
     quantized = None
     if quantize_vectors is not None:
@@ -572,6 +654,7 @@ def run_speed_benchmark(
             products=products,
             quantization=quantize_vectors,
             queries=(queries, warm, flt),
+            process=process,
             log=log,
         )
     return SpeedReport(
@@ -594,6 +677,7 @@ def run_speed_benchmark(
         index_disk_mb=disk,
         index_disk_allocated_mb=allocated,
         quantized_vectors=quantized,
+        search_rss_mb=search_rss,
     )
 
 
@@ -606,6 +690,7 @@ def _quantized_build(
     products: Sequence[Product],
     quantization: str,
     queries: tuple[Sequence[str], Sequence[str], dict[str, Any] | None],
+    process: dict[str, Any],
     log: Callable[[str], None],
 ) -> QuantizedVectorsReport:
     """The catalog built again with quantized vectors (the fp32 build's) and measured.
@@ -635,12 +720,16 @@ def _quantized_build(
     )
     with Retriever.open(location.path, encoder=encoder) as retriever:
         latencies, _ = measure_queries(retriever, timed, warm, flt)
+    rss = _rss_mb()[0]
+    search_rss = search_process_memory(location.path, timed, flt, **process)
+    log(f"{quantization} vectors, a search process alone: {_search_memory_text(search_rss)[2:]}")
     return QuantizedVectorsReport(
         quantization=quantization,
         index_seconds=summary.seconds,
         store_seconds=summary.store_seconds,
         latencies=latencies,
-        rss_mb=_rss_mb()[0],
+        rss_mb=rss,
         index_disk_mb=_disk_mb(location.path),
         index_disk_allocated_mb=_disk_mb(location.path, allocated=True),
+        search_rss_mb=search_rss,
     )

@@ -159,6 +159,10 @@ def test_bench_index_reports_recall_against_exact_and_the_int8_build(
     assert lats["bm25 k=100"]["recall_vs_exact"] is None
     q = speed["quantized_vectors"]
     assert q["quantization"] == "int8" and q["index_disk_mb"] > 0 and q["rss_mb"] > 0
+    # a separate search process was measured for each build (after its queries <= its peak)
+    for current, peak in (speed["search_rss_mb"], q["search_rss_mb"]):
+        assert 0 < current <= peak
+    assert "search process alone" in (out / "speed.md").read_text()
     assert 0 < q["index_disk_allocated_mb"] <= q["index_disk_mb"]
     qlats = {lat["name"]: lat for lat in q["latencies"]}
     # the int8 build is measured against its own exact search (same fp32 vectors, int8 copy
