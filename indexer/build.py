@@ -480,6 +480,7 @@ class LogVocabularySummary:
         skipped: Reason -> number of distinct words kept out for it.
         min_shoppers: The guard used.
         words: Words in the stored vocabulary now.
+        forgotten: Shoppers left out because ``forget-user`` erased them (with ``profiles``).
     """
 
     location: str
@@ -494,6 +495,7 @@ class LogVocabularySummary:
     skipped: dict[str, int]
     min_shoppers: int
     words: int
+    forgotten: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-able form."""
@@ -520,6 +522,7 @@ def add_log_vocabulary(
     *,
     min_shoppers: int = MIN_SHOPPERS,
     now: float | None = None,
+    profiles: str | os.PathLike[str] | None = None,
 ) -> LogVocabularySummary:
     """Adds the words shoppers search for to the spelling vocabulary of an index.
 
@@ -540,13 +543,16 @@ def add_log_vocabulary(
         log: The shop's event log (Parquet or JSON Lines, ``personalization.events``).
         min_shoppers: Distinct shoppers a word needs.
         now: The present for the log's clock check (default: the clock).
+        profiles: Serving's profile directory: the searches of shoppers ``forget-user`` erased
+            there do not count (the raw log still holds them).
 
     Returns:
         What was added and skipped, and why.
 
     Raises:
         ShopsearchError: No index at ``location``, an index without a vocabulary, an unreadable
-            log, or a log without a search that led to an interaction; the index is unchanged.
+            log, a log without a search that led to an interaction, or ``profiles`` without a
+            profile store; the index is unchanged.
     """
     from personalization.events import read_events
     from personalization.impressions import impressions_from_events
@@ -561,6 +567,11 @@ def add_log_vocabulary(
     for batch in read_events(log, now=now):
         rejected += len(batch.rejects)
         events.extend(e for e in batch.events if e.event != "view")
+    forgotten = 0
+    if profiles is not None:
+        from personalization.ingest import without_forgotten
+
+        events, forgotten = without_forgotten(events, profiles)
     impressions, stats = impressions_from_events(events)
     del events
     searches = [
@@ -619,4 +630,5 @@ def add_log_vocabulary(
         skipped=found.skipped,
         min_shoppers=min_shoppers,
         words=len(vocabulary["counts"]),
+        forgotten=forgotten,
     )

@@ -29,6 +29,36 @@ def open_profiles(directory: str | os.PathLike[str]) -> tuple[ProfileStore, Pseu
     return ProfileStore(directory / PROFILES_FILE), Pseudonymizer.from_dir(directory)
 
 
+def without_forgotten(events: list, profiles: str | os.PathLike[str]) -> tuple[list, int]:
+    """The events of shoppers the profile store at ``profiles`` has not erased.
+
+    What reads a raw log (``train personal``, ``vocabulary``) filters it through this, so a
+    shopper erased with ``forget-user`` stops counting even though the log file keeps their rows.
+
+    Args:
+        events: ``personalization.events.Event`` objects (raw user ids).
+        profiles: The profile directory serving uses.
+
+    Returns:
+        (the kept events, how many distinct shoppers were left out).
+
+    Raises:
+        ShopsearchError: No profile store in ``profiles`` (never created there).
+    """
+    from catalog.errors import ShopsearchError
+
+    if not (Path(profiles) / PROFILES_FILE).exists():
+        raise ShopsearchError(
+            f"{profiles}: no profile store there (give the directory serving uses)"
+        )
+    store, pz = open_profiles(profiles)
+    try:
+        gone = {u for u in {e.user_id for e in events} if store.is_forgotten(u, pz)}
+    finally:
+        store.close()
+    return [e for e in events if e.user_id not in gone], len(gone)
+
+
 @dataclass(frozen=True)
 class EventIngestSummary:
     """What :func:`ingest_event_log` did.

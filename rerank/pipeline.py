@@ -15,7 +15,6 @@ import os
 import time
 from collections.abc import Sequence
 from dataclasses import replace
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -186,23 +185,12 @@ def train_personal_from_log(
 
 
 def _without_forgotten(events: list, profiles: str | os.PathLike[str], log: Any) -> list:
-    """The events of shoppers the profile store has not erased."""
-    from personalization.ingest import PROFILES_FILE, open_profiles
+    """The events of shoppers the profile store has not erased (and a line saying how many not)."""
+    from personalization.ingest import without_forgotten
 
-    if not (Path(profiles) / PROFILES_FILE).exists():
-        raise ShopsearchError(
-            f"{profiles}: no profile store there (give the directory serving uses)"
-        )
-    store, pz = open_profiles(profiles)
-    try:
-        gone = {u for u in {e.user_id for e in events} if store.is_forgotten(u, pz)}
-    finally:
-        store.close()
-    kept = [e for e in events if e.user_id not in gone]
+    kept, gone = without_forgotten(events, profiles)
     if gone:
-        log(
-            f"personal: left out {len(events) - len(kept)} events of {len(gone)} forgotten shoppers"
-        )
+        log(f"personal: left out {len(events) - len(kept)} events of {gone} forgotten shoppers")
     return kept
 
 

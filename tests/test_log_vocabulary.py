@@ -333,3 +333,28 @@ def test_cli_vocabulary_errors_are_one_line(edge_index, tmp_path, case, message)
         assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert result.stdout == ""
     assert _builds(edge_index) == before
+
+
+def test_cli_vocabulary_leaves_out_forgotten_shoppers(edge_index, tmp_path, tiny_encoder):
+    from shopsearch.cli import main
+
+    log = _log(tmp_path / "log.jsonl", GOOD_LOG)
+    profiles = tmp_path / "profiles"
+    runner = CliRunner()
+    index = ["--index", str(edge_index.path)]
+    missing = runner.invoke(main, ["vocabulary", log, *index, "--profiles", str(profiles)])
+    assert missing.exit_code == 2 and "no profile store there" in missing.stderr
+    result = runner.invoke(main, ["events", "ingest", log, "--profiles", str(profiles), *index])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(main, ["forget-user", "cy", "--profiles", str(profiles)])
+    assert result.exit_code == 0, result.output
+    # "kohler" had three shoppers (ann, bob, cy): with cy forgotten it has two, under the guard
+    args = ["vocabulary", log, *index, "--profiles", str(profiles), "--json"]
+    result = runner.invoke(main, args)
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["forgotten"] == 1 and summary["words_added"] == []
+    assert _corrected(edge_index, tiny_encoder, ["kohler faucet"]) != [None]
+    # the raw log alone still counts cy
+    result = runner.invoke(main, ["vocabulary", log, *index, "--json"])
+    assert json.loads(result.stdout)["words_added"] == ["kohler"]

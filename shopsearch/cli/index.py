@@ -131,8 +131,17 @@ def info_cmd(location) -> None:
     help="Distinct shoppers who must have typed a word in a search that led to a click, add "
     "to cart or purchase before it is added (a rarer word may be someone's name or a typo).",
 )
+@click.option(
+    "--profiles",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Serving's profile directory: searches of shoppers erased there with forget-user "
+    "do not count.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-def vocabulary_cmd(log_path: Path, location, min_shoppers: int, as_json: bool) -> None:
+def vocabulary_cmd(
+    log_path: Path, location, min_shoppers: int, profiles: Path | None, as_json: bool
+) -> None:
     """Add the words of LOG's searches that led to interactions to the index's spelling vocabulary.
 
     LOG is the shop's event log (Parquet or JSON Lines, as `shopsearch events ingest` reads).
@@ -141,7 +150,7 @@ def vocabulary_cmd(log_path: Path, location, min_shoppers: int, as_json: bool) -
     """
     from indexer.build import add_log_vocabulary
 
-    summary = add_log_vocabulary(location, log_path, min_shoppers=min_shoppers)
+    summary = add_log_vocabulary(location, log_path, min_shoppers=min_shoppers, profiles=profiles)
     if as_json:
         click.echo(json.dumps(summary.as_dict(), indent=2))
         return
@@ -158,6 +167,8 @@ def vocabulary_cmd(log_path: Path, location, min_shoppers: int, as_json: bool) -
     if skipped:
         reasons = "; ".join(f"{why} ({n})" for why, n in sorted(summary.skipped.items()))
         click.echo(f"skipped {skipped} word(s): {reasons}")
+    if summary.forgotten:
+        click.echo(f"left out the searches of {summary.forgotten} forgotten shopper(s)")
     if summary.replaced:
         click.echo(f"{summary.replaced} word(s) an earlier log added are no longer in it")
     if summary.rejected:
