@@ -20,6 +20,7 @@ One run, side by side on a benchmark's test split:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import time
@@ -107,6 +108,8 @@ class TypoReport:
     corrections: dict[str, Any] = field(repr=False)
     augmentation: list[AugmentRow] = field(default_factory=list)
     models: dict[str, str | None] = field(default_factory=dict)
+    #: The fusion both sides of the training comparison read (the plain index's).
+    training_fusion: dict[str, Any] | None = None
 
     def markdown(self) -> str:
         """The tables."""
@@ -169,7 +172,10 @@ class TypoReport:
                 "",
                 f"Typo-augmented training ({m.get('retriever')}, {m.get('reranker')}) against "
                 f"plain ({m.get('plain_retriever')}, {m.get('plain_reranker')}), both at the "
-                "fusion recorded with the plain index, queries corrected:",
+                "plain index's fusion (dense weight "
+                f"{(self.training_fusion or {}).get('dense_weight', '?')}, dense reads the "
+                f"{(self.training_fusion or {}).get('dense_reads', '?')} query), queries "
+                "corrected; noise on a seeded sample of the test queries:",
                 "",
                 "| stage | subset | noise | n | metric | plain | augmented | rel. change | p |",
                 "|---|---|---|---|---|---|---|---|---|",
@@ -200,6 +206,21 @@ def _scored(data, split: str) -> tuple[list[str], list[str], dict]:
         if q in ok
     )
     return [q for q, _ in pairs], [t for _, t in pairs], qrels
+
+
+def _paired(
+    a_scores: dict[str, dict[str, float]],
+    b_scores: dict[str, dict[str, float]],
+    subsets: Sequence[tuple[str, Sequence[str]]],
+):
+    """(subset, metric, queries, paired test of b against a) per subset and metric; a subset
+    with no scored query (no out-of-vocabulary query in a benchmark) is left out."""
+    for subset, ids in subsets:
+        for m in METRICS:
+            a = {q: a_scores[m][q] for q in ids if q in a_scores[m]}
+            b = {q: b_scores[m][q] for q in ids if q in b_scores[m]}
+            if a:
+                yield subset, m, len(a), paired_test(a, b, method="randomization")
 
 
 def _pipeline_batches(pipe, qs: Sequence[str], depth: int, correct: bool = True) -> list:
@@ -245,12 +266,14 @@ def run_typo_benchmark(
             ``typo-<parts>.json`` / ``.md``.
         plain_retriever: For part ``training``: the bi-encoder trained the same way without
             typos; ``retriever_model`` is then the typo-augmented one.
-        plain_reranker: For part ``training``: the plain cross-encoder (with
-            ``reranker_model`` the augmented one, adds the pipeline to the comparison).
+        plain_reranker: For part ``training``: the plain cross-encoder; with
+            ``reranker_model`` (the augmented one) it adds the pipeline to the comparison,
+            which is otherwise hybrid retrieval only.
         log: Progress lines.
 
     Raises:
-        ShopsearchError: Part ``training`` without both retrievers (or with one reranker).
+        ShopsearchError: Part ``training`` without both retrievers, or a plain reranker without
+            an augmented one.
     """
     unknown = set(parts) - set(PARTS)
     if unknown or not parts:
@@ -261,10 +284,10 @@ def run_typo_benchmark(
                 "part 'training' compares two retrievers: give the typo-augmented one as "
                 "--retriever and the plain one as --against-retriever"
             )
-        if (plain_reranker is None) != (reranker_model is None):
+        if plain_reranker is not None and reranker_model is None:
             raise ShopsearchError(
-                "part 'training': give both rerankers (--reranker, the augmented one, and "
-                "--against-reranker, the plain one) or neither"
+                "part 'training': --against-reranker needs --reranker (the typo-augmented "
+                "cross-encoder) to compare with"
             )
     from research.bench_speed import machine_description
 
@@ -369,19 +392,12 @@ def run_typo_benchmark(
 
     rows: list[TypoRow] = []
     for name, by in runs.items():
-        scored = {c: score(by[c]) for c in (False, True)}
-        for subset, ids in (("all", qids), ("out-of-vocabulary", oov)):
-            for m in METRICS:
-                a = {q: scored[False][m][q] for q in ids if q in scored[False][m]}
-                b = {q: scored[True][m][q] for q in ids if q in scored[True][m]}
-                if not a:
-                    continue
-                t = paired_test(a, b, method="randomization")
-                rows.append(
-                    TypoRow(
-                        name, subset, len(a), m, t.mean_a, t.mean_b, t.relative_delta, t.p_value
-                    )
-                )
+        for subset, m, n, t in _paired(
+            score(by[False]), score(by[True]), (("all", qids), ("out-of-vocabulary", oov))
+        ):
+            rows.append(
+                TypoRow(name, subset, n, m, t.mean_a, t.mean_b, t.relative_delta, t.p_value)
+            )
 
     # robustness curve
     rng = random.Random(seed)
@@ -440,55 +456,55 @@ def run_typo_benchmark(
         },
     }
     augmentation: list[AugmentRow] = []
+    fusion = None
     if "training" in parts:
         assert plain_retriever is not None
-        plain_encoder = BiEncoder(plain_retriever, device=device)
-        plain = Retriever.open(
-            _index_for(plain_encoder, catalog, workdir, log), encoder=plain_encoder
-        )
-        # the last part: the augmented retriever now reads the plain index's fusion, so that
-        # only the training differs
-        retriever.tuning = plain.tuning
-        systems: dict[str, tuple[Callable, Callable]] = {
-            "hybrid": (
-                lambda ids, qs: retrieve(plain, "hybrid", ids, qs, True),
-                lambda ids, qs: retrieve(retriever, "hybrid", ids, qs, True),
-            )
-        }
-        if plain_reranker is not None and pipeline_fn is not None:
-            from rerank.pipeline import SearchPipeline
-            from rerank.reranker import Reranker
-
-            plain_pipe = SearchPipeline(plain, Reranker.load(plain_reranker, device=device))
-            systems["pipeline"] = (
-                lambda ids, qs: _run_from(_pipeline_batches(plain_pipe, qs, candidates), list(ids)),
-                lambda ids, qs: pipeline_fn(ids, qs, True),
-            )
-        for level in TRAINING_NOISE:
-            ids, qs = (
-                (qids, texts) if level == 0 else (nids, TypoNoise(level, seed).many(ntexts, nids))
-            )
-            subsets = [("all", ids)] + ([("out-of-vocabulary", oov)] if level == 0 else [])
-            judged = qrels if level == 0 else sampled
-            for name, (run_plain, run_aug) in systems.items():
-                log(f"training comparison: {name}, noise {level:.0%}")
-                a_scores, b_scores = (
-                    score(run_plain(ids, qs), judged),
-                    score(run_aug(ids, qs), judged),
+        with contextlib.ExitStack() as stack:
+            plain_encoder = BiEncoder(plain_retriever, device=device)
+            plain = stack.enter_context(
+                Retriever.open(
+                    _index_for(plain_encoder, catalog, workdir, log), encoder=plain_encoder
                 )
-                for subset, sub in subsets:
-                    for m in METRICS:
-                        a = {q: a_scores[m][q] for q in sub if q in a_scores[m]}
-                        b = {q: b_scores[m][q] for q in sub if q in b_scores[m]}
-                        if not a:  # no out-of-vocabulary query in this benchmark
-                            continue
-                        t = paired_test(a, b, method="randomization")
+            )
+            # the last part: the augmented retriever now reads the plain index's fusion, so
+            # that only the training differs
+            retriever.tuning = plain.tuning
+            fusion = plain.tuning.as_dict()
+            systems: dict[str, tuple[Callable, Callable]] = {
+                "hybrid": (
+                    lambda ids, qs: retrieve(plain, "hybrid", ids, qs, True),
+                    lambda ids, qs: retrieve(retriever, "hybrid", ids, qs, True),
+                )
+            }
+            if plain_reranker is not None and pipeline_fn is not None:
+                from rerank.pipeline import SearchPipeline
+                from rerank.reranker import Reranker
+
+                plain_pipe = SearchPipeline(plain, Reranker.load(plain_reranker, device=device))
+                systems["pipeline"] = (
+                    lambda ids, qs: _run_from(
+                        _pipeline_batches(plain_pipe, qs, candidates), list(ids)
+                    ),
+                    lambda ids, qs: pipeline_fn(ids, qs, True),
+                )
+            for level in TRAINING_NOISE:
+                if level == 0:
+                    ids, qs, judged = qids, texts, qrels
+                    subsets = (("all", qids), ("out-of-vocabulary", oov))
+                else:
+                    ids, qs, judged = nids, TypoNoise(level, seed).many(ntexts, nids), sampled
+                    subsets = (("all", nids),)
+                for name, (run_plain, run_aug) in systems.items():
+                    log(f"training comparison: {name}, noise {level:.0%}")
+                    a_scores = score(run_plain(ids, qs), judged)
+                    b_scores = score(run_aug(ids, qs), judged)
+                    for subset, m, n, t in _paired(a_scores, b_scores, subsets):
                         augmentation.append(
                             AugmentRow(
                                 name,
                                 subset,
                                 level,
-                                len(a),
+                                n,
                                 m,
                                 t.mean_a,
                                 t.mean_b,
@@ -496,7 +512,6 @@ def run_typo_benchmark(
                                 t.p_value,
                             )
                         )
-        plain.close()
     retriever.close()
     report = TypoReport(
         data=str(data_dir),
@@ -517,6 +532,7 @@ def run_typo_benchmark(
             "plain_retriever": plain_retriever,
             "plain_reranker": plain_reranker,
         },
+        training_fusion=fusion,
     )
     name = report_name(parts)
     (workdir / f"{name}.json").write_text(json.dumps(asdict(report), indent=1))
