@@ -206,8 +206,9 @@ def index_catalog(
         backend: Encoder backend when loading from ``model``: torch, onnx or openvino.
         quantize: None or ``int8`` (the quantized onnx/openvino copy), recorded in the manifest.
         quantize_vectors: None, or ``int8``: Qdrant keeps an int8 scalar-quantized copy of the
-            dense vectors in RAM (quantile 0.99), searches it and rescores with fp32; recorded
-            in the manifest (``vectors.quantization``). Upsert/sync keep the index's setting.
+            dense vectors in RAM (quantile 0.99), searches it and rescores with the fp32
+            vectors, which stay on disk (memory-mapped); recorded in the manifest
+            (``vectors.quantization``). Upsert/sync keep the index's setting.
         limits: Text length limits for validation.
         rejects_path: Where rejected rows go (CSV); None: ``shopsearch-rejects.csv`` here.
         progress: Show a progress bar (or a callback receiving products done).
@@ -562,6 +563,10 @@ def add_log_vocabulary(
     backend = open_backend(location)
     if not backend.exists():  # before the lock, which would create the directory
         raise missing_index(location)
+    if profiles is not None:  # before reading a long log
+        from personalization.ingest import check_profiles
+
+        check_profiles(profiles)
     events = []
     rejected = 0
     for batch in read_events(log, now=now):
@@ -581,6 +586,7 @@ def add_log_vocabulary(
     ]
     if not searches:
         bad = f", {rejected} row(s) rejected" if rejected else ""
+        bad += f", the events of {forgotten} forgotten shopper(s) left out" if forgotten else ""
         raise ShopsearchError(
             f"{log}: no search in the log led to a click, add to cart or purchase "
             f"({stats.searches} search(es), {stats.searches_with_impressions} with a shown list, "

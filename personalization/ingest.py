@@ -29,6 +29,26 @@ def open_profiles(directory: str | os.PathLike[str]) -> tuple[ProfileStore, Pseu
     return ProfileStore(directory / PROFILES_FILE), Pseudonymizer.from_dir(directory)
 
 
+def check_profiles(profiles: str | os.PathLike[str]) -> None:
+    """Refuses a directory that is not an existing profile store with its pseudonym key.
+
+    Raises:
+        ShopsearchError: No ``profiles.sqlite`` there, or no key (file or environment).
+    """
+    from catalog.errors import ShopsearchError
+    from personalization.privacy import KEY_ENV, KEY_FILE
+
+    if not (Path(profiles) / PROFILES_FILE).exists():
+        raise ShopsearchError(
+            f"{profiles}: no profile store there (give the directory serving uses)"
+        )
+    if not (Path(profiles) / KEY_FILE).exists() and not os.environ.get(KEY_ENV, "").strip():
+        raise ShopsearchError(
+            f"{profiles}: no {KEY_FILE} there and {KEY_ENV} is not set: give the key serving "
+            "uses (forgotten shoppers are found by it)"
+        )
+
+
 def without_forgotten(events: list, profiles: str | os.PathLike[str]) -> tuple[list, int]:
     """The events of shoppers the profile store at ``profiles`` has not erased.
 
@@ -43,14 +63,11 @@ def without_forgotten(events: list, profiles: str | os.PathLike[str]) -> tuple[l
         (the kept events, how many distinct shoppers were left out).
 
     Raises:
-        ShopsearchError: No profile store in ``profiles`` (never created there).
+        ShopsearchError: No profile store in ``profiles`` (never created there), or no
+            pseudonym key (neither its key file nor ``$SHOPSEARCH_PSEUDONYM_KEY``): a new key
+            would match no erased shopper.
     """
-    from catalog.errors import ShopsearchError
-
-    if not (Path(profiles) / PROFILES_FILE).exists():
-        raise ShopsearchError(
-            f"{profiles}: no profile store there (give the directory serving uses)"
-        )
+    check_profiles(profiles)
     store, pz = open_profiles(profiles)
     try:
         gone = {u for u in {e.user_id for e in events} if store.is_forgotten(u, pz)}

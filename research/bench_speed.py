@@ -298,10 +298,10 @@ def _search_memory_cell(mb: tuple[float, float] | None) -> str:
     return "-" if mb is None else f"{mb[0]:.0f} / {mb[1]:.0f}"
 
 
-def _search_memory_text(mb: tuple[float, float] | None) -> str:
+def _search_memory_text(mb: tuple[float, float] | None, sep: str = "; ") -> str:
     if mb is None:
         return ""
-    return f"; a search process alone: {mb[0]:.0f} MB after the queries, peak {mb[1]:.0f} MB"
+    return f"{sep}a search process alone: {mb[0]:.0f} MB after the queries, peak {mb[1]:.0f} MB"
 
 
 def search_process_memory(
@@ -342,11 +342,14 @@ def _search_and_measure(
     quantize: str | None,
 ) -> tuple[float, float]:
     encoder = BiEncoder(model, device=device, backend=backend, quantize=quantize)
+    hits = 0
     with Retriever.open(path, encoder=encoder) as retriever:
         for q in queries:
             for mode in ("dense", "bm25", "hybrid"):
                 for f in (None, flt) if flt is not None else (None,):
-                    retriever.search(q, k=BENCH_K, mode=mode, filters=f)
+                    hits += len(retriever.search(q, k=BENCH_K, mode=mode, filters=f))
+    if not hits:  # pragma: no cover - a bug: the memory of a process that found nothing
+        raise AssertionError(f"the search process found nothing in {path}")
     return _rss_mb()
 
 
@@ -642,7 +645,7 @@ def run_speed_benchmark(
     rss, peak = _rss_mb()
     process = {"model": model, "device": device, "backend": backend, "quantize": quantize}
     search_rss = search_process_memory(location.path, queries, flt, **process)
-    log(f"a search process alone: {_search_memory_text(search_rss)[2:]}")
+    log(_search_memory_text(search_rss, sep=""))
     disk, allocated = _disk_mb(location.path), _disk_mb(location.path, allocated=True)
     quantized = None
     if quantize_vectors is not None:
@@ -722,7 +725,7 @@ def _quantized_build(
         latencies, _ = measure_queries(retriever, timed, warm, flt)
     rss = _rss_mb()[0]
     search_rss = search_process_memory(location.path, timed, flt, **process)
-    log(f"{quantization} vectors, a search process alone: {_search_memory_text(search_rss)[2:]}")
+    log(f"{quantization} vectors: " + _search_memory_text(search_rss, sep=""))
     return QuantizedVectorsReport(
         quantization=quantization,
         index_seconds=summary.seconds,

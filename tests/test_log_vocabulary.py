@@ -358,3 +358,9 @@ def test_cli_vocabulary_leaves_out_forgotten_shoppers(edge_index, tmp_path, tiny
     # the raw log alone still counts cy
     result = runner.invoke(main, ["vocabulary", log, *index, "--json"])
     assert json.loads(result.stdout)["words_added"] == ["kohler"]
+    # a profile directory without its key (serving's key elsewhere): refused, not a new key
+    (profiles / "pseudonym.key").unlink()
+    before = _builds(edge_index)
+    result = runner.invoke(main, ["vocabulary", log, *index, "--profiles", str(profiles)])
+    assert result.exit_code == 2 and "no pseudonym.key there" in result.stderr
+    assert not (profiles / "pseudonym.key").exists() and _builds(edge_index) == before

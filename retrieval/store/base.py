@@ -84,6 +84,11 @@ _BUILD_ID = re.compile(r"^\d{8}T\d{12}-[0-9a-f]{6}$")
 Mode = Literal["dense", "bm25", "hybrid"]
 
 
+def int8_vectors(manifest: dict[str, Any]) -> bool:
+    """Whether a build keeps an int8 copy of its vectors (in RAM; fp32 on disk, memory-mapped)."""
+    return (manifest.get("vectors") or {}).get("quantization") == "int8"
+
+
 def point_id(product_id: str) -> str:
     """Stable Qdrant point id for a product id (so re-indexing the same product overwrites it)."""
     return str(uuid.uuid5(_POINT_NAMESPACE, product_id))

@@ -47,6 +47,7 @@ from retrieval.store.base import (
     QuerySpec,
     damaged_index,
     engine_errors,
+    int8_vectors,
     missing_index,
     point_id,
     stored_hit,
@@ -124,7 +125,7 @@ class EdgeCollection(Collection):
         """A new, empty version in ``root`` (an existing empty directory)."""
         qe = _edge()
         dim = int(manifest["model"]["dim"])
-        quantized = manifest.get("vectors", {}).get("quantization") == "int8"
+        quantized = int8_vectors(manifest)
         points = int(manifest.get("segment_points", SEGMENT_POINTS))
         config = qe.EdgeConfig(
             vectors={

@@ -40,6 +40,7 @@ from retrieval.store.base import (
     QuerySpec,
     damaged_index,
     first_line,
+    int8_vectors,
     is_build_id,
     missing_index,
     point_id,
@@ -398,7 +399,7 @@ class ServerBackend(Backend):
         m = _models()
         name = f"{self.alias}__{manifest['build_id']}"
         dim = int(manifest["model"]["dim"])
-        quantized = manifest.get("vectors", {}).get("quantization") == "int8"
+        quantized = int8_vectors(manifest)
         current = self.current_version()
         self._base[name] = current
         state = {"state": "staging", "expires": time.time() + LOCK_TTL_S}

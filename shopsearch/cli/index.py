@@ -35,7 +35,8 @@ from shopsearch.cli.options import (
     "--quantize-vectors",
     type=click.Choice(["int8"]),
     default=None,
-    help="Keep an int8 scalar-quantized copy of the vectors in RAM, rescored with fp32 (Qdrant).",
+    help="Keep an int8 scalar-quantized copy of the vectors in RAM and the fp32 vectors on disk "
+    "(memory-mapped, read to rescore), to save memory (Qdrant).",
 )
 @click.option(
     "--rejects",
