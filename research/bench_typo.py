@@ -14,8 +14,8 @@ One run, side by side on a benchmark's test split:
   word it changed is an English word (symspellpy's bundled English frequency list, a proxy
   for "was right"), with a sample listed;
 * typo-augmented against plain training (part ``training``, with the plain models given):
-  hybrid retrieval and the pipeline of each pair of models, at the same fusion, on clean and
-  noisy queries, paired-tested.
+  dense and hybrid retrieval and the pipeline of each pair of models, at the same fusion, on
+  clean and noisy queries, paired-tested.
 """
 
 from __future__ import annotations
@@ -268,7 +268,7 @@ def run_typo_benchmark(
             typos; ``retriever_model`` is then the typo-augmented one.
         plain_reranker: For part ``training``: the plain cross-encoder; with
             ``reranker_model`` (the augmented one) it adds the pipeline to the comparison,
-            which is otherwise hybrid retrieval only.
+            which is otherwise dense and hybrid retrieval only.
         log: Progress lines.
 
     Raises:
@@ -470,11 +470,14 @@ def run_typo_benchmark(
             # that only the training differs
             retriever.tuning = plain.tuning
             fusion = plain.tuning.as_dict()
+            # dense alone shows the query tower's training; hybrid and the pipeline what a
+            # shopper gets
             systems: dict[str, tuple[Callable, Callable]] = {
-                "hybrid": (
-                    lambda ids, qs: retrieve(plain, "hybrid", ids, qs, True),
-                    lambda ids, qs: retrieve(retriever, "hybrid", ids, qs, True),
+                mode: (
+                    lambda ids, qs, m=mode: retrieve(plain, m, ids, qs, True),
+                    lambda ids, qs, m=mode: retrieve(retriever, m, ids, qs, True),
                 )
+                for mode in ("dense", "hybrid")
             }
             if plain_reranker is not None and pipeline_fn is not None:
                 from rerank.pipeline import SearchPipeline

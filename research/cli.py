@@ -313,7 +313,7 @@ def simulate_cmd(
     "--against-retriever",
     default=None,
     help="The bi-encoder trained like --retriever but without --typo-rate: adds part "
-    "'training' (augmented against plain, paired tests; hybrid, and the pipeline when "
+    "'training' (augmented against plain, paired tests; dense, hybrid, and the pipeline when "
     "--against-reranker is given too).",
 )
 @click.option(

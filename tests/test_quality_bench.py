@@ -157,7 +157,7 @@ def test_typo_bench_compares_augmented_with_plain_training(
         **common,
     )
     rows = report.augmentation
-    assert {r.stage for r in rows} == {"hybrid", "pipeline"}
+    assert {r.stage for r in rows} == {"dense", "hybrid", "pipeline"}
     assert {r.noise for r in rows} == set(TRAINING_NOISE)
     noisy = {(r.noise, r.queries) for r in rows if r.noise > 0}
     assert noisy == {(n, 10) for n in TRAINING_NOISE[1:]}
@@ -168,17 +168,21 @@ def test_typo_bench_compares_augmented_with_plain_training(
         alone = run_typo_benchmark(
             tiny_bench, work, retriever_model=retriever, parts=("stages",), **common
         )
-        want = {(r.subset, r.metric): r.corrected for r in alone.rows if r.stage == "hybrid"}
+        want = {
+            (r.stage, r.subset, r.metric): r.corrected
+            for r in alone.rows
+            if r.stage in ("dense", "hybrid")
+        }
         got = {
-            (r.subset, r.metric): getattr(r, side)
+            (r.stage, r.subset, r.metric): getattr(r, side)
             for r in rows
-            if r.stage == "hybrid" and r.noise == 0
+            if r.stage in ("dense", "hybrid") and r.noise == 0
         }
         assert got == pytest.approx(want), side
     assert any(r.plain != r.augmented for r in rows)  # two different models
     text = (work / "typo-training.md").read_text()
     assert "Typo-augmented training" in text and "| pipeline | all | 10% | 10 |" in text
-    # without a plain reranker the comparison is hybrid retrieval only
+    # without a plain reranker the comparison is retrieval only
     hybrid_only = run_typo_benchmark(
         tiny_bench,
         work,
@@ -187,4 +191,4 @@ def test_typo_bench_compares_augmented_with_plain_training(
         parts=("training",),
         **common,
     )
-    assert {r.stage for r in hybrid_only.augmentation} == {"hybrid"}
+    assert {r.stage for r in hybrid_only.augmentation} == {"dense", "hybrid"}
