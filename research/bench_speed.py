@@ -354,16 +354,25 @@ def _search_and_measure(
 
 
 def _rss_mb() -> tuple[float, float]:
-    """(current, peak) resident memory of this process, MB."""
+    """(current, peak) resident memory of this process, MB.
+
+    The peak is ``VmHWM`` of ``/proc/self/status``, which belongs to the address space: a
+    spawned process starts its own. ``getrusage``'s ``ru_maxrss`` (the fallback off Linux)
+    survives fork and exec, so a child would report its parent's peak.
+    """
     import resource
 
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    fields: dict[str, float] = {}
     try:
-        with open("/proc/self/statm") as fh:
-            current = int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                key, _, value = line.partition(":")
+                if key in ("VmRSS", "VmHWM"):
+                    fields[key] = int(value.split()[0]) / 1024.0  # kB
     except OSError:  # pragma: no cover - not Linux
-        current = peak
-    return current, peak
+        pass
+    peak = fields.get("VmHWM", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0)
+    return fields.get("VmRSS", peak), peak
 
 
 def _disk_mb(path: Path, allocated: bool = False) -> float:
