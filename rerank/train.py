@@ -21,6 +21,15 @@ that ``CrossEncoder(out_dir)`` loads, with ``shopsearch_rerank.json`` (the blend
 ``rerank.model.write_settings``) beside it. Seeding, the time budget, the report and the logs
 are ``retrieval.trainkit``'s, shared with the retriever.
 
+Distillation (``teacher=``, a trained reranker folder): the same pairs, but each target is the
+teacher's logit for the pair (scored once, before training, by the teacher in fp32) and the loss is
+sentence-transformers' ``MSELoss`` on the student's logits: the pointwise variant of Hofstätter et
+al., "Improving Efficient Neural Ranking Models with Cross-Architecture Knowledge Distillation",
+2020 (arXiv 2010.02666), after Hinton et al., "Distilling the Knowledge in a Neural Network",
+2015. Teacher scores need no grades, so more negatives per query cost only teacher time. The
+student keeps the teacher's blend weight (it learns the teacher's logit scale); validation still
+ranks by the grades.
+
 Needs the ``train`` extra (``datasets``, ``accelerate``); imported only when training.
 """
 
@@ -37,7 +46,13 @@ from typing import Any
 from catalog.errors import ShopsearchError
 from evaluation.labels import Judgments
 from evaluation.metrics import evaluate, mean_scores
-from rerank.model import DEFAULT_BLEND_WEIGHT, new_cross_encoder, write_settings
+from rerank.model import (
+    DEFAULT_BLEND_WEIGHT,
+    check_reranker_folder,
+    new_cross_encoder,
+    read_settings,
+    write_settings,
+)
 from rerank.reranker import Reranker
 from retrieval import trainkit
 from retrieval.trainkit import TrainReport, check_out_dir, seed_everything
@@ -90,6 +105,8 @@ class RerankerTrainConfig:
         val_depth: Candidates reranked per validation query.
         layers: Keep only the base's first this many transformer layers (a faster, smaller
             cross-encoder; :func:`rerank.model.new_cross_encoder`); None keeps all.
+        teacher: A trained reranker folder to distil from: targets are its logits (MSE)
+            instead of the graded labels (BCE); None trains on the grades.
     """
 
     base_model: str | None = None
@@ -113,9 +130,10 @@ class RerankerTrainConfig:
     val_depth: int = 50
     typo_rate: float = 0.0
     layers: int | None = None
+    teacher: str | None = None
 
     def check(self) -> None:
-        """Raises ShopsearchError on an option out of range."""
+        """Raises ShopsearchError on an option out of range, or a teacher that is no reranker."""
         problems = []
         if self.epochs < 1:
             problems.append(f"epochs must be >= 1, got {self.epochs}")
@@ -143,6 +161,8 @@ class RerankerTrainConfig:
             problems.append(f"typo_rate must be in [0, 0.5] (got {self.typo_rate})")
         if problems:
             raise ShopsearchError("bad reranker training options: " + "; ".join(problems))
+        if self.teacher is not None:
+            check_reranker_folder(self.teacher)  # one line: no model there, or an old folder
 
 
 @dataclass(frozen=True)
@@ -378,6 +398,34 @@ def training_dataset(
     )
 
 
+def teacher_labels(
+    dataset: Any, teacher: str, device: str | None, log: Callable[[str], None] = print
+) -> tuple[Any, float]:
+    """``dataset`` with each ``label`` replaced by the teacher's logit for its (query, text).
+
+    The teacher (a reranker folder) scores in fp32 torch with its saved ``max_length``: the
+    most faithful targets; the queries are the dataset's own (typos included).
+
+    Returns:
+        The relabelled dataset and the seconds the teacher took.
+    """
+    import torch
+
+    t0 = time.perf_counter()
+    scorer = Reranker.load(
+        teacher, device=device, retrieval_weight=0.0, threads=torch.get_num_threads()
+    )
+    pairs = list(zip(dataset["query"], dataset["text"], strict=True))
+    logits = scorer.score_pairs(pairs)
+    seconds = time.perf_counter() - t0
+    log(
+        f"rerank train: teacher {teacher} scored {len(pairs)} pairs in {seconds:.0f} s "
+        f"(logits mean {float(logits.mean()):.2f}, std {float(logits.std()):.2f})"
+    )
+    del scorer
+    return dataset.remove_columns("label").add_column("label", [float(x) for x in logits]), seconds
+
+
 def train_reranker(
     data: Judgments,
     out_dir: str | os.PathLike[str],
@@ -412,7 +460,7 @@ def train_reranker(
         CrossEncoderTrainer,
         CrossEncoderTrainingArguments,
     )
-    from sentence_transformers.cross_encoder.losses import BinaryCrossEntropyLoss
+    from sentence_transformers.cross_encoder.losses import BinaryCrossEntropyLoss, MSELoss
 
     trainkit.quiet_libraries()
     seed_everything(cfg.seed)
@@ -454,6 +502,9 @@ def train_reranker(
             "(queries without enough unjudged candidates)"
         )
     dataset = training_dataset(data, positives + negatives, cfg.seed, typo_rate=cfg.typo_rate)
+    teacher_seconds = 0.0
+    if cfg.teacher is not None:
+        dataset, teacher_seconds = teacher_labels(dataset, cfg.teacher, cfg.device, log)
 
     model = new_cross_encoder(
         cfg.base_model,
@@ -470,7 +521,7 @@ def train_reranker(
         CrossEncoderTrainingArguments,
         model=model,
         dataset=dataset,
-        loss=BinaryCrossEntropyLoss(model),
+        loss=MSELoss(model) if cfg.teacher is not None else BinaryCrossEntropyLoss(model),
         evaluator=evaluator,
         out=out,
         config=cfg,
@@ -484,12 +535,20 @@ def train_reranker(
     fields = trainkit.run(trainer, out=out, track=track, budget=budget, early=early)
     best = trainer.model
     best.save_pretrained(str(out))
+    training: dict[str, Any] = {
+        "best_step": fields["best_step"],
+        f"val_{METRIC}": fields["best_metric"],
+    }
+    if cfg.teacher is not None:
+        training["teacher"] = str(cfg.teacher)
     write_settings(
         out,
-        blend_weight=DEFAULT_BLEND_WEIGHT,
+        blend_weight=read_settings(cfg.teacher)["blend_weight"]
+        if cfg.teacher is not None
+        else DEFAULT_BLEND_WEIGHT,
         max_length=cfg.max_length,
         base_model=cfg.base_model or "all-MiniLM-L6-v2",
-        training={"best_step": fields["best_step"], f"val_{METRIC}": fields["best_metric"]},
+        training=training,
     )
     train_only = fields["train_seconds"] - evaluator.seconds
     report = TrainReport(
@@ -505,6 +564,9 @@ def train_reranker(
             "val_queries": len(val_lists),
             "val_from_candidates": val_from_candidates,
             "eval_seconds": round(evaluator.seconds, 2),
+            "labels": "teacher" if cfg.teacher is not None else "grades",
+            "teacher": cfg.teacher,
+            "teacher_seconds": round(teacher_seconds, 2),
         },
         **{
             **fields,

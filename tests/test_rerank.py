@@ -486,3 +486,68 @@ def test_training_errors(tiny, data, tmp_path):
     with pytest.raises(ShopsearchError, match="dropout"):
         train_reranker(data, tmp_path / "d", config=_config(tiny, dropout=1.0), progress=False)
     assert not any((tmp_path / n).exists() for n in "abcd")
+
+
+def _shifted_teacher(tiny: Path, folder: Path, shift: float) -> Path:
+    """An untrained tiny cross-encoder whose logits sit near ``shift``: far from any grade's."""
+    from rerank.model import write_settings
+
+    torch.manual_seed(1)
+    model = new_cross_encoder(tiny / "hf", device="cpu")
+    with torch.no_grad():
+        model.model.classifier.bias += shift
+    model.save_pretrained(str(folder))
+    write_settings(folder, blend_weight=0.3, max_length=32)  # the student keeps this weight
+    return folder
+
+
+def test_teacher_labels_are_the_teachers_logits(tiny, data, tmp_path):
+    from rerank.train import teacher_labels, training_dataset
+
+    teacher = _shifted_teacher(tiny, tmp_path / "teacher", 3.0)
+    pairs = judged_pairs(data, sorted(data.queries["train"]))[:20]
+    dataset = training_dataset(data, pairs, seed=0, typo_rate=0.2)
+    lines: list[str] = []
+    relabelled, seconds = teacher_labels(dataset, str(teacher), "cpu", lines.append)
+    assert relabelled["query"] == dataset["query"] and relabelled["text"] == dataset["text"]
+    expected = Reranker.load(teacher, device="cpu").score_pairs(
+        list(zip(dataset["query"], dataset["text"], strict=True))
+    )  # the typo'd queries the student reads, not the clean ones
+    np.testing.assert_allclose(relabelled["label"], expected, rtol=1e-5)
+    assert min(relabelled["label"]) > 2.0 and seconds > 0 and "scored 20 pairs" in lines[0]
+
+
+@pytest.mark.slow
+def test_a_student_learns_the_teachers_scores(tiny, data, tmp_path):
+    teacher = _shifted_teacher(tiny, tmp_path / "teacher", 3.0)
+    cfg = _config(tiny, teacher=str(teacher), layers=1, epochs=4, lr=1e-2, warmup_ratio=0.0)
+    report = train_reranker(
+        data, tmp_path / "student", config=cfg, progress=False, log=lambda _: None
+    )
+    assert report.details["labels"] == "teacher" and report.details["teacher"] == str(teacher)
+    assert report.details["teacher_seconds"] > 0
+    settings = read_settings(tmp_path / "student")
+    assert settings["blend_weight"] == 0.3 and settings["training"]["teacher"] == str(teacher)
+    student = Reranker.load(tmp_path / "student", device="cpu")
+    assert student.model.config.num_hidden_layers == 1
+    # the student's logits come to the teacher's (near 3); grade targets (BCE on labels in
+    # [0, 1], mostly 0) would pull them below 0
+    queries = data.queries["train"]
+    pairs = [
+        (queries[q], data.texts[p]) for q, judged in data.qrels["train"].items() for p in judged
+    ]
+    target = Reranker.load(teacher, device="cpu").score_pairs(pairs)
+    got = student.score_pairs(pairs)
+    assert np.abs(got - target).mean() < 0.5, (got.mean(), target.mean())
+
+
+def test_a_teacher_that_is_no_reranker_is_refused_first(tiny, data, tmp_path):
+    with pytest.raises(ShopsearchError, match="reranker|cross-encoder"):
+        train_reranker(
+            data,
+            tmp_path / "s",
+            config=_config(tiny, teacher=str(tmp_path)),
+            progress=False,
+            log=lambda _: None,
+        )
+    assert not (tmp_path / "s").exists()

@@ -211,6 +211,13 @@ def train_retriever_cmd(
     type=click.IntRange(1),
     help="Validation queries reranked at each check.",
 )
+@click.option(
+    "--teacher",
+    default=None,
+    type=click.Path(exists=True, file_okay=False),
+    help="Distil from this trained reranker: learn its scores (MSE on logits) instead of the "
+    "grades; with --layers, a faster student. Validation still uses the grades.",
+)
 def train_reranker_cmd(
     data: Path,
     out: Path,
@@ -225,6 +232,7 @@ def train_reranker_cmd(
     max_queries,
     layers,
     val_queries,
+    teacher,
     eval_every,
     max_minutes,
     typo_rate,
@@ -247,6 +255,7 @@ def train_reranker_cmd(
         max_queries=max_queries,
         layers=layers,
         val_queries=val_queries,
+        teacher=teacher,
         eval_every=eval_every,
         time_budget_s=max_minutes * 60 if max_minutes else None,
         typo_rate=typo_rate,
