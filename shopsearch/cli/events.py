@@ -16,7 +16,7 @@ def events_group() -> None:
 
 @events_group.command("ingest")
 @click.argument("log_path", metavar="LOG", type=click.Path(path_type=Path))
-@profiles_option
+@profiles_option(required=True)
 @index_options
 @click.option(
     "--rejects",
@@ -38,7 +38,7 @@ def events_ingest_cmd(log_path: Path, profiles: Path, location, rejects: Path | 
 
 @click.command("forget-user")
 @click.argument("user_id")
-@profiles_option
+@profiles_option(required=True)
 def forget_user_cmd(user_id: str, profiles: Path) -> None:
     """Remove every trace of USER_ID from the profile store."""
     from personalization.ingest import forget_user

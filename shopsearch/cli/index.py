@@ -12,6 +12,7 @@ from shopsearch.cli.options import (
     backend_options,
     device_option,
     index_options,
+    profiles_option,
     progress_option,
 )
 
@@ -132,13 +133,7 @@ def info_cmd(location) -> None:
     help="Distinct shoppers who must have typed a word in a search that led to a click, add "
     "to cart or purchase before it is added (a rarer word may be someone's name or a typo).",
 )
-@click.option(
-    "--profiles",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Serving's profile directory: searches of shoppers erased there with forget-user "
-    "do not count.",
-)
+@profiles_option("Searches of shoppers erased there with forget-user do not count.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def vocabulary_cmd(
     log_path: Path, location, min_shoppers: int, profiles: Path | None, as_json: bool

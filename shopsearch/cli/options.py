@@ -138,13 +138,16 @@ progress_option = click.option(
 )
 """--progress/--no-progress."""
 
-profiles_option = click.option(
-    "--profiles",
-    type=click.Path(file_okay=False, path_type=Path),
-    required=True,
-    help=PROFILES_HELP,
-)
-"""--profiles DIR: the shopper profile store."""
+
+def profiles_option(use: str | None = None, required: bool = False):
+    """--profiles DIR: the shopper profile store; ``use`` tells what this command does with it."""
+    return click.option(
+        "--profiles",
+        type=click.Path(file_okay=False, path_type=Path),
+        required=required,
+        default=None,
+        help=PROFILES_HELP + (f" {use}" if use else ""),
+    )
 
 
 def stderr_log(message: str) -> None:

@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import click
 
-from shopsearch.cli.options import backend_options, device_option, filter_options, index_options
+from shopsearch.cli.options import (
+    backend_options,
+    device_option,
+    filter_options,
+    index_options,
+    profiles_option,
+)
 
 
 @click.command("search")
@@ -49,12 +56,7 @@ from shopsearch.cli.options import backend_options, device_option, filter_option
     default=None,
     help="A personalization model folder (needs --profiles and --user to matter).",
 )
-@click.option(
-    "--profiles",
-    type=click.Path(file_okay=False),
-    default=None,
-    help="The shopper profiles directory (events ingested with 'shopsearch events ingest').",
-)
+@profiles_option("Personalizes with --user (events from 'shopsearch events ingest').")
 @click.option("--user", "user_id", default=None, help="The shopper's id (pseudonymized first).")
 @click.option(
     "--no-correct",
@@ -81,7 +83,7 @@ def search_cmd(
     reranker: str | None,
     rerank_depth: int,
     personal: str | None,
-    profiles: str | None,
+    profiles: Path | None,
     user_id: str | None,
     device: str | None,
     backend: str,

@@ -16,7 +16,7 @@ from pathlib import Path
 import click
 
 from catalog.errors import ShopsearchError
-from shopsearch.cli.options import backend_options
+from shopsearch.cli.options import backend_options, profiles_option
 
 APP = "shopsearch.service.app:create_app_from_env"
 
@@ -60,13 +60,7 @@ def is_loopback(host: str) -> bool:
     default=None,
     help="Personalization model folder (needs --profiles).",
 )
-@click.option(
-    "--profiles",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Profile directory (SQLite store and pseudonym key): POST /events writes there and "
-    "searches read it.",
-)
+@profiles_option("POST /events writes there and searches read it.")
 @click.option(
     "--host",
     default="127.0.0.1",

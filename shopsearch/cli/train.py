@@ -6,7 +6,13 @@ from pathlib import Path
 
 import click
 
-from shopsearch.cli.options import device_option, index_options, progress_option, stderr_log
+from shopsearch.cli.options import (
+    device_option,
+    index_options,
+    profiles_option,
+    progress_option,
+    stderr_log,
+)
 
 
 def _judgments(data: Path):
@@ -311,13 +317,7 @@ def train_reranker_cmd(
     is_flag=True,
     help="Leave out the log's clicks over expected clicks per (query, product) as features.",
 )
-@click.option(
-    "--profiles",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Serving's profile directory: events of shoppers erased there with forget-user are "
-    "left out of training.",
-)
+@profiles_option("Events of shoppers erased there with forget-user are left out.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Random seed.")
 @device_option
 def train_personal_cmd(
