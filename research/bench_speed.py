@@ -65,6 +65,43 @@ class Latency:
 
 
 @dataclass(frozen=True)
+class SearchMemory:
+    """Resident memory of a process that only searches one index (see
+    :func:`search_process_memory`), MB.
+
+    Attributes:
+        after_mb: Resident (``VmRSS``) after all the queries.
+        peak_mb: The process's peak resident memory (``VmHWM``).
+        anon_mb: Of ``after_mb``, anonymous memory (``RssAnon``): heaps, the model, what Qdrant
+            loaded into RAM; only swap can take it back.
+        file_mb: Of ``after_mb``, file pages (``RssFile``): the index's memory-mapped files
+            and the libraries; the kernel drops them under memory pressure and reads them back.
+        phases: ``(phase, resident, peak)`` after opening the index and the query tower, then
+            after each pass of all the queries in one mode (``dense``, ``dense+filter``,
+            ``bm25``, ...), in that order: which step raised the peak.
+    """
+
+    after_mb: float
+    peak_mb: float
+    anon_mb: float = 0.0
+    file_mb: float = 0.0
+    phases: tuple[tuple[str, float, float], ...] = ()
+
+    def cell(self) -> str:
+        """``after / peak`` for a table."""
+        return f"{self.after_mb:.0f} / {self.peak_mb:.0f}"
+
+    def text(self) -> str:
+        """One readable line: the totals, their split, and the peak after each phase."""
+        steps = ", ".join(f"{name} {peak:.0f}" for name, _, peak in self.phases)
+        return (
+            f"a search process alone: {self.after_mb:.0f} MB after the queries ("
+            f"{self.anon_mb:.0f} anonymous, {self.file_mb:.0f} file pages), peak "
+            f"{self.peak_mb:.0f} MB" + (f"; peak after {steps}" if steps else "")
+        )
+
+
+@dataclass(frozen=True)
 class QuantizedVectorsReport:
     """The same catalog built again with Qdrant's scalar quantization of the stored vectors.
 
@@ -75,9 +112,9 @@ class QuantizedVectorsReport:
         latencies: The same rows as the fp32 build, each dense/hybrid row with Recall@100
             against this build's own exact search (its fp32 vectors, the int8 copy ignored).
         rss_mb: Resident memory after its queries (same process, fp32 index closed).
-        search_rss_mb: (after the queries, peak) resident memory of a fresh process that only
-            opens this index with the query tower and runs the timed queries: what a search
-            process needs, without the benchmark's catalog and first build in memory.
+        search_memory: Resident memory of a fresh process that only opens this index with
+            the query tower and runs the timed queries: what a search process needs, without
+            the benchmark's catalog and first build in memory.
         index_disk_mb: Its index on disk: the files' apparent sizes (as ``SpeedReport``).
         index_disk_allocated_mb: The blocks its files take (Qdrant preallocates sparse files:
             at small sizes far less than the apparent size).
@@ -92,7 +129,7 @@ class QuantizedVectorsReport:
     index_disk_mb: float
     index_disk_allocated_mb: float = 0.0
     vectors: str = "the fp32 build's stored vectors, not re-encoded"
-    search_rss_mb: tuple[float, float] | None = None
+    search_memory: SearchMemory | None = None
 
 
 @dataclass(frozen=True)
@@ -119,9 +156,9 @@ class SpeedReport:
     quantized_vectors: QuantizedVectorsReport | None = None
     #: Blocks the index's files take (``index_disk_mb`` is their apparent size).
     index_disk_allocated_mb: float = 0.0
-    #: (after the queries, peak) MB of a fresh process that only searches this index (see
-    #: :func:`search_process_memory`); None where not measured.
-    search_rss_mb: tuple[float, float] | None = None
+    #: A fresh process that only searches this index (:func:`search_process_memory`); None
+    #: where not measured.
+    search_memory: SearchMemory | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-able form."""
@@ -147,7 +184,7 @@ class SpeedReport:
         out.append(
             f"memory: resident {self.rss_mb:.0f} MB after the queries, peak {self.peak_rss_mb:.0f} MB; "
             f"index on disk {self.index_disk_mb:.0f} MB ({self.index_disk_allocated_mb:.0f} MB "
-            "allocated)" + _search_memory_text(self.search_rss_mb)
+            "allocated)" + _search_memory_text(self.search_memory)
         )
         q = self.quantized_vectors
         if q is not None:
@@ -160,7 +197,7 @@ class SpeedReport:
             out.append(
                 f"  memory: resident {q.rss_mb:.0f} MB after its queries; index on disk "
                 f"{q.index_disk_mb:.0f} MB ({q.index_disk_allocated_mb:.0f} MB allocated)"
-                + _search_memory_text(q.search_rss_mb)
+                + _search_memory_text(q.search_memory)
             )
         return out
 
@@ -185,12 +222,12 @@ class SpeedReport:
             rows.append(cells)
         memory = ["resident memory after the queries, MB", f"{self.rss_mb:.0f}", ""]
         search = ["search process alone: resident after the queries / peak, MB"]
-        search += [_search_memory_cell(self.search_rss_mb), ""]
+        search += [_search_memory_cell(self.search_memory), ""]
         disk = ["index on disk, MB", f"{self.index_disk_mb:.0f}", ""]
         allocated = ["index on disk, allocated, MB", f"{self.index_disk_allocated_mb:.0f}", ""]
         if q is not None:
             memory += [f"{q.rss_mb:.0f}", ""]
-            search += [_search_memory_cell(q.search_rss_mb), ""]
+            search += [_search_memory_cell(q.search_memory), ""]
             disk += [f"{q.index_disk_mb:.0f}", ""]
             allocated += [f"{q.index_disk_allocated_mb:.0f}", ""]
         rows += [memory, search, disk, allocated]
@@ -239,7 +276,7 @@ def side_by_side(reports: Sequence[SpeedReport]) -> list[str]:
     rows.append(
         (
             "search process alone: resident / peak, MB",
-            [_search_memory_cell(r.search_rss_mb) for r in reports],
+            [_search_memory_cell(r.search_memory) for r in reports],
         )
     )
     quantized = [r.quantized_vectors for r in reports]
@@ -253,7 +290,7 @@ def side_by_side(reports: Sequence[SpeedReport]) -> list[str]:
         rows.append(
             (
                 f"{label}search process alone: resident / peak, MB",
-                [_search_memory_cell(q.search_rss_mb) if q else "-" for q in quantized],
+                [_search_memory_cell(q.search_memory) if q else "-" for q in quantized],
             )
         )
         rows.append(
@@ -294,14 +331,12 @@ def _latency_rows(
     return rows
 
 
-def _search_memory_cell(mb: tuple[float, float] | None) -> str:
-    return "-" if mb is None else f"{mb[0]:.0f} / {mb[1]:.0f}"
+def _search_memory_cell(memory: SearchMemory | None) -> str:
+    return "-" if memory is None else memory.cell()
 
 
-def _search_memory_text(mb: tuple[float, float] | None, sep: str = "; ") -> str:
-    if mb is None:
-        return ""
-    return f"{sep}a search process alone: {mb[0]:.0f} MB after the queries, peak {mb[1]:.0f} MB"
+def _search_memory_text(memory: SearchMemory | None, sep: str = "; ") -> str:
+    return "" if memory is None else sep + memory.text()
 
 
 def search_process_memory(
@@ -313,10 +348,11 @@ def search_process_memory(
     device: str | None,
     backend: str,
     quantize: str | None,
-) -> tuple[float, float]:
+) -> SearchMemory:
     """Resident memory of a search process: a fresh (spawned) Python process opens the index
-    at ``path`` with the query tower, runs each query in every mode, unfiltered and with
-    ``flt``, and reports its (current, peak) resident memory in MB.
+    at ``path`` with the query tower, then runs all the queries in one mode after another
+    (dense, BM25, hybrid; each unfiltered, then with ``flt``), noting its memory after opening
+    and after each pass.
 
     The benchmark's own process holds the catalog and the build; a shop's search process holds
     neither, so this is the figure to size a server by.
@@ -327,30 +363,49 @@ def search_process_memory(
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(1, mp_context=ctx) as pool:
         job = pool.submit(
-            _search_and_measure, str(path), list(queries), flt, model, device, backend, quantize
+            _search_and_measure,
+            str(path),
+            list(queries),
+            flt,
+            {"model": model, "device": device, "backend": backend, "quantize": quantize},
         )
         return job.result()
 
 
 def _search_and_measure(
-    path: str,
-    queries: list[str],
-    flt: dict[str, Any] | None,
-    model: str | None,
-    device: str | None,
-    backend: str,
-    quantize: str | None,
-) -> tuple[float, float]:
-    encoder = BiEncoder(model, device=device, backend=backend, quantize=quantize)
+    path: str, queries: list[str], flt: dict[str, Any] | None, tower: dict[str, Any]
+) -> SearchMemory:
+    encoder = BiEncoder(tower["model"], **{k: v for k, v in tower.items() if k != "model"})
     hits = 0
+    phases = []
     with Retriever.open(path, encoder=encoder) as retriever:
-        for q in queries:
-            for mode in ("dense", "bm25", "hybrid"):
-                for f in (None, flt) if flt is not None else (None,):
+        phases.append(("opening", *_rss_mb()))
+        for mode in ("dense", "bm25", "hybrid"):
+            for f in (None, flt) if flt is not None else (None,):
+                for q in queries:
                     hits += len(retriever.search(q, k=BENCH_K, mode=mode, filters=f))
+                phases.append((mode + ("+filter" if f else ""), *_rss_mb()))
+        after, peak = _rss_mb()
+        split = _proc_status_mb()
     if not hits:  # pragma: no cover - a bug: the memory of a process that found nothing
         raise AssertionError(f"the search process found nothing in {path}")
-    return _rss_mb()
+    return SearchMemory(
+        after, peak, split.get("RssAnon", 0.0), split.get("RssFile", 0.0), tuple(phases)
+    )
+
+
+def _proc_status_mb() -> dict[str, float]:
+    """The ``Vm*`` and ``Rss*`` lines of ``/proc/self/status``, MB (empty off Linux)."""
+    out: dict[str, float] = {}
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                key, _, value = line.partition(":")
+                if key.startswith(("Vm", "Rss")):
+                    out[key] = int(value.split()[0]) / 1024.0  # kB
+    except OSError:  # pragma: no cover - not Linux
+        pass
+    return out
 
 
 def _rss_mb() -> tuple[float, float]:
@@ -362,15 +417,7 @@ def _rss_mb() -> tuple[float, float]:
     """
     import resource
 
-    fields: dict[str, float] = {}
-    try:
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                key, _, value = line.partition(":")
-                if key in ("VmRSS", "VmHWM"):
-                    fields[key] = int(value.split()[0]) / 1024.0  # kB
-    except OSError:  # pragma: no cover - not Linux
-        pass
+    fields = _proc_status_mb()
     peak = fields.get("VmHWM", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0)
     return fields.get("VmRSS", peak), peak
 
@@ -563,6 +610,89 @@ def pick_filter(products_payload: list[dict[str, Any]]) -> tuple[dict[str, Any] 
     return None, None
 
 
+def bench_queries(
+    catalog: str | Path,
+    queries: Sequence[str] | None,
+    n_queries: int,
+    encoder_sample: int,
+    seed: int,
+) -> tuple[
+    list[Product],
+    list[Product],
+    list[str],
+    list[str],
+    tuple[dict[str, Any] | None, str | None],
+]:
+    """What ``bench-index`` measures with, the same for the same arguments.
+
+    Returns:
+        The catalog's valid products, the encoder-alone sample, the timed queries (``queries``
+        or shopper-like ones from titles: 2 to 4 leading words), the warm-up queries and
+        (filter, its description) from :func:`pick_filter`.
+
+    Raises:
+        ShopsearchError: No valid product in the catalog.
+    """
+    products = [p for batch in read_catalog(catalog) for p in batch.products]
+    if not products:
+        raise ShopsearchError(f"{catalog}: no valid product to benchmark")
+    rng = random.Random(seed)
+    sample = rng.sample(products, min(encoder_sample, len(products)))
+    if queries is None:
+        queries = [
+            " ".join(p.title.split()[: rng.randint(2, 4)])
+            for p in rng.sample(products, min(n_queries + WARMUP_QUERIES, len(products)))
+        ]
+    queries = list(queries)
+    # a separate set of queries warms each mode up (the index's pages, the encoder), so the
+    # first mode timed is not charged for a cold start that a running service pays once
+    warm = queries[n_queries : n_queries + WARMUP_QUERIES] or queries[:WARMUP_QUERIES]
+    payloads = [
+        {"category": p.category, "brand": p.brand, "price": p.price, "in_stock": p.in_stock}
+        for p in products
+    ]
+    return products, sample, queries[:n_queries], warm, pick_filter(payloads)
+
+
+def run_search_memory(
+    catalog: str | Path,
+    workdir: str | Path,
+    *,
+    queries: Sequence[str] | None = None,
+    n_queries: int = 300,
+    encoder_sample: int = 4000,
+    model: str | None = None,
+    device: str | None = None,
+    seed: int = 0,
+    backend: str = "torch",
+    quantize: str | None = None,
+    log: Callable[[str], None] = print,
+) -> dict[str, SearchMemory]:
+    """:func:`search_process_memory` of the indexes an earlier ``bench-index`` run left in
+    ``workdir`` (``index``, and ``index-int8-vectors`` when there), with the same queries and
+    filter (the same arguments derive them), without building anything.
+
+    Returns:
+        Per index folder name, its search process's memory.
+
+    Raises:
+        ShopsearchError: No ``workdir/index``.
+    """
+    workdir = Path(workdir)
+    folders = [workdir / "index", *sorted(workdir.glob("index-*-vectors"))]
+    if not (folders[0] / "CURRENT").is_file():  # what an embedded index has once built
+        raise ShopsearchError(
+            f"no benchmark index in {folders[0]}: run bench-index without --memory-only first"
+        )
+    _, _, timed, _, (flt, _) = bench_queries(catalog, queries, n_queries, encoder_sample, seed)
+    tower = {"model": model, "device": device, "backend": backend, "quantize": quantize}
+    out = {}
+    for folder in folders:
+        out[folder.name] = search_process_memory(folder, timed, flt, **tower)
+        log(f"{folder.name}: " + out[folder.name].text())
+    return out
+
+
 def run_speed_benchmark(
     catalog: str | Path,
     workdir: str | Path,
@@ -597,11 +727,9 @@ def run_speed_benchmark(
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     encoder = BiEncoder(model, device=device, backend=backend, quantize=quantize)
-    products = [p for batch in read_catalog(catalog) for p in batch.products]
-    if not products:
-        raise ShopsearchError(f"{catalog}: no valid product to benchmark")
-    rng = random.Random(seed)
-    sample = rng.sample(products, min(encoder_sample, len(products)))
+    products, sample, queries, warm, (flt, flt_desc) = bench_queries(
+        catalog, queries, n_queries, encoder_sample, seed
+    )
     texts = [product_text(p) for p in sample]
     encoder.encode_document(texts[:64])  # warm-up
     t0 = time.perf_counter()
@@ -617,21 +745,6 @@ def run_speed_benchmark(
     overhead = 1.0 - summary.encode_seconds / summary.seconds
     log(f"indexing: {summary.items_per_s:.1f} items/s; store overhead {overhead:.1%}")
 
-    if queries is None:  # shopper-like queries from titles: 2-4 leading words
-        queries = [
-            " ".join(p.title.split()[: rng.randint(2, 4)])
-            for p in rng.sample(products, min(n_queries + WARMUP_QUERIES, len(products)))
-        ]
-    queries = list(queries)
-    # a separate set of queries warms each mode up (the index's pages, the encoder), so the
-    # first mode timed is not charged for a cold start that a running service pays once
-    warm = queries[n_queries : n_queries + WARMUP_QUERIES] or queries[:WARMUP_QUERIES]
-    queries = queries[:n_queries]
-    payloads = [
-        {"category": p.category, "brand": p.brand, "price": p.price, "in_stock": p.in_stock}
-        for p in products
-    ]
-    flt, flt_desc = pick_filter(payloads)
     with Retriever.open(location.path, encoder=encoder) as retriever:
         latencies, _ = measure_queries(retriever, queries, warm, flt)
         enc_only = time_queries(lambda q: encoder.encode_query(q), queries, warm)
@@ -653,8 +766,8 @@ def run_speed_benchmark(
             latencies.append(_percentiles("hybrid + rerank 50", samples))
     rss, peak = _rss_mb()
     process = {"model": model, "device": device, "backend": backend, "quantize": quantize}
-    search_rss = search_process_memory(location.path, queries, flt, **process)
-    log(_search_memory_text(search_rss, sep=""))
+    search_memory = search_process_memory(location.path, queries, flt, **process)
+    log(_search_memory_text(search_memory, sep=""))
     disk, allocated = _disk_mb(location.path), _disk_mb(location.path, allocated=True)
     quantized = None
     if quantize_vectors is not None:
@@ -689,7 +802,7 @@ def run_speed_benchmark(
         index_disk_mb=disk,
         index_disk_allocated_mb=allocated,
         quantized_vectors=quantized,
-        search_rss_mb=search_rss,
+        search_memory=search_memory,
     )
 
 
@@ -733,8 +846,8 @@ def _quantized_build(
     with Retriever.open(location.path, encoder=encoder) as retriever:
         latencies, _ = measure_queries(retriever, timed, warm, flt)
     rss = _rss_mb()[0]
-    search_rss = search_process_memory(location.path, timed, flt, **process)
-    log(f"{quantization} vectors: " + _search_memory_text(search_rss, sep=""))
+    search_memory = search_process_memory(location.path, timed, flt, **process)
+    log(f"{quantization} vectors: " + _search_memory_text(search_memory, sep=""))
     return QuantizedVectorsReport(
         quantization=quantization,
         index_seconds=summary.seconds,
@@ -743,5 +856,5 @@ def _quantized_build(
         rss_mb=rss,
         index_disk_mb=_disk_mb(location.path),
         index_disk_allocated_mb=_disk_mb(location.path, allocated=True),
-        search_rss_mb=search_rss,
+        search_memory=search_memory,
     )

@@ -576,6 +576,12 @@ def bench_personal_cmd(
     "(rescored with fp32), from the first build's vectors (not re-encoded), and report its "
     "latency, Recall@100 against exact search over the fp32 vectors, memory and disk.",
 )
+@click.option(
+    "--memory-only",
+    is_flag=True,
+    help="Build nothing: measure only the memory of a search process over the indexes an "
+    "earlier run left in WORKDIR, with the same queries (WORKDIR/search-memory.json).",
+)
 @device_option
 def bench_index_cmd(
     catalog: Path,
@@ -587,6 +593,7 @@ def bench_index_cmd(
     reranker_model: str | None,
     variants: list[tuple[str, str | None]],
     quantize_vectors: str | None,
+    memory_only: bool,
     device: str | None,
 ) -> None:
     """Measure indexing items/s (vs the encoder alone) and query latency p50/p99 at k=100.
@@ -594,12 +601,27 @@ def bench_index_cmd(
     Each dense and hybrid latency comes with its Recall@100 against exact search (same queries,
     mode and filter), and exact search is timed too (WORKDIR/speed.json, speed.md)."""
     from research.bench_speed import side_by_side
-    from research.jobs import run_index_benchmark
+    from research.jobs import run_index_benchmark, run_memory_benchmark
 
     reports = []
     for backend, quantize in variants or [("torch", None)]:
         where = workdir if len(variants) <= 1 else workdir / f"{backend}{quantize or ''}"
         stderr_log(f"== {backend}{' ' + quantize if quantize else ''} -> {where}")
+        if memory_only:
+            run_memory_benchmark(
+                catalog,
+                where,
+                queries_file=queries_file,
+                n_queries=n_queries,
+                encoder_sample=encoder_sample,
+                model=model,
+                device=device,
+                backend=backend,
+                quantize=quantize,
+                log=click.echo,
+            )
+            click.echo(f"report: {where / 'search-memory.json'}")
+            continue
         report = run_index_benchmark(
             catalog,
             where,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from catalog.errors import ShopsearchError
 
@@ -186,3 +186,40 @@ def run_index_benchmark(
     (Path(workdir) / "speed.json").write_text(json.dumps(report.as_dict(), indent=2))
     (Path(workdir) / "speed.md").write_text("\n".join(report.markdown()) + "\n")
     return report
+
+
+def run_memory_benchmark(
+    catalog: Path,
+    workdir: Path,
+    *,
+    queries_file: Path | None = None,
+    n_queries: int = 300,
+    encoder_sample: int = 4000,
+    model: str | None = None,
+    device: str | None = None,
+    backend: str = "torch",
+    quantize: str | None = None,
+    log: Log = print,
+) -> dict[str, Any]:
+    """The search-process memory of the indexes a ``bench-index`` run left in ``workdir``
+    (``research.bench_speed.run_search_memory``); also written to ``workdir/search-memory.json``."""
+    from dataclasses import asdict
+
+    from research.bench_speed import run_search_memory
+
+    queries = read_queries_file(queries_file) if queries_file is not None else None
+    memory = run_search_memory(
+        catalog,
+        workdir,
+        queries=queries,
+        n_queries=n_queries,
+        encoder_sample=encoder_sample,
+        model=model,
+        device=device,
+        backend=backend,
+        quantize=quantize,
+        log=log,
+    )
+    out = {name: asdict(m) for name, m in memory.items()}
+    (Path(workdir) / "search-memory.json").write_text(json.dumps(out, indent=2))
+    return out

@@ -159,9 +159,17 @@ def test_bench_index_reports_recall_against_exact_and_the_int8_build(
     assert lats["bm25 k=100"]["recall_vs_exact"] is None
     q = speed["quantized_vectors"]
     assert q["quantization"] == "int8" and q["index_disk_mb"] > 0 and q["rss_mb"] > 0
-    # a separate search process was measured for each build (after its queries <= its peak)
-    for current, peak in (speed["search_rss_mb"], q["search_rss_mb"]):
-        assert 0 < current <= peak
+    # a separate search process was measured for each build (after its queries <= its peak),
+    # after opening and after each mode's pass; its peak only grows, and ends at the total
+    for memory in (speed["search_memory"], q["search_memory"]):
+        assert 0 < memory["after_mb"] <= memory["peak_mb"]
+        assert memory["anon_mb"] > 0 and memory["file_mb"] > 0
+        assert memory["anon_mb"] + memory["file_mb"] <= memory["after_mb"] + 1
+        names = [name for name, _, _ in memory["phases"]]
+        assert names == ["opening", "dense", "dense+filter", "bm25", "bm25+filter", "hybrid",
+                         "hybrid+filter"]  # fmt: skip
+        peaks = [peak for _, _, peak in memory["phases"]]
+        assert peaks == sorted(peaks) and abs(peaks[-1] - memory["peak_mb"]) < 1
     assert "search process alone" in (out / "speed.md").read_text()
     assert 0 < q["index_disk_allocated_mb"] <= q["index_disk_mb"]
     qlats = {lat["name"]: lat for lat in q["latencies"]}
@@ -178,3 +186,18 @@ def test_bench_index_reports_recall_against_exact_and_the_int8_build(
     assert "| query | p50 / p99 ms | Recall@100 vs exact | int8 vectors: p50 / p99 ms |" in md
     assert "| exact dense k=100 |" in md and "index on disk, MB" in md
     assert "Recall@100 vs exact" in result.output
+    # --memory-only measures the same indexes again, building nothing
+    builds = sorted(out.glob("index*/builds/*"))
+    speed_json = (out / "speed.json").read_text()
+    again = CliRunner().invoke(bench_index_cmd, [*argv, "--memory-only"])
+    assert again.exit_code == 0, again.output
+    memory = json.loads((out / "search-memory.json").read_text())
+    assert set(memory) == {"index", "index-int8-vectors"}
+    assert all(m["phases"][0][0] == "opening" and m["peak_mb"] > 0 for m in memory.values())
+    # nothing built again (opening an index may touch its files) and the report kept
+    assert sorted(out.glob("index*/builds/*")) == builds and len(builds) == 2
+    assert (out / "speed.json").read_text() == speed_json
+    empty = CliRunner().invoke(bench_index_cmd, [*argv[:1], "--workdir", str(tmp_path / "none"),
+                                                 "--memory-only"])  # fmt: skip
+    assert isinstance(empty.exception, ShopsearchError)  # the CLI prints it as one line
+    assert "run bench-index without --memory-only first" in str(empty.exception)
