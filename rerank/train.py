@@ -22,13 +22,15 @@ that ``CrossEncoder(out_dir)`` loads, with ``shopsearch_rerank.json`` (the blend
 are ``retrieval.trainkit``'s, shared with the retriever.
 
 Distillation (``teacher=``, a trained reranker folder): the same pairs, but each target is the
-teacher's logit for the pair (scored once, before training, by the teacher in fp32) and the loss is
-sentence-transformers' ``MSELoss`` on the student's logits: the pointwise variant of Hofstätter et
-al., "Improving Efficient Neural Ranking Models with Cross-Architecture Knowledge Distillation",
-2020 (arXiv 2010.02666), after Hinton et al., "Distilling the Knowledge in a Neural Network",
-2015. Teacher scores need no grades, so more negatives per query cost only teacher time. The
-student keeps the teacher's blend weight (it learns the teacher's logit scale); validation still
-ranks by the grades.
+teacher's logit for the pair (scored once, before training; fp32 on a CPU, bf16 autocast on CUDA
+as the teacher serves) and the loss is sentence-transformers' ``MSELoss`` on the student's
+logits: the pointwise variant of Hofstätter et al., "Improving Efficient Neural Ranking Models
+with Cross-Architecture Knowledge Distillation", 2020 (arXiv 2010.02666), after Hinton et al.,
+"Distilling the Knowledge in a Neural Network", 2015. Negatives get the teacher's score, not 0,
+so more of them per query cost only teacher time. Validation still ranks by the grades; the
+student is saved with the default blend weight, for ``shopsearch bench`` to choose (the blend
+standardises scores per query, so the teacher's weight says nothing about the student's). The
+time budget counts the teacher's scoring too.
 
 Needs the ``train`` extra (``datasets``, ``accelerate``); imported only when training.
 """
@@ -50,7 +52,6 @@ from rerank.model import (
     DEFAULT_BLEND_WEIGHT,
     check_reranker_folder,
     new_cross_encoder,
-    read_settings,
     write_settings,
 )
 from rerank.reranker import Reranker
@@ -89,7 +90,8 @@ class RerankerTrainConfig:
         warmup_ratio: Share of all steps spent warming up linearly from 0.
         dropout: ``classifier_dropout``: dropout before the head (the encoder keeps its own).
         max_length: Token budget per (query, product) pair.
-        negatives_per_query: Unjudged products per train query, label 0 (drawn once, seeded).
+        negatives_per_query: Unjudged products per train query, label 0 (the teacher's score
+            when distilling), drawn once, seeded.
         max_queries: Cap on train queries (a seeded sample); None keeps all.
         train_fraction: Seeded share of train queries to use (before ``max_queries``).
         eval_every: Validate (and checkpoint) every this many steps instead of each epoch end.
@@ -403,8 +405,8 @@ def teacher_labels(
 ) -> tuple[Any, float]:
     """``dataset`` with each ``label`` replaced by the teacher's logit for its (query, text).
 
-    The teacher (a reranker folder) scores in fp32 torch with its saved ``max_length``: the
-    most faithful targets; the queries are the dataset's own (typos included).
+    The teacher (a reranker folder) scores on torch with its saved ``max_length`` (fp32 on a
+    CPU, bf16 autocast on CUDA); the queries are the dataset's own (typos included).
 
     Returns:
         The relabelled dataset and the seconds the teacher took.
@@ -543,9 +545,7 @@ def train_reranker(
         training["teacher"] = str(cfg.teacher)
     write_settings(
         out,
-        blend_weight=read_settings(cfg.teacher)["blend_weight"]
-        if cfg.teacher is not None
-        else DEFAULT_BLEND_WEIGHT,
+        blend_weight=DEFAULT_BLEND_WEIGHT,
         max_length=cfg.max_length,
         base_model=cfg.base_model or "all-MiniLM-L6-v2",
         training=training,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import gc
 import hashlib
+import json
 import os
 import platform
 import random
@@ -75,7 +76,8 @@ class SearchMemory:
         anon_mb: Of ``after_mb``, anonymous memory (``RssAnon``): heaps, the model, what Qdrant
             loaded into RAM; only swap can take it back.
         file_mb: Of ``after_mb``, file pages (``RssFile``): the index's memory-mapped files
-            and the libraries; the kernel drops them under memory pressure and reads them back.
+            and the shared libraries; the kernel drops them under memory pressure and reads
+            them back. Both None where ``/proc`` does not tell (not Linux).
         phases: ``(phase, resident, peak)`` after opening the index and the query tower, then
             after each pass of all the queries in one mode (``dense``, ``dense+filter``,
             ``bm25``, ...), in that order: which step raised the peak.
@@ -83,8 +85,8 @@ class SearchMemory:
 
     after_mb: float
     peak_mb: float
-    anon_mb: float = 0.0
-    file_mb: float = 0.0
+    anon_mb: float | None = None
+    file_mb: float | None = None
     phases: tuple[tuple[str, float, float], ...] = ()
 
     def cell(self) -> str:
@@ -94,9 +96,13 @@ class SearchMemory:
     def text(self) -> str:
         """One readable line: the totals, their split, and the peak after each phase."""
         steps = ", ".join(f"{name} {peak:.0f}" for name, _, peak in self.phases)
+        split = (
+            f" ({self.anon_mb:.0f} anonymous, {self.file_mb:.0f} file pages)"
+            if self.anon_mb is not None and self.file_mb is not None
+            else ""
+        )
         return (
-            f"a search process alone: {self.after_mb:.0f} MB after the queries ("
-            f"{self.anon_mb:.0f} anonymous, {self.file_mb:.0f} file pages), peak "
+            f"a search process alone: {self.after_mb:.0f} MB after the queries{split}, peak "
             f"{self.peak_mb:.0f} MB" + (f"; peak after {steps}" if steps else "")
         )
 
@@ -375,7 +381,7 @@ def search_process_memory(
 def _search_and_measure(
     path: str, queries: list[str], flt: dict[str, Any] | None, tower: dict[str, Any]
 ) -> SearchMemory:
-    encoder = BiEncoder(tower["model"], **{k: v for k, v in tower.items() if k != "model"})
+    encoder = BiEncoder(**tower)
     hits = 0
     phases = []
     with Retriever.open(path, encoder=encoder) as retriever:
@@ -385,13 +391,11 @@ def _search_and_measure(
                 for q in queries:
                     hits += len(retriever.search(q, k=BENCH_K, mode=mode, filters=f))
                 phases.append((mode + ("+filter" if f else ""), *_rss_mb()))
-        after, peak = _rss_mb()
-        split = _proc_status_mb()
+        status = _proc_status_mb()
     if not hits:  # pragma: no cover - a bug: the memory of a process that found nothing
         raise AssertionError(f"the search process found nothing in {path}")
-    return SearchMemory(
-        after, peak, split.get("RssAnon", 0.0), split.get("RssFile", 0.0), tuple(phases)
-    )
+    after, peak = _rss_mb(status)
+    return SearchMemory(after, peak, status.get("RssAnon"), status.get("RssFile"), tuple(phases))
 
 
 def _proc_status_mb() -> dict[str, float]:
@@ -408,8 +412,9 @@ def _proc_status_mb() -> dict[str, float]:
     return out
 
 
-def _rss_mb() -> tuple[float, float]:
-    """(current, peak) resident memory of this process, MB.
+def _rss_mb(status: dict[str, float] | None = None) -> tuple[float, float]:
+    """(current, peak) resident memory of this process, MB (from ``status``, a
+    :func:`_proc_status_mb` reading, when given).
 
     The peak is ``VmHWM`` of ``/proc/self/status``, which belongs to the address space: a
     spawned process starts its own. ``getrusage``'s ``ru_maxrss`` (the fallback off Linux)
@@ -417,7 +422,7 @@ def _rss_mb() -> tuple[float, float]:
     """
     import resource
 
-    fields = _proc_status_mb()
+    fields = _proc_status_mb() if status is None else status
     peak = fields.get("VmHWM", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0)
     return fields.get("VmRSS", peak), peak
 
@@ -654,6 +659,32 @@ def bench_queries(
     return products, sample, queries[:n_queries], warm, pick_filter(payloads)
 
 
+#: What ``bench-index`` timed, saved beside its indexes for ``--memory-only`` to reuse.
+BENCH_QUERIES_FILE = "bench-queries.json"
+
+
+def query_tower(model: str | None, backend: str, quantize: str | None) -> dict[str, Any]:
+    """How a run embedded its queries, as ``bench-queries.json`` records it."""
+    return {
+        "model": os.path.normpath(model) if model else None,
+        "backend": backend,
+        "quantize": quantize,
+    }
+
+
+def save_bench_queries(
+    workdir: Path,
+    queries: Sequence[str],
+    flt: dict[str, Any] | None,
+    tower: dict[str, Any],
+) -> Path:
+    """Writes the timed queries, the filter and the query tower to ``workdir``."""
+    file = workdir / BENCH_QUERIES_FILE
+    record = {"queries": list(queries), "filter": flt, "tower": tower}
+    file.write_text(json.dumps(record, indent=1, default=list) + "\n")
+    return file
+
+
 def run_search_memory(
     catalog: str | Path,
     workdir: str | Path,
@@ -669,26 +700,58 @@ def run_search_memory(
     log: Callable[[str], None] = print,
 ) -> dict[str, SearchMemory]:
     """:func:`search_process_memory` of the indexes an earlier ``bench-index`` run left in
-    ``workdir`` (``index``, and ``index-int8-vectors`` when there), with the same queries and
-    filter (the same arguments derive them), without building anything.
+    ``workdir`` (``index``, and each built ``index-*-vectors``), building nothing.
+
+    The queries and filter are the ones that run saved (``bench-queries.json``); a run from
+    before that file existed gets them derived again from the same arguments
+    (:func:`bench_queries`), which is said in the log.
 
     Returns:
         Per index folder name, its search process's memory.
 
     Raises:
-        ShopsearchError: No ``workdir/index``.
+        ShopsearchError: No ``workdir/index``, or a query tower (model, backend,
+            quantization) other than the one that run recorded.
     """
     workdir = Path(workdir)
-    folders = [workdir / "index", *sorted(workdir.glob("index-*-vectors"))]
-    if not (folders[0] / "CURRENT").is_file():  # what an embedded index has once built
+    index = workdir / "index"
+    if not (index / "CURRENT").is_file():  # what an embedded index has once built
         raise ShopsearchError(
-            f"no benchmark index in {folders[0]}: run bench-index without --memory-only first"
+            f"no benchmark index in {index}: run bench-index without --memory-only first"
         )
-    _, _, timed, _, (flt, _) = bench_queries(catalog, queries, n_queries, encoder_sample, seed)
-    tower = {"model": model, "device": device, "backend": backend, "quantize": quantize}
+    folders = [
+        index,
+        *(f for f in sorted(workdir.glob("index-*-vectors")) if (f / "CURRENT").is_file()),
+    ]
+    saved = workdir / BENCH_QUERIES_FILE
+    if saved.is_file():
+        record = json.loads(saved.read_text())
+        mine = query_tower(model, backend, quantize)
+        theirs = {k: record["tower"].get(k) for k in mine}
+        if mine != theirs:
+            raise ShopsearchError(
+                f"{workdir} was measured with {theirs}, not {mine}: give the same --model and "
+                "--variant"
+            )
+        timed, flt = record["queries"], record["filter"]
+        log(f"{len(timed)} queries and the filter of the run that built {workdir} ({saved})")
+    else:
+        _, _, timed, _, (flt, _) = bench_queries(catalog, queries, n_queries, encoder_sample, seed)
+        log(
+            f"no {BENCH_QUERIES_FILE} in {workdir} (a run from before it was saved): "
+            f"{len(timed)} queries derived again from {catalog} with the same arguments"
+        )
     out = {}
     for folder in folders:
-        out[folder.name] = search_process_memory(folder, timed, flt, **tower)
+        out[folder.name] = search_process_memory(
+            folder,
+            timed,
+            flt,
+            model=model,
+            device=device,
+            backend=backend,
+            quantize=quantize,
+        )
         log(f"{folder.name}: " + out[folder.name].text())
     return out
 
@@ -765,6 +828,7 @@ def run_speed_benchmark(
             )
             latencies.append(_percentiles("hybrid + rerank 50", samples))
     rss, peak = _rss_mb()
+    save_bench_queries(workdir, queries, flt, query_tower(model, backend, quantize))
     process = {"model": model, "device": device, "backend": backend, "quantize": quantize}
     search_memory = search_process_memory(location.path, queries, flt, **process)
     log(_search_memory_text(search_memory, sep=""))

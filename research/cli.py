@@ -580,7 +580,7 @@ def bench_personal_cmd(
     "--memory-only",
     is_flag=True,
     help="Build nothing: measure only the memory of a search process over the indexes an "
-    "earlier run left in WORKDIR, with the same queries (WORKDIR/search-memory.json).",
+    "earlier run left in WORKDIR, with its queries (WORKDIR/search-memory-<time>.json).",
 )
 @device_option
 def bench_index_cmd(
@@ -608,7 +608,7 @@ def bench_index_cmd(
         where = workdir if len(variants) <= 1 else workdir / f"{backend}{quantize or ''}"
         stderr_log(f"== {backend}{' ' + quantize if quantize else ''} -> {where}")
         if memory_only:
-            run_memory_benchmark(
+            memory, file = run_memory_benchmark(
                 catalog,
                 where,
                 queries_file=queries_file,
@@ -618,9 +618,9 @@ def bench_index_cmd(
                 device=device,
                 backend=backend,
                 quantize=quantize,
-                log=click.echo,
+                log=stderr_log,
             )
-            click.echo(f"report: {where / 'search-memory.json'}")
+            click.echo(f"search process memory of {', '.join(memory)}: {file}")
             continue
         report = run_index_benchmark(
             catalog,

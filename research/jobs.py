@@ -200,9 +200,15 @@ def run_memory_benchmark(
     backend: str = "torch",
     quantize: str | None = None,
     log: Log = print,
-) -> dict[str, Any]:
+) -> tuple[dict[str, Any], Path]:
     """The search-process memory of the indexes a ``bench-index`` run left in ``workdir``
-    (``research.bench_speed.run_search_memory``); also written to ``workdir/search-memory.json``."""
+    (``research.bench_speed.run_search_memory``).
+
+    Returns:
+        Per index folder, its ``SearchMemory`` as a dict; and the file they were written to,
+        ``workdir/search-memory-<UTC time>.json`` (each run its own: none is overwritten).
+    """
+    import time
     from dataclasses import asdict
 
     from research.bench_speed import run_search_memory
@@ -221,5 +227,6 @@ def run_memory_benchmark(
         log=log,
     )
     out = {name: asdict(m) for name, m in memory.items()}
-    (Path(workdir) / "search-memory.json").write_text(json.dumps(out, indent=2))
-    return out
+    file = Path(workdir) / f"search-memory-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.json"
+    file.write_text(json.dumps(out, indent=2))
+    return out, file

@@ -195,7 +195,8 @@ def train_retriever_cmd(
     default=4,
     show_default=True,
     type=click.IntRange(0),
-    help="Unjudged retrieved products per query (label 0, drawn once).",
+    help="Unjudged retrieved products per query (label 0, or the teacher's score with "
+    "--teacher; drawn once).",
 )
 @click.option(
     "--max-queries",
@@ -246,7 +247,10 @@ def train_reranker_cmd(
     device,
     progress,
 ) -> None:
-    """Fine-tune the cross-encoder on DATA (graded pairs + negatives retrieved from --index)."""
+    """Fine-tune the cross-encoder on DATA (graded pairs + negatives retrieved from --index).
+
+    With --teacher, distil: the same pairs, the teacher's scores as targets (MSE on logits);
+    --max-minutes then counts the teacher's scoring too."""
     from rerank.candidates import train_reranker_on_index
     from rerank.train import RerankerTrainConfig
 
