@@ -214,19 +214,39 @@ def export_onnx(model: Any, folder: Path) -> Path:
     return out
 
 
-def quantize_onnx(src: Path) -> Path:
+#: Weight MatMuls a cross-encoder's int8 copy keeps in fp32 (node-name patterns): the first
+#: layer's feed-forward output projection. On the Home Depot reranker (1,500 validation pairs,
+#: a development script) the Pearson correlation of int8 with fp32 logits rose from 0.9918 to
+#: 0.9952 for about 7% more time; keeping any other whole layer in fp32 did less, or cost more.
+CROSS_ENCODER_FP32_NODES = (r"layer\.0/output/dense/MatMul$",)
+
+
+def quantize_onnx(src: Path, keep_fp32: tuple[str, ...] = ()) -> Path:
     """Dynamic int8 quantization of an ONNX model with ONNX Runtime (per-channel int8 weights).
 
     Writes ``model_qint8_<isa>.onnx`` beside ``src``: MatMul weights int8 per output channel,
     activations quantized on the fly (no calibration data). Per-channel keeps query vectors at
     cosine ~0.994 of fp32 on all-MiniLM-L6-v2; per-tensor fell to ~0.97.
 
+    Args:
+        src: The fp32 export.
+        keep_fp32: Regular expressions: MatMul nodes whose name matches one stay fp32
+            (e.g. :data:`CROSS_ENCODER_FP32_NODES`).
+
     Returns:
         The written file.
     """
     import logging
+    import re
 
+    import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    excluded = [
+        node.name
+        for node in onnx.load(str(src), load_external_data=False).graph.node
+        if node.op_type == "MatMul" and any(re.search(p, node.name) for p in keep_fp32)
+    ]
 
     out = src.parent / _quantized_name(src.stem, src.suffix)
     tmp = out.with_name(out.stem + ".tmp.onnx")
@@ -241,6 +261,7 @@ def quantize_onnx(src: Path) -> Path:
             per_channel=True,
             reduce_range=False,
             op_types_to_quantize=["MatMul"],
+            nodes_to_exclude=excluded,
         )
     finally:
         root.setLevel(level)
@@ -314,7 +335,10 @@ def optimize(
     st = load_torch_model(folder)
     written = [export_onnx(st, folder)]
     if quantize == "int8":
-        written.append(quantize_onnx(written[0]))
+        from sentence_transformers import CrossEncoder
+
+        keep = CROSS_ENCODER_FP32_NODES if isinstance(st, CrossEncoder) else ()
+        written.append(quantize_onnx(written[0], keep_fp32=keep))
     if backend == "openvino":
         written = written + [to_openvino(f, folder) for f in list(written)]
     return written
