@@ -666,7 +666,7 @@ BENCH_QUERIES_FILE = "bench-queries.json"
 def query_tower(model: str | None, backend: str, quantize: str | None) -> dict[str, Any]:
     """How a run embedded its queries, as ``bench-queries.json`` records it."""
     return {
-        "model": os.path.normpath(model) if model else None,
+        "model": str(Path(model).expanduser().resolve()) if model else None,
         "backend": backend,
         "quantize": quantize,
     }
@@ -677,12 +677,36 @@ def save_bench_queries(
     queries: Sequence[str],
     flt: dict[str, Any] | None,
     tower: dict[str, Any],
+    indexes: Sequence[str],
 ) -> Path:
-    """Writes the timed queries, the filter and the query tower to ``workdir``."""
+    """Writes the timed queries, the filter, the query tower and the index folders this run
+    builds to ``workdir`` (atomically: a killed run leaves the old file or the new one)."""
     file = workdir / BENCH_QUERIES_FILE
-    record = {"queries": list(queries), "filter": flt, "tower": tower}
-    file.write_text(json.dumps(record, indent=1, default=list) + "\n")
+    record = {"queries": list(queries), "filter": flt, "tower": tower, "indexes": list(indexes)}
+    tmp = file.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(record, indent=1, default=list) + "\n")
+    os.replace(tmp, file)
     return file
+
+
+def _read_bench_queries(file: Path) -> tuple[list[str], dict[str, Any] | None, dict, list[str]]:
+    """(queries, filter, tower, index folders) from a :func:`save_bench_queries` file.
+
+    Raises:
+        ShopsearchError: Not such a file (damaged, or written by something else).
+    """
+    try:
+        record = json.loads(file.read_text())
+        queries, flt, tower = list(record["queries"]), record["filter"], dict(record["tower"])
+        indexes = [str(x) for x in record.get("indexes", ["index"])]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ShopsearchError(
+            f"{file}: not a bench-queries file ({type(exc).__name__}: {exc}); run bench-index "
+            "without --memory-only to write it again"
+        ) from exc
+    if not queries or not all(isinstance(q, str) for q in queries):
+        raise ShopsearchError(f"{file}: no queries in it; run bench-index again to write it")
+    return queries, flt, tower, indexes
 
 
 def run_search_memory(
@@ -725,16 +749,19 @@ def run_search_memory(
     ]
     saved = workdir / BENCH_QUERIES_FILE
     if saved.is_file():
-        record = json.loads(saved.read_text())
+        timed, flt, tower, built = _read_bench_queries(saved)
         mine = query_tower(model, backend, quantize)
-        theirs = {k: record["tower"].get(k) for k in mine}
+        theirs = {k: tower.get(k) for k in mine}
         if mine != theirs:
             raise ShopsearchError(
                 f"{workdir} was measured with {theirs}, not {mine}: give the same --model and "
                 "--variant"
             )
-        timed, flt = record["queries"], record["filter"]
-        log(f"{len(timed)} queries and the filter of the run that built {workdir} ({saved})")
+        folders = [f for f in folders if f.name in built]  # not a folder an older run left
+        log(
+            f"{len(timed)} queries and the filter of the run that built {workdir} ({saved}); "
+            "--queries and --n-queries are not used"
+        )
     else:
         _, _, timed, _, (flt, _) = bench_queries(catalog, queries, n_queries, encoder_sample, seed)
         log(
@@ -793,6 +820,14 @@ def run_speed_benchmark(
     products, sample, queries, warm, (flt, flt_desc) = bench_queries(
         catalog, queries, n_queries, encoder_sample, seed
     )
+    # saved before anything is built: an interrupted run leaves no older run's queries behind
+    save_bench_queries(
+        workdir,
+        queries,
+        flt,
+        query_tower(model, backend, quantize),
+        ["index"] + ([f"index-{quantize_vectors}-vectors"] if quantize_vectors else []),
+    )
     texts = [product_text(p) for p in sample]
     encoder.encode_document(texts[:64])  # warm-up
     t0 = time.perf_counter()
@@ -828,7 +863,6 @@ def run_speed_benchmark(
             )
             latencies.append(_percentiles("hybrid + rerank 50", samples))
     rss, peak = _rss_mb()
-    save_bench_queries(workdir, queries, flt, query_tower(model, backend, quantize))
     process = {"model": model, "device": device, "backend": backend, "quantize": quantize}
     search_memory = search_process_memory(location.path, queries, flt, **process)
     log(_search_memory_text(search_memory, sep=""))

@@ -227,6 +227,14 @@ def run_memory_benchmark(
         log=log,
     )
     out = {name: asdict(m) for name, m in memory.items()}
-    file = Path(workdir) / f"search-memory-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.json"
-    file.write_text(json.dumps(out, indent=2))
-    return out, file
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    file = Path(workdir) / f"search-memory-{stamp}.json"
+    n = 1
+    while True:
+        try:
+            with file.open("x") as fh:  # never over an earlier run's file
+                fh.write(json.dumps(out, indent=2))
+            return out, file
+        except FileExistsError:
+            n += 1
+            file = Path(workdir) / f"search-memory-{stamp}-{n}.json"

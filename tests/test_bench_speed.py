@@ -168,6 +168,7 @@ def test_bench_index_reports_recall_against_exact_and_the_int8_build(
         names = [name for name, _, _ in memory["phases"]]
         assert names == ["opening", "dense", "dense+filter", "bm25", "bm25+filter", "hybrid",
                          "hybrid+filter"]  # fmt: skip
+        assert abs(memory["phases"][-1][2] - memory["peak_mb"]) < 1  # the last phase's peak
     assert "search process alone" in (out / "speed.md").read_text()
     assert 0 < q["index_disk_allocated_mb"] <= q["index_disk_mb"]
     qlats = {lat["name"]: lat for lat in q["latencies"]}
@@ -187,6 +188,7 @@ def test_bench_index_reports_recall_against_exact_and_the_int8_build(
     # --memory-only measures the same indexes again with the saved queries, building nothing
     saved = json.loads((out / "bench-queries.json").read_text())
     assert len(saved["queries"]) == 10 and saved["filter"] and saved["tower"]["backend"] == "torch"
+    assert saved["indexes"] == ["index", "index-int8-vectors"]
     from research.bench_speed import bench_queries
 
     # the same arguments derive the same queries and filter (what a run from before the file
@@ -211,6 +213,11 @@ def test_bench_index_reports_recall_against_exact_and_the_int8_build(
     assert isinstance(other.exception, ShopsearchError) and "was measured with" in str(
         other.exception
     )
+    # a damaged queries file is one line, not a traceback
+    (out / "bench-queries.json").write_text('{"queries": ["a"')
+    broken = CliRunner().invoke(bench_index_cmd, [*argv, "--memory-only"])
+    assert isinstance(broken.exception, ShopsearchError)
+    assert "not a bench-queries file" in str(broken.exception)
     empty = CliRunner().invoke(bench_index_cmd, [*argv[:1], "--workdir", str(tmp_path / "none"),
                                                  "--memory-only"])  # fmt: skip
     assert isinstance(empty.exception, ShopsearchError)  # the CLI prints it as one line
