@@ -247,6 +247,13 @@ def quantize_onnx(src: Path, keep_fp32: tuple[str, ...] = ()) -> Path:
         for node in onnx.load(str(src), load_external_data=False).graph.node
         if node.op_type == "MatMul" and any(re.search(p, node.name) for p in keep_fp32)
     ]
+    if keep_fp32 and not excluded:  # another architecture's node names: say so, quantize all
+        import warnings
+
+        warnings.warn(
+            f"no MatMul in {src} matches {list(keep_fp32)}: every weight MatMul becomes int8",
+            stacklevel=2,
+        )
 
     out = src.parent / _quantized_name(src.stem, src.suffix)
     tmp = out.with_name(out.stem + ".tmp.onnx")

@@ -282,3 +282,11 @@ def test_bench_index_runs_variants_side_by_side(tmp_path, optimized):
     assert speed["backend"] == "onnx" and speed["quantize"] == "int8" and speed["rss_mb"] > 0
     bad = runner.invoke(main, [*args[:-1], "torch:int8"])
     assert bad.exit_code == 2 and "needs --backend onnx or openvino" in bad.output
+
+
+def test_keep_fp32_that_matches_nothing_is_said(optimized, tmp_path):
+    src = tmp_path / "model.onnx"
+    shutil.copy(optimized / "onnx" / "model.onnx", src)
+    with pytest.warns(UserWarning, match="no MatMul .* matches"):
+        out = rb.quantize_onnx(src, keep_fp32=(r"no-such-node$",))
+    assert out.is_file() and out.parent == tmp_path
