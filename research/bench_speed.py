@@ -681,11 +681,12 @@ def save_bench_queries(
 ) -> Path:
     """Writes the timed queries, the filter, the query tower and the index folders this run
     builds to ``workdir`` (atomically: a killed run leaves the old file or the new one)."""
+    from research.simulate import write_atomically
+
     file = workdir / BENCH_QUERIES_FILE
     record = {"queries": list(queries), "filter": flt, "tower": tower, "indexes": list(indexes)}
-    tmp = file.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(record, indent=1, default=list) + "\n")
-    os.replace(tmp, file)
+    text = json.dumps(record, indent=1, default=list) + "\n"
+    write_atomically(file, lambda tmp: Path(tmp).write_text(text))
     return file
 
 

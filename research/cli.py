@@ -607,34 +607,26 @@ def bench_index_cmd(
     for backend, quantize in variants or [("torch", None)]:
         where = workdir if len(variants) <= 1 else workdir / f"{backend}{quantize or ''}"
         stderr_log(f"== {backend}{' ' + quantize if quantize else ''} -> {where}")
+        options = {
+            "queries_file": queries_file,
+            "n_queries": n_queries,
+            "encoder_sample": encoder_sample,
+            "model": model,
+            "device": device,
+            "backend": backend,
+            "quantize": quantize,
+            "log": stderr_log,
+        }
         if memory_only:
-            memory, file = run_memory_benchmark(
-                catalog,
-                where,
-                queries_file=queries_file,
-                n_queries=n_queries,
-                encoder_sample=encoder_sample,
-                model=model,
-                device=device,
-                backend=backend,
-                quantize=quantize,
-                log=stderr_log,
-            )
+            memory, file = run_memory_benchmark(catalog, where, **options)
             click.echo(f"search process memory of {', '.join(memory)}: {file}")
             continue
         report = run_index_benchmark(
             catalog,
             where,
-            queries_file=queries_file,
-            n_queries=n_queries,
-            encoder_sample=encoder_sample,
-            model=model,
-            device=device,
-            backend=backend,
-            quantize=quantize,
             reranker=reranker_model,
             quantize_vectors=quantize_vectors,
-            log=stderr_log,
+            **options,
         )
         reports.append(report)
         click.echo("\n".join(report.lines()))

@@ -1048,7 +1048,7 @@ def write_simulation(out: SimOutput, out_dir: str | os.PathLike[str]) -> Path:
         (USERS_FILE, out.users),
         (ITEMS_FILE, out.items),
     ):
-        _atomic(out_dir / name, frame.write_parquet)
+        write_atomically(out_dir / name, frame.write_parquet)
     manifest = {
         "format": FORMAT,
         "config": asdict(out.config),
@@ -1079,11 +1079,13 @@ def write_simulation(out: SimOutput, out_dir: str | os.PathLike[str]) -> Path:
     def dump(path: str) -> None:
         Path(path).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
 
-    _atomic(out_dir / MANIFEST_FILE, dump)
+    write_atomically(out_dir / MANIFEST_FILE, dump)
     return out_dir
 
 
-def _atomic(path: Path, write: Any) -> None:
+def write_atomically(path: Path, write: Any) -> None:
+    """Calls ``write(tmp)`` on a temporary file beside ``path``, then renames it into place:
+    a reader sees the old file or the new one, never half of it."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
