@@ -18,7 +18,11 @@ Files follow sentence-transformers' layout, inside the model folder::
 
 Threads: ONNX Runtime and OpenVINO get :func:`cpu_threads` intra-op threads (the physical
 cores this process may use; ``SHOPSEARCH_THREADS`` overrides); :func:`apply_torch_threads`
-sets torch's the same way.
+sets torch's the same way. ONNX Runtime's worker threads do not spin-wait after a run
+(``session.intra_op.allow_spinning = 0``): a search runs the query tower, Qdrant and the
+cross-encoder one after another, and on a few cores the threads one session leaves spinning
+take the CPU from the next stage (on 2 cores, spinning made hybrid retrieval + rerank 50 about
+1.5x slower at p50; ``shopsearch bench-index`` measures it).
 """
 
 from __future__ import annotations
@@ -379,8 +383,12 @@ class _SessionModel(torch.nn.Module):
         return {self.output: torch.from_numpy(np.ascontiguousarray(self.run(arrays)))}
 
 
+#: ONNX Runtime session config: idle intra-op threads sleep instead of spinning (module docstring).
+ORT_SESSION_CONFIG = {"session.intra_op.allow_spinning": "0"}
+
+
 class OnnxRuntimeModel(_SessionModel):
-    """An ONNX Runtime session (CPU provider, ``threads`` intra-op threads)."""
+    """An ONNX Runtime session (CPU provider, ``threads`` intra-op threads, no spin-waiting)."""
 
     def __init__(self, file: Path, config: Any, output: str, threads: int) -> None:
         import onnxruntime as ort
@@ -389,6 +397,8 @@ class OnnxRuntimeModel(_SessionModel):
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        for key, value in ORT_SESSION_CONFIG.items():
+            options.add_session_config_entry(key, value)
         self_session = ort.InferenceSession(str(file), options, providers=["CPUExecutionProvider"])
         inputs = tuple(i.name for i in self_session.get_inputs())
         super().__init__(config, output, inputs)

@@ -88,6 +88,12 @@ def test_threads_default_to_physical_cores_and_env_overrides(monkeypatch, optimi
     enc = BiEncoder(optimized, backend="onnx", quantize="int8")
     assert enc.runtime["threads"] == 1
     assert BiEncoder(optimized, backend="onnx", threads=2).runtime["threads"] == 2
+    # idle workers sleep: spinning ones would take the cores from retrieval and the reranker
+    session = rb._first_module(enc.model).model.session
+    assert (
+        session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning")
+        == "0"
+    )
     monkeypatch.setenv(rb.THREADS_ENV, "lots")
     with pytest.raises(ShopsearchError, match="SHOPSEARCH_THREADS"):
         rb.cpu_threads()
