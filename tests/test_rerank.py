@@ -24,7 +24,7 @@ from rerank.model import (
     read_settings,
     write_settings,
 )
-from rerank.reranker import Reranker, hit_text
+from rerank.reranker import CPU_BATCH_SIZE, Reranker, hit_text
 from rerank.train import (
     RerankerTrainConfig,
     judged_pairs,
@@ -263,6 +263,14 @@ def test_score_pairs_keeps_input_order(reranker):
     assert reranker.score("drill", []).shape == (0,)
     assert reranker.score("drill", []).dtype == np.float32
     assert reranker.score_pairs([]).shape == (0,)
+
+
+def test_batch_size_defaults_by_device_and_is_validated(reranker):
+    model = reranker.model
+    assert Reranker(model, device="cpu").batch_size == CPU_BATCH_SIZE  # small: little padding
+    assert Reranker(model, device="cpu", batch_size=3).batch_size == 3
+    with pytest.raises(ValueError, match="batch_size"):
+        Reranker(model, device="cpu", batch_size=0)
 
 
 def test_rank_orders_by_score_and_keeps_payloads(reranker):
