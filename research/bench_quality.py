@@ -323,18 +323,13 @@ def run_quality_benchmark(
             batches = []
             for i in range(0, len(split_texts), 64):
                 batches.extend(owner.search_batch(split_texts[i : i + 64], k=100, mode="hybrid"))
-            pairs = [
-                (t, hit_text(h))
-                for t, hits in zip(split_texts, batches, strict=True)
-                for h in hits[:candidates]
-            ]
-            cross = reranker.score_pairs(pairs)  # once; every weight blends the same logits
             out: dict[float, Run] = {w: {} for w in weights}
-            pos = 0
-            for q, hits in zip(split_qids, batches, strict=True):
+            for q, t, hits in zip(split_qids, split_texts, batches, strict=True):
                 head = hits[:candidates]
-                c = cross[pos : pos + len(head)]
-                pos += len(head)
+                # as the pipeline scores them: the corrected query, one query's candidates
+                # per call (an int8 model's activation scale depends on the batch); once,
+                # every weight blends the same logits
+                c = reranker.score(hits.corrected or t, [hit_text(h) for h in head])
                 for w in weights:
                     ranked = rerank_hits(head, c, w) + list(hits[candidates:])
                     out[w][q] = {h.product_id: float(len(ranked) - r) for r, h in enumerate(ranked)}

@@ -192,3 +192,45 @@ def test_typo_bench_compares_augmented_with_plain_training(
         **common,
     )
     assert {r.stage for r in hybrid_only.augmentation} == {"dense", "hybrid"}
+
+
+def test_bench_reranks_each_query_as_the_pipeline_does(
+    tmp_path, tiny_bench, tiny_model, monkeypatch
+):
+    """The cross-encoder reads the corrected query, one query's candidates per call."""
+    from rerank.reranker import Reranker
+
+    frame = pl.read_parquet(tiny_bench / "queries.parquet")
+    typed = frame["query"].to_list()
+    # a doubled letter in a query's longest word (when alphabetic): the corrector's kind of typo
+    typo = []
+    for q in typed:
+        w = max(q.split(), key=len)
+        typo.append(q.replace(w, w[:2] + w[1] + w[2:], 1) if w.isalpha() and len(w) > 4 else q)
+    frame.with_columns(pl.Series("query", typo)).write_parquet(tiny_bench / "queries.parquet")
+    reranker = tmp_path / "reranker"
+    new_cross_encoder(tiny_model.parent / "hf", device="cpu").save_pretrained(str(reranker))
+    calls: list[tuple[set[str], int]] = []
+    score_pairs = Reranker.score_pairs
+
+    def spy(self, pairs, batch_size=None):
+        calls.append(({q for q, _ in pairs}, len(pairs)))
+        return score_pairs(self, pairs, batch_size)
+
+    monkeypatch.setattr(Reranker, "score_pairs", spy)
+    run_quality_benchmark(
+        tiny_bench,
+        tmp_path / "work",
+        base_model=str(tiny_model),
+        retriever_model=str(tiny_model),
+        reranker_model=str(reranker),
+        candidates=20,
+        latency_queries=5,
+        log=lambda m: None,
+    )
+    # per query, never the whole split in one call
+    assert calls and all(len(qs) == 1 and n <= 20 for qs, n in calls)
+    read = set().union(*(qs for qs, _ in calls))
+    # the old bench gave the cross-encoder the queries as typed; it now reads corrections
+    corrected = read - set(typo)
+    assert corrected and all(q.lower() not in {t.lower() for t in typo} for q in corrected)
