@@ -659,7 +659,8 @@ def bench_queries(
     return products, sample, queries[:n_queries], warm, pick_filter(payloads)
 
 
-#: What ``bench-index`` timed, saved beside its indexes for ``--memory-only`` to reuse.
+#: What ``bench-index`` timed, saved beside its indexes for ``--memory-only`` and
+#: ``--search-only`` to reuse.
 BENCH_QUERIES_FILE = "bench-queries.json"
 
 
@@ -678,20 +679,30 @@ def save_bench_queries(
     flt: dict[str, Any] | None,
     tower: dict[str, Any],
     indexes: Sequence[str],
+    warm: Sequence[str] = (),
 ) -> Path:
-    """Writes the timed queries, the filter, the query tower and the index folders this run
-    builds to ``workdir`` (atomically: a killed run leaves the old file or the new one)."""
+    """Writes the timed and warm-up queries, the filter, the query tower and the index folders
+    this run builds to ``workdir`` (atomically: a killed run leaves the old file or the new one)."""
     from research.simulate import write_atomically
 
     file = workdir / BENCH_QUERIES_FILE
-    record = {"queries": list(queries), "filter": flt, "tower": tower, "indexes": list(indexes)}
+    record = {
+        "queries": list(queries),
+        "warm": list(warm),
+        "filter": flt,
+        "tower": tower,
+        "indexes": list(indexes),
+    }
     text = json.dumps(record, indent=1, default=list) + "\n"
     write_atomically(file, lambda tmp: Path(tmp).write_text(text))
     return file
 
 
-def _read_bench_queries(file: Path) -> tuple[list[str], dict[str, Any] | None, dict, list[str]]:
-    """(queries, filter, tower, index folders) from a :func:`save_bench_queries` file.
+def _read_bench_queries(
+    file: Path,
+) -> tuple[list[str], dict[str, Any] | None, dict, list[str], list[str]]:
+    """(queries, filter, tower, index folders, warm-up queries) from a
+    :func:`save_bench_queries` file (a file without warm-up queries: the first timed ones).
 
     Raises:
         ShopsearchError: Not such a file (damaged, or written by something else).
@@ -700,17 +711,18 @@ def _read_bench_queries(file: Path) -> tuple[list[str], dict[str, Any] | None, d
         record = json.loads(file.read_text())
         queries, flt, tower = list(record["queries"]), record["filter"], dict(record["tower"])
         indexes = [str(x) for x in record.get("indexes", ["index"])]
+        warm = [str(x) for x in record.get("warm") or queries[:WARMUP_QUERIES]]
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise ShopsearchError(
             f"{file}: not a bench-queries file ({type(exc).__name__}: {exc}); run bench-index "
-            "without --memory-only to write it again"
+            "without --memory-only or --search-only to write it again"
         ) from exc
     if not queries or not all(isinstance(q, str) for q in queries):
         raise ShopsearchError(f"{file}: no queries in it; run bench-index again to write it")
-    return queries, flt, tower, indexes
+    return queries, flt, tower, indexes, warm
 
 
-def run_search_memory(
+def saved_indexes(
     catalog: str | Path,
     workdir: str | Path,
     *,
@@ -718,21 +730,20 @@ def run_search_memory(
     n_queries: int = 300,
     encoder_sample: int = 4000,
     model: str | None = None,
-    device: str | None = None,
     seed: int = 0,
     backend: str = "torch",
     quantize: str | None = None,
     log: Callable[[str], None] = print,
-) -> dict[str, SearchMemory]:
-    """:func:`search_process_memory` of the indexes an earlier ``bench-index`` run left in
-    ``workdir`` (``index``, and each built ``index-*-vectors``), building nothing.
+) -> tuple[list[Path], list[str], list[str], dict[str, Any] | None]:
+    """The indexes an earlier ``bench-index`` run left in ``workdir`` (``index``, and each
+    built ``index-*-vectors``) and what that run measured them with.
 
     The queries and filter are the ones that run saved (``bench-queries.json``); a run from
     before that file existed gets them derived again from the same arguments
     (:func:`bench_queries`), which is said in the log.
 
     Returns:
-        Per index folder name, its search process's memory.
+        (index folders, timed queries, warm-up queries, filter).
 
     Raises:
         ShopsearchError: No ``workdir/index``, or a query tower (model, backend,
@@ -742,7 +753,8 @@ def run_search_memory(
     index = workdir / "index"
     if not (index / "CURRENT").is_file():  # what an embedded index has once built
         raise ShopsearchError(
-            f"no benchmark index in {index}: run bench-index without --memory-only first"
+            f"no benchmark index in {index}: run bench-index without --memory-only or "
+            "--search-only first"
         )
     folders = [
         index,
@@ -750,7 +762,7 @@ def run_search_memory(
     ]
     saved = workdir / BENCH_QUERIES_FILE
     if saved.is_file():
-        timed, flt, tower, built = _read_bench_queries(saved)
+        timed, flt, tower, built, warm = _read_bench_queries(saved)
         mine = query_tower(model, backend, quantize)
         theirs = {k: tower.get(k) for k in mine}
         if mine != theirs:
@@ -764,23 +776,98 @@ def run_search_memory(
             "--queries and --n-queries are not used"
         )
     else:
-        _, _, timed, _, (flt, _) = bench_queries(catalog, queries, n_queries, encoder_sample, seed)
+        _, _, timed, warm, (flt, _) = bench_queries(
+            catalog, queries, n_queries, encoder_sample, seed
+        )
         log(
             f"no {BENCH_QUERIES_FILE} in {workdir} (a run from before it was saved): "
             f"{len(timed)} queries derived again from {catalog} with the same arguments"
         )
+    return folders, timed, warm, flt
+
+
+def run_search_memory(
+    catalog: str | Path,
+    workdir: str | Path,
+    *,
+    device: str | None = None,
+    log: Callable[[str], None] = print,
+    **saved: Any,
+) -> dict[str, SearchMemory]:
+    """:func:`search_process_memory` of each of the :func:`saved_indexes` (its keyword
+    arguments in ``saved``), building nothing.
+
+    Returns:
+        Per index folder name, its search process's memory.
+    """
+    folders, timed, _, flt = saved_indexes(catalog, workdir, log=log, **saved)
+    tower = {k: saved.get(k) for k in ("model", "backend", "quantize")}
+    tower["backend"] = tower["backend"] or "torch"
     out = {}
     for folder in folders:
-        out[folder.name] = search_process_memory(
-            folder,
-            timed,
-            flt,
-            model=model,
-            device=device,
-            backend=backend,
-            quantize=quantize,
-        )
+        out[folder.name] = search_process_memory(folder, timed, flt, device=device, **tower)
         log(f"{folder.name}: " + out[folder.name].text())
+    return out
+
+
+@dataclass(frozen=True)
+class SavedIndexReport:
+    """An index an earlier ``bench-index`` run left, measured again (``--search-only``)."""
+
+    latencies: list[Latency]
+    search_memory: SearchMemory
+
+
+def run_search_again(
+    catalog: str | Path,
+    workdir: str | Path,
+    *,
+    device: str | None = None,
+    log: Callable[[str], None] = print,
+    **saved: Any,
+) -> dict[str, SavedIndexReport]:
+    """Each of the :func:`saved_indexes` measured again as the run that built it measured it
+    (:func:`measure_queries`: latency at k = 100 per mode, unfiltered and filtered, and
+    Recall@100 against exact search), and a search process's memory; building nothing.
+
+    For a query-time change (threads, search parameters) on indexes that took hours to build.
+
+    Returns:
+        Per index folder name, its latencies and search-process memory.
+    """
+    folders, timed, warm, flt = saved_indexes(catalog, workdir, log=log, **saved)
+    tower = {k: saved.get(k) for k in ("model", "backend", "quantize")}
+    tower["backend"] = tower["backend"] or "torch"
+    encoder = BiEncoder(
+        tower["model"], device=device, backend=tower["backend"], quantize=tower["quantize"]
+    )
+    out = {}
+    for folder in folders:
+        with Retriever.open(folder, encoder=encoder) as retriever:
+            latencies, _ = measure_queries(retriever, timed, warm, flt)
+        for line in latency_lines(latencies, indent=f"{folder.name}: "):
+            log(line)
+        memory = search_process_memory(folder, timed, flt, device=device, **tower)
+        log(f"{folder.name}: " + memory.text())
+        out[folder.name] = SavedIndexReport(latencies, memory)
+    return out
+
+
+def saved_indexes_table(reports: dict[str, SavedIndexReport]) -> list[str]:
+    """A markdown table of :func:`run_search_again`: a column per index folder."""
+    if not reports:
+        return []
+    names = list(reports)
+    first = reports[names[0]].latencies
+    rows = _latency_rows("", first, [reports[n].latencies for n in names])
+    rows.append(
+        (
+            "search process alone: resident / peak, MB",
+            [reports[n].search_memory.cell() for n in names],
+        )
+    )
+    out = ["| | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    out += [f"| {label} | " + " | ".join(cells) + " |" for label, cells in rows]
     return out
 
 
@@ -828,6 +915,7 @@ def run_speed_benchmark(
         flt,
         query_tower(model, backend, quantize),
         ["index"] + ([f"index-{quantize_vectors}-vectors"] if quantize_vectors else []),
+        warm,
     )
     texts = [product_text(p) for p in sample]
     encoder.encode_document(texts[:64])  # warm-up

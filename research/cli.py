@@ -582,6 +582,13 @@ def bench_personal_cmd(
     help="Build nothing: measure only the memory of a search process over the indexes an "
     "earlier run left in WORKDIR, with its queries (WORKDIR/search-memory-<time>.json).",
 )
+@click.option(
+    "--search-only",
+    is_flag=True,
+    help="Build nothing: measure the indexes an earlier run left in WORKDIR again, with its "
+    "queries: latency and Recall@100 against exact per mode, and a search process's memory "
+    "(WORKDIR/search-<time>.json, .md). For a query-time change on indexes slow to build.",
+)
 @device_option
 def bench_index_cmd(
     catalog: Path,
@@ -594,6 +601,7 @@ def bench_index_cmd(
     variants: list[tuple[str, str | None]],
     quantize_vectors: str | None,
     memory_only: bool,
+    search_only: bool,
     device: str | None,
 ) -> None:
     """Measure indexing items/s (vs the encoder alone) and query latency p50/p99 at k=100.
@@ -601,8 +609,12 @@ def bench_index_cmd(
     Each dense and hybrid latency comes with its Recall@100 against exact search (same queries,
     mode and filter), and exact search is timed too (WORKDIR/speed.json, speed.md)."""
     from research.bench_speed import side_by_side
-    from research.jobs import run_index_benchmark, run_memory_benchmark
+    from research.jobs import run_index_benchmark, run_memory_benchmark, run_search_benchmark
 
+    if memory_only and search_only:
+        raise click.UsageError(
+            "--memory-only and --search-only: give one (--search-only measures the memory too)"
+        )
     reports = []
     for backend, quantize in variants or [("torch", None)]:
         where = workdir if len(variants) <= 1 else workdir / f"{backend}{quantize or ''}"
@@ -620,6 +632,11 @@ def bench_index_cmd(
         if memory_only:
             memory, file = run_memory_benchmark(catalog, where, **options)
             click.echo(f"search process memory of {', '.join(memory)}: {file}")
+            continue
+        if search_only:
+            measured, file, table = run_search_benchmark(catalog, where, **options)
+            click.echo(table.read_text())
+            click.echo(f"{', '.join(measured)} measured again: {file}, table: {table}")
             continue
         report = run_index_benchmark(
             catalog,

@@ -188,6 +188,21 @@ def run_index_benchmark(
     return report
 
 
+def _new_file(workdir: Path, stem: str, suffix: str) -> tuple[Path, Any]:
+    """``workdir/<stem>-<UTC time><suffix>`` opened for writing, never over an earlier run's
+    file (``-2``, ``-3`` ... when the second is taken): (path, open file)."""
+    import time
+
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    n = 1
+    while True:
+        file = Path(workdir) / (f"{stem}-{stamp}" + (f"-{n}" if n > 1 else "") + suffix)
+        try:
+            return file, file.open("x")
+        except FileExistsError:
+            n += 1
+
+
 def run_memory_benchmark(
     catalog: Path,
     workdir: Path,
@@ -208,7 +223,6 @@ def run_memory_benchmark(
         Per index folder, its ``SearchMemory`` as a dict; and the file they were written to,
         ``workdir/search-memory-<UTC time>.json`` (each run its own: none is overwritten).
     """
-    import time
     from dataclasses import asdict
 
     from research.bench_speed import run_search_memory
@@ -227,14 +241,55 @@ def run_memory_benchmark(
         log=log,
     )
     out = {name: asdict(m) for name, m in memory.items()}
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    file = Path(workdir) / f"search-memory-{stamp}.json"
-    n = 1
-    while True:
-        try:
-            with file.open("x") as fh:  # never over an earlier run's file
-                fh.write(json.dumps(out, indent=2))
-            return out, file
-        except FileExistsError:
-            n += 1
-            file = Path(workdir) / f"search-memory-{stamp}-{n}.json"
+    file, fh = _new_file(workdir, "search-memory", ".json")
+    with fh:
+        fh.write(json.dumps(out, indent=2))
+    return out, file
+
+
+def run_search_benchmark(
+    catalog: Path,
+    workdir: Path,
+    *,
+    queries_file: Path | None = None,
+    n_queries: int = 300,
+    encoder_sample: int = 4000,
+    model: str | None = None,
+    device: str | None = None,
+    backend: str = "torch",
+    quantize: str | None = None,
+    log: Log = print,
+) -> tuple[dict[str, Any], Path, Path]:
+    """The indexes a ``bench-index`` run left in ``workdir`` measured again: latency and
+    Recall@100 against exact search per mode, and a search process's memory
+    (``research.bench_speed.run_search_again``).
+
+    Returns:
+        Per index folder, its report as a dict; the file they were written to,
+        ``workdir/search-<UTC time>.json``, and its table, ``search-<UTC time>.md`` (each run
+        its own: none is overwritten).
+    """
+    from dataclasses import asdict
+
+    from research.bench_speed import run_search_again, saved_indexes_table
+
+    queries = read_queries_file(queries_file) if queries_file is not None else None
+    reports = run_search_again(
+        catalog,
+        workdir,
+        queries=queries,
+        n_queries=n_queries,
+        encoder_sample=encoder_sample,
+        model=model,
+        device=device,
+        backend=backend,
+        quantize=quantize,
+        log=log,
+    )
+    out = {name: asdict(r) for name, r in reports.items()}
+    file, fh = _new_file(workdir, "search", ".json")
+    with fh:
+        fh.write(json.dumps(out, indent=2))
+    table = file.with_suffix(".md")
+    table.write_text("\n".join(saved_indexes_table(reports)) + "\n")
+    return out, file, table

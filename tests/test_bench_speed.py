@@ -193,8 +193,9 @@ def test_bench_index_reports_recall_against_exact_and_the_int8_build(
 
     # the same arguments derive the same queries and filter (what a run from before the file
     # was saved falls back on)
-    _, _, derived, _, (flt, _) = bench_queries(sample_catalog, None, 10, 100, 0)
+    _, _, derived, warm, (flt, _) = bench_queries(sample_catalog, None, 10, 100, 0)
     assert derived == saved["queries"] and json.loads(json.dumps(flt)) == saved["filter"]
+    assert warm and warm == saved["warm"]
     builds = sorted(out.glob("index*/builds/*"))
     speed_json = (out / "speed.json").read_text()
     again = CliRunner().invoke(bench_index_cmd, [*argv, "--memory-only"])
@@ -209,6 +210,23 @@ def test_bench_index_reports_recall_against_exact_and_the_int8_build(
     # nothing built again (opening an index may touch its files) and the report kept
     assert sorted(out.glob("index*/builds/*")) == builds and len(builds) == 2
     assert (out / "speed.json").read_text() == speed_json
+    # --search-only measures latency and recall again too, on the same indexes and queries
+    again = CliRunner().invoke(bench_index_cmd, [*argv, "--search-only"])
+    assert again.exit_code == 0, again.output
+    (written,) = (f for f in out.glob("search-*.json") if "memory" not in f.name)
+    measured = json.loads(written.read_text())
+    assert set(measured) == {"index", "index-int8-vectors"}
+    for name, report in measured.items():
+        got = {lat["name"]: lat for lat in report["latencies"]}
+        assert set(got) == set(qlats), name  # the rows bench-index measured, no encoder row
+        assert all(lat["n"] == 10 for lat in got.values())
+        assert got["dense k=100+filter"]["recall_vs_exact"] == 1.0  # full scan at 300
+        assert report["search_memory"]["peak_mb"] > 0
+    table = written.with_suffix(".md").read_text()
+    assert "| | index | index-int8-vectors |" in table and "| dense k=100 p50 / p99 ms |" in table
+    assert sorted(out.glob("index*/builds/*")) == builds
+    both = CliRunner().invoke(bench_index_cmd, [*argv, "--memory-only", "--search-only"])
+    assert both.exit_code == 2 and "give one" in both.output
     other = CliRunner().invoke(bench_index_cmd, [*argv, "--memory-only", "--variant", "onnx:int8"])
     assert isinstance(other.exception, ShopsearchError) and "was measured with" in str(
         other.exception
@@ -221,4 +239,4 @@ def test_bench_index_reports_recall_against_exact_and_the_int8_build(
     empty = CliRunner().invoke(bench_index_cmd, [*argv[:1], "--workdir", str(tmp_path / "none"),
                                                  "--memory-only"])  # fmt: skip
     assert isinstance(empty.exception, ShopsearchError)  # the CLI prints it as one line
-    assert "run bench-index without --memory-only first" in str(empty.exception)
+    assert "run bench-index without --memory-only or --search-only first" in str(empty.exception)
