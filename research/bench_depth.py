@@ -1,11 +1,11 @@
 """Rerank depth: NDCG@10 and latency of the pipeline at each number of reranked candidates.
 
-Quality: every scored query of a split is retrieved once (hybrid, top :data:`RETRIEVED`) and its
-top ``max(depths)`` hits are cross-scored once; at depth ``d`` the ranking is the top ``d``
-reranked (blended with the first stage as :func:`rerank.pipeline.rerank_hits` does, with the
-reranker's saved blend weight) followed by the rest in retrieval order: what
-``SearchPipeline.search(..., rerank_depth=d)`` ranks, from the same cross-encoder scores at
-every depth. Each depth is paired-tested against the pipeline's default depth. Recall@100 is
+Quality: every scored query of a split is retrieved once (hybrid, top :data:`RETRIEVED`); at
+depth ``d`` its top ``d`` hits are cross-scored as a search at that depth scores them (the
+corrected query, that query's ``d`` candidates per call) and reranked (blended with the first
+stage as :func:`rerank.pipeline.rerank_hits` does, with the reranker's saved blend weight),
+followed by the rest in retrieval order: what ``SearchPipeline.search(..., rerank_depth=d)``
+ranks. Each depth is paired-tested against the pipeline's default depth. Recall@100 is
 the same at every depth by construction: a depth reorders, never changes, the 100 retrieved.
 
 Latency: the whole ``SearchPipeline.search`` (retrieve + rerank ``d``) per query, p50/p99,
@@ -104,34 +104,30 @@ def depth_runs(
     log: Callable[[str], None] = print,
     batch: int = 64,
 ) -> dict[int, Run]:
-    """Per depth, the run of every query: one retrieval and one cross-scoring for all depths.
+    """Per depth, the run of every query: one retrieval for all depths, and the top d of each
+    query's hits scored as ``SearchPipeline`` scores them at depth d.
 
-    The cross-encoder reads the query the retriever corrected, as ``SearchPipeline`` does.
+    The cross-encoder reads the query the retriever corrected, one query's top d per call: an
+    int8 model's activation scale depends on the batch, so the top 10 scored beside 40 more
+    would not be what a search at depth 10 computes.
     """
     from rerank.reranker import hit_text
     from research.bench_quality import _run_from
 
     retriever, reranker = pipeline.retriever, pipeline.reranker
-    deepest = max(depths)
     hit_lists = []
     for i in range(0, len(texts), batch):
         hit_lists.extend(
             retriever.search_batch(list(texts[i : i + batch]), k=RETRIEVED, mode="hybrid")
         )
-    pairs = [
-        (hits.corrected or text, hit_text(h))
-        for text, hits in zip(texts, hit_lists, strict=True)
-        for h in hits[:deepest]
-    ]
-    log(f"cross-scoring {len(pairs)} (query, product) pairs, once for every depth")
-    cross = reranker.score_pairs(pairs)
+    n_pairs = sum(min(d, len(hits)) for hits in hit_lists for d in depths)
+    log(f"cross-scoring {n_pairs} (query, product) pairs: each query's top d, at each depth d")
     ranked: dict[int, list[list[RankedHit]]] = {d: [] for d in depths}
-    pos = 0
-    for hits in hit_lists:
-        n = min(deepest, len(hits))
-        scores = cross[pos : pos + n]
-        pos += n
+    for text, hits in zip(texts, hit_lists, strict=True):
+        read = hits.corrected or text
+        product_texts = [hit_text(h) for h in hits[: max(depths)]]
         for d in depths:
+            scores = reranker.score(read, product_texts[:d])
             ranked[d].append(rank_at_depth(hits, scores, d, reranker.retrieval_weight))
     return {d: _run_from(lists, qids) for d, lists in ranked.items()}
 
@@ -187,8 +183,8 @@ class DepthReport:
             f"scored. Index {self.index}, reranker {self.reranker} ({self.backend}{quant}, "
             f"blend weight {self.retrieval_weight:g}). Machine: {self.machine}.",
             "",
-            f"Each depth d reranks the top d of the same {self.retrieved} hybrid hits with the "
-            "same cross-encoder scores; the rest keep their retrieval order. p: paired "
+            f"Each depth d reranks the top d of the same {self.retrieved} hybrid hits, scored as a "
+            "search at depth d scores them; the rest keep their retrieval order. p: paired "
             f"randomization test against the default depth {self.default_depth}. Latency: "
             f"SearchPipeline.search (retrieve + rerank d, k=10) over {self.latency_queries} "
             "queries after a warm-up, one depth after the other.",

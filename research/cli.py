@@ -429,8 +429,9 @@ def bench_depth_cmd(
     workdir: Path,
     device: str | None,
 ) -> None:
-    """NDCG@10 and latency at each rerank depth: one retrieval and one cross-scoring per query,
-    each depth paired-tested against the default; Recall@100 is the same at every depth."""
+    """NDCG@10 and latency at each rerank depth: one retrieval per query, its top d scored as a
+    search at depth d scores them, each depth paired-tested against the default; Recall@100 is
+    the same at every depth."""
     from research.bench_depth import run_depth_benchmark
 
     report = run_depth_benchmark(

@@ -75,7 +75,7 @@ def depth_setup(tmp_path, tiny_bench, tiny_model):
 
 
 def test_bench_depth_matches_the_pipeline_at_every_depth_and_writes_its_files(
-    tmp_path, depth_setup
+    tmp_path, depth_setup, monkeypatch
 ):
     from evaluation.data import load_benchmark
     from evaluation.metrics import evaluate
@@ -86,8 +86,21 @@ def test_bench_depth_matches_the_pipeline_at_every_depth_and_writes_its_files(
     work = tmp_path / "work"
     argv = [str(data), "--index", str(index), "--reranker", str(reranker), "--depths", "10,20,100"]
     argv += ["--latency-queries", "3", "--workdir", str(work), "--device", "cpu"]
+    from rerank.reranker import Reranker
+
+    calls: list[tuple[int, int]] = []  # (distinct queries, pairs) per cross-encoder call
+    score_pairs = Reranker.score_pairs
+
+    def spy(self, pairs, batch_size=None):
+        calls.append((len({q for q, _ in pairs}), len(pairs)))
+        return score_pairs(self, pairs, batch_size)
+
+    monkeypatch.setattr(Reranker, "score_pairs", spy)
     result = CliRunner().invoke(bench_depth_cmd, argv)
     assert result.exit_code == 0, result.output
+    # as a search scores them: one query's top d per call (int8 scores depend on the batch)
+    assert calls and all(n == 1 for n, _ in calls) and max(p for _, p in calls) <= 100
+    assert {p for _, p in calls} >= {10, 20}
     for name in ("depth.json", "depth.md", "depth.png"):
         assert (work / name).stat().st_size > 100
         assert str(work / name) in result.stdout
