@@ -19,7 +19,7 @@ import platform
 import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -55,14 +55,22 @@ class Latency:
     #: queries of |top 100 ids & exact top 100 ids| / |exact top 100 ids| (queries exact search
     #: finds nothing for left out). None where not measured (BM25 is exact; exact rows).
     recall_vs_exact: float | None = None
+    #: ann-benchmarks' k-NN recall against the same exact search (:func:`knn_recall`): a hit
+    #: counts when its score reaches the exact 100th score, so a product tied with one exact
+    #: search returned (the same text, the same vector) is not a miss. Dense rows only.
+    knn_recall: float | None = None
 
     def cell(self) -> str:
         """``p50 / p99`` for a markdown table."""
         return f"{self.p50_ms:.1f} / {self.p99_ms:.1f}"
 
     def recall_cell(self) -> str:
-        """Recall@100 against exact search for a markdown table (``-`` where not measured)."""
-        return "-" if self.recall_vs_exact is None else f"{self.recall_vs_exact:.3f}"
+        """Recall@100 against exact search for a markdown table (``-`` where not measured),
+        with the k-NN recall (ties counted) in brackets where measured."""
+        if self.recall_vs_exact is None:
+            return "-"
+        knn = f" (k-NN {self.knn_recall:.3f})" if self.knn_recall is not None else ""
+        return f"{self.recall_vs_exact:.3f}{knn}"
 
 
 @dataclass(frozen=True)
@@ -257,6 +265,8 @@ def latency_lines(latencies: Sequence[Latency], indent: str = "") -> list[str]:
         line = f"{indent}query latency {lat.name:<28} p50 {lat.p50_ms:6.2f} ms  p99 {lat.p99_ms:6.2f} ms  (n={lat.n})"
         if lat.recall_vs_exact is not None:
             line += f"  Recall@{BENCH_K} vs exact {lat.recall_vs_exact:.3f}"
+        if lat.knn_recall is not None:
+            line += f" (k-NN recall, ties counted, {lat.knn_recall:.3f})"
         unfiltered = base.get(lat.name.replace("+filter", ""))
         if lat.name.endswith("+filter") and unfiltered:
             line += f"  p99 ratio to unfiltered {lat.p99_ms / unfiltered.p99_ms:.2f}x"
@@ -499,6 +509,34 @@ def recall_against(got: Sequence[Sequence[str]], exact: Sequence[Sequence[str]])
     return float(np.mean(shares)) if shares else None
 
 
+#: Score slack of :func:`knn_recall`, ann-benchmarks' default.
+KNN_EPSILON = 1e-3
+
+
+def knn_recall(
+    got: Sequence[Sequence[float]],
+    exact: Sequence[Sequence[float]],
+    epsilon: float = KNN_EPSILON,
+) -> float | None:
+    """ann-benchmarks' k-NN recall, for similarities: the mean over queries of the share of the
+    first ``len(exact)`` returned hits whose score is at least the exact search's last (k-th)
+    score minus ``epsilon`` (Aumüller, Bernhardsson and Faithfull, "ANN-Benchmarks", Information
+    Systems 87, 2020; ``knn_threshold`` in its ``plotting/metrics.py``, with distances).
+
+    Unlike :func:`recall_against` (ids), a returned product that ties with one exact search
+    returned counts as found: catalogs repeat texts, and equal vectors tie. Scores must be on
+    one scale (dense similarities, not fused ranks). Queries exact search finds nothing for are
+    left out; None when that is all of them.
+    """
+    shares = []
+    for g, e in zip(got, exact, strict=True):
+        if len(e) == 0:
+            continue
+        cut = min(e) - epsilon
+        shares.append(sum(1 for score in list(g)[: len(e)] if score >= cut) / len(e))
+    return float(np.mean(shares)) if shares else None
+
+
 def measure_queries(
     retriever: Retriever,
     queries: Sequence[str],
@@ -519,19 +557,25 @@ def measure_queries(
         for f in (None, flt) if flt is not None else (None,):
             name = f"{mode} k={BENCH_K}" + ("+filter" if f is not None else "")
 
-            def run(q: str, m=mode, f=f, exact: bool = False) -> list[str]:
+            def run(q: str, m=mode, f=f, exact: bool = False) -> list[tuple[str, float]]:
                 hits = retriever.search(q, k=BENCH_K, mode=m, filters=f, exact=exact)
-                return [h.product_id for h in hits]
+                return [(h.product_id, h.score) for h in hits]
 
-            seconds, ids = timed_calls(run, queries, warm)
-            recall = None
+            seconds, got = timed_calls(run, queries, warm)
+            recall = knn = None
             if mode in EXACT_MODES:
-                exact_s, exact_ids[name] = timed_calls(
+                exact_s, exact_hits = timed_calls(
                     lambda q, run=run: run(q, exact=True), queries, warm
                 )
                 exact_rows.append(_percentiles(f"exact {name}", exact_s))
-                recall = recall_against(ids, exact_ids[name])
-            latencies.append(_percentiles(name, seconds, recall))
+                exact_ids[name] = [[pid for pid, _ in hits] for hits in exact_hits]
+                recall = recall_against([[pid for pid, _ in g] for g in got], exact_ids[name])
+                if mode == "dense":  # similarities: one scale in both searches
+                    knn = knn_recall(
+                        [[sc for _, sc in g] for g in got],
+                        [[sc for _, sc in e] for e in exact_hits],
+                    )
+            latencies.append(replace(_percentiles(name, seconds, recall), knn_recall=knn))
         latencies += exact_rows
     return latencies, exact_ids
 

@@ -18,6 +18,7 @@ from research.bench_speed import (
     QuantizedVectorsReport,
     ReusedDocumentVectors,
     SpeedReport,
+    knn_recall,
     measure_queries,
     recall_against,
     side_by_side,
@@ -33,6 +34,18 @@ def test_recall_against_exact_is_the_mean_overlap_share():
     exact = [["a", "b", "c", "e"], ["a", "b"], []]  # the third: exact found nothing (left out)
     assert recall_against(got, exact) == pytest.approx((3 / 4 + 1 / 2) / 2)
     assert recall_against([["a"]], [[]]) is None
+
+
+def test_knn_recall_counts_a_tie_at_the_cut_as_found():
+    # query 1: exact top 3 scores .9 .8 .8; the search returned .9, another product at .8
+    # (a tie: same vector, other id) and a real miss at .7 -> 2 of 3, where ids would say 1 of 3
+    # query 2: within epsilon (1e-3) of the cut counts, beyond it does not -> 1 of 2
+    got = [[0.9, 0.8, 0.7], [0.8, 0.6985]]
+    exact = [[0.9, 0.8, 0.8], [0.8, 0.7]]
+    assert knn_recall(got, exact) == pytest.approx((2 / 3 + 1 / 2) / 2)
+    assert knn_recall([[0.8, 0.6995]], [[0.8, 0.7]]) == pytest.approx(1.0)
+    assert knn_recall([[0.5]], [[]]) is None  # exact found nothing: left out
+    assert knn_recall([[0.9]], [[0.9, 0.8]]) == pytest.approx(1 / 2)  # fewer hits returned
 
 
 class _FakeRetriever:
@@ -157,6 +170,10 @@ def test_bench_index_reports_recall_against_exact_and_the_int8_build(
             assert lats[f"exact {name}"]["n"] == 10
             assert lats[f"exact {name}"]["recall_vs_exact"] is None
     assert lats["bm25 k=100"]["recall_vs_exact"] is None
+    # ann-benchmarks' k-NN recall (scores, ties counted) on the dense rows, where scores are
+    # similarities; hybrid's fused scores are not compared
+    assert lats["dense k=100"]["knn_recall"] == 1.0 == lats["dense k=100+filter"]["knn_recall"]
+    assert lats["hybrid k=100"]["knn_recall"] is None
     q = speed["quantized_vectors"]
     assert q["quantization"] == "int8" and q["index_disk_mb"] > 0 and q["rss_mb"] > 0
     # a separate search process was measured for each build (after its queries <= its peak),
