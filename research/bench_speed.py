@@ -544,7 +544,8 @@ def measure_queries(
     flt: dict[str, Any] | None,
 ) -> tuple[list[Latency], dict[str, list[list[str]]]]:
     """Latency of each mode at k = 100, unfiltered and with ``flt``, and Recall@100 against
-    exact search for each dense and hybrid row.
+    exact search for each dense and hybrid row (by ids), with ann-benchmarks' k-NN recall
+    (:func:`knn_recall`, ties counted) for the dense rows.
 
     Returns:
         The latencies (with an ``exact ...`` row timing each exact search), and the exact
@@ -744,9 +745,9 @@ def save_bench_queries(
 
 def _read_bench_queries(
     file: Path,
-) -> tuple[list[str], dict[str, Any] | None, dict, list[str], list[str]]:
+) -> tuple[list[str], dict[str, Any] | None, dict, list[str], list[str] | None]:
     """(queries, filter, tower, index folders, warm-up queries) from a
-    :func:`save_bench_queries` file (a file without warm-up queries: the first timed ones).
+    :func:`save_bench_queries` file (warm-up None: a file from before they were saved).
 
     Raises:
         ShopsearchError: Not such a file (damaged, or written by something else).
@@ -755,7 +756,7 @@ def _read_bench_queries(
         record = json.loads(file.read_text())
         queries, flt, tower = list(record["queries"]), record["filter"], dict(record["tower"])
         indexes = [str(x) for x in record.get("indexes", ["index"])]
-        warm = [str(x) for x in record.get("warm") or queries[:WARMUP_QUERIES]]
+        warm = [str(x) for x in record["warm"]] if record.get("warm") else None
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise ShopsearchError(
             f"{file}: not a bench-queries file ({type(exc).__name__}: {exc}); run bench-index "
@@ -819,6 +820,9 @@ def saved_indexes(
             f"{len(timed)} queries and the filter of the run that built {workdir} ({saved}); "
             "--queries and --n-queries are not used"
         )
+        if warm is None:  # saved before the warm-up queries were: derive them as that run did
+            _, _, _, warm, _ = bench_queries(catalog, queries, n_queries, encoder_sample, seed)
+            log(f"its warm-up queries derived again from {catalog} with the same arguments")
     else:
         _, _, timed, warm, (flt, _) = bench_queries(
             catalog, queries, n_queries, encoder_sample, seed

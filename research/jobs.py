@@ -188,9 +188,9 @@ def run_index_benchmark(
     return report
 
 
-def _new_file(workdir: Path, stem: str, suffix: str) -> tuple[Path, Any]:
-    """``workdir/<stem>-<UTC time><suffix>`` opened for writing, never over an earlier run's
-    file (``-2``, ``-3`` ... when the second is taken): (path, open file)."""
+def _new_file(workdir: Path, stem: str, suffix: str) -> Path:
+    """Reserves ``workdir/<stem>-<UTC time><suffix>`` (created empty, exclusively), never an
+    earlier run's file (``-2``, ``-3`` ... when the second is taken)."""
     import time
 
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
@@ -198,9 +198,17 @@ def _new_file(workdir: Path, stem: str, suffix: str) -> tuple[Path, Any]:
     while True:
         file = Path(workdir) / (f"{stem}-{stamp}" + (f"-{n}" if n > 1 else "") + suffix)
         try:
-            return file, file.open("x")
+            file.open("x").close()
+            return file
         except FileExistsError:
             n += 1
+
+
+def _write(file: Path, text: str) -> None:
+    """``text`` into ``file`` atomically (a killed run leaves the old content or the new)."""
+    from research.simulate import write_atomically
+
+    write_atomically(file, lambda tmp: Path(tmp).write_text(text))
 
 
 def run_memory_benchmark(
@@ -241,9 +249,8 @@ def run_memory_benchmark(
         log=log,
     )
     out = {name: asdict(m) for name, m in memory.items()}
-    file, fh = _new_file(workdir, "search-memory", ".json")
-    with fh:
-        fh.write(json.dumps(out, indent=2))
+    file = _new_file(workdir, "search-memory", ".json")
+    _write(file, json.dumps(out, indent=2))
     return out, file
 
 
@@ -287,9 +294,8 @@ def run_search_benchmark(
         log=log,
     )
     out = {name: asdict(r) for name, r in reports.items()}
-    file, fh = _new_file(workdir, "search", ".json")
-    with fh:
-        fh.write(json.dumps(out, indent=2))
+    file = _new_file(workdir, "search", ".json")  # the .md beside it shares its unique stem
     table = file.with_suffix(".md")
-    table.write_text("\n".join(saved_indexes_table(reports)) + "\n")
+    _write(table, "\n".join(saved_indexes_table(reports)) + "\n")
+    _write(file, json.dumps(out, indent=2))
     return out, file, table

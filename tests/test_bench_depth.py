@@ -96,11 +96,23 @@ def test_bench_depth_matches_the_pipeline_at_every_depth_and_writes_its_files(
         return score_pairs(self, pairs, batch_size)
 
     monkeypatch.setattr(Reranker, "score_pairs", spy)
+    import research.bench_depth as bd
+
+    depth_runs = bd.depth_runs
+
+    def quality_only(*args, **kwargs):  # the calls of the quality pass, not of the latency one
+        out = depth_runs(*args, **kwargs)
+        calls.append((-1, -1))
+        return out
+
+    monkeypatch.setattr(bd, "depth_runs", quality_only)
     result = CliRunner().invoke(bench_depth_cmd, argv)
     assert result.exit_code == 0, result.output
-    # as a search scores them: one query's top d per call (int8 scores depend on the batch)
-    assert calls and all(n == 1 for n, _ in calls) and max(p for _, p in calls) <= 100
-    assert {p for _, p in calls} >= {10, 20}
+    quality = calls[: calls.index((-1, -1))]
+    # as a search scores them: one query's top d per call (int8 scores depend on the batch),
+    # for each of the 30 queries at each depth
+    assert len(quality) == 30 * 4 and all(n == 1 for n, _ in quality)
+    assert {p for _, p in quality} >= {10, 20} and max(p for _, p in quality) <= 100
     for name in ("depth.json", "depth.md", "depth.png"):
         assert (work / name).stat().st_size > 100
         assert str(work / name) in result.stdout
