@@ -834,6 +834,15 @@ def saved_indexes(
     return folders, timed, warm, flt
 
 
+def _saved_tower(saved: dict[str, Any]) -> dict[str, Any]:
+    """The query tower (model, backend, quantize) among :func:`saved_indexes`' arguments."""
+    return {
+        "model": saved.get("model"),
+        "backend": saved.get("backend") or "torch",
+        "quantize": saved.get("quantize"),
+    }
+
+
 def run_search_memory(
     catalog: str | Path,
     workdir: str | Path,
@@ -849,8 +858,7 @@ def run_search_memory(
         Per index folder name, its search process's memory.
     """
     folders, timed, _, flt = saved_indexes(catalog, workdir, log=log, **saved)
-    tower = {k: saved.get(k) for k in ("model", "backend", "quantize")}
-    tower["backend"] = tower["backend"] or "torch"
+    tower = _saved_tower(saved)
     out = {}
     for folder in folders:
         out[folder.name] = search_process_memory(folder, timed, flt, device=device, **tower)
@@ -884,8 +892,7 @@ def run_search_again(
         Per index folder name, its latencies and search-process memory.
     """
     folders, timed, warm, flt = saved_indexes(catalog, workdir, log=log, **saved)
-    tower = {k: saved.get(k) for k in ("model", "backend", "quantize")}
-    tower["backend"] = tower["backend"] or "torch"
+    tower = _saved_tower(saved)
     encoder = BiEncoder(
         tower["model"], device=device, backend=tower["backend"], quantize=tower["quantize"]
     )
