@@ -321,6 +321,11 @@ def side_by_side(reports: Sequence[SpeedReport]) -> list[str]:
                 [f"{q.index_disk_allocated_mb:.0f}" if q else "-" for q in quantized],
             )
         )
+    return _column_table(names, rows)
+
+
+def _column_table(names: Sequence[str], rows: Sequence[tuple[str, Sequence[str]]]) -> list[str]:
+    """A markdown table: an empty corner, a column per name, a row per (label, cells)."""
     out = ["| | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
     out += [f"| {label} | " + " | ".join(cells) + " |" for label, cells in rows]
     return out
@@ -834,41 +839,10 @@ def saved_indexes(
     return folders, timed, warm, flt
 
 
-def _saved_tower(saved: dict[str, Any]) -> dict[str, Any]:
-    """The query tower (model, backend, quantize) among :func:`saved_indexes`' arguments."""
-    return {
-        "model": saved.get("model"),
-        "backend": saved.get("backend") or "torch",
-        "quantize": saved.get("quantize"),
-    }
-
-
-def run_search_memory(
-    catalog: str | Path,
-    workdir: str | Path,
-    *,
-    device: str | None = None,
-    log: Callable[[str], None] = print,
-    **saved: Any,
-) -> dict[str, SearchMemory]:
-    """:func:`search_process_memory` of each of the :func:`saved_indexes` (its keyword
-    arguments in ``saved``), building nothing.
-
-    Returns:
-        Per index folder name, its search process's memory.
-    """
-    folders, timed, _, flt = saved_indexes(catalog, workdir, log=log, **saved)
-    tower = _saved_tower(saved)
-    out = {}
-    for folder in folders:
-        out[folder.name] = search_process_memory(folder, timed, flt, device=device, **tower)
-        log(f"{folder.name}: " + out[folder.name].text())
-    return out
-
-
 @dataclass(frozen=True)
 class SavedIndexReport:
-    """An index an earlier ``bench-index`` run left, measured again (``--search-only``)."""
+    """An index an earlier ``bench-index`` run left, measured again (``--search-only``, or
+    ``--memory-only``: no latencies)."""
 
     latencies: list[Latency]
     search_memory: SearchMemory
@@ -878,13 +852,15 @@ def run_search_again(
     catalog: str | Path,
     workdir: str | Path,
     *,
+    latency: bool = True,
     device: str | None = None,
     log: Callable[[str], None] = print,
     **saved: Any,
 ) -> dict[str, SavedIndexReport]:
-    """Each of the :func:`saved_indexes` measured again as the run that built it measured it
-    (:func:`measure_queries`: latency at k = 100 per mode, unfiltered and filtered, and
-    Recall@100 against exact search), and a search process's memory; building nothing.
+    """Each of the :func:`saved_indexes` (its keyword arguments in ``saved``) measured again
+    as the run that built it measured it (:func:`measure_queries`: latency at k = 100 per mode,
+    unfiltered and filtered, and Recall@100 against exact search; skipped when ``latency`` is
+    False), and :func:`search_process_memory`; building nothing.
 
     For a query-time change (threads, search parameters) on indexes that took hours to build.
 
@@ -892,16 +868,20 @@ def run_search_again(
         Per index folder name, its latencies and search-process memory.
     """
     folders, timed, warm, flt = saved_indexes(catalog, workdir, log=log, **saved)
-    tower = _saved_tower(saved)
-    encoder = BiEncoder(
-        tower["model"], device=device, backend=tower["backend"], quantize=tower["quantize"]
-    )
+    tower = {
+        "model": saved.get("model"),
+        "backend": saved.get("backend") or "torch",
+        "quantize": saved.get("quantize"),
+    }
+    encoder = BiEncoder(**tower, device=device) if latency else None
     out = {}
     for folder in folders:
-        with Retriever.open(folder, encoder=encoder) as retriever:
-            latencies, _ = measure_queries(retriever, timed, warm, flt)
-        for line in latency_lines(latencies, indent=f"{folder.name}: "):
-            log(line)
+        latencies: list[Latency] = []
+        if encoder is not None:
+            with Retriever.open(folder, encoder=encoder) as retriever:
+                latencies, _ = measure_queries(retriever, timed, warm, flt)
+            for line in latency_lines(latencies, indent=f"{folder.name}: "):
+                log(line)
         memory = search_process_memory(folder, timed, flt, device=device, **tower)
         log(f"{folder.name}: " + memory.text())
         out[folder.name] = SavedIndexReport(latencies, memory)
@@ -921,9 +901,7 @@ def saved_indexes_table(reports: dict[str, SavedIndexReport]) -> list[str]:
             [reports[n].search_memory.cell() for n in names],
         )
     )
-    out = ["| | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
-    out += [f"| {label} | " + " | ".join(cells) + " |" for label, cells in rows]
-    return out
+    return _column_table(names, rows)
 
 
 def run_speed_benchmark(

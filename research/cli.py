@@ -610,7 +610,7 @@ def bench_index_cmd(
     Each dense and hybrid latency comes with its Recall@100 against exact search (same queries,
     mode and filter), and exact search is timed too (WORKDIR/speed.json, speed.md)."""
     from research.bench_speed import side_by_side
-    from research.jobs import run_index_benchmark, run_memory_benchmark, run_search_benchmark
+    from research.jobs import run_index_benchmark, run_search_benchmark
 
     if memory_only and search_only:
         raise click.UsageError(
@@ -630,14 +630,15 @@ def bench_index_cmd(
             "quantize": quantize,
             "log": stderr_log,
         }
-        if memory_only:
-            memory, file = run_memory_benchmark(catalog, where, **options)
-            click.echo(f"search process memory of {', '.join(memory)}: {file}")
-            continue
-        if search_only:
-            measured, file, table = run_search_benchmark(catalog, where, **options)
-            click.echo(table.read_text())
-            click.echo(f"{', '.join(measured)} measured again: {file}, table: {table}")
+        if memory_only or search_only:
+            measured, file, table = run_search_benchmark(
+                catalog, where, memory_only=memory_only, **options
+            )
+            if table is None:
+                click.echo(f"search process memory of {', '.join(measured)}: {file}")
+            else:
+                click.echo(table.read_text())
+                click.echo(f"{', '.join(measured)} measured again: {file}, table: {table}")
             continue
         report = run_index_benchmark(
             catalog,

@@ -211,53 +211,11 @@ def _write(file: Path, text: str) -> None:
     write_atomically(file, lambda tmp: Path(tmp).write_text(text))
 
 
-def run_memory_benchmark(
-    catalog: Path,
-    workdir: Path,
-    *,
-    queries_file: Path | None = None,
-    n_queries: int = 300,
-    encoder_sample: int = 4000,
-    model: str | None = None,
-    device: str | None = None,
-    backend: str = "torch",
-    quantize: str | None = None,
-    log: Log = print,
-) -> tuple[dict[str, Any], Path]:
-    """The search-process memory of the indexes a ``bench-index`` run left in ``workdir``
-    (``research.bench_speed.run_search_memory``).
-
-    Returns:
-        Per index folder, its ``SearchMemory`` as a dict; and the file they were written to,
-        ``workdir/search-memory-<UTC time>.json`` (each run its own: none is overwritten).
-    """
-    from dataclasses import asdict
-
-    from research.bench_speed import run_search_memory
-
-    queries = read_queries_file(queries_file) if queries_file is not None else None
-    memory = run_search_memory(
-        catalog,
-        workdir,
-        queries=queries,
-        n_queries=n_queries,
-        encoder_sample=encoder_sample,
-        model=model,
-        device=device,
-        backend=backend,
-        quantize=quantize,
-        log=log,
-    )
-    out = {name: asdict(m) for name, m in memory.items()}
-    file = _new_file(workdir, "search-memory", ".json")
-    _write(file, json.dumps(out, indent=2))
-    return out, file
-
-
 def run_search_benchmark(
     catalog: Path,
     workdir: Path,
     *,
+    memory_only: bool = False,
     queries_file: Path | None = None,
     n_queries: int = 300,
     encoder_sample: int = 4000,
@@ -266,15 +224,17 @@ def run_search_benchmark(
     backend: str = "torch",
     quantize: str | None = None,
     log: Log = print,
-) -> tuple[dict[str, Any], Path, Path]:
+) -> tuple[dict[str, Any], Path, Path | None]:
     """The indexes a ``bench-index`` run left in ``workdir`` measured again: latency and
-    Recall@100 against exact search per mode, and a search process's memory
-    (``research.bench_speed.run_search_again``).
+    Recall@100 against exact search per mode (not with ``memory_only``), and a search
+    process's memory (``research.bench_speed.run_search_again``).
 
     Returns:
-        Per index folder, its report as a dict; the file they were written to,
-        ``workdir/search-<UTC time>.json``, and its table, ``search-<UTC time>.md`` (each run
-        its own: none is overwritten).
+        Per index folder, its report as a dict (with ``memory_only``, its ``SearchMemory``);
+        the file they were written to, ``workdir/search-<UTC time>.json`` (with
+        ``memory_only``, ``search-memory-<UTC time>.json``); and the table beside it,
+        ``search-<UTC time>.md`` (None with ``memory_only``). Each run writes its own files:
+        none is overwritten.
     """
     from dataclasses import asdict
 
@@ -284,6 +244,7 @@ def run_search_benchmark(
     reports = run_search_again(
         catalog,
         workdir,
+        latency=not memory_only,
         queries=queries,
         n_queries=n_queries,
         encoder_sample=encoder_sample,
@@ -293,6 +254,11 @@ def run_search_benchmark(
         quantize=quantize,
         log=log,
     )
+    if memory_only:
+        out = {name: asdict(r.search_memory) for name, r in reports.items()}
+        file = _new_file(workdir, "search-memory", ".json")
+        _write(file, json.dumps(out, indent=2))
+        return out, file, None
     out = {name: asdict(r) for name, r in reports.items()}
     file = _new_file(workdir, "search", ".json")  # the .md beside it shares its unique stem
     table = file.with_suffix(".md")

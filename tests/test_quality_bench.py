@@ -9,9 +9,15 @@ from rerank.model import new_cross_encoder
 from research.bench_quality import run_quality_benchmark
 
 
-def test_bench_writes_every_stage_and_picks_blend_on_validation(tmp_path, tiny_bench, tiny_model):
+def _untrained_reranker(tmp_path, tiny_model):
+    """A cross-encoder folder over the tiny model with a new head (the blend is chosen on it)."""
     reranker = tmp_path / "reranker"
     new_cross_encoder(tiny_model.parent / "hf", device="cpu").save_pretrained(str(reranker))
+    return reranker
+
+
+def test_bench_writes_every_stage_and_picks_blend_on_validation(tmp_path, tiny_bench, tiny_model):
+    reranker = _untrained_reranker(tmp_path, tiny_model)
     report = run_quality_benchmark(
         tiny_bench,
         tmp_path / "work",
@@ -130,8 +136,7 @@ def test_typo_bench_compares_augmented_with_plain_training(
     from catalog.errors import ShopsearchError
     from research.bench_typo import TRAINING_NOISE, run_typo_benchmark
 
-    reranker = tmp_path / "reranker"
-    new_cross_encoder(tiny_model.parent / "hf", device="cpu").save_pretrained(str(reranker))
+    reranker = _untrained_reranker(tmp_path, tiny_model)
     model, plain = str(tiny_model), str(tiny_model_b)
     with pytest.raises(ShopsearchError, match="--against-retriever"):
         run_typo_benchmark(tiny_bench, tmp_path / "w", parts=("training",), retriever_model=model)
@@ -208,8 +213,7 @@ def test_bench_reranks_each_query_as_the_pipeline_does(
         w = max(q.split(), key=len)
         typo.append(q.replace(w, w[:2] + w[1] + w[2:], 1) if w.isalpha() and len(w) > 4 else q)
     frame.with_columns(pl.Series("query", typo)).write_parquet(tiny_bench / "queries.parquet")
-    reranker = tmp_path / "reranker"
-    new_cross_encoder(tiny_model.parent / "hf", device="cpu").save_pretrained(str(reranker))
+    reranker = _untrained_reranker(tmp_path, tiny_model)
     calls: list[tuple[set[str], int]] = []
     score_pairs = Reranker.score_pairs
 
