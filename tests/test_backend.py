@@ -64,6 +64,10 @@ def test_onnx_fp32_equals_torch_and_int8_is_close_but_not_equal(optimized):
     assert not [
         n.name for n in graph.node if n.op_type == "MatMul" and any(i in weights for i in n.input)
     ]
+    # ONNX Runtime's transformer fusions: one QAttention per layer, embeddings + layer norm
+    ops = [n.op_type for n in graph.node]
+    assert ops.count("QAttention") == 2 and ops.count("EmbedLayerNormalization") == 1
+    assert "Softmax" not in ops
 
 
 def test_backend_never_exported_is_a_one_line_error_naming_the_command(tiny_model):
@@ -184,7 +188,20 @@ def test_reranker_on_onnx_scores_like_torch_and_int8_close(tmp_path, tiny_model)
     assert len(fp32_with_weight) == 1 and fp32_with_weight[0].endswith(
         "layer.0/output/dense/MatMul"
     )
-    assert sum(n.op_type == "MatMulInteger" for n in graph.node) >= 10
+    # attention fused and quantized whole (QAttention), one per layer; the rest MatMulInteger
+    assert sum(n.op_type == "QAttention" for n in graph.node) == 2
+    assert sum(n.op_type == "MatMulInteger" for n in graph.node) >= 6
+    # --all-int8 quantizes that one too, and is refused without --quantize int8
+    with pytest.raises(ShopsearchError, match="--all-int8 needs --quantize int8"):
+        rb.optimize(folder, backend="onnx", all_int8=True)
+    rb.optimize(folder, backend="onnx", quantize="int8", all_int8=True)
+    graph = onnx.load(str(next((folder / "onnx").glob("model_qint8_*.onnx")))).graph
+    weights = {i.name for i in graph.initializer}
+    assert not [
+        n.name for n in graph.node if n.op_type == "MatMul" and any(i in weights for i in n.input)
+    ]
+    s8 = Reranker.load(folder, backend="onnx", quantize="int8").score_pairs(pairs)
+    assert np.abs(s8 - ref).max() < 0.1 * (np.abs(ref).max() + 1e-3) + 0.05
 
 
 def test_openvino_backend_runs_the_export(optimized):
@@ -209,6 +226,8 @@ def test_cli_optimize_index_info_and_search_with_backend(tmp_path, tiny_model):
     result = runner.invoke(main, [*base, "--backend", "onnx", "--quantize", "int8"])
     assert result.exit_code == 2
     assert "error:" in result.stderr and f"shopsearch optimize {model}" in result.stderr
+    result = runner.invoke(main, ["optimize", str(model), "--all-int8"])
+    assert result.exit_code == 2 and "--all-int8 needs --quantize int8" in result.stderr
     result = runner.invoke(main, ["optimize", str(model), "--quantize", "int8"])
     assert result.exit_code == 0, result.output
     assert "model.onnx" in result.stdout and "qint8" in result.stdout
@@ -296,3 +315,41 @@ def test_keep_fp32_that_matches_nothing_is_said(optimized, tmp_path):
     with pytest.warns(UserWarning, match="no MatMul .* matches"):
         out = rb.quantize_onnx(src, keep_fp32=(r"no-such-node$",))
     assert out.is_file() and out.parent == tmp_path
+
+
+def test_int8_without_fusion_quantizes_the_plain_graph_and_says_so(optimized, tmp_path):
+    """Attention that cannot fuse (here: a head count that does not divide the hidden size)
+    is said in a warning, and the int8 copy still quantizes every weight MatMul."""
+    import onnx
+
+    src = tmp_path / "model.onnx"
+    shutil.copy(optimized / "onnx" / "model.onnx", src)
+    with pytest.warns(UserWarning, match="did not fuse"):
+        out = rb.quantize_onnx(src, attention=(3, 32))
+    ops = [n.op_type for n in onnx.load(str(out)).graph.node]
+    assert "QAttention" not in ops and ops.count("Softmax") == 2
+    assert ops.count("MatMulInteger") >= 8
+    assert not list(tmp_path.glob(".quantize-*"))  # the work folder is gone
+    ref = BiEncoder(optimized, device="cpu").encode_query(TEXTS)
+    plain = tmp_path / "plain"
+    shutil.copytree(optimized, plain)
+    shutil.copy(out, plain / "onnx" / out.name)
+    vecs = BiEncoder(plain, backend="onnx", quantize="int8").encode_query(TEXTS)
+    assert _cos(vecs, ref).min() > 0.98
+
+
+def test_fused_export_computes_what_the_plain_one_does(optimized, tmp_path):
+    """The fused fp32 graph gives the export's outputs on real and padded rows."""
+    import onnx
+
+    out = tmp_path / "fused.onnx"
+    assert rb.fuse_attention(optimized / "onnx" / "model.onnx", out, 2, 32)
+    ops = [n.op_type for n in onnx.load(str(out)).graph.node]
+    assert ops.count("Attention") == 2 and "SkipLayerNormalization" in ops
+    feed = rb._probe_feed(onnx.load(str(out)).graph)
+    keep = feed["attention_mask"].astype(bool)
+    want = rb._ort_outputs(optimized / "onnx" / "model.onnx", feed)[keep]
+    np.testing.assert_allclose(rb._ort_outputs(out, feed)[keep], want, atol=1e-4)
+    # a head count the graph does not have fuses nothing and writes nothing
+    assert not rb.fuse_attention(optimized / "onnx" / "model.onnx", tmp_path / "x.onnx", 4, 32)
+    assert not (tmp_path / "x.onnx").exists()

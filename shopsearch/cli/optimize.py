@@ -20,7 +20,13 @@ import click
     default=None,
     help="Also write the dynamically quantized int8 copy (onnx/model_qint8_<isa>.onnx).",
 )
-def optimize_cmd(model: str, backend: str, quantize: str | None) -> None:
+@click.option(
+    "--all-int8",
+    is_flag=True,
+    help="With --quantize int8 on a reranker: quantize the one MatMul kept in fp32 for "
+    "closeness to fp32 too (faster on a small reranker; check its quality with bench).",
+)
+def optimize_cmd(model: str, backend: str, quantize: str | None, all_int8: bool) -> None:
     """Export MODEL (a bi-encoder or reranker folder) for --backend onnx|openvino.
 
     The files go into MODEL's folder the way sentence-transformers lays them out; index,
@@ -31,7 +37,7 @@ def optimize_cmd(model: str, backend: str, quantize: str | None) -> None:
     from retrieval.backend import optimize
 
     start = time.perf_counter()
-    written = optimize(model, backend=backend, quantize=quantize)
+    written = optimize(model, backend=backend, quantize=quantize, all_int8=all_int8)
     for file in written:
         click.echo(f"wrote {file} ({file.stat().st_size / 1e6:.1f} MB)")
     click.echo(f"done in {time.perf_counter() - start:.1f} s")
