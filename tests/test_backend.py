@@ -338,18 +338,87 @@ def test_int8_without_fusion_quantizes_the_plain_graph_and_says_so(optimized, tm
     assert _cos(vecs, ref).min() > 0.98
 
 
+def _token_feed(folder: Path) -> dict[str, np.ndarray]:
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(folder))
+    feed = dict(tok(TEXTS, padding=True, return_tensors="np"))
+    assert feed["attention_mask"].min() == 0  # some rows padded
+    return {k: v.astype(np.int64) for k, v in feed.items()}
+
+
 def test_fused_export_computes_what_the_plain_one_does(optimized, tmp_path):
-    """The fused fp32 graph gives the export's outputs on real and padded rows."""
+    """The fused fp32 graph gives the export's outputs on real, padded token rows."""
     import onnx
 
+    src = optimized / "onnx" / "model.onnx"
     out = tmp_path / "fused.onnx"
-    assert rb.fuse_attention(optimized / "onnx" / "model.onnx", out, 2, 32)
+    assert rb.fuse_attention(src, out, 2, 32)
     ops = [n.op_type for n in onnx.load(str(out)).graph.node]
     assert ops.count("Attention") == 2 and "SkipLayerNormalization" in ops
-    feed = rb._probe_feed(onnx.load(str(out)).graph)
+    feed = _token_feed(optimized)
+    names = {i.name for i in onnx.load(str(src)).graph.input}
+    feed = {k: v for k, v in feed.items() if k in names}
     keep = feed["attention_mask"].astype(bool)
-    want = rb._ort_outputs(optimized / "onnx" / "model.onnx", feed)[keep]
+    want = rb._ort_outputs(src, feed)[keep]
     np.testing.assert_allclose(rb._ort_outputs(out, feed)[keep], want, atol=1e-4)
     # a head count the graph does not have fuses nothing and writes nothing
-    assert not rb.fuse_attention(optimized / "onnx" / "model.onnx", tmp_path / "x.onnx", 4, 32)
+    assert not rb.fuse_attention(src, tmp_path / "x.onnx", 4, 32)
     assert not (tmp_path / "x.onnx").exists()
+
+
+def test_a_fused_graph_that_computes_otherwise_or_fails_is_not_used(
+    optimized, tmp_path, monkeypatch
+):
+    """The check after fusing rejects a graph whose outputs differ, and an optimizer error
+    leaves the unfused int8 copy (with a warning), not a failed optimize."""
+    import onnx
+
+    src = optimized / "onnx" / "model.onnx"
+    real = rb._ort_outputs
+
+    def off_when_fused(file, feed):
+        got = real(file, feed)
+        return got + 0.1 if Path(file).name == "fused.onnx" else got
+
+    monkeypatch.setattr(rb, "_ort_outputs", off_when_fused)
+    assert not rb.fuse_attention(src, tmp_path / "fused.onnx", 2, 32)
+    assert not (tmp_path / "fused.onnx").exists()
+    monkeypatch.setattr(rb, "_ort_outputs", real)
+
+    import onnxruntime.transformers.optimizer as ort_optimizer
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("cannot optimize this graph")
+
+    monkeypatch.setattr(ort_optimizer, "optimize_model", broken)
+    copy = tmp_path / "model.onnx"
+    shutil.copy(src, copy)
+    with pytest.warns(UserWarning, match="did not fuse"):
+        out = rb.quantize_onnx(copy, attention=(2, 32))
+    ops = [n.op_type for n in onnx.load(str(out)).graph.node]
+    assert "QAttention" not in ops and ops.count("MatMulInteger") >= 8
+
+
+def test_export_restores_the_attention_implementation(tmp_path, tiny_model, monkeypatch):
+    """Exported eager with the 4-D mask when that computes the same, else with the model's
+    own attention; either way the loaded model keeps its implementation afterwards."""
+    st = rb.load_torch_model(tiny_model)
+    hf = st[0].model
+    original = hf.config._attn_implementation
+    seen = []
+    real_export = torch.onnx.export
+
+    def spy(wrapper, *args, **kwargs):
+        seen.append((wrapper.mask_4d, hf.config._attn_implementation))
+        return real_export(wrapper, *args, **kwargs)
+
+    monkeypatch.setattr(torch.onnx, "export", spy)
+    rb.export_onnx(st, tmp_path / "a")
+    assert seen[-1] == (True, "eager") and hf.config._attn_implementation == original
+    # a mask the model does not compute the same with: the plain export, on its own attention
+    monkeypatch.setattr(rb, "additive_mask", lambda mask: torch.zeros(mask.shape[0], 1, 1, 1))
+    rb.export_onnx(st, tmp_path / "b")
+    assert seen[-1] == (False, original) and hf.config._attn_implementation == original
+    assert (tmp_path / "b" / "onnx" / "model.onnx").is_file()
+    assert not list((tmp_path / "b" / "onnx").glob("*.tmp"))

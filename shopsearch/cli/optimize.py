@@ -24,7 +24,8 @@ import click
     "--all-int8",
     is_flag=True,
     help="With --quantize int8 on a reranker: quantize the one MatMul kept in fp32 for "
-    "closeness to fp32 too (faster on a small reranker; check its quality with bench).",
+    "closeness to fp32 too (faster on a small reranker; check its quality with bench). A "
+    "bi-encoder's int8 copy has every MatMul int8 already.",
 )
 def optimize_cmd(model: str, backend: str, quantize: str | None, all_int8: bool) -> None:
     """Export MODEL (a bi-encoder or reranker folder) for --backend onnx|openvino.
