@@ -7,6 +7,7 @@ installed); like the core commands, each parses its options, calls the library a
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import click
@@ -608,9 +609,10 @@ def bench_index_cmd(
     """Measure indexing items/s (vs the encoder alone) and query latency p50/p99 at k=100.
 
     Each dense and hybrid latency comes with its Recall@100 against exact search (same queries,
-    mode and filter), and exact search is timed too (WORKDIR/speed.json, speed.md)."""
+    mode and filter), and exact search is timed too (WORKDIR/speed.json, speed.md). Several
+    --variant run one after another, each in a fresh process."""
     from research.bench_speed import side_by_side
-    from research.jobs import run_index_benchmark, run_search_benchmark
+    from research.jobs import run_index_benchmark, run_isolated, run_search_benchmark
 
     if memory_only and search_only:
         raise click.UsageError(
@@ -630,17 +632,20 @@ def bench_index_cmd(
             "quantize": quantize,
             "log": stderr_log,
         }
+        isolated = len(variants) > 1  # each variant in a process of its own (run_isolated)
         if memory_only or search_only:
-            measured, file, table = run_search_benchmark(
-                catalog, where, memory_only=memory_only, **options
+            search = (
+                partial(run_isolated, run_search_benchmark) if isolated else run_search_benchmark
             )
+            measured, file, table = search(catalog, where, memory_only=memory_only, **options)
             if table is None:
                 click.echo(f"search process memory of {', '.join(measured)}: {file}")
             else:
                 click.echo(table.read_text())
                 click.echo(f"{', '.join(measured)} measured again: {file}, table: {table}")
             continue
-        report = run_index_benchmark(
+        run = partial(run_isolated, run_index_benchmark) if isolated else run_index_benchmark
+        report = run(
             catalog,
             where,
             reranker=reranker_model,

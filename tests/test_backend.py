@@ -422,3 +422,17 @@ def test_export_restores_the_attention_implementation(tmp_path, tiny_model, monk
     assert seen[-1] == (False, original) and hf.config._attn_implementation == original
     assert (tmp_path / "b" / "onnx" / "model.onnx").is_file()
     assert not list((tmp_path / "b" / "onnx").glob("*.tmp"))
+
+
+def _fail(message: str) -> None:
+    raise ShopsearchError(message)
+
+
+def test_run_isolated_runs_in_another_process_and_keeps_errors():
+    import os
+
+    from research.jobs import run_isolated
+
+    assert run_isolated(os.getpid) != os.getpid()
+    with pytest.raises(ShopsearchError, match="one line for the user"):
+        run_isolated(_fail, "one line for the user")
