@@ -619,8 +619,9 @@ def bench_index_cmd(
             "--memory-only and --search-only: give one (--search-only measures the memory too)"
         )
     reports = []
+    isolated = len(variants) > 1  # each variant in a process of its own (run_isolated)
     for backend, quantize in variants or [("torch", None)]:
-        where = workdir if len(variants) <= 1 else workdir / f"{backend}{quantize or ''}"
+        where = workdir / f"{backend}{quantize or ''}" if isolated else workdir
         stderr_log(f"== {backend}{' ' + quantize if quantize else ''} -> {where}")
         options = {
             "queries_file": queries_file,
@@ -632,7 +633,6 @@ def bench_index_cmd(
             "quantize": quantize,
             "log": stderr_log,
         }
-        isolated = len(variants) > 1  # each variant in a process of its own (run_isolated)
         if memory_only or search_only:
             search = (
                 partial(run_isolated, run_search_benchmark) if isolated else run_search_benchmark

@@ -29,7 +29,10 @@ the pipeline took 15 ms p50 with spinning against 7 ms without).
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -289,20 +292,25 @@ def _name_heads(graph: Any, num_heads: int, head_size: int) -> int:
     """
     from onnx import numpy_helper
 
-    constants = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    tensors = {i.name: i for i in graph.initializer}  # converted only when read: not the weights
     for node in graph.node:
         if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
-            constants[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
+            tensors[node.output[0]] = node.attribute[0].t
+
+    def scalar(tensor_name: str) -> int | None:
+        tensor = tensors.get(tensor_name)
+        if tensor is None:
+            return None
+        value = numpy_helper.to_array(tensor)
+        return int(value.ravel()[0]) if value.size == 1 else None
+
     reshape_shapes = {n.input[1] for n in graph.node if n.op_type == "Reshape"}
     name = "shopsearch_num_heads"
     rewritten = 0
     for node in graph.node:
         if node.op_type != "Concat" or len(node.input) != 4 or node.output[0] not in reshape_shapes:
             continue
-        heads, size = constants.get(node.input[2]), constants.get(node.input[3])
-        if heads is None or size is None or heads.size != 1 or size.size != 1:
-            continue
-        if int(heads.ravel()[0]) == -1 and int(size.ravel()[0]) == head_size:
+        if scalar(node.input[2]) == -1 and scalar(node.input[3]) == head_size:
             node.input[2] = name
             rewritten += 1
     if rewritten:
@@ -312,19 +320,29 @@ def _name_heads(graph: Any, num_heads: int, head_size: int) -> int:
 
 def _probe_feed(graph: Any) -> dict[str, np.ndarray]:
     """Two token rows, the second padded, within the model's vocabulary (for checking)."""
-    from onnx import numpy_helper
-
     weights = {i.name: i for i in graph.initializer}
     vocab = 100
     for node in graph.node:
         if node.op_type == "Gather" and node.input[1] == "input_ids" and node.input[0] in weights:
-            vocab = int(numpy_helper.to_array(weights[node.input[0]]).shape[0])
+            vocab = int(weights[node.input[0]].dims[0])  # rows of the word embeddings
     low = 5 if vocab > 10 else 0  # past the special tokens ([PAD], <s>, ...) where there are
     ids = low + (np.arange(14, dtype=np.int64).reshape(2, 7) * 37) % (vocab - low)
     mask = np.ones((2, 7), dtype=np.int64)
     mask[1, 3:] = 0
     feed = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
     return {i.name: feed[i.name] for i in graph.input if i.name in feed}
+
+
+@contextlib.contextmanager
+def _log_level(name: str | None, level: int) -> Iterator[None]:
+    """Logger ``name`` (None: the root) at ``level`` inside the block, as it was after it."""
+    logger = logging.getLogger(name)
+    before = logger.level
+    logger.setLevel(level)
+    try:
+        yield
+    finally:
+        logger.setLevel(before)
 
 
 def _ort_outputs(file: Path, feed: dict[str, np.ndarray]) -> np.ndarray:
@@ -354,8 +372,6 @@ def fuse_attention(src: Path, out: Path, num_heads: int, hidden_size: int) -> bo
     Returns:
         True if ``out`` was written; False when attention did not fuse or the outputs differ.
     """
-    import logging
-
     import onnx
     from onnxruntime.transformers.fusion_options import AttentionMaskFormat, FusionOptions
     from onnxruntime.transformers.optimizer import optimize_model
@@ -368,27 +384,23 @@ def fuse_attention(src: Path, out: Path, num_heads: int, hidden_size: int) -> bo
     _name_heads(model.graph, num_heads, hidden_size // num_heads)
     options = FusionOptions("bert")
     options.attention_mask_format = AttentionMaskFormat.AttentionMask  # no right-padding assumption
-    quiet = logging.getLogger("onnxruntime.transformers")
-    level = quiet.level
-    quiet.setLevel(logging.ERROR)
     try:
-        fused = optimize_model(
-            model,
-            model_type="bert",
-            num_heads=num_heads,
-            hidden_size=hidden_size,
-            optimization_options=options,
-            opt_level=0,
-        )
-        if fused.get_fused_operator_statistics().get("Attention", 0) != layers:
-            return False
-        fused.save_model_to_file(str(out))
-        want, got = _ort_outputs(src, feed), _ort_outputs(out, feed)
+        with _log_level("onnxruntime.transformers", logging.ERROR):
+            fused = optimize_model(
+                model,
+                model_type="bert",
+                num_heads=num_heads,
+                hidden_size=hidden_size,
+                optimization_options=options,
+                opt_level=0,
+            )
+            if fused.get_fused_operator_statistics().get("Attention", 0) != layers:
+                return False
+            fused.save_model_to_file(str(out))
+            want, got = _ort_outputs(src, feed), _ort_outputs(out, feed)
     except Exception:  # noqa: BLE001 - a graph the optimizer or runtime cannot take: unfused
         out.unlink(missing_ok=True)
         return False
-    finally:
-        quiet.setLevel(level)
     if want.ndim == 3 and "attention_mask" in feed:  # token vectors: padding is pooled away
         keep = feed["attention_mask"].astype(bool)
         want, got = want[keep], got[keep]
@@ -432,7 +444,6 @@ def quantize_onnx(
     Returns:
         The written file.
     """
-    import logging
     import re
     import tempfile
     import warnings
@@ -460,10 +471,8 @@ def quantize_onnx(
                 stacklevel=2,
             )
         tmp = Path(work) / "quantized.onnx"
-        root = logging.getLogger()
-        level = root.level
-        root.setLevel(logging.ERROR)  # "consider pre-processing" (a static-quantization hint)
-        try:
+        # root at ERROR: "consider pre-processing" is a static-quantization hint
+        with _log_level(None, logging.ERROR):
             quantize_dynamic(
                 str(source),
                 str(tmp),
@@ -475,8 +484,6 @@ def quantize_onnx(
                 # the fused contrib ops have no ONNX shape inference: their outputs are float
                 extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
             )
-        finally:
-            root.setLevel(level)
         os.replace(tmp, out)
     return out
 
