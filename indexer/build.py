@@ -48,9 +48,10 @@ from retrieval.store.base import Backend, missing_index, vocabulary_sha
 IndexMode = Literal["full", "upsert", "sync"]
 #: 2: points carry normalized brand/category filter keys (``retrieval.store.STORE_FORMAT``).
 MANIFEST_FORMAT = STORE_FORMAT
-#: Products embedded per encoder call (the encoder sorts each call by length, so larger calls
-#: waste less padding) and written per store call.
-ENCODE_CHUNK = 1024
+#: Products embedded per encoder call and written per store call. The encoder batches each
+#: call by token count, so a larger call pads less: on Home Depot (2 cores, int8 towers, a
+#: development script) 4,096 embedded 7% faster than 1,024.
+ENCODE_CHUNK = 4096
 
 
 @dataclass(frozen=True)

@@ -177,20 +177,51 @@ class BiEncoder:
         """Tokens the model reads; longer texts are truncated."""
         return int(self.model.max_seq_length)
 
+    def token_batches(self, texts: Sequence[str], batch_size: int) -> list[np.ndarray]:
+        """Positions of ``texts`` in batches of similar token counts, shortest batch first.
+
+        sentence-transformers sorts a call's texts by characters, a loose proxy for tokens in
+        a catalog (sizes and model numbers cost many tokens per character): on Home Depot
+        products a batch of 64 sorted by characters pads to 1.5x the real tokens, sorted by
+        tokens to 1.08x (1,024 products) or 1.02x (4,096). Counting costs one tokenizer pass
+        without padding (about 2 s per 55k products on 2 cores).
+
+        Args:
+            texts: The texts (as they will be embedded; a prompt adds the same to each).
+            batch_size: Texts per batch (the last may be shorter).
+
+        Returns:
+            Integer arrays of positions into ``texts``; together each position once.
+        """
+        ids = self.model.tokenizer(
+            list(texts),
+            truncation=True,
+            max_length=self.max_seq_length,
+            return_attention_mask=False,
+            return_token_type_ids=False,
+        )["input_ids"]
+        order = np.argsort([len(x) for x in ids], kind="stable")
+        return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
     @torch.inference_mode()
     def _encode(self, texts: Sequence[str], *, query: bool, batch_size: int | None) -> np.ndarray:
         if len(texts) == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
         fn = self.model.encode_query if query else self.model.encode_document
-        emb = fn(
-            list(texts),
-            batch_size=batch_size or self.batch_size,
-            convert_to_numpy=False,
-            convert_to_tensor=True,
-            normalize_embeddings=True,
-            show_progress_bar=False,
-        )
-        return emb.float().cpu().numpy().astype(np.float32, copy=False)
+        size = batch_size or self.batch_size
+        batches = [np.arange(len(texts))] if len(texts) <= size else self.token_batches(texts, size)
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        for rows in batches:  # one call per batch: the call's own sorting cannot regroup them
+            emb = fn(
+                [texts[i] for i in rows],
+                batch_size=size,
+                convert_to_numpy=False,
+                convert_to_tensor=True,
+                normalize_embeddings=True,
+                show_progress_bar=False,
+            )
+            out[rows] = emb.float().cpu().numpy()
+        return out
 
     def encode_query(
         self, queries: str | Sequence[str], batch_size: int | None = None

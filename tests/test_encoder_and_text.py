@@ -46,6 +46,27 @@ def test_empty_input_and_long_query(minilm):
     assert minilm.encode_query("drill " * 10_000).shape == (384,)
 
 
+def test_batches_group_texts_by_tokens_not_characters(minilm):
+    # sizes and model numbers cost many tokens per character; plain words few
+    dense = ["1/2 in. x 3/4 in. 90-deg", "3/8-16 x 1-1/4 zn", "#10-24 x 3/4 in."]
+    wordy = ["stainless steel kitchen sink", "cordless drill driver kit", "pendant lighting"]
+    texts = [dense[0], wordy[0], dense[1], wordy[1], dense[2], wordy[2]]
+    count = [len(minilm.model.tokenizer(t)["input_ids"]) for t in texts]
+    assert min(count[0::2]) > max(count[1::2])  # the premise
+    assert max(map(len, dense)) < max(map(len, wordy))  # ...which characters do not show
+    batches = minilm.token_batches(texts, 3)
+    assert [sorted(b.tolist()) for b in batches] == [[1, 3, 5], [0, 2, 4]]
+
+
+def test_batched_vectors_come_back_in_input_order(minilm):
+    texts = [
+        f"{n} in. x {n + 1} in. bolt" if n % 2 else "deck screws" * (n % 5 + 1) for n in range(9)
+    ]
+    together = minilm.encode_document(texts, batch_size=2)  # five token-sorted calls
+    alone = np.stack([minilm.encode_document([t])[0] for t in texts])
+    np.testing.assert_allclose(together, alone, atol=1e-5)
+
+
 def test_model_resolution_errors(tmp_path):
     with pytest.raises(ShopsearchError, match="nothing is downloaded"):
         resolve_model_path("sentence-transformers/some-other-model")
