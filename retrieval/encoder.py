@@ -182,7 +182,7 @@ class BiEncoder:
 
         sentence-transformers sorts a call's texts by characters, a loose proxy for tokens in
         a catalog (sizes and model numbers cost many tokens per character): on Home Depot
-        products a batch of 64 sorted by characters pads to 1.5x the real tokens, sorted by
+        products batches of 64 sorted by characters pad to 1.53x the real tokens, sorted by
         tokens to 1.08x (1,024 products) or 1.02x (4,096). Counting costs one tokenizer pass
         without padding (about 2 s per 55k products on 2 cores).
 
@@ -193,14 +193,19 @@ class BiEncoder:
         Returns:
             Integer arrays of positions into ``texts``; together each position once.
         """
-        ids = self.model.tokenizer(
-            list(texts),
-            truncation=True,
-            max_length=self.max_seq_length,
-            return_attention_mask=False,
-            return_token_type_ids=False,
-        )["input_ids"]
-        order = np.argsort([len(x) for x in ids], kind="stable")
+        tokenizer = getattr(self.model, "tokenizer", None)
+        limit = getattr(self.model, "max_seq_length", None)
+        if tokenizer is None or limit is None:  # nothing to count with: the texts' own order
+            order = np.arange(len(texts))
+        else:
+            ids = tokenizer(
+                list(texts),
+                truncation=True,
+                max_length=int(limit),
+                return_attention_mask=False,
+                return_token_type_ids=False,
+            )["input_ids"]
+            order = np.argsort([len(x) for x in ids], kind="stable")
         return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
 
     @torch.inference_mode()
@@ -209,6 +214,8 @@ class BiEncoder:
             return np.zeros((0, self.dim), dtype=np.float32)
         fn = self.model.encode_query if query else self.model.encode_document
         size = batch_size or self.batch_size
+        if size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {size}")
         batches = [np.arange(len(texts))] if len(texts) <= size else self.token_batches(texts, size)
         out = np.empty((len(texts), self.dim), dtype=np.float32)
         for rows in batches:  # one call per batch: the call's own sorting cannot regroup them

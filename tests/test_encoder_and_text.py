@@ -62,9 +62,13 @@ def test_batched_vectors_come_back_in_input_order(minilm):
     texts = [
         f"{n} in. x {n + 1} in. bolt" if n % 2 else "deck screws" * (n % 5 + 1) for n in range(9)
     ]
-    together = minilm.encode_document(texts, batch_size=2)  # five token-sorted calls
+    texts[4] = "cordless drill " * 600  # cut at the model's max length
     alone = np.stack([minilm.encode_document([t])[0] for t in texts])
-    np.testing.assert_allclose(together, alone, atol=1e-5)
+    for size in (2, 3):  # five token-sorted calls, the last of one text; three full ones
+        together = minilm.encode_document(texts, batch_size=size)
+        np.testing.assert_allclose(together, alone, atol=1e-5)
+    with pytest.raises(ValueError, match="batch_size"):
+        minilm.encode_document(texts, batch_size=-1)
 
 
 def test_model_resolution_errors(tmp_path):
