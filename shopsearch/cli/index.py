@@ -96,7 +96,7 @@ def index_cmd(
     click.echo(
         f"{summary.mode}: indexed {summary.indexed}, unchanged {summary.unchanged}, deleted {summary.deleted}, "
         f"rejected {summary.rejected}, warnings {summary.warnings}; {summary.total} products in the index; "
-        f"{summary.seconds:.1f} s, {summary.items_per_s:.0f} items/s"
+        f"{summary.seconds:.1f} s, {summary.items_per_s:.{0 if summary.items_per_s >= 10 else 1}f} items/s"
     )
     if summary.rejects_path:
         click.echo(f"rejected rows (line, reason): {summary.rejects_path}")
