@@ -22,6 +22,7 @@ import torch
 from click.testing import CliRunner
 from fastapi.testclient import TestClient
 
+from catalog.errors import ShopsearchError
 from indexer.build import index_catalog
 from personalization.events import validate_records
 from personalization.features import FEATURE_NAMES
@@ -134,6 +135,24 @@ def test_search_get_and_post_answer_ranked_products_with_score_parts(make_client
         r["product_id"] for r in data["results"][5:]
     ]
     assert [r["rank"] for r in page["results"]] == [6, 7, 8, 9, 10]
+
+
+def test_rerank_depth_is_a_setting_never_below_the_page(make_client, monkeypatch):
+    depths = []
+    real = SearchPipeline.search
+
+    def spy(self, *args, **kwargs):
+        depths.append(kwargs["rerank_depth"])
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(SearchPipeline, "search", spy)
+    for setting, k, offset, want in ((None, 10, 0, 50), (20, 10, 0, 20), (20, 10, 15, 25)):
+        client = make_client(rerank_depth=setting)
+        got = client.get("/search", params={"q": "drill", "k": k, "offset": offset})
+        assert got.status_code == 200, got.text
+        assert depths[-1] == want
+    with pytest.raises(ShopsearchError, match="rerank_depth"):
+        ServiceSettings(index="x", rerank_depth=0)
 
 
 def test_search_filters(make_client, sample_products):
@@ -551,6 +570,11 @@ def test_serve_command_options_and_warning(index_dir, no_uvicorn, monkeypatch):
     os.environ.pop("SHOPSEARCH_THREADS", None)
     result = runner.invoke(serve, ["--index", str(index_dir), "--workers", "2", "--threads", "5"])
     assert result.exit_code == 0 and no_uvicorn[-1][2]["SHOPSEARCH_THREADS"] == "5"
+    assert ServiceSettings.from_env(no_uvicorn[-1][2]).rerank_depth is None
+    result = runner.invoke(
+        serve, ["--index", str(index_dir)], env={"SHOPSEARCH_RERANK_DEPTH": "20"}
+    )
+    assert result.exit_code == 0 and ServiceSettings.from_env(no_uvicorn[-1][2]).rerank_depth == 20
     os.environ.pop("SHOPSEARCH_THREADS", None)
     # loopback is not warned about, even without a key
     monkeypatch.delenv("SHOPSEARCH_API_KEY")

@@ -90,6 +90,14 @@ def is_loopback(host: str) -> bool:
     help="Largest request body; a larger one is answered 413.",
 )
 @click.option(
+    "--rerank-depth",
+    type=click.IntRange(1),
+    default=None,
+    envvar="SHOPSEARCH_RERANK_DEPTH",
+    help="Candidates the reranker reads per search (default 50; at least offset + k). "
+    "Fewer is faster: see the README's rerank-depth table.",
+)
+@click.option(
     "--log-level",
     type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]),
     default="INFO",
@@ -110,6 +118,7 @@ def serve(
     backend: str,
     quantize: str | None,
     max_body_bytes: int,
+    rerank_depth: int | None,
     log_level: str,
 ) -> None:
     """Serve search over HTTP: /search, /events, /users/{id}, /metrics, a page at /."""
@@ -149,6 +158,7 @@ def serve(
             admin_key=os.environ.get("SHOPSEARCH_ADMIN_KEY") or None,
             max_body_bytes=max_body_bytes,
             state_dir=state_dir if workers > 1 else None,
+            rerank_depth=rerank_depth,
         )
         if not is_loopback(host) and settings.api_key is None:
             click.echo(

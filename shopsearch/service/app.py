@@ -280,7 +280,7 @@ def create_app(
                     params.q,
                     user_id=params.user_id,
                     k=depth,
-                    rerank_depth=max(DEFAULT_RERANK_DEPTH, depth),
+                    rerank_depth=max(settings.rerank_depth or DEFAULT_RERANK_DEPTH, depth),
                     filters=params.filters(),
                     mode=params.mode,
                     explain=params.explain,
