@@ -352,56 +352,37 @@ def _extents(fd: int, size: int) -> Iterator[tuple[int, int]]:
         pos = end
 
 
-#: What opening a file for direct reads, or a direct read, fails with where the filesystem
-#: has none (tmpfs before Linux 6.6, some FUSE and overlay filesystems).
-_NO_DIRECT_IO = (errno.EINVAL, errno.EOPNOTSUPP)
-
-
 def _digest(path: Path) -> str:
     """Checksum of a file's content that does not depend on how sparse it is on disk.
 
     Hashes each non-zero aligned block with its offset; holes and all-zero blocks read alike.
-    Reads bypass the page cache (``O_DIRECT``) where the filesystem allows, so verifying an
-    index at open neither warms nor evicts it: buffered reads left a 1M-product int8 index's
-    fp32 vectors (read only to rescore) so cached that its first search mapped 1.2 GiB of them
-    into the process against 32 MiB unverified (development script), and a search process's
-    peak in ``bench-index --memory-only`` fell from 3,913-3,920 to 3,553-3,559 MiB.
+    Reads bypass the page cache (``O_DIRECT``) where the filesystem allows: a buffered read
+    of every file at open left a 1M-product int8 index's fp32 vectors (read only to rescore)
+    so cached that the first search mapped 1.2 GiB of them into the process, against 32 MiB
+    unverified (development script, 2026-11-30); direct reads neither warm nor evict.
     """
     try:
         return _digest_blocks(path, direct=True)
     except OSError as exc:
-        if exc.errno not in _NO_DIRECT_IO:
+        if exc.errno != errno.EINVAL:  # EINVAL: no O_DIRECT here (tmpfs, some overlays)
             raise
     return _digest_blocks(path, direct=False)
 
 
-def _read_at(fd: int, buf: mmap.mmap, offset: int, size: int) -> int:
-    """Reads ``buf`` full from ``offset`` (less at the end of a ``size``-byte file).
+def _read_at(fd: int, buf: mmap.mmap, offset: int) -> int:
+    """Reads ``len(buf)`` bytes at ``offset`` into ``buf``, fewer at the end of the file.
 
-    Returns:
-        The bytes read. A direct read that stops short mid-file resumes at an unaligned offset,
-        which fails with EINVAL, and :func:`_digest` reads the file again buffered.
+    A regular file's read is short only at its end (a direct read could not resume from
+    an unaligned offset anyway).
     """
-    want = min(len(buf), size - offset)
-    got = 0
-    with memoryview(buf) as view:
-        while got < want:  # asks for the whole rest of ``buf``: a direct read's length is aligned
-            n = os.preadv(fd, [view[got:]], offset + got)
-            if n == 0:  # the file shrank while read: hash what is there
-                break
-            got += n
-    return got
+    return os.preadv(fd, [buf], offset)
 
 
 def _digest_blocks(path: Path, direct: bool) -> str:
     digest = hashlib.blake2b(digest_size=16)
     flags = os.O_RDONLY | (getattr(os, "O_DIRECT", 0) if direct else 0)
+    fd = os.open(path, flags)
     buf = mmap.mmap(-1, _COPY_CHUNK)  # page-aligned, as O_DIRECT needs
-    try:
-        fd = os.open(path, flags)
-    except BaseException:
-        buf.close()
-        raise
     try:
         size = os.fstat(fd).st_size
         digest.update(size.to_bytes(8, "little"))
@@ -409,7 +390,7 @@ def _digest_blocks(path: Path, direct: bool) -> str:
         for start, end in _extents(fd, size):
             block = max(done, start - start % _COPY_CHUNK)
             while block < end:
-                got = _read_at(fd, buf, block, size)
+                got = _read_at(fd, buf, block)
                 if got and buf[:got] != _ZEROS[:got]:
                     digest.update(block.to_bytes(8, "little"))
                     digest.update(buf[:got])
