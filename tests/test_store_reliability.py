@@ -422,31 +422,6 @@ def test_sparse_copy_keeps_holes(tmp_path):
     assert edge_mod._digest(src) == edge_mod._digest(dst)
 
 
-def test_checksums_read_the_same_directly_or_through_the_cache(tmp_path, monkeypatch):
-    import errno
-    import os
-
-    file = tmp_path / "f.dat"
-    with open(file, "wb") as fh:  # data, a hole, data, an unaligned end
-        fh.write(os.urandom(5000))
-        fh.seek(3 << 20)
-        fh.write(b"x" * 1234)
-    direct = edge_mod._digest_blocks(file, direct=True)
-    assert direct == edge_mod._digest_blocks(file, direct=False)
-    file.write_bytes(file.read_bytes()[:-1] + b"y")
-    assert edge_mod._digest_blocks(file, direct=True) != direct  # the last byte counts
-
-    real_open = os.open
-
-    def no_direct(path, flags, *args):
-        if flags & getattr(os, "O_DIRECT", 0):
-            raise OSError(errno.EINVAL, "O_DIRECT not supported")
-        return real_open(path, flags, *args)
-
-    monkeypatch.setattr(os, "open", no_direct)  # a filesystem without direct reads
-    assert edge_mod._digest(file) == edge_mod._digest_blocks(file, direct=False)
-
-
 def test_non_finite_values_are_refused_before_the_engine():
     from retrieval.store import PointRecord
 

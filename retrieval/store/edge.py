@@ -19,7 +19,6 @@ import errno
 import fcntl
 import hashlib
 import json
-import mmap
 import os
 import shutil
 import uuid
@@ -356,49 +355,23 @@ def _digest(path: Path) -> str:
     """Checksum of a file's content that does not depend on how sparse it is on disk.
 
     Hashes each non-zero aligned block with its offset; holes and all-zero blocks read alike.
-    Reads bypass the page cache (``O_DIRECT``) where the filesystem allows: a buffered read
-    of every file at open left a 1M-product int8 index's fp32 vectors (read only to rescore)
-    so cached that the first search mapped 1.2 GiB of them into the process, against 32 MiB
-    unverified (development script, 2026-11-30); direct reads neither warm nor evict.
     """
-    try:
-        return _digest_blocks(path, direct=True)
-    except OSError as exc:
-        if exc.errno != errno.EINVAL:  # EINVAL: no O_DIRECT here (tmpfs, some overlays)
-            raise
-    return _digest_blocks(path, direct=False)
-
-
-def _read_at(fd: int, buf: mmap.mmap, offset: int) -> int:
-    """Reads ``len(buf)`` bytes at ``offset`` into ``buf``, fewer at the end of the file.
-
-    A regular file's read is short only at its end (a direct read could not resume from
-    an unaligned offset anyway).
-    """
-    return os.preadv(fd, [buf], offset)
-
-
-def _digest_blocks(path: Path, direct: bool) -> str:
     digest = hashlib.blake2b(digest_size=16)
-    flags = os.O_RDONLY | (getattr(os, "O_DIRECT", 0) if direct else 0)
-    fd = os.open(path, flags)
-    buf = mmap.mmap(-1, _COPY_CHUNK)  # page-aligned, as O_DIRECT needs
-    try:
+    with open(path, "rb") as fh:
+        fd = fh.fileno()
         size = os.fstat(fd).st_size
         digest.update(size.to_bytes(8, "little"))
         done = 0
         for start, end in _extents(fd, size):
             block = max(done, start - start % _COPY_CHUNK)
             while block < end:
-                got = _read_at(fd, buf, block)
-                if got and buf[:got] != _ZEROS[:got]:
+                fh.seek(block)
+                buf = fh.read(_COPY_CHUNK)
+                if buf and buf != _ZEROS[: len(buf)]:
                     digest.update(block.to_bytes(8, "little"))
-                    digest.update(buf[:got])
+                    digest.update(buf)
                 block += _COPY_CHUNK
             done = block
-    finally:
-        buf.close()
-        os.close(fd)
     return digest.hexdigest()
 
 
