@@ -360,6 +360,24 @@ def _search_memory_text(memory: SearchMemory | None, sep: str = "; ") -> str:
     return "" if memory is None else sep + memory.text()
 
 
+def run_isolated(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """``fn(*args, **kwargs)`` in a fresh (spawned) process; its result or its exception.
+
+    ``bench-index`` runs each of several variants this way, so that what one leaves behind
+    (its models, thread pools, a heap grown by indexing) neither slows the next one's timings
+    nor counts in its resident memory. With fp32 torch run first in the same process, the
+    int8 6-layer reranker took 24.1-26.5 ms p50 for 10 candidates and 47.0-47.6 for 20 (two
+    runs), against 18.1 and 34.4-37.5 in a process of its own (two runs; Home Depot, 2 cores,
+    2026-11-30).
+    """
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+        return pool.submit(fn, *args, **kwargs).result()
+
+
 def search_process_memory(
     path: Path,
     queries: Sequence[str],
@@ -378,19 +396,13 @@ def search_process_memory(
     The benchmark's own process holds the catalog and the build; a shop's search process holds
     neither, so this is the figure to size a server by.
     """
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
-    ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(1, mp_context=ctx) as pool:
-        job = pool.submit(
-            _search_and_measure,
-            str(path),
-            list(queries),
-            flt,
-            {"model": model, "device": device, "backend": backend, "quantize": quantize},
-        )
-        return job.result()
+    return run_isolated(
+        _search_and_measure,
+        str(path),
+        list(queries),
+        flt,
+        {"model": model, "device": device, "backend": backend, "quantize": quantize},
+    )
 
 
 def _search_and_measure(

@@ -611,8 +611,8 @@ def bench_index_cmd(
     Each dense and hybrid latency comes with its Recall@100 against exact search (same queries,
     mode and filter), and exact search is timed too (WORKDIR/speed.json, speed.md). Several
     --variant run one after another, each in a fresh process."""
-    from research.bench_speed import side_by_side
-    from research.jobs import run_index_benchmark, run_isolated, run_search_benchmark
+    from research.bench_speed import run_isolated, side_by_side
+    from research.jobs import run_index_benchmark, run_search_benchmark
 
     if memory_only and search_only:
         raise click.UsageError(

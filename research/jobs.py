@@ -188,24 +188,6 @@ def run_index_benchmark(
     return report
 
 
-def run_isolated(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """``fn(*args, **kwargs)`` in a fresh (spawned) process; its result or its exception.
-
-    ``bench-index`` runs each of several variants this way, so that what one leaves behind
-    (its models, thread pools, a heap grown by indexing) neither slows the next one's timings
-    nor counts in its resident memory. With fp32 torch run first in the same process, the
-    int8 6-layer reranker took 24.1-26.5 ms p50 for 10 candidates and 47.0-47.6 for 20 (two
-    runs), against 18.1 and 34.4-37.5 in a process of its own (two runs; Home Depot, 2 cores,
-    2026-11-30).
-    """
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
-        return pool.submit(fn, *args, **kwargs).result()
-
-
 def _new_file(workdir: Path, stem: str, suffix: str) -> Path:
     """Reserves ``workdir/<stem>-<UTC time><suffix>`` (created empty, exclusively), never an
     earlier run's file (``-2``, ``-3`` ... when the second is taken)."""

@@ -431,7 +431,7 @@ def _fail(message: str) -> None:
 def test_run_isolated_runs_in_another_process_and_keeps_errors():
     import os
 
-    from research.jobs import run_isolated
+    from research.bench_speed import run_isolated
 
     assert run_isolated(os.getpid) != os.getpid()
     with pytest.raises(ShopsearchError, match="one line for the user"):
