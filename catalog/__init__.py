@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from catalog.errors import ShopsearchError
 from catalog.schema import Product
 from catalog.text import RECIPE_VERSION, product_text
+from core.errors import ShopsearchError
 
 __all__ = ["RECIPE_VERSION", "Product", "ShopsearchError", "product_text"]

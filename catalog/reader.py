@@ -41,7 +41,6 @@ from typing import Any
 
 import polars as pl
 
-from catalog.errors import ShopsearchError
 from catalog.schema import (
     KNOWN_COLUMNS,
     RENAMED_PREFIX,
@@ -50,6 +49,7 @@ from catalog.schema import (
     is_reserved_column,
     normalize_category,
 )
+from core.errors import ShopsearchError
 
 REQUIRED_COLUMNS = ("product_id", "title")
 _EXTENSIONS = {

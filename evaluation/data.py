@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from catalog.errors import ShopsearchError
+from core.errors import ShopsearchError
 from evaluation.labels import Judgments
 from evaluation.metrics import Qrels
 

@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from catalog.errors import ShopsearchError
+from core.errors import ShopsearchError
 from evaluation.metrics import Qrels
 
 SPLITS = ("train", "validation", "test")

@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 
-from catalog.errors import ShopsearchError
+from core.errors import ShopsearchError
 
 Qrels = dict[str, dict[str, float]]
 Run = dict[str, dict[str, float]]

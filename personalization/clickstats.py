@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from catalog.errors import ShopsearchError
+from core.errors import ShopsearchError
 
 #: Smoothing towards the log's overall clicks-over-expected ratio, in expected clicks.
 ALPHA = 3.0

@@ -59,8 +59,8 @@ from typing import Any
 
 import polars as pl
 
-from catalog.errors import ShopsearchError
 from catalog.reader import Reject, jsonl_rows, parquet_rows
+from core.errors import ShopsearchError
 
 EVENT_TYPES = ("search", "view", "click", "add_to_cart", "purchase")
 #: Events about a product (every type but ``search``).

@@ -35,7 +35,7 @@ def check_profiles(profiles: str | os.PathLike[str]) -> None:
     Raises:
         ShopsearchError: No ``profiles.sqlite`` there, or no key (file or environment).
     """
-    from catalog.errors import ShopsearchError
+    from core.errors import ShopsearchError
     from personalization.privacy import KEY_ENV, KEY_FILE
 
     if not (Path(profiles) / PROFILES_FILE).exists():

@@ -17,9 +17,9 @@ import numpy as np
 
 from personalization.features import FEATURE_NAMES, compute_features
 from personalization.ingest import open_profiles
-from personalization.model import PersonalRanker
 from personalization.privacy import Pseudonymizer
 from personalization.profiles import ProfileStore, UserProfile
+from personalization.ranker import PersonalRanker
 from retrieval.hits import RankedHit
 
 #: Reasons kept per hit (the features that moved its personal score most).

@@ -26,7 +26,7 @@ import tempfile
 import unicodedata
 from pathlib import Path
 
-from catalog.errors import ShopsearchError
+from core.errors import ShopsearchError
 
 KEY_ENV = "SHOPSEARCH_PSEUDONYM_KEY"
 KEY_FILE = "pseudonym.key"

@@ -47,8 +47,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from catalog.errors import ShopsearchError
 from catalog.schema import CATEGORY_SEPARATOR, Product, normalize_category
+from core.errors import ShopsearchError
 from personalization.events import EVENT_TYPES, MAX_CLOCK_SKEW_S, PRODUCT_EVENTS, Event
 from personalization.privacy import Pseudonymizer
 

@@ -19,92 +19,20 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from catalog.errors import ShopsearchError
+from core.errors import ShopsearchError
+from rerank.blend import rerank_hits, sort_hits
 from retrieval.filters import Filters
 from retrieval.hits import Hits, RankedHit
 
 if TYPE_CHECKING:
     from personalization.personalizer import Personalizer
     from personalization.profiles import UserProfile
-    from rerank.reranker import Reranker
+    from rerank.cross_encoder import Reranker
     from retrieval.retriever import Retriever
     from retrieval.store import Mode
 
 #: Candidates reranked per query by default (the benchmarks' depth).
 DEFAULT_RERANK_DEPTH = 50
-#: Weight of the first-stage score in the relevance score (the rest is the cross-encoder's):
-#: 0.5 was best of {0, 0.3, 0.5, 0.7, 1} on the Home Depot validation split; ``shopsearch
-#: bench`` re-chooses it on the validation split and saves it with the reranker.
-DEFAULT_RETRIEVAL_WEIGHT = 0.5
-
-
-def _z(x: np.ndarray) -> np.ndarray:
-    std = float(x.std()) if len(x) else 0.0
-    return (x - x.mean()) / std if std > 1e-9 else np.zeros_like(x)
-
-
-def blend(cross: np.ndarray | None, retrieval: np.ndarray, retrieval_weight: float) -> np.ndarray:
-    """Relevance of one query's candidates: ``(1 - w) * z(cross) + w * z(retrieval)``.
-
-    Both scores are standardised over the candidate list (their scales differ: logits vs RRF),
-    so the first stage's fused evidence (dense + BM25) is kept next to the cross-encoder's.
-
-    Args:
-        cross: Cross-encoder logits, shape ``(n,)``; None without a cross-encoder (then the
-            relevance is ``z(retrieval)``, on the same scale as a blend).
-        retrieval: First-stage scores, shape ``(n,)``.
-        retrieval_weight: ``w`` in [0, 1]; 0 returns the logits as they are.
-
-    Returns:
-        float32 array of shape ``(n,)``.
-    """
-    retrieval = np.asarray(retrieval, dtype=np.float32)
-    if cross is None:
-        return _z(retrieval).astype(np.float32)
-    cross = np.asarray(cross, dtype=np.float32)
-    if retrieval_weight <= 0:
-        return cross
-    return ((1 - retrieval_weight) * _z(cross) + retrieval_weight * _z(retrieval)).astype(
-        np.float32
-    )
-
-
-def sort_hits(hits: Sequence[RankedHit], top_k: int | None = None) -> list[RankedHit]:
-    """Hits by score descending; ties keep the first stage's order."""
-    ranked = sorted(hits, key=lambda h: (-h.score, h.retrieval_rank))
-    return ranked if top_k is None else ranked[:top_k]
-
-
-def rerank_hits(
-    hits: Sequence[RankedHit],
-    cross: np.ndarray | None,
-    retrieval_weight: float,
-    top_k: int | None = None,
-) -> list[RankedHit]:
-    """The relevance stage: blends the logits with the stage-1 scores and sorts.
-
-    Args:
-        hits: The first stage's hits, best first.
-        cross: Cross-encoder logits per hit ``(n,)``, or None without a cross-encoder.
-        retrieval_weight: See :func:`blend`.
-        top_k: Keep this many; None keeps all.
-
-    Returns:
-        Hits with ``relevance`` (and ``cross``) set and ``score = relevance``, best first.
-    """
-    if not hits:
-        return []
-    relevance = blend(cross, np.array([h.retrieval for h in hits]), retrieval_weight)
-    scored = [
-        replace(
-            h,
-            score=float(r),
-            relevance=float(r),
-            cross=None if cross is None else float(cross[i]),
-        )
-        for i, (h, r) in enumerate(zip(hits, relevance, strict=True))
-    ]
-    return sort_hits(scored, top_k)
 
 
 def check_relevance_source(recorded: dict[str, Any] | None, current: dict[str, Any]) -> None:
@@ -128,70 +56,6 @@ def check_relevance_source(recorded: dict[str, Any] | None, current: dict[str, A
             f"the personalization model was trained on relevance blended with weight {weight}, "
             f"not {current['retrieval_weight']}: retrain it, or load the reranker as it was"
         )
-
-
-def train_personal_from_log(
-    log_path: str | os.PathLike[str],
-    pipeline: SearchPipeline,
-    out: str | os.PathLike[str],
-    config: Any = None,
-    depth: int = DEFAULT_RERANK_DEPTH,
-    log: Any = print,
-    profiles: str | os.PathLike[str] | None = None,
-):
-    """``shopsearch train personal``: a log file -> a personalization model folder + report.
-
-    Args:
-        log_path: The event log (Parquet or JSON Lines) with impressions.
-        pipeline: The relevance-only pipeline serving will use (its reranker and blend).
-        out: Output folder (the model, ``report.json``/``.md``, ``propensity.png``).
-        config: :class:`personalization.learn.LogTrainConfig`.
-        depth: Relevance candidates per query (what serving reranks).
-        log: Progress lines.
-        profiles: The serving profile directory: the events of shoppers ``forget-user`` erased
-            there are left out, so a log written before the erasure cannot train them back
-            into the model (its weights and click counts).
-
-    Returns:
-        The :class:`personalization.learn.LogTrainReport`.
-
-    Raises:
-        ShopsearchError: An unreadable log, a log without impressions, too little data.
-    """
-    from personalization.events import read_events
-    from personalization.learn import train_from_log, write_report
-
-    events = []
-    rejected = 0
-    for batch in read_events(log_path):
-        events.extend(batch.events)
-        rejected += len(batch.rejects)
-    if rejected:
-        log(f"personal: {rejected} rows of {log_path} rejected (run 'events ingest' to list them)")
-    if profiles is not None:
-        events = _without_forgotten(events, profiles, log)
-    model, report = train_from_log(
-        events,
-        pipeline.relevance_fn(depth),
-        pipeline.retriever.vectors,
-        config,
-        relevance_source=pipeline.relevance_source(),
-        log=log,
-        items=pipeline.retriever.payloads,
-    )
-    model.save(out)
-    write_report(report, out)
-    return report
-
-
-def _without_forgotten(events: list, profiles: str | os.PathLike[str], log: Any) -> list:
-    """The events of shoppers the profile store has not erased (and a line saying how many not)."""
-    from personalization.ingest import without_forgotten
-
-    kept, gone = without_forgotten(events, profiles)
-    if gone:
-        log(f"personal: left out {len(events) - len(kept)} events of {gone} forgotten shoppers")
-    return kept
 
 
 class SearchPipeline:
@@ -252,7 +116,7 @@ class SearchPipeline:
             ShopsearchError: ``personal`` without ``profiles`` (or the reverse), or a folder
                 that is not what it should be.
         """
-        from rerank.reranker import Reranker
+        from rerank.cross_encoder import Reranker
         from retrieval.retriever import Retriever
 
         if (personal is None) != (profiles is None):

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from catalog.errors import ShopsearchError
+from core.errors import ShopsearchError
 
 if TYPE_CHECKING:  # torch and the models load only when a benchmark runs (the CLI imports this)
     import numpy as np
@@ -90,7 +90,7 @@ def rank_at_depth(
     Returns:
         The top ``depth`` reranked, then the other hits in retrieval order.
     """
-    from rerank.pipeline import rerank_hits
+    from rerank.blend import rerank_hits
 
     head = list(hits[:depth])
     return rerank_hits(head, cross[: len(head)], retrieval_weight) + list(hits[depth:])
@@ -111,7 +111,7 @@ def depth_runs(
     int8 model's activation scale depends on the batch, so the top 10 scored beside 40 more
     would not be what a search at depth 10 computes.
     """
-    from rerank.reranker import hit_text
+    from rerank.cross_encoder import hit_text
     from research.bench_quality import _run_from
 
     retriever, reranker = pipeline.retriever, pipeline.reranker

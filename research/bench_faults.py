@@ -48,7 +48,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from catalog.errors import ShopsearchError
+from core.errors import ShopsearchError
 
 ROOT = Path(__file__).resolve().parents[1]
 #: The scenarios, in the order they run.
@@ -276,7 +276,7 @@ def _stored_events(db: Path) -> int | None:
 
 def _reader_main(spec_path: str) -> None:
     """A reader process: searches in a loop until the stop file appears, then writes counts."""
-    from retrieval import Retriever
+    from retrieval.retriever import Retriever
 
     spec = json.loads(Path(spec_path).read_text())
     r = Retriever.open(spec["index"], model=spec["model"])
@@ -306,9 +306,9 @@ def _reader_main(spec_path: str) -> None:
 
 def _damage_main(spec_path: str) -> None:
     """A damage worker: opens and searches each damaged copy; one JSON line per case."""
-    from catalog.errors import ShopsearchError
-    from retrieval import Retriever
+    from core.errors import ShopsearchError
     from retrieval.encoder import BiEncoder
+    from retrieval.retriever import Retriever
 
     spec = json.loads(Path(spec_path).read_text())
     encoder = BiEncoder(spec["model"], device="cpu")
@@ -380,7 +380,7 @@ class _Bench:
 
     def results(self, index: Path) -> tuple[str, list[list[str]]]:
         """(live build id, top ids per query) of an index, opened and verified from scratch."""
-        from retrieval import Retriever
+        from retrieval.retriever import Retriever
 
         with Retriever.open(index, encoder=self.encoder, auto_refresh_s=None) as r:
             ids = [[h.product_id for h in r.search(q, k=TOP_K)] for q in self.queries]
@@ -948,7 +948,7 @@ class _Bench:
         import polars as pl
         from qdrant_client import QdrantClient
 
-        from catalog.errors import ShopsearchError
+        from core.errors import ShopsearchError
         from indexer.build import index_catalog
         from retrieval.store import IndexLocation, open_backend
 
@@ -1076,7 +1076,7 @@ def _fast_encoder(folder: Path, seed: int) -> Path:
     from sentence_transformers import SentenceTransformer
     from transformers import BertConfig, BertModel, BertTokenizerFast
 
-    from retrieval.encoder import default_model_path
+    from inference.models import default_model_path
 
     try:  # sentence-transformers 6 moved the modules
         from sentence_transformers.sentence_transformer import modules as st_modules

@@ -29,18 +29,13 @@ from evaluation.stats import paired_test
 from personalization.events import read_events
 from personalization.features import compute_features, with_clicks
 from personalization.impressions import impressions_from_events
-from personalization.learn import (
-    LogTrainConfig,
-    SearchAt,
-    click_snapshots,
-    features_at,
-    train_from_log,
-)
-from personalization.model import Group, PersonalRanker, PersonalTrainConfig, train_personal
 from personalization.personalizer import recent_vectors, taste_vector
+from personalization.ranker import PersonalRanker
 from research.simulate import SimConfig, build_world, simulate, utility, write_simulation
 from retrieval.hits import RankedHit
 from retrieval.retriever import Retriever
+from training.from_log import LogTrainConfig, SearchAt, click_snapshots, features_at, train_from_log
+from training.personal import Group, PersonalTrainConfig, train_personal
 
 DEPTH = 50
 #: Warm held-out searches re-run with the shopper's taste vector to measure personalized retrieval.
@@ -85,8 +80,8 @@ def prepare(
     log: Callable[[str], None] = print,
 ) -> Setup:
     """Retrieves and cross-scores the query pool once (cached in ``workdir/setup``)."""
-    from rerank.pipeline import rerank_hits
-    from rerank.reranker import Reranker, hit_text
+    from rerank.blend import rerank_hits
+    from rerank.cross_encoder import Reranker, hit_text
 
     workdir = Path(workdir) / "setup"
     workdir.mkdir(parents=True, exist_ok=True)

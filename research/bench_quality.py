@@ -303,8 +303,9 @@ def run_quality_benchmark(
         stage("hybrid fine-tuned", final_retriever, "hybrid")
         best_hybrid = "hybrid fine-tuned"
     if reranker_model is not None:
-        from rerank.pipeline import SearchPipeline, rerank_hits
-        from rerank.reranker import Reranker, hit_text
+        from rerank.blend import rerank_hits
+        from rerank.cross_encoder import Reranker, hit_text
+        from rerank.pipeline import SearchPipeline
 
         reranker = Reranker.load(reranker_model, device=device)
         owner = final_retriever or Retriever.open(
@@ -363,7 +364,7 @@ def run_quality_benchmark(
             lat_texts[: max(20, latency_queries // 4)],
         )
         if how.startswith("chosen"):  # the setting belongs with the model it was chosen for
-            from rerank.model import write_settings
+            from rerank.cross_encoder import write_settings
 
             write_settings(reranker_model, blend_weight=chosen)
         blend_note = {

@@ -263,8 +263,8 @@ def in_process(
     Runs as many inference threads as one of ``workers`` service workers does (``serve``
     splits the cores between its workers), so the difference is the service's own cost.
     """
+    from inference.backend import THREADS_ENV, apply_torch_threads, worker_threads
     from rerank.pipeline import SearchPipeline
-    from retrieval.backend import THREADS_ENV, apply_torch_threads, worker_threads
 
     threads = int(os.environ.get(THREADS_ENV) or worker_threads(workers))
     os.environ[THREADS_ENV] = str(threads)  # what the models read when they load

@@ -26,10 +26,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from catalog.errors import ShopsearchError
 from catalog.reader import read_catalog
 from catalog.schema import Product
 from catalog.text import product_text
+from core.errors import ShopsearchError
 from indexer.build import index_catalog
 from retrieval.encoder import BiEncoder
 from retrieval.retriever import Retriever
@@ -982,8 +982,8 @@ def run_speed_benchmark(
         enc_only = time_queries(lambda q: encoder.encode_query(q), queries, warm)
         latencies.append(_percentiles("query encoder alone", enc_only))
         if reranker is not None:
+            from rerank.cross_encoder import Reranker
             from rerank.pipeline import SearchPipeline
-            from rerank.reranker import Reranker
 
             rr = Reranker.load(reranker, device=device, backend=backend, quantize=quantize)
             few = queries[: max(20, len(queries) // 3)]

@@ -31,17 +31,17 @@ from typing import Any
 
 import numpy as np
 
-from catalog.errors import ShopsearchError
+from core.errors import ShopsearchError
 from evaluation.data import load_benchmark
 from evaluation.metrics import evaluate, mean_scores
 from evaluation.stats import paired_test
 from indexer.build import tune_index
 from research.bench_quality import _index_for, _run_from
 from retrieval.encoder import BiEncoder
-from retrieval.noise import TypoNoise
 from retrieval.retriever import QueryTuning, Retriever
 from retrieval.spelling import vocabulary_words
 from retrieval.store import IndexLocation
+from training.noise import TypoNoise
 
 METRICS = ("ndcg@10", "recall@100")
 DENSE_WEIGHTS = (0.1, 0.25, 0.5, 0.75, 1.0)
@@ -378,8 +378,8 @@ def run_typo_benchmark(
 
     pipeline_fn = None
     if reranker_model is not None:
+        from rerank.cross_encoder import Reranker
         from rerank.pipeline import SearchPipeline
-        from rerank.reranker import Reranker
 
         pipe = SearchPipeline(retriever, Reranker.load(reranker_model, device=device))
 
@@ -480,8 +480,8 @@ def run_typo_benchmark(
                 for mode in ("dense", "hybrid")
             }
             if plain_reranker is not None and pipeline_fn is not None:
+                from rerank.cross_encoder import Reranker
                 from rerank.pipeline import SearchPipeline
-                from rerank.reranker import Reranker
 
                 plain_pipe = SearchPipeline(plain, Reranker.load(plain_reranker, device=device))
                 systems["pipeline"] = (

@@ -66,8 +66,8 @@ def _parse_variants(
     ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
 ) -> list[tuple[str, str | None]]:
     """("torch", "onnx:int8") -> [("torch", None), ("onnx", "int8")]; else a usage error."""
-    from catalog.errors import ShopsearchError
-    from retrieval.backend import check_backend
+    from core.errors import ShopsearchError
+    from inference.backend import check_backend
 
     out = []
     for value in values:
@@ -367,7 +367,7 @@ def bench_typo_cmd(
 
 def _parse_depths(ctx: click.Context, param: click.Parameter, value: str) -> list[int]:
     """--depths "10,20,50" -> [10, 20, 50] (the default depth added); else one line, exit 2."""
-    from catalog.errors import ShopsearchError
+    from core.errors import ShopsearchError
     from research.bench_depth import parse_depths
 
     try:

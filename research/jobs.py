@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from catalog.errors import ShopsearchError
+from core.errors import ShopsearchError
 
 if TYPE_CHECKING:
     from research.bench_personal import PersonalizationReport

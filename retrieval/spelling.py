@@ -38,7 +38,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from catalog.errors import ShopsearchError
+from core.errors import ShopsearchError
 from retrieval.hits import QueryCorrection
 from retrieval.lexical import _UNIT_WORDS, STOPWORDS, _fold
 

@@ -26,7 +26,7 @@ import torch  # noqa: E402
 from safetensors.torch import load_file, save_file  # noqa: E402
 
 from evaluation.data import judgments_from, load_benchmark  # noqa: E402
-from retrieval.encoder import default_model_path  # noqa: E402
+from inference.models import default_model_path
 
 #: What the trainers need beyond torch + sentence-transformers + transformers (no deps resolved:
 #: accelerate would pull torch).

@@ -111,8 +111,8 @@ def mine(model_dir: Path, data: Judgments, device: str | None) -> dict[str, list
     """Top 50 of a bi-encoder (brute force) for every train and validation query."""
     from sentence_transformers import SentenceTransformer
 
-    from retrieval.encoder import pick_device
-    from retrieval.train import brute_force_top_k
+    from inference.models import pick_device
+    from training.retriever import brute_force_top_k
 
     st = SentenceTransformer(str(model_dir), device=pick_device(device))
     ids = sorted(data.texts)
@@ -153,8 +153,8 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     ensure_train_packages(args.wheels)
 
-    from rerank.train import RerankerTrainConfig, train_reranker
-    from retrieval.train import RetrieverTrainConfig, train_retriever
+    from training.reranker import RerankerTrainConfig, train_reranker
+    from training.retriever import RetrieverTrainConfig, train_retriever
 
     t0 = time.time()
     work, out = Path(args.work), Path(args.out)

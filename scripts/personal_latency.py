@@ -19,10 +19,10 @@ import polars as pl
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from personalization.model import PersonalRanker  # noqa: E402
 from personalization.personalizer import Personalizer, taste_vector  # noqa: E402
 from personalization.privacy import Pseudonymizer  # noqa: E402
 from personalization.profiles import ProfileStore  # noqa: E402
+from personalization.ranker import PersonalRanker
 from rerank.pipeline import SearchPipeline  # noqa: E402
 from retrieval.retriever import Retriever  # noqa: E402
 

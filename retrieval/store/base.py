@@ -23,8 +23,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 
-from catalog.errors import ShopsearchError
 from catalog.schema import CATEGORY_SEPARATOR, normalize_category
+from core.errors import ShopsearchError
 from retrieval.filters import Filters
 from retrieval.hits import RankedHit
 

@@ -26,7 +26,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from catalog.errors import ShopsearchError
+from core.errors import ShopsearchError
 from retrieval.filters import Filters
 from retrieval.hits import RankedHit
 from retrieval.store import request as rq

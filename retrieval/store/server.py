@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from catalog.errors import ShopsearchError
+from core.errors import ShopsearchError
 from retrieval.filters import Filters
 from retrieval.hits import RankedHit
 from retrieval.store import request as rq

@@ -16,7 +16,7 @@ from typing import Any
 
 import click
 
-from catalog.errors import ShopsearchError
+from core.errors import ShopsearchError
 
 PLUGIN_GROUP = "shopsearch.commands"
 USER_ERROR_EXIT = 2

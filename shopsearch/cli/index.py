@@ -144,7 +144,7 @@ def vocabulary_cmd(
     Words with a digit and typos the corrector already fixes stay out. Running it again with a
     newer log replaces the earlier log's words; `index --mode full` drops them.
     """
-    from indexer.build import add_log_vocabulary
+    from indexer.vocabulary import add_log_vocabulary
 
     summary = add_log_vocabulary(location, log_path, min_shoppers=min_shoppers, profiles=profiles)
     if as_json:

@@ -35,7 +35,7 @@ def optimize_cmd(model: str, backend: str, quantize: str | None, all_int8: bool)
     """
     import time
 
-    from retrieval.backend import optimize
+    from inference.backend import optimize
 
     start = time.perf_counter()
     written = optimize(model, backend=backend, quantize=quantize, all_int8=all_int8)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from catalog.errors import ShopsearchError
+from core.errors import ShopsearchError
 
 INDEX_HELP = "Directory of the embedded (qdrant-edge) index."
 URL_HELP = "Qdrant server URL, instead of --index (e.g. http://localhost:6333)."
@@ -120,7 +120,7 @@ def backend_options(fn):
     def wrapper(*args, backend, quantize, threads, **kwargs):
         import os
 
-        from retrieval.backend import THREADS_ENV, check_backend
+        from inference.backend import THREADS_ENV, check_backend
 
         check_backend(backend, quantize)
         if threads is not None:

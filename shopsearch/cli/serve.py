@@ -15,7 +15,7 @@ from pathlib import Path
 
 import click
 
-from catalog.errors import ShopsearchError
+from core.errors import ShopsearchError
 from shopsearch.cli.options import backend_options, profiles_option
 
 APP = "shopsearch.service.app:create_app_from_env"
@@ -124,7 +124,7 @@ def serve(
     """Serve search over HTTP: /search, /events, /users/{id}, /metrics, a page at /."""
     import uvicorn
 
-    from retrieval.backend import THREADS_ENV, worker_threads
+    from inference.backend import THREADS_ENV, worker_threads
     from shopsearch.service.app import LOG_LEVEL_ENV
     from shopsearch.service.metrics import MULTIPROC_ENV
     from shopsearch.service.settings import API_KEY_ENV, ServiceSettings

@@ -152,7 +152,7 @@ def train_retriever_cmd(
     progress,
 ) -> None:
     """Fine-tune the bi-encoder on DATA's train split (in-batch negatives); best checkpoint to OUT."""
-    from retrieval.train import RetrieverTrainConfig, train_retriever
+    from training.retriever import RetrieverTrainConfig, train_retriever
 
     config = RetrieverTrainConfig(
         base_model=base_model,
@@ -251,8 +251,8 @@ def train_reranker_cmd(
 
     With --teacher, distil: the same pairs, the teacher's scores as targets (MSE on logits);
     --max-minutes then counts the teacher's scoring too."""
-    from rerank.candidates import train_reranker_on_index
-    from rerank.train import RerankerTrainConfig
+    from training.candidates import train_reranker_on_index
+    from training.reranker import RerankerTrainConfig
 
     config = RerankerTrainConfig(
         base_model=base_model,
@@ -343,9 +343,9 @@ def train_personal_cmd(
     Position bias is estimated from the log itself (regression-EM) and corrected with clipped
     inverse-propensity weights; OUT gets the model and report.json/.md/propensity.png.
     """
-    from personalization.learn import LogTrainConfig
-    from personalization.model import PersonalTrainConfig
-    from rerank.pipeline import SearchPipeline, train_personal_from_log
+    from rerank.pipeline import SearchPipeline
+    from training.from_log import LogTrainConfig, train_personal_from_log
+    from training.personal import PersonalTrainConfig
 
     config = LogTrainConfig(
         val_days=val_days,

@@ -34,7 +34,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.security import APIKeyHeader
 from pydantic import BaseModel
 
-from catalog.errors import ShopsearchError
+from core.errors import ShopsearchError
 from shopsearch.service.metrics import Metrics
 from shopsearch.service.models import (
     MAX_USER_ID_CHARS,

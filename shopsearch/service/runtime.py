@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from catalog.errors import ShopsearchError
+from core.errors import ShopsearchError
 from personalization.privacy import Pseudonymizer
 from shopsearch.service.settings import ServiceSettings
 

@@ -15,7 +15,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from catalog.errors import ShopsearchError
+from core.errors import ShopsearchError
 
 SETTINGS_ENV = "SHOPSEARCH_SERVE_SETTINGS"
 API_KEY_ENV = "SHOPSEARCH_API_KEY"

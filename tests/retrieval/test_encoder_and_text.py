@@ -1,0 +1,118 @@
+"""The packaged MiniLM bi-encoder, model resolution, the product-text recipe and filters."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from catalog.schema import Product, normalize_category
+from catalog.text import product_text
+from core.errors import ShopsearchError
+from inference.models import default_model_path, model_fingerprint, resolve_model_path
+from retrieval.encoder import BiEncoder
+from retrieval.filters import Filters
+
+
+@pytest.fixture(scope="module")
+def minilm():
+    return BiEncoder(device="cpu")
+
+
+def test_packaged_minilm_is_offline_default(minilm):
+    assert minilm.path == default_model_path()
+    assert minilm.path.is_dir() and "site-packages" in str(minilm.path)
+    assert minilm.dim == 384
+    assert len(minilm.fingerprint) == 16
+
+
+def test_vectors_are_normalised_float32_and_meaningful(minilm):
+    docs = minilm.encode_document(
+        [
+            "Cordless 20V drill driver kit",
+            "Pull-down kitchen faucet in matte black",
+            "LED light bulb 60W",
+        ]
+    )
+    assert docs.dtype == np.float32 and docs.shape == (3, 384)
+    np.testing.assert_allclose(np.linalg.norm(docs, axis=1), 1.0, atol=1e-5)
+    q = minilm.encode_query("power drill")
+    assert q.shape == (384,)
+    assert int(np.argmax(docs @ q)) == 0
+    assert int(np.argmax(docs @ minilm.encode_query("sink tap"))) == 1
+
+
+def test_empty_input_and_long_query(minilm):
+    assert minilm.encode_document([]).shape == (0, 384)
+    assert minilm.encode_query([]).shape == (0, 384)
+    assert minilm.encode_query("drill " * 10_000).shape == (384,)
+
+
+def test_batches_group_texts_by_tokens_not_characters(minilm):
+    # sizes and model numbers cost many tokens per character; plain words few
+    dense = ["1/2 in. x 3/4 in. 90-deg", "3/8-16 x 1-1/4 zn", "#10-24 x 3/4 in."]
+    wordy = ["stainless steel kitchen sink", "cordless drill driver kit", "pendant lighting"]
+    texts = [dense[0], wordy[0], dense[1], wordy[1], dense[2], wordy[2]]
+    count = [len(minilm.model.tokenizer(t)["input_ids"]) for t in texts]
+    assert min(count[0::2]) > max(count[1::2])  # the premise
+    assert max(map(len, dense)) < max(map(len, wordy))  # ...which characters do not show
+    batches = minilm.token_batches(texts, 3)
+    assert [sorted(b.tolist()) for b in batches] == [[1, 3, 5], [0, 2, 4]]
+
+
+def test_batched_vectors_come_back_in_input_order(minilm):
+    texts = [
+        f"{n} in. x {n + 1} in. bolt" if n % 2 else "deck screws" * (n % 5 + 1) for n in range(9)
+    ]
+    texts[4] = "cordless drill " * 600  # cut at the model's max length
+    alone = np.stack([minilm.encode_document([t])[0] for t in texts])
+    for size in (2, 3):  # five token-sorted calls, the last of one text; three full ones
+        together = minilm.encode_document(texts, batch_size=size)
+        np.testing.assert_allclose(together, alone, atol=1e-5)
+    with pytest.raises(ValueError, match="batch_size"):
+        minilm.encode_document(texts, batch_size=-1)
+
+
+def test_model_resolution_errors(tmp_path):
+    with pytest.raises(ShopsearchError, match="nothing is downloaded"):
+        resolve_model_path("sentence-transformers/some-other-model")
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(ShopsearchError, match="no weights"):
+        model_fingerprint(tmp_path)
+
+
+def test_fingerprint_follows_weights(tiny_model, tiny_model_b):
+    assert model_fingerprint(tiny_model) != model_fingerprint(tiny_model_b)
+    assert model_fingerprint(tiny_model) == model_fingerprint(tiny_model)
+
+
+def test_product_text_recipe():
+    p = Product(
+        product_id="1",
+        title="Voltmax 20V Cordless Drill",
+        brand="Voltmax",
+        category="Tools > Power Tools > Drills",
+        attributes={"voltage": "20V", "color": "Yellow", "weight": "3 lb"},
+    )
+    text = product_text(p)
+    assert text.startswith("Voltmax 20V Cordless Drill")
+    assert "brand:" not in text  # brand already in the title
+    assert "category: Tools > Power Tools > Drills" in text
+    assert "color: Yellow" in text and "voltage: 20V" in text and "weight" not in text
+    q = Product(product_id="2", title="Shovel", brand="Diggers")
+    assert product_text(q) == "Shovel | brand: Diggers"
+
+
+def test_category_levels_and_normalisation():
+    assert normalize_category(" Tools>Hand Tools >  Pliers ") == "Tools > Hand Tools > Pliers"
+    p = Product(product_id="1", title="t", category="Tools > Hand Tools > Pliers")
+    assert p.category_levels() == ["Tools", "Tools > Hand Tools", "Tools > Hand Tools > Pliers"]
+
+
+def test_filters_validation():
+    assert Filters().is_empty()
+    assert Filters.coerce({"brand": "Acme"}).brands == ("Acme",)
+    assert Filters.coerce({"category": "Tools>Drills"}).category == "Tools > Drills"
+    with pytest.raises(ShopsearchError, match="unknown filter"):
+        Filters.coerce({"colour": "red"})
+    with pytest.raises(ShopsearchError, match="negative"):
+        Filters(min_price=-1)

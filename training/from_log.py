@@ -1,0 +1,562 @@
+"""Learn personalization from a shop's own log, corrected for position bias.
+
+    log -> impressions (what was shown, what was done)      personalization.impressions
+        -> features as they were at each search (replay)    personalization.features
+        -> examination per rank, estimated from the log     personalization.propensity
+        -> the fusion model, trained with clipped IPW       personalization.model
+
+One function, :func:`train_from_log`, used by ``shopsearch train personal`` and by the
+personalization benchmark alike. Relevance comes from the caller (``rank``: the relevance-only
+pipeline, so training sees the scores serving will give), which keeps this package free of
+the reranker's imports.
+
+Training lists are the shown products that are among the query's relevance-only candidates;
+the label of each is what the shopper did with it (purchase > add to cart > click > nothing),
+each interacted product's weight is ``label / max(theta_rank, clip)``, and the loss is a
+softmax over each list (the IPW listwise loss of Ai et al., "Unbiased Learning to Rank with
+Unbiased Propensity Estimation", SIGIR 2018), divided by the list's number of interacted
+products so the weights keep their size. Early stopping reads the validation period's
+inverse-propensity-scored DCG@10. The features include what the log says about each
+(query, product), as clicks over expected clicks under the same curve
+(:mod:`personalization.clickstats`), counted only from lists shown before each search;
+the model keeps the whole log's counts for serving. ``correct=False`` trains the naive model
+(``theta = 1`` everywhere: clicks against shown-not-clicked, raw click-through rates).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import tempfile
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from core.errors import ShopsearchError
+from personalization.clickstats import ClickCounts, ClickStats
+from personalization.events import Event
+from personalization.features import FEATURE_NAMES, compute_features, with_clicks
+from personalization.impressions import Impression, ImpressionStats, impressions_from_events
+from personalization.personalizer import VectorLookup, recent_vectors
+from personalization.privacy import Pseudonymizer
+from personalization.profiles import ProfileStore, UserProfile
+from personalization.ranker import PersonalRanker
+from rerank.pipeline import DEFAULT_RERANK_DEPTH, SearchPipeline
+from retrieval.hits import RankedHit
+from training.personal import Group, PersonalTrainConfig, train_personal
+from training.propensity import DEFAULT_CLIP, Propensities, estimate_propensities
+
+#: Ranks relevance-only: queries -> per query, its candidates with ``relevance`` set (and
+#: vectors, for the similarity features), best first.
+RankFn = Callable[[Sequence[str]], list[list[RankedHit]]]
+#: Looks up what the features read about products (brand, category, price), as the index stores
+#: it: ``ids -> {product_id: payload}`` (missing ids absent).
+ItemLookup = Callable[[Sequence[str]], dict[str, dict[str, Any]]]
+#: Features the examination model must not see: they describe where an item stood, or (the
+#: click evidence) need the examination curve it estimates.
+POSITION_FEATURES = ("rank_discount", "query_coec", "query_exposure")
+_DAY = 86400.0
+
+
+@dataclass(frozen=True)
+class LogTrainConfig:
+    """Options of :func:`train_from_log`.
+
+    Attributes:
+        val_days: The log's last days validate (early stopping); the rest trains.
+        correct: Correct for position bias (False: the naive model).
+        clip: Smallest propensity divided by (inverse weights are at most ``1 / clip``).
+        max_rank: Ranks whose examination is estimated (deeper shown products are dropped).
+        flush_s: Profiles and popularity are replayed in steps of this many seconds, as a
+            live shop would have had them.
+        click_evidence: Give the model the log's clicks over expected clicks per (query,
+            product) (``query_coec``, ``query_exposure``); False leaves them 0 (an ablation).
+        model: Options of the fusion model's training.
+    """
+
+    val_days: float = 7.0
+    correct: bool = True
+    clip: float = DEFAULT_CLIP
+    max_rank: int = 10
+    flush_s: float = 3600.0
+    click_evidence: bool = True
+    model: PersonalTrainConfig = field(default_factory=lambda: PersonalTrainConfig(loss="listwise"))
+
+
+@dataclass(frozen=True)
+class LogTrainReport:
+    """What training from a log used, skipped and learned."""
+
+    log: ImpressionStats
+    train_searches: int
+    val_searches: int
+    shown_products_used: int
+    skipped: dict[str, int]
+    propensity: list[float]
+    corrected: bool
+    best_val_ips_dcg: float
+    baseline_val_ips_dcg: float
+    history: list[dict]
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Lesson:
+    """One shown list, featurized as it was at the time of the search."""
+
+    impression: Impression
+    positions: np.ndarray  # 1-based shown positions of the kept products
+    labels: np.ndarray  # 0..3 per kept product
+    relevance: np.ndarray
+    feats: np.ndarray  # click columns 0 here: see with_clicks()
+    clicks: ClickCounts  # the log's counts for these products, as they stood at the search
+
+    def with_clicks(self, theta: Sequence[float] | None) -> np.ndarray:
+        """The features with the click evidence computed for the examination curve ``theta``
+        (None: no correction)."""
+        return with_clicks(self.feats, self.clicks.features(theta))
+
+
+def click_snapshots(
+    impressions: Sequence[Impression],
+    wanted: Sequence[tuple[float, str, Sequence[str]]],
+    max_rank: int,
+    delay_s: float,
+) -> tuple[list[ClickCounts], ClickStats]:
+    """The click counts each search could have read, and the counts of the whole log.
+
+    Args:
+        impressions: The log's shown lists, in time order.
+        wanted: ``(timestamp, query, product ids)`` per search to look up, in time order.
+        max_rank: Ranks counted.
+        delay_s: A shown list counts for searches at least this long after it (the shop
+            refreshes its counts in batches, and its clicks come after it).
+
+    Returns:
+        Per wanted search, its products' counts as they stood then, and the
+        :class:`ClickStats` of every impression.
+    """
+    stats = ClickStats(max_rank)
+    out = []
+    j = 0
+    for ts, query, pids in wanted:
+        while j < len(impressions) and impressions[j].timestamp + delay_s <= ts:
+            stats.add(impressions[j].query, impressions[j].shown, impressions[j].labels)
+            j += 1
+        out.append(stats.lookup(query, pids))
+    for m in impressions[j:]:
+        stats.add(m.query, m.shown, m.labels)
+    return out, stats
+
+
+def lessons_from_log(
+    events: Sequence[Event],
+    rank: RankFn,
+    vectors: VectorLookup,
+    max_rank: int = 10,
+    flush_s: float = 3600.0,
+    batch_queries: int = 64,
+    items: ItemLookup | None = None,
+) -> tuple[list[Lesson], ImpressionStats, dict[str, int], ClickStats]:
+    """Impressions with features computed from what was known before each search.
+
+    ``items`` supplies the catalog attributes of logged products that are not among the
+    candidates (see :func:`features_at`).
+
+    Returns:
+        (lessons in time order, the log's counts, skipped shown products/searches by reason,
+        the click counts of the whole log).
+
+    Raises:
+        ShopsearchError: The log has no search with a shown list.
+    """
+    impressions, stats = impressions_from_events(events)
+    if not impressions:
+        raise ShopsearchError(
+            f"the log has {stats.searches} searches and none with a shown list: training "
+            "needs the 'results' field on search events (the product ids shown, in order)"
+        )
+    queries = sorted({m.query for m in impressions})
+    candidates: dict[str, dict[str, RankedHit]] = {}
+    for i in range(0, len(queries), batch_queries):
+        chunk = queries[i : i + batch_queries]
+        for q, hits in zip(chunk, rank(chunk), strict=True):
+            candidates[q] = {h.product_id: h for h in hits}
+    skipped: Counter[str] = Counter()
+    usable: list[tuple[Impression, list[tuple[int, str, int]]]] = []
+    for m in impressions:
+        cands = candidates.get(m.query, {})
+        kept = [
+            (pos, pid, label)
+            for pos, (pid, label) in enumerate(zip(m.shown, m.labels, strict=True), start=1)
+            if pos <= max_rank and pid in cands
+        ]
+        lost = sum(1 for pos, pid in enumerate(m.shown, 1) if pos <= max_rank and pid not in cands)
+        if lost:
+            skipped["shown product not among the query's relevance-only candidates"] += lost
+        if len(kept) < 2:
+            skipped["search with fewer than 2 usable shown products"] += 1
+            continue
+        usable.append((m, kept))
+    searches = [
+        SearchAt(m.timestamp, m.user_id, [candidates[m.query][pid] for _, pid, _ in kept])
+        for m, kept in usable
+    ]
+    snapshots, clicks = click_snapshots(
+        impressions,
+        [(m.timestamp, m.query, [pid for _, pid, _ in kept]) for m, kept in usable],
+        max_rank,
+        flush_s,
+    )
+    lessons = [
+        Lesson(
+            m,
+            np.array([p for p, _, _ in kept], dtype=np.int64),
+            np.array([lab for _, _, lab in kept], dtype=np.float32),
+            np.array([cands.relevance or 0.0 for cands in at.hits], dtype=np.float32),
+            feats,
+            snap,
+        )
+        for (m, kept), at, (_, feats), snap in zip(
+            usable,
+            searches,
+            features_at(events, searches, vectors, flush_s, items),
+            snapshots,
+            strict=True,
+        )
+    ]
+    return lessons, stats, dict(skipped), clicks
+
+
+@dataclass(frozen=True)
+class SearchAt:
+    """A search to featurize: when, by whom (raw id, in memory only), and its candidates."""
+
+    timestamp: float
+    user_id: str = field(repr=False)
+    hits: Sequence[RankedHit]
+
+
+def features_at(
+    events: Sequence[Event],
+    searches: Sequence[SearchAt],
+    vectors: VectorLookup,
+    flush_s: float = 3600.0,
+    items: ItemLookup | None = None,
+) -> list[tuple[UserProfile, np.ndarray]]:
+    """Each search's profile and features as a live shop would have had them.
+
+    The events are replayed in time order into a throw-away profile store, in steps of
+    ``flush_s`` seconds (profiles and popularity update as ingest would), and each search
+    reads the profile of its shopper from events strictly before it. The store first gets
+    the catalog attributes (brand, category, price) of every product the log and the
+    candidates name, as ``events ingest`` gives the serving store, so the brand, category
+    and price features are computed in training as they are at query time.
+
+    Args:
+        events: The whole log (any order).
+        searches: The searches to featurize, in time order.
+        vectors: Product vectors from the index.
+        flush_s: Replay step, seconds.
+        items: Payloads of logged products (the candidates' own payloads are used first);
+            None: only the candidates' payloads.
+
+    Returns:
+        Per search: (point-in-time profile, features ``(len(hits), len(FEATURE_NAMES))``).
+    """
+    ordered = sorted(events, key=lambda e: e.timestamp)
+    out: list[tuple[UserProfile, np.ndarray]] = []
+    with tempfile.TemporaryDirectory(prefix="shopsearch-replay-") as tmp:
+        store = ProfileStore(Path(tmp) / "replay.sqlite")
+        pz = Pseudonymizer(secrets.token_bytes(32))  # replay only: deleted with the folder
+        store.upsert_items(_catalog_records(ordered, searches, items))
+        ei, pending = 0, []
+        next_flush = ordered[0].timestamp + flush_s if ordered else 0.0
+        try:
+            for at in searches:
+                while ei < len(ordered) and ordered[ei].timestamp < at.timestamp:
+                    pending.append(ordered[ei])
+                    ei += 1
+                    if pending[-1].timestamp >= next_flush:
+                        store.ingest(pending, pz)
+                        pending, next_flush = [], pending[-1].timestamp + flush_s
+                if pending and at.timestamp >= next_flush:
+                    store.ingest(pending, pz)
+                    pending, next_flush = [], at.timestamp + flush_s
+                profile = store.profile(pz.pseudonym(at.user_id), before=at.timestamp)
+                feats = compute_features(
+                    profile,
+                    at.hits,
+                    store.popularity([h.product_id for h in at.hits]),
+                    recent_vectors(profile, vectors),
+                )
+                out.append((profile, feats))
+        finally:
+            store.close()
+    return out
+
+
+def _catalog_records(
+    events: Sequence[Event], searches: Sequence[SearchAt], items: ItemLookup | None
+) -> list[dict[str, Any]]:
+    """What the profiles need about every product the log or the candidates name."""
+    records: dict[str, dict[str, Any]] = {}
+    for at in searches:
+        for h in at.hits:
+            records.setdefault(h.product_id, {**h.payload, "product_id": h.product_id})
+    missing = sorted({e.product_id for e in events if e.product_id} - records.keys())
+    if items is not None:
+        for i in range(0, len(missing), 1000):
+            for pid, payload in items(missing[i : i + 1000]).items():
+                records[pid] = {**payload, "product_id": pid}
+    return list(records.values())
+
+
+def estimate_from_lessons(lessons: Sequence[Lesson], max_rank: int) -> Propensities:
+    """Examination per rank from the lessons' clicks (regression-EM on their features)."""
+    keep = [i for i, name in enumerate(FEATURE_NAMES) if name not in POSITION_FEATURES]
+    return estimate_propensities(
+        np.concatenate([ls.positions for ls in lessons]),
+        np.concatenate([(ls.labels > 0).astype(np.float64) for ls in lessons]),
+        np.concatenate([ls.feats[:, keep] for ls in lessons]),
+        max_rank=max_rank,
+    )
+
+
+def groups_from_lessons(
+    lessons: Sequence[Lesson],
+    propensity: Propensities | None,
+    clip: float,
+    click_evidence: bool = True,
+) -> list[Group]:
+    """Training groups: label = interacted, weight = grade / propensity (1 when None)."""
+    out = []
+    theta = list(propensity.theta) if propensity is not None else None
+    for ls in lessons:
+        inverse = (
+            propensity.inverse_weights(ls.positions, clip)
+            if propensity is not None
+            else np.ones(len(ls.positions))
+        )
+        out.append(
+            Group(
+                ls.impression.search_id,
+                ls.relevance,
+                ls.with_clicks(theta) if click_evidence else ls.feats,
+                (ls.labels > 0).astype(np.float32),
+                (np.maximum(ls.labels, 1.0) * inverse).astype(np.float32),
+            )
+        )
+    return out
+
+
+def train_from_log(
+    events: Sequence[Event],
+    rank: RankFn,
+    vectors: VectorLookup,
+    config: LogTrainConfig | None = None,
+    relevance_source: dict[str, Any] | None = None,
+    log: Callable[[str], None] = print,
+    items: ItemLookup | None = None,
+) -> tuple[PersonalRanker, LogTrainReport]:
+    """Trains the fusion model from a log of impressions and interactions.
+
+    Args:
+        events: The validated log (:func:`personalization.events.read_events`).
+        rank: The relevance-only pipeline (see :data:`RankFn`).
+        vectors: Product vectors from the index (for the similarity features).
+        config: Options.
+        relevance_source: What produced the relevance scores (reranker fingerprint and blend
+            weight), recorded in the model so serving can refuse another.
+        log: Progress lines.
+        items: Catalog attributes of logged products (see :func:`features_at`).
+
+    Returns:
+        The trained model (its ``meta`` records the propensities, the relevance source and
+        the feature list) and the report.
+
+    Raises:
+        ShopsearchError: No search with a shown list, no interaction to learn from, or too
+            few searches in the training or validation period.
+    """
+    config = config or LogTrainConfig()
+    lessons, stats, skipped, clicks = lessons_from_log(
+        events, rank, vectors, config.max_rank, config.flush_s, items=items
+    )
+    log(
+        f"personal: {stats.searches} searches, {stats.searches_with_impressions} with a shown "
+        f"list; {stats.interactions_attributed} of {stats.interactions} interactions attributed; "
+        f"{len(lessons)} lists to learn from"
+    )
+    if not lessons:
+        raise ShopsearchError("no shown list has 2 products among the relevance candidates")
+    end = lessons[-1].impression.timestamp
+    split = end - config.val_days * _DAY
+    train = [ls for ls in lessons if ls.impression.timestamp < split]
+    val = [ls for ls in lessons if ls.impression.timestamp >= split]
+    if len(train) < 20 or not val:
+        raise ShopsearchError(
+            f"{len(train)} searches before and {len(val)} in the last {config.val_days:g} "
+            "days: need at least 20 to train and 1 to validate (lower --val-days?)"
+        )
+    if not any(ls.labels.any() for ls in train):
+        raise ShopsearchError("no interaction on any shown product in the training period")
+    propensity = estimate_from_lessons(train, config.max_rank) if config.correct else None
+    if propensity is not None:
+        log(
+            "personal: estimated examination by rank: "
+            + ", ".join(f"{t:.2f}" for t in propensity.theta)
+        )
+    model, report = train_personal(
+        groups_from_lessons(train, propensity, config.clip, config.click_evidence),
+        config.model,
+        log=log,
+        val_groups=groups_from_lessons(val, propensity, config.clip, config.click_evidence),
+    )
+    theta = [float(t) for t in propensity.theta] if propensity is not None else []
+    model.click_stats = clicks if config.click_evidence else None
+    model.meta.update(
+        relevance=relevance_source or {},
+        propensity=theta,
+        corrected=config.correct,
+        log_config={k: v for k, v in asdict(config).items() if k != "model"},
+    )
+    return model, LogTrainReport(
+        log=stats,
+        train_searches=len(train),
+        val_searches=len(val),
+        shown_products_used=int(sum(len(ls.positions) for ls in lessons)),
+        skipped={**stats.skipped, **skipped},
+        propensity=theta,
+        corrected=config.correct,
+        best_val_ips_dcg=report.best_val_ips_dcg,
+        baseline_val_ips_dcg=report.baseline_val_ips_dcg,
+        history=report.history,
+    )
+
+
+def write_report(
+    report: LogTrainReport, out: str | Path, true_curve: Sequence[float] | None = None
+) -> Path:
+    """``report.json``, ``report.md`` and ``propensity.png`` (the examination curve) in ``out``."""
+    import json
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.json").write_text(json.dumps(report.as_dict(), indent=1, default=str))
+    lines = [
+        "# Personalization trained from the log",
+        "",
+        f"- searches: {report.log.searches}, with a shown list: {report.log.searches_with_impressions}",
+        f"- interactions: {report.log.interactions}, attributed: {report.log.interactions_attributed}",
+        f"- lists: {report.train_searches} train, {report.val_searches} validation "
+        f"({report.shown_products_used} shown products used)",
+        f"- position-bias correction: {'on' if report.corrected else 'off (naive)'}",
+        f"- validation IPS-DCG@10 of the interactions: {report.baseline_val_ips_dcg:.4f} -> "
+        f"{report.best_val_ips_dcg:.4f}",
+        "",
+        "| skipped | count |",
+        "|---|---|",
+        *[f"| {reason} | {n} |" for reason, n in sorted(report.skipped.items())],
+        "",
+    ]
+    if report.propensity:
+        lines += ["| rank | estimated examination |", "|---|---|"]
+        lines += [f"| {k} | {t:.3f} |" for k, t in enumerate(report.propensity, start=1)]
+        lines.append("")
+    lines += ["| epoch | train loss | validation IPS-DCG@10 |", "|---|---|---|"]
+    lines += [
+        f"| {h['epoch']} | {h.get('train_loss', float('nan')):.4f} | {h['val_ips_dcg@10']:.4f} |"
+        for h in report.history
+    ]
+    (out / "report.md").write_text("\n".join(lines) + "\n")
+    if report.propensity:
+        try:
+            import matplotlib
+
+            matplotlib.use("Agg")
+            import matplotlib.pyplot as plt
+        except ImportError:  # plotting is a research extra; the JSON and Markdown stand alone
+            return out
+        ranks = np.arange(1, len(report.propensity) + 1)
+        fig, ax = plt.subplots(figsize=(5, 3.2))
+        ax.plot(ranks, report.propensity, "o-", label="estimated")
+        if true_curve is not None:
+            ax.plot(ranks, list(true_curve)[: len(ranks)], "k--", label="true (simulator)")
+        ax.set_xlabel("rank")
+        ax.set_ylabel("P(examined), rank 1 = 1")
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(out / "propensity.png", dpi=120)
+        plt.close(fig)
+    return out
+
+
+def train_personal_from_log(
+    log_path: str | os.PathLike[str],
+    pipeline: SearchPipeline,
+    out: str | os.PathLike[str],
+    config: Any = None,
+    depth: int = DEFAULT_RERANK_DEPTH,
+    log: Any = print,
+    profiles: str | os.PathLike[str] | None = None,
+):
+    """``shopsearch train personal``: a log file -> a personalization model folder + report.
+
+    Args:
+        log_path: The event log (Parquet or JSON Lines) with impressions.
+        pipeline: The relevance-only pipeline serving will use (its reranker and blend).
+        out: Output folder (the model, ``report.json``/``.md``, ``propensity.png``).
+        config: :class:`personalization.learn.LogTrainConfig`.
+        depth: Relevance candidates per query (what serving reranks).
+        log: Progress lines.
+        profiles: The serving profile directory: the events of shoppers ``forget-user`` erased
+            there are left out, so a log written before the erasure cannot train them back
+            into the model (its weights and click counts).
+
+    Returns:
+        The :class:`personalization.learn.LogTrainReport`.
+
+    Raises:
+        ShopsearchError: An unreadable log, a log without impressions, too little data.
+    """
+    from personalization.events import read_events
+
+    events = []
+    rejected = 0
+    for batch in read_events(log_path):
+        events.extend(batch.events)
+        rejected += len(batch.rejects)
+    if rejected:
+        log(f"personal: {rejected} rows of {log_path} rejected (run 'events ingest' to list them)")
+    if profiles is not None:
+        events = _without_forgotten(events, profiles, log)
+    model, report = train_from_log(
+        events,
+        pipeline.relevance_fn(depth),
+        pipeline.retriever.vectors,
+        config,
+        relevance_source=pipeline.relevance_source(),
+        log=log,
+        items=pipeline.retriever.payloads,
+    )
+    model.save(out)
+    write_report(report, out)
+    return report
+
+
+def _without_forgotten(events: list, profiles: str | os.PathLike[str], log: Any) -> list:
+    """The events of shoppers the profile store has not erased (and a line saying how many not)."""
+    from personalization.ingest import without_forgotten
+
+    kept, gone = without_forgotten(events, profiles)
+    if gone:
+        log(f"personal: left out {len(events) - len(kept)} events of {gone} forgotten shoppers")
+    return kept
