@@ -208,7 +208,7 @@ def _catalogs(scratch: Path, n: int, seed: int) -> tuple[Path, Path, list[str]]:
     """Catalog A, catalog B (a share of A's products retitled and repriced), and queries."""
     import polars as pl
 
-    from research.sample_catalog import write_sample_catalog
+    from catalog.sample import write_sample_catalog
 
     a = write_sample_catalog(scratch / "catalog-a.parquet", n=n, seed=seed)
     df = pl.read_parquet(a)
@@ -1013,7 +1013,7 @@ class _Bench:
         model's tokenizer and width, one layer): what grows with the catalog is the store's,
         and the packaged model would spend most of the time encoding.
         """
-        from research.sample_catalog import write_sample_catalog
+        from catalog.sample import write_sample_catalog
 
         model = self.model or str(_fast_encoder(self.scratch / "fast-encoder", self.seed))
         runs = []

@@ -68,8 +68,8 @@ def _percentiles(ms: list[float]) -> dict[str, float]:
 
 def build_index(workdir: Path, n: int, seed: int) -> Path:
     """A sample catalog of ``n`` products indexed with the packaged model (reused if there)."""
+    from catalog.sample import write_sample_catalog
     from indexer.build import index_catalog
-    from research.sample_catalog import write_sample_catalog
     from retrieval.store import IndexLocation
 
     index = workdir / f"index-{n}-{seed}"
@@ -317,7 +317,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         parser.error(f"--concurrency: 1 to {MAX_LEVELS} levels of 1..{MAX_CLIENTS} clients")
     if not 1 <= args.seconds <= MAX_SECONDS:
         parser.error(f"--seconds must be in 1..{MAX_SECONDS:.0f}")
-    from research.sample_catalog import SAMPLE_QUERIES
+    from catalog.sample import SAMPLE_QUERIES
 
     queries = list(SAMPLE_QUERIES)
     args.workdir.mkdir(parents=True, exist_ok=True)

@@ -28,7 +28,7 @@ from shopsearch.cli.options import backend_options, device_option, stderr_log
 )
 def sample_catalog(out: Path, n: int, seed: int) -> None:
     """Write a realistic synthetic catalog to OUT (.parquet, .csv or .jsonl)."""
-    from research.sample_catalog import write_sample_catalog
+    from catalog.sample import write_sample_catalog
 
     path = write_sample_catalog(out, n=n, seed=seed)
     click.echo(f"wrote {n} products to {path}")

@@ -27,8 +27,8 @@ def demo_steps(workdir: Path, n: int = 2000, seed: int = 0, k: int = 5) -> Itera
 
     Yields the demo's output, a block at a time, as each step finishes.
     """
+    from catalog.sample import SAMPLE_QUERIES, write_sample_catalog
     from indexer.build import index_catalog
-    from research.sample_catalog import SAMPLE_QUERIES, write_sample_catalog
     from retrieval.retriever import Retriever
     from retrieval.store import IndexLocation
     from shopsearch.cli.search import format_hits

@@ -54,7 +54,7 @@ def build_tiny_bert(folder: Path, words: list[str], seed: int = 0) -> Path:
 @pytest.fixture(scope="session")
 def sample_products():
     """300 synthetic products (deterministic)."""
-    from research.sample_catalog import generate_products
+    from catalog.sample import generate_products
 
     return generate_products(300, seed=3)
 
@@ -88,7 +88,7 @@ def tiny_encoder(tiny_model):
 @pytest.fixture(scope="session")
 def sample_catalog(tmp_path_factory, sample_products) -> Path:
     """The 300 products as a Parquet catalog."""
-    from research.sample_catalog import write_sample_catalog
+    from catalog.sample import write_sample_catalog
 
     return write_sample_catalog(
         tmp_path_factory.mktemp("catalog") / "catalog.parquet", n=300, seed=3

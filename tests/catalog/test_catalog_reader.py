@@ -21,8 +21,8 @@ from catalog.reader import (
     read_catalog,
     write_rejects,
 )
+from catalog.sample import generate_products, write_sample_catalog
 from catalog.schema import Product
-from research.sample_catalog import generate_products, write_sample_catalog
 
 
 def _read(path: Path, **kwargs) -> tuple[list[Product], list[Reject], list[str]]:

@@ -380,6 +380,38 @@ def test_every_first_party_import_of_the_runtime_is_in_the_image(image_wheel: Pa
     assert not missing, f"imported by the image's code but not in its wheel: {missing}"
 
 
+@pytest.mark.integration
+def test_the_image_has_its_data_files(image_wheel: Path) -> None:
+    """What the runtime reads beside its code is in the wheel (pyproject's package-data): every
+    other file in its packages' folders, and the sample catalog (`shopsearch demo`,
+    `shopsearch sample-catalog`) is made from the wheel alone, as from the repository."""
+    with zipfile.ZipFile(image_wheel) as zf:
+        names = set(zf.namelist())
+    patterns = _dockerignore_patterns()
+    tops = {m.split(".")[0] for m in _wheel_modules(image_wheel)}
+    data = [
+        rel
+        for top in sorted(tops)
+        for path in sorted((REPO / top).rglob("*"))
+        if path.is_file() and path.suffix != ".py"
+        and not _dockerignored(rel := path.relative_to(REPO).as_posix(), patterns)
+    ]  # fmt: skip
+    assert "catalog/sample.json" in data
+    assert not [rel for rel in data if rel not in names], "package data missing from the wheel"
+    probe = (
+        "import sys, catalog.sample as s; assert s.__file__.startswith(sys.argv[1]), s.__file__; "
+        "print(repr(s.generate_products(40, seed=2)))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe, str(image_wheel)], capture_output=True, text=True,
+        timeout=120, cwd=image_wheel.parent, env={"PYTHONPATH": str(image_wheel), "PATH": ""},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    from catalog.sample import generate_products
+
+    assert result.stdout.strip() == repr(generate_products(40, seed=2))
+
+
 def _requirement_names(requirements: list[str] | None, extras: set[str]) -> set[str]:
     from packaging.requirements import Requirement
 

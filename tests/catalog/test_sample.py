@@ -1,4 +1,4 @@
-"""Tests for research.sample_catalog: determinism, category tree, realism of the synthetic catalog."""
+"""Tests for catalog.sample: determinism, category tree, realism of the synthetic catalog."""
 
 from __future__ import annotations
 
@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 
 from catalog.reader import CatalogError, read_catalog
-from catalog.text import product_text
-from research.sample_catalog import (
+from catalog.sample import (
     LEAF_CATEGORIES,
     SAMPLE_QUERIES,
     generate_products,
     write_sample_catalog,
 )
+from catalog.text import product_text
 
 
 @pytest.fixture(scope="module")
