@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from core.errors import ShopsearchError
     from indexer.build import IndexSummary, index_catalog
+    from personalization.ingest import open_profiles
     from rerank.cross_encoder import Reranker
     from rerank.pipeline import SearchPipeline
     from retrieval.filters import Filters
@@ -38,6 +39,7 @@ _EXPORTS = {
     "ShopsearchError": "core.errors",
     "index_catalog": "indexer.build",
     "IndexSummary": "indexer.build",
+    "open_profiles": "personalization.ingest",
 }
 __all__ = [
     "Filters",
@@ -50,6 +52,7 @@ __all__ = [
     "SearchPipeline",
     "ShopsearchError",
     "index_catalog",
+    "open_profiles",
 ]
 
 
