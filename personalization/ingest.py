@@ -1,5 +1,8 @@
-"""Event logs into a profile directory, and a shopper out of it: what ``shopsearch events ingest``
-and ``shopsearch forget-user`` do, callable from Python.
+"""Events into a profile directory, and a shopper out of it: what ``shopsearch events ingest``,
+``POST /events`` and ``shopsearch forget-user`` do, callable from Python.
+
+:func:`ingest_events` is the one ingest path: an event log (:func:`ingest_event_log`) and an
+HTTP batch (:func:`ingest_records`) are validated with the same rules and stored by it.
 
 A profile directory holds the SQLite store (``profiles.sqlite``) and the pseudonym key.
 """
@@ -7,11 +10,16 @@ A profile directory holds the SQLite store (``profiles.sqlite``) and the pseudon
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from personalization.privacy import Pseudonymizer
 from personalization.profiles import ProfileStore
+
+if TYPE_CHECKING:
+    from personalization.events import EventBatch
 
 PROFILES_FILE = "profiles.sqlite"
 """The SQLite file inside a profile directory."""
@@ -77,6 +85,114 @@ def without_forgotten(events: list, profiles: str | os.PathLike[str]) -> tuple[l
 
 
 @dataclass(frozen=True)
+class IngestResult:
+    """What :func:`ingest_events` did with validated batches.
+
+    Attributes:
+        added: Events stored.
+        duplicates: Events already in the store (skipped).
+        forgotten: Events of forgotten shoppers, not stored (erasure is durable).
+        rejects: The invalid events (``personalization.events.Reject``: index or line, reason).
+        items: Products whose item records (brand, category, price) were refreshed.
+    """
+
+    added: int
+    duplicates: int
+    forgotten: int
+    rejects: list = field(default_factory=list)
+    items: int = 0
+
+    @property
+    def accepted(self) -> int:
+        """Valid events kept (stored now, or stored before)."""
+        return self.added + self.duplicates
+
+    def notes(self) -> list[str]:
+        """What was not stored and why, in words (empty when everything valid was kept)."""
+        out = []
+        if self.forgotten:
+            out.append(
+                f"{self.forgotten} events of forgotten shoppers were not stored: an erasure is "
+                "durable, their later events are skipped"
+            )
+        if self.rejects:
+            out.append(f"{len(self.rejects)} events were rejected as invalid")
+        return out
+
+
+#: ``lookup(product_ids) -> {product_id: stored payload}``: what the index holds for products.
+PayloadLookup = Callable[[Sequence[str]], Mapping[str, Mapping[str, Any]]]
+
+
+def ingest_events(
+    batches: Iterable[EventBatch],
+    store: ProfileStore,
+    pseudonymizer: Pseudonymizer,
+    lookup: PayloadLookup,
+) -> IngestResult:
+    """The one way validated events get into a profile store (``POST /events`` and
+    ``shopsearch events ingest`` both come here).
+
+    Each batch is stored (user ids pseudonymized; duplicates and forgotten shoppers'
+    events skipped, and counted), then the item records of every product the stored events
+    name are refreshed from the index (what the features read: brand, category, price).
+
+    Args:
+        batches: Validated events (``read_events`` of a log, or ``validate_records``).
+        store: The profile store.
+        pseudonymizer: Its pseudonymizer.
+        lookup: Payloads of products by id (the index); called in chunks.
+    """
+    added = duplicates = forgotten = 0
+    rejects: list = []
+    named: set[str] = set()
+    for batch in batches:
+        rejects.extend(batch.rejects)
+        summary = store.ingest(batch.events, pseudonymizer)
+        added += summary.added
+        duplicates += summary.duplicates
+        forgotten += summary.forgotten
+        named.update(e.product_id for e in batch.events if e.product_id)
+    ids = sorted(named)
+    items = 0
+    for i in range(0, len(ids), _RETRIEVE_BATCH):
+        found = lookup(ids[i : i + _RETRIEVE_BATCH])
+        items += store.upsert_items(found[p] for p in ids[i : i + _RETRIEVE_BATCH] if p in found)
+    return IngestResult(added, duplicates, forgotten, rejects, items)
+
+
+def ingest_records(
+    records: Sequence[Any],
+    store: ProfileStore,
+    pseudonymizer: Pseudonymizer,
+    lookup: PayloadLookup,
+) -> IngestResult:
+    """Validate events given as objects (an HTTP request's batch) with the event log's rules
+    (products must be in the index) and :func:`ingest_events` them.
+
+    A bad event is rejected with its index and reason; the valid ones are stored all the same.
+    """
+    from personalization.events import validate_records
+
+    ids = sorted(
+        {
+            str(r["product_id"]).strip()
+            for r in records
+            if isinstance(r, dict) and isinstance(r.get("product_id"), (str, int))
+        }
+    )
+    products: dict[str, Mapping[str, Any]] = {}
+    for i in range(0, len(ids), _RETRIEVE_BATCH):
+        products.update(lookup(ids[i : i + _RETRIEVE_BATCH]))
+    batch = validate_records(records, known_products=products.__contains__)
+
+    def known(part: Sequence[str]) -> Mapping[str, Mapping[str, Any]]:
+        return {p: products[p] for p in part if p in products}
+
+    return ingest_events([batch], store, pseudonymizer, known)
+
+
+@dataclass(frozen=True)
 class EventIngestSummary:
     """What :func:`ingest_event_log` did.
 
@@ -105,7 +221,7 @@ def ingest_event_log(
 
     Products are checked against the index at ``location``; the stored item records (what the
     features read: brand, category, price, vector) of every product the log names are refreshed
-    from it.
+    from it (:func:`ingest_events`, as ``POST /events`` does).
 
     Args:
         log_path: Parquet or JSON Lines event log.
@@ -124,33 +240,26 @@ def ingest_event_log(
     col = open_backend(location).open()
     try:
         known = {p[PAYLOAD_PRODUCT_ID] for p in col.scroll_payloads([PAYLOAD_PRODUCT_ID])}
+
+        def lookup(ids: Sequence[str]) -> dict[str, Mapping[str, Any]]:
+            return {pid: hit.payload for pid, hit in col.retrieve(list(ids)).items()}
+
         store, pz = open_profiles(profiles)
-        added = duplicates = forgotten = 0
-        bad = []
-        seen: set[str] = set()
-        for batch in read_events(log_path, known_products=known):
-            bad.extend(batch.rejects)
-            summary = store.ingest(batch.events, pz)
-            added += summary.added
-            duplicates += summary.duplicates
-            forgotten += summary.forgotten
-            seen.update(e.product_id for e in batch.events if e.product_id)
-        new_items = sorted(seen)
-        for i in range(0, len(new_items), _RETRIEVE_BATCH):
-            got = col.retrieve(new_items[i : i + _RETRIEVE_BATCH])
-            store.upsert_items(hit.payload for hit in got.values())
-        store.close()
+        try:
+            result = ingest_events(read_events(log_path, known_products=known), store, pz, lookup)
+        finally:
+            store.close()
     finally:
         col.close()
     path = Path(rejects_path) if rejects_path is not None else DEFAULT_EVENT_REJECTS
-    if bad:
-        write_rejects(bad, path)
+    if result.rejects:
+        write_rejects(result.rejects, path)
     return EventIngestSummary(
-        added=added,
-        duplicates=duplicates,
-        rejected=len(bad),
-        rejects_path=path if bad else None,
-        forgotten=forgotten,
+        added=result.added,
+        duplicates=result.duplicates,
+        rejected=len(result.rejects),
+        rejects_path=path if result.rejects else None,
+        forgotten=result.forgotten,
     )
 
 
