@@ -1,8 +1,11 @@
 """``shopsearch serve``: the HTTP search service (FastAPI on uvicorn).
 
-One command of the CLI group (``shopsearch serve``). Keys come
-from the environment only (``SHOPSEARCH_API_KEY``, ``SHOPSEARCH_ADMIN_KEY``,
-``SHOPSEARCH_QDRANT_API_KEY``), never from options, so they do not show in a process list.
+One command of the CLI group (``shopsearch serve``). Every setting is an option or its
+``SHOPSEARCH_*`` variable (docs/configuration.md); the command checks them, then sets those
+variables for its uvicorn workers, which read them back the same way
+(``ServiceSettings.from_env``). Keys come from the environment only (``SHOPSEARCH_API_KEY``,
+``SHOPSEARCH_ADMIN_KEY``, ``SHOPSEARCH_QDRANT_API_KEY``), never from options, so they do not
+show in a process list; a key that is set but blank refuses to start.
 """
 
 from __future__ import annotations
@@ -18,7 +21,10 @@ import click
 from core.errors import ShopsearchError
 from shopsearch.cli.options import backend_options, profiles_option
 
-APP = "shopsearch.service.app:create_app_from_env"
+APP = "shopsearch.service.main:create_app_from_env"
+API_KEY_ENV = "SHOPSEARCH_API_KEY"
+ADMIN_KEY_ENV = "SHOPSEARCH_ADMIN_KEY"
+QDRANT_API_KEY_ENV = "SHOPSEARCH_QDRANT_API_KEY"
 
 
 def is_loopback(host: str) -> bool:
@@ -36,8 +42,9 @@ def is_loopback(host: str) -> bool:
     "--index",
     "index_dir",
     type=click.Path(file_okay=False, path_type=Path),
-    help="Directory of the embedded (qdrant-edge) index; a new build of it is picked up "
-    "without a restart.",
+    envvar="SHOPSEARCH_INDEX",
+    help="Directory of the embedded (qdrant-edge) index; a new build of it (the first one "
+    "too) is picked up without a restart. Env: SHOPSEARCH_INDEX.",
 )
 @click.option(
     "--qdrant-url",
@@ -46,19 +53,26 @@ def is_loopback(host: str) -> bool:
     "(its key: SHOPSEARCH_QDRANT_API_KEY).",
 )
 @click.option(
-    "--collection", default="products", show_default=True, help="Collection (alias) on a server."
+    "--collection",
+    default="products",
+    show_default=True,
+    envvar="SHOPSEARCH_COLLECTION",
+    help="Collection (alias) on a server. Env: SHOPSEARCH_COLLECTION.",
 )
 @click.option(
     "--reranker",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
-    help="Cross-encoder folder (default: relevance is the first stage's).",
+    envvar="SHOPSEARCH_RERANKER",
+    help="Cross-encoder folder (default: relevance is the first stage's). "
+    "Env: SHOPSEARCH_RERANKER.",
 )
 @click.option(
     "--personal",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
-    help="Personalization model folder (needs --profiles).",
+    envvar="SHOPSEARCH_PERSONAL",
+    help="Personalization model folder (needs --profiles). Env: SHOPSEARCH_PERSONAL.",
 )
 @profiles_option("POST /events writes there and searches read it.")
 @click.option(
@@ -79,7 +93,10 @@ def is_loopback(host: str) -> bool:
     "runs cores/N inference threads unless --threads says otherwise.",
 )
 @click.option(
-    "--device", default=None, help="Torch device for the models (default: CUDA when present)."
+    "--device",
+    default=None,
+    envvar="SHOPSEARCH_DEVICE",
+    help="Torch device for the models (default: CUDA when present). Env: SHOPSEARCH_DEVICE.",
 )
 @backend_options
 @click.option(
@@ -87,7 +104,8 @@ def is_loopback(host: str) -> bool:
     type=click.IntRange(1024),
     default=1_000_000,
     show_default=True,
-    help="Largest request body; a larger one is answered 413.",
+    envvar="SHOPSEARCH_MAX_BODY_BYTES",
+    help="Largest request body; a larger one is answered 413. Env: SHOPSEARCH_MAX_BODY_BYTES.",
 )
 @click.option(
     "--rerank-depth",
@@ -95,14 +113,16 @@ def is_loopback(host: str) -> bool:
     default=None,
     envvar="SHOPSEARCH_RERANK_DEPTH",
     help="Candidates the reranker reads per search (default 50; at least offset + k). "
-    "Fewer is faster: see the README's rerank-depth table.",
+    "Fewer is faster: see the README's rerank-depth table. Env: SHOPSEARCH_RERANK_DEPTH.",
 )
 @click.option(
     "--log-level",
     type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]),
     default="INFO",
     show_default=True,
-    help="Level of the service's logs (one JSON line per request at INFO).",
+    envvar="SHOPSEARCH_LOG_LEVEL",
+    help="Level of the service's logs (one JSON line per request at INFO). "
+    "Env: SHOPSEARCH_LOG_LEVEL.",
 )
 def serve(
     index_dir: Path | None,
@@ -125,9 +145,8 @@ def serve(
     import uvicorn
 
     from inference.backend import THREADS_ENV, worker_threads
-    from shopsearch.service.app import LOG_LEVEL_ENV
     from shopsearch.service.metrics import MULTIPROC_ENV
-    from shopsearch.service.settings import API_KEY_ENV, ServiceSettings
+    from shopsearch.service.settings import ServiceSettings
 
     if index_dir is not None and qdrant_url:
         raise ShopsearchError(
@@ -143,10 +162,11 @@ def serve(
             raise ShopsearchError(f"{name} {folder}: no such directory")
     state_dir = tempfile.mkdtemp(prefix="shopsearch-serve-")
     try:
+        # the keys as the environment has them: set but blank is refused, not taken as unset
         settings = ServiceSettings(
             index=str(index_dir.resolve()) if index_dir is not None else None,
             qdrant_url=qdrant_url or None,
-            qdrant_api_key=os.environ.get("SHOPSEARCH_QDRANT_API_KEY") or None,
+            qdrant_api_key=os.environ.get(QDRANT_API_KEY_ENV),
             collection=collection,
             reranker=str(reranker.resolve()) if reranker is not None else None,
             personal=str(personal.resolve()) if personal is not None else None,
@@ -154,11 +174,12 @@ def serve(
             device=device,
             backend=backend,
             quantize=quantize,
-            api_key=os.environ.get(API_KEY_ENV) or None,
-            admin_key=os.environ.get("SHOPSEARCH_ADMIN_KEY") or None,
+            api_key=os.environ.get(API_KEY_ENV),
+            admin_key=os.environ.get(ADMIN_KEY_ENV),
             max_body_bytes=max_body_bytes,
             state_dir=state_dir if workers > 1 else None,
             rerank_depth=rerank_depth,
+            log_level=log_level,
         )
         if not is_loopback(host) and settings.api_key is None:
             click.echo(
@@ -166,8 +187,10 @@ def serve(
                 f"can search and send events; set {API_KEY_ENV}",
                 err=True,
             )
+        # the workers read exactly these variables (ServiceSettings.from_env)
+        for var in ServiceSettings.variables():
+            os.environ.pop(var, None)
         os.environ.update(settings.to_env())
-        os.environ[LOG_LEVEL_ENV] = log_level  # read by each worker (logging is per process)
         if workers > 1 and not os.environ.get(THREADS_ENV):
             # each worker searches one query at a time: the workers share the cores rather than
             # each running as many threads as there are cores

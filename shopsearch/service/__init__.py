@@ -1,6 +1,6 @@
-"""The HTTP search service (FastAPI on uvicorn): see :mod:`shopsearch.service.app`."""
+"""The HTTP search service (FastAPI on uvicorn): see :mod:`shopsearch.service.main`."""
 
-from shopsearch.service.app import create_app, create_app_from_env
+from shopsearch.service.main import create_app, create_app_from_env
 from shopsearch.service.settings import ServiceSettings
 
 __all__ = ["ServiceSettings", "create_app", "create_app_from_env"]

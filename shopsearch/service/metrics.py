@@ -59,7 +59,8 @@ class Metrics:
         )
         self.events = Counter(
             "shopsearch_events",
-            "Behaviour events received: added, duplicate or rejected.",
+            "Behaviour events received: added, duplicate, forgotten (their shopper was erased: "
+            "not stored) or rejected (invalid).",
             ["outcome"],
             registry=self.registry,
         )

@@ -23,7 +23,11 @@ class SearchParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    q: str = Field(min_length=1, max_length=MAX_QUERY_CHARS, description="What the shopper typed.")
+    q: str = Field(
+        min_length=1,
+        max_length=MAX_QUERY_CHARS,
+        description="What the shopper typed; one without a letter or digit is a 400.",
+    )
     k: int = Field(10, ge=1, le=MAX_K, description="Results per page.")
     offset: int = Field(
         0, ge=0, le=MAX_DEPTH - 1, description="Results to skip (paging); offset + k <= 1000."
@@ -140,6 +144,11 @@ class SearchResponse(BaseModel):
         "personal (ms)."
     )
     took_ms: float = Field(description="Time in the pipeline, waiting included (ms).")
+    note: str | None = Field(
+        None,
+        description="Why there are no results when the filters match no product at all "
+        "(e.g. \"no product has brand 'Bosch'\"); null otherwise.",
+    )
 
 
 class EventsRequest(BaseModel):
@@ -182,10 +191,21 @@ class EventReject(BaseModel):
 class EventsResponse(BaseModel):
     """What ``POST /events`` did: valid events are applied at once, bad ones reported."""
 
-    accepted: int = Field(description="Valid events (stored now, or already stored).")
+    accepted: int = Field(description="Valid events kept: added + duplicates.")
     added: int = Field(description="Events newly stored.")
     duplicates: int = Field(description="Valid events that were already stored.")
-    rejected: list[EventReject]
+    forgotten: int = Field(
+        0,
+        description="Valid events not stored because their shopper was forgotten "
+        "(DELETE /users/{user_id}): an erasure is durable, so their later events are skipped.",
+    )
+    rejected: list[EventReject] = Field(
+        description="Invalid events, each with its index and why; every event of the request "
+        "is in accepted, forgotten or here."
+    )
+    notes: list[str] = Field(
+        default_factory=list, description="What was not stored and why, in words."
+    )
 
 
 class ForgetResponse(BaseModel):
@@ -211,8 +231,33 @@ class Health(BaseModel):
 
 
 class Readiness(BaseModel):
+    """Ready or not; the rest only for a caller with the API key (or when none is set)."""
+
     ready: bool
-    detail: str | None = None
+    detail: str | None = Field(
+        None,
+        description="Why not ready: 'loading' or 'failed' (tried again by itself when the index "
+        "or a model folder changes); with the key, the reason.",
+    )
     generation: int | None = None
     index: dict[str, Any] | None = None
     models: dict[str, str | None] | None = None
+
+
+class Problem(BaseModel):
+    """An error: what is wrong, on one line."""
+
+    detail: str
+
+
+class FieldProblem(BaseModel):
+    type: str
+    loc: list[str | int]
+    msg: str
+
+
+class ValidationProblem(BaseModel):
+    """Fields that are not valid: each one in ``detail``, all of them on one line in ``message``."""
+
+    detail: list[FieldProblem]
+    message: str

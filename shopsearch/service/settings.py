@@ -1,33 +1,43 @@
-"""What a search service is started with, and how it travels to uvicorn's worker processes.
+"""What a search service is started with: one ``SHOPSEARCH_*`` environment variable per setting.
 
-Several uvicorn workers import the app by name (``create_app_from_env``), so the settings go
-through the environment: :data:`SETTINGS_ENV` holds them as JSON, without secrets; the keys
-stay in their own variables (:data:`API_KEY_ENV`, :data:`ADMIN_KEY_ENV`,
-:data:`QDRANT_API_KEY_ENV`), which is also the only way to give them, so that they never show
-in a process list.
+:class:`ServiceSettings` is a ``pydantic_settings.BaseSettings``: every field is read from the
+variable of its name (``index`` from ``SHOPSEARCH_INDEX``, ``api_key`` from
+``SHOPSEARCH_API_KEY``, ...). ``shopsearch serve`` sets those variables from its options, and
+each uvicorn worker reads them back with :meth:`ServiceSettings.from_env`: the parent and its
+workers read one set of variables, the same way. Keys are ``SecretStr`` (never in a ``repr``,
+a log line or a process list) and are given by the environment only. docs/configuration.md has
+the table.
+
+A key that is set but unusable (blank, surrounding spaces, characters an HTTP header cannot
+carry) is refused: a security setting never falls back to "no key".
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
-import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core.errors import ShopsearchError
 
-SETTINGS_ENV = "SHOPSEARCH_SERVE_SETTINGS"
+ENV_PREFIX = "SHOPSEARCH_"
 API_KEY_ENV = "SHOPSEARCH_API_KEY"
 ADMIN_KEY_ENV = "SHOPSEARCH_ADMIN_KEY"
 QDRANT_API_KEY_ENV = "SHOPSEARCH_QDRANT_API_KEY"
 #: Largest request body accepted (bytes); a larger one is a 413.
 DEFAULT_MAX_BODY_BYTES = 1_000_000
-_SECRETS = ("api_key", "admin_key", "qdrant_api_key")
+SECRETS = ("api_key", "admin_key", "qdrant_api_key")
+_PRINTABLE_ASCII = frozenset(chr(c) for c in range(0x21, 0x7F))
 
 
-@dataclass(frozen=True)
-class ServiceSettings:
+def env_name(field: str) -> str:
+    """The environment variable of a setting: ``rerank_depth`` -> ``SHOPSEARCH_RERANK_DEPTH``."""
+    return ENV_PREFIX + field.upper()
+
+
+class ServiceSettings(BaseSettings):
     """Everything a service process needs to open its pipeline.
 
     Attributes:
@@ -53,86 +63,154 @@ class ServiceSettings:
         state_dir: A directory the workers of one service share (model reloads are announced
             there, so that every worker follows); None for a single process.
         rerank_depth: Candidates the reranker reads per search (at least ``offset + k`` are);
-            None: ``rerank.pipeline.DEFAULT_RERANK_DEPTH`` (50). On 2 cores the distilled
-            reranker at 20 keeps search under 50 ms p99 (README, "Fast on a CPU").
+            None: ``rerank.pipeline.DEFAULT_RERANK_DEPTH`` (50).
+        log_level: Level of the service's logs (one JSON line per request at INFO).
     """
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, frozen=True, extra="ignore", case_sensitive=False
+    )
 
     index: str | None = None
     qdrant_url: str | None = None
-    qdrant_api_key: str | None = field(default=None, repr=False)
+    qdrant_api_key: SecretStr | None = None
     collection: str = "products"
     reranker: str | None = None
     personal: str | None = None
     profiles: str | None = None
     device: str | None = None
-    backend: str = "torch"
-    quantize: str | None = None
-    api_key: str | None = field(default=None, repr=False)
-    admin_key: str | None = field(default=None, repr=False)
-    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    backend: Literal["torch", "onnx", "openvino"] = "torch"
+    quantize: Literal["int8"] | None = None
+    api_key: SecretStr | None = None
+    admin_key: SecretStr | None = None
+    max_body_bytes: int = Field(DEFAULT_MAX_BODY_BYTES, ge=1024)
     background_load: bool = True
-    load_wait_s: float = 60.0
+    load_wait_s: float = Field(60.0, ge=0)
     state_dir: str | None = None
-    rerank_depth: int | None = None
+    rerank_depth: int | None = Field(None, ge=1)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
-    def __post_init__(self) -> None:
+    def __init__(self, **values: Any) -> None:
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            raise ShopsearchError(_one_line(exc)) from None
+
+    @field_validator(
+        "index", "qdrant_url", "reranker", "personal", "profiles", "device", "state_dir",
+        "quantize", mode="before",
+    )  # fmt: skip
+    @classmethod
+    def _blank_is_unset(cls, value: Any) -> Any:
+        # a blank folder or URL is "not given" (these are not security settings)
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
+    @field_validator("rerank_depth", mode="before")
+    @classmethod
+    def _blank_depth(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator(*SECRETS, mode="after")
+    @classmethod
+    def _usable_key(cls, value: SecretStr | None, info: Any) -> SecretStr | None:
+        if value is None:
+            return None
+        key = value.get_secret_value()
+        name = env_name(info.field_name)
+        if not key.strip():
+            raise ValueError(
+                f"{name} is set but blank: give a key, or unset the variable to serve without one"
+            )
+        if not set(key) <= _PRINTABLE_ASCII:
+            raise ValueError(
+                f"{name} holds spaces or characters an HTTP header cannot carry: use printable "
+                "ASCII without spaces (e.g. `openssl rand -hex 32`)"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ServiceSettings:
         if (self.index is None) == (self.qdrant_url is None):
-            raise ShopsearchError(
+            raise ValueError(
                 "give the index as a directory (--index) or a Qdrant server (--qdrant-url), "
                 "one of them (is SHOPSEARCH_QDRANT_URL set in the environment?)"
             )
         if self.personal is not None and self.profiles is None:
-            raise ShopsearchError(
+            raise ValueError(
                 "a personalization model (--personal) needs a profile directory (--profiles)"
             )
-        if self.rerank_depth is not None and self.rerank_depth < 1:
-            raise ShopsearchError(f"rerank_depth must be at least 1, got {self.rerank_depth}")
-        if self.max_body_bytes < 1024:
-            raise ShopsearchError(
-                f"max_body_bytes must be at least 1024, got {self.max_body_bytes}"
-            )
-        for name in _SECRETS:
-            value = getattr(self, name)
-            if value is not None and not value.strip():
-                object.__setattr__(self, name, None)
+        if self.quantize is not None and self.backend == "torch":
+            raise ValueError("quantize int8 runs on the onnx or openvino backend, not torch")
+        return self
 
-    def public_json(self) -> str:
-        """The settings as JSON, secrets left out (they travel in their own variables)."""
-        data = {k: v for k, v in dataclasses.asdict(self).items() if k not in _SECRETS}
-        return json.dumps(data, sort_keys=True)
+    # -- keys ------------------------------------------------------------------------------
+
+    def secret(self, name: str) -> str | None:
+        """A key's value (``api_key``, ``admin_key``, ``qdrant_api_key``), or None."""
+        value = getattr(self, name)
+        return value.get_secret_value() if value is not None else None
+
+    # -- the environment -------------------------------------------------------------------
 
     def to_env(self) -> dict[str, str]:
-        """Environment variables that make :meth:`from_env` return these settings."""
-        env = {SETTINGS_ENV: self.public_json()}
-        for name, var in zip(
-            _SECRETS, (API_KEY_ENV, ADMIN_KEY_ENV, QDRANT_API_KEY_ENV), strict=True
-        ):
-            if getattr(self, name):
-                env[var] = getattr(self, name)
+        """The ``SHOPSEARCH_*`` variables that make :meth:`from_env` return these settings
+        (only the settings that differ from their defaults; keys included)."""
+        env: dict[str, str] = {}
+        for name, info in type(self).model_fields.items():
+            value = getattr(self, name)
+            if value is None or value == info.default:
+                continue
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
+            elif isinstance(value, bool):
+                value = "true" if value else "false"
+            env[env_name(name)] = str(value)
         return env
 
     @classmethod
+    def variables(cls) -> list[str]:
+        """Every variable a service reads its settings from."""
+        return [env_name(name) for name in cls.model_fields]
+
+    @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ServiceSettings:
-        """Settings from :data:`SETTINGS_ENV` and the key variables.
+        """The settings in the environment (``os.environ``, or ``environ`` when given).
 
         Raises:
-            ShopsearchError: The variable is missing or not settings.
+            ShopsearchError: A variable is not a valid value (one line naming it).
         """
-        environ = os.environ if environ is None else environ
-        text = environ.get(SETTINGS_ENV)
-        if not text:
-            raise ShopsearchError(
-                f"{SETTINGS_ENV} is not set: start the service with `shopsearch serve`"
-            )
-        try:
-            data = json.loads(text)
-            known = {f.name for f in dataclasses.fields(cls)} - set(_SECRETS)
-            data = {k: v for k, v in data.items() if k in known}
-        except (ValueError, AttributeError):
-            raise ShopsearchError(f"{SETTINGS_ENV} is not a JSON object of settings") from None
-        return cls(
-            **data,
-            api_key=environ.get(API_KEY_ENV) or None,
-            admin_key=environ.get(ADMIN_KEY_ENV) or None,
-            qdrant_api_key=environ.get(QDRANT_API_KEY_ENV) or None,
-        )
+        if environ is None:
+            return cls()
+        given = {
+            name: environ[var] for name in cls.model_fields if (var := env_name(name)) in environ
+        }
+        # every field given (None where unset): the process's own environment plays no part
+        return cls(**{name: None for name in cls.model_fields if name not in given}, **given)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _unset_to_default(cls, data: Any) -> Any:
+        # from_env passes None for an unset variable: that is the default, not "null"
+        if isinstance(data, dict):
+            return {
+                k: v
+                for k, v in data.items()
+                if not (
+                    v is None and k in cls.model_fields and cls.model_fields[k].default is not None
+                )
+            }
+        return data
+
+
+def _one_line(exc: ValidationError) -> str:
+    """The first problem, naming the variable: ``SHOPSEARCH_RERANK_DEPTH (rerank_depth): ...``."""
+    error = exc.errors()[0]
+    message = str(error.get("msg", exc)).removeprefix("Value error, ")
+    loc = [str(p) for p in error.get("loc", ()) if p]
+    if not loc:
+        return message
+    if message.startswith(ENV_PREFIX):
+        return message
+    return f"{env_name(loc[0])} ({loc[0]}): {message}"

@@ -1,0 +1,99 @@
+"""The HTTP search service: a FastAPI app around one :class:`rerank.SearchPipeline`.
+
+    create_app(settings, pipeline_factory=None) -> FastAPI
+    create_app_from_env() -> FastAPI          # what each uvicorn worker imports
+
+The app is assembled here (middleware, exception handlers, one router per feature); the
+endpoints live in :mod:`shopsearch.service.routers`: ``GET|POST /search``, ``POST /events``,
+``DELETE /users/{user_id}``, ``POST /admin/reload``, ``GET /healthz``, ``GET /readyz``,
+``GET /metrics``, the OpenAPI docs (``/docs``, ``/openapi.json``) and a search page at ``/``.
+
+Security (:mod:`shopsearch.service.dependencies`): with an API key set, every endpoint but the
+health checks, the page and the docs (static, no data) needs ``X-API-Key``; forgetting a
+shopper and reloading models need ``X-Admin-Key`` (refused when no admin key is set). Raw
+shopper ids never reach a log line: logs show the route template and the shopper's pseudonym.
+Errors: :mod:`shopsearch.service.errors`.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from shopsearch.service import errors
+from shopsearch.service.metrics import Metrics
+from shopsearch.service.middleware import ServiceMiddleware
+from shopsearch.service.routers import admin, events, ops, page, search, users
+from shopsearch.service.runtime import PipelineFactory, Runtime
+from shopsearch.service.settings import ServiceSettings
+
+log = logging.getLogger("shopsearch.service")
+
+
+def create_app(
+    settings: ServiceSettings, pipeline_factory: PipelineFactory | None = None
+) -> FastAPI:
+    """The search service.
+
+    Args:
+        settings: Index, model folders, keys and limits.
+        pipeline_factory: Builds a ``SearchPipeline`` from settings (at start-up and on each
+            reload); None opens every stage from its folder (``SearchPipeline.open``).
+
+    Returns:
+        A FastAPI app; the pipeline opens when it starts (in the background unless
+        ``settings.background_load`` is False), and a failed load is retried by itself.
+    """
+    runtime = Runtime(settings, pipeline_factory)
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        if settings.background_load:
+            runtime.load_in_background()
+        else:
+            runtime.load()
+        yield
+        runtime.close()
+
+    app = FastAPI(
+        title="shopsearch",
+        summary="Personalized product search: retrieval, reranking, the shopper's behaviour.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.state.runtime = runtime
+    app.state.metrics = metrics
+    app.state.settings = settings
+    app.add_middleware(ServiceMiddleware, metrics=metrics, max_body_bytes=settings.max_body_bytes)
+    errors.install(app, settings)
+    for feature in (search, events, users, admin, ops, page):
+        app.include_router(feature.router)
+    return app
+
+
+def create_app_from_env() -> FastAPI:
+    """The app for a uvicorn worker: settings from the ``SHOPSEARCH_*`` variables (see
+    :class:`ServiceSettings`), logs on stderr (:func:`configure_logging`)."""
+    settings = ServiceSettings.from_env()
+    configure_logging(settings.log_level)
+    return create_app(settings)
+
+
+def configure_logging(level: str = "INFO") -> None:
+    """Request logs on stderr as they are (one JSON object per line), the service's other logs
+    with a prefix. Idempotent; each worker process calls it (handlers are per process)."""
+    access = logging.getLogger("shopsearch.service.access")
+    if not any(getattr(h, "_shopsearch", False) for h in access.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        handler._shopsearch = True  # type: ignore[attr-defined]
+        access.addHandler(handler)
+        access.propagate = False
+        other = logging.StreamHandler(sys.stderr)
+        other.setFormatter(logging.Formatter("%(levelname)s: %(name)s: %(message)s"))
+        log.addHandler(other)
+    log.setLevel(level)

@@ -1,0 +1,165 @@
+"""``GET|POST /search``: ranked products for a query (and a shopper)."""
+
+# no `from __future__ import annotations`: FastAPI reads the endpoints' annotations at run time
+import time
+import uuid
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request, Response
+
+from shopsearch.service.dependencies import (
+    BODY_RESPONSES,
+    INVALID_RESPONSES,
+    KEYED,
+    KEYED_RESPONSES,
+    UNAVAILABLE_RESPONSES,
+    MetricsDep,
+    RuntimeDep,
+    Settings,
+    problem,
+)
+from shopsearch.service.errors import server_side
+from shopsearch.service.metrics import Metrics
+from shopsearch.service.models import (
+    Correction,
+    Reason,
+    ScoreParts,
+    SearchParams,
+    SearchResponse,
+    SearchResult,
+)
+from shopsearch.service.runtime import Runtime
+from shopsearch.service.settings import ServiceSettings
+
+router = APIRouter(tags=["search"], dependencies=KEYED)
+
+_USER_MISTAKE = {
+    400: problem(
+        "The query has no letter or digit, or the filters contradict each other "
+        "(min_price above max_price)."
+    )
+}
+RESPONSES = {**_USER_MISTAKE, **KEYED_RESPONSES, **INVALID_RESPONSES, **UNAVAILABLE_RESPONSES}
+
+
+def json_response(model: Any) -> Response:
+    """A validated response model as JSON, serialized once by pydantic-core.
+
+    Returning the model itself would have FastAPI dump it, validate it again against
+    ``response_model`` and encode it a third time: most of the service's own cost per search.
+    """
+    return Response(content=model.model_dump_json(by_alias=True), media_type="application/json")
+
+
+@router.get("/search", response_model=SearchResponse, responses=RESPONSES)
+def search_get(
+    params: Annotated[SearchParams, Query()],
+    request: Request,
+    runtime: RuntimeDep,
+    metrics: MetricsDep,
+    settings: Settings,
+) -> Response:
+    """Ranked products for a query (and a shopper); filters narrow the candidates."""
+    return json_response(run_search(params, request, runtime, metrics, settings))
+
+
+@router.post("/search", response_model=SearchResponse, responses={**RESPONSES, **BODY_RESPONSES})
+def search_post(
+    params: SearchParams,
+    request: Request,
+    runtime: RuntimeDep,
+    metrics: MetricsDep,
+    settings: Settings,
+) -> Response:
+    """As ``GET /search``, with the fields in a JSON body (keeps shopper ids out of URLs)."""
+    return json_response(run_search(params, request, runtime, metrics, settings))
+
+
+def run_search(
+    params: SearchParams,
+    request: Request,
+    runtime: Runtime,
+    metrics: Metrics,
+    settings: ServiceSettings,
+) -> SearchResponse:
+    from rerank.pipeline import DEFAULT_RERANK_DEPTH
+    from retrieval.filters import Filters
+    from retrieval.retriever import check_query
+
+    # the request's own mistakes first (a 400): what follows works on the server's state
+    check_query(params.q)
+    filters = Filters.coerce(params.filters())
+    search_id = uuid.uuid4().hex
+    request.state.search_id = search_id
+    depth = params.offset + params.k
+    note = None
+    t0 = time.perf_counter()
+    with runtime.pin() as loaded:
+        if params.user_id is not None:
+            request.state.user = loaded.pseudonymizer.pseudonym(params.user_id)
+        with loaded.search_lock, server_side("search is unavailable", settings):
+            hits = loaded.pipeline.search(
+                params.q,
+                user_id=params.user_id,
+                k=depth,
+                rerank_depth=max(settings.rerank_depth or DEFAULT_RERANK_DEPTH, depth),
+                filters=filters,
+                mode=params.mode,
+                explain=params.explain,
+                correct=params.correct,
+            )
+            stage_ms = {k: round(v, 3) for k, v in loaded.pipeline.stage_ms.items()}
+            if not hits and not filters.is_empty():
+                # what the CLI prints as "note: ..." (a few counts: only for an empty result)
+                note = loaded.pipeline.retriever.why_empty(filters)
+    took = (time.perf_counter() - t0) * 1000
+    metrics.observe_stages(stage_ms)
+    request.state.stage_ms = stage_ms
+    page = hits[params.offset : depth]
+    request.state.results = len(page)
+    results = [
+        SearchResult(
+            rank=params.offset + i + 1,
+            product_id=h.product_id,
+            score=h.score,
+            scores=ScoreParts(
+                retrieval=h.retrieval,
+                retrieval_rank=h.retrieval_rank,
+                relevance=h.relevance,
+                cross=h.cross,
+                personal=h.personal,
+            ),
+            product=_jsonable(h.payload),
+            because=[Reason(feature=n, value=v, contribution=c) for n, v, c in h.because]
+            if params.explain
+            else None,
+        )
+        for i, h in enumerate(page)
+    ]
+    return SearchResponse(
+        search_id=search_id,
+        query=params.q,
+        corrected=getattr(hits, "corrected", None),
+        corrections=[
+            Correction(typed=a, to=b)
+            for a, b in (hits.correction.changes if getattr(hits, "correction", None) else ())
+        ],
+        k=params.k,
+        offset=params.offset,
+        personalized=any(h.personal != 0.0 for h in hits),
+        results=results,
+        stage_ms=stage_ms,
+        took_ms=round(took, 3),
+        note=note,
+    )
+
+
+def _jsonable(value: Any) -> Any:
+    """Payload values as JSON takes them (numpy scalars and arrays become Python values)."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    return value
