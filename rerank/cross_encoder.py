@@ -24,8 +24,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from catalog.schema import Product
-from catalog.text import product_text
 from core.errors import ShopsearchError
 from inference.backend import apply_torch_threads, attach, check_backend, model_file
 from inference.models import (
@@ -35,7 +33,7 @@ from inference.models import (
     pick_device,
 )
 from rerank.blend import DEFAULT_RETRIEVAL_WEIGHT, rerank_hits
-from retrieval.hits import RankedHit
+from retrieval.hits import RankedHit, hit_text
 
 if TYPE_CHECKING:
     from sentence_transformers import CrossEncoder
@@ -245,11 +243,6 @@ def load_cross_encoder(
         _set_max_length(model, int(length))
     model.eval()
     return model
-
-
-def hit_text(hit: RankedHit) -> str:
-    """The product text of a hit, from its payload, by the one recipe (``product_text``)."""
-    return product_text(Product.from_payload({**(hit.payload or {}), "product_id": hit.product_id}))
 
 
 #: Pairs per forward pass on a CPU. Pairs are scored longest first, so small batches pad each

@@ -111,8 +111,8 @@ def depth_runs(
     int8 model's activation scale depends on the batch, so the top 10 scored beside 40 more
     would not be what a search at depth 10 computes.
     """
-    from rerank.cross_encoder import hit_text
     from research.bench_quality import _run_from
+    from retrieval.hits import hit_text
 
     retriever, reranker = pipeline.retriever, pipeline.reranker
     hit_lists = []

@@ -81,7 +81,8 @@ def prepare(
 ) -> Setup:
     """Retrieves and cross-scores the query pool once (cached in ``workdir/setup``)."""
     from rerank.blend import rerank_hits
-    from rerank.cross_encoder import Reranker, hit_text
+    from rerank.cross_encoder import Reranker
+    from retrieval.hits import hit_text
 
     workdir = Path(workdir) / "setup"
     workdir.mkdir(parents=True, exist_ok=True)

@@ -304,8 +304,9 @@ def run_quality_benchmark(
         best_hybrid = "hybrid fine-tuned"
     if reranker_model is not None:
         from rerank.blend import rerank_hits
-        from rerank.cross_encoder import Reranker, hit_text
+        from rerank.cross_encoder import Reranker
         from rerank.pipeline import SearchPipeline
+        from retrieval.hits import hit_text
 
         reranker = Reranker.load(reranker_model, device=device)
         owner = final_retriever or Retriever.open(

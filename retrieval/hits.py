@@ -12,6 +12,9 @@ from typing import Any
 
 import numpy as np
 
+from catalog.schema import Product
+from catalog.text import product_text
+
 #: One reason a hit moved: (feature name, feature value, contribution to the score).
 Reason = tuple[str, float, float]
 
@@ -85,18 +88,23 @@ class QueryCorrection:
         original: The query as typed.
         corrected: The query with its corrections, everything else as typed.
         changes: (word as typed, correction) for each corrected word, in query order.
+        applied: True when the results are for ``corrected`` ("showing results for"); False
+            when the evidence did not hold and the query was searched as typed, with
+            ``corrected`` only offered ("did you mean").
     """
 
     original: str
     corrected: str
     changes: tuple[tuple[str, str], ...]
+    applied: bool = True
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready: ``{"original", "corrected", "changes": [{"from", "to"}]}``."""
+        """JSON-ready: ``{"original", "corrected", "changes": [{"from", "to"}], "applied"}``."""
         return {
             "original": self.original,
             "corrected": self.corrected,
             "changes": [{"from": a, "to": b} for a, b in self.changes],
+            "applied": self.applied,
         }
 
 
@@ -118,8 +126,20 @@ class Hits(list):
     @property
     def corrected(self) -> str | None:
         """The corrected query the results are for, or None when the query was used as typed."""
-        return self.correction.corrected if self.correction is not None else None
+        c = self.correction
+        return c.corrected if c is not None and c.applied else None
+
+    @property
+    def suggestion(self) -> str | None:
+        """A correction offered but not applied ("did you mean"), or None."""
+        c = self.correction
+        return c.corrected if c is not None and not c.applied else None
 
     def like(self, hits) -> Hits:
         """Other hits for the same query (same correction)."""
         return Hits(hits, self.correction)
+
+
+def hit_text(hit: RankedHit) -> str:
+    """The product text of a hit, from its payload, by the one recipe (``product_text``)."""
+    return product_text(Product.from_payload({**(hit.payload or {}), "product_id": hit.product_id}))

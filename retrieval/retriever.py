@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -16,9 +16,9 @@ from core.errors import ShopsearchError
 from inference.models import model_fingerprint, resolve_model_path
 from retrieval.encoder import BiEncoder
 from retrieval.filters import Filters
-from retrieval.hits import Hits, QueryCorrection, RankedHit
-from retrieval.lexical import LexicalEncoder
-from retrieval.spelling import QueryCorrector
+from retrieval.hits import Hits, QueryCorrection, RankedHit, hit_text
+from retrieval.lexical import _UNIT_WORDS, STOPWORDS, LexicalEncoder
+from retrieval.spelling import QueryCorrector, vocabulary_words
 from retrieval.store import (
     Backend,
     Collection,
@@ -92,6 +92,19 @@ class QueryTuning:
     def as_dict(self) -> dict[str, Any]:
         """JSON-able form, as stored in the manifest."""
         return asdict(self)
+
+
+#: BM25 hits of a corrected query searched for a product that holds the correction beside
+#: another word of the query (the evidence a correction makes sense).
+EVIDENCE_DEPTH = 20
+
+
+def _content_words(text: str) -> list[str]:
+    return [w for w in vocabulary_words(text) if w not in STOPWORDS and w not in _UNIT_WORDS]
+
+
+def _among(changes: set[tuple[str, str]]) -> Callable[[str, str], bool]:
+    return lambda typed, fix: (typed, fix) in changes
 
 
 def load_corrector(collection: Collection) -> QueryCorrector | None:
@@ -262,9 +275,17 @@ class Retriever:
             raise ShopsearchError(f"k must be between 1 and {MAX_K}, got {k}")
         flt = Filters.coerce(filters)
         texts = [check_query(q) for q in queries]
-        fixed = [
-            c.corrected if c is not None else t
-            for t, c in zip(texts, corrections or [None] * len(texts), strict=True)
+        applied = [
+            c if c is not None and c.applied else None for c in (corrections or [None] * len(texts))
+        ]
+        if len(applied) != len(texts):
+            raise ValueError(f"{len(applied)} corrections for {len(texts)} queries")
+        fixed = [c.corrected if c is not None else t for t, c in zip(texts, applied, strict=True)]
+        # BM25 reads the typed words beside their corrections: a word the corrector took for a
+        # typo still matches wherever the catalog has it after all (a log word, a glued form).
+        lexical = [
+            " ".join([f, *(a for a, _ in c.changes)]) if c is not None else f
+            for f, c in zip(fixed, applied, strict=True)
         ]
         dense_texts = fixed if self.tuning.dense_reads == "corrected" else texts
         dense = (
@@ -273,7 +294,7 @@ class Retriever:
             else [None] * len(texts)
         )
         sparse = (
-            [self.lexical.encode_query(t) for t in fixed]
+            [self.lexical.encode_query(t) for t in lexical]
             if mode in ("bm25", "hybrid")
             else [None] * len(texts)
         )
@@ -383,10 +404,91 @@ class Retriever:
         ]
 
     def corrections(self, queries: Sequence[str]) -> list[QueryCorrection | None]:
-        """What the corrector changes in each query (None where nothing, or no vocabulary)."""
+        """What the corrector does to each query (None where nothing, or no vocabulary).
+
+        A proposed change is applied only with evidence that the typed word is a typo:
+
+        1. the word is unknown to the language as well as to the catalog
+           (:func:`retrieval.spelling.language_words`): ``sofa`` in a shop without sofas is
+           a word the shop does not sell, not a misspelled ``soft``;
+        2. the correction makes sense with the rest of the query: when the query has other
+           words, one product among BM25's top :data:`EVIDENCE_DEPTH` for the corrected query
+           holds the correction and one of them (``kohler faucet`` -> ``roller faucet`` has
+           none; ``ridgline drill`` -> ``ridgeline drill`` has).
+
+        A correction with no change left is returned with ``applied=False``: the query is
+        searched as typed and the correction only offered ("did you mean").
+        """
         if self.corrector is None:
             return [None] * len(queries)
-        return [self.corrector.correct(check_query(q)) for q in queries]
+        corrector = self.corrector
+        texts = [check_query(q) for q in queries]
+        proposed = [corrector.correct(t) for t in texts]
+        # 1. only words unknown to the language; the query with just those changes
+        sure: list[set[tuple[str, str]]] = [
+            {c for c in p.changes if not corrector.is_language_word(c[0].lower())}
+            if p is not None
+            else set()
+            for p in proposed
+        ]
+        candidates = [
+            p if p is None or len(ok) == len(p.changes) else corrector.correct(t, keep=_among(ok))
+            for t, p, ok in zip(texts, proposed, sure, strict=True)
+        ]
+        # 2. each change beside another catalog word of the query: one product holds both
+        asks = [
+            i
+            for i, c in enumerate(candidates)
+            if c is not None and any(self._others(c, fix) for _, fix in c.changes)
+        ]
+        found = dict(zip(asks, self._cooccurring([candidates[i] for i in asks]), strict=True))
+        out: list[QueryCorrection | None] = []
+        for i, (text, p, c) in enumerate(zip(texts, proposed, candidates, strict=True)):
+            if p is None:
+                out.append(None)
+                continue
+            kept = (
+                {
+                    (typed, fix)
+                    for typed, fix in c.changes
+                    if i not in found or self._holds(c, fix, found[i])
+                }
+                if c is not None
+                else set()
+            )
+            if not kept:
+                out.append(replace(p, applied=False))
+            elif len(kept) == len(c.changes):
+                out.append(c)
+            else:
+                out.append(corrector.correct(text, keep=_among(kept)))
+        return out
+
+    def _others(self, correction: QueryCorrection, fix: str) -> set[str]:
+        """Stems of the corrected query's other words the catalog knows (the evidence's partners)."""
+        stem = self.corrector.stem
+        return {
+            stem(w) for w in _content_words(correction.corrected) if self.corrector.knows(w)
+        } - {stem(fix)}
+
+    def _holds(self, correction: QueryCorrection, fix: str, products: Sequence[set[str]]) -> bool:
+        """Whether one product holds ``fix`` and another catalog word of the query."""
+        others = self._others(correction, fix)
+        fixed = self.corrector.stem(fix)
+        return not others or any(fixed in words and words & others for words in products)
+
+    def _cooccurring(self, corrections: Sequence[QueryCorrection]) -> list[list[set[str]]]:
+        """Per correction, the stemmed words of each product BM25 ranks first for it."""
+        if not corrections:
+            return []
+        specs = self.specs([c.corrected for c in corrections], EVIDENCE_DEPTH, None, "bm25")
+        return [
+            [
+                {self.corrector.stem(w) for w in vocabulary_words(hit_text(h))}
+                for h in to_hits(result)
+            ]
+            for result in self.collection.search_batch(specs)
+        ]
 
     def vectors(self, product_ids: Sequence[str]) -> dict[str, np.ndarray]:
         """The stored dense vectors of products (float32, ``(dim,)`` each); unknown ids absent.

@@ -22,6 +22,12 @@ Guards (a correction must never make a good query worse):
 
 The original query is kept: :class:`~retrieval.hits.QueryCorrection` holds both.
 
+A correction is a proposal; the retriever applies it only with evidence that the typed query
+is worse (:meth:`retrieval.retriever.Retriever.corrections`): the word must be unknown to the
+language as well as to the catalog (:func:`language_words`: ``sofa``, ``desk`` and ``bolts``
+are words a shop may simply not sell, not typos), and the correction must make sense with the
+rest of the query (one product holds both). Otherwise it is only offered ("did you mean").
+
 Words shoppers search for but no product text has (a brand the titles spell out differently,
 a trade word) can be added from the shop's search log: :func:`count_log_words` counts the words
 of queries whose search led to a click, add to cart or purchase, with guards, and the stored
@@ -36,6 +42,8 @@ import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
+from importlib import resources
 from typing import Any
 
 from core.errors import ShopsearchError
@@ -97,6 +105,19 @@ class SpellingConfig:
         if len(word) < self.min_length:
             return 0
         return self.max_distance if len(word) >= self.long_from else 1
+
+
+#: The word list of :func:`language_words`: symspellpy's English frequency dictionary (82,765
+#: words from the intersection of SCOWL and Google Books n-grams), shipped inside the package.
+_ENGLISH_FILE = "frequency_dictionary_en_82_765.txt"
+
+
+@lru_cache(maxsize=1)
+def language_words() -> frozenset[str]:
+    """The words of the language (English): a query word in it is no typo, whatever the catalog
+    holds. Read once from the list symspellpy ships (no download)."""
+    text = resources.files("symspellpy").joinpath(_ENGLISH_FILE).read_text(encoding="utf-8")
+    return frozenset(line.split(" ", 1)[0] for line in text.splitlines() if line)
 
 
 def vocabulary_words(text: str) -> list[str]:
@@ -302,6 +323,10 @@ class QueryCorrector:
             )
         return cls(stored["counts"], config)
 
+    def stem(self, word: str) -> str:
+        """``word`` (lowercase) as BM25 stems it: what "the catalog knows it" compares."""
+        return self._stem(word)
+
     def knows(self, word: str) -> bool:
         """True when the catalog has ``word`` (lowercase), as typed or after BM25's stemming."""
         return (
@@ -343,17 +368,28 @@ class QueryCorrector:
             self._cache[word] = fix
         return fix
 
-    def correct(self, query: str) -> QueryCorrection | None:
+    def is_language_word(self, word: str) -> bool:
+        """True when ``word`` (lowercase) is a word of the language: never a confident typo."""
+        return word in language_words()
+
+    def correct(
+        self, query: str, keep: Callable[[str, str], bool] | None = None
+    ) -> QueryCorrection | None:
         """The query with its unknown words corrected; None when nothing changed.
 
         Everything but the corrected words is kept as typed (numbers, sizes, punctuation).
+
+        Args:
+            query: The query as typed.
+            keep: Called with (word as typed, correction) for each proposed change; the
+                change is made only when it returns True. None makes every change.
         """
         changes: list[tuple[str, str]] = []
         pieces: list[str] = []
         at = 0
         for m in _QUERY_WORD_RE.finditer(query):
             fix = self.suggest(m.group(0).lower())
-            if fix is None:
+            if fix is None or (keep is not None and not keep(m.group(0), fix)):
                 continue
             pieces.append(query[at : m.start()])
             pieces.append(fix)

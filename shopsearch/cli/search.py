@@ -70,7 +70,7 @@ from shopsearch.cli.options import (
     "--json",
     "as_json",
     is_flag=True,
-    help="Print JSON for other programs: {query, corrected, corrections, hits: [{rank, "
+    help="Print JSON for other programs: {query, corrected, corrections, suggestion, hits: [{rank, "
     "product_id, score, scores, product, because}]}.",
 )
 def search_cmd(
@@ -123,8 +123,9 @@ def search_cmd(
             "corrected": hits.corrected,
             "corrections": [
                 {"from": a, "to": b}
-                for a, b in (hits.correction.changes if hits.correction else ())
+                for a, b in (hits.correction.changes if hits.corrected else ())
             ],
+            "suggestion": hits.suggestion,
             "hits": [h.to_dict(r) for r, h in enumerate(hits, start=1)],
         }
         if why:
@@ -135,6 +136,8 @@ def search_cmd(
         click.echo(
             f'showing results for "{hits.corrected}" (search "{query}" as typed with --no-correct)'
         )
+    elif hits.suggestion:
+        click.echo(f'did you mean "{hits.suggestion}"? (results are for "{query}" as typed)')
     click.echo(format_hits(query, hits))
     if why:
         click.echo(f"note: {why}", err=True)
