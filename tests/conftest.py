@@ -1,4 +1,8 @@
-"""Shared fixtures: tiny models built from a config (no download), small catalogs."""
+"""Shared fixtures: tiny models built from a config (no download), small catalogs.
+
+The builders are in tests/tiny_models.py (``from tiny_models import build_tiny_bert``), not here:
+a test that imports ``conftest`` gets whichever conftest.py pytest loaded last (tests/shopsearch/
+has its own)."""
 
 from __future__ import annotations
 
@@ -7,48 +11,10 @@ import re
 from pathlib import Path
 
 import pytest
+from tiny_models import build_tiny_bert
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-
-SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-
-
-def build_tiny_bert(folder: Path, words: list[str], seed: int = 0) -> Path:
-    """A 2-layer BERT with hidden size 32 as a sentence-transformers folder (mean pooling)."""
-    import torch
-    from sentence_transformers import SentenceTransformer
-
-    try:  # sentence-transformers 6 moved the modules; the old path warns DeprecationWarning
-        from sentence_transformers.sentence_transformer import modules as models
-    except ImportError:  # sentence-transformers < 6 (pyproject allows >= 3.0)
-        from sentence_transformers import models
-    from transformers import BertConfig, BertModel, BertTokenizerFast
-
-    hf_dir = folder / "hf"
-    hf_dir.mkdir(parents=True, exist_ok=True)
-    vocab = SPECIAL + sorted(set(words))
-    (hf_dir / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    # transformers 5 ignores vocab_file= here (every word became [UNK]): pass the vocab itself
-    tokenizer = BertTokenizerFast(vocab={w: i for i, w in enumerate(vocab)}, do_lower_case=True)
-    assert tokenizer.tokenize(vocab[-1]) == [vocab[-1]], "tiny tokenizer lost its vocabulary"
-    torch.manual_seed(seed)
-    config = BertConfig(
-        vocab_size=len(vocab),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=128,
-    )
-    BertModel(config).save_pretrained(hf_dir)
-    tokenizer.save_pretrained(hf_dir)
-    transformer = models.Transformer(str(hf_dir), max_seq_length=64)
-    pooling = models.Pooling(transformer.get_embedding_dimension(), pooling_mode="mean")
-    st = SentenceTransformer(modules=[transformer, pooling, models.Normalize()], device="cpu")
-    out = folder / "st"
-    st.save(str(out))
-    return out
 
 
 @pytest.fixture(scope="session")

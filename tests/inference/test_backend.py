@@ -11,6 +11,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from catalog.sample import write_sample_catalog
 from core.errors import ShopsearchError
 from indexer.build import index_catalog
 from inference import backend as rb
@@ -131,7 +132,7 @@ def test_manifest_records_backend_and_probes_and_int8_opens_an_fp32_index(
 def test_a_query_tower_whose_vectors_differ_is_refused(
     optimized, tiny_model, sample_catalog, tmp_path
 ):
-    from conftest import build_tiny_bert
+    from tiny_models import build_tiny_bert
 
     loc = IndexLocation(path=tmp_path / "idx")
     index_catalog(sample_catalog, loc, model=str(optimized), progress=False)
@@ -218,8 +219,7 @@ def test_cli_optimize_index_info_and_search_with_backend(tmp_path, tiny_model):
     runner = CliRunner()
     model = tmp_path / "model"
     shutil.copytree(tiny_model, model)
-    catalog = tmp_path / "catalog.csv"
-    assert runner.invoke(main, ["sample-catalog", str(catalog), "--n", "60"]).exit_code == 0
+    catalog = write_sample_catalog(tmp_path / "catalog.csv", n=60)
     index = tmp_path / "index"
     base = ["index", str(catalog), "--index", str(index), "--model", str(model), "--no-progress"]
     result = runner.invoke(main, [*base, "--backend", "onnx", "--quantize", "int8"])
@@ -281,31 +281,6 @@ def test_int8_scalar_quantized_vectors_on_edge_and_server_agree(
         assert a.manifest["vectors"] == {"quantization": "int8"}
     with pytest.raises(ShopsearchError, match="unknown vector quantization"):
         index_catalog(sample_catalog, edge, encoder=tiny_encoder, quantize_vectors="int4")
-
-
-@pytest.mark.slow
-def test_bench_index_runs_variants_side_by_side(tmp_path, optimized):
-    from rerank.cross_encoder import new_cross_encoder
-
-    runner = CliRunner()
-    catalog = tmp_path / "catalog.csv"
-    assert runner.invoke(main, ["sample-catalog", str(catalog), "--n", "80"]).exit_code == 0
-    rr = tmp_path / "rr"
-    new_cross_encoder(optimized, device="cpu").save_pretrained(str(rr))
-    rb.optimize(rr, backend="onnx", quantize="int8")
-    args = ["bench-index", str(catalog), "--workdir", str(tmp_path / "b"), "--model"]
-    args += [str(optimized), "--reranker", str(rr), "--n-queries", "10"]
-    args += ["--encoder-sample", "100", "--variant", "torch", "--variant", "onnx:int8"]
-    result = runner.invoke(main, args)
-    assert result.exit_code == 0, result.output
-    table = (tmp_path / "b" / "compare.md").read_text()
-    assert "| | torch | onnx int8 |" in table
-    for row in ("indexing, items/s", "rerank 50 candidates", "hybrid + rerank 50", "memory"):
-        assert row in table
-    speed = json.loads((tmp_path / "b" / "onnxint8" / "speed.json").read_text())
-    assert speed["backend"] == "onnx" and speed["quantize"] == "int8" and speed["rss_mb"] > 0
-    bad = runner.invoke(main, [*args[:-1], "torch:int8"])
-    assert bad.exit_code == 2 and "needs --backend onnx or openvino" in bad.output
 
 
 def test_keep_fp32_that_matches_nothing_is_said(optimized, tmp_path):
@@ -421,17 +396,3 @@ def test_export_restores_the_attention_implementation(tmp_path, tiny_model, monk
     assert seen[-1] == (False, original) and hf.config._attn_implementation == original
     assert (tmp_path / "b" / "onnx" / "model.onnx").is_file()
     assert not list((tmp_path / "b" / "onnx").glob("*.tmp"))
-
-
-def _fail(message: str) -> None:
-    raise ShopsearchError(message)
-
-
-def test_run_isolated_runs_in_another_process_and_keeps_errors():
-    import os
-
-    from research.bench_speed import run_isolated
-
-    assert run_isolated(os.getpid) != os.getpid()
-    with pytest.raises(ShopsearchError, match="one line for the user"):
-        run_isolated(_fail, "one line for the user")

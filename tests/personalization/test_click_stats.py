@@ -1,4 +1,5 @@
-"""Click evidence per (query, product), position bias removed, and the IPW weights that use it."""
+"""Click evidence per (query, product), position bias removed (the IPW weights training uses:
+tests/training/test_train_personal.py)."""
 
 from __future__ import annotations
 
@@ -6,15 +7,10 @@ import math
 
 import numpy as np
 import pytest
-import torch
 
 from core.errors import ShopsearchError
 from personalization.clickstats import ALPHA, ClickStats, click_features
-from personalization.features import FEATURE_NAMES
-from personalization.impressions import Impression
 from personalization.ranker import PersonalFusion, PersonalRanker
-from training.from_log import click_snapshots
-from training.personal import Group, _listwise_loss, ips_dcg
 
 
 def test_clicks_over_expected_clicks_by_hand():
@@ -57,46 +53,6 @@ def test_click_counts_survive_a_save_and_a_bad_file_is_refused(tmp_path):
     (tmp_path / "click_stats.npz").write_bytes(b"not numpy")
     with pytest.raises(ShopsearchError, match="train personal"):
         ClickStats.load(tmp_path)
-
-
-def _imp(ts, query, shown, labels):
-    return Impression(f"s{ts}", "u", "sess", ts, query, tuple(shown), tuple(labels))
-
-
-def test_a_search_reads_only_counts_from_before_it():
-    log = [_imp(0, "q", ["a", "b"], [1, 0]), _imp(100, "q", ["a", "b"], [0, 1])]
-    snaps, final = click_snapshots(
-        log, [(50, "q", ["a", "b"]), (100, "q", ["a", "b"]), (200, "q", ["a"])], 2, delay_s=60
-    )
-    assert snaps[0].shown.sum() == 0  # 50 s after the first list: within the delay
-    assert snaps[1].clicks.tolist() == [1, 0]  # the first list only, not its own
-    assert snaps[2].shown.tolist() == [[2, 0]]  # both lists are old enough by then (rank 1 twice)
-    assert final.lookup("q", ["a", "b"]).clicks.tolist() == [1, 1]
-
-
-def test_inverse_propensity_weights_are_not_cancelled_by_normalisation():
-    # two lists, each with one click: at rank 1 (weight 1) and at a rarely examined rank (8)
-    scores = np.array([3.0, 2.0, 1.0])
-    label = np.array([0.0, 0.0, 1.0])
-    assert ips_dcg(scores, label, np.full(3, 8.0)) == pytest.approx(
-        8 * ips_dcg(scores, label, np.ones(3))
-    )
-    n = len(FEATURE_NAMES)
-    model = PersonalFusion(n, hidden=4, dropout=0.0)
-    feats = np.zeros((3, n), dtype=np.float32)
-
-    def loss(weight):
-        group = Group(
-            "g",
-            scores.astype(np.float32),
-            feats,
-            label.astype(np.float32),
-            np.full(3, weight, dtype=np.float32),
-        )
-        with torch.no_grad():
-            return float(_listwise_loss(model, [group])[0])
-
-    assert loss(8.0) == pytest.approx(8 * loss(1.0), rel=1e-5)
 
 
 def test_the_model_keeps_its_click_counts_and_reads_them_with_its_curve(tmp_path):

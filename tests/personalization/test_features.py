@@ -176,7 +176,7 @@ def test_explain_orders_by_absolute_contribution() -> None:
         explain(row[:3], contributions)
 
 
-def test_behaviour_imports_no_torch_nor_search_stack() -> None:
+def test_personalization_imports_no_torch_nor_search_stack() -> None:
     code = (
         "import sys, personalization.events, personalization.privacy, personalization.profiles, personalization.features\n"
         "bad = [m for m in sys.modules if m.split('.')[0] in "

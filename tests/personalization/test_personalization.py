@@ -19,10 +19,8 @@ from rerank.pipeline import SearchPipeline
 from retrieval.retriever import Retriever
 from retrieval.store import IndexLocation
 from shopsearch.cli import main
-from training.personal import Group, PersonalTrainConfig, train_personal
 
 F = len(FEATURE_NAMES)
-SIM = FEATURE_NAMES.index("recent_sim_max")
 
 
 def _ranker(seed: int = 0) -> PersonalRanker:
@@ -54,32 +52,6 @@ def test_warm_shopper_gets_contributions_and_save_load_round_trip(tmp_path):
     loaded = PersonalRanker.load(ranker.save(tmp_path / "p"))
     b = loaded.score(cross, feats)
     np.testing.assert_allclose(a.total, b.total, rtol=1e-6)
-
-
-def test_training_learns_a_behaviour_signal():
-    rng = np.random.default_rng(0)
-    groups = []
-    for i in range(300):
-        n = 8
-        cross = rng.normal(size=n).astype(np.float32)
-        feats = np.zeros((n, F), dtype=np.float32)
-        feats[:, HAS_HISTORY] = 1.0
-        feats[:, SIM] = rng.uniform(0, 1, size=n)
-        feats[:, FEATURE_NAMES.index("cross_score")] = cross
-        # the shopper clicks what resembles their past, whatever the relevance score says
-        label = (feats[:, SIM] > 0.8).astype(np.float32)
-        groups.append(Group(f"s{i}", cross, feats, label, np.ones(n, dtype=np.float32)))
-    ranker, report = train_personal(
-        groups, PersonalTrainConfig(epochs=30, seed=0), log=lambda m: None
-    )
-    assert report.best_val_ips_dcg > report.baseline_val_ips_dcg + 0.2
-    assert ranker.meta["train"]["best_epoch"] >= 1
-    # brand affinity was 0 in every training row: at serving, a catalog with brands gives it
-    # values, which must change nothing (the model never learned what they mean)
-    feats = groups[0].feats.copy()
-    before = ranker.score(groups[0].cross, feats).personal
-    feats[:, FEATURE_NAMES.index("brand_affinity")] = 0.9
-    np.testing.assert_array_equal(ranker.score(groups[0].cross, feats).personal, before)
 
 
 @pytest.fixture()

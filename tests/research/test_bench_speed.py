@@ -4,15 +4,18 @@ and the int8-quantized build made from the first build's vectors (not re-encoded
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
 
 from catalog.reader import read_catalog
+from catalog.sample import write_sample_catalog
 from catalog.text import product_text
 from core.errors import ShopsearchError
 from indexer.build import index_catalog
+from inference import backend as rb
 from research.bench_speed import (
     Latency,
     QuantizedVectorsReport,
@@ -27,6 +30,7 @@ from research.cli import bench_index_cmd
 from retrieval.hits import RankedHit
 from retrieval.retriever import Retriever
 from retrieval.store import IndexLocation
+from shopsearch.cli import main
 
 
 def test_recall_against_exact_is_the_mean_overlap_share():
@@ -257,3 +261,51 @@ def test_bench_index_reports_recall_against_exact_and_the_int8_build(
                                                  "--memory-only"])  # fmt: skip
     assert isinstance(empty.exception, ShopsearchError)  # the CLI prints it as one line
     assert "run bench-index without --memory-only or --search-only first" in str(empty.exception)
+
+
+@pytest.fixture(scope="module")
+def optimized(tmp_path_factory, tiny_model):
+    """A copy of the tiny bi-encoder with onnx/model.onnx and its int8 copy."""
+    pytest.importorskip("onnxruntime")
+    folder = tmp_path_factory.mktemp("opt") / "model"
+    shutil.copytree(tiny_model, folder)
+    rb.optimize(folder, backend="onnx", quantize="int8")
+    return folder
+
+
+@pytest.mark.slow
+def test_bench_index_runs_variants_side_by_side(tmp_path, optimized):
+    from rerank.cross_encoder import new_cross_encoder
+
+    runner = CliRunner()
+    catalog = write_sample_catalog(tmp_path / "catalog.csv", n=80)
+    rr = tmp_path / "rr"
+    new_cross_encoder(optimized, device="cpu").save_pretrained(str(rr))
+    rb.optimize(rr, backend="onnx", quantize="int8")
+    args = ["bench-index", str(catalog), "--workdir", str(tmp_path / "b"), "--model"]
+    args += [str(optimized), "--reranker", str(rr), "--n-queries", "10"]
+    args += ["--encoder-sample", "100", "--variant", "torch", "--variant", "onnx:int8"]
+    result = runner.invoke(main, args)
+    assert result.exit_code == 0, result.output
+    table = (tmp_path / "b" / "compare.md").read_text()
+    assert "| | torch | onnx int8 |" in table
+    for row in ("indexing, items/s", "rerank 50 candidates", "hybrid + rerank 50", "memory"):
+        assert row in table
+    speed = json.loads((tmp_path / "b" / "onnxint8" / "speed.json").read_text())
+    assert speed["backend"] == "onnx" and speed["quantize"] == "int8" and speed["rss_mb"] > 0
+    bad = runner.invoke(main, [*args[:-1], "torch:int8"])
+    assert bad.exit_code == 2 and "needs --backend onnx or openvino" in bad.output
+
+
+def _fail(message: str) -> None:
+    raise ShopsearchError(message)
+
+
+def test_run_isolated_runs_in_another_process_and_keeps_errors():
+    import os
+
+    from research.bench_speed import run_isolated
+
+    assert run_isolated(os.getpid) != os.getpid()
+    with pytest.raises(ShopsearchError, match="one line for the user"):
+        run_isolated(_fail, "one line for the user")

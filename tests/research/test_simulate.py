@@ -1,4 +1,5 @@
-"""Behaviour simulation: determinism, click model, valid event logs, ground truth, time split."""
+"""The shopper simulator (research.simulate): determinism, click model, valid event logs,
+ground truth, time split."""
 
 from __future__ import annotations
 

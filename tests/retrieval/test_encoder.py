@@ -1,16 +1,12 @@
-"""The packaged MiniLM bi-encoder, model resolution, the product-text recipe and filters."""
+"""The packaged MiniLM bi-encoder: offline by default, normalised vectors, batching by tokens."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from catalog.schema import Product, normalize_category
-from catalog.text import product_text
-from core.errors import ShopsearchError
-from inference.models import default_model_path, model_fingerprint, resolve_model_path
+from inference.models import default_model_path
 from retrieval.encoder import BiEncoder
-from retrieval.filters import Filters
 
 
 @pytest.fixture(scope="module")
@@ -70,49 +66,3 @@ def test_batched_vectors_come_back_in_input_order(minilm):
         np.testing.assert_allclose(together, alone, atol=1e-5)
     with pytest.raises(ValueError, match="batch_size"):
         minilm.encode_document(texts, batch_size=-1)
-
-
-def test_model_resolution_errors(tmp_path):
-    with pytest.raises(ShopsearchError, match="nothing is downloaded"):
-        resolve_model_path("sentence-transformers/some-other-model")
-    (tmp_path / "config.json").write_text("{}")
-    with pytest.raises(ShopsearchError, match="no weights"):
-        model_fingerprint(tmp_path)
-
-
-def test_fingerprint_follows_weights(tiny_model, tiny_model_b):
-    assert model_fingerprint(tiny_model) != model_fingerprint(tiny_model_b)
-    assert model_fingerprint(tiny_model) == model_fingerprint(tiny_model)
-
-
-def test_product_text_recipe():
-    p = Product(
-        product_id="1",
-        title="Voltmax 20V Cordless Drill",
-        brand="Voltmax",
-        category="Tools > Power Tools > Drills",
-        attributes={"voltage": "20V", "color": "Yellow", "weight": "3 lb"},
-    )
-    text = product_text(p)
-    assert text.startswith("Voltmax 20V Cordless Drill")
-    assert "brand:" not in text  # brand already in the title
-    assert "category: Tools > Power Tools > Drills" in text
-    assert "color: Yellow" in text and "voltage: 20V" in text and "weight" not in text
-    q = Product(product_id="2", title="Shovel", brand="Diggers")
-    assert product_text(q) == "Shovel | brand: Diggers"
-
-
-def test_category_levels_and_normalisation():
-    assert normalize_category(" Tools>Hand Tools >  Pliers ") == "Tools > Hand Tools > Pliers"
-    p = Product(product_id="1", title="t", category="Tools > Hand Tools > Pliers")
-    assert p.category_levels() == ["Tools", "Tools > Hand Tools", "Tools > Hand Tools > Pliers"]
-
-
-def test_filters_validation():
-    assert Filters().is_empty()
-    assert Filters.coerce({"brand": "Acme"}).brands == ("Acme",)
-    assert Filters.coerce({"category": "Tools>Drills"}).category == "Tools > Drills"
-    with pytest.raises(ShopsearchError, match="unknown filter"):
-        Filters.coerce({"colour": "red"})
-    with pytest.raises(ShopsearchError, match="negative"):
-        Filters(min_price=-1)

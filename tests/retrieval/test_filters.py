@@ -100,3 +100,13 @@ def test_conditions_use_normalized_keys():
 def test_parts_name_each_condition():
     names = [n for n, _ in Filters(brands=("dewalt",), in_stock=True).parts()]
     assert names == ["brand 'dewalt'", "in stock"]
+
+
+def test_filters_validation():
+    assert Filters().is_empty()
+    assert Filters.coerce({"brand": "Acme"}).brands == ("Acme",)
+    assert Filters.coerce({"category": "Tools>Drills"}).category == "Tools > Drills"
+    with pytest.raises(ShopsearchError, match="unknown filter"):
+        Filters.coerce({"colour": "red"})
+    with pytest.raises(ShopsearchError, match="negative"):
+        Filters(min_price=-1)

@@ -17,9 +17,9 @@ def runner():
 
 @pytest.fixture()
 def indexed(runner, tmp_path, tiny_model):
-    catalog = tmp_path / "catalog.csv"
-    result = runner.invoke(main, ["sample-catalog", str(catalog), "--n", "120", "--seed", "5"])
-    assert result.exit_code == 0, result.output
+    from catalog.sample import write_sample_catalog
+
+    catalog = write_sample_catalog(tmp_path / "catalog.csv", n=120, seed=5)
     index = tmp_path / "index"
     result = runner.invoke(
         main,
@@ -208,31 +208,11 @@ def test_every_command_and_option_has_help():
         for param in cmd.params:
             if isinstance(param, click.Option) and param.name not in ("help", "version"):
                 assert param.help, f"{cmd.name} --{param.name} has no help"
-    # the README's commands, core and research (the latter through entry points)
+    # the README's core commands (research's, from entry points: tests/research/)
     assert {
         "index", "search", "info", "import", "homedepot", "train", "retriever", "reranker",
-        "events", "ingest", "forget-user", "sample-catalog", "demo", "bench", "bench-index",
-        "bench-personal", "simulate", "bench-faults", "bench-typo", "bench-depth", "serve",
-        "personal",
+        "events", "ingest", "forget-user", "serve", "personal",
     } <= names  # fmt: skip
-
-
-def test_research_commands_come_from_entry_points():
-    from importlib.metadata import entry_points
-
-    from shopsearch.cli import PLUGIN_GROUP
-
-    registered = {ep.name: ep.value for ep in entry_points(group=PLUGIN_GROUP)}
-    assert registered["sample-catalog"] == "research.cli:sample_catalog"
-    assert set(registered) == {
-        "sample-catalog", "demo", "bench", "bench-index", "bench-personal", "simulate",
-        "bench-faults", "bench-typo", "bench-depth",
-    }  # fmt: skip
-    from research.cli import COMMANDS
-
-    assert set(registered) == {c.name for c in COMMANDS}  # every research command is reachable
-    # not registered by hand: the group itself holds only the core commands
-    assert not set(registered) & set(main.commands)
 
 
 def test_unknown_command_is_a_usage_error(runner):
@@ -286,26 +266,6 @@ def test_keyboard_interrupt_exits_130(runner, monkeypatch, tmp_path):
     result = runner.invoke(main, ["search", "drill", "--index", str(tmp_path)])
     assert result.exit_code == 130
     assert "interrupted" in result.stderr
-
-
-def test_bad_seeds_are_a_usage_error(runner, tmp_path):
-    result = runner.invoke(
-        main,
-        [
-            "bench-personal", str(tmp_path), "--zero-shot-index", str(tmp_path),
-            "--index", str(tmp_path), "--reranker", "x", "--seeds", "0,a",
-        ],
-    )  # fmt: skip
-    assert result.exit_code == 2
-    assert "--seeds" in result.stderr and "Traceback" not in result.output
-
-
-def test_demo(runner, tmp_path):
-    result = runner.invoke(main, ["demo", "--workdir", str(tmp_path), "--n", "30", "-k", "2"])
-    assert result.exit_code == 0, result.output
-    assert "1. wrote a sample catalog of 30 products" in result.stdout
-    assert "2. indexed 30 products" in result.stdout
-    assert "Try: shopsearch search" in result.stdout
 
 
 def test_train_personal_from_a_log_leaves_out_forgotten_shoppers(runner, indexed, tmp_path):

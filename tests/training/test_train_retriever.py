@@ -12,7 +12,7 @@ import random
 from pathlib import Path
 
 import pytest
-from conftest import build_tiny_bert
+from tiny_models import build_tiny_bert
 
 from core.errors import ShopsearchError
 from evaluation.labels import Judgments
