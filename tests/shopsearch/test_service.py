@@ -18,7 +18,6 @@ from pathlib import Path
 import click
 import httpx
 import pytest
-import torch
 from click.testing import CliRunner
 from fastapi.testclient import TestClient
 
@@ -26,8 +25,6 @@ from core.errors import ShopsearchError
 from indexer.build import index_catalog
 from personalization.events import validate_records
 from personalization.features import FEATURE_NAMES
-from personalization.personalizer import Personalizer
-from personalization.ranker import PersonalFusion, PersonalRanker
 from rerank.pipeline import SearchPipeline
 from retrieval.retriever import Retriever
 from retrieval.store import IndexLocation
@@ -38,55 +35,6 @@ API_KEY = "test-api-key"
 ADMIN_KEY = "test-admin-key"
 ALICE = "alice@example.com"
 DANA = "dana.q7@example.com"
-
-
-@pytest.fixture(scope="module")
-def index_dir(tmp_path_factory, sample_catalog, tiny_encoder) -> Path:
-    path = tmp_path_factory.mktemp("service") / "index"
-    index_catalog(sample_catalog, IndexLocation(path=path), encoder=tiny_encoder, progress=False)
-    return path
-
-
-@pytest.fixture(scope="module")
-def personal_model(tmp_path_factory) -> Path:
-    torch.manual_seed(2)
-    ranker = PersonalRanker(PersonalFusion(len(FEATURE_NAMES), hidden=8, dropout=0.0))
-    return ranker.save(tmp_path_factory.mktemp("personal") / "model")
-
-
-@pytest.fixture(scope="module")
-def drills(sample_products) -> list[str]:
-    return [p.product_id for p in sample_products if p.category and "Drills" in p.category][:3]
-
-
-@pytest.fixture()
-def make_client(tmp_path, index_dir, personal_model, tiny_encoder):
-    """``make_client(**settings)``: a started TestClient on the tiny index (shared encoder)."""
-    clients = []
-
-    def factory(settings: ServiceSettings) -> SearchPipeline:
-        retriever = Retriever.open(settings.index, encoder=tiny_encoder)
-        personal = (
-            Personalizer.open(settings.personal, settings.profiles) if settings.personal else None
-        )
-        return SearchPipeline(retriever, None, personal)
-
-    def make(**overrides) -> TestClient:
-        options = {
-            "index": str(index_dir),
-            "profiles": str(tmp_path / "profiles"),
-            "personal": str(personal_model),
-            "background_load": False,
-            **overrides,
-        }
-        client = TestClient(create_app(ServiceSettings(**options), pipeline_factory=factory))
-        client.__enter__()
-        clients.append(client)
-        return client
-
-    yield make
-    for client in clients:
-        client.__exit__(None, None, None)
 
 
 def _ts(day: int) -> str:

@@ -80,6 +80,10 @@ function render(data) {
   $("status").textContent =
     (data.corrected ? `showing results for "${data.corrected}" · ` : "") +
     `${data.results.length} results` + (data.personalized ? " (personalized)" : "") + ` · ${stages}`;
+  // why the page is empty (the filters match no product): what the service says, as said
+  const note = $("note");
+  note.textContent = data.note || "";
+  note.hidden = !data.note;
 }
 
 async function search(event) {
@@ -104,6 +108,7 @@ async function search(event) {
     render(data);
   } catch (err) {
     $("results").replaceChildren();
+    $("note").hidden = true;
     $("status").className = "error";
     $("status").textContent = String(err.message || err);
   }
