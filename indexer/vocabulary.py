@@ -122,7 +122,7 @@ def add_log_vocabulary(
             profile store; the index is unchanged.
     """
     from personalization.events import read_events
-    from personalization.impressions import impressions_from_events
+    from personalization.impressions import answered_searches
 
     if min_shoppers < 1:
         raise ShopsearchError(f"--min-shoppers must be at least 1, got {min_shoppers}")
@@ -143,21 +143,18 @@ def add_log_vocabulary(
         from personalization.ingest import without_forgotten
 
         events, forgotten = without_forgotten(events, profiles)
-    impressions, stats = impressions_from_events(events)
+    answered, stats = answered_searches(events)
     del events
-    searches = [
-        (m.user_id, m.query, [p for p, label in zip(m.shown, m.labels, strict=True) if label])
-        for m in impressions
-        if m.clicked
-    ]
+    searches = [(a.user_id, a.query, list(a.products)) for a in answered]
     if not searches:
         bad = f", {rejected} row(s) rejected" if rejected else ""
         bad += f", the events of {forgotten} forgotten shopper(s) left out" if forgotten else ""
         raise ShopsearchError(
             f"{log}: no search in the log led to a click, add to cart or purchase "
-            f"({stats.searches} search(es), {stats.searches_with_impressions} with a shown list, "
-            f"{stats.interactions_attributed} of {stats.interactions} interaction(s) attributed"
-            f"{bad}); the index was not changed"
+            f"({stats.searches} search(es), {stats.interactions_attributed} of "
+            f"{stats.interactions} interaction(s) attributed to one{bad}): an interaction "
+            "names its search by search_id, or follows it in the same session; the index was "
+            "not changed"
         )
     with backend.writer_lock():
         current = backend.open()

@@ -30,4 +30,6 @@ def __getattr__(name: str) -> _Any:
         DeprecationWarning,
         stacklevel=2,
     )
-    return getattr(importlib.import_module(_MOVED[name]), name)
+    value = getattr(importlib.import_module(_MOVED[name]), name)
+    globals()[name] = value  # warned once: `from ... import` looks a name up twice
+    return value

@@ -183,6 +183,7 @@ def lessons_from_log(
             f"the log has {stats.searches} searches and none with a shown list: training "
             "needs the 'results' field on search events (the product ids shown, in order)"
         )
+    unknown = _not_in_index(impressions, items)
     queries = sorted({m.query for m in impressions})
     candidates: dict[str, dict[str, RankedHit]] = {}
     for i in range(0, len(queries), batch_queries):
@@ -198,9 +199,14 @@ def lessons_from_log(
             for pos, (pid, label) in enumerate(zip(m.shown, m.labels, strict=True), start=1)
             if pos <= max_rank and pid in cands
         ]
-        lost = sum(1 for pos, pid in enumerate(m.shown, 1) if pos <= max_rank and pid not in cands)
-        if lost:
-            skipped["shown product not among the query's relevance-only candidates"] += lost
+        lost = [pid for pos, pid in enumerate(m.shown, 1) if pos <= max_rank and pid not in cands]
+        gone = sum(pid in unknown for pid in lost)
+        if gone:
+            skipped["shown product not in the index"] += gone
+        if len(lost) > gone:
+            skipped["shown product not among the query's relevance-only candidates"] += (
+                len(lost) - gone
+            )
         if len(kept) < 2:
             skipped["search with fewer than 2 usable shown products"] += 1
             continue
@@ -233,6 +239,32 @@ def lessons_from_log(
         )
     ]
     return lessons, stats, dict(skipped), clicks
+
+
+def _not_in_index(impressions: Sequence[Impression], items: ItemLookup | None) -> set[str]:
+    """The shown product ids the index does not have (empty without ``items`` to ask).
+
+    Raises:
+        ShopsearchError: The index has none of them: the log was recorded on another catalog
+            (or ids of another scheme), which no reranker depth can mend.
+    """
+    if items is None:
+        return set()
+    shown = sorted({pid for m in impressions for pid in m.shown})
+    known: set[str] = set()
+    for i in range(0, len(shown), 1000):
+        known.update(items(shown[i : i + 1000]))
+    unknown = {pid for pid in shown if pid not in known}
+    if shown and not known:
+        clicked = {
+            pid for m in impressions for pid, lab in zip(m.shown, m.labels, strict=True) if lab
+        }
+        raise ShopsearchError(
+            f"none of the {len(shown):,} shown product ids ({len(clicked):,} of them with an "
+            f"interaction) of the log is in the index (e.g. {shown[0]!r}): is this the index "
+            "the log was recorded on?"
+        )
+    return unknown
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,6 @@ from qdrant_client import QdrantClient
 from core.errors import ShopsearchError
 from indexer.build import index_catalog
 from indexer.vocabulary import add_log_vocabulary
-from personalization.events import write_events
 from retrieval.retriever import Retriever
 from retrieval.spelling import (
     QueryCorrector,
@@ -67,9 +66,12 @@ def _search(user: str, n: int, query: str, clicked: str | None, event: str = "cl
 
 
 def _log(path, searches) -> str:
-    events = [e for i, s in enumerate(searches) for e in _search(s[0], i, *s[1:])]
-    write_events(events, path)
+    _write_jsonl([e for i, s in enumerate(searches) for e in _search(s[0], i, *s[1:])], path)
     return str(path)
+
+
+def _write_jsonl(rows: list[dict], path) -> None:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
 
 
 #: "kohler" (a brand no product names) by three shoppers: a word; the corrector turns it into
@@ -254,6 +256,20 @@ def test_a_log_without_a_chosen_search_changes_nothing(edge_index, tmp_path):
         add_log_vocabulary(edge_index, log)
     assert "the index was not changed" in str(err.value) and "\n" not in str(err.value)
     assert _builds(edge_index) == before
+
+
+def test_a_log_without_shown_lists_still_teaches_its_words(edge_index, tmp_path):
+    """Each click names its search: that is all the vocabulary needs, shown list or not
+    (case 28)."""
+    rows = [
+        {k: v for k, v in e.items() if k != "results"}
+        for i, s in enumerate(GOOD_LOG)
+        for e in _search(s[0], i, *s[1:])
+    ]
+    log = tmp_path / "no-lists.jsonl"
+    _write_jsonl(rows, log)
+    summary = add_log_vocabulary(edge_index, log)
+    assert summary.words_added == ["kohler"]
 
 
 def test_a_path_that_is_no_index_is_one_line_and_not_created(tmp_path):

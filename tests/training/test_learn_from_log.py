@@ -46,8 +46,53 @@ def test_interactions_are_attributed_to_the_search_that_showed_them():
     assert stats.interactions == 5 and stats.interactions_attributed == 3
     assert sum(stats.skipped.values()) == 3
     assert any("no earlier search" in r for r in stats.skipped)
-    assert any("another shopper" in r for r in stats.skipped)
+    assert any("its shopper's session does not have" in r for r in stats.skipped)
     assert any("without a shown list" in r for r in stats.skipped)
+
+
+def test_search_ids_are_read_within_their_shopper_and_session():
+    """A page counter that restarts each session (ids 1, 2, 1, 2) names one search each, and a
+    click never lands on another session's search (case 27)."""
+    events = []
+    for n, session in enumerate(["s-a", "s-b", "s-c"]):
+        t = T0 + 1000 * n
+        events += [
+            _search("u", t, "1", ["a", "b"], session=session),
+            _search("u", t + 10, "2", ["c", "d"], session=session),
+            _act("u", t + 20, "click", "ab"[n % 2], sid="1", session=session),
+        ]
+    events.append(_act("u", T0 + 5000, "click", "c", sid="2", session="s-other"))
+    got, stats = impressions_from_events(events)
+    assert len(got) == 6 and stats.searches_with_impressions == 6
+    assert [m.session_id for m in got if any(m.labels)] == ["s-a", "s-b", "s-c"]
+    assert [m.labels for m in got if m.search_id == "1"] == [(1, 0), (0, 1), (1, 0)]
+    assert stats.interactions_attributed == 3
+    assert stats.skipped == {"interaction names a search_id its shopper's session does not have": 1}
+    # the same id twice in one session is a duplicate, said as such
+    _, stats = impressions_from_events([*events, _search("u", T0 + 30, "1", ["x"], session="s-a")])
+    assert stats.skipped["search_id seen twice in one session (the later search dropped)"] == 1
+
+
+def test_a_search_without_a_shown_list_is_still_answered_by_its_click():
+    """Which query led to an interaction needs the search and the click, not the shown list
+    (case 28): the spelling vocabulary learns from these."""
+    from personalization.impressions import answered_searches
+
+    events = [
+        Event("u", T0, "s", "search", query="kohler faucet", search_id="q1"),
+        _act("u", T0 + 10, "click", "f1", sid="q1"),
+        Event("v", T0, "t", "search", query="kohler tap"),
+        _act("v", T0 + 10, "purchase", "f2", session="t"),  # no search_id: the latest in session
+        Event("w", T0, "r", "search", query="nothing came of it"),
+    ]
+    answered, stats = answered_searches(events)
+    assert [(a.query, a.products) for a in answered] == [
+        ("kohler faucet", ("f1",)),
+        ("kohler tap", ("f2",)),
+    ]
+    assert stats.searches == 3 and stats.searches_with_impressions == 0
+    assert stats.interactions_attributed == 2
+    assert impressions_from_events(events)[0] == []  # nothing to learn a ranking from
 
 
 def test_the_log_reader_takes_impression_lists(tmp_path):
@@ -188,6 +233,44 @@ def test_a_log_without_impressions_is_refused_with_the_field_it_needs():
     events = [Event("u", T0, "s", "search", query="drill"), _act("u", T0 + 1, "click", "a")]
     with pytest.raises(ShopsearchError, match="'results'"):
         train_from_log(events, lambda qs: [[] for _ in qs], lambda ids: {}, log=lambda m: None)
+
+
+def test_a_log_whose_product_ids_the_index_lacks_is_refused_naming_the_ids():
+    """Ids of another catalog are the log's mistake, not the reranker depth's (case 29)."""
+    events = [
+        e
+        for n in range(3)
+        for e in (
+            _search("u", T0 + n, f"q{n}", ["000001", "000002"]),
+            _act("u", T0 + n + 0.5, "click", "000002", sid=f"q{n}"),
+        )
+    ]
+    with pytest.raises(ShopsearchError, match=r"none of the 2 shown product ids \(1 of them"):
+        train_from_log(
+            events,
+            lambda qs: [[] for _ in qs],
+            lambda ids: {},
+            log=lambda m: None,
+            items=lambda ids: {},  # the index has none of them
+        )
+
+
+def test_shown_products_the_index_lacks_are_counted_apart(monkeypatch):
+    from training.from_log import lessons_from_log
+
+    events = [
+        _search("u", T0, "q", ["a", "b", "gone"]),
+        _act("u", T0 + 1, "click", "a", sid="q"),
+    ]
+    hits = [RankedHit(p, 1.0, 1.0, i + 1, relevance=1.0) for i, p in enumerate(["a"])]
+    *_, skipped, _ = lessons_from_log(
+        events,
+        lambda qs: [hits for _ in qs],
+        lambda ids: {},
+        items=lambda ids: {p: {} for p in ids if p in {"a", "b"}},
+    )
+    assert skipped["shown product not in the index"] == 1
+    assert skipped["shown product not among the query's relevance-only candidates"] == 1
 
 
 def test_serving_refuses_a_personal_model_trained_on_other_relevance():
