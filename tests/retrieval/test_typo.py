@@ -268,3 +268,101 @@ def test_bad_tuning_is_a_one_line_error():
         QueryTuning(dense_weight=0.0, sparse_weight=0.0)
     with pytest.raises(ShopsearchError, match="dense_reads"):
         QueryTuning(dense_reads="typed")  # type: ignore[arg-type]
+
+
+# -- a correction is applied only with evidence (case 26) ------------------------------------
+
+EVIDENCE_CATALOG = [
+    ("r1", "Ridgeline 20V Cordless Hammer Drill", "Ridgeline", "Tools > Drills"),
+    ("r2", "Torqwell 24V Cordless Drill Driver Kit", "Torqwell", "Tools > Drills"),
+    ("p1", "Truecoat 9 in. Foam Roller Cover", "Truecoat", "Paint > Rollers"),
+    ("p2", "Brushworks Sage Green Exterior Paint", "Brushworks", "Paint > Exterior"),
+    ("f1", "Stillwater Pull-Down Kitchen Faucet in Chrome", "Stillwater", "Plumbing > Faucets"),
+    ("f2", "Pureline Single Hole Bathroom Faucet", "Pureline", "Plumbing > Faucets"),
+    ("s1", "Wireworks 20 Amp Motion Sensor Switch", "Wireworks", "Electrical > Switches"),
+    ("l1", "Brightwell Soft White LED Bulb", "Brightwell", "Lighting > Bulbs"),
+    ("l2", "Halden Dusk to Dawn Outdoor Lantern", "Halden", "Lighting > Outdoor"),
+]
+
+
+@pytest.fixture(scope="module")
+def evidence_index(tmp_path_factory, tiny_encoder):
+    folder = tmp_path_factory.mktemp("evidence")
+    rows = [
+        {"product_id": i, "title": t, "brand": b, "category": c, "price": 10.0}
+        for i, t, b, c in EVIDENCE_CATALOG
+    ]
+    catalog = folder / "catalog.jsonl"
+    catalog.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    index_catalog(catalog, IndexLocation(path=folder / "idx"), encoder=tiny_encoder, progress=False)
+    return folder / "idx"
+
+
+@pytest.mark.parametrize(
+    ("typed", "offered"),
+    [
+        ("kohler faucet", "roller faucet"),  # a brand the shop lacks: "roller" makes no sense
+        ("safe current switch", None),  # "safe" is English: not a typo
+        ("sofa", "soft"),  # a word of the language the shop does not sell
+        ("desk lamp", None),
+        ("bolts", "bulbs"),
+    ],
+)
+def test_a_correction_without_evidence_is_only_offered(
+    evidence_index, tiny_encoder, typed, offered
+):
+    with Retriever.open(evidence_index, encoder=tiny_encoder) as r:
+        hits = r.search(typed, k=5, mode="bm25")
+        as_typed = r.search(typed, k=5, mode="bm25", correct=False)
+        assert hits.corrected is None  # searched as typed ...
+        assert [h.product_id for h in hits] == [h.product_id for h in as_typed]
+        if offered is not None:  # ... and the correction offered, not applied
+            assert hits.suggestion == offered
+            assert hits.correction.applied is False
+            assert hits.correction.to_dict()["applied"] is False
+
+
+@pytest.mark.parametrize(
+    ("typed", "fixed"),
+    [
+        ("ridgline drill", "ridgeline drill"),  # the brand with a drill: one product has both
+        ("cordles dril", "cordless drill"),
+        ("bathrom faucte", "bathroom faucet"),
+        ("faucte", "faucet"),  # one word: nothing to hold it against
+    ],
+)
+def test_a_typo_with_evidence_is_corrected(evidence_index, tiny_encoder, typed, fixed):
+    with Retriever.open(evidence_index, encoder=tiny_encoder) as r:
+        hits = r.search(typed, k=3, mode="bm25")
+        assert hits.corrected == fixed and hits.suggestion is None
+        assert hits.correction.applied is True
+
+
+def test_only_the_changes_with_evidence_are_applied(evidence_index, tiny_encoder):
+    with Retriever.open(evidence_index, encoder=tiny_encoder) as r:
+        # "sofa" stays (a word of the language), "faucte" is fixed
+        (c,) = r.corrections(["sofa faucte"])
+        assert c.applied and c.corrected == "sofa faucet"
+        assert c.changes == (("faucte", "faucet"),)
+
+
+def test_bm25_reads_the_typed_word_beside_its_correction(evidence_index, tiny_encoder):
+    with Retriever.open(evidence_index, encoder=tiny_encoder) as r:
+        corrections = r.corrections(["ridgline drill"])
+        (spec,) = r.specs(["ridgline drill"], 5, None, "bm25", corrections=corrections)
+        assert corrections[0].corrected == "ridgeline drill"
+        assert spec.sparse == r.lexical.encode_query("ridgeline drill ridgline")
+        assert spec.sparse != r.lexical.encode_query("ridgeline drill")
+
+
+def test_cli_offers_a_correction_it_did_not_apply(evidence_index, tiny_model):
+    from shopsearch.cli import main
+
+    args = ["search", "kohler faucet", "--index", str(evidence_index), "--model", str(tiny_model)]
+    result = CliRunner().invoke(main, [*args, "--mode", "bm25"])
+    assert result.exit_code == 0, result.output
+    assert 'did you mean "roller faucet"?' in result.stdout
+    assert "showing results for" not in result.stdout
+    payload = json.loads(CliRunner().invoke(main, [*args, "--json"]).stdout)
+    assert payload["corrected"] is None and payload["corrections"] == []
+    assert payload["suggestion"] == "roller faucet"
