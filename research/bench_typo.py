@@ -77,6 +77,21 @@ class TypoRow:
 
 
 @dataclass(frozen=True)
+class PolicyRow:
+    """One stage on one query subset: every proposed correction applied, against only those
+    with evidence (``Retriever.corrections``)."""
+
+    stage: str
+    subset: str
+    queries: int
+    metric: str
+    always: float
+    with_evidence: float
+    relative_delta: float
+    p_value: float
+
+
+@dataclass(frozen=True)
 class AugmentRow:
     """One system trained plain and typo-augmented, on one query subset at one noise level."""
 
@@ -110,6 +125,8 @@ class TypoReport:
     models: dict[str, str | None] = field(default_factory=dict)
     #: The fusion both sides of the training comparison read (the plain index's).
     training_fusion: dict[str, Any] | None = None
+    #: Corrections applied with evidence against all proposed ones, per stage (paired).
+    policy: list[PolicyRow] = field(default_factory=list)
 
     def markdown(self) -> str:
         """The tables."""
@@ -136,6 +153,22 @@ class TypoReport:
                 f"{r.corrected:.3f} | {r.relative_delta:+.1%} | {r.p_value:.4f}{mark} |"
             )
         lines += ["", "`*`: p < 0.05 (paired randomization).", ""]
+        if self.policy:
+            lines += [
+                "A correction applied only with evidence (the word unknown to the language too, "
+                "and one product holding it beside another word of the query) against every "
+                "proposed correction applied:",
+                "",
+                "| stage | subset | n | metric | always | with evidence | rel. change | p |",
+                "|---|---|---|---|---|---|---|---|",
+            ]
+            for r in self.policy:
+                mark = " *" if r.p_value < 0.05 else ""
+                lines.append(
+                    f"| {r.stage} | {r.subset} | {r.queries} | {r.metric} | {r.always:.3f} | "
+                    f"{r.with_evidence:.3f} | {r.relative_delta:+.1%} | {r.p_value:.4f}{mark} |"
+                )
+            lines.append("")
         levels = " | ".join(f"{x:.0%}" for x in NOISE_LEVELS)
         lines += [
             f"| stage (corrected) | metric | {levels} |",
@@ -149,7 +182,8 @@ class TypoReport:
         c = self.corrections
         lines += [
             "",
-            f"Corrector on the test queries: {c['queries_corrected']} queries corrected, "
+            f"Corrector on the test queries: {c['queries_corrected']} queries corrected "
+            f"({c.get('queries_offered_only', 0)} more offered only, without evidence), "
             f"{c['words_changed']} words changed, {c['english_words_changed']} of them an English "
             f"word ({c['english_share']:.1%}; proxy for a word that was right). "
             + (
@@ -370,11 +404,15 @@ def run_typo_benchmark(
         if any(len(x) >= 3 and not corrector.knows(x) for x in vocabulary_words(t))
     ]
     runs: dict[str, dict[bool, Run]] = {}
+    always: dict[str, Run] = {}  # every proposed correction applied (the earlier policy)
     for name, mode in (("bm25", "bm25"), ("dense", "dense"), ("hybrid", "hybrid")):
         if "stages" not in parts:
             break
         log(f"stage {name}")
         runs[name] = {c: retrieve(retriever, mode, qids, texts, c) for c in (False, True)}
+        retriever.require_evidence = False
+        always[name] = retrieve(retriever, mode, qids, texts, True)
+        retriever.require_evidence = True
 
     pipeline_fn = None
     if reranker_model is not None:
@@ -389,6 +427,9 @@ def run_typo_benchmark(
         if "stages" in parts:
             log("stage pipeline")
             runs["pipeline"] = {c: pipeline_fn(qids, texts, c) for c in (False, True)}
+            retriever.require_evidence = False
+            always["pipeline"] = pipeline_fn(qids, texts, True)
+            retriever.require_evidence = True
 
     rows: list[TypoRow] = []
     for name, by in runs.items():
@@ -397,6 +438,15 @@ def run_typo_benchmark(
         ):
             rows.append(
                 TypoRow(name, subset, n, m, t.mean_a, t.mean_b, t.relative_delta, t.p_value)
+            )
+
+    policy: list[PolicyRow] = []
+    for name, run in always.items():
+        for subset, m, n, t in _paired(
+            score(run), score(runs[name][True]), (("all", qids), ("out-of-vocabulary", oov))
+        ):
+            policy.append(
+                PolicyRow(name, subset, n, m, t.mean_a, t.mean_b, t.relative_delta, t.p_value)
             )
 
     # robustness curve
@@ -428,11 +478,14 @@ def run_typo_benchmark(
     seconds = []
     for t in texts[:20] if "corrector" in parts else ():  # warm-up: symspell builds lazily
         corrector.correct(t)
+    offered = 0
     for t in texts if "corrector" in parts else ():
         t0 = time.perf_counter()
-        fix = corrector.correct(t)
+        (fix,) = retriever.corrections([t])  # what a search applies (evidence included)
         seconds.append(time.perf_counter() - t0)
-        if fix is not None:
+        if fix is not None and not fix.applied:
+            offered += 1
+        elif fix is not None:
             changed += [
                 {"query": t, "from": a, "to": b, "english": a.lower() in english}
                 for a, b in fix.changes
@@ -441,6 +494,7 @@ def run_typo_benchmark(
     sample = random.Random(seed).sample(changed, min(30, len(changed)))
     corrections = {
         "queries_corrected": n_queries,
+        "queries_offered_only": offered,
         "words_changed": len(changed),
         "english_words_changed": sum(c["english"] for c in changed),
         "english_share": sum(c["english"] for c in changed) / max(1, len(changed)),
@@ -536,6 +590,7 @@ def run_typo_benchmark(
             "plain_reranker": plain_reranker,
         },
         training_fusion=fusion,
+        policy=policy,
     )
     name = report_name(parts)
     (workdir / f"{name}.json").write_text(json.dumps(asdict(report), indent=1))

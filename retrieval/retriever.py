@@ -114,7 +114,7 @@ def load_corrector(collection: Collection) -> QueryCorrector | None:
 
 
 def check_query(query: str) -> str:
-    """The query stripped; ShopsearchError (a ValueError) when there is nothing to search for.
+    """The query stripped; ShopsearchError when there is nothing to search for.
 
     A query without a letter or digit in any script (only spaces, punctuation, symbols
     or emoji) counts as empty, in every mode: the dense tower would otherwise turn it
@@ -159,6 +159,9 @@ class Retriever:
         self.lexical = LexicalEncoder.from_config(collection.manifest["lexical"])
         self.tuning = QueryTuning.from_manifest(collection.manifest)
         self.corrector = load_corrector(collection)
+        #: False applies every correction the corrector proposes, without the evidence
+        #: :meth:`corrections` asks for (the policy before 2026-12; ``bench-typo`` compares).
+        self.require_evidence = True
         self._version = backend.current_version()
         self._checked_at = time.monotonic()
         self.auto_refresh_s = auto_refresh_s
@@ -424,6 +427,8 @@ class Retriever:
         corrector = self.corrector
         texts = [check_query(q) for q in queries]
         proposed = [corrector.correct(t) for t in texts]
+        if not self.require_evidence:
+            return proposed
         # 1. only words unknown to the language; the query with just those changes
         sure: list[set[tuple[str, str]]] = [
             {c for c in p.changes if not corrector.is_language_word(c[0].lower())}

@@ -98,7 +98,15 @@ def test_typo_bench_records_fusion_and_scores_with_and_without_correction(
     assert {r.subset for r in report.rows} == {"all", "out-of-vocabulary"}
     for values in report.robustness["hybrid"].values():
         assert len(values) == len(NOISE_LEVELS)
-    assert report.corrections["words_changed"] >= 30  # "cordlesss" -> "cordless" each time
+    # "cordlesss" -> "cordless" in each query: applied with evidence, or only offered
+    c = report.corrections
+    assert c["queries_corrected"] + c["queries_offered_only"] == 30
+    assert c["words_changed"] >= c["queries_corrected"] > 0
+    # the evidence policy against every proposal applied, paired, per stage and subset
+    assert {(r.stage, r.subset) for r in report.policy} == {
+        (s, sub) for s in ("bm25", "dense", "hybrid") for sub in ("all", "out-of-vocabulary")
+    }
+    assert "with evidence" in (tmp_path / "work" / "typo.md").read_text()
     timing = report.corrections["latency_ms"]
     assert timing["n"] == 30 and 0 < timing["p50"] <= timing["p99"] <= timing["max"]
     assert "Time per query (corrector alone" in (tmp_path / "work" / "typo.md").read_text()
