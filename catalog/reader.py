@@ -15,10 +15,11 @@ Supported formats (chosen from the file extension, see :func:`detect_format`):
 * **Parquet** - scanned lazily with polars; ``attributes`` may be a JSON string, a struct
   or a map column.
 
-Every row goes through the same validation (:func:`_validate_row`); a bad row becomes a
-:class:`Reject`, never an exception. Problems with the file as a whole (missing, not
-parseable, wrong encoding, missing required column) raise :class:`CatalogError` with a
-one-line message. Format, path and encoding are checked when :func:`read_catalog` is
+Every row goes through the same validation (:class:`_Validator`); a bad row becomes a
+:class:`~core.tables.Reject`, never an exception. The JSON Lines and Parquet readers and the
+rejects are :mod:`core.tables`', shared with the event log reader. Problems with the file as
+a whole (missing, not parseable, wrong encoding, missing required column) raise
+:class:`~core.errors.CatalogError` with a one-line message. Format, path and encoding are checked when :func:`read_catalog` is
 called; problems inside the file surface while iterating (possibly after some batches).
 """
 
@@ -32,7 +33,7 @@ import math
 import os
 import re
 import tempfile
-from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
+from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime, time
 from decimal import Decimal
@@ -49,7 +50,30 @@ from catalog.schema import (
     is_reserved_column,
     normalize_category,
 )
-from core.errors import ShopsearchError
+from core import tables
+from core.errors import CatalogError, check_batch_size, first_line
+from core.tables import (
+    LOSSY,
+    MAX_DEPTH,
+    Invalid,
+    Raw,
+    Reject,
+    nonfinite,
+    short,
+    write_rejects,
+)
+
+__all__ = [
+    "MAX_DEPTH",
+    "REQUIRED_COLUMNS",
+    "CatalogBatch",
+    "CatalogError",
+    "Limits",
+    "Reject",
+    "detect_format",
+    "read_catalog",
+    "write_rejects",
+]
 
 REQUIRED_COLUMNS = ("product_id", "title")
 _EXTENSIONS = {
@@ -63,27 +87,8 @@ _EXTENSIONS = {
 }
 _TRUE = frozenset({"true", "1", "yes", "y"})
 _FALSE = frozenset({"false", "0", "no", "n"})
-_LOSSY = "utf8-lossy"
 _TRANSCODE_CHUNK = 1 << 20
-#: Deepest nesting of objects/lists kept in an extra column or in ``attributes``.
-MAX_DEPTH = 8
 _INT_RANGE = (-(2**63), 2**63 - 1)  # what the store keeps as an integer
-
-
-@dataclass(frozen=True)
-class Reject:
-    """A row that failed validation.
-
-    Attributes:
-        line: CSV: physical line (header is line 1); JSONL: line number; Parquet: row number.
-            All 1-based.
-        product_id: The row's id when it had a usable one, else None.
-        reason: Short human explanation, e.g. ``"missing title"``.
-    """
-
-    line: int
-    product_id: str | None
-    reason: str
 
 
 @dataclass(frozen=True)
@@ -113,10 +118,6 @@ class Limits:
     max_value_chars: int = 10000
 
 
-class CatalogError(ShopsearchError):
-    """The catalog file as a whole cannot be read (bad path, format, encoding or columns)."""
-
-
 def detect_format(path: str | os.PathLike[str]) -> str:
     """Return ``"parquet"``, ``"csv"`` or ``"jsonl"`` from the file extension.
 
@@ -126,15 +127,7 @@ def detect_format(path: str | os.PathLike[str]) -> str:
     Raises:
         CatalogError: The extension is not a supported one.
     """
-    suffix = Path(path).suffix.lower()
-    fmt = _EXTENSIONS.get(suffix)
-    if fmt is None:
-        shown = f"extension '{suffix}'" if suffix else "no extension"
-        raise CatalogError(
-            f"{path}: cannot tell the catalog format from {shown}; "
-            f"use one of {', '.join(_EXTENSIONS)}"
-        )
-    return fmt
+    return tables.detect_format(path, _EXTENSIONS, "catalog", CatalogError)
 
 
 def read_catalog(
@@ -167,53 +160,27 @@ def read_catalog(
     """
     path = Path(path)
     fmt = detect_format(path)
-    if not path.exists():
-        raise CatalogError(f"{path}: no such file")
-    if not path.is_file():
-        raise CatalogError(f"{path}: not a regular file (is it a directory?)")
-    if not os.access(path, os.R_OK):
-        raise CatalogError(f"{path}: permission denied")
-    if batch_size < 1:
-        raise CatalogError(f"batch_size must be at least 1, got {batch_size}")
+    tables.check_file(path, CatalogError)
+    check_batch_size(batch_size)
     codec = _resolve_encoding(encoding)
     validator = _Validator(limits or Limits(), parquet=fmt == "parquet")
     if fmt == "csv":
         rows = _csv_rows(path, batch_size, codec, separator="\t" if _is_tsv(path) else ",")
     elif fmt == "jsonl":
-        rows = jsonl_rows(path, batch_size, codec)
+        rows = tables.jsonl_rows(
+            path, batch_size, codec, error=CatalogError, check_columns=_check_columns
+        )
     else:
-        rows = parquet_rows(path, batch_size)
-    return _validate_batches(rows, validator)
-
-
-def write_rejects(rejects: Iterable[Reject], path: str | os.PathLike[str]) -> int:
-    """Write rejects as CSV with columns ``line,product_id,reason``.
-
-    Args:
-        rejects: Any iterable of :class:`Reject` (consumed once).
-        path: Output file; parent directories are created.
-
-    Returns:
-        The number of rejects written.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    count = 0
-    with path.open("w", encoding="utf-8", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["line", "product_id", "reason"])
-        for reject in rejects:
-            writer.writerow([reject.line, reject.product_id or "", reject.reason])
-            count += 1
-    return count
+        rows = tables.parquet_rows(
+            path, batch_size, error=CatalogError, check_columns=_check_columns
+        )
+    return tables.validate_batches(rows, validator.batch)
 
 
 # --------------------------------------------------------------------------------------
 # Raw rows: each source yields lists of (line, record) where record is a dict of column
 # values as read, or a string explaining why the line could not be turned into a record.
 # --------------------------------------------------------------------------------------
-
-_Raw = list[tuple[int, "dict[str, Any] | str"]]
 
 
 def _is_tsv(path: Path) -> bool:
@@ -223,7 +190,7 @@ def _is_tsv(path: Path) -> bool:
 def _resolve_encoding(encoding: str) -> str:
     """Return ``"utf8"``, ``"utf8-lossy"`` or a canonical Python codec name."""
     if encoding.lower().replace("_", "-") in {"utf8-lossy", "utf-8-lossy"}:
-        return _LOSSY
+        return LOSSY
     try:
         name = codecs.lookup(encoding).name
     except LookupError:
@@ -234,33 +201,17 @@ def _resolve_encoding(encoding: str) -> str:
     return "utf8" if name in {"utf-8", "utf-8-sig"} else name
 
 
-def _first_line(exc: BaseException, limit: int = 160) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 def _check_columns(path: Path, columns: Iterable[str], separator: str | None = None) -> None:
-    columns = list(columns)
-    for name in REQUIRED_COLUMNS:
-        if name not in columns:
-            found = ", ".join(columns) if columns else "none"
-            hint = ""
-            if separator and len(columns) == 1:
-                other = next((c for c in ";\t|," if c != separator and c in columns[0]), None)
-                if other:
-                    hint = f"; the file seems separated by {other!r}, expected {separator!r}"
-            raise CatalogError(
-                f"{path}: missing required column '{name}' (columns found: {found}){hint}"
-            )
+    tables.check_columns(path, columns, REQUIRED_COLUMNS, CatalogError, separator)
 
 
 def _csv_rows(
     path: Path, batch_size: int, codec: str, separator: str
-) -> Generator[_Raw, None, None]:
+) -> Generator[Raw, None, None]:
     tmp: str | None = None
     try:
         source = path
-        if codec not in ("utf8", _LOSSY):
+        if codec not in ("utf8", LOSSY):
             tmp = _transcode_to_utf8(path, codec)
             source = Path(tmp)
         try:
@@ -268,7 +219,7 @@ def _csv_rows(
                 source,
                 separator=separator,
                 infer_schema=False,
-                encoding="utf8-lossy" if codec == _LOSSY else "utf8",
+                encoding=LOSSY if codec == LOSSY else "utf8",
                 with_column_names=lambda cols: [c.strip() for c in cols],
                 glob=False,
             )
@@ -288,7 +239,7 @@ def _csv_rows(
                 break
             except (pl.exceptions.PolarsError, OSError) as exc:
                 raise _csv_error(path, exc, codec, separator) from None
-            out: _Raw = []
+            out: Raw = []
             for values in frame.iter_rows():
                 if any(v is not None for v in values):  # all-null row: a blank line
                     out.append((line, dict(zip(columns, values, strict=True))))
@@ -319,15 +270,17 @@ def _csv_error(path: Path, exc: BaseException, codec: str, separator: str) -> Ca
     bad = re.match(r"could not parse `(.*?)` as dtype", message, re.DOTALL)
     if bad:
         return CatalogError(
-            f"{path}: not a readable {kind} file (badly quoted value {_short(bad.group(1))!r}; "
+            f"{path}: not a readable {kind} file (badly quoted value {short(bad.group(1))!r}; "
             "close every quote and double quotes inside quoted values)"
         )
-    return CatalogError(f"{path}: not a readable {kind} file ({_first_line(exc)})")
+    return CatalogError(
+        f"{path}: not a readable {kind} file ({first_line(exc, tables.DETAIL_CHARS)})"
+    )
 
 
 def _find_ragged_line(path: Path, codec: str, separator: str) -> tuple[int, int, int] | None:
     """Find the first row with more fields than the header (only on the error path)."""
-    encoding = "utf-8-sig" if codec in ("utf8", _LOSSY) else codec
+    encoding = "utf-8-sig" if codec in ("utf8", LOSSY) else codec
     try:
         with path.open(encoding=encoding, errors="replace", newline="") as fh:
             reader = csv.reader(fh, delimiter=separator)
@@ -359,171 +312,15 @@ def _transcode_to_utf8(path: Path, codec: str) -> str:
         raise CatalogError(f"{path}: not valid {codec} text ({exc.reason})") from None
     except OSError as exc:
         os.unlink(name)
-        raise CatalogError(f"{path}: cannot read the file ({_first_line(exc)})") from None
+        raise CatalogError(
+            f"{path}: cannot read the file ({first_line(exc, tables.DETAIL_CHARS)})"
+        ) from None
     return name
-
-
-def jsonl_rows(
-    path: Path,
-    batch_size: int,
-    codec: str = "utf8",
-    *,
-    error: type[ShopsearchError] | None = None,
-    check_columns: Callable[[Path, Iterable[str]], None] | None = None,
-    encoding_hint: bool = True,
-) -> Generator[_Raw, None, None]:
-    """A JSON Lines file as batches of ``(line number, object or reason it is bad)``.
-
-    The one JSON Lines reader, for catalogs and event logs alike: a BOM and blank lines are
-    skipped, a JSON array or pretty-printed JSON is refused as a whole, a bad line becomes a
-    reason (never an exception), and the first batch's keys are checked.
-
-    Args:
-        path: The file.
-        batch_size: Lines per batch.
-        codec: ``utf8``, ``utf8-lossy`` or a Python codec name.
-        error: The file-level error raised (default :class:`CatalogError`).
-        check_columns: Checks the keys seen (default: the catalog's required columns).
-        encoding_hint: Say how to pass another encoding when a line cannot be decoded.
-
-    Raises:
-        ShopsearchError: ``error``, for a file that cannot be read as JSON Lines.
-    """
-    # Python's json, not polars.scan_ndjson: see the module docstring for why.
-    error = error or CatalogError
-    check_columns = check_columns or _check_columns
-    python_codec = "utf-8" if codec in ("utf8", _LOSSY) else codec
-    errors = "replace" if codec == _LOSSY else "strict"
-    shown = python_codec if encoding_hint else python_codec.upper()
-    checked = False
-    first = True
-    out: _Raw = []
-
-    def check(rows: _Raw) -> bool:
-        keys: dict[str, None] = {}
-        for _, record in rows:
-            if isinstance(record, dict):
-                keys.update(dict.fromkeys(record))
-        if not keys:
-            return False
-        check_columns(path, keys)
-        return True
-
-    try:
-        with path.open("rb") as fh:
-            for number, raw in enumerate(fh, start=1):
-                try:
-                    text = raw.decode(python_codec, errors)
-                except UnicodeDecodeError:
-                    hint = (
-                        "; pass the file's encoding (e.g. encoding='latin-1'), or "
-                        "encoding='utf8-lossy'"
-                        if encoding_hint
-                        else ""
-                    )
-                    raise error(f"{path}: line {number} is not valid {shown} text{hint}") from None
-                if number == 1:
-                    text = text.removeprefix("\ufeff")
-                text = text.strip()
-                if not text:
-                    continue
-                if first and (text.startswith("[") or text == "{"):
-                    shape = "a JSON array" if text.startswith("[") else "pretty-printed JSON"
-                    raise error(
-                        f"{path}: looks like {shape}; write one JSON object per line (JSON Lines)"
-                    )
-                first = False
-                try:
-                    record = json.loads(text)
-                except ValueError as exc:
-                    out.append((number, f"line is not valid JSON ({_first_line(exc, 80)})"))
-                except RecursionError:
-                    out.append((number, f"line is nested deeper than {MAX_DEPTH} levels"))
-                else:
-                    if isinstance(record, dict):
-                        out.append((number, record))
-                    else:
-                        out.append((number, "line is not a JSON object"))
-                if len(out) >= batch_size:
-                    checked = checked or check(out)
-                    yield out
-                    out = []
-    except OSError as exc:
-        raise error(f"{path}: cannot read the file ({_first_line(exc)})") from None
-    if out:
-        if not checked:
-            check(out)
-        yield out
-
-
-def parquet_rows(
-    path: Path,
-    batch_size: int,
-    *,
-    error: type[ShopsearchError] | None = None,
-    check_columns: Callable[[Path, Iterable[str]], None] | None = None,
-    columns: Sequence[str] | None = None,
-) -> Generator[_Raw, None, None]:
-    """A Parquet file as batches of ``(1-based row number, record)``, streamed.
-
-    The one Parquet reader, for catalogs and event logs alike.
-
-    Args:
-        path: The file.
-        batch_size: Rows per batch.
-        error: The file-level error raised (default :class:`CatalogError`).
-        check_columns: Checks the file's columns (default: the catalog's required columns).
-        columns: Read only these of the file's columns (default: all).
-
-    Raises:
-        ShopsearchError: ``error``, for a file that is not readable Parquet.
-    """
-    error = error or CatalogError
-    try:
-        lf = pl.scan_parquet(path, glob=False)
-        names = lf.collect_schema().names()
-    except (pl.exceptions.PolarsError, OSError) as exc:
-        raise error(f"{path}: not a readable Parquet file ({_first_line(exc)})") from None
-    (check_columns or _check_columns)(path, names)
-    if columns is not None:
-        lf = lf.select([c for c in columns if c in names])
-    row = 1
-    batches = iter(lf.collect_batches(chunk_size=batch_size))
-    while True:
-        try:
-            frame = next(batches)
-        except StopIteration:
-            return
-        except (pl.exceptions.PolarsError, OSError) as exc:
-            raise error(f"{path}: not a readable Parquet file ({_first_line(exc)})") from None
-        out: _Raw = []
-        for record in frame.iter_rows(named=True):
-            out.append((row, record))
-            row += 1
-        yield out
 
 
 # --------------------------------------------------------------------------------------
 # Validation
 # --------------------------------------------------------------------------------------
-
-
-def _validate_batches(
-    rows: Generator[_Raw, None, None], validator: _Validator
-) -> Iterator[CatalogBatch]:
-    try:
-        for raw in rows:
-            batch = CatalogBatch([], [], [])
-            for line, record in raw:
-                validator.validate(line, record, batch)
-            if batch.products or batch.rejects or batch.warnings:
-                yield batch
-    finally:
-        rows.close()  # release polars scans and temp files when the caller stops early
-
-
-class _Invalid(Exception):
-    """A field failed validation; the message is the reject reason."""
 
 
 class _Validator:
@@ -536,50 +333,49 @@ class _Validator:
         self.seen: dict[str, int] = {}
         self.renamed: dict[str, str] = {}  # reserved extra column -> the name it is kept as
 
-    def validate(self, line: int, record: dict[str, Any] | str, batch: CatalogBatch) -> None:
-        """Append a product, a reject and/or warnings for one row to ``batch``."""
-        if isinstance(record, str):
-            batch.rejects.append(Reject(line, None, record))
-            return
-        product_id: str | None = None
-        try:
-            product_id = self._product_id(record.get("product_id"))
-            first = self.seen.get(product_id)
-            if first is not None:
-                raise _Invalid(f"duplicate product_id (first seen on {self.unit} {first})")
-            self.seen[product_id] = line
-            product, warnings = self._product(line, product_id, record)
-        except _Invalid as exc:
-            batch.rejects.append(Reject(line, product_id, str(exc)))
-            return
-        batch.products.append(product)
-        batch.warnings.extend(warnings)
+    def batch(self, raw: Raw) -> CatalogBatch | None:
+        """The products, rejects and warnings of one batch of raw rows (None: nothing)."""
+        items, rejects = tables.validate_rows(
+            raw, lambda record: self._product_id(record.get("product_id")), self._product
+        )
+        if not (items or rejects):  # warnings come with products
+            return None
+        return CatalogBatch(
+            products=[product for product, _ in items],
+            rejects=rejects,
+            warnings=[w for _, warnings in items for w in warnings],
+        )
 
     def _product_id(self, value: Any) -> str:
         if isinstance(value, (bool, dict, list)):
-            raise _Invalid("product_id is not a string or integer")
+            raise Invalid("product_id is not a string or integer")
         if isinstance(value, float):
             if not value.is_integer():
-                raise _Invalid(f"product_id {value!r} is not a string or integer")
+                raise Invalid(f"product_id {value!r} is not a string or integer")
             value = int(value)
         text = _text(value, "product_id")
         if text is None:
-            raise _Invalid("missing product_id")
+            raise Invalid("missing product_id")
         if len(text) > self.limits.max_id_chars:
-            raise _Invalid(
+            raise Invalid(
                 f"product_id is {len(text)} characters long (limit {self.limits.max_id_chars})"
             )
         return text
 
     def _product(
-        self, line: int, product_id: str, record: dict[str, Any]
+        self, line: int, record: dict[str, Any], product_id: str | None
     ) -> tuple[Product, list[str]]:
+        assert product_id is not None  # _product_id returns one or raises
+        first = self.seen.get(product_id)
+        if first is not None:  # the first row with an id wins
+            raise Invalid(f"duplicate product_id (first seen on {self.unit} {first})")
+        self.seen[product_id] = line
         warnings: list[str] = []
         where = f"{self.unit} {line} (product_id {product_id!r})"
 
         title = _text(record.get("title"), "title", clean=True)
         if title is None:
-            raise _Invalid("missing title")
+            raise Invalid("missing title")
         if len(title) > self.limits.max_title_chars:
             title = title[: self.limits.max_title_chars].rstrip()
             warnings.append(f"{where}: title truncated to {self.limits.max_title_chars} characters")
@@ -595,7 +391,7 @@ class _Validator:
             if key in KNOWN_COLUMNS or value is None:
                 continue
             name = str(key)
-            value = _payload_value(value, f"column {_short(name)!r}", max_chars, 1)
+            value = _payload_value(value, f"column {short(name)!r}", max_chars, 1)
             if value is None:
                 continue
             if is_reserved_column(name):
@@ -605,7 +401,7 @@ class _Validator:
         category = _category(record.get("category"))
         for label, text in (("brand", brand), ("category", category)):
             if text is not None and len(text) > max_chars:
-                raise _Invalid(f"{label} is {len(text)} characters long (limit {max_chars})")
+                raise Invalid(f"{label} is {len(text)} characters long (limit {max_chars})")
         product = Product(
             product_id=product_id,
             title=title,
@@ -635,26 +431,15 @@ class _Validator:
 
 
 def _text(value: Any, name: str, clean: bool = False) -> str | None:
-    """Strip a text field; None when absent or blank. Numbers are accepted as text.
+    """A text field; None when absent or blank. Numbers are accepted as text.
 
     With ``clean`` the text is decoded as :func:`catalog.schema.clean_text` does.
     """
-    if value is None:
-        return None
-    if isinstance(value, (dict, list, bool)):
-        raise _Invalid(f"{name} is not text")
-    if isinstance(value, float) and not math.isfinite(value):
-        raise _Invalid(f"{name} is {_nonfinite(value)}, not text")
-    text = clean_text(str(value)) if clean else str(value).strip()
-    return text or None
-
-
-def _nonfinite(value: float) -> str:
-    return "NaN" if math.isnan(value) else "infinite"
+    return tables.text_value(value, name, clean=clean_text if clean else str.strip)
 
 
 def _payload_value(value: Any, where: str, max_chars: int, depth: int) -> Any:
-    """A value as the store can keep it (None when blank); ``_Invalid`` when it cannot be.
+    """A value as the store can keep it (None when blank); ``Invalid`` when it cannot be.
 
     Text is decoded (:func:`~catalog.schema.clean_text`); dates and times become ISO-8601
     text and decimals floats. NaN, infinities, integers outside 64 bits, text over
@@ -665,29 +450,29 @@ def _payload_value(value: Any, where: str, max_chars: int, depth: int) -> Any:
     if isinstance(value, str):
         text = clean_text(value)
         if len(text) > max_chars:
-            raise _Invalid(f"{where} is {len(text)} characters long (limit {max_chars})")
+            raise Invalid(f"{where} is {len(text)} characters long (limit {max_chars})")
         return text or None
     if isinstance(value, int):
         if not _INT_RANGE[0] <= value <= _INT_RANGE[1]:
-            raise _Invalid(f"{where}: integer {_short(str(value))} is out of the 64-bit range")
+            raise Invalid(f"{where}: integer {short(str(value))} is out of the 64-bit range")
         return value
     if isinstance(value, Decimal):
         value = float(value)
     if isinstance(value, float):
         if not math.isfinite(value):
-            raise _Invalid(f"{where} is {_nonfinite(value)} (give a number, or leave it empty)")
+            raise Invalid(f"{where} is {nonfinite(value)} (give a number, or leave it empty)")
         return value
     if isinstance(value, (datetime, date, time)):
         return value.isoformat()
     if isinstance(value, (dict, list, tuple)):
         if depth > MAX_DEPTH:
-            raise _Invalid(f"{where} is nested deeper than {MAX_DEPTH} levels")
+            raise Invalid(f"{where} is nested deeper than {MAX_DEPTH} levels")
         if isinstance(value, dict):
             return {
                 str(k): _payload_value(v, where, max_chars, depth + 1) for k, v in value.items()
             }
         return [_payload_value(v, where, max_chars, depth + 1) for v in value]
-    raise _Invalid(
+    raise Invalid(
         f"{where} holds a {type(value).__name__}, which cannot be stored; "
         "convert it to text or a number"
     )
@@ -706,7 +491,7 @@ def _price(value: Any) -> float | None:
     if value is None:
         return None
     if isinstance(value, bool):
-        raise _Invalid(f"price {value!r} is not a number")
+        raise Invalid(f"price {value!r} is not a number")
     if isinstance(value, (int, float)):
         price = float(value)
     else:
@@ -716,11 +501,11 @@ def _price(value: Any) -> float | None:
         try:
             price = float(text)
         except ValueError:
-            raise _Invalid(f"price {_short(text)!r} is not a number") from None
+            raise Invalid(f"price {short(text)!r} is not a number") from None
     if not math.isfinite(price):
-        raise _Invalid(f"price {_short(str(value))!r} is not a number")
+        raise Invalid(f"price {short(str(value))!r} is not a number")
     if price < 0:
-        raise _Invalid(f"negative price {price}")
+        raise Invalid(f"negative price {price}")
     return price
 
 
@@ -736,7 +521,7 @@ def _in_stock(value: Any) -> bool | None:
         return True
     if text in _FALSE:
         return False
-    raise _Invalid(f"in_stock {_short(str(value).strip())!r} is not true/false/yes/no/1/0")
+    raise Invalid(f"in_stock {short(str(value).strip())!r} is not true/false/yes/no/1/0")
 
 
 def _attributes(value: Any, map_lists: bool = False, max_chars: int = 10000) -> dict[str, Any]:
@@ -757,9 +542,9 @@ def _attributes(value: Any, map_lists: bool = False, max_chars: int = 10000) -> 
         try:
             value = json.loads(value)
         except ValueError:
-            raise _Invalid("attributes is not a JSON object") from None
+            raise Invalid("attributes is not a JSON object") from None
         except RecursionError:
-            raise _Invalid(f"attributes is nested deeper than {MAX_DEPTH} levels") from None
+            raise Invalid(f"attributes is nested deeper than {MAX_DEPTH} levels") from None
     elif (
         map_lists
         and isinstance(value, list)
@@ -767,7 +552,7 @@ def _attributes(value: Any, map_lists: bool = False, max_chars: int = 10000) -> 
     ):
         value = {e["key"]: e["value"] for e in value}
     if not isinstance(value, dict):
-        raise _Invalid("attributes is not a JSON object")
+        raise Invalid("attributes is not a JSON object")
     out: dict[str, Any] = {}
     _flatten(value, "", out, max_chars, 1)
     return out
@@ -777,13 +562,13 @@ def _flatten(
     obj: dict[Any, Any], prefix: str, out: dict[str, Any], max_chars: int, depth: int
 ) -> None:
     if depth > MAX_DEPTH:
-        raise _Invalid(f"attributes is nested deeper than {MAX_DEPTH} levels")
+        raise Invalid(f"attributes is nested deeper than {MAX_DEPTH} levels")
     for key, value in obj.items():
         name = clean_text(str(key))
         if not name:
             continue
         name = f"{prefix}{name}"
-        where = f"attributes.{_short(name)}"
+        where = f"attributes.{short(name)}"
         if isinstance(value, dict):
             _flatten(value, f"{name}.", out, max_chars, depth + 1)
             continue
@@ -797,7 +582,3 @@ def _flatten(
         value = _payload_value(value, where, max_chars, depth)
         if value is not None and value != "":
             out[name] = value
-
-
-def _short(text: str, limit: int = 40) -> str:
-    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -1,4 +1,4 @@
-"""The event log format: read it validated, in batches, and write it (for simulators/tests).
+"""The event log format: read it validated, in batches, from a file or from records.
 
 An event log is a **JSON Lines** (``.jsonl``/``.ndjson``/``.json``: one object per line) or
 **Parquet** (``.parquet``/``.pq``) file with these columns:
@@ -38,10 +38,11 @@ or before :data:`EARLIEST_TIMESTAMP` (2000-01-01), is rejected: one event from a
 with a wrong clock must not pass for the shopper's latest interest.
 
 Other columns are ignored. Every row is validated; a bad row becomes a
-:class:`~catalog.reader.Reject` (``line`` = JSONL line number or 1-based Parquet row), never
+:class:`~core.tables.Reject` (``line`` = JSONL line number or 1-based Parquet row), never
 an exception and never a silently used event. Reject reasons never contain the user id.
 Problems with the file as a whole (missing, unreadable, not JSON Lines, missing required
-column) raise :class:`EventLogError` with a one-line message naming the file.
+column) raise :class:`~core.errors.EventLogError` with a one-line message naming the file.
+The file reading itself is :mod:`core.tables`', shared with the catalog reader.
 """
 
 from __future__ import annotations
@@ -49,18 +50,31 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 import time
-from collections.abc import Callable, Container, Generator, Iterable, Iterator, Mapping
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Container, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import polars as pl
+from core import tables
+from core.errors import EventLogError, check_batch_size
+from core.tables import Invalid, Raw, Reject, short
 
-from catalog.reader import Reject, jsonl_rows, parquet_rows
-from core.errors import ShopsearchError
+__all__ = [
+    "COLUMNS",
+    "EVENT_TYPES",
+    "PRODUCT_EVENTS",
+    "REQUIRED_COLUMNS",
+    "Event",
+    "EventBatch",
+    "EventLogError",
+    "Reject",
+    "detect_format",
+    "parse_timestamp",
+    "read_events",
+    "validate_records",
+]
 
 EVENT_TYPES = ("search", "view", "click", "add_to_cart", "purchase")
 #: Events about a product (every type but ``search``).
@@ -134,25 +148,13 @@ class EventBatch:
     rejects: list[Reject] = field(default_factory=list)
 
 
-class EventLogError(ShopsearchError):
-    """The event log as a whole cannot be read (bad path, format or columns)."""
-
-
 def detect_format(path: str | os.PathLike[str]) -> str:
     """Return ``"parquet"`` or ``"jsonl"`` from the file extension.
 
     Raises:
         EventLogError: The extension is not a supported one.
     """
-    suffix = Path(path).suffix.lower()
-    fmt = _EXTENSIONS.get(suffix)
-    if fmt is None:
-        shown = f"extension '{suffix}'" if suffix else "no extension"
-        raise EventLogError(
-            f"{path}: cannot tell the event log format from {shown}; "
-            f"use one of {', '.join(_EXTENSIONS)}"
-        )
-    return fmt
+    return tables.detect_format(path, _EXTENSIONS, "event log", EventLogError)
 
 
 def read_events(
@@ -180,30 +182,29 @@ def read_events(
     """
     path = Path(path)
     fmt = detect_format(path)
-    if not path.exists():
-        raise EventLogError(f"{path}: no such file")
-    if not path.is_file():
-        raise EventLogError(f"{path}: not a regular file (is it a directory?)")
-    if not os.access(path, os.R_OK):
-        raise EventLogError(f"{path}: permission denied")
-    if batch_size < 1:
-        raise EventLogError(f"batch_size must be at least 1, got {batch_size}")
-    known: Callable[[str], bool] | None
-    if known_products is None or callable(known_products):
-        known = known_products
-    else:
-        known = known_products.__contains__
+    tables.check_file(path, EventLogError)
+    check_batch_size(batch_size)
     rows = (
-        jsonl_rows(
-            path, batch_size, error=EventLogError, check_columns=_check_columns, encoding_hint=False
+        tables.jsonl_rows(
+            path,
+            batch_size,
+            "utf8",
+            error=EventLogError,
+            check_columns=_check_columns,
+            encoding_hint=False,
         )
         if fmt == "jsonl"
-        else parquet_rows(
+        else tables.parquet_rows(
             path, batch_size, error=EventLogError, check_columns=_check_columns, columns=COLUMNS
         )
     )
-    latest = (time.time() if now is None else float(now)) + MAX_CLOCK_SKEW_S
-    return _validate_batches(rows, known, latest)
+    validate = _validator(known_products, time.time() if now is None else float(now))
+
+    def to_batch(raw: Raw) -> EventBatch | None:
+        events, rejects = validate(raw)
+        return EventBatch(events, rejects) if events or rejects else None
+
+    return tables.validate_batches(rows, to_batch)
 
 
 def validate_records(
@@ -220,80 +221,15 @@ def validate_records(
         known_products: As in :func:`read_events`.
 
     Returns:
-        The valid events, and a :class:`~catalog.reader.Reject` per bad record whose
+        The valid events, and a :class:`~core.tables.Reject` per bad record whose
         ``line`` is the record's 0-based index in ``records``.
     """
-    known: Callable[[str], bool] | None
-    if known_products is None or callable(known_products):
-        known = known_products
-    else:
-        known = known_products.__contains__
-    raw: _Raw = [
+    raw: Raw = [
         (i, dict(r) if isinstance(r, Mapping) else "event is not a JSON object")
         for i, r in enumerate(records)
     ]
-
-    def rows() -> Generator[_Raw, None, None]:
-        yield raw
-
-    out = EventBatch([], [])
-    for batch in _validate_batches(rows(), known, time.time() + MAX_CLOCK_SKEW_S):
-        out.events.extend(batch.events)
-        out.rejects.extend(batch.rejects)
-    return out
-
-
-def write_events(
-    events_or_dicts: Iterable[Event | Mapping[str, Any]], path: str | os.PathLike[str]
-) -> int:
-    """Write events in the log format (Parquet or JSON Lines, from the extension).
-
-    This writes the *input* format, raw user ids included: it is for simulators and tests,
-    and is the only function of this package that writes user ids.
-
-    Dicts are written as given (so a test can write bad rows); ``datetime`` values become
-    ISO-8601 text in JSON Lines. The file is replaced atomically.
-
-    Args:
-        events_or_dicts: :class:`Event` objects and/or mappings with :data:`COLUMNS` keys.
-        path: Output file; parent directories are created.
-
-    Returns:
-        The number of rows written.
-
-    Raises:
-        EventLogError: Unsupported extension, or (Parquet) values that make no column type.
-    """
-    path = Path(path)
-    fmt = detect_format(path)
-    rows = [asdict(e) if isinstance(e, Event) else dict(e) for e in events_or_dicts]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        if fmt == "jsonl":
-            with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
-                for row in rows:
-                    fh.write(json.dumps(row, ensure_ascii=False, default=_json_default) + "\n")
-        else:
-            os.close(fd)
-            names = [c for c in COLUMNS if any(c in r for r in rows)]
-            names += sorted({k for r in rows for k in r} - set(names))
-            try:
-                frame = pl.DataFrame(
-                    [{n: r.get(n) for n in names} for r in rows], infer_schema_length=None
-                )
-            except (pl.exceptions.PolarsError, TypeError, ValueError) as exc:
-                raise EventLogError(
-                    f"{path}: cannot write these rows as Parquet ({_first_line(exc)}); "
-                    "use one type per column, or write .jsonl"
-                ) from None
-            frame.write_parquet(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return len(rows)
+    events, rejects = _validator(known_products, time.time())(raw)
+    return EventBatch(events, rejects)
 
 
 def parse_timestamp(value: Any) -> float:
@@ -329,16 +265,16 @@ def parse_timestamp(value: Any) -> float:
     else:
         raise ValueError(f"bad timestamp of type {type(value).__name__}")
     if seconds < 0:
-        raise ValueError(f"timestamp {_short(str(value))!r} is before 1970")
+        raise ValueError(f"timestamp {short(str(value))!r} is before 1970")
     return seconds
 
 
 def _epoch(number: float, shown: Any) -> float:
     if not math.isfinite(number):
-        raise ValueError(f"bad timestamp {_short(str(shown))!r}")
+        raise ValueError(f"bad timestamp {short(str(shown))!r}")
     if abs(number) >= MAX_EPOCH_MS:
         raise ValueError(
-            f"timestamp {_short(str(shown))!r} is out of range "
+            f"timestamp {short(str(shown))!r} is out of range "
             "(expected epoch seconds or milliseconds)"
         )
     return number / 1000.0 if abs(number) >= MS_THRESHOLD else number
@@ -350,29 +286,16 @@ def _iso(text: str) -> float:
         parsed = datetime.fromisoformat(iso)
     except ValueError:
         raise ValueError(
-            f"bad timestamp {_short(text)!r} (expected ISO-8601 with a timezone, "
+            f"bad timestamp {short(text)!r} (expected ISO-8601 with a timezone, "
             "or epoch seconds/milliseconds)"
         ) from None
     if parsed.tzinfo is None:
-        raise ValueError(f"timestamp {_short(text)!r} has no timezone (add Z or +HH:MM)")
+        raise ValueError(f"timestamp {short(text)!r} has no timezone (add Z or +HH:MM)")
     return parsed.timestamp()
 
 
-# --------------------------------------------------------------------------------------
-# Raw rows: (line, record) where record is a dict, or a string saying why the line is bad.
-# --------------------------------------------------------------------------------------
-
-_Raw = list[tuple[int, "dict[str, Any] | str"]]
-
-
 def _check_columns(path: Path, columns: Iterable[str]) -> None:
-    columns = list(columns)
-    for name in REQUIRED_COLUMNS:
-        if name not in columns:
-            found = ", ".join(columns) if columns else "none"
-            raise EventLogError(
-                f"{path}: missing required column '{name}' (columns found: {found})"
-            )
+    tables.check_columns(path, columns, REQUIRED_COLUMNS, EventLogError)
 
 
 # --------------------------------------------------------------------------------------
@@ -380,30 +303,24 @@ def _check_columns(path: Path, columns: Iterable[str]) -> None:
 # --------------------------------------------------------------------------------------
 
 
-class _Invalid(Exception):
-    """A field failed validation; the message is the reject reason."""
+def _validator(
+    known_products: KnownProducts | None, now: float
+) -> Callable[[Raw], tuple[list[Event], list[Reject]]]:
+    """Validates batches of raw rows into events and rejects, as of ``now`` (epoch seconds)."""
+    known: Callable[[str], bool] | None
+    if known_products is None or callable(known_products):
+        known = known_products
+    else:
+        known = known_products.__contains__
+    latest = now + MAX_CLOCK_SKEW_S
 
+    def product_id(record: dict[str, Any]) -> str | None:
+        return _text(record.get("product_id"), "product_id")
 
-def _validate_batches(
-    rows: Generator[_Raw, None, None], known: Callable[[str], bool] | None, latest: float
-) -> Iterator[EventBatch]:
-    try:
-        for raw in rows:
-            batch = EventBatch([], [])
-            for line, record in raw:
-                if isinstance(record, str):
-                    batch.rejects.append(Reject(line, None, record))
-                    continue
-                product_id: str | None = None
-                try:
-                    product_id = _text(record.get("product_id"), "product_id")
-                    batch.events.append(_event(record, product_id, known, latest))
-                except _Invalid as exc:
-                    batch.rejects.append(Reject(line, product_id, str(exc)))
-            if batch.events or batch.rejects:
-                yield batch
-    finally:
-        rows.close()
+    def event(line: int, record: dict[str, Any], pid: str | None) -> Event:
+        return _event(record, pid, known, latest)
+
+    return lambda raw: tables.validate_rows(raw, product_id, event)
 
 
 def _event(
@@ -415,35 +332,35 @@ def _event(
     kind = record.get("event")
     kind = kind.strip().lower() if isinstance(kind, str) else kind
     if kind is None or kind == "":
-        raise _Invalid("missing event")
+        raise Invalid("missing event")
     if kind not in _EVENT_SET:
-        raise _Invalid(
-            f"unknown event type {_short(str(kind))!r} (expected one of {', '.join(EVENT_TYPES)})"
+        raise Invalid(
+            f"unknown event type {short(str(kind))!r} (expected one of {', '.join(EVENT_TYPES)})"
         )
     user_id = _text(record.get("user_id"), "user_id")
     if user_id is None:
-        raise _Invalid("missing user_id")
+        raise Invalid("missing user_id")
     try:
         timestamp = parse_timestamp(record.get("timestamp"))
     except ValueError as exc:
-        raise _Invalid(str(exc)) from None
+        raise Invalid(str(exc)) from None
     if timestamp > latest:
-        raise _Invalid(
+        raise Invalid(
             f"timestamp {_iso_utc(timestamp)} is in the future (more than "
             f"{MAX_CLOCK_SKEW_S / 60:g} minutes after now): check the clock that logged it"
         )
     if timestamp < EARLIEST_TIMESTAMP:
-        raise _Invalid(
+        raise Invalid(
             f"timestamp {_iso_utc(timestamp)} is before 2000-01-01: check the clock that logged it"
         )
     query = _text(record.get("query"), "query")
     if kind == "search":
         if query is None:
-            raise _Invalid("missing query (required on search events)")
+            raise Invalid("missing query (required on search events)")
     elif product_id is None:
-        raise _Invalid(f"missing product_id (required on {kind} events)")
+        raise Invalid(f"missing product_id (required on {kind} events)")
     if product_id is not None and known is not None and not known(product_id):
-        raise _Invalid("unknown product_id")
+        raise Invalid("unknown product_id")
     return Event(
         user_id=user_id,
         timestamp=timestamp,
@@ -459,14 +376,7 @@ def _event(
 
 def _text(value: Any, name: str) -> str | None:
     """Strip a text field; None when absent or blank. Integers are accepted as text."""
-    if value is None:
-        return None
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    if isinstance(value, (dict, list, bool, float)):
-        raise _Invalid(f"{name} is not text")
-    text = str(value).strip()
-    return text or None
+    return tables.text_value(value, name, whole_floats_only=True)
 
 
 def _results(value: Any, kind: str) -> tuple[str, ...] | None:
@@ -474,24 +384,24 @@ def _results(value: Any, kind: str) -> tuple[str, ...] | None:
     if value is None or (isinstance(value, str) and not value.strip()):
         return None
     if kind != "search":
-        raise _Invalid(f"results on a {kind} event (only search events carry the shown list)")
+        raise Invalid(f"results on a {kind} event (only search events carry the shown list)")
     if isinstance(value, str):
         try:
             value = json.loads(value)
         except ValueError:
-            raise _Invalid("results is not a JSON array of product ids") from None
+            raise Invalid("results is not a JSON array of product ids") from None
     if hasattr(value, "to_list"):  # a Parquet list cell may arrive as a Series
         value = value.to_list()
     if not isinstance(value, (list, tuple)):
-        raise _Invalid("results is not a list of product ids")
+        raise Invalid("results is not a list of product ids")
     if len(value) > MAX_RESULTS:
-        raise _Invalid(f"results holds {len(value)} products (at most {MAX_RESULTS})")
+        raise Invalid(f"results holds {len(value)} products (at most {MAX_RESULTS})")
     out = []
     for i, pid in enumerate(value, start=1):
         if isinstance(pid, float) and pid.is_integer():
             pid = int(pid)
         if pid is None or isinstance(pid, (dict, list, bool, float)) or not str(pid).strip():
-            raise _Invalid(f"results[{i}] is not a product id")
+            raise Invalid(f"results[{i}] is not a product id")
         out.append(str(pid).strip())
     return tuple(out)
 
@@ -509,26 +419,9 @@ def _position(value: Any) -> int | None:
     elif isinstance(value, str) and value.strip().lstrip("+").isdigit():
         position = int(value.strip())
     if position is None or position < 1:
-        raise _Invalid(f"bad position {_short(str(value))!r} (expected an integer >= 1 or null)")
+        raise Invalid(f"bad position {short(str(value))!r} (expected an integer >= 1 or null)")
     return position
 
 
 def _iso_utc(seconds: float) -> str:
     return datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if hasattr(value, "item"):  # numpy scalars
-        return value.item()
-    raise TypeError(f"cannot write a {type(value).__name__} as JSON")
-
-
-def _first_line(exc: BaseException, limit: int = 160) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _short(text: str, limit: int = 40) -> str:
-    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -3,6 +3,7 @@ a damaged profile store."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 from pathlib import Path
@@ -12,7 +13,7 @@ import pytest
 from catalog.schema import Product
 from core.errors import ShopsearchError
 from personalization import profiles as profiles_module
-from personalization.events import Event, read_events, write_events
+from personalization.events import Event, read_events
 from personalization.privacy import Pseudonymizer, normalize_user_id
 from personalization.profiles import ForgetIncomplete, ProfileStore
 
@@ -39,7 +40,7 @@ def store(tmp_path: Path):
 
 def _events(tmp_path: Path, rows: list[dict]) -> tuple[list[Event], list]:
     path = tmp_path / "events.jsonl"
-    write_events(rows, path)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     events, rejects = [], []
     for batch in read_events(path, now=NOW):
         events += batch.events

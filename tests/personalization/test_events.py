@@ -1,8 +1,9 @@
-"""Event log reading/writing: formats, timestamps, rejects with line numbers, file errors."""
+"""Event log reading: formats, timestamps, rejects with line numbers, file errors."""
 
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -15,7 +16,6 @@ from personalization.events import (
     EventLogError,
     parse_timestamp,
     read_events,
-    write_events,
 )
 
 T0 = 1_700_000_000.0  # 2023-11-14T22:13:20Z
@@ -161,8 +161,10 @@ def test_parquet_round_trip(tmp_path: Path) -> None:
         Event("alice", T0 + 1, "s1", "click", "drill", "p1", 1),
         Event("bob", T0 + 2, "", "purchase", None, "p2", None),
     ]
+    rows = [asdict(e) for e in events]
+    pl.DataFrame(rows, infer_schema_length=None).write_parquet(tmp_path / "log.parquet")
+    _write_lines(tmp_path / "log.jsonl", rows)
     for name in ("log.parquet", "log.jsonl"):
-        assert write_events(events, tmp_path / name) == 3
         got, rejects = _read_all(tmp_path / name)
         assert rejects == []
         assert got == events
@@ -189,10 +191,13 @@ def test_parquet_datetime_column_and_row_numbers(tmp_path: Path) -> None:
     assert [(r.line, r.product_id, r.reason) for r in rejects] == [(3, "p3", "missing user_id")]
 
 
-def test_write_events_from_dicts_keeps_bad_rows_for_tests(tmp_path: Path) -> None:
-    path = tmp_path / "bad.jsonl"
-    write_events(
-        [_row(event="nope"), _row(timestamp=datetime(2023, 11, 14, tzinfo=timezone.utc))], path
+def test_iso_text_with_an_offset_reads_and_a_bad_row_is_rejected(tmp_path: Path) -> None:
+    path = _write_lines(
+        tmp_path / "bad.jsonl",
+        [
+            _row(event="nope"),
+            _row(timestamp=datetime(2023, 11, 14, tzinfo=timezone.utc).isoformat()),
+        ],
     )
     events, rejects = _read_all(path)
     assert [r.line for r in rejects] == [1]
@@ -202,7 +207,11 @@ def test_write_events_from_dicts_keeps_bad_rows_for_tests(tmp_path: Path) -> Non
 @pytest.mark.parametrize("suffix", [".jsonl", ".parquet"])
 def test_missing_required_column_is_one_line_error(tmp_path: Path, suffix: str) -> None:
     path = tmp_path / f"log{suffix}"
-    write_events([{"user_id": "u", "event": "view", "product_id": "p"}], path)
+    row = {"user_id": "u", "event": "view", "product_id": "p"}
+    if suffix == ".parquet":
+        pl.DataFrame([row]).write_parquet(path)
+    else:
+        _write_lines(path, [row])
     with pytest.raises(EventLogError) as info:
         _read_all(path)
     message = str(info.value)

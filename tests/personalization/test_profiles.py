@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import sqlite3
 import stat
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +16,7 @@ import pytest
 
 from catalog.schema import Product
 from core.errors import ShopsearchError
-from personalization.events import Event, read_events, write_events
+from personalization.events import Event, read_events
 from personalization.privacy import KEY_ENV, KEY_FILE, Pseudonymizer
 from personalization.profiles import IngestSummary, ProfileStore
 
@@ -98,7 +100,7 @@ def test_pseudonym_stable_per_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
 
 def test_ingest_is_idempotent(tmp_path: Path, store: ProfileStore, pz: Pseudonymizer) -> None:
     log = tmp_path / "log.jsonl"
-    write_events(
+    _write_log(
         [
             ev(ALICE, T0, "search", query="pliers"),
             ev(ALICE, T0 + 1, "view", "p1"),
@@ -360,3 +362,7 @@ def test_profile_lookup_latency(tmp_path: Path, pz: Pseudonymizer) -> None:
             f"\nprofile lookup (200 events, {len(events)} stored): p50 {p50:.3f} ms, p99 {p99:.3f} ms"
         )
         assert os.path.getsize(store.path) > 0
+
+
+def _write_log(events: list[Event], path: Path) -> None:
+    path.write_text("".join(json.dumps(asdict(e)) + "\n" for e in events), encoding="utf-8")
