@@ -45,7 +45,7 @@ def ranking(run_q: Mapping[str, float]) -> list[str]:
 
 def _check_k(k: int) -> None:
     if k < 1:
-        raise ValueError(f"k must be >= 1, got {k}")
+        raise ShopsearchError(f"k must be >= 1, got {k}")
 
 
 def _recall(qrels_q: Mapping[str, float], ranked: Sequence[str], k: int, threshold: float) -> float:

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats as scipy_stats
 
+from core.errors import ShopsearchError
+
 #: Random sign/index matrices are drawn in chunks of at most this many entries.
 _CHUNK_ENTRIES = 4_000_000
 
@@ -51,7 +53,7 @@ class BootstrapCI:
 def _paired_arrays(a: Mapping[str, float], b: Mapping[str, float]) -> tuple[np.ndarray, ...]:
     qids = sorted(set(a) & set(b))
     if not qids:
-        raise ValueError("the two systems share no query ids: nothing to compare")
+        raise ShopsearchError("the two systems share no query ids: nothing to compare")
     xa = np.array([a[q] for q in qids], dtype=np.float64)
     xb = np.array([b[q] for q in qids], dtype=np.float64)
     return xa, xb
@@ -102,12 +104,12 @@ def paired_test(
         seed: Seed of the randomization test.
 
     Raises:
-        ValueError: No shared query id, or an unknown method.
+        ShopsearchError: No shared query id, an unknown method, or ``n_resamples`` below 1.
     """
     if method not in ("randomization", "ttest"):
-        raise ValueError(f"unknown method {method!r}: use 'randomization' or 'ttest'")
+        raise ShopsearchError(f"unknown method {method!r}: use 'randomization' or 'ttest'")
     if n_resamples < 1:
-        raise ValueError(f"n_resamples must be >= 1, got {n_resamples}")
+        raise ShopsearchError(f"n_resamples must be >= 1, got {n_resamples}")
     xa, xb = _paired_arrays(a, b)
     diff = xb - xa
     if method == "randomization":
@@ -145,15 +147,15 @@ def bootstrap_ci(
         seed: Seed of the resampling.
 
     Raises:
-        ValueError: No values, or alpha outside (0, 1).
+        ShopsearchError: No values, or alpha outside (0, 1).
     """
     if isinstance(values, Mapping):
         values = values.values()
     x = np.asarray(list(values), dtype=np.float64)
     if x.size == 0:
-        raise ValueError("bootstrap_ci needs at least one value")
+        raise ShopsearchError("bootstrap_ci needs at least one value")
     if not 0.0 < alpha < 1.0:
-        raise ValueError(f"alpha must be in (0, 1), got {alpha}")
+        raise ShopsearchError(f"alpha must be in (0, 1), got {alpha}")
     rng = np.random.default_rng(seed)
     n = x.size
     chunk = max(1, _CHUNK_ENTRIES // n)

@@ -214,9 +214,9 @@ class ProfileStore:
         popularity_alpha: float = DEFAULT_POPULARITY_ALPHA,
     ) -> None:
         if half_life_days <= 0:
-            raise ValueError(f"half_life_days must be positive, got {half_life_days}")
+            raise ShopsearchError(f"half_life_days must be positive, got {half_life_days}")
         if popularity_alpha <= 0:
-            raise ValueError(f"popularity_alpha must be positive, got {popularity_alpha}")
+            raise ShopsearchError(f"popularity_alpha must be positive, got {popularity_alpha}")
         self.path = Path(path)
         self.half_life_days = float(half_life_days)
         self.popularity_alpha = float(popularity_alpha)
@@ -416,7 +416,7 @@ class ProfileStore:
             The profile; ``n_events == 0`` for unknown or cold users.
         """
         if max_events < 1:
-            raise ValueError(f"max_events must be at least 1, got {max_events}")
+            raise ShopsearchError(f"max_events must be at least 1, got {max_events}")
         # None: everything up to now (plus the clock skew events may have). An event
         # stamped later (a wrong device clock) would otherwise be "the latest" and decay
         # every real interaction away.

@@ -11,12 +11,24 @@ from dataclasses import replace
 
 import numpy as np
 
+from core.errors import ShopsearchError
 from retrieval.hits import RankedHit
 
 #: Weight of the first-stage score in the relevance score (the rest is the cross-encoder's):
 #: 0.5 was best of {0, 0.3, 0.5, 0.7, 1} on the Home Depot validation split; ``shopsearch
 #: bench`` re-chooses it on the validation split and saves it with the reranker.
 DEFAULT_RETRIEVAL_WEIGHT = 0.5
+
+
+def check_retrieval_weight(weight: object) -> float:
+    """The blend weight as a float, when it is a number in [0, 1].
+
+    Raises:
+        ShopsearchError: Not a number, or outside [0, 1] (the one message for it).
+    """
+    if isinstance(weight, bool) or not isinstance(weight, int | float) or not 0 <= weight <= 1:
+        raise ShopsearchError(f"retrieval_weight must be a number in [0, 1], got {weight!r}")
+    return float(weight)
 
 
 def _z(x: np.ndarray) -> np.ndarray:

@@ -6,8 +6,9 @@ A trained reranker is a folder anyone loads with ``CrossEncoder(path)`` (``num_l
 ``BertForSequenceClassification`` whose head is a linear layer on the pooled [CLS] vector, with
 the config's ``classifier_dropout``). Beside its files, ``shopsearch_rerank.json``
 (:data:`SETTINGS_NAME`) holds what shopsearch needs to serve it: the blend weight of the first
-stage's score (chosen by ``shopsearch bench``), the token budget, and how it was trained.
-``CrossEncoder(path)`` ignores that file.
+stage's score (``retrieval_weight``, chosen by ``shopsearch bench``; folders written before it
+had that name call it ``blend_weight``, which is still read), the token budget, and how it was
+trained. ``CrossEncoder(path)`` ignores that file.
 
 Folders of the old home-made format (``shopsearch_reranker.json`` + ``head.safetensors``) are
 refused with a one-line error: retrain them.
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,7 +26,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from core.errors import ShopsearchError
+from core.errors import ShopsearchError, check_batch_size, first_line
+from core.io import atomic_write
 from inference.backend import apply_torch_threads, attach, check_backend, model_file
 from inference.models import (
     check_backend_device,
@@ -32,7 +35,7 @@ from inference.models import (
     model_fingerprint,
     pick_device,
 )
-from rerank.blend import DEFAULT_RETRIEVAL_WEIGHT, rerank_hits
+from rerank.blend import DEFAULT_RETRIEVAL_WEIGHT, check_retrieval_weight, rerank_hits
 from retrieval.hits import RankedHit, hit_text
 
 if TYPE_CHECKING:
@@ -41,6 +44,8 @@ if TYPE_CHECKING:
 #: shopsearch's settings beside the CrossEncoder files.
 SETTINGS_NAME = "shopsearch_rerank.json"
 SETTINGS_VERSION = 2
+#: The settings key the blend weight had before it was named ``retrieval_weight`` (still read).
+OLD_WEIGHT_KEY = "blend_weight"
 #: Files of the old (format 1) reranker folders, no longer read.
 OLD_CONFIG_NAME = "shopsearch_reranker.json"
 OLD_HEAD_NAME = "head.safetensors"
@@ -75,14 +80,15 @@ def read_settings(path: str | os.PathLike[str]) -> dict[str, Any]:
     """shopsearch's settings of a reranker folder, with defaults for what is not recorded.
 
     Returns:
-        A dict with at least ``blend_weight`` (float in [0, 1]) and ``max_length`` (int or
-        None: the model's own), plus whatever else was written (``training`` ...).
+        A dict with at least ``retrieval_weight`` (float in [0, 1]: the blend weight) and
+        ``max_length`` (int or None: the model's own), plus whatever else was written
+        (``training`` ...). A folder written with the old key ``blend_weight`` reads the same.
 
     Raises:
         ShopsearchError: The settings file is not valid JSON or holds a bad blend weight.
     """
     file = Path(path).expanduser() / SETTINGS_NAME
-    settings: dict[str, Any] = {"blend_weight": DEFAULT_RETRIEVAL_WEIGHT, "max_length": None}
+    settings: dict[str, Any] = {"retrieval_weight": DEFAULT_RETRIEVAL_WEIGHT, "max_length": None}
     if file.is_file():
         try:
             saved = json.loads(file.read_text())
@@ -90,43 +96,49 @@ def read_settings(path: str | os.PathLike[str]) -> dict[str, Any]:
             raise ShopsearchError(f"{file}: not valid JSON ({exc})") from exc
         if not isinstance(saved, dict):
             raise ShopsearchError(f"{file}: expected a JSON object")
+        if OLD_WEIGHT_KEY in saved:  # written before the weight had its one name
+            saved.setdefault("retrieval_weight", saved.pop(OLD_WEIGHT_KEY))
         settings.update(saved)
-    weight = settings["blend_weight"]
-    if not isinstance(weight, int | float) or not 0.0 <= float(weight) <= 1.0:
-        raise ShopsearchError(f"{file}: blend_weight must be a number in [0, 1], got {weight!r}")
-    settings["blend_weight"] = float(weight)
+    try:
+        settings["retrieval_weight"] = check_retrieval_weight(settings["retrieval_weight"])
+    except ShopsearchError as exc:
+        raise ShopsearchError(f"{file}: {exc}") from None
     return settings
 
 
 def write_settings(
-    path: str | os.PathLike[str], blend_weight: float | None = None, **extra: Any
+    path: str | os.PathLike[str], retrieval_weight: float | None = None, **extra: Any
 ) -> Path:
     """Updates ``shopsearch_rerank.json`` in a reranker folder (other keys are kept).
 
     Args:
         path: The reranker folder.
-        blend_weight: Weight of the first stage's score in the final ranking, in [0, 1]; None
-            keeps the recorded one.
-        extra: More JSON-able keys (``max_length``, ``training`` ...).
+        retrieval_weight: Weight of the first stage's score in the final ranking (the blend
+            weight), in [0, 1]; None keeps the recorded one.
+        extra: More JSON-able keys (``max_length``, ``training`` ...). ``blend_weight=`` is
+            taken as ``retrieval_weight=`` with a DeprecationWarning (its old name).
 
     Raises:
         ShopsearchError: A blend weight outside [0, 1], or a folder that does not exist.
     """
+    if OLD_WEIGHT_KEY in extra:
+        warnings.warn(
+            f"write_settings({OLD_WEIGHT_KEY}=) is retrieval_weight= now",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        old = extra.pop(OLD_WEIGHT_KEY)
+        retrieval_weight = old if retrieval_weight is None else retrieval_weight
     folder = Path(path).expanduser()
     if not folder.is_dir():
         raise ShopsearchError(f"reranker folder {folder} does not exist")
     settings = read_settings(folder)
-    if blend_weight is not None:
-        if not 0.0 <= float(blend_weight) <= 1.0:
-            raise ShopsearchError(f"blend_weight must be in [0, 1], got {blend_weight}")
-        settings["blend_weight"] = float(blend_weight)
+    if retrieval_weight is not None:
+        settings["retrieval_weight"] = check_retrieval_weight(retrieval_weight)
     settings.update(extra)
     settings["format_version"] = SETTINGS_VERSION
     file = folder / SETTINGS_NAME
-    tmp = file.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(settings, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, file)
-    return file
+    return atomic_write(file, json.dumps(settings, indent=2, sort_keys=True) + "\n")
 
 
 def _quiet() -> None:
@@ -231,8 +243,9 @@ def load_cross_encoder(
     try:
         model = CrossEncoder(str(folder), device=pick_device(device), local_files_only=True)
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ShopsearchError(f"cannot load the cross-encoder in {folder}: {first}") from exc
+        raise ShopsearchError(
+            f"cannot load the cross-encoder in {folder}: {first_line(exc)}"
+        ) from exc
     if model.num_labels != 1:
         raise ShopsearchError(
             f"{folder} holds a cross-encoder with {model.num_labels} labels; a reranker gives one "
@@ -262,7 +275,7 @@ class Reranker:
         batch_size: Pairs per forward pass; None: :data:`CPU_BATCH_SIZE` on a CPU, else
             :data:`GPU_BATCH_SIZE`.
         max_length: Token budget per pair; None keeps the model's.
-        retrieval_weight: Weight of the first stage's score in the ranking (:func:`rerank.pipeline.blend`).
+        retrieval_weight: Weight of the first stage's score in the ranking (:func:`rerank.blend.blend`).
 
     Scores are the raw logits (no sigmoid), float32. On CUDA the forward pass runs under
     bfloat16 autocast. ``torch.set_num_threads`` is left to the caller.
@@ -276,11 +289,9 @@ class Reranker:
         max_length: int | None = None,
         retrieval_weight: float = DEFAULT_RETRIEVAL_WEIGHT,
     ) -> None:
-        if not 0.0 <= retrieval_weight <= 1.0:
-            raise ValueError(f"retrieval_weight must be in [0, 1], got {retrieval_weight}")
-        self.retrieval_weight = retrieval_weight
-        if batch_size is not None and batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.retrieval_weight = check_retrieval_weight(retrieval_weight)
+        if batch_size is not None:
+            check_batch_size(batch_size)
         self.device = pick_device(device)
         self.model = model.to(self.device)
         self.model.eval()
@@ -322,8 +333,8 @@ class Reranker:
             device: Torch device; None picks CUDA when present.
             batch_size: Pairs per forward pass; None: 16 on a CPU, 64 on a GPU.
             max_length: Token budget per pair; None uses the saved one.
-            retrieval_weight: Weight of the first stage's score in the ranking (:func:`rerank.pipeline.blend`);
-                None uses the folder's saved ``blend_weight`` (:func:`rerank.model.read_settings`).
+            retrieval_weight: Weight of the first stage's score in the ranking (:func:`rerank.blend.blend`);
+                None uses the folder's saved one (:func:`read_settings`).
             backend: ``torch``, ``onnx`` (ONNX Runtime) or ``openvino``: the latter two run the
                 copy ``shopsearch optimize`` wrote into the folder, on the CPU.
             quantize: None (fp32) or ``int8`` (the dynamically quantized copy).
@@ -350,7 +361,7 @@ class Reranker:
             weight = DEFAULT_RETRIEVAL_WEIGHT
         else:
             model = load_cross_encoder(path, device=device, max_length=max_length)
-            weight = read_settings(path)["blend_weight"]
+            weight = read_settings(path)["retrieval_weight"]
         if retrieval_weight is not None:
             weight = retrieval_weight
         if path is not None:
@@ -407,7 +418,7 @@ class Reranker:
             Hits by relevance descending; ties keep the retrieval order.
         """
         if top_k is not None and top_k < 0:
-            raise ValueError(f"top_k must be >= 0 or None, got {top_k}")
+            raise ShopsearchError(f"top_k must be >= 0 or None, got {top_k}")
         if not hits:
             return []
         cross = self.score(query, [hit_text(h) for h in hits])

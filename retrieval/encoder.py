@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from core.errors import ShopsearchError
+from core.errors import ShopsearchError, check_batch_size
 from inference.backend import apply_torch_threads, attach, check_backend, model_file
 from inference.models import (
     DEFAULT_MODEL,
@@ -147,9 +147,7 @@ class BiEncoder:
         if len(texts) == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
         fn = self.model.encode_query if query else self.model.encode_document
-        size = batch_size or self.batch_size
-        if size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {size}")
+        size = check_batch_size(batch_size or self.batch_size)
         batches = [np.arange(len(texts))] if len(texts) <= size else self.token_batches(texts, size)
         out = np.empty((len(texts), self.dim), dtype=np.float32)
         for rows in batches:  # one call per batch: the call's own sorting cannot regroup them

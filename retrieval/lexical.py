@@ -55,6 +55,8 @@ from typing import Any
 
 import Stemmer
 
+from core.errors import ShopsearchError
+
 __all__ = ["Bm25Params", "LexicalEncoder", "idf", "token_id"]
 
 CONFIG_KIND = "bm25-sparse-idf"
@@ -531,12 +533,15 @@ class LexicalEncoder:
         """Rebuild an encoder from ``config()`` output.
 
         Raises:
-            ValueError: If the config is of another kind or tokeniser version.
+            ShopsearchError: The config is of another kind or tokeniser version (rebuild
+                the index).
         """
         if config.get("kind") != CONFIG_KIND:
-            raise ValueError(f"not a {CONFIG_KIND} config: {config.get('kind')!r}")
+            raise ShopsearchError(
+                f"not a {CONFIG_KIND} config: {config.get('kind')!r}: rebuild the index"
+            )
         if config.get("tokenizer_version") not in COMPATIBLE_VERSIONS:
-            raise ValueError(
+            raise ShopsearchError(
                 f"index built with tokenizer version {config.get('tokenizer_version')}, "
                 f"this code is version {TOKENIZER_VERSION}: rebuild the index"
             )

@@ -174,7 +174,7 @@ def _train_personal(
     val_groups: Sequence[Group] | None,
 ) -> tuple[PersonalRanker, PersonalTrainReport]:
     if config.loss not in ("bce", "listwise"):
-        raise ValueError(f"loss must be 'bce' or 'listwise', got {config.loss!r}")
+        raise ShopsearchError(f"loss must be 'bce' or 'listwise', got {config.loss!r}")
     if len(groups) < 20:
         raise ShopsearchError(
             f"only {len(groups)} logged searches with an examined result: need at least 20"

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from core.errors import ShopsearchError
+
 #: Smallest propensity an inverse weight divides by (weights are at most 1 / this).
 DEFAULT_CLIP = 0.05
 
@@ -95,7 +97,8 @@ def estimate_propensities(
         :class:`Propensities` with ``theta[0] == 1``.
 
     Raises:
-        ValueError: Mismatched shapes, ranks below 1, or no click at all.
+        ShopsearchError: No click at all (position bias cannot be estimated).
+        ValueError: Mismatched shapes or ranks below 1 (a bug of the caller).
     """
     ranks = np.asarray(ranks, dtype=np.int64)
     clicks = np.asarray(clicks, dtype=np.float64)
@@ -103,7 +106,7 @@ def estimate_propensities(
     if not (len(ranks) == len(clicks) == len(x)):
         raise ValueError(f"{len(ranks)} ranks, {len(clicks)} clicks, {len(x)} feature rows")
     if len(ranks) == 0 or clicks.sum() == 0:
-        raise ValueError("no click in the impressions: position bias cannot be estimated")
+        raise ShopsearchError("no click in the impressions: position bias cannot be estimated")
     if ranks.min() < 1:
         raise ValueError("ranks are 1-based")
     k = int(max_rank or ranks.max())

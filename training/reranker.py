@@ -18,7 +18,7 @@ ones up to ``val_depth``); it is measured before training (a baseline with a ran
 recorded), then each epoch (or every ``eval_every`` steps); training stops after ``patience``
 validations without a better one and the best checkpoint is what ``out_dir`` keeps: a folder
 that ``CrossEncoder(out_dir)`` loads, with ``shopsearch_rerank.json`` (the blend weight,
-``rerank.model.write_settings``) beside it. Seeding, the time budget, the report and the logs
+``rerank.cross_encoder.write_settings``) beside it. Seeding, the time budget, the report and the logs
 are ``retrieval.trainkit``'s, shared with the retriever.
 
 Distillation (``teacher=``, a trained reranker folder): the same pairs, but each target is the
@@ -48,7 +48,7 @@ from typing import Any
 from core.errors import ShopsearchError
 from evaluation.labels import Judgments
 from evaluation.metrics import evaluate, mean_scores
-from rerank.blend import DEFAULT_RETRIEVAL_WEIGHT as DEFAULT_BLEND_WEIGHT
+from rerank.blend import DEFAULT_RETRIEVAL_WEIGHT
 from rerank.cross_encoder import Reranker, check_reranker_folder, new_cross_encoder, write_settings
 from training import common as trainkit
 from training.common import TrainReport, check_out_dir, seed_everything
@@ -101,7 +101,7 @@ class RerankerTrainConfig:
             checkpoint may run past).
         val_depth: Candidates reranked per validation query.
         layers: Keep only the base's first this many transformer layers (a faster, smaller
-            cross-encoder; :func:`rerank.model.new_cross_encoder`); None keeps all.
+            cross-encoder; :func:`rerank.cross_encoder.new_cross_encoder`); None keeps all.
         teacher: A trained reranker folder to distil from: targets are its logits (MSE)
             instead of the graded labels (BCE); None trains on the grades.
     """
@@ -540,7 +540,7 @@ def train_reranker(
         training["teacher"] = str(cfg.teacher)
     write_settings(
         out,
-        blend_weight=DEFAULT_BLEND_WEIGHT,
+        retrieval_weight=DEFAULT_RETRIEVAL_WEIGHT,
         max_length=cfg.max_length,
         base_model=cfg.base_model or "all-MiniLM-L6-v2",
         training=training,

@@ -5,7 +5,7 @@ One click group, ``main``. Its own commands live in one module per command group
 ``shopsearch.commands`` entry-point group (``shopsearch-research`` adds ``sample-catalog``,
 ``demo``, ``bench`` ...), loaded only when asked for.
 
-Errors: a :class:`~catalog.errors.ShopsearchError` (a mistake the user can fix) is one line on
+Errors: a :class:`~core.errors.ShopsearchError` (a mistake the user can fix) is one line on
 stderr and exit status 2; any other exception is a bug and keeps its traceback.
 """
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats as scipy_stats
 
+from core.errors import ShopsearchError
 from evaluation.stats import PairedTest, bootstrap_ci, paired_test
 
 
@@ -83,9 +84,9 @@ def test_ttest_matches_scipy_and_uses_intersection() -> None:
 
 
 def test_paired_test_errors_and_determinism() -> None:
-    with pytest.raises(ValueError, match="share no query"):
+    with pytest.raises(ShopsearchError, match="share no query"):
         paired_test({"q1": 1.0}, {"q2": 1.0})
-    with pytest.raises(ValueError, match="unknown method"):
+    with pytest.raises(ShopsearchError, match="unknown method"):
         paired_test({"q1": 1.0}, {"q1": 1.0}, method="wilcoxon")
     rng = np.random.default_rng(8)
     a, b = _scores(rng.random(50)), _scores(rng.random(50))
@@ -102,5 +103,5 @@ def test_bootstrap_ci() -> None:
     assert ci.high - ci.low == pytest.approx(2 * 1.96 * values.std() / 20, rel=0.1)
     assert bootstrap_ci(_scores(values)) == ci
     assert bootstrap_ci([0.3, 0.3, 0.3]).low == 0.3
-    with pytest.raises(ValueError):
+    with pytest.raises(ShopsearchError, match="at least one value"):
         bootstrap_ci([])

@@ -136,7 +136,7 @@ def test_edge_cases() -> None:
     # k larger than the run is fine; a perfect run scores 1.
     assert ndcg_at_k({"p1": 3.0}, {"p1": 1.0}, 100) == 1.0
     assert recall_at_k({"p1": 3.0}, {"p1": 1.0}, 100) == 1.0
-    with pytest.raises(ValueError):
+    with pytest.raises(ShopsearchError, match="k must be"):
         recall_at_k(QRELS_A, RUN_A, 0)
     # No queries with a relevant product -> empty per-query dicts, NaN means.
     per_query = evaluate({"C": QRELS_C}, {"C": RUN_C}, metrics=("ndcg@10",))

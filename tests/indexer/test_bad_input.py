@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from core.errors import ShopsearchError
+
 # ---------------------------------------------------------------- the catalog end to end
 
 
@@ -62,5 +64,5 @@ def test_shop_catalog_end_to_end(shop_index, tiny_encoder) -> None:
         assert hit.payload["category"] == "Tools & Hardware > Drills"
         for mode in ("dense", "bm25", "hybrid"):
             for query in ("???", "🔥🔥", "   "):
-                with pytest.raises(ValueError, match="query is empty"):
+                with pytest.raises(ShopsearchError, match="query is empty"):
                     r.search(query, k=3, mode=mode)

@@ -192,7 +192,7 @@ def test_filters(edge_index, tiny_encoder, sample_products):
 def test_query_validation(edge_index, tiny_encoder):
     loc, _ = edge_index
     with Retriever.open(loc.path, encoder=tiny_encoder) as r:
-        with pytest.raises(ValueError, match="empty"):
+        with pytest.raises(ShopsearchError, match="empty"):
             r.search("   ")
         assert len(r.search("drill " * 5000, k=3)) == 3  # over-long: truncated, still answered
         assert r.search_batch([]) == []
@@ -201,7 +201,7 @@ def test_query_validation(edge_index, tiny_encoder):
         assert [h.product_id for h in batch[0]] == [
             h.product_id for h in r.search(QUERIES[0], k=5, mode="dense")
         ]
-        with pytest.raises(ValueError, match="k must be"):
+        with pytest.raises(ShopsearchError, match="k must be"):
             r.search("drill", k=0)
 
 

@@ -161,7 +161,7 @@ def test_reranker_on_onnx_scores_like_torch_and_int8_close(tmp_path, tiny_model)
     torch.manual_seed(0)
     folder = tmp_path / "rr"
     new_cross_encoder(tiny_model, device="cpu").save_pretrained(str(folder))
-    write_settings(folder, blend_weight=0.3)
+    write_settings(folder, retrieval_weight=0.3)
     pairs = [("drill", "cordless drill red"), ("paint", "white paint"), ("x", "y z")] * 3
     with pytest.raises(ShopsearchError, match="shopsearch optimize"):
         Reranker.load(folder, backend="onnx")

@@ -94,7 +94,7 @@ def test_saved_folder_loads_with_plain_cross_encoder(reranker, tmp_path):
 
     out = tmp_path / "rr"
     reranker.model.save_pretrained(str(out))
-    write_settings(out, blend_weight=0.3, max_length=32)
+    write_settings(out, retrieval_weight=0.3, max_length=32)
     pairs = [("drill", "drill red | category: tools"), ("drill", "bolt nail"), ("saw", "x")]
     ours = Reranker.load(out, device="cpu").score_pairs(pairs)
     plain = CrossEncoder(str(out), device="cpu").predict(pairs, activation_fn=torch.nn.Identity())
@@ -102,20 +102,21 @@ def test_saved_folder_loads_with_plain_cross_encoder(reranker, tmp_path):
     np.testing.assert_allclose(ours, reranker.score_pairs(pairs), atol=1e-5)
 
 
-def test_settings_round_trip_and_blend_weight_on_load(reranker, tmp_path):
+def test_settings_round_trip_and_retrieval_weight_on_load(reranker, tmp_path):
     out = tmp_path / "rr"
     reranker.model.save_pretrained(str(out))
-    assert read_settings(out)["blend_weight"] == 0.5  # no file yet: the default
+    assert read_settings(out)["retrieval_weight"] == 0.5  # no file yet: the default
     assert Reranker.load(out, device="cpu").retrieval_weight == 0.5
-    write_settings(out, blend_weight=0.7, training={"best_step": 3})
+    write_settings(out, retrieval_weight=0.7, training={"best_step": 3})
     write_settings(out, max_length=24)  # keeps the other keys
     saved = json.loads((out / SETTINGS_NAME).read_text())
-    assert saved["blend_weight"] == 0.7 and saved["training"] == {"best_step": 3}
+    assert saved["retrieval_weight"] == 0.7 and saved["training"] == {"best_step": 3}
+    assert "blend_weight" not in saved  # one name in the file
     loaded = Reranker.load(out, device="cpu")
     assert loaded.retrieval_weight == 0.7 and loaded.max_length == 24
     assert Reranker.load(out, device="cpu", retrieval_weight=0.0).retrieval_weight == 0.0
-    with pytest.raises(ShopsearchError, match="blend_weight"):
-        write_settings(out, blend_weight=1.5)
+    with pytest.raises(ShopsearchError, match="retrieval_weight must be a number in"):
+        write_settings(out, retrieval_weight=1.5)
     (out / SETTINGS_NAME).write_text("{not json")
     with pytest.raises(ShopsearchError, match="not valid JSON"):
         read_settings(out)
@@ -174,7 +175,7 @@ def test_batch_size_defaults_by_device_and_is_validated(reranker):
     model = reranker.model
     assert Reranker(model, device="cpu").batch_size == CPU_BATCH_SIZE  # small: little padding
     assert Reranker(model, device="cpu", batch_size=3).batch_size == 3
-    with pytest.raises(ValueError, match="batch_size"):
+    with pytest.raises(ShopsearchError, match="batch_size"):
         Reranker(model, device="cpu", batch_size=0)
 
 
@@ -229,7 +230,7 @@ def test_blend_mixes_standardised_scores(reranker):
     for r in ranked:
         assert r.cross == pytest.approx(float(logits[r.retrieval_rank - 1]), abs=1e-5)
         assert r.score == pytest.approx(float(expected[r.retrieval_rank - 1]), abs=1e-5)
-    with pytest.raises(ValueError, match="retrieval_weight"):
+    with pytest.raises(ShopsearchError, match="retrieval_weight"):
         Reranker(reranker.model, device="cpu", retrieval_weight=1.5)
 
 

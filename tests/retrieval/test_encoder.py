@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from core.errors import ShopsearchError
 from inference.models import default_model_path
 from retrieval.encoder import BiEncoder
 
@@ -64,5 +65,5 @@ def test_batched_vectors_come_back_in_input_order(minilm):
     for size in (2, 3):  # five token-sorted calls, the last of one text; three full ones
         together = minilm.encode_document(texts, batch_size=size)
         np.testing.assert_allclose(together, alone, atol=1e-5)
-    with pytest.raises(ValueError, match="batch_size"):
+    with pytest.raises(ShopsearchError, match="batch_size"):
         minilm.encode_document(texts, batch_size=-1)

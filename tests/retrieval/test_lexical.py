@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from core.errors import ShopsearchError
 from retrieval.lexical import Bm25Params, LexicalEncoder, idf, token_id
 
 REPO = Path(__file__).resolve().parents[2]
@@ -156,7 +157,7 @@ def test_avg_len_config_and_errors() -> None:
     assert again.params == enc.params
     assert again.avg_doc_len == enc.avg_doc_len
     assert again.encode_documents(["cordless drill"]) == enc.encode_documents(["cordless drill"])
-    with pytest.raises(ValueError, match="version"):
+    with pytest.raises(ShopsearchError, match="version"):
         LexicalEncoder.from_config({**cfg, "tokenizer_version": -1})
     with pytest.raises(ValueError):
         LexicalEncoder(avg_doc_len=0.0)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import pytest
 
+from core.errors import ShopsearchError
+
 # ---------------------------------------------------------------- queries without words
 
 
@@ -12,7 +14,7 @@ import pytest
 def test_query_without_letters_or_digits_is_empty(query: str) -> None:
     from retrieval.retriever import check_query
 
-    with pytest.raises(ValueError, match="query is empty"):
+    with pytest.raises(ShopsearchError, match="query is empty"):
         check_query(query)
 
 

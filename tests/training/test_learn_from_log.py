@@ -149,7 +149,7 @@ def test_regression_em_recovers_a_known_examination_curve():
     assert est.inverse_weights(np.array([1, 10]), clip=0.2).tolist() == pytest.approx(
         [1.0, 1 / max(est.theta[9], 0.2)]
     )
-    with pytest.raises(ValueError, match="no click"):
+    with pytest.raises(ShopsearchError, match="no click"):
         estimate_propensities(ranks, np.zeros_like(clicks), x)
 
 

@@ -142,7 +142,7 @@ def test_training_raises_validation_ndcg_and_saves_a_standard_folder(tiny, data,
     assert saved["best_metric"] == report.best_metric and saved["config"]["lr"] == 1e-3
     assert any((out / "logs").iterdir()) and not (out / "checkpoints").exists()
     settings = read_settings(out)
-    assert settings["blend_weight"] == 0.5 and settings["max_length"] == 32
+    assert settings["retrieval_weight"] == 0.5 and settings["max_length"] == 32
     loaded = Reranker.load(out, device="cpu")
     assert loaded.max_length == 32
     relevant, other = loaded.score("drill", [data.texts["m0_0"], data.texts["d0"]])
@@ -235,7 +235,7 @@ def _shifted_teacher(tiny: Path, folder: Path, shift: float) -> Path:
     with torch.no_grad():
         model.model.classifier.bias += shift
     model.save_pretrained(str(folder))
-    write_settings(folder, blend_weight=0.3, max_length=32)
+    write_settings(folder, retrieval_weight=0.3, max_length=32)
     return folder
 
 
@@ -266,7 +266,7 @@ def test_a_student_learns_the_teachers_scores(tiny, data, tmp_path):
     assert report.details["teacher_seconds"] > 0
     settings = read_settings(tmp_path / "student")
     # the default blend weight, for bench to choose: the teacher's says nothing about the student
-    assert settings["blend_weight"] == 0.5 and settings["training"]["teacher"] == str(teacher)
+    assert settings["retrieval_weight"] == 0.5 and settings["training"]["teacher"] == str(teacher)
     student = Reranker.load(tmp_path / "student", device="cpu")
     assert student.model.config.num_hidden_layers == 1
     # the student's logits come to the teacher's (near 3); grade targets (BCE on labels in
