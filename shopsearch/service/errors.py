@@ -25,9 +25,11 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, Response
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from core.errors import ShopsearchError
 from shopsearch.service.runtime import NotReady
@@ -37,6 +39,8 @@ log = logging.getLogger("shopsearch.service")
 
 #: Seconds a client is told to wait before retrying a 503.
 RETRY_AFTER_S = 2
+#: FastAPI's detail for a body it could not parse at all (not UTF-8, not a form).
+_UNPARSABLE = "There was an error parsing the body"
 _PATH = re.compile(r"(?<![\w:/.~-])/[^\s'\"`,;()<>\[\]{}]+")
 _PLACES = (
     ("profiles", "<profiles>"),
@@ -116,6 +120,16 @@ def install(app: FastAPI, settings: ServiceSettings) -> None:
         return JSONResponse(
             {"detail": message}, status_code=503, headers={"Retry-After": str(exc.retry_after)}
         )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code == 400 and exc.detail == _UNPARSABLE:
+            # FastAPI's answer to a body that is not even text: a bad body, as "{not json" is
+            message = "body: the body is not JSON (UTF-8 text)"
+            request.state.error = message
+            problem = [{"type": "json_invalid", "loc": ["body"], "msg": message[6:]}]
+            return JSONResponse({"detail": problem, "message": message}, status_code=422)
+        return await http_exception_handler(request, exc)
 
     @app.exception_handler(RequestValidationError)
     async def bad_fields(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -52,10 +52,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        if settings.background_load:
-            runtime.load_in_background()
-        else:
-            runtime.load()
+        runtime.start(background=settings.background_load)
         yield
         runtime.close()
 
@@ -72,7 +69,27 @@ def create_app(
     errors.install(app, settings)
     for feature in (search, events, users, admin, ops, page):
         app.include_router(feature.router)
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
+
+
+def _openapi(app: FastAPI) -> dict:
+    """FastAPI's document with the security requirements as they are: the admin endpoints need
+    both keys (FastAPI lists each key as an alternative), and an endpoint marked
+    ``x-key-optional`` (``/readyz``) answers without one too."""
+    if app.openapi_schema is not None:
+        return app.openapi_schema
+    doc = FastAPI.openapi(app)
+    for operations in doc.get("paths", {}).values():
+        for operation in operations.values():
+            needs = operation.get("security")
+            if not needs:
+                continue
+            merged = {name: scopes for need in needs for name, scopes in need.items()}
+            optional = operation.pop("x-key-optional", False)
+            operation["security"] = [{}, merged] if optional else [merged]
+    app.openapi_schema = doc
+    return doc
 
 
 def create_app_from_env() -> FastAPI:

@@ -16,6 +16,8 @@ MAX_USER_ID_CHARS = 256
 #: Events per ``POST /events`` request.
 MAX_EVENTS = 10_000
 MAX_BRANDS = 50
+#: A query needs a letter or digit in some script: ``[^\W_]`` is what ``str.isalnum`` is.
+QUERY_PATTERN = r"[^\W_]"
 
 
 class SearchParams(BaseModel):
@@ -26,7 +28,10 @@ class SearchParams(BaseModel):
     q: str = Field(
         min_length=1,
         max_length=MAX_QUERY_CHARS,
-        description="What the shopper typed; one without a letter or digit is a 400.",
+        description="What the shopper typed: at least one letter or digit (in any script); "
+        "a query without one is a 400 that says so.",
+        # documented, checked by the retriever (a 400 with its one line, not a 422)
+        json_schema_extra={"pattern": QUERY_PATTERN},
     )
     k: int = Field(10, ge=1, le=MAX_K, description="Results per page.")
     offset: int = Field(

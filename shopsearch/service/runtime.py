@@ -212,6 +212,17 @@ class Runtime:
 
     # -- loading -------------------------------------------------------------------------
 
+    def start(self, background: bool = True) -> None:
+        """Opens the first generation, in a thread or now (the app's start-up; an app started
+        again in the same process after :meth:`close` loads again)."""
+        self._stopped.clear()
+        if self.current is None:
+            self._finished.clear()
+        if background:
+            self.load_in_background()
+        else:
+            self.load()
+
     def load(self) -> bool:
         """Opens the first generation; a failure is logged, kept for ``/readyz`` and retried
         in the background (see :meth:`_recover`). True when loaded."""

@@ -208,6 +208,7 @@ def test_an_erasure_held_up_by_a_reader_is_a_503_to_retry(make_client, drills, m
     client = make_client(personal=None, admin_key=ADMIN_KEY)
     profiles = Path(client.app.state.settings.profiles)
     assert client.post("/events", json={"events": _events(drills, "carol")}).status_code == 200
+    client.app.state.runtime.current.store._conn.execute("PRAGMA busy_timeout = 100")
     reader = sqlite3.connect(profiles / "profiles.sqlite")
     try:
         reader.execute("BEGIN")

@@ -35,6 +35,7 @@ def healthz() -> Health:
     response_model=Readiness,
     response_model_exclude_none=True,
     responses={503: {"model": Readiness, "description": "Still loading, or failed to (retried)."}},
+    openapi_extra={"x-key-optional": True},
 )
 def readyz(
     response: Response,

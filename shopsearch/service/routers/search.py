@@ -3,9 +3,11 @@
 # no `from __future__ import annotations`: FastAPI reads the endpoints' annotations at run time
 import time
 import uuid
+from collections import Counter
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
 
 from shopsearch.service.dependencies import (
     BODY_RESPONSES,
@@ -51,7 +53,33 @@ def json_response(model: Any) -> Response:
     return Response(content=model.model_dump_json(by_alias=True), media_type="application/json")
 
 
-@router.get("/search", response_model=SearchResponse, responses=RESPONSES)
+def single_values(request: Request) -> None:
+    """A field that takes one value given twice (``?max_price=10&max_price=500``) is refused,
+    not read as its last value: only ``brands`` is a list."""
+    counts = Counter(key for key, _ in request.query_params.multi_items())
+    repeated = sorted(key for key, n in counts.items() if n > 1 and key in _SINGLE)
+    if repeated:
+        raise RequestValidationError(
+            [
+                {
+                    "type": "repeated",
+                    "loc": ("query", key),
+                    "msg": "given more than once; it takes one value",
+                }
+                for key in repeated
+            ]
+        )
+
+
+_SINGLE = frozenset(SearchParams.model_fields) - {"brands"}
+
+
+@router.get(
+    "/search",
+    response_model=SearchResponse,
+    responses=RESPONSES,
+    dependencies=[Depends(single_values)],
+)
 def search_get(
     params: Annotated[SearchParams, Query()],
     request: Request,
