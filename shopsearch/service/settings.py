@@ -8,8 +8,10 @@ workers read one set of variables, the same way. Keys are ``SecretStr`` (never i
 a log line or a process list) and are given by the environment only. docs/configuration.md has
 the table.
 
-A key that is set but unusable (blank, surrounding spaces, characters an HTTP header cannot
-carry) is refused: a security setting never falls back to "no key".
+An API or admin key that is set but unusable (blank, spaces, characters an HTTP header cannot
+carry) is refused: a security setting never falls back to "no key". (A blank
+``SHOPSEARCH_QDRANT_API_KEY``, the key the service sends to a Qdrant server, is "none": it
+guards nothing here.)
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ QDRANT_API_KEY_ENV = "SHOPSEARCH_QDRANT_API_KEY"
 #: Largest request body accepted (bytes); a larger one is a 413.
 DEFAULT_MAX_BODY_BYTES = 1_000_000
 SECRETS = ("api_key", "admin_key", "qdrant_api_key")
+#: The keys that guard the service's own endpoints.
+GUARDS = ("api_key", "admin_key")
 _PRINTABLE_ASCII = frozenset(chr(c) for c in range(0x21, 0x7F))
 
 
@@ -112,9 +116,19 @@ class ServiceSettings(BaseSettings):
     def _blank_depth(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value
 
-    @field_validator(*SECRETS, mode="after")
+    @field_validator("qdrant_api_key", mode="before")
+    @classmethod
+    def _blank_server_key(cls, value: Any) -> Any:
+        # the key the service sends to Qdrant: blank is "none" (a server with a key refuses
+        # us, nothing opens); docker/compose.yaml passes it blank when there is none
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator(*GUARDS, mode="after")
     @classmethod
     def _usable_key(cls, value: SecretStr | None, info: Any) -> SecretStr | None:
+        # the keys that guard the service: set but unusable never means "no key"
         if value is None:
             return None
         key = value.get_secret_value()

@@ -662,3 +662,33 @@ def test_page_renders_results_in_headless_chromium(server, tmp_path):
     assert 'class="result"' in dom, (out.returncode, out.stderr[-2000:], dom[-2000:])
     assert 'class="bar"' in dom and 'class="price"' in dom
     assert "results" in dom
+
+
+@pytest.mark.skipif(
+    CHROMIUM is None,
+    reason="no chromium on PATH (Debian: apt-get install -y chromium) to render the page",
+)
+def test_page_says_why_a_filtered_page_is_empty(server, tmp_path):
+    url, _ = server
+    out = subprocess.run(
+        [
+            CHROMIUM,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+            f"--user-data-dir={tmp_path / 'chromium'}",
+            "--virtual-time-budget=5000",
+            "--dump-dom",
+            f"{url}/?q=drill&brand=Nosuchbrand",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    dom = out.stdout
+    assert "no product has brand 'Nosuchbrand'" in dom, (out.stderr[-2000:], dom[-2000:])
+    assert 'class="result"' not in dom

@@ -356,13 +356,18 @@ def test_a_body_that_is_not_json_is_a_415_that_says_so(make_client):
 # -- a security setting never fails open ------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["api_key", "admin_key", "qdrant_api_key"])
+@pytest.mark.parametrize("name", ["api_key", "admin_key"])
 @pytest.mark.parametrize("value", ["", "   ", " key-with-spaces ", "tab\tkey"])
 def test_a_key_that_is_set_but_unusable_is_refused(name, value):
     with pytest.raises(ShopsearchError, match=f"SHOPSEARCH_{name.upper()}"):
         ServiceSettings(index="x", **{name: value})
     with pytest.raises(ShopsearchError, match=f"SHOPSEARCH_{name.upper()}"):
         ServiceSettings.from_env({"SHOPSEARCH_INDEX": "x", f"SHOPSEARCH_{name.upper()}": value})
+
+
+def test_a_blank_qdrant_key_is_no_key():
+    # the key the service sends to a server guards nothing here: blank is none (fails closed)
+    assert ServiceSettings(index="x", qdrant_api_key="  ").qdrant_api_key is None
 
 
 def test_serve_refuses_to_start_with_a_blank_key(index_dir, monkeypatch):
