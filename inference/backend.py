@@ -32,6 +32,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import platform
+import re
+import tempfile
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -40,6 +44,8 @@ import numpy as np
 import torch
 
 from core.errors import ShopsearchError
+from core.io import atomic_write
+from inference.models import is_cross_encoder_folder, resolve_model_path
 
 BACKENDS = ("torch", "onnx", "openvino")
 QUANTIZATIONS = ("int8",)
@@ -100,8 +106,6 @@ def check_backend(backend: str, quantize: str | None) -> None:
 
 def cpu_isa() -> str:
     """The int8 instruction set of this CPU as sentence-transformers names quantized files."""
-    import platform
-
     if platform.machine().lower() in ("arm64", "aarch64"):
         return "arm64"
     flags = ""
@@ -252,13 +256,11 @@ def export_onnx(model: Any, folder: Path) -> Path:
     output = _output_name(module)
     out = folder / ONNX_DIR / ONNX_FP32
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".onnx.tmp")
     was_training = hf.training
     attn = _attn_implementation(hf)
     hf.eval()
-    import warnings
 
-    try:
+    def export(tmp: Path) -> None:
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # TracerWarnings of the HF attention code
             torch.onnx.export(
@@ -274,9 +276,10 @@ def export_onnx(model: Any, folder: Path) -> Path:
                 opset_version=17,
                 dynamo=False,
             )
-        os.replace(tmp, out)
+
+    try:
+        atomic_write(out, export)
     finally:
-        tmp.unlink(missing_ok=True)
         if attn and _attn_implementation(hf) != attn:
             hf.set_attn_implementation(attn)
         hf.train(was_training)
@@ -444,10 +447,6 @@ def quantize_onnx(
     Returns:
         The written file.
     """
-    import re
-    import tempfile
-    import warnings
-
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -470,21 +469,23 @@ def quantize_onnx(
                 f"no MatMul in {src} matches {list(keep_fp32)}: every weight MatMul becomes int8",
                 stacklevel=2,
             )
-        tmp = Path(work) / "quantized.onnx"
-        # root at ERROR: "consider pre-processing" is a static-quantization hint
-        with _log_level(None, logging.ERROR):
-            quantize_dynamic(
-                str(source),
-                str(tmp),
-                weight_type=QuantType.QInt8,
-                per_channel=True,
-                reduce_range=False,
-                op_types_to_quantize=["MatMul", "Attention"],
-                nodes_to_exclude=excluded,
-                # the fused contrib ops have no ONNX shape inference: their outputs are float
-                extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
-            )
-        os.replace(tmp, out)
+
+        def quantize(tmp: Path) -> None:
+            # root at ERROR: "consider pre-processing" is a static-quantization hint
+            with _log_level(None, logging.ERROR):
+                quantize_dynamic(
+                    str(source),
+                    str(tmp),
+                    weight_type=QuantType.QInt8,
+                    per_channel=True,
+                    reduce_range=False,
+                    op_types_to_quantize=["MatMul", "Attention"],
+                    nodes_to_exclude=excluded,
+                    # the fused contrib ops have no ONNX shape inference: their outputs are float
+                    extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+                )
+
+        atomic_write(out, quantize)
     return out
 
 
@@ -506,8 +507,6 @@ def to_openvino(src: Path, folder: Path) -> Path:
 def load_torch_model(folder: Path) -> Any:
     """The folder as a SentenceTransformer or, for a reranker folder, a CrossEncoder (CPU)."""
     from sentence_transformers import CrossEncoder, SentenceTransformer
-
-    from inference.models import is_cross_encoder_folder
 
     cls = CrossEncoder if is_cross_encoder_folder(folder) else SentenceTransformer
     try:
@@ -538,8 +537,6 @@ def optimize(
     Raises:
         ShopsearchError: Unknown backend, ONNX Runtime/OpenVINO not installed, not a model folder.
     """
-    from inference.models import resolve_model_path
-
     check_backend(backend, quantize)
     if backend == "torch":
         raise ShopsearchError("optimize writes onnx or openvino copies: --backend onnx|openvino")
@@ -553,11 +550,9 @@ def optimize(
             "exporting needs ONNX Runtime and onnx: pip install 'shopsearch[onnx]'"
         ) from exc
     folder = resolve_model_path(model)
-    if (folder / "config.json").is_file() and not (folder / "modules.json").is_file():
-        from inference.models import is_cross_encoder_folder
-
-        if not is_cross_encoder_folder(folder):
-            raise ShopsearchError(f"{folder} is a plain HF folder, not a sentence-transformers one")
+    plain_hf = (folder / "config.json").is_file() and not (folder / "modules.json").is_file()
+    if plain_hf and not is_cross_encoder_folder(folder):
+        raise ShopsearchError(f"{folder} is a plain HF folder, not a sentence-transformers one")
     st = load_torch_model(folder)
     written = [export_onnx(st, folder)]
     keep: tuple[str, ...] = ()
@@ -567,8 +562,6 @@ def optimize(
         keep = CROSS_ENCODER_FP32_NODES if isinstance(st, CrossEncoder) and not all_int8 else ()
         heads = _heads(st)
         if heads is None:
-            import warnings
-
             warnings.warn(
                 f"{folder}'s config names no attention heads: its int8 copy runs attention unfused",
                 stacklevel=2,
@@ -577,8 +570,6 @@ def optimize(
     if backend == "openvino":
         converted = [to_openvino(written[0], folder)]
         if quantize == "int8":  # OpenVINO has no QAttention: convert an unfused int8 copy
-            import tempfile
-
             with tempfile.TemporaryDirectory() as work:
                 plain = Path(work) / written[1].name
                 converted.append(to_openvino(quantize_onnx(written[0], keep, out=plain), folder))

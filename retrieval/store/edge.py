@@ -21,12 +21,12 @@ import hashlib
 import json
 import os
 import shutil
-import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from core.errors import ShopsearchError
+from core.io import atomic_write
 from retrieval.filters import Filters
 from retrieval.hits import RankedHit
 from retrieval.store import request as rq
@@ -273,7 +273,9 @@ class EdgeCollection(Collection):
 
     def set_manifest(self, manifest: dict[str, Any]) -> None:
         self.manifest = manifest
-        _atomic_write(self.root / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True))
+        atomic_write(
+            self.root / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True), durable=True
+        )
 
     def flush_segment(self) -> None:
         """Indexes the segment written so far, then closes and reopens the shard.
@@ -290,7 +292,7 @@ class EdgeCollection(Collection):
             self.shard = qe.EdgeShard.load(str(self.root / "shard"))
 
     def set_vocabulary(self, vocabulary: dict[str, Any]) -> None:
-        _atomic_write(self.root / VOCABULARY, json.dumps(vocabulary, sort_keys=True))
+        atomic_write(self.root / VOCABULARY, json.dumps(vocabulary, sort_keys=True), durable=True)
 
     def read_vocabulary(self) -> dict[str, Any] | None:
         path = self.root / VOCABULARY
@@ -314,15 +316,6 @@ class EdgeCollection(Collection):
 
 
 # -- files ------------------------------------------------------------------------------------
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    with open(tmp, "w") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -388,7 +381,7 @@ def seal(root: Path, count: int | None) -> None:
     """Records the count and a checksum of the manifest and of every shard file of a build."""
     files = {str(p.relative_to(root)): [p.stat().st_size, _digest(p)] for p in _shard_files(root)}
     record = {"count": count, MANIFEST: _digest(root / MANIFEST), "files": files}
-    _atomic_write(root / INTEGRITY, json.dumps(record, indent=1, sort_keys=True))
+    atomic_write(root / INTEGRITY, json.dumps(record, indent=1, sort_keys=True), durable=True)
 
 
 def verify_files(root: Path) -> dict[str, Any] | None:
@@ -538,7 +531,7 @@ class EdgeBackend(Backend):
         _fsync_dir(self.builds)
 
     def _write_current(self, name: str) -> None:
-        _atomic_write(self.root / "CURRENT", name + "\n")
+        atomic_write(self.root / "CURRENT", name + "\n", durable=True)
 
     def _drop_old(self, keep: set[str]) -> None:
         for p in self.builds.iterdir():
