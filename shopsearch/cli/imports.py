@@ -25,7 +25,7 @@ def import_group() -> None:
 @click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")
 def import_homedepot_cmd(csv_path: Path, out: Path, seed: int, overwrite: bool) -> None:
     """Import the Home Depot relevance CSV (latin-1) into OUT, split 80/10/10 by query."""
-    from evaluation.data import import_homedepot
+    from evaluation.homedepot import import_homedepot
 
     summary = import_homedepot(csv_path, out, seed=seed, overwrite=overwrite)
     click.echo(

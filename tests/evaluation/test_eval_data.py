@@ -1,4 +1,5 @@
-"""Tests for evaluation.data: the benchmark format, label validation, the Home Depot import."""
+"""Tests for evaluation.data (the benchmark format, label validation) and evaluation.homedepot
+(the Home Depot import)."""
 
 from __future__ import annotations
 
@@ -9,14 +10,8 @@ import polars as pl
 import pytest
 
 from core.errors import ShopsearchError
-from evaluation.data import (
-    SPLITS,
-    assign_splits,
-    import_homedepot,
-    load_benchmark,
-    query_id_for,
-    validate_labels,
-)
+from evaluation.data import SPLITS, load_benchmark, validate_labels
+from evaluation.homedepot import assign_splits, import_homedepot, query_id_for
 
 # Latin-1 bytes: 0xE9 = "é", 0xB0 = "°". Row 4 re-types query "angle bracket" with other case
 # and spacing (merged, and the pair (angle bracket, 100002) becomes a duplicate: 3 and 2 ->
