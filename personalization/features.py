@@ -5,7 +5,7 @@ Take the retrieved products (:class:`retrieval.hits.RankedHit`, with ``relevance
 training), popularity and the vectors of the user's recent items, then call
 :func:`compute_features`. Columns are :data:`FEATURE_NAMES`, in order:
 
-User features (exactly 0 for a cold user: no profile, or ``n_events == 0``):
+User features (exactly 0 unless the shopper is warm, :func:`~personalization.profiles.is_warm`):
 
 * ``has_history``: 1 when the profile has interactions, else 0.
 * ``brand_affinity``: the user's affinity for the candidate's brand (0..1).
@@ -44,8 +44,8 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from personalization.profiles import UserProfile, category_levels
-from retrieval.hits import RankedHit
+from personalization.profiles import UserProfile, category_levels, is_warm
+from retrieval.hits import RankedHit, Reason
 
 FEATURE_NAMES = (
     "has_history",
@@ -76,6 +76,10 @@ PRICE_CLIP = 5.0
 _INDEX = {name: i for i, name in enumerate(FEATURE_NAMES)}
 #: Columns of the log's click evidence for the query (filled from a model's click counts).
 CLICK_COLUMNS = [_INDEX["query_coec"], _INDEX["query_exposure"]]
+#: Reasons kept per hit (the features that moved its personal score most).
+TOP_REASONS = 3
+#: A contribution this close to 0 is no reason.
+MIN_CONTRIBUTION = 1e-6
 _PRIOR_EVENTS = (
     ("prior_views", "view"),
     ("prior_clicks", "click"),
@@ -114,7 +118,7 @@ def compute_features(
         out[row, _INDEX["cross_score"]] = cand.relevance or 0.0
     if clicks is not None and len(candidates):
         out[:, CLICK_COLUMNS] = clicks
-    if profile is None or profile.n_events == 0 or not candidates:
+    if not is_warm(profile) or not candidates:
         return out
 
     out[:, _INDEX["has_history"]] = 1.0
@@ -178,29 +182,34 @@ def _similarities(
     out[rows, _INDEX["recent_sim_mean"]] = sims.mean(axis=1)
 
 
-def explain(
+def reasons(
     features_row: Sequence[float] | np.ndarray,
     contributions: Sequence[float] | np.ndarray,
-    top: int = 3,
-) -> list[tuple[str, float]]:
-    """The features that mattered most for one candidate.
+    top: int = TOP_REASONS,
+) -> tuple[Reason, ...]:
+    """Why one candidate moved: the features whose contribution to its score was largest.
 
     Args:
         features_row: One row of :func:`compute_features`.
-        contributions: Per-feature contribution to the score (from the caller's model,
-            e.g. weight * value for a linear model), same order as :data:`FEATURE_NAMES`.
-        top: How many features to return.
+        contributions: Per-feature contribution to the score (the fusion model's), same order
+            as :data:`FEATURE_NAMES`.
+        top: How many reasons at most.
 
     Returns:
-        ``(feature name, feature value)`` for up to ``top`` features with a non-zero
-        contribution, largest absolute contribution first (ties: :data:`FEATURE_NAMES` order).
+        ``(feature name, feature value, contribution)`` for up to ``top`` features, largest
+        absolute contribution first (ties: :data:`FEATURE_NAMES` order), leaving out those
+        within :data:`MIN_CONTRIBUTION` of 0: what a hit's ``because`` holds.
     """
-    values = np.asarray(features_row, dtype=np.float64).ravel()
-    contrib = np.asarray(contributions, dtype=np.float64).ravel()
+    values = np.asarray(features_row).ravel()
+    contrib = np.asarray(contributions).ravel()
     if len(values) != len(FEATURE_NAMES) or len(contrib) != len(FEATURE_NAMES):
         raise ValueError(
             f"expected {len(FEATURE_NAMES)} features and contributions, "
             f"got {len(values)} and {len(contrib)}"
         )
-    order = sorted(range(len(FEATURE_NAMES)), key=lambda i: (-abs(contrib[i]), i))
-    return [(FEATURE_NAMES[i], float(values[i])) for i in order if contrib[i] != 0][:top]
+    order = np.argsort(-np.abs(contrib), kind="stable")[:top]
+    return tuple(
+        (FEATURE_NAMES[j], float(values[j]), float(contrib[j]))
+        for j in order
+        if abs(contrib[j]) > MIN_CONTRIBUTION
+    )

@@ -15,15 +15,12 @@ from dataclasses import replace
 
 import numpy as np
 
-from personalization.features import FEATURE_NAMES, compute_features
+from personalization.features import compute_features, reasons
 from personalization.ingest import open_profiles
 from personalization.privacy import Pseudonymizer
-from personalization.profiles import ProfileStore, UserProfile
+from personalization.profiles import ProfileStore, UserProfile, is_warm
 from personalization.ranker import PersonalRanker
 from retrieval.hits import RankedHit
-
-#: Reasons kept per hit (the features that moved its personal score most).
-TOP_REASONS = 3
 
 #: Looks up product vectors by id: ``ids -> {product_id: float32 vector}`` (missing ids absent).
 VectorLookup = Callable[[Sequence[str]], dict[str, np.ndarray]]
@@ -47,7 +44,7 @@ def taste_vector(recent: np.ndarray | None) -> np.ndarray | None:
 
 def recent_vectors(profile: UserProfile | None, lookup: VectorLookup) -> np.ndarray | None:
     """Vectors of a profile's recent items, most recent first, as the index holds them."""
-    if profile is None or profile.n_events == 0 or not profile.recent_items:
+    if not is_warm(profile) or not profile.recent_items:
         return None
     ids = list(profile.recent_items)
     got = lookup(ids)
@@ -114,26 +111,19 @@ class Personalizer:
         relevance = np.array([h.relevance for h in hits], dtype=np.float32)
         ids = [h.product_id for h in hits]
         popularity = self.profiles.popularity(ids) if profile is not None else {}
-        warm = profile is not None and profile.n_events > 0
+        warm = is_warm(profile)
         clicks = self.model.click_features(query, ids) if warm else None
         feats = compute_features(profile, hits, popularity, recent, clicks)
         scored = self.model.score(relevance, feats, explain=explain and warm)
         out = []
         for i, h in enumerate(hits):
-            contrib = scored.contributions[i]
-            top = np.argsort(-np.abs(contrib), kind="stable")[:TOP_REASONS]
-            because = tuple(
-                (FEATURE_NAMES[j], float(feats[i, j]), float(contrib[j]))
-                for j in top
-                if abs(contrib[j]) > 1e-6
-            )
             out.append(
                 replace(
                     h,
                     score=float(scored.total[i]),
                     relevance=float(scored.relevance[i]),
                     personal=float(scored.personal[i]),
-                    because=because,
+                    because=reasons(feats[i], scored.contributions[i]),
                 )
             )
         return out

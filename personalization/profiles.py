@@ -195,6 +195,15 @@ class UserProfile:
         return self.n_events == 0
 
 
+def is_warm(profile: UserProfile | None) -> bool:
+    """True for a shopper with interactions to personalise from (not anonymous, not cold).
+
+    The one test of it: the personal features, the taste vector and the explanations all ask
+    this, so an anonymous and a cold shopper get exactly the relevance-only ranking.
+    """
+    return profile is not None and not profile.is_cold
+
+
 class ProfileStore:
     """Event store, profiles and popularity on one SQLite file.
 

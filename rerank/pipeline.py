@@ -20,13 +20,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from core.errors import ShopsearchError
+from personalization.profiles import UserProfile, is_warm
 from rerank.blend import rerank_hits, sort_hits
 from retrieval.filters import Filters
 from retrieval.hits import Hits, RankedHit
 
 if TYPE_CHECKING:
     from personalization.personalizer import Personalizer
-    from personalization.profiles import UserProfile
     from rerank.cross_encoder import Reranker
     from retrieval.retriever import Retriever
     from retrieval.store import Mode
@@ -200,7 +200,7 @@ class SearchPipeline:
         """
         t0 = time.perf_counter()
         profile = self.personal.profile(user_id) if self.personal is not None else None
-        warm = profile is not None and profile.n_events > 0
+        warm = is_warm(profile)
         recent = self._recent(profile) if warm else None
         taste = None
         if recent is not None:
@@ -305,9 +305,9 @@ class SearchPipeline:
         self._rank_ms = {"rerank": (t1 - t0) * 1000}
         if self.personal is None:
             return ranked[:top_k] if top_k is not None else ranked
-        if recent is None and profile is not None and profile.n_events:
+        warm = is_warm(profile)
+        if recent is None and warm:
             recent = self._recent(profile)
-        warm = profile is not None and profile.n_events > 0
         if warm and any(h.vector is None for h in ranked):  # retrieved without vectors
             got = self.retriever.vectors([h.product_id for h in ranked if h.vector is None])
             ranked = [

@@ -1,4 +1,4 @@
-"""The personalisation features: hand-checked values, cold users, explain()."""
+"""The personalisation features: hand-checked values, cold users, reasons()."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from personalization.features import (
     USER_FEATURE_MASK,
     USER_FEATURES,
     compute_features,
-    explain,
+    reasons,
 )
 from personalization.privacy import Pseudonymizer
 from personalization.profiles import ProfileStore, UserProfile
@@ -161,19 +161,21 @@ def test_same_features_from_the_store(tmp_path: Path) -> None:
     assert a[col("popularity")] > b[col("popularity")]
 
 
-def test_explain_orders_by_absolute_contribution() -> None:
+def test_reasons_order_by_absolute_contribution() -> None:
     row = compute_features(PROFILE, CANDIDATES[:1], POPULARITY, RECENT)[0]
     contributions = np.zeros(len(FEATURE_NAMES))
     contributions[col("brand_affinity")] = 0.2
     contributions[col("prior_purchases")] = -0.9
     contributions[col("cross_score")] = 0.5
     contributions[col("popularity")] = 0.2
-    got = explain(row, contributions, top=3)
-    assert [name for name, _ in got] == ["prior_purchases", "cross_score", "brand_affinity"]
-    assert got[0][1] == pytest.approx(math.log(2))
-    assert len(explain(row, contributions, top=10)) == 4  # zero contributions left out
+    got = reasons(row, contributions, top=3)
+    assert [name for name, _, _ in got] == ["prior_purchases", "cross_score", "brand_affinity"]
+    assert got[0][1] == pytest.approx(math.log(2)) and got[0][2] == pytest.approx(-0.9)
+    assert len(reasons(row, contributions, top=10)) == 4  # zero contributions left out
+    contributions[col("popularity")] = 1e-7  # within MIN_CONTRIBUTION of 0: no reason either
+    assert len(reasons(row, contributions, top=10)) == 3
     with pytest.raises(ValueError, match="expected"):
-        explain(row[:3], contributions)
+        reasons(row[:3], contributions)
 
 
 def test_personalization_imports_no_torch_nor_search_stack() -> None:
