@@ -1,7 +1,7 @@
 """Query-time personalization: a shopper's profile, their taste vector, and the fused score.
 
 A :class:`Personalizer` holds the three things personalization needs at query time: the fusion
-model (:class:`personalization.model.PersonalRanker`), the profile store and the pseudonymizer
+model (:class:`personalization.ranker.PersonalRanker`), the profile store and the pseudonymizer
 (raw shopper ids never go further than :meth:`Personalizer.profile`). The search pipeline
 (:class:`rerank.pipeline.SearchPipeline`) calls it; product vectors come from the index, never
 from a second copy.

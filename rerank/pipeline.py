@@ -22,6 +22,7 @@ import numpy as np
 from core.errors import ShopsearchError
 from personalization.profiles import UserProfile, is_warm
 from rerank.blend import rerank_hits, sort_hits
+from rerank.defaults import DEFAULT_RERANK_DEPTH
 from retrieval.filters import Filters
 from retrieval.hits import Hits, RankedHit
 
@@ -31,8 +32,6 @@ if TYPE_CHECKING:
     from retrieval.retriever import Retriever
     from retrieval.store import Mode
 
-#: Candidates reranked per query by default (the benchmarks' depth).
-DEFAULT_RERANK_DEPTH = 50
 
 
 def check_relevance_source(recorded: dict[str, Any] | None, current: dict[str, Any]) -> None:

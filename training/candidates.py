@@ -9,25 +9,25 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from evaluation.labels import Judgments
-    from retrieval.store import IndexLocation
-    from training.reranker import RerankerTrainConfig, TrainReport
-
-CANDIDATE_DEPTH = 50
-"""Hybrid hits retrieved per query (the negatives' pool, and what the validation reranks)."""
+from evaluation.labels import Judgments
+from rerank.defaults import DEFAULT_RERANK_DEPTH
+from retrieval.retriever import Retriever
+from retrieval.store import IndexLocation
+from training.config import RerankerTrainConfig
+from training.reranker import TrainReport, check_config, select_train_queries, train_reranker
 
 _BATCH = 64
 
 
 def reranker_candidates(
-    location: IndexLocation, data: Judgments, query_ids: Sequence[str], depth: int = CANDIDATE_DEPTH
+    location: IndexLocation,
+    data: Judgments,
+    query_ids: Sequence[str],
+    depth: int = DEFAULT_RERANK_DEPTH,
 ) -> dict[str, list[str]]:
-    """Stage-1 (hybrid) candidates for queries, the negatives a reranker should learn from."""
-    from retrieval.retriever import Retriever
-
+    """Stage-1 (hybrid) candidates for queries, the negatives a reranker should learn from (and
+    the lists its validation reranks): what serving would rerank, ``depth`` per query."""
     queries = {**data.queries["train"], **data.queries["validation"]}
     ids = [q for q in query_ids if q in queries]
     out: dict[str, list[str]] = {}
@@ -58,22 +58,20 @@ def train_reranker_on_index(
 
     Args:
         data: Judgments with ``train`` and ``validation`` splits.
-        out_dir: New (or empty) folder for the model (see ``rerank.train.train_reranker``).
+        out_dir: New (or empty) folder for the model (see :func:`training.reranker.train_reranker`).
         location: The index whose hybrid results the reranker will reorder.
-        config: A ``rerank.train.RerankerTrainConfig``.
+        config: The training options.
         progress: Show a progress bar.
         log: Where progress messages go.
 
     Returns:
-        The ``rerank.train.TrainReport``.
+        The :class:`training.common.TrainReport`.
 
     Raises:
         ShopsearchError: Options out of range (before anything is retrieved), no index at
             ``location``, or too little to train on.
     """
-    from training.reranker import select_train_queries, train_reranker
-
-    config.check()
+    check_config(config)
     wanted = select_train_queries(data, config) + sorted(data.queries["validation"])
     log(f"retrieving negatives for {len(wanted)} queries from {location.describe()}")
     candidates = reranker_candidates(location, data, wanted)

@@ -1,8 +1,8 @@
 """What both trainings share: seeding, the time budget, the report, logs and the trainer's settings.
 
-The retriever (``retrieval.train``) and the reranker (``rerank.train``) are trained by
-sentence-transformers' trainers (``SentenceTransformerTrainer``, ``CrossEncoderTrainer``: the HF
-``Trainer`` underneath). The trainer owns the optimiser (AdamW, no decay on biases and LayerNorm
+The retriever (:mod:`training.retriever`) and the reranker (:mod:`training.reranker`) are
+trained by sentence-transformers' trainers (``SentenceTransformerTrainer``,
+``CrossEncoderTrainer``: the HF ``Trainer`` underneath). The trainer owns the optimiser (AdamW, no decay on biases and LayerNorm
 weights), the schedule (linear warm-up, linear decay), gradient clipping, bf16 on CUDA,
 checkpoints and loading the best one at the end. This module adds, once for both:
 
@@ -17,6 +17,9 @@ checkpoints and loading the best one at the end. This module adds, once for both
 * :func:`run`: trains, with TensorBoard logs in ``OUT/logs`` (when tensorboard is installed),
   removes the checkpoints and returns the :class:`TrainReport` fields;
 * :class:`TrainReport` and :func:`write_report` (``OUT/train_report.json``).
+
+Their options share one base, :class:`training.config.TrainConfig` (in a module of its own,
+light to import: the CLI shows its defaults).
 
 Nothing here imports ``datasets``/``accelerate`` at module import time: they are the ``train``
 extra, and only the trainings need them.

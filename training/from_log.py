@@ -2,13 +2,12 @@
 
     log -> impressions (what was shown, what was done)      personalization.impressions
         -> features as they were at each search (replay)    personalization.features
-        -> examination per rank, estimated from the log     personalization.propensity
-        -> the fusion model, trained with clipped IPW       personalization.model
+        -> examination per rank, estimated from the log     training.propensity
+        -> the fusion model, trained with clipped IPW       training.personal (personalization.ranker)
 
 One function, :func:`train_from_log`, used by ``shopsearch train personal`` and by the
 personalization benchmark alike. Relevance comes from the caller (``rank``: the relevance-only
-pipeline, so training sees the scores serving will give), which keeps this package free of
-the reranker's imports.
+pipeline, so training sees the scores serving will give).
 
 Training lists are the shown products that are among the query's relevance-only candidates;
 the label of each is what the shopper did with it (purchase > add to cart > click > nothing),
@@ -38,17 +37,19 @@ import numpy as np
 
 from core.errors import ShopsearchError
 from personalization.clickstats import ClickCounts, ClickStats
-from personalization.events import Event
+from personalization.events import Event, read_events
 from personalization.features import FEATURE_NAMES, compute_features, with_clicks
 from personalization.impressions import Impression, ImpressionStats, impressions_from_events
+from personalization.ingest import without_forgotten
 from personalization.personalizer import VectorLookup, recent_vectors
 from personalization.privacy import Pseudonymizer
 from personalization.profiles import ProfileStore, UserProfile
 from personalization.ranker import PersonalRanker
 from rerank.pipeline import DEFAULT_RERANK_DEPTH, SearchPipeline
 from retrieval.hits import RankedHit
-from training.personal import Group, PersonalTrainConfig, train_personal
-from training.propensity import DEFAULT_CLIP, Propensities, estimate_propensities
+from training.config import LogTrainConfig
+from training.personal import Group, train_personal
+from training.propensity import Propensities, estimate_propensities
 
 #: Ranks relevance-only: queries -> per query, its candidates with ``relevance`` set (and
 #: vectors, for the similarity features), best first.
@@ -60,31 +61,6 @@ ItemLookup = Callable[[Sequence[str]], dict[str, dict[str, Any]]]
 #: click evidence) need the examination curve it estimates.
 POSITION_FEATURES = ("rank_discount", "query_coec", "query_exposure")
 _DAY = 86400.0
-
-
-@dataclass(frozen=True)
-class LogTrainConfig:
-    """Options of :func:`train_from_log`.
-
-    Attributes:
-        val_days: The log's last days validate (early stopping); the rest trains.
-        correct: Correct for position bias (False: the naive model).
-        clip: Smallest propensity divided by (inverse weights are at most ``1 / clip``).
-        max_rank: Ranks whose examination is estimated (deeper shown products are dropped).
-        flush_s: Profiles and popularity are replayed in steps of this many seconds, as a
-            live shop would have had them.
-        click_evidence: Give the model the log's clicks over expected clicks per (query,
-            product) (``query_coec``, ``query_exposure``); False leaves them 0 (an ablation).
-        model: Options of the fusion model's training.
-    """
-
-    val_days: float = 7.0
-    correct: bool = True
-    clip: float = DEFAULT_CLIP
-    max_rank: int = 10
-    flush_s: float = 3600.0
-    click_evidence: bool = True
-    model: PersonalTrainConfig = field(default_factory=lambda: PersonalTrainConfig(loss="listwise"))
 
 
 @dataclass(frozen=True)
@@ -546,7 +522,7 @@ def train_personal_from_log(
         log_path: The event log (Parquet or JSON Lines) with impressions.
         pipeline: The relevance-only pipeline serving will use (its reranker and blend).
         out: Output folder (the model, ``report.json``/``.md``, ``propensity.png``).
-        config: :class:`personalization.learn.LogTrainConfig`.
+        config: :class:`training.config.LogTrainConfig`.
         depth: Relevance candidates per query (what serving reranks).
         log: Progress lines.
         profiles: The serving profile directory: the events of shoppers ``forget-user`` erased
@@ -554,13 +530,11 @@ def train_personal_from_log(
             into the model (its weights and click counts).
 
     Returns:
-        The :class:`personalization.learn.LogTrainReport`.
+        The :class:`LogTrainReport`.
 
     Raises:
         ShopsearchError: An unreadable log, a log without impressions, too little data.
     """
-    from personalization.events import read_events
-
     events = []
     rejected = 0
     for batch in read_events(log_path):
@@ -586,8 +560,6 @@ def train_personal_from_log(
 
 def _without_forgotten(events: list, profiles: str | os.PathLike[str], log: Any) -> list:
     """The events of shoppers the profile store has not erased (and a line saying how many not)."""
-    from personalization.ingest import without_forgotten
-
     kept, gone = without_forgotten(events, profiles)
     if gone:
         log(f"personal: left out {len(events) - len(kept)} events of {gone} forgotten shoppers")

@@ -16,6 +16,7 @@ from torch import nn
 
 from core.errors import ShopsearchError
 from personalization.ranker import HAS_HISTORY, STD_FLOOR, PersonalFusion, PersonalRanker
+from training.config import PersonalTrainConfig
 
 
 @dataclass(frozen=True)
@@ -35,26 +36,6 @@ class Group:
     feats: np.ndarray
     label: np.ndarray
     weight: np.ndarray
-
-
-@dataclass(frozen=True)
-class PersonalTrainConfig:
-    """Options of :func:`train_personal`."""
-
-    hidden: int = 32
-    dropout: float = 0.2
-    lr: float = 2e-3
-    weight_decay: float = 1e-3
-    epochs: int = 40
-    batch_size: int = 512
-    patience: int = 5
-    val_fraction: float = 0.15
-    seed: int = 0
-    #: "bce": pointwise, each example weighted; "listwise": a softmax over each search's list
-    #: with the interacted products as targets, each weighted by ``label * weight`` (with
-    #: inverse-propensity weights this is the IPW listwise loss of Ai et al., SIGIR 2018).
-    loss: str = "bce"
-    groups_per_batch: int = 64
 
 
 @dataclass(frozen=True)

@@ -25,9 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from core.errors import ShopsearchError
-
-#: Smallest propensity an inverse weight divides by (weights are at most 1 / this).
-DEFAULT_CLIP = 0.05
+from training.config import DEFAULT_CLIP
 
 
 @dataclass(frozen=True)

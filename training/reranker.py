@@ -19,7 +19,7 @@ recorded), then each epoch (or every ``eval_every`` steps); training stops after
 validations without a better one and the best checkpoint is what ``out_dir`` keeps: a folder
 that ``CrossEncoder(out_dir)`` loads, with ``shopsearch_rerank.json`` (the blend weight,
 ``rerank.cross_encoder.write_settings``) beside it. Seeding, the time budget, the report and the logs
-are ``retrieval.trainkit``'s, shared with the retriever.
+are :mod:`training.common`'s, shared with the retriever.
 
 Distillation (``teacher=``, a trained reranker folder): the same pairs, but each target is the
 teacher's logit for the pair (scored once, before training; fp32 on a CPU, bf16 autocast on CUDA
@@ -52,11 +52,14 @@ from rerank.blend import DEFAULT_RETRIEVAL_WEIGHT
 from rerank.cross_encoder import Reranker, check_reranker_folder, new_cross_encoder, write_settings
 from training import common as trainkit
 from training.common import TrainReport, check_out_dir, seed_everything
+from training.config import RerankerTrainConfig
+from training.noise import TypoNoise
 
 __all__ = [
     "RerankerTrainConfig",
     "TrainPair",
     "TrainReport",
+    "check_config",
     "judged_pairs",
     "ndcg_evaluator",
     "negative_pairs",
@@ -72,94 +75,11 @@ MIN_TRAIN_PAIRS = 16
 METRIC = "ndcg@10"
 
 
-@dataclass(frozen=True)
-class RerankerTrainConfig:
-    """Options of :func:`train_reranker`.
-
-    Attributes:
-        base_model: HF or sentence-transformers folder to start from (None: packaged MiniLM).
-        epochs: Passes over the train pairs.
-        batch_size: Pairs per optimiser step.
-        lr: Peak learning rate.
-        weight_decay: AdamW weight decay (the trainer's: not on biases and LayerNorm weights).
-        warmup_ratio: Share of all steps spent warming up linearly from 0.
-        dropout: ``classifier_dropout``: dropout before the head (the encoder keeps its own).
-        max_length: Token budget per (query, product) pair.
-        negatives_per_query: Unjudged products per train query, label 0 (the teacher's score
-            when distilling), drawn once, seeded.
-        max_queries: Cap on train queries (a seeded sample); None keeps all.
-        train_fraction: Seeded share of train queries to use (before ``max_queries``).
-        eval_every: Validate (and checkpoint) every this many steps instead of each epoch end.
-        val_queries: Validation queries used (a seeded sample of those with a relevant product).
-        patience: Stop after this many evaluations without a better NDCG@10.
-        seed: Seeds Python, NumPy and torch.
-        device: Torch device; None picks CUDA when present.
-        bf16: bfloat16 autocast on CUDA (ignored on CPU).
-        typo_rate: Share of query letters given a typo in training (swap, drop or
-            neighbouring key; ``retrieval.noise``), seeded with ``seed``; 0 = off.
-        time_budget_s: Stop once the call has run this many seconds (one last evaluation and
-            checkpoint may run past).
-        val_depth: Candidates reranked per validation query.
-        layers: Keep only the base's first this many transformer layers (a faster, smaller
-            cross-encoder; :func:`rerank.cross_encoder.new_cross_encoder`); None keeps all.
-        teacher: A trained reranker folder to distil from: targets are its logits (MSE)
-            instead of the graded labels (BCE); None trains on the grades.
-    """
-
-    base_model: str | None = None
-    epochs: int = 1
-    batch_size: int = 32
-    lr: float = 3e-5
-    weight_decay: float = 0.01
-    warmup_ratio: float = 0.1
-    dropout: float = 0.1
-    max_length: int = 96
-    negatives_per_query: int = 4
-    max_queries: int | None = None
-    train_fraction: float = 1.0
-    eval_every: int | None = None
-    val_queries: int = 300
-    patience: int = 2
-    seed: int = 0
-    device: str | None = None
-    bf16: bool = True
-    time_budget_s: float | None = None
-    val_depth: int = 50
-    typo_rate: float = 0.0
-    layers: int | None = None
-    teacher: str | None = None
-
-    def check(self) -> None:
-        """Raises ShopsearchError on an option out of range, or a teacher that is no reranker."""
-        problems = []
-        if self.epochs < 1:
-            problems.append(f"epochs must be >= 1, got {self.epochs}")
-        if self.batch_size < 1:
-            problems.append(f"batch_size must be >= 1, got {self.batch_size}")
-        if not 0.0 < self.train_fraction <= 1.0:
-            problems.append(f"train_fraction must be in (0, 1], got {self.train_fraction}")
-        if not 0.0 <= self.dropout < 1.0:
-            problems.append(f"dropout must be in [0, 1), got {self.dropout}")
-        if not 0.0 <= self.warmup_ratio < 1.0:
-            problems.append(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
-        if self.negatives_per_query < 0:
-            problems.append(f"negatives_per_query must be >= 0, got {self.negatives_per_query}")
-        if self.max_queries is not None and self.max_queries < 1:
-            problems.append(f"max_queries must be >= 1 or None, got {self.max_queries}")
-        if self.eval_every is not None and self.eval_every < 1:
-            problems.append(f"eval_every must be >= 1 or None, got {self.eval_every}")
-        if self.layers is not None and self.layers < 1:
-            problems.append(f"layers must be >= 1 or None, got {self.layers}")
-        if self.val_queries < 1 or self.val_depth < 1 or self.patience < 1:
-            problems.append("val_queries, val_depth and patience must be >= 1")
-        if self.max_length < 8:
-            problems.append(f"max_length must be >= 8, got {self.max_length}")
-        if not 0.0 <= self.typo_rate <= 0.5:
-            problems.append(f"typo_rate must be in [0, 0.5] (got {self.typo_rate})")
-        if problems:
-            raise ShopsearchError("bad reranker training options: " + "; ".join(problems))
-        if self.teacher is not None:
-            check_reranker_folder(self.teacher)  # one line: no model there, or an old folder
+def check_config(config: RerankerTrainConfig) -> None:
+    """Raises ShopsearchError on an option out of range, or a teacher that is no reranker."""
+    config.check()
+    if config.teacher is not None:
+        check_reranker_folder(config.teacher)  # one line: no model there, or an old folder
 
 
 @dataclass(frozen=True)
@@ -372,12 +292,10 @@ def training_dataset(
 ) -> Any:
     """A shuffled ``datasets.Dataset`` with ``query``, ``text`` and ``label`` columns.
 
-    With ``typo_rate`` > 0 each query gets typos (:class:`retrieval.noise.TypoNoise`, seeded
+    With ``typo_rate`` > 0 each query gets typos (:class:`training.noise.TypoNoise`, seeded
     by ``seed`` and the row), so the cross-encoder learns to read misspelled queries.
     """
     from datasets import Dataset
-
-    from training.noise import TypoNoise
 
     rows = list(pairs)
     random.Random(seed).shuffle(rows)
@@ -449,7 +367,7 @@ def train_reranker(
     """
     started = time.perf_counter()
     cfg = config or RerankerTrainConfig()
-    cfg.check()
+    check_config(cfg)
     out = Path(out_dir).expanduser()
     check_out_dir(out, "reranker")
     trainkit.require_train_extra()

@@ -9,7 +9,7 @@ owns AdamW with weight decay, warm-up and decay, clipping and bf16 on CUDA; vali
 checkpoint kept. ``out_dir`` ends up holding a sentence-transformers folder that
 ``BiEncoder(out_dir)`` (or ``SentenceTransformer(out_dir)``) loads: the best checkpoint, or the
 starting model when training never beat it. Seeding, the time budget, the report and the logs
-are ``retrieval.trainkit``'s, shared with the reranker.
+are :mod:`training.common`'s, shared with the reranker.
 
 Needs the ``train`` extra (``datasets``, ``accelerate``); imported only when training.
 """
@@ -20,23 +20,21 @@ import os
 import random
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
 
 from core.errors import ShopsearchError
-from evaluation.labels import Judgments  # noqa: E402
-from evaluation.metrics import evaluate, mean_scores  # noqa: E402
+from evaluation.labels import Judgments
+from evaluation.metrics import evaluate, mean_scores
 from inference.models import pick_device, resolve_model_path
 from retrieval.encoder import MAX_QUERY_CHARS, BiEncoder
 from training import common as trainkit
 from training.common import TrainReport, check_out_dir, seed_everything
+from training.config import RetrieverTrainConfig
+from training.noise import TypoNoise
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -63,91 +61,6 @@ VAL_K = 100
 METRIC = f"recall@{VAL_K}"
 
 Pair = tuple[str, str]
-
-
-@dataclass(frozen=True)
-class RetrieverTrainConfig:
-    """Options of :func:`train_retriever`.
-
-    Attributes:
-        base_model: Sentence-transformers folder to start from; None = packaged all-MiniLM-L6-v2.
-        epochs: Passes over the training pairs.
-        batch_size: Pairs per step; every other product of the batch is a negative (bigger is better).
-        lr: Peak learning rate (AdamW).
-        weight_decay: AdamW weight decay (the trainer's: not on biases and LayerNorm weights).
-        warmup_ratio: Share of the steps with a linear warm-up; then linear decay to 0.
-        max_pairs: Cap on training pairs (a seeded sample); None = all.
-        train_fraction: Keep a seeded fraction of the train queries (with all their pairs).
-        hard_negatives: Per pair, this many products from the base model's top
-            ``HARD_NEGATIVE_DEPTH`` for the query, never a judged one, as extra negative columns
-            of the loss (drawn once, seeded); 0 = off.
-        eval_every: Steps between validation checks; None = once per epoch.
-        val_queries: Cap on validation queries (a seeded sample); None = all.
-        val_catalog: Validation ranks the products judged for the validation queries plus this
-            many random others; None = the whole catalog.
-        patience: Stop after this many validation checks without a better Recall@100.
-        max_seq_length: Token cap for queries and products, at most the base model's own (the
-            saved model keeps it).
-        seed: Seeds python, numpy and torch, the batching and the samples.
-        device: "cpu", "cuda", ...; None = CUDA if available.
-        bf16: bfloat16 autocast on CUDA (ignored on CPU).
-        typo_rate: Share of query letters given a typo in training (swap, drop or
-            neighbouring key; ``retrieval.noise``), seeded with ``seed``; 0 = off.
-        time_budget_s: Stop (after one last validation) once the call has run this long
-            (loading and validation included).
-    """
-
-    base_model: str | None = None
-    epochs: int = 1
-    batch_size: int = 64
-    lr: float = 5e-5
-    weight_decay: float = 0.01
-    warmup_ratio: float = 0.1
-    max_pairs: int | None = None
-    train_fraction: float = 1.0
-    hard_negatives: int = 0
-    eval_every: int | None = None
-    val_queries: int | None = 500
-    val_catalog: int | None = 20000
-    patience: int = 2
-    max_seq_length: int = 64
-    seed: int = 0
-    device: str | None = None
-    bf16: bool = True
-    time_budget_s: float | None = None
-    typo_rate: float = 0.0
-
-    def check(self) -> None:
-        """Raises ShopsearchError for options out of range."""
-        problems = []
-        if self.epochs < 1:
-            problems.append(f"epochs must be >= 1 (got {self.epochs})")
-        if self.batch_size < 2:
-            problems.append(f"batch_size must be >= 2 (got {self.batch_size})")
-        if not self.lr > 0:
-            problems.append(f"lr must be > 0 (got {self.lr})")
-        if not 0 <= self.warmup_ratio < 1:
-            problems.append(f"warmup_ratio must be in [0, 1) (got {self.warmup_ratio})")
-        if not 0 < self.train_fraction <= 1:
-            problems.append(f"train_fraction must be in (0, 1] (got {self.train_fraction})")
-        if self.max_pairs is not None and self.max_pairs < 1:
-            problems.append(f"max_pairs must be >= 1 or None (got {self.max_pairs})")
-        if self.hard_negatives < 0:
-            problems.append(f"hard_negatives must be >= 0 (got {self.hard_negatives})")
-        if self.eval_every is not None and self.eval_every < 1:
-            problems.append(f"eval_every must be >= 1 or None (got {self.eval_every})")
-        if self.val_queries is not None and self.val_queries < 1:
-            problems.append(f"val_queries must be >= 1 or None (got {self.val_queries})")
-        if self.val_catalog is not None and self.val_catalog < 0:
-            problems.append(f"val_catalog must be >= 0 or None (got {self.val_catalog})")
-        if self.patience < 1:
-            problems.append(f"patience must be >= 1 (got {self.patience})")
-        if self.max_seq_length < 8:
-            problems.append(f"max_seq_length must be >= 8 (got {self.max_seq_length})")
-        if not 0.0 <= self.typo_rate <= 0.5:
-            problems.append(f"typo_rate must be in [0, 0.5] (got {self.typo_rate})")
-        if problems:
-            raise ShopsearchError("bad training options: " + "; ".join(problems))
 
 
 # --------------------------------------------------------------------------- encoding helpers
@@ -200,14 +113,7 @@ def _encode(
         return torch.zeros((0, st.get_sentence_embedding_dimension() or 0), device=device)
     if query:
         texts = [t[:MAX_QUERY_CHARS] for t in texts]
-    fn_name = "encode_query" if query else "encode_document"
-    fn = getattr(st, fn_name, None)
-    kwargs: dict[str, Any] = {}
-    if fn is None:  # sentence-transformers < 5
-        fn = st.encode
-        prompt = _query_prompt(st) if query else _document_prompt(st)
-        if prompt:
-            kwargs["prompt"] = prompt
+    fn = st.encode_query if query else st.encode_document  # they add the model's prompts
     with torch.inference_mode(), _autocast(device, bf16):
         emb = fn(
             list(texts),
@@ -215,7 +121,6 @@ def _encode(
             convert_to_tensor=True,
             normalize_embeddings=True,
             show_progress_bar=False,
-            **kwargs,
         )
     return emb.float().to(device)
 
@@ -514,12 +419,10 @@ def training_dataset(
 
     Hard negatives are drawn per pair from ``hard[qid]`` (seeded); a query with too few gets
     random catalog products it has no judgment for. With ``typo_rate`` > 0 each anchor gets
-    typos (:class:`retrieval.noise.TypoNoise`, seeded by ``seed`` and the pair's position, so
+    typos (:class:`training.noise.TypoNoise`, seeded by ``seed`` and the pair's position, so
     one query's pairs get different typos).
     """
     from datasets import Dataset
-
-    from training.noise import TypoNoise
 
     queries = data.queries["train"]
     noise = TypoNoise(typo_rate, seed)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from rerank.defaults import DEFAULT_RERANK_DEPTH
 from shopsearch.cli.options import (
     backend_options,
     device_option,
@@ -45,7 +46,7 @@ from shopsearch.cli.options import (
 )
 @click.option(
     "--rerank-depth",
-    default=50,
+    default=DEFAULT_RERANK_DEPTH,
     show_default=True,
     type=click.IntRange(1, 1000),
     help="Candidates retrieved and reranked.",
@@ -122,8 +123,7 @@ def search_cmd(
             "query": query,
             "corrected": hits.corrected,
             "corrections": [
-                {"from": a, "to": b}
-                for a, b in (hits.correction.changes if hits.corrected else ())
+                {"from": a, "to": b} for a, b in (hits.correction.changes if hits.corrected else ())
             ],
             "suggestion": hits.suggestion,
             "hits": [h.to_dict(r) for r, h in enumerate(hits, start=1)],

@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import click
 
+from rerank.defaults import DEFAULT_RERANK_DEPTH
 from shopsearch.cli.options import (
     device_option,
     index_options,
     profiles_option,
     progress_option,
     stderr_log,
+)
+from training.config import (
+    LogTrainConfig,
+    PersonalTrainConfig,
+    RerankerTrainConfig,
+    RetrieverTrainConfig,
+    TrainConfig,
+    default,
 )
 
 
@@ -24,30 +34,38 @@ def _judgments(data: Path):
     return judgments_from(bench)
 
 
-def trainer_options(lr: float, batch_size: int, min_batch: int, batch_help: str):
+def trainer_options(config: type[TrainConfig], batch_help: str):
     """The options every trainer shares (epochs, batch, AdamW, validation cadence, time
-    budget, seed, device, progress), with each model's own defaults."""
+    budget, typos, seed, device, progress), with the defaults of the model's ``config`` class.
+
+    The command receives them as ``trainer``, a dict of :class:`~training.config.TrainConfig`
+    fields (``--max-minutes`` as ``time_budget_s``), and ``progress``.
+    """
     options = [
         click.option(
             "--epochs",
-            default=1,
+            default=default(config, "epochs"),
             show_default=True,
             type=click.IntRange(1),
             help="Passes over the training pairs.",
         ),
         click.option(
             "--batch-size",
-            default=batch_size,
+            default=default(config, "batch_size"),
             show_default=True,
-            type=click.IntRange(min_batch),
+            type=click.IntRange(config.MIN_BATCH),
             help=batch_help,
         ),
         click.option(
-            "--lr", default=lr, show_default=True, type=float, help="Peak learning rate (AdamW)."
+            "--lr",
+            default=default(config, "lr"),
+            show_default=True,
+            type=float,
+            help="Peak learning rate (AdamW).",
         ),
         click.option(
             "--weight-decay",
-            default=0.01,
+            default=default(config, "weight_decay"),
             show_default=True,
             type=float,
             help="AdamW weight decay.",
@@ -66,21 +84,54 @@ def trainer_options(lr: float, batch_size: int, min_batch: int, batch_help: str)
         ),
         click.option(
             "--typo-rate",
-            default=0.0,
+            default=default(config, "typo_rate"),
             show_default=True,
             type=click.FloatRange(0, 0.5),
             help="Train on queries with typos: each letter swapped, dropped or replaced by a "
             "neighbouring key with this probability (seeded; 0: queries as written).",
         ),
-        click.option("--seed", default=0, show_default=True, type=int, help="Random seed."),
+        click.option(
+            "--seed",
+            default=default(config, "seed"),
+            show_default=True,
+            type=int,
+            help="Random seed.",
+        ),
         device_option,
         progress_option,
     ]
 
     def decorate(fn):
+        @functools.wraps(fn)
+        def wrapper(
+            *args,
+            epochs,
+            batch_size,
+            lr,
+            weight_decay,
+            eval_every,
+            max_minutes,
+            typo_rate,
+            seed,
+            device,
+            **kwargs,
+        ):
+            trainer = {
+                "epochs": epochs,
+                "batch_size": batch_size,
+                "lr": lr,
+                "weight_decay": weight_decay,
+                "eval_every": eval_every,
+                "time_budget_s": max_minutes * 60 if max_minutes else None,
+                "typo_rate": typo_rate,
+                "seed": seed,
+                "device": device,
+            }
+            return fn(*args, trainer=trainer, **kwargs)
+
         for option in reversed(options):
-            fn = option(fn)
-        return fn
+            wrapper = option(wrapper)
+        return wrapper
 
     return decorate
 
@@ -108,14 +159,11 @@ def train_group() -> None:
     help="Starting bi-encoder folder (default: the packaged all-MiniLM-L6-v2).",
 )
 @trainer_options(
-    lr=5e-5,
-    batch_size=64,
-    min_batch=2,
-    batch_help="Pairs per step (in-batch negatives: larger is better).",
+    RetrieverTrainConfig, batch_help="Pairs per step (in-batch negatives: larger is better)."
 )
 @click.option(
     "--hard-negatives",
-    default=0,
+    default=default(RetrieverTrainConfig, "hard_negatives"),
     show_default=True,
     type=click.IntRange(0),
     help="Mined hard negatives per pair (0: in-batch only).",
@@ -128,7 +176,7 @@ def train_group() -> None:
 )
 @click.option(
     "--val-catalog",
-    default=20000,
+    default=default(RetrieverTrainConfig, "val_catalog"),
     show_default=True,
     type=click.IntRange(0),
     help="Products ranked in validation besides the judged ones (0: whole catalog).",
@@ -137,37 +185,21 @@ def train_retriever_cmd(
     data: Path,
     out: Path,
     base_model,
-    epochs,
-    batch_size,
-    lr,
-    weight_decay,
     hard_negatives,
     max_pairs,
     val_catalog,
-    eval_every,
-    max_minutes,
-    typo_rate,
-    seed,
-    device,
-    progress,
+    trainer: dict,
+    progress: bool,
 ) -> None:
     """Fine-tune the bi-encoder on DATA's train split (in-batch negatives); best checkpoint to OUT."""
-    from training.retriever import RetrieverTrainConfig, train_retriever
+    from training.retriever import train_retriever
 
     config = RetrieverTrainConfig(
         base_model=base_model,
-        epochs=epochs,
-        batch_size=batch_size,
-        lr=lr,
-        weight_decay=weight_decay,
         hard_negatives=hard_negatives,
         max_pairs=max_pairs,
         val_catalog=val_catalog or None,
-        eval_every=eval_every,
-        time_budget_s=max_minutes * 60 if max_minutes else None,
-        typo_rate=typo_rate,
-        seed=seed,
-        device=device,
+        **trainer,
     )
     report = train_retriever(_judgments(data), out, config, progress=progress, log=stderr_log)
     click.echo(_summary("retriever", "Recall@100", report, out))
@@ -182,17 +214,17 @@ def train_retriever_cmd(
     default=None,
     help="Starting BERT folder (default: the packaged all-MiniLM-L6-v2 weights).",
 )
-@trainer_options(lr=3e-5, batch_size=32, min_batch=1, batch_help="Pairs per step.")
+@trainer_options(RerankerTrainConfig, batch_help="Pairs per step.")
 @click.option(
     "--dropout",
-    default=0.1,
+    default=default(RerankerTrainConfig, "dropout"),
     show_default=True,
     type=click.FloatRange(0, 0.9),
     help="Dropout before the scoring head (classifier_dropout).",
 )
 @click.option(
     "--negatives",
-    default=4,
+    default=default(RerankerTrainConfig, "negatives_per_query"),
     show_default=True,
     type=click.IntRange(0),
     help="Unjudged retrieved products per query (label 0, or the teacher's score with "
@@ -213,7 +245,7 @@ def train_retriever_cmd(
 )
 @click.option(
     "--val-queries",
-    default=300,
+    default=default(RerankerTrainConfig, "val_queries"),
     show_default=True,
     type=click.IntRange(1),
     help="Validation queries reranked at each check.",
@@ -230,47 +262,30 @@ def train_reranker_cmd(
     out: Path,
     location,
     base_model,
-    epochs,
-    batch_size,
-    lr,
-    weight_decay,
     dropout,
     negatives,
     max_queries,
     layers,
     val_queries,
     teacher,
-    eval_every,
-    max_minutes,
-    typo_rate,
-    seed,
-    device,
-    progress,
+    trainer: dict,
+    progress: bool,
 ) -> None:
     """Fine-tune the cross-encoder on DATA (graded pairs + negatives retrieved from --index).
 
     With --teacher, distil: the same pairs, the teacher's scores as targets (MSE on logits);
     --max-minutes then counts the teacher's scoring too."""
     from training.candidates import train_reranker_on_index
-    from training.reranker import RerankerTrainConfig
 
     config = RerankerTrainConfig(
         base_model=base_model,
-        epochs=epochs,
-        batch_size=batch_size,
-        lr=lr,
-        weight_decay=weight_decay,
         dropout=dropout,
         negatives_per_query=negatives,
         max_queries=max_queries,
         layers=layers,
         val_queries=val_queries,
         teacher=teacher,
-        eval_every=eval_every,
-        time_budget_s=max_minutes * 60 if max_minutes else None,
-        typo_rate=typo_rate,
-        seed=seed,
-        device=device,
+        **trainer,
     )
     report = train_reranker_on_index(
         _judgments(data), out, location, config, progress=progress, log=stderr_log
@@ -292,14 +307,14 @@ def train_reranker_cmd(
 )
 @click.option(
     "--rerank-depth",
-    default=50,
+    default=DEFAULT_RERANK_DEPTH,
     show_default=True,
     type=click.IntRange(2, 1000),
     help="Relevance candidates per query (what serving reranks).",
 )
 @click.option(
     "--val-days",
-    default=7.0,
+    default=default(LogTrainConfig, "val_days"),
     show_default=True,
     type=click.FloatRange(0, min_open=True),
     help="The log's last days validate (early stopping); the rest trains.",
@@ -311,7 +326,7 @@ def train_reranker_cmd(
 )
 @click.option(
     "--clip",
-    default=0.05,
+    default=default(LogTrainConfig, "clip"),
     show_default=True,
     type=click.FloatRange(0.001, 1),
     help="Smallest propensity an inverse-propensity weight divides by.",
@@ -322,7 +337,13 @@ def train_reranker_cmd(
     help="Leave out the log's clicks over expected clicks per (query, product) as features.",
 )
 @profiles_option("Events of shoppers erased there with forget-user are left out.")
-@click.option("--seed", default=0, show_default=True, type=int, help="Random seed.")
+@click.option(
+    "--seed",
+    default=default(PersonalTrainConfig, "seed"),
+    show_default=True,
+    type=int,
+    help="Random seed.",
+)
 @device_option
 def train_personal_cmd(
     log_path: Path,
@@ -344,8 +365,7 @@ def train_personal_cmd(
     inverse-propensity weights; OUT gets the model and report.json/.md/propensity.png.
     """
     from rerank.pipeline import SearchPipeline
-    from training.from_log import LogTrainConfig, train_personal_from_log
-    from training.personal import PersonalTrainConfig
+    from training.from_log import train_personal_from_log
 
     config = LogTrainConfig(
         val_days=val_days,
