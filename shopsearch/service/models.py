@@ -140,6 +140,11 @@ class SearchResponse(BaseModel):
     corrections: list[Correction] = Field(
         default_factory=list, description="Each corrected word, as typed and as corrected."
     )
+    suggestion: str | None = Field(
+        None,
+        description='A correction offered but not applied ("did you mean ..."): the results are '
+        "for the query as typed, since nothing showed the typed word was a typo.",
+    )
     k: int
     offset: int
     personalized: bool = Field(description="True when the shopper's history moved a score.")

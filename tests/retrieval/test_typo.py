@@ -366,3 +366,20 @@ def test_cli_offers_a_correction_it_did_not_apply(evidence_index, tiny_model):
     payload = json.loads(CliRunner().invoke(main, [*args, "--json"]).stdout)
     assert payload["corrected"] is None and payload["corrections"] == []
     assert payload["suggestion"] == "roller faucet"
+
+
+def test_http_offers_a_correction_it_did_not_apply(evidence_index, tiny_encoder, tmp_path):
+    from shopsearch.service import ServiceSettings, create_app
+
+    def factory(settings):
+        return SearchPipeline(Retriever.open(settings.index, encoder=tiny_encoder))
+
+    settings = ServiceSettings(
+        index=str(evidence_index), profiles=str(tmp_path / "profiles"), background_load=False
+    )
+    with TestClient(create_app(settings, pipeline_factory=factory)) as client:
+        body = client.get("/search", params={"q": "kohler faucet", "k": 3}).json()
+        assert body["corrected"] is None and body["corrections"] == []
+        assert body["suggestion"] == "roller faucet"
+        body = client.get("/search", params={"q": "cordles dril", "k": 3}).json()
+        assert body["corrected"] == "cordless drill" and body["suggestion"] is None

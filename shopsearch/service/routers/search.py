@@ -167,11 +167,12 @@ def run_search(
     return SearchResponse(
         search_id=search_id,
         query=params.q,
-        corrected=getattr(hits, "corrected", None),
+        corrected=hits.corrected,
         corrections=[
             Correction(typed=a, to=b)
-            for a, b in (hits.correction.changes if getattr(hits, "correction", None) else ())
+            for a, b in (hits.correction.changes if hits.corrected else ())
         ],
+        suggestion=hits.suggestion,
         k=params.k,
         offset=params.offset,
         personalized=any(h.personal != 0.0 for h in hits),

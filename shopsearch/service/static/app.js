@@ -79,6 +79,7 @@ function render(data) {
   $("status").className = "";
   $("status").textContent =
     (data.corrected ? `showing results for "${data.corrected}" · ` : "") +
+    (data.suggestion ? `did you mean "${data.suggestion}"? · ` : "") +
     `${data.results.length} results` + (data.personalized ? " (personalized)" : "") + ` · ${stages}`;
   // why the page is empty (the filters match no product): what the service says, as said
   const note = $("note");
