@@ -62,6 +62,8 @@ MAX_RECENT_ITEMS = 20
 DEFAULT_POPULARITY_ALPHA = 10.0
 #: How long :meth:`ProfileStore.forget` waits for other readers before giving up.
 CHECKPOINT_WAIT_S = 5.0
+#: How long a statement waits for another process's write lock before the store is "busy".
+BUSY_TIMEOUT_S = 10.0
 _PLENTY_FREE_BYTES = 1 << 30  # with this much free, "disk is full" means a damaged file
 _DAY = 86400.0
 _IN_CHUNK = 500
@@ -236,7 +238,7 @@ class ProfileStore:
             os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600))
         try:
             self._conn = sqlite3.connect(
-                self.path, isolation_level=None, check_same_thread=False, timeout=10.0
+                self.path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_S
             )
             self._setup()
         except sqlite3.DatabaseError as exc:
@@ -390,10 +392,13 @@ class ProfileStore:
                     (pseudonymizer.tombstone(pseudonym), time.time()),
                 )
             self._prior = None
-            clean = self._checkpoint()
-            if vacuum and clean:
+        # the wait for readers holds the store's lock one attempt at a time, so the worker's
+        # other requests (ingest, profiles) go on meanwhile
+        clean = self._checkpoint()
+        if vacuum and clean:
+            with self._lock, self._guard():
                 self._conn.execute("VACUUM")
-                clean = self._checkpoint()
+            clean = self._checkpoint()
         if not clean:
             raise ForgetIncomplete(
                 f"{self.path}: the user's {removed} stored events are deleted and their "
@@ -520,7 +525,15 @@ class ProfileStore:
         """Copy the WAL into the database and truncate it; False if readers kept it."""
         deadline = time.monotonic() + CHECKPOINT_WAIT_S
         while True:
-            busy, _, _ = self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            with self._lock, self._guard():
+                # one try, not sqlite's busy wait (the connection's 10 s timeout): the wait is
+                # this loop's, between tries, with the lock free
+                self._conn.execute("PRAGMA busy_timeout = 0")
+                try:
+                    row = self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+                finally:
+                    self._conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+            busy = row[0]
             if not busy:
                 return True
             if time.monotonic() >= deadline:

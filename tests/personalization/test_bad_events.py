@@ -207,6 +207,41 @@ def test_forget_never_reports_done_while_a_reader_keeps_the_rows(
     assert all(alice not in p.read_bytes() for p in store.path.parent.iterdir())
 
 
+def test_a_forget_waiting_for_a_reader_does_not_hold_up_other_writes(
+    store: ProfileStore, pz: Pseudonymizer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While an erasure waits for another process's read snapshot to end, the same store's
+    other writes go on (case 22: a POST /events waited the whole 10 s)."""
+    import threading
+
+    monkeypatch.setattr(profiles_module, "CHECKPOINT_WAIT_S", 3.0)
+    store.ingest([Event("alice", NOW, "s", "view", product_id="drill")], pz)
+    reader = sqlite3.connect(store.path)
+    reader.execute("BEGIN")
+    reader.execute("SELECT COUNT(*) FROM events").fetchone()  # holds a read snapshot
+    outcome: list[BaseException | int] = []
+
+    def erase() -> None:
+        try:
+            outcome.append(store.forget("alice", pz))
+        except ForgetIncomplete as exc:
+            outcome.append(exc)
+
+    eraser = threading.Thread(target=erase)
+    eraser.start()
+    try:
+        while store.count_events(pz.pseudonym("alice")):  # until its rows are deleted
+            pass
+        summary = store.ingest([Event("bob", NOW, "s", "view", product_id="faucet")], pz)
+        assert summary.added == 1
+        assert eraser.is_alive()  # bob's events went in while the erasure still waits
+    finally:
+        reader.rollback()
+        reader.close()
+        eraser.join()
+    assert outcome == [1]  # and completes once the reader is gone
+
+
 def test_cli_forget_user_says_what_it_did(tmp_path: Path, pz: Pseudonymizer, monkeypatch) -> None:
     from click.testing import CliRunner
 
