@@ -182,6 +182,7 @@ def index_catalog(
     device: str | None = None,
     backend: str = "torch",
     quantize: str | None = None,
+    threads: int | None = None,
     quantize_vectors: str | None = None,
     limits: Limits | None = None,
     rejects_path: str | os.PathLike[str] | None = None,
@@ -202,6 +203,8 @@ def index_catalog(
         device: Torch device; None picks CUDA when present.
         backend: Encoder backend when loading from ``model``: torch, onnx or openvino.
         quantize: None or ``int8`` (the quantized onnx/openvino copy), recorded in the manifest.
+        threads: Intra-op CPU threads of the encoder loaded from ``model``; None: the physical
+            cores.
         quantize_vectors: None, or ``int8``: Qdrant keeps an int8 scalar-quantized copy of the
             dense vectors in RAM (quantile 0.99), searches it and rescores with the fp32
             vectors, which stay on disk (memory-mapped); recorded in the manifest
@@ -254,7 +257,7 @@ def index_catalog(
     with backend.writer_lock():
         current = backend.open() if mode != "full" and backend.exists() else None
         encoder = encoder or BiEncoder(
-            model, device=device, backend=model_backend, quantize=quantize
+            model, device=device, backend=model_backend, quantize=quantize, threads=threads
         )
         # product_id -> 8-byte content hash of what the index holds; entries are popped as the
         # catalog is read, so what is left at the end is what sync deletes (no second set of ids)

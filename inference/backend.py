@@ -18,9 +18,10 @@ Files follow sentence-transformers' layout, inside the model folder::
     openvino/openvino_model_qint8_<isa>.xml  an unfused int8 ONNX copy, converted (OpenVINO
                                              has no QAttention)
 
-Threads: ONNX Runtime and OpenVINO get :func:`cpu_threads` intra-op threads (the physical
-cores this process may use; ``SHOPSEARCH_THREADS`` overrides); :func:`apply_torch_threads`
-sets torch's the same way. ONNX Runtime's worker threads do not spin-wait after a run
+Threads: ONNX Runtime and OpenVINO get the intra-op threads their caller passes (``threads=``,
+default :func:`cpu_threads`: the physical cores this process may use); :func:`apply_torch_threads`
+sets torch's the same way. This module reads no environment variable: the command line and the
+service read ``SHOPSEARCH_THREADS`` and pass the number. ONNX Runtime's worker threads do not spin-wait after a run
 (``session.intra_op.allow_spinning = 0``): a search runs the query tower, Qdrant and the
 cross-encoder one after another, and on a few cores the threads one session leaves spinning
 take the CPU from the next stage (on 2 cores, in a development script, hybrid retrieval inside
@@ -49,6 +50,8 @@ from inference.models import is_cross_encoder_folder, resolve_model_path
 
 BACKENDS = ("torch", "onnx", "openvino")
 QUANTIZATIONS = ("int8",)
+#: Deprecated here, never read here: the command line's variable (shopsearch.cli.options), kept
+#: for shopsearch/cli/serve.py and research/bench_serve.py until they import it from there.
 THREADS_ENV = "SHOPSEARCH_THREADS"
 ONNX_DIR = "onnx"
 OPENVINO_DIR = "openvino"
@@ -59,16 +62,7 @@ _INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
 def cpu_threads() -> int:
-    """Intra-op threads for inference: ``$SHOPSEARCH_THREADS``, else the physical cores usable.
-
-    Raises:
-        ShopsearchError: ``SHOPSEARCH_THREADS`` is not a positive integer.
-    """
-    value = os.environ.get(THREADS_ENV, "").strip()
-    if value:
-        if not value.isdigit() or int(value) < 1:
-            raise ShopsearchError(f"{THREADS_ENV} must be a positive integer, got {value!r}")
-        return int(value)
+    """Intra-op threads for inference by default: the physical cores this process may use."""
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     try:
         import psutil

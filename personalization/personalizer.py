@@ -12,11 +12,12 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 
 from personalization.features import compute_features, reasons
-from personalization.ingest import open_profiles
+from personalization.ingest import PROFILES_FILE, open_profiles  # noqa: F401 (re-exported)
 from personalization.privacy import Pseudonymizer
 from personalization.profiles import ProfileStore, UserProfile, is_warm
 from personalization.ranker import PersonalRanker
@@ -69,14 +70,27 @@ class Personalizer:
         self.pseudonymizer = pseudonymizer
 
     @classmethod
-    def open(cls, model: str | os.PathLike[str], profiles: str | os.PathLike[str]) -> Personalizer:
+    def open(
+        cls,
+        model: str | os.PathLike[str],
+        profiles: str | os.PathLike[str],
+        key: str | None = None,
+    ) -> Personalizer:
         """Loads a model folder and opens a profiles directory.
 
+        Args:
+            model: The personalization model folder.
+            profiles: The profiles directory (the store, and the key file unless ``key``).
+            key: The pseudonym key as hex text; None: the profiles directory's key file.
+
         Raises:
-            ShopsearchError: The model folder is not a personalization model for these features.
+            ShopsearchError: The model folder is not a personalization model for these features,
+                or a bad key.
         """
-        store, pz = open_profiles(profiles)
-        return cls(PersonalRanker.load(model), store, pz)
+        directory = Path(profiles)
+        store = ProfileStore(directory / PROFILES_FILE)
+        pseudonymizer = Pseudonymizer.from_dir(directory, key)
+        return cls(PersonalRanker.load(model), store, pseudonymizer)
 
     def profile(self, user_id: str | None, before: float | None = None) -> UserProfile | None:
         """The shopper's point-in-time profile (None for an anonymous search)."""

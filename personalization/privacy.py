@@ -5,10 +5,10 @@ the key a pseudonym cannot be linked back to a user id, not even by hashing gues
 with the key, the same user always gets the same pseudonym, which is how
 :meth:`personalization.profiles.ProfileStore.forget` finds a user's rows.
 
-The key comes from the environment variable :data:`KEY_ENV` (hex) when set, else from
-``<dir>/pseudonym.key`` (32 random bytes, created on first use with mode 0600). Losing the
-key unlinks every stored profile from its user (a new key starts new pseudonyms); keep it
-out of backups that leave the machine.
+The key is given (hex text: what the command line and the service read from the environment
+variable :data:`KEY_ENV`), or kept in ``<dir>/pseudonym.key`` (32 random bytes, created on first
+use with mode 0600). Losing the key unlinks every stored profile from its user (a new key starts
+new pseudonyms); keep it out of backups that leave the machine.
 
 Before hashing, a user id is normalised (:func:`normalize_user_id`) so that the spellings
 of one person's id give one pseudonym: at ingest, at query time and in ``forget-user``.
@@ -75,26 +75,31 @@ class Pseudonymizer:
         return "Pseudonymizer(key=<hidden>)"
 
     @classmethod
-    def from_dir(cls, directory: str | os.PathLike[str]) -> Pseudonymizer:
-        """Load the key from ``$SHOPSEARCH_PSEUDONYM_KEY`` or ``directory/pseudonym.key``.
+    def from_dir(cls, directory: str | os.PathLike[str], key: str | None = None) -> Pseudonymizer:
+        """The pseudonymizer of a profiles directory: ``key``, else ``directory/pseudonym.key``.
 
-        The key file is created (32 random bytes, mode 0600) when missing; creation is
-        atomic, so concurrent first calls agree on one key.
+        Args:
+            directory: The profiles directory.
+            key: The key as hex text (:data:`KEY_BYTES` bytes, what :data:`KEY_ENV` holds: the
+                command line and the service read it there and pass it); None or blank: the key
+                file, created (32 random bytes, mode 0600) when missing; creation is atomic, so
+                concurrent first calls agree on one key.
 
         Raises:
-            ShopsearchError: The environment variable is not hex, or the key file is
-                unreadable or too short.
+            ShopsearchError: The key is not hex, or the key file is unreadable or too short.
         """
-        env = os.environ.get(KEY_ENV)
-        if env is not None and env.strip():
+        if key is None:
+            key = _key_not_passed()
+        if key is not None and key.strip():
             try:
-                key = bytes.fromhex(env.strip())
+                raw = bytes.fromhex(key.strip())
             except ValueError:
                 raise ShopsearchError(
-                    f"{KEY_ENV} is not hexadecimal; set it to {2 * KEY_BYTES} hex characters "
-                    "(e.g. the output of: python -c 'import secrets; print(secrets.token_hex(32))')"
+                    f"the pseudonym key ({KEY_ENV}) is not hexadecimal; give {2 * KEY_BYTES} hex "
+                    "characters (e.g. the output of: "
+                    "python -c 'import secrets; print(secrets.token_hex(32))')"
                 ) from None
-            return cls(key)
+            return cls(raw)
         path = Path(directory) / KEY_FILE
         if not path.exists():
             _create_key_file(path)
@@ -143,6 +148,17 @@ class Pseudonymizer:
             return ""
         message = b"session\x00" + session_id.encode("utf-8")
         return hmac.new(self._key, message, hashlib.sha256).hexdigest()[:PSEUDONYM_CHARS]
+
+
+def _key_not_passed() -> str | None:
+    """Transitional (issue 22): :data:`KEY_ENV` for the callers that do not pass the key yet.
+
+    The command line passes ``key=``; ``personalization.ingest.open_profiles`` and the service
+    do not yet, and a deployment that keeps its key in the environment must not get a new key
+    file (unlinking every profile, and erasures that find nobody) meanwhile. Delete this once
+    every caller passes the key.
+    """
+    return os.environ.get(KEY_ENV)
 
 
 def _create_key_file(path: Path) -> None:

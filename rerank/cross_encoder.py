@@ -338,7 +338,8 @@ class Reranker:
             backend: ``torch``, ``onnx`` (ONNX Runtime) or ``openvino``: the latter two run the
                 copy ``shopsearch optimize`` wrote into the folder, on the CPU.
             quantize: None (fp32) or ``int8`` (the dynamically quantized copy).
-            threads: Intra-op CPU threads; None: ``$SHOPSEARCH_THREADS`` or the physical cores.
+            threads: Intra-op CPU threads; None: the physical cores
+                (:func:`inference.backend.cpu_threads`).
 
         Raises:
             ShopsearchError: Not a reranker folder (an old-format one included), unreadable,

@@ -33,7 +33,6 @@ if TYPE_CHECKING:
     from retrieval.store import Mode
 
 
-
 def check_relevance_source(recorded: dict[str, Any] | None, current: dict[str, Any]) -> None:
     """Refuses a personal model trained on top of other relevance scores than served.
 
@@ -97,6 +96,8 @@ class SearchPipeline:
         device: str | None = None,
         backend: str = "torch",
         quantize: str | None = None,
+        threads: int | None = None,
+        pseudonym_key: str | None = None,
         **retriever_options: Any,
     ) -> SearchPipeline:
         """Opens every stage from its folder.
@@ -110,6 +111,10 @@ class SearchPipeline:
             device: Torch device; None picks CUDA when present.
             backend: Backend of the query tower and the reranker: torch, onnx, openvino.
             quantize: None or ``int8`` (the quantized onnx/openvino copies).
+            threads: Intra-op CPU threads of the query tower and the reranker; None: the
+                physical cores (:func:`inference.backend.cpu_threads`).
+            pseudonym_key: The profiles' pseudonym key (hex), when it is not kept in the
+                profiles directory (:meth:`personalization.privacy.Pseudonymizer.from_dir`).
 
         Raises:
             ShopsearchError: ``personal`` without ``profiles`` (or the reverse), or a folder
@@ -124,7 +129,9 @@ class SearchPipeline:
                 "directory (profiles=): give both or neither"
             )
         model = (
-            Reranker.load(reranker, device=device, backend=backend, quantize=quantize)
+            Reranker.load(
+                reranker, device=device, backend=backend, quantize=quantize, threads=threads
+            )
             if reranker is not None
             else None
         )
@@ -132,9 +139,14 @@ class SearchPipeline:
         if personal is not None:
             from personalization.personalizer import Personalizer
 
-            personalizer = Personalizer.open(personal, profiles)
+            personalizer = Personalizer.open(personal, profiles, key=pseudonym_key)
         retriever = Retriever.open(
-            index, device=device, backend=backend, quantize=quantize, **retriever_options
+            index,
+            device=device,
+            backend=backend,
+            quantize=quantize,
+            threads=threads,
+            **retriever_options,
         )
         return cls(retriever, model, personalizer)
 

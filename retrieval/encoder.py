@@ -56,7 +56,8 @@ class BiEncoder:
         backend: ``torch``, ``onnx`` (ONNX Runtime) or ``openvino``; the latter two run the
             copy ``shopsearch optimize`` wrote into the folder (:mod:`retrieval.backend`).
         quantize: None (fp32) or ``int8`` (the dynamically quantized copy); onnx/openvino only.
-        threads: Intra-op CPU threads; None: ``$SHOPSEARCH_THREADS`` or the physical cores.
+        threads: Intra-op CPU threads; None: the physical cores
+            (:func:`inference.backend.cpu_threads`).
 
     Raises:
         ShopsearchError: No model there, an unknown backend, or onnx/openvino asked for where

@@ -181,6 +181,7 @@ class Retriever:
         auto_refresh_s: float | None = 1.0,
         backend: str = "torch",
         quantize: str | None = None,
+        threads: int | None = None,
     ) -> Retriever:
         """Opens an index for searching.
 
@@ -197,6 +198,7 @@ class Retriever:
                 on :meth:`refresh`.
             backend: Query-tower backend (torch, onnx, openvino), see ``BiEncoder``.
             quantize: None or ``int8`` (onnx/openvino).
+            threads: Intra-op CPU threads of the query tower; None: the physical cores.
 
         Raises:
             ShopsearchError: Another model than the index's (fingerprint), or a query tower whose
@@ -221,6 +223,7 @@ class Retriever:
                 device=device,
                 backend=model_backend,
                 quantize=quantize,
+                threads=threads,
             )
         check_model(col.manifest, encoder.fingerprint, location.describe())
         encoder.check_probes(col.manifest, location.describe())

@@ -1,13 +1,23 @@
-"""Option decorators shared by several commands: where the index is, filters, device, progress."""
+"""Option decorators shared by several commands: where the index is, filters, device, progress.
+
+The command line is where ``SHOPSEARCH_*`` variables are read (click ``envvar=``, or
+:func:`pseudonym_key`); the library takes their values as parameters.
+"""
 
 from __future__ import annotations
 
 import functools
+import inspect
+import os
 from pathlib import Path
 
 import click
 
 from core.errors import ShopsearchError
+from personalization.privacy import KEY_ENV
+
+#: Intra-op CPU threads of the models (``--threads``).
+THREADS_ENV = "SHOPSEARCH_THREADS"
 
 INDEX_HELP = "Directory of the embedded (qdrant-edge) index."
 URL_HELP = "Qdrant server URL, instead of --index (e.g. http://localhost:6333)."
@@ -89,10 +99,13 @@ def filter_options(fn):
 def backend_options(fn):
     """--backend / --quantize / --threads: how the models run (torch, or an optimized copy).
 
-    Passes ``backend`` (torch|onnx|openvino) and ``quantize`` (None|"int8") on; ``--threads``
-    (or ``SHOPSEARCH_THREADS``) sets the intra-op CPU threads of torch, ONNX Runtime and
-    OpenVINO for the whole process.
+    Passes ``backend`` (torch|onnx|openvino), ``quantize`` (None|"int8") and ``threads`` (the
+    intra-op CPU threads of torch, ONNX Runtime and OpenVINO; None: the physical cores) on, to
+    be handed to the models' ``threads=``. A command without a ``threads`` parameter (serve, the
+    research benchmarks: until they take it) gets ``--threads`` as ``SHOPSEARCH_THREADS`` in
+    the environment instead, for the processes it starts.
     """
+    takes_threads = "threads" in inspect.signature(fn).parameters
 
     @click.option(
         "--backend",
@@ -114,16 +127,17 @@ def backend_options(fn):
         "--threads",
         type=click.IntRange(1),
         default=None,
-        help="Intra-op CPU threads (default: physical cores). Env: SHOPSEARCH_THREADS.",
+        envvar=THREADS_ENV,
+        help=f"Intra-op CPU threads (default: physical cores). Env: {THREADS_ENV}.",
     )
     @functools.wraps(fn)
     def wrapper(*args, backend, quantize, threads, **kwargs):
-        import os
-
-        from inference.backend import THREADS_ENV, check_backend
+        from inference.backend import check_backend  # imports torch: not at --help
 
         check_backend(backend, quantize)
-        if threads is not None:
+        if takes_threads:
+            kwargs["threads"] = threads
+        elif threads is not None:
             os.environ[THREADS_ENV] = str(threads)
         return fn(*args, backend=backend, quantize=quantize, **kwargs)
 
@@ -148,6 +162,15 @@ def profiles_option(use: str | None = None, required: bool = False):
         default=None,
         help=PROFILES_HELP + (f" {use}" if use else ""),
     )
+
+
+def pseudonym_key() -> str | None:
+    """The profiles' pseudonym key from ``SHOPSEARCH_PSEUDONYM_KEY`` (None: the key file).
+
+    Read here, not by the library, and never an option: a key on the command line would show
+    in the process list.
+    """
+    return os.environ.get(KEY_ENV, "").strip() or None
 
 
 def stderr_log(message: str) -> None:

@@ -14,6 +14,7 @@ from shopsearch.cli.options import (
     filter_options,
     index_options,
     profiles_option,
+    pseudonym_key,
 )
 
 
@@ -89,6 +90,7 @@ def search_cmd(
     device: str | None,
     backend: str,
     quantize: str | None,
+    threads: int | None,
     as_json: bool,
     no_correct: bool = False,
 ) -> None:
@@ -103,6 +105,8 @@ def search_cmd(
         device=device,
         backend=backend,
         quantize=quantize,
+        threads=threads,
+        pseudonym_key=pseudonym_key(),
         qdrant_url=location.url,
         api_key=location.api_key,
         collection=location.collection,

@@ -81,11 +81,13 @@ def test_pseudonym_stable_per_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert Pseudonymizer.from_dir(tmp_path / "other").pseudonym(ALICE) != first.pseudonym(ALICE)
     assert [p.name for p in (tmp_path / "keys").iterdir()] == [KEY_FILE]  # no temp file left
 
+    # a key given (what the CLI and the service read from SHOPSEARCH_PSEUDONYM_KEY) wins
+    assert Pseudonymizer.from_dir(tmp_path / "keys", key=KEY.hex()).pseudonym(ALICE) == a
+    with pytest.raises(ShopsearchError, match=f"not hexadecimal.*{2 * len(KEY)} hex"):
+        Pseudonymizer.from_dir(tmp_path, key="not-hex")
+    # transitional: callers that do not pass the key yet still get the environment's
     monkeypatch.setenv(KEY_ENV, KEY.hex())
     assert Pseudonymizer.from_dir(tmp_path / "keys").pseudonym(ALICE) == a
-    monkeypatch.setenv(KEY_ENV, "not-hex")
-    with pytest.raises(ShopsearchError, match=KEY_ENV):
-        Pseudonymizer.from_dir(tmp_path)
     monkeypatch.delenv(KEY_ENV)
     (tmp_path / "short").mkdir()
     (tmp_path / "short" / KEY_FILE).write_bytes(b"abc")

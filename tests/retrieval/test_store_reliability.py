@@ -167,6 +167,7 @@ def test_rebuilding_an_unchanged_catalog_gives_the_same_hybrid_ranking(
     assert runs[0] == runs[1]
 
 
+@pytest.mark.slow
 def test_a_build_in_segments_answers_like_one_segment(tmp_path, sample_catalog, tiny_encoder):
     """Indexing memory is bounded by a segment; the segments must not change any result."""
     results, segments = [], []

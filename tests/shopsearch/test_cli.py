@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 from click.testing import CliRunner
@@ -256,6 +257,37 @@ def test_a_user_mistake_is_one_line_and_exit_2(runner, monkeypatch, tmp_path):
     assert result.stdout == ""
 
 
+def test_threads_and_the_pseudonym_key_reach_the_models_as_parameters(
+    runner, monkeypatch, tmp_path
+):
+    """--threads / SHOPSEARCH_THREADS and SHOPSEARCH_PSEUDONYM_KEY are read by the command line
+    and passed on; no process-wide variable is set for the library to read."""
+    from core.errors import ShopsearchError
+    from rerank.pipeline import SearchPipeline
+
+    seen: list[dict] = []
+
+    def record(cls, index=None, **kwargs):
+        seen.append(kwargs)
+        raise ShopsearchError("recorded")
+
+    monkeypatch.setattr(SearchPipeline, "open", classmethod(record))
+    monkeypatch.delenv("SHOPSEARCH_THREADS", raising=False)
+    monkeypatch.delenv("SHOPSEARCH_PSEUDONYM_KEY", raising=False)
+    search = ["search", "drill", "--index", str(tmp_path)]
+    assert runner.invoke(main, [*search, "--threads", "3"]).exit_code == 2
+    assert seen[-1]["threads"] == 3 and seen[-1]["pseudonym_key"] is None
+    assert "SHOPSEARCH_THREADS" not in os.environ
+    key = "ab" * 32
+    env = {"SHOPSEARCH_THREADS": "2", "SHOPSEARCH_PSEUDONYM_KEY": key}
+    assert runner.invoke(main, search, env=env).exit_code == 2
+    assert seen[-1]["threads"] == 2 and seen[-1]["pseudonym_key"] == key
+    assert runner.invoke(main, search).exit_code == 2
+    assert seen[-1]["threads"] is None  # the library's default: the physical cores
+    bad = runner.invoke(main, search, env={"SHOPSEARCH_THREADS": "lots"})
+    assert bad.exit_code == 2 and "--threads" in bad.stderr
+
+
 def test_keyboard_interrupt_exits_130(runner, monkeypatch, tmp_path):
     import retrieval.retriever
 
@@ -268,6 +300,7 @@ def test_keyboard_interrupt_exits_130(runner, monkeypatch, tmp_path):
     assert "interrupted" in result.stderr
 
 
+@pytest.mark.slow
 def test_train_personal_from_a_log_leaves_out_forgotten_shoppers(runner, indexed, tmp_path):
     """The documented loop: events ingest, forget-user, train personal (--profiles)."""
     import numpy as np

@@ -599,6 +599,7 @@ def server(index_dir, personal_model, tmp_path_factory):
             proc.wait()
 
 
+@pytest.mark.integration
 def test_real_server_searches_over_http(server, drills):
     url, log = server
     with httpx.Client(base_url=url, timeout=30) as http:
@@ -637,6 +638,7 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
     CHROMIUM is None,
     reason="no chromium on PATH (Debian: apt-get install -y chromium) to render the page",
 )
+@pytest.mark.integration
 def test_page_renders_results_in_headless_chromium(server, tmp_path):
     url, _ = server
     out = subprocess.run(
@@ -668,6 +670,7 @@ def test_page_renders_results_in_headless_chromium(server, tmp_path):
     CHROMIUM is None,
     reason="no chromium on PATH (Debian: apt-get install -y chromium) to render the page",
 )
+@pytest.mark.integration
 def test_page_says_why_a_filtered_page_is_empty(server, tmp_path):
     url, _ = server
     out = subprocess.run(

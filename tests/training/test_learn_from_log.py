@@ -191,6 +191,7 @@ def _shop_log(n_users=60, days=20, seed=0, eta=1.0):
     return events, rank
 
 
+@pytest.mark.slow
 def test_training_from_a_log_estimates_the_bias_and_records_what_it_needs():
     events, rank = _shop_log()
     config = LogTrainConfig(val_days=4)
