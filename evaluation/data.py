@@ -116,15 +116,7 @@ def _valid_queries(queries: pl.DataFrame) -> tuple[pl.DataFrame, list[str]]:
     require_columns(queries, ("query_id", "query", "split"), QUERIES_FILE)
     queries = _as_str(queries, "query_id", "query", "split")
     problems: list[str] = []
-    dup_ids = queries.filter(pl.col("query_id").is_duplicated())["query_id"].unique(
-        maintain_order=True
-    )
-    if dup_ids.len():
-        problems.append(
-            f"{QUERIES_FILE}: {dup_ids.len()} query ids appear on more than one row"
-            f"{examples(dup_ids.to_list())}; the first row of each is kept"
-        )
-    queries = queries.unique(subset="query_id", keep="first", maintain_order=True)
+    queries = _first_of_each(queries, "query_id", QUERIES_FILE, "query", problems)
     bad_split = queries.filter(~member_of("split", set(SPLITS)))
     if bad_split.height:
         problems.append(
@@ -229,16 +221,22 @@ def _valid_catalog(catalog: pl.DataFrame) -> tuple[pl.DataFrame, list[str]]:
     if no_id.height:
         problems.append(f"{CATALOG_FILE}: {no_id.height} products have no product_id; ignored")
         catalog = catalog.filter(pl.col("product_id").is_not_null() & (pl.col("product_id") != ""))
-    dup_ids = catalog.filter(pl.col("product_id").is_duplicated())["product_id"].unique(
-        maintain_order=True
-    )
-    if dup_ids.len():
-        problems.append(
-            f"{CATALOG_FILE}: {dup_ids.len()} product ids appear on more than one row"
-            f"{examples(dup_ids.to_list())}; the first row of each is kept"
-        )
-        catalog = catalog.unique(subset="product_id", keep="first", maintain_order=True)
+    catalog = _first_of_each(catalog, "product_id", CATALOG_FILE, "product", problems)
     return catalog, problems
+
+
+def _first_of_each(
+    frame: pl.DataFrame, column: str, file: str, what: str, problems: list[str]
+) -> pl.DataFrame:
+    """The first row of each ``column`` value; a problem message when an id was repeated."""
+    dup_ids = frame.filter(pl.col(column).is_duplicated())[column].unique(maintain_order=True)
+    if not dup_ids.len():
+        return frame
+    problems.append(
+        f"{file}: {dup_ids.len()} {what} ids appear on more than one row"
+        f"{examples(dup_ids.to_list())}; the first row of each is kept"
+    )
+    return frame.unique(subset=column, keep="first", maintain_order=True)
 
 
 def _read_parquet(path: Path) -> pl.DataFrame:

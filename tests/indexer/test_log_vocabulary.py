@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import polars as pl
 import pytest
 from click.testing import CliRunner
 from qdrant_client import QdrantClient
@@ -66,11 +67,17 @@ def _search(user: str, n: int, query: str, clicked: str | None, event: str = "cl
 
 
 def _log(path, searches) -> str:
-    _write_jsonl([e for i, s in enumerate(searches) for e in _search(s[0], i, *s[1:])], path)
+    _write_log([e for i, s in enumerate(searches) for e in _search(s[0], i, *s[1:])], path)
     return str(path)
 
 
-def _write_jsonl(rows: list[dict], path) -> None:
+def _write_log(rows: list[dict], path) -> None:
+    """The log as JSON Lines, or as Parquet for a .parquet path (missing keys are nulls)."""
+    if path.suffix == ".parquet":
+        names = list(dict.fromkeys(k for r in rows for k in r))
+        rows = [{n: r.get(n) for n in names} for r in rows]
+        pl.DataFrame(rows, infer_schema_length=None).write_parquet(path)
+        return
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
 
 
@@ -267,7 +274,7 @@ def test_a_log_without_shown_lists_still_teaches_its_words(edge_index, tmp_path)
         for e in _search(s[0], i, *s[1:])
     ]
     log = tmp_path / "no-lists.jsonl"
-    _write_jsonl(rows, log)
+    _write_log(rows, log)
     summary = add_log_vocabulary(edge_index, log)
     assert summary.words_added == ["kohler"]
 
