@@ -6,6 +6,7 @@ has its own)."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 from pathlib import Path
@@ -15,6 +16,17 @@ from tiny_models import build_tiny_bert
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+# tests/research/ tests shopsearch-research (research/, a distribution of its own); no other test
+# imports it. Without it (the runtime alone) those tests are left out, and the header says so.
+HAS_RESEARCH = importlib.util.find_spec("research") is not None
+collect_ignore = [] if HAS_RESEARCH else ["research"]
+
+
+def pytest_report_header(config) -> str | None:
+    if HAS_RESEARCH:
+        return None
+    return "shopsearch-research (research/) is not installed: tests/research/ left out"
 
 
 @pytest.fixture(scope="session")

@@ -3,7 +3,8 @@
 The image's contents are checked from the package metadata: a wheel is built (as the
 Dockerfile's build stage does) from the files .dockerignore lets into the context, and every
 import of its code must be satisfied by the wheel itself, the standard library or the declared
-dependencies.
+dependencies; the data files its code reads must be in it too. The tests that build the wheel
+(or run docker compose) are marked ``integration``; the static checks are not.
 """
 
 from __future__ import annotations
@@ -349,6 +350,7 @@ def _first_party_names() -> set[str]:
     return names | {"research", "behaviour"}
 
 
+@pytest.mark.integration
 def test_runtime_packages_come_from_the_metadata(image_wheel: Path) -> None:
     modules = _wheel_modules(image_wheel)
     top = {m.split(".")[0] for m in modules}
@@ -358,6 +360,7 @@ def test_runtime_packages_come_from_the_metadata(image_wheel: Path) -> None:
     assert "shopsearch.cli" in modules
 
 
+@pytest.mark.integration
 def test_every_first_party_import_of_the_runtime_is_in_the_image(image_wheel: Path) -> None:
     """What the image's code imports from this repository is in the image (e.g. a package
     the Dockerfile forgot, or runtime code reaching into research/)."""
@@ -424,6 +427,7 @@ def _requirement_names(requirements: list[str] | None, extras: set[str]) -> set[
     return names
 
 
+@pytest.mark.integration
 def test_every_third_party_import_of_the_runtime_is_declared(image_wheel: Path) -> None:
     """Each third-party import is installed by the runtime dependencies (or a non-dev extra)."""
     from importlib.metadata import PackageNotFoundError, distribution, packages_distributions
@@ -519,6 +523,7 @@ def _compose_available() -> bool:
     return result.returncode == 0
 
 
+@pytest.mark.integration
 @pytest.mark.skipif(
     not _compose_available(),
     reason="`docker compose version` fails here (no docker CLI or no compose plugin)",

@@ -74,6 +74,7 @@ def depth_setup(tmp_path, tiny_bench, tiny_model):
     return tiny_bench, index, reranker
 
 
+@pytest.mark.slow
 def test_bench_depth_matches_the_pipeline_at_every_depth_and_writes_its_files(
     tmp_path, depth_setup, monkeypatch
 ):

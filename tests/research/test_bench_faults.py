@@ -1,4 +1,8 @@
-"""The fault benchmark, reduced: one kill during a build, the damage cases of one segment file."""
+"""The fault benchmark, reduced: one kill during a build, the damage cases of one segment file.
+
+research/bench_faults.py kills builds with SIGKILL and measures processes' memory: the tests
+that run it start processes and take a minute or more, so they are marked ``integration`` and
+``slow``."""
 
 from __future__ import annotations
 
@@ -10,6 +14,8 @@ import pytest
 from research.bench_faults import SCENARIOS, run_fault_benchmark
 
 
+@pytest.mark.integration
+@pytest.mark.slow
 def test_reduced_fault_benchmark(tmp_path, tiny_model):
     report = run_fault_benchmark(
         tmp_path / "faults",
@@ -49,6 +55,8 @@ def test_unknown_scenario_is_refused(tmp_path):
     assert len(SCENARIOS) == 8
 
 
+@pytest.mark.integration
+@pytest.mark.slow
 def test_memory_scenario_measures_both_layouts(tmp_path, tiny_model):
     report = run_fault_benchmark(
         tmp_path / "faults",

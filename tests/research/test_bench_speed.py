@@ -157,6 +157,7 @@ def test_quantized_build_reuses_the_stored_vectors(
         reused.encode_document([product_text(products[0]) + " changed"])
 
 
+@pytest.mark.slow
 def test_bench_index_reports_recall_against_exact_and_the_int8_build(
     tmp_path, sample_catalog, tiny_model
 ):
@@ -301,6 +302,7 @@ def _fail(message: str) -> None:
     raise ShopsearchError(message)
 
 
+@pytest.mark.integration
 def test_run_isolated_runs_in_another_process_and_keeps_errors():
     import os
 

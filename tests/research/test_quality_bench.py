@@ -16,6 +16,7 @@ def _untrained_reranker(tmp_path, tiny_model):
     return reranker
 
 
+@pytest.mark.slow
 def test_bench_writes_every_stage_and_picks_blend_on_validation(tmp_path, tiny_bench, tiny_model):
     reranker = _untrained_reranker(tmp_path, tiny_model)
     report = run_quality_benchmark(
@@ -75,6 +76,7 @@ def test_blend_weight_is_never_chosen_over_empty_or_nan_statistics():
     assert chosen == 0.3 and "kept" in how
 
 
+@pytest.mark.slow
 def test_typo_bench_records_fusion_and_scores_with_and_without_correction(
     tmp_path, tiny_bench, tiny_model
 ):
@@ -137,6 +139,7 @@ def test_typo_bench_records_fusion_and_scores_with_and_without_correction(
     assert 0 < again.robustness["hybrid"]["ndcg@10"][0] <= 1 and scored > 0
 
 
+@pytest.mark.slow
 def test_typo_bench_compares_augmented_with_plain_training(
     tmp_path, tiny_bench, tiny_model, tiny_model_b
 ):
@@ -206,6 +209,7 @@ def test_typo_bench_compares_augmented_with_plain_training(
     assert {r.stage for r in hybrid_only.augmentation} == {"dense", "hybrid"}
 
 
+@pytest.mark.slow
 def test_bench_reranks_each_query_as_the_pipeline_does(
     tmp_path, tiny_bench, tiny_model, monkeypatch
 ):

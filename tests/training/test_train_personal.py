@@ -18,6 +18,7 @@ F = len(FEATURE_NAMES)
 SIM = FEATURE_NAMES.index("recent_sim_max")
 
 
+@pytest.mark.slow
 def test_training_learns_a_behaviour_signal():
     rng = np.random.default_rng(0)
     groups = []
