@@ -13,6 +13,9 @@ from catalog.schema import Product
 from catalog.text import product_text
 from core.errors import ShopsearchError
 from indexer.build import promote_copy, spelling_record
+from personalization.events import read_events
+from personalization.impressions import answered_searches
+from personalization.ingest import check_profiles, without_forgotten
 from retrieval.spelling import (
     MIN_SHOPPERS,
     LogWords,
@@ -121,17 +124,12 @@ def add_log_vocabulary(
             log, a log without a search that led to an interaction, or ``profiles`` without a
             profile store; the index is unchanged.
     """
-    from personalization.events import read_events
-    from personalization.impressions import answered_searches
-
     if min_shoppers < 1:
         raise ShopsearchError(f"--min-shoppers must be at least 1, got {min_shoppers}")
     backend = open_backend(location)
     if not backend.exists():  # before the lock, which would create the directory
         raise missing_index(location)
     if profiles is not None:  # before reading a long log
-        from personalization.ingest import check_profiles
-
         check_profiles(profiles)
     events = []
     rejected = 0
@@ -140,8 +138,6 @@ def add_log_vocabulary(
         events.extend(e for e in batch.events if e.event != "view")
     forgotten = 0
     if profiles is not None:
-        from personalization.ingest import without_forgotten
-
         events, forgotten = without_forgotten(events, profiles)
     answered, stats = answered_searches(events)
     del events

@@ -34,6 +34,7 @@ from inference.models import (
     is_cross_encoder_folder,
     model_fingerprint,
     pick_device,
+    resolve_model_path,
 )
 from rerank.blend import DEFAULT_RETRIEVAL_WEIGHT, check_retrieval_weight, rerank_hits
 from retrieval.hits import RankedHit, hit_text
@@ -181,8 +182,6 @@ def new_cross_encoder(
     """
     from sentence_transformers import CrossEncoder
     from transformers.utils import logging as hf_logging
-
-    from inference.models import resolve_model_path
 
     path = resolve_model_path(base)
     if is_old_format(path):

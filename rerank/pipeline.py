@@ -2,11 +2,12 @@
 
     SearchPipeline(retriever, reranker=None, personal=None)
 
-Stage 1 (:class:`retrieval.Retriever`) gives candidates; stage 2 (:class:`rerank.Reranker`)
-reads (query, product) and its logit is blended with the stage-1 score (:func:`blend`); the
-personal stage (:class:`personalization.personalizer.Personalizer`) adds what the shopper's
-behaviour says. Each stage is optional but the first. Benchmarks rank through this module
-too (:func:`rerank_hits`): there is no second copy of blend-and-sort.
+Stage 1 (:class:`retrieval.retriever.Retriever`) gives candidates; stage 2
+(:class:`rerank.cross_encoder.Reranker`) reads (query, product) and its logit is blended with
+the stage-1 score (:func:`rerank.blend.blend`); the personal stage
+(:class:`personalization.personalizer.Personalizer`) adds what the shopper's behaviour says.
+Each stage is optional but the first. Benchmarks rank through the same blend-and-sort
+(:func:`rerank.blend.rerank_hits`): there is no second copy of it.
 """
 
 from __future__ import annotations
@@ -15,22 +16,20 @@ import os
 import time
 from collections.abc import Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from core.errors import ShopsearchError
+from personalization.personalizer import Personalizer, recent_vectors, taste_vector
 from personalization.profiles import UserProfile, is_warm
 from rerank.blend import rerank_hits, sort_hits
+from rerank.cross_encoder import Reranker
 from rerank.defaults import DEFAULT_RERANK_DEPTH
 from retrieval.filters import Filters
 from retrieval.hits import Hits, RankedHit
-
-if TYPE_CHECKING:
-    from personalization.personalizer import Personalizer
-    from rerank.cross_encoder import Reranker
-    from retrieval.retriever import Retriever
-    from retrieval.store import Mode
+from retrieval.retriever import Retriever
+from retrieval.store import Mode
 
 
 def check_relevance_source(recorded: dict[str, Any] | None, current: dict[str, Any]) -> None:
@@ -120,9 +119,6 @@ class SearchPipeline:
             ShopsearchError: ``personal`` without ``profiles`` (or the reverse), or a folder
                 that is not what it should be.
         """
-        from rerank.cross_encoder import Reranker
-        from retrieval.retriever import Retriever
-
         if (personal is None) != (profiles is None):
             raise ShopsearchError(
                 "personalization needs both a model folder (personal=) and a profiles "
@@ -137,8 +133,6 @@ class SearchPipeline:
         )
         personalizer = None
         if personal is not None:
-            from personalization.personalizer import Personalizer
-
             personalizer = Personalizer.open(personal, profiles, key=pseudonym_key)
         retriever = Retriever.open(
             index,
@@ -215,8 +209,6 @@ class SearchPipeline:
         recent = self._recent(profile) if warm else None
         taste = None
         if recent is not None:
-            from personalization.personalizer import taste_vector
-
             taste = taste_vector(recent)
         t1 = time.perf_counter()
         hits = self.retriever.search(
@@ -338,8 +330,6 @@ class SearchPipeline:
         return rerank_hits(hits, None, self.retrieval_weight)
 
     def _recent(self, profile: UserProfile | None) -> np.ndarray | None:
-        from personalization.personalizer import recent_vectors
-
         return recent_vectors(profile, self.retriever.vectors)
 
     def close(self) -> None:

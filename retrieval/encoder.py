@@ -54,7 +54,7 @@ class BiEncoder:
         batch_size: Encoding batch size.
         half: On CUDA, run the model in bfloat16 (much faster; vectors still returned as fp32).
         backend: ``torch``, ``onnx`` (ONNX Runtime) or ``openvino``; the latter two run the
-            copy ``shopsearch optimize`` wrote into the folder (:mod:`retrieval.backend`).
+            copy ``shopsearch optimize`` wrote into the folder (:mod:`inference.backend`).
         quantize: None (fp32) or ``int8`` (the dynamically quantized copy); onnx/openvino only.
         threads: Intra-op CPU threads; None: the physical cores
             (:func:`inference.backend.cpu_threads`).

@@ -346,7 +346,8 @@ class Retriever:
             filters: ``Filters`` or a dict with category, brands, min_price, max_price, in_stock.
             mode: ``dense``, ``bm25`` or ``hybrid`` (default).
             candidates: Prefetch depth per source in hybrid mode.
-            user_vector: A shopper's taste vector (see ``behaviour``): adds a prefetch of the
+            user_vector: A shopper's taste vector
+                (:func:`~personalization.personalizer.taste_vector`): adds a prefetch of the
                 products nearest to it, fused with the query's, so products this shopper
                 prefers can enter the candidates.
             with_vectors: Also return each hit's dense vector (``RankedHit.vector``), in the

@@ -18,6 +18,9 @@ import click
 
 from core.errors import ShopsearchError
 
+# The command modules import shopsearch.cli.options, never this module: no cycle.
+from shopsearch.cli import events, imports, index, optimize, search, serve, train
+
 PLUGIN_GROUP = "shopsearch.commands"
 USER_ERROR_EXIT = 2
 
@@ -73,14 +76,8 @@ def main() -> None:
     """shopsearch: personalized product search (bi-encoder retrieval in Qdrant, reranking)."""
 
 
-def _register() -> None:
-    from shopsearch.cli import events, imports, index, optimize, search, serve, train
-
-    for module in (index, search, imports, train, events, serve, optimize):
-        for command in module.COMMANDS:
-            main.add_command(command)
-
-
-_register()
+for _module in (index, search, imports, train, events, serve, optimize):
+    for _command in _module.COMMANDS:
+        main.add_command(_command)
 
 __all__ = ["PLUGIN_GROUP", "ShopsearchGroup", "UserError", "main"]

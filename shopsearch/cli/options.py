@@ -15,6 +15,7 @@ import click
 
 from core.errors import ShopsearchError
 from personalization.privacy import KEY_ENV
+from retrieval.filters import Filters
 
 #: Intra-op CPU threads of the models (``--threads``).
 THREADS_ENV = "SHOPSEARCH_THREADS"
@@ -82,8 +83,6 @@ def filter_options(fn):
     )
     @functools.wraps(fn)
     def wrapper(*args, category, brands, min_price, max_price, in_stock, **kwargs):
-        from retrieval.filters import Filters
-
         filters = Filters(
             category=category,
             brands=tuple(brands) or None,
