@@ -19,7 +19,10 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 # tests/research/ tests shopsearch-research (research/, a distribution of its own); no other test
 # imports it. Without it (the runtime alone) those tests are left out, and the header says so.
-HAS_RESEARCH = importlib.util.find_spec("research") is not None
+# (A spec without an origin is a namespace package: tests/research/ itself, tests/ being on
+# sys.path.)
+_research = importlib.util.find_spec("research")
+HAS_RESEARCH = _research is not None and _research.origin is not None
 collect_ignore = [] if HAS_RESEARCH else ["research"]
 
 
