@@ -231,14 +231,9 @@ def _csv_rows(
         _check_columns(path, columns, separator)
         # Physical line of the next row: 1 + the header's lines (a quoted name may span lines).
         line = 2 + sum(c.count("\n") for c in columns)
-        batches = iter(lf.collect_batches(chunk_size=batch_size))
-        while True:
-            try:
-                frame = next(batches)
-            except StopIteration:
-                break
-            except (pl.exceptions.PolarsError, OSError) as exc:
-                raise _csv_error(path, exc, codec, separator) from None
+        for frame in tables.frames(
+            lf, batch_size, lambda exc: _csv_error(path, exc, codec, separator)
+        ):
             out: Raw = []
             for values in frame.iter_rows():
                 if any(v is not None for v in values):  # all-null row: a blank line

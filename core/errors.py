@@ -25,6 +25,10 @@ class EventLogError(ShopsearchError):
     """The event log as a whole cannot be read (bad path, format or columns)."""
 
 
+class ForgetIncomplete(ShopsearchError):
+    """The user's rows are deleted, but old copies of them are still in the database files."""
+
+
 def first_line(exc: BaseException, limit: int | None = None) -> str:
     """The first line of an exception's message (its type name when empty).
 

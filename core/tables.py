@@ -11,6 +11,8 @@ The catalog reader (:mod:`catalog.reader`) and the event log reader
    field raises :class:`Invalid` (never an exception out of the reader);
    :func:`validate_batches` does it batch by batch and closes the source when the caller stops.
 
+:func:`frames` streams any polars scan's batches (the catalog's CSV reader uses it too).
+
 Problems with the file as a whole raise the reader's own :class:`~core.errors.ShopsearchError`
 subclass (``error``), with one line naming the file. :func:`write_rejects` writes the rejects
 as CSV for the user to fix.
@@ -296,6 +298,22 @@ def parquet_rows(
     if columns is not None:
         lf = lf.select([c for c in columns if c in names])
     row = 1
+
+    def unreadable(exc: BaseException) -> ShopsearchError:
+        return error(f"{path}: not a readable Parquet file ({first_line(exc, DETAIL_CHARS)})")
+
+    for frame in frames(lf, batch_size, unreadable):
+        out: Raw = []
+        for record in frame.iter_rows(named=True):
+            out.append((row, record))
+            row += 1
+        yield out
+
+
+def frames(
+    lf: pl.LazyFrame, batch_size: int, error: Callable[[BaseException], Exception]
+) -> Iterator[pl.DataFrame]:
+    """A polars scan's batches, streamed; a polars or OS error while reading is ``error(exc)``."""
     batches = iter(lf.collect_batches(chunk_size=batch_size))
     while True:
         try:
@@ -303,13 +321,8 @@ def parquet_rows(
         except StopIteration:
             return
         except (pl.exceptions.PolarsError, OSError) as exc:
-            detail = first_line(exc, DETAIL_CHARS)
-            raise error(f"{path}: not a readable Parquet file ({detail})") from None
-        out: Raw = []
-        for record in frame.iter_rows(named=True):
-            out.append((row, record))
-            row += 1
-        yield out
+            raise error(exc) from None
+        yield frame
 
 
 def validate_rows(

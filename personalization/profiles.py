@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from catalog.schema import CATEGORY_SEPARATOR, Product, normalize_category
-from core.errors import ShopsearchError
+from core.errors import ForgetIncomplete, ShopsearchError
 from personalization.events import EVENT_TYPES, MAX_CLOCK_SKEW_S, PRODUCT_EVENTS, Event
 from personalization.privacy import Pseudonymizer
 
@@ -153,10 +153,6 @@ class IngestSummary:
     duplicates: int
     users: int
     forgotten: int = 0
-
-
-class ForgetIncomplete(ShopsearchError):
-    """The user's rows are deleted, but old copies of them are still in the database files."""
 
 
 @dataclass(frozen=True)

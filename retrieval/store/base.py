@@ -24,7 +24,7 @@ from urllib.parse import urlsplit, urlunsplit
 import numpy as np
 
 from catalog.schema import CATEGORY_SEPARATOR, normalize_category
-from core.errors import ShopsearchError
+from core.errors import ShopsearchError, first_line
 from retrieval.filters import Filters
 from retrieval.hits import RankedHit
 
@@ -231,12 +231,6 @@ class IndexLocation:
 def is_engine_panic(exc: BaseException) -> bool:
     """True for a Rust panic surfaced by pyo3 (``pyo3_runtime.PanicException``)."""
     return type(exc).__name__ == "PanicException"
-
-
-def first_line(exc: BaseException) -> str:
-    """The first line of an exception's message (its type name when empty)."""
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 @contextlib.contextmanager

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from core.errors import ShopsearchError
+from core.errors import ShopsearchError, first_line
 from retrieval.filters import Filters
 from retrieval.hits import RankedHit
 from retrieval.store import request as rq
@@ -39,7 +39,6 @@ from retrieval.store.base import (
     PointRecord,
     QuerySpec,
     damaged_index,
-    first_line,
     int8_vectors,
     is_build_id,
     missing_index,
