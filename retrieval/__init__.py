@@ -10,26 +10,17 @@
 The public entry is ``from shopsearch import SearchPipeline``.
 """
 
+from core.compat import moved_names
 
 # Deprecated: the names this package handed on before the front door (``from shopsearch import
-# ...``) existed. Kept, with a DeprecationWarning, so that scripts written against shopsearch 0.1
-# keep running for one release; tests/shopsearch/test_deprecated_imports.py checks each.
-from typing import Any as _Any
-
-_MOVED = {'Retriever': 'retrieval.retriever', 'Filters': 'retrieval.filters', 'RankedHit': 'retrieval.hits', 'Hits': 'retrieval.hits', 'QueryCorrection': 'retrieval.hits'}
-
-
-def __getattr__(name: str) -> _Any:
-    if name not in _MOVED:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    import importlib
-    import warnings
-
-    warnings.warn(
-        f"'from {__name__} import {name}' is deprecated: use 'from shopsearch import {name}'",
-        DeprecationWarning,
-        stacklevel=2,
-    )
-    value = getattr(importlib.import_module(_MOVED[name]), name)
-    globals()[name] = value  # warned once: `from ... import` looks a name up twice
-    return value
+# ...``) existed, kept for one release (tests/shopsearch/test_deprecated_imports.py).
+__getattr__ = moved_names(
+    __name__,
+    {
+        "Retriever": "retrieval.retriever",
+        "Filters": "retrieval.filters",
+        "RankedHit": "retrieval.hits",
+        "Hits": "retrieval.hits",
+        "QueryCorrection": "retrieval.hits",
+    },
+)

@@ -361,7 +361,8 @@ class Retriever:
 
         Returns:
             Up to ``k`` hits, best first, with ``score == retrieval``; ``.corrected`` is the
-            corrected query when the corrector changed it (else None).
+            corrected query when a correction was applied (else None), ``.suggestion`` one
+            only offered (see :meth:`corrections`).
         """
         return self.search_batch(
             [query],

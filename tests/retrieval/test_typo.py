@@ -209,16 +209,21 @@ def test_cli_search_says_showing_results_for(typo_index, tiny_model):
     assert "showing results for" not in result.stdout
 
 
-def test_http_search_reports_the_correction_and_can_turn_it_off(typo_index, tiny_encoder, tmp_path):
+def _service(index, encoder, tmp_path) -> TestClient:
+    """A TestClient of the service over ``index``, its query tower ``encoder``."""
     from shopsearch.service import ServiceSettings, create_app
 
     def factory(settings):
-        return SearchPipeline(Retriever.open(settings.index, encoder=tiny_encoder))
+        return SearchPipeline(Retriever.open(settings.index, encoder=encoder))
 
     settings = ServiceSettings(
-        index=str(typo_index), profiles=str(tmp_path / "profiles"), background_load=False
+        index=str(index), profiles=str(tmp_path / "profiles"), background_load=False
     )
-    with TestClient(create_app(settings, pipeline_factory=factory)) as client:
+    return TestClient(create_app(settings, pipeline_factory=factory))
+
+
+def test_http_search_reports_the_correction_and_can_turn_it_off(typo_index, tiny_encoder, tmp_path):
+    with _service(typo_index, tiny_encoder, tmp_path) as client:
         body = client.get("/search", params={"q": "kitchen faucte", "k": 3}).json()
         assert body["corrected"] == "kitchen faucet"
         assert body["corrections"] == [{"from": "faucte", "to": "faucet"}]
@@ -369,15 +374,7 @@ def test_cli_offers_a_correction_it_did_not_apply(evidence_index, tiny_model):
 
 
 def test_http_offers_a_correction_it_did_not_apply(evidence_index, tiny_encoder, tmp_path):
-    from shopsearch.service import ServiceSettings, create_app
-
-    def factory(settings):
-        return SearchPipeline(Retriever.open(settings.index, encoder=tiny_encoder))
-
-    settings = ServiceSettings(
-        index=str(evidence_index), profiles=str(tmp_path / "profiles"), background_load=False
-    )
-    with TestClient(create_app(settings, pipeline_factory=factory)) as client:
+    with _service(evidence_index, tiny_encoder, tmp_path) as client:
         body = client.get("/search", params={"q": "kohler faucet", "k": 3}).json()
         assert body["corrected"] is None and body["corrections"] == []
         assert body["suggestion"] == "roller faucet"
