@@ -77,6 +77,23 @@ def check_reranker_folder(path: str | os.PathLike[str]) -> Path:
     return folder
 
 
+class _Settings(dict):
+    """The settings dict; ``["blend_weight"]`` still answers, with a DeprecationWarning.
+
+    Transitional, as ``write_settings(blend_weight=)``: until research/ reads the one name.
+    """
+
+    def __missing__(self, key: str) -> Any:
+        if key != OLD_WEIGHT_KEY:
+            raise KeyError(key)
+        warnings.warn(
+            f"read_settings(...)[{OLD_WEIGHT_KEY!r}] is ['retrieval_weight'] now",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self["retrieval_weight"]
+
+
 def read_settings(path: str | os.PathLike[str]) -> dict[str, Any]:
     """shopsearch's settings of a reranker folder, with defaults for what is not recorded.
 
@@ -89,7 +106,7 @@ def read_settings(path: str | os.PathLike[str]) -> dict[str, Any]:
         ShopsearchError: The settings file is not valid JSON or holds a bad blend weight.
     """
     file = Path(path).expanduser() / SETTINGS_NAME
-    settings: dict[str, Any] = {"retrieval_weight": DEFAULT_RETRIEVAL_WEIGHT, "max_length": None}
+    settings = _Settings(retrieval_weight=DEFAULT_RETRIEVAL_WEIGHT, max_length=None)
     if file.is_file():
         try:
             saved = json.loads(file.read_text())

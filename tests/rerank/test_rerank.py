@@ -122,6 +122,24 @@ def test_settings_round_trip_and_retrieval_weight_on_load(reranker, tmp_path):
         read_settings(out)
 
 
+def test_a_folder_written_with_the_old_weight_key_reads_the_same(reranker, tmp_path):
+    """Folders saved before the blend weight had one name (``blend_weight``) still load; the
+    next write keeps only ``retrieval_weight``."""
+    out = tmp_path / "old"
+    reranker.model.save_pretrained(str(out))
+    (out / SETTINGS_NAME).write_text(json.dumps({"blend_weight": 0.3, "format_version": 2}))
+    assert read_settings(out)["retrieval_weight"] == 0.3
+    assert Reranker.load(out, device="cpu").retrieval_weight == 0.3
+    write_settings(out, max_length=24)
+    saved = json.loads((out / SETTINGS_NAME).read_text())
+    assert saved["retrieval_weight"] == 0.3 and "blend_weight" not in saved
+    with pytest.warns(DeprecationWarning, match="retrieval_weight"):  # until research/ moves
+        assert read_settings(out)["blend_weight"] == 0.3
+    with pytest.warns(DeprecationWarning, match="retrieval_weight"):
+        write_settings(out, blend_weight=0.6)
+    assert read_settings(out)["retrieval_weight"] == 0.6
+
+
 def test_load_without_a_path_is_an_untrained_minilm():
     untrained = Reranker.load(None, device="cpu", batch_size=8)
     scores = untrained.score("cordless drill", ["drill", "paint roller", "faucet"])
