@@ -187,7 +187,6 @@ def test_reingesting_a_log_does_not_bring_a_forgotten_shopper_back(
     assert all(alice not in p.read_bytes() for p in store.path.parent.iterdir())
 
 
-@pytest.mark.slow
 def test_forget_never_reports_done_while_a_reader_keeps_the_rows(
     store: ProfileStore, pz: Pseudonymizer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
