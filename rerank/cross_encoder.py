@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -77,23 +76,6 @@ def check_reranker_folder(path: str | os.PathLike[str]) -> Path:
     return folder
 
 
-class _Settings(dict):
-    """The settings dict; ``["blend_weight"]`` still answers, with a DeprecationWarning.
-
-    Transitional, as ``write_settings(blend_weight=)``: until research/ reads the one name.
-    """
-
-    def __missing__(self, key: str) -> Any:
-        if key != OLD_WEIGHT_KEY:
-            raise KeyError(key)
-        warnings.warn(
-            f"read_settings(...)[{OLD_WEIGHT_KEY!r}] is ['retrieval_weight'] now",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        return self["retrieval_weight"]
-
-
 def read_settings(path: str | os.PathLike[str]) -> dict[str, Any]:
     """shopsearch's settings of a reranker folder, with defaults for what is not recorded.
 
@@ -106,7 +88,7 @@ def read_settings(path: str | os.PathLike[str]) -> dict[str, Any]:
         ShopsearchError: The settings file is not valid JSON or holds a bad blend weight.
     """
     file = Path(path).expanduser() / SETTINGS_NAME
-    settings = _Settings(retrieval_weight=DEFAULT_RETRIEVAL_WEIGHT, max_length=None)
+    settings: dict[str, Any] = {"retrieval_weight": DEFAULT_RETRIEVAL_WEIGHT, "max_length": None}
     if file.is_file():
         try:
             saved = json.loads(file.read_text())
@@ -133,20 +115,11 @@ def write_settings(
         path: The reranker folder.
         retrieval_weight: Weight of the first stage's score in the final ranking (the blend
             weight), in [0, 1]; None keeps the recorded one.
-        extra: More JSON-able keys (``max_length``, ``training`` ...). ``blend_weight=`` is
-            taken as ``retrieval_weight=`` with a DeprecationWarning (its old name).
+        extra: More JSON-able keys (``max_length``, ``training`` ...).
 
     Raises:
         ShopsearchError: A blend weight outside [0, 1], or a folder that does not exist.
     """
-    if OLD_WEIGHT_KEY in extra:
-        warnings.warn(
-            f"write_settings({OLD_WEIGHT_KEY}=) is retrieval_weight= now",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        old = extra.pop(OLD_WEIGHT_KEY)
-        retrieval_weight = old if retrieval_weight is None else retrieval_weight
     folder = Path(path).expanduser()
     if not folder.is_dir():
         raise ShopsearchError(f"reranker folder {folder} does not exist")

@@ -367,7 +367,7 @@ def run_quality_benchmark(
         if how.startswith("chosen"):  # the setting belongs with the model it was chosen for
             from rerank.cross_encoder import write_settings
 
-            write_settings(reranker_model, blend_weight=chosen)
+            write_settings(reranker_model, retrieval_weight=chosen)
         blend_note = {
             "grid": list(BLEND_GRID),
             "validation_ndcg@10": vscore,

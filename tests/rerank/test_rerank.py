@@ -133,11 +133,7 @@ def test_a_folder_written_with_the_old_weight_key_reads_the_same(reranker, tmp_p
     write_settings(out, max_length=24)
     saved = json.loads((out / SETTINGS_NAME).read_text())
     assert saved["retrieval_weight"] == 0.3 and "blend_weight" not in saved
-    with pytest.warns(DeprecationWarning, match="retrieval_weight"):  # until research/ moves
-        assert read_settings(out)["blend_weight"] == 0.3
-    with pytest.warns(DeprecationWarning, match="retrieval_weight"):
-        write_settings(out, blend_weight=0.6)
-    assert read_settings(out)["retrieval_weight"] == 0.6
+    assert "blend_weight" not in read_settings(out)  # one name in Python too
 
 
 def test_load_without_a_path_is_an_untrained_minilm():

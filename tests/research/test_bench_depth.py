@@ -67,7 +67,7 @@ def depth_setup(tmp_path, tiny_bench, tiny_model):
     reranker = tmp_path / "reranker"
     torch.manual_seed(0)
     new_cross_encoder(tiny_model.parent / "hf", device="cpu").save_pretrained(str(reranker))
-    write_settings(reranker, blend_weight=0.3)
+    write_settings(reranker, retrieval_weight=0.3)
     encoder = BiEncoder(str(tiny_model), device="cpu")
     catalog = tiny_bench / "catalog.parquet"
     index = _index_for(encoder, catalog, tmp_path / "indexes", log=lambda m: None)

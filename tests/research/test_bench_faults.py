@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from core.errors import ShopsearchError
 from research.bench_faults import SCENARIOS, run_fault_benchmark
 
 
@@ -80,7 +81,7 @@ def test_memory_scenario_measures_both_layouts(tmp_path, tiny_model):
 
 
 def test_memory_sizes_are_checked(tmp_path):
-    with pytest.raises(ValueError, match="memory sizes"):
+    with pytest.raises(ShopsearchError, match="memory sizes"):
         run_fault_benchmark(tmp_path, memory_sizes=(10,), scenarios=("memory",))
 
 

@@ -36,7 +36,7 @@ def test_bench_writes_every_stage_and_picks_blend_on_validation(tmp_path, tiny_b
     # the chosen weight is saved with the model it was chosen for, and loads with it
     from rerank.cross_encoder import Reranker, read_settings
 
-    assert read_settings(reranker)["blend_weight"] == report.blend["chosen"]
+    assert read_settings(reranker)["retrieval_weight"] == report.blend["chosen"]
     assert Reranker.load(reranker, device="cpu").retrieval_weight == report.blend["chosen"]
     for s in report.stages:
         assert 0.0 <= s.means["ndcg@10"] <= 1.0 and len(s.recall_curve) == 100
