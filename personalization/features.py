@@ -47,7 +47,8 @@ import numpy as np
 from personalization.profiles import UserProfile, category_levels, is_warm
 from retrieval.hits import RankedHit, Reason
 
-FEATURE_NAMES = (
+#: Features that depend on the user (all exactly 0 for a cold user).
+USER_FEATURES = (
     "has_history",
     "brand_affinity",
     "category_affinity",
@@ -58,6 +59,9 @@ FEATURE_NAMES = (
     "prior_clicks",
     "prior_carts",
     "prior_purchases",
+)
+#: Features of the product and the query, the same for every shopper.
+CONTEXT_FEATURES = (
     "popularity",
     "query_coec",
     "query_exposure",
@@ -65,8 +69,8 @@ FEATURE_NAMES = (
     "rank_discount",
     "cross_score",
 )
-#: Features that depend on the user (all exactly 0 for a cold user).
-USER_FEATURES = FEATURE_NAMES[:10]
+#: Every feature, in the model's column order (a saved model refuses another order).
+FEATURE_NAMES = USER_FEATURES + CONTEXT_FEATURES
 #: Boolean mask over :data:`FEATURE_NAMES` of the user features.
 USER_FEATURE_MASK = np.array([name in USER_FEATURES for name in FEATURE_NAMES])
 #: Added to the user's log-price std (so one-price histories do not make every other price
