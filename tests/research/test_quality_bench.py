@@ -111,7 +111,7 @@ def test_typo_bench_records_fusion_and_scores_with_and_without_correction(
     assert "with evidence" in (tmp_path / "work" / "typo.md").read_text()
     timing = report.corrections["latency_ms"]
     assert timing["n"] == 30 and 0 < timing["p50"] <= timing["p99"] <= timing["max"]
-    assert "Time per query (corrector alone" in (tmp_path / "work" / "typo.md").read_text()
+    assert "Time per query (the correction a search applies" in (tmp_path / "work" / "typo.md").read_text()
     # the weights chosen on validation are recorded with the index and used by search
     index = next((tmp_path / "work").glob("index-*"))
     with Retriever.open(index, model=str(tiny_model)) as r:
