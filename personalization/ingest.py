@@ -4,7 +4,10 @@
 :func:`ingest_events` is the one ingest path: an event log (:func:`ingest_event_log`) and an
 HTTP batch (:func:`ingest_records`) are validated with the same rules and stored by it.
 
-A profile directory holds the SQLite store (``profiles.sqlite``) and the pseudonym key.
+A profile directory holds the SQLite store (``profiles.sqlite``) and the pseudonym key (its
+``pseudonym.key`` file, or the key given as ``key=``: hex text, what the command line and the
+service read from ``SHOPSEARCH_PSEUDONYM_KEY``; see
+:meth:`personalization.privacy.Pseudonymizer.from_dir`).
 """
 
 from __future__ import annotations
@@ -30,34 +33,55 @@ DEFAULT_EVENT_REJECTS = Path("shopsearch-event-rejects.csv")
 _RETRIEVE_BATCH = 1000
 
 
-def open_profiles(directory: str | os.PathLike[str]) -> tuple[ProfileStore, Pseudonymizer]:
-    """The profile store and the pseudonymizer kept in one directory (created when missing)."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    return ProfileStore(directory / PROFILES_FILE), Pseudonymizer.from_dir(directory)
+def open_profiles(
+    directory: str | os.PathLike[str], key: str | None = None
+) -> tuple[ProfileStore, Pseudonymizer]:
+    """The profile store and the pseudonymizer kept in one directory (created when missing).
 
-
-def check_profiles(profiles: str | os.PathLike[str]) -> None:
-    """Refuses a directory that is not an existing profile store with its pseudonym key.
+    Args:
+        directory: The profile directory.
+        key: The pseudonym key as hex text; None (or blank): the directory's key file, created
+            when missing (:meth:`personalization.privacy.Pseudonymizer.from_dir`).
 
     Raises:
-        ShopsearchError: No ``profiles.sqlite`` there, or no key (file or environment).
+        ShopsearchError: A key that is not hex, or an unreadable or short key file.
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    pseudonymizer = Pseudonymizer.from_dir(directory, key)
+    return ProfileStore(directory / PROFILES_FILE), pseudonymizer
+
+
+def check_profiles(profiles: str | os.PathLike[str], key: str | None = None) -> None:
+    """Refuses a directory that is not an existing profile store with its pseudonym key.
+
+    Args:
+        profiles: The profile directory serving uses.
+        key: The pseudonym key serving uses (hex text), when it is not kept in the directory.
+
+    Raises:
+        ShopsearchError: No ``profiles.sqlite`` there, or no key (neither ``key`` nor the
+            directory's key file).
     """
     from core.errors import ShopsearchError
-    from personalization.privacy import KEY_ENV, KEY_FILE
+    from personalization.privacy import KEY_ENV, KEY_FILE, _key_not_passed
 
     if not (Path(profiles) / PROFILES_FILE).exists():
         raise ShopsearchError(
             f"{profiles}: no profile store there (give the directory serving uses)"
         )
-    if not (Path(profiles) / KEY_FILE).exists() and not os.environ.get(KEY_ENV, "").strip():
+    if key is None:
+        key = _key_not_passed()
+    if not (Path(profiles) / KEY_FILE).exists() and not (key or "").strip():
         raise ShopsearchError(
             f"{profiles}: no {KEY_FILE} there and {KEY_ENV} is not set: give the key serving "
             "uses (forgotten shoppers are found by it)"
         )
 
 
-def without_forgotten(events: list, profiles: str | os.PathLike[str]) -> tuple[list, int]:
+def without_forgotten(
+    events: list, profiles: str | os.PathLike[str], key: str | None = None
+) -> tuple[list, int]:
     """The events of shoppers the profile store at ``profiles`` has not erased.
 
     What reads a raw log (``train personal``, ``vocabulary``) filters it through this, so a
@@ -66,17 +90,18 @@ def without_forgotten(events: list, profiles: str | os.PathLike[str]) -> tuple[l
     Args:
         events: ``personalization.events.Event`` objects (raw user ids).
         profiles: The profile directory serving uses.
+        key: The pseudonym key serving uses (hex text); None: the directory's key file.
 
     Returns:
         (the kept events, how many distinct shoppers were left out).
 
     Raises:
         ShopsearchError: No profile store in ``profiles`` (never created there), or no
-            pseudonym key (neither its key file nor ``$SHOPSEARCH_PSEUDONYM_KEY``): a new key
-            would match no erased shopper.
+            pseudonym key (neither ``key`` nor the directory's key file): a new key would
+            match no erased shopper.
     """
-    check_profiles(profiles)
-    store, pz = open_profiles(profiles)
+    check_profiles(profiles, key)
+    store, pz = open_profiles(profiles, key)
     try:
         gone = {u for u in {e.user_id for e in events} if store.is_forgotten(u, pz)}
     finally:
@@ -216,6 +241,7 @@ def ingest_event_log(
     profiles: str | os.PathLike[str],
     location,
     rejects_path: str | os.PathLike[str] | None = None,
+    key: str | None = None,
 ) -> EventIngestSummary:
     """Validate an event log and add it to the profiles (user ids pseudonymized).
 
@@ -229,9 +255,10 @@ def ingest_event_log(
         location: A ``retrieval.store.IndexLocation``.
         rejects_path: CSV for rejected events (default ``./shopsearch-event-rejects.csv``),
             written only when something was rejected.
+        key: The pseudonym key (hex text); None: the profile directory's key file.
 
     Raises:
-        ShopsearchError: An unreadable log or no index at ``location``.
+        ShopsearchError: An unreadable log, no index at ``location``, or a bad key.
     """
     from catalog.reader import write_rejects
     from personalization.events import read_events
@@ -244,7 +271,7 @@ def ingest_event_log(
         def lookup(ids: Sequence[str]) -> dict[str, Mapping[str, Any]]:
             return {pid: hit.payload for pid, hit in col.retrieve(list(ids)).items()}
 
-        store, pz = open_profiles(profiles)
+        store, pz = open_profiles(profiles, key)
         try:
             result = ingest_events(read_events(log_path, known_products=known), store, pz, lookup)
         finally:
@@ -271,16 +298,24 @@ class ForgetSummary:
     already_forgotten: bool
 
 
-def forget_user(profiles: str | os.PathLike[str], user_id: str) -> ForgetSummary:
+def forget_user(
+    profiles: str | os.PathLike[str], user_id: str, key: str | None = None
+) -> ForgetSummary:
     """Remove every trace of ``user_id`` from the profile directory, durably.
 
     Deletes with SQLite's secure delete and vacuums, so the rows do not linger in free pages,
     and keeps a tombstone (a keyed hash) so a re-ingested log cannot bring the user back.
 
+    Args:
+        profiles: The profile directory.
+        user_id: The shopper's id, as the shop sends it.
+        key: The pseudonym key serving uses (hex text); None: the directory's key file. The
+            wrong key finds nobody: give the one the events were stored with.
+
     Raises:
         ForgetIncomplete: Another connection holds the rows; nothing is claimed done.
     """
-    store, pz = open_profiles(profiles)
+    store, pz = open_profiles(profiles, key)
     try:
         already = store.is_forgotten(user_id, pz)
         return ForgetSummary(store.forget(user_id, pz, vacuum=True), already)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 
@@ -87,10 +86,9 @@ class Personalizer:
             ShopsearchError: The model folder is not a personalization model for these features,
                 or a bad key.
         """
-        directory = Path(profiles)
-        store = ProfileStore(directory / PROFILES_FILE)
-        pseudonymizer = Pseudonymizer.from_dir(directory, key)
-        return cls(PersonalRanker.load(model), store, pseudonymizer)
+        ranker = PersonalRanker.load(model)
+        store, pseudonymizer = open_profiles(profiles, key)
+        return cls(ranker, store, pseudonymizer)
 
     def profile(self, user_id: str | None, before: float | None = None) -> UserProfile | None:
         """The shopper's point-in-time profile (None for an anonymous search)."""

@@ -153,10 +153,13 @@ class Pseudonymizer:
 def _key_not_passed() -> str | None:
     """Transitional (issue 22): :data:`KEY_ENV` for the callers that do not pass the key yet.
 
-    The command line passes ``key=``; ``personalization.ingest.open_profiles`` and the service
-    do not yet, and a deployment that keeps its key in the environment must not get a new key
-    file (unlinking every profile, and erasures that find nobody) meanwhile. Delete this once
-    every caller passes the key.
+    The command line and the service pass ``key=``. Two library callers do not yet:
+    ``indexer.vocabulary.add_log_vocabulary`` and ``training.from_log.train_personal_from_log``
+    call ``personalization.ingest.check_profiles`` / ``without_forgotten`` with ``profiles``
+    only (``shopsearch index vocabulary --profiles`` and ``shopsearch train personal
+    --profiles``), and a deployment that keeps its key in the environment must not get a new
+    key file there (erased shoppers' events would count again) meanwhile. Delete this once
+    they take ``key=`` and the command line passes it.
     """
     return os.environ.get(KEY_ENV)
 

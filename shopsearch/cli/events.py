@@ -1,4 +1,8 @@
-"""``shopsearch events ingest`` and ``shopsearch forget-user``: shopper behaviour in and out."""
+"""``shopsearch events ingest`` and ``shopsearch forget-user``: shopper behaviour in and out.
+
+Both read the pseudonym key from ``SHOPSEARCH_PSEUDONYM_KEY`` (:func:`pseudonym_key`; unset:
+the profile directory's key file) and pass it to the library, as ``serve`` does.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from shopsearch.cli.options import index_options, profiles_option
+from shopsearch.cli.options import index_options, profiles_option, pseudonym_key
 
 
 @click.group("events")
@@ -28,7 +32,9 @@ def events_ingest_cmd(log_path: Path, profiles: Path, location, rejects: Path | 
     """Validate LOG (Parquet or JSON Lines) and add it to the profiles (user ids pseudonymized)."""
     from personalization.ingest import ingest_event_log
 
-    summary = ingest_event_log(log_path, profiles, location, rejects_path=rejects)
+    summary = ingest_event_log(
+        log_path, profiles, location, rejects_path=rejects, key=pseudonym_key()
+    )
     click.echo(
         f"ingested {summary.added} events ({summary.duplicates} already there), rejected {summary.rejected}"
         + (f": see {summary.rejects_path}" if summary.rejects_path else "")
@@ -43,7 +49,9 @@ def forget_user_cmd(user_id: str, profiles: Path) -> None:
     """Remove every trace of USER_ID from the profile store."""
     from personalization.ingest import forget_user
 
-    done = forget_user(profiles, user_id)  # ForgetIncomplete: one line, exit 2, says why
+    done = forget_user(
+        profiles, user_id, key=pseudonym_key()
+    )  # ForgetIncomplete: one line, exit 2, says why
     if done.removed:
         message = f"forgot the user: {done.removed} stored rows removed"
     elif done.already_forgotten:

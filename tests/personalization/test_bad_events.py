@@ -247,11 +247,12 @@ def test_cli_forget_user_says_what_it_did(tmp_path: Path, pz: Pseudonymizer, mon
 
     from shopsearch.cli import main
 
+    # the command reads the key from the variable; the library takes it as key=
     monkeypatch.setenv("SHOPSEARCH_PSEUDONYM_KEY", (b"k" * 32).hex())
     folder = tmp_path / "profiles"
     from personalization.ingest import open_profiles
 
-    store, key = open_profiles(folder)
+    store, key = open_profiles(folder, key=(b"k" * 32).hex())
     store.ingest([Event("Alice@Example.com", NOW, "s", "view", product_id="drill")], key)
     store.close()
     runner = CliRunner()
