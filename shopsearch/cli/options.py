@@ -17,7 +17,7 @@ from core.errors import ShopsearchError
 from personalization.privacy import KEY_ENV
 from retrieval.filters import Filters
 
-#: Intra-op CPU threads of the models (``--threads``).
+#: Intra-op CPU threads of the models (``--threads``; the service's ``threads`` setting).
 THREADS_ENV = "SHOPSEARCH_THREADS"
 
 INDEX_HELP = "Directory of the embedded (qdrant-edge) index."
@@ -100,7 +100,7 @@ def backend_options(fn):
 
     Passes ``backend`` (torch|onnx|openvino), ``quantize`` (None|"int8") and ``threads`` (the
     intra-op CPU threads of torch, ONNX Runtime and OpenVINO; None: the physical cores) on, to
-    be handed to the models' ``threads=``. A command without a ``threads`` parameter (serve, the
+    be handed to the models' ``threads=``. A command without a ``threads`` parameter (the
     research benchmarks: until they take it) gets ``--threads`` as ``SHOPSEARCH_THREADS`` in
     the environment instead, for the processes it starts.
     """

@@ -4,8 +4,10 @@ One command of the CLI group (``shopsearch serve``). Every setting is an option 
 ``SHOPSEARCH_*`` variable (docs/configuration.md); the command checks them, then sets those
 variables for its uvicorn workers, which read them back the same way
 (``ServiceSettings.from_env``). Keys come from the environment only (``SHOPSEARCH_API_KEY``,
-``SHOPSEARCH_ADMIN_KEY``, ``SHOPSEARCH_QDRANT_API_KEY``), never from options, so they do not
-show in a process list; a key that is set but blank refuses to start.
+``SHOPSEARCH_ADMIN_KEY``, ``SHOPSEARCH_QDRANT_API_KEY``, ``SHOPSEARCH_PSEUDONYM_KEY``), never
+from options, so they do not show in a process list; an API or admin key that is set but blank
+refuses to start. The workers' intra-op threads (``--threads``, else cores/N with ``--workers
+N``) travel the same way, as ``SHOPSEARCH_THREADS``.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from pathlib import Path
 import click
 
 from core.errors import ShopsearchError
-from shopsearch.cli.options import backend_options, profiles_option
+from shopsearch.cli.options import backend_options, profiles_option, pseudonym_key
 
 APP = "shopsearch.service.main:create_app_from_env"
 API_KEY_ENV = "SHOPSEARCH_API_KEY"
@@ -137,6 +139,7 @@ def serve(
     device: str | None,
     backend: str,
     quantize: str | None,
+    threads: int | None,
     max_body_bytes: int,
     rerank_depth: int | None,
     log_level: str,
@@ -144,7 +147,7 @@ def serve(
     """Serve search over HTTP: /search, /events, /users/{id}, /metrics, a page at /."""
     import uvicorn
 
-    from inference.backend import THREADS_ENV, worker_threads
+    from inference.backend import worker_threads
     from shopsearch.service.metrics import MULTIPROC_ENV
     from shopsearch.service.settings import ServiceSettings
 
@@ -160,6 +163,10 @@ def serve(
     ):
         if folder is not None and not folder.is_dir():
             raise ShopsearchError(f"{name} {folder}: no such directory")
+    if threads is None and workers > 1:
+        # each worker searches one query at a time: the workers share the cores rather than
+        # each running as many threads as there are cores (--threads, or its variable: as given)
+        threads = worker_threads(workers)
     state_dir = tempfile.mkdtemp(prefix="shopsearch-serve-")
     try:
         # the keys as the environment has them: set but blank is refused, not taken as unset
@@ -180,6 +187,8 @@ def serve(
             state_dir=state_dir if workers > 1 else None,
             rerank_depth=rerank_depth,
             log_level=log_level,
+            threads=threads,
+            pseudonym_key=pseudonym_key(),
         )
         if not is_loopback(host) and settings.api_key is None:
             click.echo(
@@ -191,10 +200,6 @@ def serve(
         for var in ServiceSettings.variables():
             os.environ.pop(var, None)
         os.environ.update(settings.to_env())
-        if workers > 1 and not os.environ.get(THREADS_ENV):
-            # each worker searches one query at a time: the workers share the cores rather than
-            # each running as many threads as there are cores
-            os.environ[THREADS_ENV] = str(worker_threads(workers))
         if workers > 1:
             # every worker writes its metrics here and /metrics sums them
             metrics_dir = Path(state_dir) / "metrics"

@@ -60,7 +60,8 @@ class NotReady(Exception):
 
 
 def open_pipeline(settings: ServiceSettings) -> SearchPipeline:
-    """The default factory: every stage from its folder, as ``SearchPipeline.open`` does."""
+    """The default factory: every stage from its folder, as ``SearchPipeline.open`` does
+    (with the settings' intra-op ``threads`` and ``pseudonym_key``)."""
     from rerank.pipeline import SearchPipeline
 
     return SearchPipeline.open(
@@ -74,6 +75,8 @@ def open_pipeline(settings: ServiceSettings) -> SearchPipeline:
         qdrant_url=settings.qdrant_url,
         api_key=settings.secret("qdrant_api_key"),
         collection=settings.collection,
+        threads=settings.threads,
+        pseudonym_key=settings.secret("pseudonym_key"),
     )
 
 
@@ -173,9 +176,9 @@ def build(settings: ServiceSettings, factory: PipelineFactory, generation: int) 
         if pipeline.personal is not None:
             store, pz, owns = pipeline.personal.profiles, pipeline.personal.pseudonymizer, False
         elif settings.profiles is not None:
-            from personalization.personalizer import open_profiles
+            from personalization.ingest import open_profiles
 
-            store, pz = open_profiles(settings.profiles)
+            store, pz = open_profiles(settings.profiles, key=settings.secret("pseudonym_key"))
             owns = True
         else:
             # no profiles: a throw-away key, so that logs still show an unlinkable pseudonym

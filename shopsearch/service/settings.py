@@ -11,7 +11,12 @@ the table.
 An API or admin key that is set but unusable (blank, spaces, characters an HTTP header cannot
 carry) is refused: a security setting never falls back to "no key". (A blank
 ``SHOPSEARCH_QDRANT_API_KEY``, the key the service sends to a Qdrant server, is "none": it
-guards nothing here.)
+guards nothing here; so is a blank ``SHOPSEARCH_PSEUDONYM_KEY``: the profile directory's key
+file, as everywhere else.)
+
+``threads`` and ``pseudonym_key`` are read here and passed to the library as parameters
+(``SearchPipeline.open(threads=, pseudonym_key=)``, ``open_profiles(key=)``): the library reads
+no environment variable.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ ADMIN_KEY_ENV = "SHOPSEARCH_ADMIN_KEY"
 QDRANT_API_KEY_ENV = "SHOPSEARCH_QDRANT_API_KEY"
 #: Largest request body accepted (bytes); a larger one is a 413.
 DEFAULT_MAX_BODY_BYTES = 1_000_000
-SECRETS = ("api_key", "admin_key", "qdrant_api_key")
+SECRETS = ("api_key", "admin_key", "qdrant_api_key", "pseudonym_key")
 #: The keys that guard the service's own endpoints.
 GUARDS = ("api_key", "admin_key")
 _PRINTABLE_ASCII = frozenset(chr(c) for c in range(0x21, 0x7F))
@@ -69,6 +74,10 @@ class ServiceSettings(BaseSettings):
         rerank_depth: Candidates the reranker reads per search (at least ``offset + k`` are);
             None: ``rerank.pipeline.DEFAULT_RERANK_DEPTH`` (50).
         log_level: Level of the service's logs (one JSON line per request at INFO).
+        threads: Intra-op CPU threads of the query tower and the reranker; None: the physical
+            cores (``serve --workers N`` sets cores/N).
+        pseudonym_key: The profiles' pseudonym key (hex), when it is not kept in the profile
+            directory's key file; None (or blank): the key file.
     """
 
     model_config = SettingsConfigDict(
@@ -93,6 +102,8 @@ class ServiceSettings(BaseSettings):
     state_dir: str | None = None
     rerank_depth: int | None = Field(None, ge=1)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    threads: int | None = Field(None, ge=1)
+    pseudonym_key: SecretStr | None = None
 
     def __init__(self, **values: Any) -> None:
         try:
@@ -111,16 +122,17 @@ class ServiceSettings(BaseSettings):
             return None
         return value
 
-    @field_validator("rerank_depth", mode="before")
+    @field_validator("rerank_depth", "threads", mode="before")
     @classmethod
-    def _blank_depth(cls, value: Any) -> Any:
+    def _blank_number(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value
 
-    @field_validator("qdrant_api_key", mode="before")
+    @field_validator("qdrant_api_key", "pseudonym_key", mode="before")
     @classmethod
-    def _blank_server_key(cls, value: Any) -> Any:
+    def _blank_key_is_none(cls, value: Any) -> Any:
         # the key the service sends to Qdrant: blank is "none" (a server with a key refuses
-        # us, nothing opens); docker/compose.yaml passes it blank when there is none
+        # us, nothing opens); docker/compose.yaml passes it blank when there is none. The
+        # pseudonym key: blank is the profile directory's key file (as for the command line)
         if isinstance(value, SecretStr):
             value = value.get_secret_value()
         return None if isinstance(value, str) and not value.strip() else value

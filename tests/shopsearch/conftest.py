@@ -51,7 +51,11 @@ def tiny_factory(tiny_encoder):
     def factory(settings: ServiceSettings) -> SearchPipeline:
         retriever = Retriever.open(settings.index, encoder=tiny_encoder)
         personal = (
-            Personalizer.open(settings.personal, settings.profiles) if settings.personal else None
+            Personalizer.open(
+                settings.personal, settings.profiles, key=settings.secret("pseudonym_key")
+            )
+            if settings.personal
+            else None
         )
         return SearchPipeline(retriever, None, personal)
 
