@@ -31,8 +31,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from core.errors import ShopsearchError
-from shopsearch.service.runtime import NotReady
+from core.errors import ShopsearchError, first_line
+from shopsearch.service.runtime import MESSAGE_CHARS, NotReady
 from shopsearch.service.settings import ServiceSettings
 
 log = logging.getLogger("shopsearch.service")
@@ -73,20 +73,18 @@ def server_side(what: str, settings: ServiceSettings) -> Iterator[None]:
         yield
     except ShopsearchError as exc:
         text = public_message(exc, settings)
-        log.warning(json.dumps({"event": "unavailable", "what": what, "error": one_line(exc)}))
+        log.warning(
+            json.dumps(
+                {"event": "unavailable", "what": what, "error": first_line(exc, MESSAGE_CHARS)}
+            )
+        )
         raise ServiceUnavailable(f"{what}: {text}; retry shortly") from exc
-
-
-def one_line(exc: BaseException | str) -> str:
-    text = str(exc).strip()
-    first = text.splitlines()[0] if text else type(exc).__name__
-    return first[:300]
 
 
 def public_message(exc: BaseException | str, settings: ServiceSettings | None) -> str:
     """One line without server paths: configured folders by their setting's name, any other
-    absolute path as ``<path>``."""
-    text = one_line(exc)
+    absolute path as ``<path>`` (a string: a line already, :attr:`Runtime.error`)."""
+    text = exc if isinstance(exc, str) else first_line(exc, MESSAGE_CHARS)
     if settings is not None:
         for name, label in _PLACES:
             folder = getattr(settings, name)

@@ -24,14 +24,14 @@ import json
 import logging
 import os
 import secrets
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from core.errors import ShopsearchError
+from core.errors import ShopsearchError, first_line
+from core.io import atomic_write
 from personalization.privacy import Pseudonymizer
 from shopsearch.service.settings import ServiceSettings
 
@@ -53,6 +53,8 @@ RECOVER_EVERY_S = 30.0
 RECOVER_SERVER_S = 5.0
 #: Entries looked at per folder when watching for a change (a bound on the cost of a look).
 _WATCH_ENTRIES = 2000
+#: The longest error line the service logs or answers (:func:`core.errors.first_line`).
+MESSAGE_CHARS = 300
 
 
 class NotReady(Exception):
@@ -265,7 +267,7 @@ class Runtime:
             )
             return True
         except Exception as exc:  # kept for /readyz: a bad folder must not kill the process
-            message = _one_line(exc)
+            message = first_line(exc, MESSAGE_CHARS)
             if message != self.error:
                 log.error(json.dumps({"event": "load_failed", "error": message}))
             self.error = message
@@ -373,7 +375,9 @@ class Runtime:
             with self._reload_lock:
                 self._swap(changes)
         except Exception as exc:
-            log.error(json.dumps({"event": "reload_failed", "error": _one_line(exc)}))
+            log.error(
+                json.dumps({"event": "reload_failed", "error": first_line(exc, MESSAGE_CHARS)})
+            )
 
     def _swap(self, changes: dict[str, str]) -> Loaded:
         settings = self.settings.model_copy(update=changes)
@@ -410,10 +414,9 @@ class Runtime:
             return 0
         number = self._read_announcement()[0] + 1
         # the same changes for all: the settings they merge into are the same in every worker
-        fd, tmp = tempfile.mkstemp(prefix=".reload.", dir=path.parent)
-        with os.fdopen(fd, "w") as fh:
-            json.dump({"number": number, "changes": {**self._all_changes(), **changes}}, fh)
-        os.replace(tmp, path)
+        atomic_write(
+            path, json.dumps({"number": number, "changes": {**self._all_changes(), **changes}})
+        )
         return number
 
     def _all_changes(self) -> dict[str, str]:
@@ -450,8 +453,3 @@ def _folder_state(path: str) -> Any:
         return tuple(out)
     except OSError as exc:
         return repr(exc)
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return text[:300]

@@ -5,7 +5,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body
 
-from core.errors import ShopsearchError
+from core.errors import ShopsearchError, first_line
 from shopsearch.service.dependencies import (
     ADMIN,
     ADMIN_RESPONSES,
@@ -14,8 +14,8 @@ from shopsearch.service.dependencies import (
     RuntimeDep,
     problem,
 )
-from shopsearch.service.errors import one_line
 from shopsearch.service.models import ReloadRequest, ReloadResponse
+from shopsearch.service.runtime import MESSAGE_CHARS
 
 router = APIRouter(tags=["admin"], dependencies=ADMIN)
 
@@ -43,7 +43,7 @@ def reload(
     except ShopsearchError as exc:
         metrics.reloads.labels("failed").inc()
         raise ShopsearchError(
-            f"reload failed, still serving the old models: {one_line(exc)}"
+            f"reload failed, still serving the old models: {first_line(exc, MESSAGE_CHARS)}"
         ) from None
     except Exception:
         metrics.reloads.labels("failed").inc()
