@@ -21,11 +21,11 @@ Files follow sentence-transformers' layout, inside the model folder::
 Threads: ONNX Runtime and OpenVINO get the intra-op threads their caller passes (``threads=``,
 default :func:`cpu_threads`: the physical cores this process may use); :func:`apply_torch_threads`
 sets torch's the same way. This module reads no environment variable: the command line and the
-service read ``SHOPSEARCH_THREADS`` and pass the number. ONNX Runtime's worker threads do not spin-wait after a run
-(``session.intra_op.allow_spinning = 0``): a search runs the query tower, Qdrant and the
-cross-encoder one after another, and on a few cores the threads one session leaves spinning
-take the CPU from the next stage (on 2 cores, in a development script, hybrid retrieval inside
-the pipeline took 15 ms p50 with spinning against 7 ms without).
+service read ``SHOPSEARCH_THREADS`` and pass the number. ONNX Runtime's worker threads do not
+spin-wait after a run (``session.intra_op.allow_spinning = 0``): a search runs the query tower,
+Qdrant and the cross-encoder one after another, and on a few cores the threads one session leaves
+spinning take the CPU from the next stage (on 2 cores, in a development script, hybrid retrieval
+inside the pipeline took 15 ms p50 with spinning against 7 ms without).
 """
 
 from __future__ import annotations
@@ -50,9 +50,6 @@ from inference.models import is_cross_encoder_folder, resolve_model_path
 
 BACKENDS = ("torch", "onnx", "openvino")
 QUANTIZATIONS = ("int8",)
-#: Deprecated here, never read here: the command line's variable (shopsearch.cli.options), kept
-#: for shopsearch/cli/serve.py and research/bench_serve.py until they import it from there.
-THREADS_ENV = "SHOPSEARCH_THREADS"
 ONNX_DIR = "onnx"
 OPENVINO_DIR = "openvino"
 ONNX_FP32 = "model.onnx"

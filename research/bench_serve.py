@@ -263,13 +263,14 @@ def in_process(
     Runs as many inference threads as one of ``workers`` service workers does (``serve``
     splits the cores between its workers), so the difference is the service's own cost.
     """
-    from inference.backend import THREADS_ENV, apply_torch_threads, worker_threads
+    from inference.backend import apply_torch_threads, worker_threads
     from rerank.pipeline import SearchPipeline
+    from shopsearch.cli.options import THREADS_ENV
 
+    # as serve: its --threads (this variable) when given, else the cores split between workers
     threads = int(os.environ.get(THREADS_ENV) or worker_threads(workers))
-    os.environ[THREADS_ENV] = str(threads)  # what the models read when they load
     apply_torch_threads(threads)
-    with SearchPipeline.open(index, reranker=reranker) as pipe:
+    with SearchPipeline.open(index, reranker=reranker, threads=threads) as pipe:
         for q in queries[:WARMUP]:
             pipe.search(q, k=k, explain=False)
         ms = []
