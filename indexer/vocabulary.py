@@ -93,6 +93,7 @@ def add_log_vocabulary(
     min_shoppers: int = MIN_SHOPPERS,
     now: float | None = None,
     profiles: str | os.PathLike[str] | None = None,
+    key: str | None = None,
 ) -> LogVocabularySummary:
     """Adds the words shoppers search for to the spelling vocabulary of an index.
 
@@ -115,6 +116,8 @@ def add_log_vocabulary(
         now: The present for the log's clock check (default: the clock).
         profiles: Serving's profile directory: the searches of shoppers ``forget-user`` erased
             there do not count (the raw log still holds them).
+        key: That directory's pseudonym key (hex text) when serving keeps it outside the
+            directory (``SHOPSEARCH_PSEUDONYM_KEY``); None: the directory's key file.
 
     Returns:
         What was added and skipped, and why.
@@ -130,7 +133,7 @@ def add_log_vocabulary(
     if not backend.exists():  # before the lock, which would create the directory
         raise missing_index(location)
     if profiles is not None:  # before reading a long log
-        check_profiles(profiles)
+        check_profiles(profiles, key=key)
     events = []
     rejected = 0
     for batch in read_events(log, now=now):
@@ -138,7 +141,7 @@ def add_log_vocabulary(
         events.extend(e for e in batch.events if e.event != "view")
     forgotten = 0
     if profiles is not None:
-        events, forgotten = without_forgotten(events, profiles)
+        events, forgotten = without_forgotten(events, profiles, key=key)
     answered, stats = answered_searches(events)
     del events
     searches = [(a.user_id, a.query, list(a.products)) for a in answered]

@@ -64,14 +64,12 @@ def check_profiles(profiles: str | os.PathLike[str], key: str | None = None) -> 
             directory's key file).
     """
     from core.errors import ShopsearchError
-    from personalization.privacy import KEY_ENV, KEY_FILE, _key_not_passed
+    from personalization.privacy import KEY_ENV, KEY_FILE
 
     if not (Path(profiles) / PROFILES_FILE).exists():
         raise ShopsearchError(
             f"{profiles}: no profile store there (give the directory serving uses)"
         )
-    if key is None:
-        key = _key_not_passed()
     if not (Path(profiles) / KEY_FILE).exists() and not (key or "").strip():
         raise ShopsearchError(
             f"{profiles}: no {KEY_FILE} there and {KEY_ENV} is not set: give the key serving "

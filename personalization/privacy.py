@@ -88,8 +88,6 @@ class Pseudonymizer:
         Raises:
             ShopsearchError: The key is not hex, or the key file is unreadable or too short.
         """
-        if key is None:
-            key = _key_not_passed()
         if key is not None and key.strip():
             try:
                 raw = bytes.fromhex(key.strip())
@@ -148,20 +146,6 @@ class Pseudonymizer:
             return ""
         message = b"session\x00" + session_id.encode("utf-8")
         return hmac.new(self._key, message, hashlib.sha256).hexdigest()[:PSEUDONYM_CHARS]
-
-
-def _key_not_passed() -> str | None:
-    """Transitional (issue 22): :data:`KEY_ENV` for the callers that do not pass the key yet.
-
-    The command line and the service pass ``key=``. Two library callers do not yet:
-    ``indexer.vocabulary.add_log_vocabulary`` and ``training.from_log.train_personal_from_log``
-    call ``personalization.ingest.check_profiles`` / ``without_forgotten`` with ``profiles``
-    only (``shopsearch index vocabulary --profiles`` and ``shopsearch train personal
-    --profiles``), and a deployment that keeps its key in the environment must not get a new
-    key file there (erased shoppers' events would count again) meanwhile. Delete this once
-    they take ``key=`` and the command line passes it.
-    """
-    return os.environ.get(KEY_ENV)
 
 
 def _create_key_file(path: Path) -> None:

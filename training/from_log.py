@@ -515,6 +515,7 @@ def train_personal_from_log(
     depth: int = DEFAULT_RERANK_DEPTH,
     log: Any = print,
     profiles: str | os.PathLike[str] | None = None,
+    key: str | None = None,
 ):
     """``shopsearch train personal``: a log file -> a personalization model folder + report.
 
@@ -528,6 +529,8 @@ def train_personal_from_log(
         profiles: The serving profile directory: the events of shoppers ``forget-user`` erased
             there are left out, so a log written before the erasure cannot train them back
             into the model (its weights and click counts).
+        key: That directory's pseudonym key (hex text) when serving keeps it outside the
+            directory (``SHOPSEARCH_PSEUDONYM_KEY``); None: the directory's key file.
 
     Returns:
         The :class:`LogTrainReport`.
@@ -543,7 +546,7 @@ def train_personal_from_log(
     if rejected:
         log(f"personal: {rejected} rows of {log_path} rejected (run 'events ingest' to list them)")
     if profiles is not None:
-        events = _without_forgotten(events, profiles, log)
+        events = _without_forgotten(events, profiles, log, key)
     model, report = train_from_log(
         events,
         pipeline.relevance_fn(depth),
@@ -558,9 +561,11 @@ def train_personal_from_log(
     return report
 
 
-def _without_forgotten(events: list, profiles: str | os.PathLike[str], log: Any) -> list:
+def _without_forgotten(
+    events: list, profiles: str | os.PathLike[str], log: Any, key: str | None = None
+) -> list:
     """The events of shoppers the profile store has not erased (and a line saying how many not)."""
-    kept, gone = without_forgotten(events, profiles)
+    kept, gone = without_forgotten(events, profiles, key=key)
     if gone:
         log(f"personal: left out {len(events) - len(kept)} events of {gone} forgotten shoppers")
     return kept

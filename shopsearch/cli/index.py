@@ -14,6 +14,7 @@ from shopsearch.cli.options import (
     index_options,
     profiles_option,
     progress_option,
+    pseudonym_key,
 )
 
 
@@ -148,7 +149,9 @@ def vocabulary_cmd(
     """
     from indexer.vocabulary import add_log_vocabulary
 
-    summary = add_log_vocabulary(location, log_path, min_shoppers=min_shoppers, profiles=profiles)
+    summary = add_log_vocabulary(
+        location, log_path, min_shoppers=min_shoppers, profiles=profiles, key=pseudonym_key()
+    )
     if as_json:
         click.echo(json.dumps(summary.as_dict(), indent=2))
         return

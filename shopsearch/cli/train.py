@@ -13,6 +13,7 @@ from shopsearch.cli.options import (
     index_options,
     profiles_option,
     progress_option,
+    pseudonym_key,
     stderr_log,
 )
 from training.config import (
@@ -390,6 +391,7 @@ def train_personal_cmd(
             depth=rerank_depth,
             log=stderr_log,
             profiles=profiles,
+            key=pseudonym_key(),
         )
     click.echo(
         f"personal: {report.train_searches} training and {report.val_searches} validation "

@@ -359,7 +359,9 @@ def test_cli_vocabulary_errors_are_one_line(edge_index, tmp_path, case, message)
     assert _builds(edge_index) == before
 
 
-def test_cli_vocabulary_leaves_out_forgotten_shoppers(edge_index, tmp_path, tiny_encoder):
+def test_cli_vocabulary_leaves_out_forgotten_shoppers(
+    edge_index, tmp_path, tiny_encoder, monkeypatch
+):
     from shopsearch.cli import main
 
     log = _log(tmp_path / "log.jsonl", GOOD_LOG)
@@ -383,8 +385,19 @@ def test_cli_vocabulary_leaves_out_forgotten_shoppers(edge_index, tmp_path, tiny
     result = runner.invoke(main, ["vocabulary", log, *index, "--json"])
     assert json.loads(result.stdout)["words_added"] == ["kohler"]
     # a profile directory without its key (serving's key elsewhere): refused, not a new key
+    key = (profiles / "pseudonym.key").read_bytes()
     (profiles / "pseudonym.key").unlink()
     before = _builds(edge_index)
     result = runner.invoke(main, ["vocabulary", log, *index, "--profiles", str(profiles)])
     assert result.exit_code == 2 and "no pseudonym.key there" in result.stderr
     assert not (profiles / "pseudonym.key").exists() and _builds(edge_index) == before
+    # ... and with that key where serving keeps it (the environment), the command reads it and
+    # passes it on: cy is still forgotten (the library itself reads no variable)
+    env = {"SHOPSEARCH_PSEUDONYM_KEY": key.hex()}
+    result = runner.invoke(main, args, env=env)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["forgotten"] == 1
+    monkeypatch.setenv("SHOPSEARCH_PSEUDONYM_KEY", key.hex())
+    with pytest.raises(ShopsearchError, match="no pseudonym.key there"):
+        add_log_vocabulary(edge_index, log, profiles=profiles)  # no key=: the variable unread
+    assert add_log_vocabulary(edge_index, log, profiles=profiles, key=key.hex()).forgotten == 1
