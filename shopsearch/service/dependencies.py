@@ -131,6 +131,10 @@ UNAVAILABLE_RESPONSES: dict[int | str, dict] = {
         "headers": RETRY_AFTER,
     },
 }
+#: An endpoint of the shoppers' profiles on a service started without them.
+NO_PROFILES_RESPONSES: dict[int | str, dict] = {
+    409: problem("The service keeps no profiles (started without --profiles)."),
+}
 #: A bad field (422), or a request body too large (413) or not JSON (415).
 INVALID_RESPONSES: dict[int | str, dict] = {
     422: {

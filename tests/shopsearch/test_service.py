@@ -634,14 +634,9 @@ def test_real_server_searches_over_http(server, drills):
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
-@pytest.mark.skipif(
-    CHROMIUM is None,
-    reason="no chromium on PATH (Debian: apt-get install -y chromium) to render the page",
-)
-@pytest.mark.integration
-def test_page_renders_results_in_headless_chromium(server, tmp_path):
-    url, _ = server
-    out = subprocess.run(
+def _render(page: str, tmp_path) -> subprocess.CompletedProcess:
+    """The page's DOM after headless Chromium ran its script (``--dump-dom``)."""
+    return subprocess.run(
         [
             CHROMIUM,
             "--headless",
@@ -654,12 +649,22 @@ def test_page_renders_results_in_headless_chromium(server, tmp_path):
             f"--user-data-dir={tmp_path / 'chromium'}",
             "--virtual-time-budget=5000",
             "--dump-dom",
-            f"{url}/?q=drill",
+            page,
         ],
         capture_output=True,
         text=True,
         timeout=120,
     )
+
+
+@pytest.mark.skipif(
+    CHROMIUM is None,
+    reason="no chromium on PATH (Debian: apt-get install -y chromium) to render the page",
+)
+@pytest.mark.integration
+def test_page_renders_results_in_headless_chromium(server, tmp_path):
+    url, _ = server
+    out = _render(f"{url}/?q=drill", tmp_path)
     dom = out.stdout
     assert 'class="result"' in dom, (out.returncode, out.stderr[-2000:], dom[-2000:])
     assert 'class="bar"' in dom and 'class="price"' in dom
@@ -673,25 +678,7 @@ def test_page_renders_results_in_headless_chromium(server, tmp_path):
 @pytest.mark.integration
 def test_page_says_why_a_filtered_page_is_empty(server, tmp_path):
     url, _ = server
-    out = subprocess.run(
-        [
-            CHROMIUM,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--no-first-run",
-            f"--user-data-dir={tmp_path / 'chromium'}",
-            "--virtual-time-budget=5000",
-            "--dump-dom",
-            f"{url}/?q=drill&brand=Nosuchbrand",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    out = _render(f"{url}/?q=drill&brand=Nosuchbrand", tmp_path)
     dom = out.stdout
     assert "no product has brand 'Nosuchbrand'" in dom, (out.stderr[-2000:], dom[-2000:])
     assert 'class="result"' not in dom

@@ -10,11 +10,11 @@ from shopsearch.service.dependencies import (
     BODY_RESPONSES,
     KEYED,
     KEYED_RESPONSES,
+    NO_PROFILES_RESPONSES,
     UNAVAILABLE_RESPONSES,
     MetricsDep,
     RuntimeDep,
     Settings,
-    problem,
 )
 from shopsearch.service.errors import server_side
 from shopsearch.service.models import EventReject, EventsRequest, EventsResponse
@@ -29,7 +29,7 @@ NO_PROFILES = "this service keeps no profiles: start it with --profiles DIR"
     response_model=EventsResponse,
     responses={
         **KEYED_RESPONSES,
-        409: problem("The service keeps no profiles (started without --profiles)."),
+        **NO_PROFILES_RESPONSES,
         **BODY_RESPONSES,
         **UNAVAILABLE_RESPONSES,
     },

@@ -11,10 +11,10 @@ from shopsearch.service.dependencies import (
     ADMIN,
     ADMIN_RESPONSES,
     INVALID_RESPONSES,
+    NO_PROFILES_RESPONSES,
     UNAVAILABLE_RESPONSES,
     RuntimeDep,
     Settings,
-    problem,
 )
 from shopsearch.service.errors import ServiceUnavailable, server_side
 from shopsearch.service.models import MAX_USER_ID_CHARS, ForgetResponse
@@ -31,7 +31,7 @@ ERASURE_RETRY_S = 10
     response_model=ForgetResponse,
     responses={
         **ADMIN_RESPONSES,
-        409: problem("The service keeps no profiles (started without --profiles)."),
+        **NO_PROFILES_RESPONSES,
         **INVALID_RESPONSES,
         **UNAVAILABLE_RESPONSES,
     },
