@@ -63,11 +63,8 @@ class SearchPipeline:
         reranker: A loaded :class:`rerank.Reranker`, or None for retrieval-only relevance.
         personal: A :class:`personalization.personalizer.Personalizer`, or None.
 
-    ``stage_ms`` holds the last search's time per stage, in ms: ``profile`` (the shopper's
-    profile and taste vector), ``retrieve`` (query encoding and the store's search), ``rerank``
-    (cross-encoder and blend), ``personal`` (features and fusion) and ``rank`` (the last two).
-    It is per pipeline, not per call: callers that search from several threads read it under
-    their own lock.
+    :meth:`search` returns each search's time per stage with its hits (``Hits.stage_ms``): the
+    pipeline keeps no per-call state.
     """
 
     def __init__(
@@ -79,8 +76,6 @@ class SearchPipeline:
         self.retriever = retriever
         self.reranker = reranker
         self.personal = personal
-        self.stage_ms: dict[str, float] = {}
-        self._rank_ms: dict[str, float] = {}
         if personal is not None:
             check_relevance_source(personal.model.meta.get("relevance"), self.relevance_source())
 
@@ -196,9 +191,12 @@ class SearchPipeline:
                 False searches the query as typed.
 
         Returns:
-            Up to ``k`` hits, best first; ``.corrected`` is the corrected query when the
-            corrector changed it. A shopper without history gets the relevance-only
-            ranking, exactly.
+            Up to ``k`` hits, best first; ``.corrected`` is the corrected query when a
+            correction was applied, ``.suggestion`` one only offered; ``.stage_ms`` the time
+            per stage in ms: ``profile`` (the shopper's profile and taste vector),
+            ``retrieve`` (query encoding and the store's search), ``rerank`` (cross-encoder
+            and blend), ``personal`` (features and fusion) and ``rank`` (the last two). A
+            shopper without history gets the relevance-only ranking, exactly.
 
         Raises:
             ShopsearchError: An empty query, bad filters or k.
@@ -222,15 +220,16 @@ class SearchPipeline:
         )
         t2 = time.perf_counter()
         read = hits.corrected or query  # the cross-encoder reads what BM25 read
-        ranked = hits.like(
-            self.rank(read, hits, profile, recent=recent, top_k=k, explain=explain, typed=query)
+        top, rank_ms = self._rank(
+            read, hits, profile, recent=recent, top_k=k, explain=explain, typed=query
         )
+        ranked = hits.like(top)
         t3 = time.perf_counter()
-        self.stage_ms = {
+        ranked.stage_ms = {
             "profile": (t1 - t0) * 1000,
             "retrieve": (t2 - t1) * 1000,
-            "rerank": self._rank_ms.get("rerank", 0.0),
-            "personal": self._rank_ms.get("personal", 0.0),
+            "rerank": rank_ms.get("rerank", 0.0),
+            "personal": rank_ms.get("personal", 0.0),
             "rank": (t3 - t2) * 1000,
         }
         return ranked
@@ -297,17 +296,32 @@ class SearchPipeline:
             typed: The query as the shopper typed it, when ``query`` is its correction: the
                 search log, and so the personal model's click counts, hold the typed text.
         """
-        self._rank_ms = {}
+        return self._rank(
+            query, hits, profile, recent=recent, top_k=top_k, explain=explain, typed=typed
+        )[0]
+
+    def _rank(
+        self,
+        query: str,
+        hits: Sequence[RankedHit],
+        profile: UserProfile | None = None,
+        *,
+        recent: np.ndarray | None = None,
+        top_k: int | None = None,
+        explain: bool = True,
+        typed: str | None = None,
+    ) -> tuple[list[RankedHit], dict[str, float]]:
+        """:meth:`rank`, and the time of its ``rerank`` and ``personal`` stages (ms)."""
         if not hits:
-            return []
+            return [], {}
         if self.reranker is None and self.personal is None:  # retrieval order and scores
-            return list(hits[:top_k] if top_k is not None else hits)
+            return list(hits[:top_k] if top_k is not None else hits), {}
         t0 = time.perf_counter()
         ranked = self._relevance(query, hits)
         t1 = time.perf_counter()
-        self._rank_ms = {"rerank": (t1 - t0) * 1000}
+        timing = {"rerank": (t1 - t0) * 1000}
         if self.personal is None:
-            return ranked[:top_k] if top_k is not None else ranked
+            return (ranked[:top_k] if top_k is not None else ranked), timing
         warm = is_warm(profile)
         if recent is None and warm:
             recent = self._recent(profile)
@@ -320,8 +334,8 @@ class SearchPipeline:
         out = sort_hits(
             self.personal.rank(ranked, profile, recent, explain, query=typed or query), top_k
         )
-        self._rank_ms["personal"] = (time.perf_counter() - t1) * 1000
-        return out
+        timing["personal"] = (time.perf_counter() - t1) * 1000
+        return out, timing
 
     def _relevance(self, query: str, hits: Sequence[RankedHit]) -> list[RankedHit]:
         """The relevance stage alone: cross-encoder (when loaded) blended with stage 1."""

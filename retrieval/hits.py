@@ -117,11 +117,14 @@ class Hits(list):
     Attributes:
         correction: What the corrector changed in the query; None when nothing (or when
             correction was off).
+        stage_ms: Time per stage of the search that made the list, in ms (filled by
+            ``SearchPipeline.search``; empty otherwise).
     """
 
     def __init__(self, hits=(), correction: QueryCorrection | None = None) -> None:
         super().__init__(hits)
         self.correction = correction
+        self.stage_ms: dict[str, float] = {}
 
     @property
     def corrected(self) -> str | None:

@@ -21,7 +21,7 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 #: Request latency buckets (seconds): a few ms (health) to several s (reranking on a CPU).
 LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 STAGE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
-#: Pipeline stages observed per search (``SearchPipeline.stage_ms`` keys).
+#: Pipeline stages observed per search (``Hits.stage_ms`` keys).
 STAGES = ("profile", "retrieve", "rerank", "personal")
 
 

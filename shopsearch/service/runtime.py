@@ -6,8 +6,8 @@ until it is done: a reload swaps in the next generation for the requests that st
 and closes the old one only when its last request lets go. So no request ever finds its
 pipeline or its profile store closed under it, and a reload never fails one.
 
-Searches on one generation take turns (``Loaded.search_lock``: the index handle and
-``stage_ms`` are not shared between threads; run several workers for parallel searches);
+Searches on one generation take turns (``Loaded.search_lock``: the index handle is not shared
+between threads; run several workers for parallel searches);
 writes to the profile store do not wait for them (the store serialises its own calls).
 
 The service recovers by itself from every state it can get into: a first load that fails (no

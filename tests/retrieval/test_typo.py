@@ -189,6 +189,10 @@ def test_pipeline_returns_the_correction(typo_index, tiny_encoder):
         assert pipe.search("cordless dril", k=3, correct=False).corrected is None
         batch = pipe.search_batch(["cordless dril", "garden shovel"], k=2)
         assert [b.corrected for b in batch] == ["cordless drill", None]
+        # each search's timings come with its hits: the pipeline keeps no per-call state
+        first, second = pipe.search("drill", k=2), pipe.search("paint", k=2)
+        assert set(first.stage_ms) == {"profile", "retrieve", "rerank", "personal", "rank"}
+        assert first.stage_ms is not second.stage_ms and not hasattr(pipe, "stage_ms")
 
 
 def test_cli_search_says_showing_results_for(typo_index, tiny_model):

@@ -136,7 +136,7 @@ def run_search(
                 explain=params.explain,
                 correct=params.correct,
             )
-            stage_ms = {k: round(v, 3) for k, v in loaded.pipeline.stage_ms.items()}
+            stage_ms = {k: round(v, 3) for k, v in hits.stage_ms.items()}
             if not hits and not filters.is_empty():
                 # what the CLI prints as "note: ..." (a few counts: only for an empty result)
                 note = loaded.pipeline.retriever.why_empty(filters)
