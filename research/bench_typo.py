@@ -137,22 +137,32 @@ class TypoReport:
             "",
             f"Fusion chosen on validation ({t['how']}): dense weight {t['dense_weight']:g}, BM25 "
             f"{t['sparse_weight']:g}, dense reads the {t['dense_reads']} query.",
-            "Validation NDCG@10 by (dense weight, dense reads): "
-            + ", ".join(f"{k}: {v:.4f}" for k, v in self.validation.items()),
-            "",
-            "Untuned-model check (test): "
-            + ", ".join(f"{k}: {v:.4f}" for k, v in self.default_check.items()),
-            "",
-            "| stage | subset | n | metric | as typed | corrected | rel. change | p |",
-            "|---|---|---|---|---|---|---|---|",
         ]
+        if self.validation:  # the parts a run left out leave no empty table behind
+            lines.append(
+                "Validation NDCG@10 by (dense weight, dense reads): "
+                + ", ".join(f"{k}: {v:.4f}" for k, v in self.validation.items())
+            )
+        if self.default_check:
+            lines += [
+                "",
+                "Untuned-model check (test): "
+                + ", ".join(f"{k}: {v:.4f}" for k, v in self.default_check.items()),
+            ]
+        lines.append("")
+        if self.rows:
+            lines += [
+                "| stage | subset | n | metric | as typed | corrected | rel. change | p |",
+                "|---|---|---|---|---|---|---|---|",
+            ]
         for r in self.rows:
             mark = " *" if r.p_value < 0.05 else ""
             lines.append(
                 f"| {r.stage} | {r.subset} | {r.queries} | {r.metric} | {r.as_typed:.3f} | "
                 f"{r.corrected:.3f} | {r.relative_delta:+.1%} | {r.p_value:.4f}{mark} |"
             )
-        lines += ["", "`*`: p < 0.05 (paired randomization).", ""]
+        if self.rows or self.policy:
+            lines += ["", "`*`: p < 0.05 (paired randomization).", ""]
         if self.policy:
             lines += [
                 "A correction applied only with evidence (the word unknown to the language too, "
@@ -170,10 +180,11 @@ class TypoReport:
                 )
             lines.append("")
         levels = " | ".join(f"{x:.0%}" for x in NOISE_LEVELS)
-        lines += [
-            f"| stage (corrected) | metric | {levels} |",
-            "|---|---|" + "---|" * len(NOISE_LEVELS),
-        ]
+        if self.robustness:
+            lines += [
+                f"| stage (corrected) | metric | {levels} |",
+                "|---|---|" + "---|" * len(NOISE_LEVELS),
+            ]
         for stage, by_metric in self.robustness.items():
             for metric, values in by_metric.items():
                 lines.append(

@@ -17,6 +17,28 @@ from research.bench_faults import SCENARIOS  # the standard library only: cheap 
 from shopsearch.cli import UserError
 from shopsearch.cli.options import backend_options, device_option, stderr_log
 
+docs_option = click.option(
+    "--docs",
+    "docs_page",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also write the report into this documentation page (docs/benchmarks/...), between "
+    "markers keyed by the report's name: a re-run replaces its own block.",
+)
+
+
+def _publish(docs_page: Path | None, report_md: Path) -> None:
+    """The report the command wrote, into its documentation page (``--docs``)."""
+    if docs_page is None:
+        return
+    from research.bench_speed import machine_description
+    from research.docs import command_line, publish
+
+    page = publish(
+        docs_page, report_md.stem, report_md.read_text(), command_line(), machine_description()
+    )
+    click.echo(f"wrote the report into {page}")
+
 
 @click.command("sample-catalog")
 @click.argument("out", type=click.Path(dir_okay=False, path_type=Path))
@@ -129,6 +151,7 @@ def _parse_variants(
     "(repeatable, e.g. --variant onnx:int8).",
 )
 @device_option
+@docs_option
 def bench_cmd(
     data: Path,
     workdir: Path,
@@ -139,6 +162,7 @@ def bench_cmd(
     candidates: int,
     variants: list[tuple[str, str | None]],
     device: str | None,
+    docs_page: Path | None,
 ) -> None:
     """Score every stage on DATA's test split: Recall@10/50/100, P@10, NDCG@10, MRR@10, Judged@10, latency."""
     from research.bench_quality import run_quality_benchmark
@@ -159,6 +183,7 @@ def bench_cmd(
     click.echo(
         f"\nwrote {workdir / 'bench.json'}, {workdir / 'bench.md'}, {workdir / 'recall.png'} ({report.seconds:.0f} s)"
     )
+    _publish(docs_page, workdir / "bench.md")
 
 
 def _parse_seeds(ctx: click.Context, param: click.Parameter, value: str) -> list[int]:
@@ -322,6 +347,7 @@ def simulate_cmd(
     default=None,
     help="The plain cross-encoder to compare --reranker (typo-augmented) with in part 'training'.",
 )
+@docs_option
 def bench_typo_cmd(
     data: Path,
     workdir: Path,
@@ -335,6 +361,7 @@ def bench_typo_cmd(
     parts: tuple[str, ...],
     against_retriever: str | None,
     against_reranker: str | None,
+    docs_page: Path | None,
 ) -> None:
     """Typo tolerance on DATA: fusion weights chosen on validation and recorded with the index;
     every stage with and without spelling correction (all queries, out-of-vocabulary ones);
@@ -363,6 +390,7 @@ def bench_typo_cmd(
     click.echo(report.markdown())
     name = report_name(parts)
     click.echo(f"\nwrote {workdir / name}.json and .md ({report.seconds:.0f} s)")
+    _publish(docs_page, workdir / f"{name}.md")
 
 
 def _parse_depths(ctx: click.Context, param: click.Parameter, value: str) -> list[int]:
@@ -418,6 +446,7 @@ def _parse_depths(ctx: click.Context, param: click.Parameter, value: str) -> lis
     help="Where depth.json, depth.md and depth.png go.",
 )
 @device_option
+@docs_option
 def bench_depth_cmd(
     data: Path,
     index: Path,
@@ -429,6 +458,7 @@ def bench_depth_cmd(
     latency_queries: int,
     workdir: Path,
     device: str | None,
+    docs_page: Path | None,
 ) -> None:
     """NDCG@10 and latency at each rerank depth: one retrieval per query, its top d scored as a
     search at depth d scores them, each depth paired-tested against the default; Recall@100 is
@@ -453,6 +483,7 @@ def bench_depth_cmd(
         f"\nwrote {workdir / 'depth.json'}, {workdir / 'depth.md'}, {workdir / 'depth.png'} "
         f"({report.seconds:.0f} s)"
     )
+    _publish(docs_page, workdir / "depth.md")
 
 
 @click.command("bench-personal")
@@ -485,6 +516,7 @@ def bench_depth_cmd(
     help="Ablation: train and score without the log's clicks over expected clicks per "
     "(query, product).",
 )
+@docs_option
 def bench_personal_cmd(
     data: Path,
     zero_shot_index: Path,
@@ -498,6 +530,7 @@ def bench_personal_cmd(
     pool: int,
     examine_eta: float,
     no_click_evidence: bool,
+    docs_page: Path | None,
 ) -> None:
     """Personalized vs relevance-only ranking on simulated shoppers' held-out sessions."""
     from research.jobs import run_personal_benchmark
@@ -521,6 +554,7 @@ def bench_personal_cmd(
     click.echo(
         f"\nwrote {workdir / 'personalization.json'} and {workdir / 'personalization.md'} ({report.seconds:.0f} s)"
     )
+    _publish(docs_page, workdir / "personalization.md")
 
 
 @click.command("bench-index")
@@ -592,6 +626,7 @@ def bench_personal_cmd(
     "(WORKDIR/search-<time>.json, .md). For a query-time change on indexes slow to build.",
 )
 @device_option
+@docs_option
 def bench_index_cmd(
     catalog: Path,
     workdir: Path,
@@ -605,6 +640,7 @@ def bench_index_cmd(
     memory_only: bool,
     search_only: bool,
     device: str | None,
+    docs_page: Path | None,
 ) -> None:
     """Measure indexing items/s (vs the encoder alone) and query latency p50/p99 at k=100.
 
@@ -655,11 +691,14 @@ def bench_index_cmd(
         reports.append(report)
         click.echo("\n".join(report.lines()))
         click.echo(f"report: {where / 'speed.json'}, table: {where / 'speed.md'}")
+        if len(variants) <= 1:
+            _publish(docs_page, where / "speed.md")
     if len(reports) > 1:
         table = "\n".join(side_by_side(reports))
         (workdir / "compare.md").write_text(table + "\n")
         click.echo("\n" + table)
         click.echo(f"table: {workdir / 'compare.md'}")
+        _publish(docs_page, workdir / "compare.md")
 
 
 @click.command("bench-faults")
@@ -757,6 +796,7 @@ def bench_index_cmd(
     is_flag=True,
     help="Keep WORKDIR/scratch (indexes, logs, damaged copies) for inspection.",
 )
+@docs_option
 def bench_faults_cmd(
     workdir: Path,
     n: int,
@@ -772,6 +812,7 @@ def bench_faults_cmd(
     memory_segment: int,
     scenarios: tuple[str, ...],
     keep: bool,
+    docs_page: Path | None,
 ) -> None:
     """Crash, concurrency and damage scenarios on a sample index and profile store, counted."""
     from research.bench_faults import run_fault_benchmark
@@ -797,6 +838,7 @@ def bench_faults_cmd(
     click.echo(
         f"wrote {workdir / 'faults.json'} and {workdir / 'faults.md'} ({report.seconds:.0f} s)"
     )
+    _publish(docs_page, workdir / "faults.md")
 
 
 COMMANDS = [
