@@ -424,8 +424,10 @@ class Retriever:
            holds the correction and one of them (``kohler faucet`` -> ``roller faucet`` has
            none; ``ridgline drill`` -> ``ridgeline drill`` has).
 
-        A correction with no change left is returned with ``applied=False``: the query is
-        searched as typed and the correction only offered ("did you mean").
+        Without such a change the query is searched as typed. A change of a word of the
+        language that makes sense with the rest of the query (rule 2) is then offered
+        instead ("did you mean": ``applied=False``); one that makes no sense with it
+        (``roller faucet``) is not offered either.
         """
         if self.corrector is None:
             return [None] * len(queries)
@@ -446,33 +448,50 @@ class Retriever:
             for t, p, ok in zip(texts, proposed, sure, strict=True)
         ]
         # 2. each change beside another catalog word of the query: one product holds both
+        applied = self._supported(candidates)
+        # nothing applied: the words of the language, where they make sense, are offered
+        offers = [
+            corrector.correct(t, keep=_among(set(p.changes) - ok))
+            if p is not None and not done and len(ok) < len(p.changes)
+            else None
+            for t, p, ok, done in zip(texts, proposed, sure, applied, strict=True)
+        ]
+        offered = self._supported(offers)
+        out: list[QueryCorrection | None] = []
+        for text, c, kept, o, shown in zip(
+            texts, candidates, applied, offers, offered, strict=True
+        ):
+            if kept:
+                out.append(
+                    c if len(kept) == len(c.changes) else corrector.correct(text, keep=_among(kept))
+                )
+            elif shown:
+                o = (
+                    o
+                    if len(shown) == len(o.changes)
+                    else corrector.correct(text, keep=_among(shown))
+                )
+                out.append(replace(o, applied=False))
+            else:
+                out.append(None)
+        return out
+
+    def _supported(
+        self, corrections: Sequence[QueryCorrection | None]
+    ) -> list[set[tuple[str, str]]]:
+        """Per correction, its changes with rule 2's evidence (one BM25 batch for them all)."""
         asks = [
             i
-            for i, c in enumerate(candidates)
+            for i, c in enumerate(corrections)
             if c is not None and any(self._others(c, fix) for _, fix in c.changes)
         ]
-        found = dict(zip(asks, self._cooccurring([candidates[i] for i in asks]), strict=True))
-        out: list[QueryCorrection | None] = []
-        for i, (text, p, c) in enumerate(zip(texts, proposed, candidates, strict=True)):
-            if p is None:
-                out.append(None)
-                continue
-            kept = (
-                {
-                    (typed, fix)
-                    for typed, fix in c.changes
-                    if i not in found or self._holds(c, fix, found[i])
-                }
-                if c is not None
-                else set()
-            )
-            if not kept:
-                out.append(replace(p, applied=False))
-            elif len(kept) == len(c.changes):
-                out.append(c)
-            else:
-                out.append(corrector.correct(text, keep=_among(kept)))
-        return out
+        found = dict(zip(asks, self._cooccurring([corrections[i] for i in asks]), strict=True))
+        return [
+            set()
+            if c is None
+            else {(t, f) for t, f in c.changes if i not in found or self._holds(c, f, found[i])}
+            for i, c in enumerate(corrections)
+        ]
 
     def _others(self, correction: QueryCorrection, fix: str) -> set[str]:
         """Stems of the corrected query's other words the catalog knows (the evidence's partners)."""

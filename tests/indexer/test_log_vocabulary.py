@@ -127,7 +127,9 @@ def _builds(loc: IndexLocation) -> tuple[str, list[str]]:
 def _corrected(loc: IndexLocation, encoder, queries: list[str]) -> list[str | None]:
     kwargs = {"client": loc.client} if loc.client is not None else {}
     with Retriever.open(loc.path, encoder=encoder, **kwargs) as r:
-        return [c.corrected if c else None for c in r.corrections(queries)]
+        # what the corrector proposes (the log's words change that); whether a search then
+        # applies it is the evidence rule's business (tests/retrieval/test_typo.py)
+        return [c.corrected if c else None for c in map(r.corrector.correct, queries)]
 
 
 # -- the counting and its guards --------------------------------------------------------------
@@ -187,7 +189,7 @@ def test_log_words_reach_the_corrector_of_the_embedded_index(edge_index, tiny_en
     summary = add_log_vocabulary(loc, _log(tmp_path / "log.jsonl", GOOD_LOG))
     assert summary.words_added == ["kohler"] and summary.catalog_words == 2
     with running:  # a searcher already running picks the new build up on its refresh
-        assert running.refresh() and running.corrections(["kohler faucet"]) == [None]
+        assert running.refresh() and running.corrector.correct("kohler faucet") is None
     assert summary.skipped["typed by fewer than 3 shoppers"] == 1
     after = _corrected(loc, tiny_encoder, queries)
     assert after[0] is None  # kohler is a word now

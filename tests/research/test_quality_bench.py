@@ -100,10 +100,11 @@ def test_typo_bench_records_fusion_and_scores_with_and_without_correction(
     assert {r.subset for r in report.rows} == {"all", "out-of-vocabulary"}
     for values in report.robustness["hybrid"].values():
         assert len(values) == len(NOISE_LEVELS)
-    # "cordlesss" -> "cordless" in each query: applied with evidence, or only offered
+    # "cordlesss" -> "cordless" in each query: applied where the evidence holds (no English
+    # word, so never merely offered)
     c = report.corrections
-    assert c["queries_corrected"] + c["queries_offered_only"] == 30
-    assert c["words_changed"] >= c["queries_corrected"] > 0
+    assert 0 < c["queries_corrected"] <= 30 and c["queries_offered_only"] == 0
+    assert c["words_changed"] >= c["queries_corrected"]
     # the evidence policy against every proposal applied, paired, per stage and subset
     assert {(r.stage, r.subset) for r in report.policy} == {
         (s, sub) for s in ("bm25", "dense", "hybrid") for sub in ("all", "out-of-vocabulary")
@@ -111,7 +112,10 @@ def test_typo_bench_records_fusion_and_scores_with_and_without_correction(
     assert "with evidence" in (tmp_path / "work" / "typo.md").read_text()
     timing = report.corrections["latency_ms"]
     assert timing["n"] == 30 and 0 < timing["p50"] <= timing["p99"] <= timing["max"]
-    assert "Time per query (the correction a search applies" in (tmp_path / "work" / "typo.md").read_text()
+    assert (
+        "Time per query (the correction a search applies"
+        in (tmp_path / "work" / "typo.md").read_text()
+    )
     # the weights chosen on validation are recorded with the index and used by search
     index = next((tmp_path / "work").glob("index-*"))
     with Retriever.open(index, model=str(tiny_model)) as r:
