@@ -259,9 +259,13 @@ def ingest_event_log(
         ShopsearchError: An unreadable log, no index at ``location``, or a bad key.
     """
     from catalog.reader import write_rejects
-    from personalization.events import read_events
+    from core.errors import EventLogError
+    from core.tables import check_file
+    from personalization.events import detect_format, read_events
     from retrieval.store import PAYLOAD_PRODUCT_ID, open_backend
 
+    detect_format(log_path)  # a log that cannot be read is refused before anything is created
+    check_file(Path(log_path), EventLogError)
     col = open_backend(location).open()
     try:
         known = {p[PAYLOAD_PRODUCT_ID] for p in col.scroll_payloads([PAYLOAD_PRODUCT_ID])}

@@ -45,8 +45,8 @@ def is_loopback(host: str) -> bool:
     "index_dir",
     type=click.Path(file_okay=False, path_type=Path),
     envvar="SHOPSEARCH_INDEX",
-    help="Directory of the embedded (qdrant-edge) index; a new build of it (the first one "
-    "too) is picked up without a restart. Env: SHOPSEARCH_INDEX.",
+    help="Directory of the embedded (qdrant-edge) index; it must exist, and may be empty: a "
+    "new build of it (the first one too) is picked up without a restart. Env: SHOPSEARCH_INDEX.",
 )
 @click.option(
     "--qdrant-url",

@@ -381,3 +381,17 @@ def test_store_errors_are_one_line_and_name_the_file(
 def test_other_database_errors_keep_their_traceback(tmp_path: Path) -> None:
     error = sqlite3.OperationalError("no such column: nonsense")
     assert profiles_module._store_error(tmp_path / "p.sqlite", error) is None
+
+
+def test_ingest_of_a_missing_log_creates_nothing(tmp_path: Path) -> None:
+    """A log that cannot be read is a one-line error before any store or key file exists."""
+    from click.testing import CliRunner
+
+    from shopsearch.cli import main
+
+    profiles = tmp_path / "profiles"
+    args = ["events", "ingest", str(tmp_path / "events.jsonl"), "--profiles", str(profiles)]
+    result = CliRunner().invoke(main, [*args, "--index", str(tmp_path / "idx")])
+    assert result.exit_code == 2 and "events.jsonl" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not profiles.exists()
