@@ -47,11 +47,6 @@ class Impression:
     shown: tuple[str, ...]
     labels: tuple[int, ...]
 
-    @property
-    def clicked(self) -> bool:
-        """Whether any shown product got an interaction."""
-        return any(self.labels)
-
 
 @dataclass(frozen=True)
 class ImpressionStats:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -103,8 +103,18 @@ def _content_words(text: str) -> list[str]:
     return [w for w in vocabulary_words(text) if w not in STOPWORDS and w not in _UNIT_WORDS]
 
 
-def _among(changes: set[tuple[str, str]]) -> Callable[[str, str], bool]:
-    return lambda typed, fix: (typed, fix) in changes
+def _only(
+    corrector: QueryCorrector,
+    text: str,
+    correction: QueryCorrection | None,
+    changes: set[tuple[str, str]],
+) -> QueryCorrection | None:
+    """``correction`` of ``text`` with only ``changes`` made (None when none is left)."""
+    if correction is None or not changes:
+        return None
+    if len(changes) == len(correction.changes):
+        return correction
+    return corrector.correct(text, keep=lambda typed, fix: (typed, fix) in changes)
 
 
 def load_corrector(collection: Collection) -> QueryCorrector | None:
@@ -444,16 +454,13 @@ class Retriever:
             for p in proposed
         ]
         candidates = [
-            p if p is None or len(ok) == len(p.changes) else corrector.correct(t, keep=_among(ok))
-            for t, p, ok in zip(texts, proposed, sure, strict=True)
+            _only(corrector, t, p, ok) for t, p, ok in zip(texts, proposed, sure, strict=True)
         ]
         # 2. each change beside another catalog word of the query: one product holds both
         applied = self._supported(candidates)
         # nothing applied: the words of the language, where they make sense, are offered
         offers = [
-            corrector.correct(t, keep=_among(set(p.changes) - ok))
-            if p is not None and not done and len(ok) < len(p.changes)
-            else None
+            None if p is None or done else _only(corrector, t, p, set(p.changes) - ok)
             for t, p, ok, done in zip(texts, proposed, sure, applied, strict=True)
         ]
         offered = self._supported(offers)
@@ -462,16 +469,9 @@ class Retriever:
             texts, candidates, applied, offers, offered, strict=True
         ):
             if kept:
-                out.append(
-                    c if len(kept) == len(c.changes) else corrector.correct(text, keep=_among(kept))
-                )
+                out.append(_only(corrector, text, c, kept))
             elif shown:
-                o = (
-                    o
-                    if len(shown) == len(o.changes)
-                    else corrector.correct(text, keep=_among(shown))
-                )
-                out.append(replace(o, applied=False))
+                out.append(replace(_only(corrector, text, o, shown), applied=False))
             else:
                 out.append(None)
         return out
