@@ -632,6 +632,10 @@ def test_real_server_searches_over_http(server, drills):
 
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+needs_chromium = pytest.mark.skipif(
+    CHROMIUM is None,
+    reason="no chromium on PATH (Debian: apt-get install -y chromium) to render the page",
+)
 
 
 def _render(page: str, tmp_path) -> subprocess.CompletedProcess:
@@ -657,10 +661,7 @@ def _render(page: str, tmp_path) -> subprocess.CompletedProcess:
     )
 
 
-@pytest.mark.skipif(
-    CHROMIUM is None,
-    reason="no chromium on PATH (Debian: apt-get install -y chromium) to render the page",
-)
+@needs_chromium
 @pytest.mark.integration
 def test_page_renders_results_in_headless_chromium(server, tmp_path):
     url, _ = server
@@ -671,10 +672,7 @@ def test_page_renders_results_in_headless_chromium(server, tmp_path):
     assert "results" in dom
 
 
-@pytest.mark.skipif(
-    CHROMIUM is None,
-    reason="no chromium on PATH (Debian: apt-get install -y chromium) to render the page",
-)
+@needs_chromium
 @pytest.mark.integration
 def test_page_says_why_a_filtered_page_is_empty(server, tmp_path):
     url, _ = server
