@@ -156,10 +156,14 @@ class TypoReport:
                 "|---|---|---|---|---|---|---|---|",
             ]
         for r in self.rows:
-            mark = " *" if r.p_value < 0.05 else ""
             lines.append(
-                f"| {r.stage} | {r.subset} | {r.queries} | {r.metric} | {r.as_typed:.3f} | "
-                f"{r.corrected:.3f} | {r.relative_delta:+.1%} | {r.p_value:.4f}{mark} |"
+                _compared(
+                    (r.stage, r.subset, r.queries, r.metric),
+                    r.as_typed,
+                    r.corrected,
+                    r.relative_delta,
+                    r.p_value,
+                )
             )
         if self.rows or self.policy:
             lines += ["", "`*`: p < 0.05 (paired randomization).", ""]
@@ -173,10 +177,14 @@ class TypoReport:
                 "|---|---|---|---|---|---|---|---|",
             ]
             for r in self.policy:
-                mark = " *" if r.p_value < 0.05 else ""
                 lines.append(
-                    f"| {r.stage} | {r.subset} | {r.queries} | {r.metric} | {r.always:.3f} | "
-                    f"{r.with_evidence:.3f} | {r.relative_delta:+.1%} | {r.p_value:.4f}{mark} |"
+                    _compared(
+                        (r.stage, r.subset, r.queries, r.metric),
+                        r.always,
+                        r.with_evidence,
+                        r.relative_delta,
+                        r.p_value,
+                    )
                 )
             lines.append("")
         levels = " | ".join(f"{x:.0%}" for x in NOISE_LEVELS)
@@ -227,13 +235,23 @@ class TypoReport:
                 "|---|---|---|---|---|---|---|---|---|",
             ]
             for r in self.augmentation:
-                mark = " *" if r.p_value < 0.05 else ""
                 lines.append(
-                    f"| {r.stage} | {r.subset} | {r.noise:.0%} | {r.queries} | {r.metric} | "
-                    f"{r.plain:.3f} | {r.augmented:.3f} | {r.relative_delta:+.1%} | "
-                    f"{r.p_value:.4f}{mark} |"
+                    _compared(
+                        (r.stage, r.subset, f"{r.noise:.0%}", r.queries, r.metric),
+                        r.plain,
+                        r.augmented,
+                        r.relative_delta,
+                        r.p_value,
+                    )
                 )
         return "\n".join(lines)
+
+
+def _compared(labels: Sequence[object], a: float, b: float, delta: float, p: float) -> str:
+    """One table row of a paired comparison: its labels, both means, the change, p (``*``)."""
+    mark = " *" if p < 0.05 else ""
+    cells = " | ".join(str(x) for x in labels)
+    return f"| {cells} | {a:.3f} | {b:.3f} | {delta:+.1%} | {p:.4f}{mark} |"
 
 
 def _english_words() -> set[str]:
