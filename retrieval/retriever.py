@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from catalog.fields import FieldSchema
 from core.errors import ShopsearchError
 from inference.models import model_fingerprint, resolve_model_path
 from retrieval.encoder import BiEncoder
@@ -243,6 +244,11 @@ class Retriever:
     def manifest(self) -> dict[str, Any]:
         """What the index records about itself (model, recipe, counts, build id)."""
         return self.collection.manifest
+
+    @property
+    def schema(self) -> FieldSchema:
+        """The index's fields and what each can do (filter, facet, sort, search)."""
+        return self.collection.schema
 
     def refresh(self) -> bool:
         """Switches to a newer build of the index if one was promoted; True when it did."""

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import html
 import json
 import math
 import re
@@ -23,7 +22,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 
-from catalog.schema import CATEGORY_SEPARATOR, normalize_category
+from catalog.fields import FieldSchema, category_keys, keyword_key
 from core.errors import ShopsearchError, first_line
 from retrieval.filters import Filters
 from retrieval.hits import RankedHit
@@ -75,6 +74,13 @@ PAYLOAD_INDEXES: tuple[tuple[str, str], ...] = (
     (PAYLOAD_IN_STOCK, "integer"),
     (PAYLOAD_PRODUCT_ID, "keyword"),
 )
+
+
+def payload_indexes(manifest: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+    """Payload indexes of a version: :data:`PAYLOAD_INDEXES` and its declared fields'."""
+    return PAYLOAD_INDEXES + FieldSchema.from_manifest(manifest).payload_indexes()
+
+
 #: Version of what the store writes per point; an index of an older one is rebuilt in full
 #: by upsert/sync (its points lack the normalized filter keys).
 STORE_FORMAT = 2
@@ -109,23 +115,6 @@ _LAST_BUILD_US = 0
 def is_build_id(text: str) -> bool:
     """True for a string :func:`new_build_id` could have made."""
     return bool(_BUILD_ID.match(text))
-
-
-def keyword_key(text: str) -> str:
-    """The form keyword filters compare: HTML entities decoded, casefolded, spaces collapsed.
-
-    ``"Black &amp;  DECKER"`` and ``"black & decker"`` give the same key.
-    """
-    return " ".join(html.unescape(str(text)).casefold().split())
-
-
-def category_keys(category: str | None) -> list[str]:
-    """Keys of every prefix of a category path (what a category filter matches)."""
-    if not category:
-        return []
-    path = normalize_category(html.unescape(str(category)))
-    parts = [keyword_key(p) for p in path.split(CATEGORY_SEPARATOR) if keyword_key(p)]
-    return [CATEGORY_SEPARATOR.join(parts[: i + 1]) for i in range(len(parts))]
 
 
 # --------------------------------------------------------------------------------------------
@@ -457,6 +446,15 @@ class Collection(ABC):
     """One version of an index: read by searches, written only while staged."""
 
     manifest: dict[str, Any]
+
+    @property
+    def schema(self) -> FieldSchema:
+        """The fields this version records (the defaults for an index built before schemas)."""
+        cached = getattr(self, "_schema", None)
+        if cached is None or cached[0] is not self.manifest:
+            cached = (self.manifest, FieldSchema.from_manifest(self.manifest))
+            self._schema = cached
+        return cached[1]
 
     @abstractmethod
     def count(self, filters: Filters | None = None) -> int:

@@ -35,7 +35,6 @@ from retrieval.store.base import (
     HNSW_EF_CONSTRUCT,
     HNSW_FULL_SCAN_KB,
     HNSW_M,
-    PAYLOAD_INDEXES,
     PAYLOAD_PRODUCT_ID,
     QUANTIZED_OVERSAMPLING,
     SEGMENT_POINTS,
@@ -49,6 +48,7 @@ from retrieval.store.base import (
     engine_errors,
     int8_vectors,
     missing_index,
+    payload_indexes,
     point_id,
     stored_hit,
 )
@@ -167,7 +167,7 @@ class EdgeCollection(Collection):
         }
         with engine_errors("create the index", str(root)):
             shard = qe.EdgeShard.create(str(root / "shard"), config)
-            for key, kind in PAYLOAD_INDEXES:
+            for key, kind in payload_indexes(manifest):
                 shard.update(qe.UpdateOperation.create_field_index(key, kinds[kind]))
         col = cls(root, manifest, shard)
         col.set_manifest(manifest)

@@ -29,7 +29,6 @@ from retrieval.store.base import (
     HNSW_EF_CONSTRUCT,
     HNSW_FULL_SCAN_KB,
     HNSW_M,
-    PAYLOAD_INDEXES,
     PAYLOAD_PRODUCT_ID,
     QUANTIZED_OVERSAMPLING,
     SPARSE,
@@ -42,6 +41,7 @@ from retrieval.store.base import (
     int8_vectors,
     is_build_id,
     missing_index,
+    payload_indexes,
     point_id,
     stored_hit,
 )
@@ -443,7 +443,7 @@ class ServerBackend(Backend):
         with warnings.catch_warnings():
             # local mode warns that payload indexes are no-ops there; only that warning is muted
             warnings.filterwarnings("ignore", message=".*[Pp]ayload index.*")
-            for key, kind in PAYLOAD_INDEXES:
+            for key, kind in payload_indexes(manifest):
                 self._call(
                     "create a payload index",
                     self.client.create_payload_index,
