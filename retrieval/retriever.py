@@ -427,6 +427,36 @@ class Retriever:
             for r, c in zip(self.collection.search_batch(specs), corrections, strict=True)
         ]
 
+    def search_filtered(
+        self,
+        query: str,
+        filters: Sequence[Filters | dict | None],
+        k: int = 100,
+        mode: Mode | None = None,
+        user_vector: np.ndarray | None = None,
+        with_vectors: bool = False,
+        correct: bool = True,
+    ) -> list[Hits]:
+        """:meth:`search` for one query under each of several filters: one correction, one
+        query encoding and one store batch (disjunctive facets' "the same query without this
+        field's conditions"). One list per filter, in order; the arguments as for :meth:`search`.
+        """
+        if not filters:
+            return []
+        self._maybe_refresh()
+        correction = self.corrections([query])[0] if correct else None
+        first, *_ = self.specs(
+            [query],
+            k,
+            filters[0],
+            mode,
+            user_vector=user_vector,
+            with_vectors=with_vectors,
+            corrections=[correction],
+        )
+        specs = [first, *(replace(first, filters=Filters.coerce(f)) for f in filters[1:])]
+        return [Hits(to_hits(r), correction) for r in self.collection.search_batch(specs)]
+
     def corrections(self, queries: Sequence[str]) -> list[QueryCorrection | None]:
         """What the corrector does to each query (None where nothing, or no vocabulary).
 
