@@ -37,6 +37,8 @@ class RankedHit:
         personal: What this shopper's behaviour added to the score (0.0 when anonymous, cold,
             or without a personalization model).
         because: The features that moved ``personal`` most, largest first.
+        rule: The merchandising rules that moved it, as (rule id, action) pairs, action one
+            of ``pin``, ``boost``, ``bury`` (:mod:`rerank.rules`).
         payload: The product's stored fields (title, brand, category, price, ...).
         vector: The product's dense vector (float32, shape ``(dim,)``) when asked for.
     """
@@ -49,6 +51,7 @@ class RankedHit:
     cross: float | None = None
     personal: float = 0.0
     because: tuple[Reason, ...] = ()
+    rule: tuple[tuple[str, str], ...] = ()
     payload: dict[str, Any] = field(default_factory=dict)
     vector: np.ndarray | None = field(default=None, repr=False, compare=False)
 
@@ -77,6 +80,8 @@ class RankedHit:
             out["because"] = [
                 {"feature": n, "value": v, "contribution": c} for n, v, c in self.because
             ]
+        if self.rule:
+            out["merchandising"] = [{"rule": r, "action": a} for r, a in self.rule]
         return out
 
 
