@@ -124,12 +124,18 @@ class Hits(list):
             correction was off).
         stage_ms: Time per stage of the search that made the list, in ms (filled by
             ``SearchPipeline.search``; empty otherwise).
+        facets: Field name -> its values' counts over the candidates
+            (:class:`rerank.storefront.FacetCount` each), for the facets a search asked for.
+        total_candidates: How many candidates the ranking the list is a page of holds (None
+            outside ``SearchPipeline.search``).
     """
 
     def __init__(self, hits=(), correction: QueryCorrection | None = None) -> None:
         super().__init__(hits)
         self.correction = correction
         self.stage_ms: dict[str, float] = {}
+        self.facets: dict[str, list[Any]] = {}
+        self.total_candidates: int | None = None
 
     @property
     def corrected(self) -> str | None:
