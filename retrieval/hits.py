@@ -128,12 +128,18 @@ class Hits(list):
             (:class:`rerank.storefront.FacetCount` each), for the facets a search asked for.
         total_candidates: How many candidates the ranking the list is a page of holds (None
             outside ``SearchPipeline.search``).
+        rules: The ids of the merchandising rules that fired for the query (filled by
+            ``SearchPipeline.search``; see :mod:`rerank.rules`).
+        redirected: The text searched instead of the query when a redirect rule fired, or
+            None.
     """
 
     def __init__(self, hits=(), correction: QueryCorrection | None = None) -> None:
         super().__init__(hits)
         self.correction = correction
         self.stage_ms: dict[str, float] = {}
+        self.rules: tuple[str, ...] = ()
+        self.redirected: str | None = None
         self.facets: dict[str, list[Any]] = {}
         self.total_candidates: int | None = None
 
