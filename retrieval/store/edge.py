@@ -21,6 +21,7 @@ import hashlib
 import json
 import os
 import shutil
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -207,7 +208,7 @@ class EdgeCollection(Collection):
 
     def count(self, filters: Filters | None = None) -> int:
         qe = _edge()
-        flt = _filter(rq.conditions(filters)) if filters is not None else None
+        flt = _filter(rq.conditions(filters, self.schema)) if filters is not None else None
         with engine_errors("count", self._where()):
             return int(self.shard.count(qe.CountRequest(exact=True, filter=flt)))
 
@@ -257,7 +258,7 @@ class EdgeCollection(Collection):
         return [[_hit(p) for p in points] for points in results]
 
     def search_batch(self, specs: Sequence[QuerySpec]) -> list[list[RankedHit]]:
-        return rq.search_batch(specs, self._run, self.retrieve)
+        return rq.search_batch(specs, self._run, self.retrieve, self.schema)
 
     def retrieve(
         self, product_ids: Sequence[str], with_vectors: bool = False
@@ -276,6 +277,21 @@ class EdgeCollection(Collection):
         atomic_write(
             self.root / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True), durable=True
         )
+
+    def set_payloads(self, changes: Sequence[tuple[str, dict[str, Any]]]) -> None:
+        """Sets payload keys (one engine call per distinct change), then flushes.
+
+        Only ever called on a staging version: a promoted build is never written again.
+        """
+        qe = _edge()
+        groups: dict[str, tuple[dict[str, Any], list[str]]] = {}
+        for product_id, payload in changes:
+            key = json.dumps(payload, sort_keys=True, default=str)
+            groups.setdefault(key, (payload, []))[1].append(point_id(product_id))
+        with engine_errors("update products", self._where()):
+            for payload, ids in groups.values():
+                self.shard.update(qe.UpdateOperation.set_payload(ids, payload))
+            self.shard.flush()
 
     def flush_segment(self) -> None:
         """Indexes the segment written so far, then closes and reopens the shard.
@@ -443,6 +459,8 @@ def sparse_copy(src: str, dst: str, *, follow_symlinks: bool = True) -> str:
 class EdgeBackend(Backend):
     """Versions as ``DIR/builds/<id>/``; ``DIR/CURRENT`` names the one searches use."""
 
+    updates_in_place = False  # a payload update is a new build (copied, updated, sealed)
+
     def __init__(self, location: IndexLocation) -> None:
         self.location = location
         self.root = Path(location.path)  # type: ignore[arg-type]
@@ -564,15 +582,21 @@ class EdgeBackend(Backend):
             shutil.rmtree(staging.root, ignore_errors=True)
 
     @contextlib.contextmanager
-    def writer_lock(self) -> Iterator[None]:
+    def writer_lock(self, wait_s: float = 0.0) -> Iterator[None]:
         self.root.mkdir(parents=True, exist_ok=True)
         with open(self.root / ".write.lock", "w") as fh:
-            try:
-                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError as exc:
-                raise ShopsearchError(
-                    f"another shopsearch process is writing the index at {self.root}: wait for it to finish"
-                ) from exc
+            deadline = time.monotonic() + wait_s
+            while True:
+                try:
+                    fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError as exc:
+                    if time.monotonic() < deadline:
+                        time.sleep(0.02)
+                        continue
+                    raise ShopsearchError(
+                        f"another shopsearch process is writing the index at {self.root}: wait for it to finish"
+                    ) from exc
             self._locked = True
             try:
                 self.clean_leftovers()

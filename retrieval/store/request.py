@@ -15,52 +15,21 @@ from typing import Any
 
 import numpy as np
 
-from retrieval.filters import Filters
+from catalog.fields import FieldSchema
+from retrieval.filters import All, AnyOf, Condition, Filters, Match, MatchAny, Not
+from retrieval.filters import Range as Range  # the neutral conditions' home is filters.py
 from retrieval.hits import RankedHit
 from retrieval.store.base import (
     DENSE,
-    PAYLOAD_BRAND_KEY,
-    PAYLOAD_CATEGORY_KEYS,
-    PAYLOAD_IN_STOCK,
     RRF_K,
     SCORE_DECIMALS,
     TIE_SLACK,
     QuerySpec,
-    category_keys,
-    keyword_key,
     stored_hit,
 )
 
 #: RRF sums are compared at this many decimals (they are sums of 1/(k + rank)).
 _FUSED_DECIMALS = 12
-
-
-@dataclass(frozen=True)
-class Match:
-    """Payload ``key`` equals ``value`` (a keyword string or an integer)."""
-
-    key: str
-    value: str | int
-
-
-@dataclass(frozen=True)
-class MatchAny:
-    """Payload ``key`` equals any of ``values``."""
-
-    key: str
-    values: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class Range:
-    """Payload ``key`` within ``[gte, lte]`` (either bound may be None)."""
-
-    key: str
-    gte: float | None
-    lte: float | None
-
-
-Condition = Match | MatchAny | Range
 
 
 @dataclass(frozen=True)
@@ -88,27 +57,20 @@ class SourceRequest:
     exact: bool = False
 
 
-def conditions(filters: Filters) -> tuple[Condition, ...]:
-    """Filters to engine-neutral conditions (keyword fields matched on their normalized keys)."""
-    out: list[Condition] = []
-    if filters.category:
-        keys = category_keys(filters.category)
-        if keys:
-            out.append(Match(PAYLOAD_CATEGORY_KEYS, keys[-1]))
-    if filters.brands:
-        out.append(MatchAny(PAYLOAD_BRAND_KEY, tuple(keyword_key(b) for b in filters.brands)))
-    if filters.min_price is not None or filters.max_price is not None:
-        out.append(Range("price", filters.min_price, filters.max_price))
-    if filters.in_stock is not None:
-        out.append(Match(PAYLOAD_IN_STOCK, int(filters.in_stock)))
-    return tuple(out)
+def conditions(filters: Filters, schema: FieldSchema | None = None) -> tuple[Condition, ...]:
+    """Filters to engine-neutral conditions on the schema's normalized payload keys
+    (:meth:`Filters.conditions`; None: the default schema)."""
+    return filters.conditions(schema)
 
 
-def plan(spec: QuerySpec) -> list[SourceRequest]:
-    """The source requests for one query: one when it reads one source, else one per source."""
+def plan(spec: QuerySpec, schema: FieldSchema | None = None) -> list[SourceRequest]:
+    """The source requests for one query: one when it reads one source, else one per source.
+
+    ``schema`` is the index's (its filter expression's fields); None: the default schema.
+    """
     import retrieval.store as tunables  # HNSW_EF_SEARCH may be set there (scripts/ef_sweep.py)
 
-    conds = conditions(spec.filters)
+    conds = conditions(spec.filters, schema)
     ef = max(tunables.HNSW_EF_SEARCH, spec.depth)
     sources = spec.sources()
     if len(sources) == 1:
@@ -129,20 +91,29 @@ def plan(spec: QuerySpec) -> list[SourceRequest]:
 def engine_filter(conds: Sequence[Condition], types: Any, range_type: Any):
     """Conditions in an engine's filter types (qdrant-edge's or qdrant-client's: the same
     names, ``FieldCondition``, ``MatchValue``, ``MatchAny``, ``Filter``, but for the range).
+    AND, OR and NOT are nested ``Filter``s (``must``, ``should``, ``must_not``).
 
     Returns:
         The engine's ``Filter``, or None without conditions.
     """
-    must = []
-    for c in conds:
-        if isinstance(c, Match):
-            match = types.MatchValue(value=c.value)
-            must.append(types.FieldCondition(key=c.key, match=match))
-        elif isinstance(c, MatchAny):
-            must.append(types.FieldCondition(key=c.key, match=types.MatchAny(any=list(c.values))))
-        else:
-            must.append(types.FieldCondition(key=c.key, range=range_type(gte=c.gte, lte=c.lte)))
-    return types.Filter(must=must) if must else None
+    if not conds:
+        return None
+    return types.Filter(must=[_engine_condition(c, types, range_type) for c in conds])
+
+
+def _engine_condition(c: Condition, types: Any, range_type: Any):
+    if isinstance(c, All):
+        return types.Filter(must=[_engine_condition(i, types, range_type) for i in c.items])
+    if isinstance(c, AnyOf):
+        return types.Filter(should=[_engine_condition(i, types, range_type) for i in c.items])
+    if isinstance(c, Not):
+        return types.Filter(must_not=[_engine_condition(c.item, types, range_type)])
+    if isinstance(c, Match):
+        return types.FieldCondition(key=c.key, match=types.MatchValue(value=c.value))
+    if isinstance(c, MatchAny):
+        return types.FieldCondition(key=c.key, match=types.MatchAny(any=list(c.values)))
+    bounds = range_type(gte=c.gte, lte=c.lte, gt=c.gt, lt=c.lt)
+    return types.FieldCondition(key=c.key, range=bounds)
 
 
 def ranked(hits: Sequence[RankedHit], decimals: int = SCORE_DECIMALS) -> list[RankedHit]:
@@ -166,6 +137,7 @@ def search_batch(
     specs: Sequence[QuerySpec],
     run: Callable[[list[SourceRequest]], list[list[RankedHit]]],
     fetch: Callable[[list[str], bool], dict[str, RankedHit]],
+    schema: FieldSchema | None = None,
 ) -> list[list[RankedHit]]:
     """Runs queries through a backend's ``run`` (one engine batch) and ``fetch`` (by id).
 
@@ -174,11 +146,12 @@ def search_batch(
         run: Executes source requests, one ranked-or-not hit list each, in order.
         fetch: Payloads (and vectors when asked) of product ids; a fallback for fused ids
             whose source hit lacks them.
+        schema: The index's fields (what filter expressions may name); None: the defaults.
 
     Returns:
         One list of at most ``k`` hits per spec, best first.
     """
-    plans = [plan(s) for s in specs]
+    plans = [plan(s, schema) for s in specs]
     flat = [r for p in plans for r in p]
     results = run(flat) if flat else []
     out: list[list[RankedHit]] = []

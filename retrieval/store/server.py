@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import sys
 import time
 import uuid
 import warnings
@@ -126,7 +127,7 @@ class ServerCollection(Collection):
         return self.backend._call(what, fn, *args, **kwargs)
 
     def count(self, filters: Filters | None = None) -> int:
-        flt = _filter(rq.conditions(filters)) if filters is not None else None
+        flt = _filter(rq.conditions(filters, self.schema)) if filters is not None else None
         return int(
             self._call("count", self.client.count, self.name, count_filter=flt, exact=True).count
         )
@@ -183,7 +184,7 @@ class ServerCollection(Collection):
         return [[_hit(p) for p in r.points] for r in responses]
 
     def search_batch(self, specs: Sequence[QuerySpec]) -> list[list[RankedHit]]:
-        return rq.search_batch(specs, self._run, self.retrieve)
+        return rq.search_batch(specs, self._run, self.retrieve, self.schema)
 
     def retrieve(
         self, product_ids: Sequence[str], with_vectors: bool = False
@@ -210,6 +211,23 @@ class ServerCollection(Collection):
             metadata={_META: json.dumps(manifest, sort_keys=True), _META_SHA: _sha(manifest)},
         )
 
+    def set_payloads(self, changes: Sequence[tuple[str, dict[str, Any]]]) -> None:
+        """Sets payload keys in batches of 1,000 (the server's ``set_payload``, acknowledged
+        once applied: ``wait=True``)."""
+        m = _models()
+        ops = [
+            m.SetPayloadOperation(set_payload=m.SetPayload(payload=payload, points=[point_id(pid)]))
+            for pid, payload in changes
+        ]
+        for i in range(0, len(ops), 1000):
+            self._call(
+                "update products",
+                self.client.batch_update_points,
+                self.name,
+                update_operations=ops[i : i + 1000],
+                wait=True,
+            )
+
     def set_vocabulary(self, vocabulary: dict[str, Any]) -> None:
         # a metadata key of its own beside the manifest's: the manifest stays small (it is read
         # on every open and refresh) and records this one's checksum
@@ -234,6 +252,8 @@ class ServerCollection(Collection):
 
 class ServerBackend(Backend):
     """Versions as collections ``<name>__<build>``; the alias ``<name>`` points at the current one."""
+
+    updates_in_place = True  # payload updates go to the live collection (the server's WAL)
 
     def __init__(self, location: IndexLocation) -> None:
         self.location = location
@@ -323,7 +343,27 @@ class ServerBackend(Backend):
         return None
 
     @contextlib.contextmanager
-    def writer_lock(self) -> Iterator[None]:
+    def writer_lock(self, wait_s: float = 0.0) -> Iterator[None]:
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                held = self._writer_lock()
+                held.__enter__()
+                break
+            except ShopsearchError:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.05)
+        try:
+            yield
+        except BaseException:
+            if not held.__exit__(*sys.exc_info()):
+                raise
+        else:
+            held.__exit__(None, None, None)
+
+    @contextlib.contextmanager
+    def _writer_lock(self) -> Iterator[None]:
         owner = uuid.uuid4().hex
         record = json.dumps({"owner": owner, "expires": time.time() + LOCK_TTL_S})
         for attempt in range(2):
