@@ -143,6 +143,20 @@ def backend_options(fn):
     return wrapper
 
 
+#: The shop's managed lists (merchandising rules, synonyms) of a server index; an embedded
+#: index keeps them in its own directory.
+RULES_DIR_ENV = "SHOPSEARCH_RULES_DIR"
+
+rules_dir_option = click.option(
+    "--rules-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    envvar=RULES_DIR_ENV,
+    help="Directory of the shop's rules.json and synonyms.json (default: the --index "
+    f"directory; needed for a --qdrant-url index). Env: {RULES_DIR_ENV}.",
+)
+"""--rules-dir: where merchandising rules and synonyms are kept."""
+
 device_option = click.option("--device", default=None, help=DEVICE_HELP)
 """--device: the torch device a command's models run on."""
 

@@ -21,7 +21,12 @@ from pathlib import Path
 import click
 
 from core.errors import ShopsearchError
-from shopsearch.cli.options import backend_options, profiles_option, pseudonym_key
+from shopsearch.cli.options import (
+    backend_options,
+    profiles_option,
+    pseudonym_key,
+    rules_dir_option,
+)
 
 APP = "shopsearch.service.main:create_app_from_env"
 API_KEY_ENV = "SHOPSEARCH_API_KEY"
@@ -117,6 +122,7 @@ def is_loopback(host: str) -> bool:
     help="Candidates the reranker reads per search (default 50; at least offset + k). "
     "Fewer is faster: see the README's rerank-depth table. Env: SHOPSEARCH_RERANK_DEPTH.",
 )
+@rules_dir_option
 @click.option(
     "--log-level",
     type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]),
@@ -142,6 +148,7 @@ def serve(
     threads: int | None,
     max_body_bytes: int,
     rerank_depth: int | None,
+    rules_dir: Path | None,
     log_level: str,
 ) -> None:
     """Serve search over HTTP: /search, /events, /users/{id}, /metrics, a page at /."""
@@ -160,6 +167,7 @@ def serve(
         ("--index", index_dir),
         ("--reranker", reranker),
         ("--personal", personal),
+        ("--rules-dir", rules_dir),
     ):
         if folder is not None and not folder.is_dir():
             raise ShopsearchError(f"{name} {folder}: no such directory")
@@ -189,6 +197,7 @@ def serve(
             log_level=log_level,
             threads=threads,
             pseudonym_key=pseudonym_key(),
+            rules_dir=str(rules_dir.resolve()) if rules_dir is not None else None,
         )
         if not is_loopback(host) and settings.api_key is None:
             click.echo(

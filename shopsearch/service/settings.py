@@ -78,6 +78,9 @@ class ServiceSettings(BaseSettings):
             cores (``serve --workers N`` sets cores/N).
         pseudonym_key: The profiles' pseudonym key (hex), when it is not kept in the profile
             directory's key file; None (or blank): the key file.
+        rules_dir: Where the shop's merchandising rules (``rules.json``) and synonyms
+            (``synonyms.json``) are kept; None: beside an embedded index (a server index then
+            has none). Edits are picked up at the next search.
     """
 
     model_config = SettingsConfigDict(
@@ -104,6 +107,7 @@ class ServiceSettings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     threads: int | None = Field(None, ge=1)
     pseudonym_key: SecretStr | None = None
+    rules_dir: str | None = None
 
     def __init__(self, **values: Any) -> None:
         try:
@@ -113,7 +117,7 @@ class ServiceSettings(BaseSettings):
 
     @field_validator(
         "index", "qdrant_url", "reranker", "personal", "profiles", "device", "state_dir",
-        "quantize", mode="before",
+        "quantize", "rules_dir", mode="before",
     )  # fmt: skip
     @classmethod
     def _blank_is_unset(cls, value: Any) -> Any:
