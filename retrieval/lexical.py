@@ -48,7 +48,7 @@ import re
 import unicodedata
 import zlib
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from typing import Any
@@ -512,10 +512,24 @@ class LexicalEncoder:
             out.append((indices, values))
         return out
 
-    def encode_query(self, text: str) -> tuple[list[int], list[float]]:
-        """Encode a query: weight 1.0 per distinct token; empty lists when it has none."""
-        indices = sorted({token_id(tok) for tok in self._tokenizer(text)})
-        return indices, [1.0] * len(indices)
+    def encode_query(
+        self, text: str, extra: Mapping[str, float] | None = None
+    ) -> tuple[list[int], list[float]]:
+        """Encode a query: weight 1.0 per distinct token; empty lists when it has none.
+
+        Args:
+            text: The query.
+            extra: Token -> weight of tokens to add (a synonym's,
+                :meth:`retrieval.synonyms.SynonymMatcher.expand`); a token the text holds
+                keeps 1.0.
+        """
+        weights = dict.fromkeys((token_id(tok) for tok in self._tokenizer(text)), 1.0)
+        for tok, w in (extra or {}).items():
+            i = token_id(tok)
+            if i not in weights and w > 0:
+                weights[i] = float(w)
+        indices = sorted(weights)
+        return indices, [weights[i] for i in indices]
 
     def config(self) -> dict[str, Any]:
         """JSON-able description of the encoder, to store in the index manifest."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -19,6 +19,7 @@ from retrieval.encoder import BiEncoder
 from retrieval.filters import Filters
 from retrieval.hits import Hits, QueryCorrection, RankedHit, hit_text
 from retrieval.lexical import _UNIT_WORDS, STOPWORDS, LexicalEncoder
+from retrieval.lexical import idf as lexical_idf
 from retrieval.spelling import QueryCorrector, vocabulary_words
 from retrieval.store import (
     Backend,
@@ -29,6 +30,7 @@ from retrieval.store import (
     open_backend,
     public_payload,
 )
+from retrieval.synonyms import SynonymMatcher, Synonyms, watch_synonyms
 
 DEFAULT_MODE: Mode = "hybrid"
 #: RRF weight of the shopper-taste prefetch against 1.0 for each query prefetch.
@@ -163,6 +165,7 @@ class Retriever:
         collection: Collection,
         encoder: BiEncoder,
         auto_refresh_s: float | None = 1.0,
+        synonyms: Callable[[], Synonyms] | None = None,
     ) -> None:
         self.backend = backend
         self.collection = collection
@@ -173,6 +176,10 @@ class Retriever:
         #: False applies every correction the corrector proposes, without the evidence
         #: :meth:`corrections` asks for (the policy before 2026-12; ``bench-typo`` compares).
         self.require_evidence = True
+        #: The shop's synonyms, asked at each search (``watch_synonyms(dir).get`` re-reads
+        #: ``synonyms.json`` when it changed); applied to BM25's query and the corrector.
+        self.synonyms: Callable[[], Synonyms] = synonyms or Synonyms
+        self._synonym_state: tuple[Any, ...] = ()
         self._version = backend.current_version()
         self._checked_at = time.monotonic()
         self.auto_refresh_s = auto_refresh_s
@@ -193,6 +200,7 @@ class Retriever:
         backend: str = "torch",
         quantize: str | None = None,
         threads: int | None = None,
+        rules_dir: str | os.PathLike[str] | None = None,
     ) -> Retriever:
         """Opens an index for searching.
 
@@ -210,6 +218,8 @@ class Retriever:
             backend: Query-tower backend (torch, onnx, openvino), see ``BiEncoder``.
             quantize: None or ``int8`` (onnx/openvino).
             threads: Intra-op CPU threads of the query tower; None: the physical cores.
+            rules_dir: Where the shop's ``synonyms.json`` is kept; None: beside an embedded
+                index (a server index then has no synonyms). See ``retrieval.synonyms``.
 
         Raises:
             ShopsearchError: Another model than the index's (fingerprint), or a query tower whose
@@ -238,7 +248,11 @@ class Retriever:
             )
         check_model(col.manifest, encoder.fingerprint, location.describe())
         encoder.check_probes(col.manifest, location.describe())
-        return cls(backend, col, encoder, auto_refresh_s)
+        side = Path(rules_dir) if rules_dir is not None else location.path
+        if rules_dir is not None and not side.is_dir():
+            raise ShopsearchError(f"rules_dir {side}: no such directory")
+        synonyms = watch_synonyms(side).get if side is not None else None
+        return cls(backend, col, encoder, auto_refresh_s, synonyms=synonyms)
 
     @property
     def manifest(self) -> dict[str, Any]:
@@ -273,6 +287,35 @@ class Retriever:
         if now - self._checked_at > self.auto_refresh_s:
             self._checked_at = now
             self.refresh()
+
+    def _synonyms(self) -> tuple[SynonymMatcher, frozenset[str], Callable[[str], float | None]]:
+        """The synonyms now: their matcher, their words' stems (known to the corrector), and
+        the IDF of a token (None: no product holds it, or no vocabulary to count it in).
+
+        Compiled again only when the list, the index version or its corrector changed.
+        """
+        synonyms = self.synonyms()
+        state = self._synonym_state
+        if state and state[0] is synonyms and state[1] is self.collection:
+            return state[2]
+        matcher = SynonymMatcher(synonyms, self.lexical.tokenize)
+        corrector = self.corrector
+        stems = frozenset(corrector.stem(w) for w in synonyms.words()) if corrector else frozenset()
+        n_docs = int(self.collection.manifest.get("count") or 0)
+        df: dict[str, int] = {}
+        if matcher and corrector is not None and n_docs > 0:
+            for word, count in corrector.counts.items():
+                tokens = self.lexical.tokenize(word)
+                if len(tokens) == 1 and count > df.get(tokens[0], 0):
+                    df[tokens[0]] = count
+
+        def idf(token: str) -> float | None:
+            n = df.get(token)
+            return lexical_idf(min(n, n_docs), n_docs) if n else None
+
+        compiled = (matcher, stems, idf)
+        self._synonym_state = (synonyms, self.collection, compiled)
+        return compiled
 
     def specs(
         self,
@@ -315,11 +358,15 @@ class Retriever:
             if mode in ("dense", "hybrid")
             else [None] * len(texts)
         )
-        sparse = (
-            [self.lexical.encode_query(t) for t in lexical]
-            if mode in ("bm25", "hybrid")
-            else [None] * len(texts)
-        )
+        sparse: list[Any] = [None] * len(texts)
+        if mode in ("bm25", "hybrid"):
+            matcher, _, idf = self._synonyms()
+            sparse = [
+                self.lexical.encode_query(
+                    t, matcher.expand(self.lexical.tokenize(t), idf).weights if matcher else None
+                )
+                for t in lexical
+            ]
         extra = (
             ((np.asarray(user_vector, dtype=np.float32), user_weight),)
             if user_vector is not None
@@ -479,7 +526,8 @@ class Retriever:
             return [None] * len(queries)
         corrector = self.corrector
         texts = [check_query(q) for q in queries]
-        proposed = [corrector.correct(t) for t in texts]
+        _, synonym_stems, _ = self._synonyms()
+        proposed = [corrector.correct(t, also_known=synonym_stems) for t in texts]
         if not self.require_evidence:
             return proposed
         # 1. only words unknown to the language; the query with just those changes

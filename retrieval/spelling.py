@@ -41,6 +41,7 @@ import re
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
@@ -373,7 +374,10 @@ class QueryCorrector:
         return word in language_words()
 
     def correct(
-        self, query: str, keep: Callable[[str, str], bool] | None = None
+        self,
+        query: str,
+        keep: Callable[[str, str], bool] | None = None,
+        also_known: AbstractSet[str] = frozenset(),
     ) -> QueryCorrection | None:
         """The query with its unknown words corrected; None when nothing changed.
 
@@ -383,12 +387,18 @@ class QueryCorrector:
             query: The query as typed.
             keep: Called with (word as typed, correction) for each proposed change; the
                 change is made only when it returns True. None makes every change.
+            also_known: More known words, as BM25 stems them (:meth:`stem`): the words of
+                the shop's synonyms, which are never typos (a word only a synonym holds is
+                not "corrected" into a catalog word).
         """
         changes: list[tuple[str, str]] = []
         pieces: list[str] = []
         at = 0
         for m in _QUERY_WORD_RE.finditer(query):
-            fix = self.suggest(m.group(0).lower())
+            word = m.group(0).lower()
+            if also_known and self._stem(word) in also_known:
+                continue
+            fix = self.suggest(word)
             if fix is None or (keep is not None and not keep(m.group(0), fix)):
                 continue
             pieces.append(query[at : m.start()])
