@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -23,9 +23,11 @@ import numpy as np
 from core.errors import ShopsearchError
 from personalization.personalizer import Personalizer, recent_vectors, taste_vector
 from personalization.profiles import UserProfile, is_warm
+from rerank import storefront
 from rerank.blend import rerank_hits, sort_hits
 from rerank.cross_encoder import Reranker
 from rerank.defaults import DEFAULT_RERANK_DEPTH
+from rerank.storefront import DiversifySpec, FacetSpec, SortSpec
 from retrieval.filters import Filters
 from retrieval.hits import Hits, RankedHit
 from retrieval.retriever import Retriever
@@ -53,6 +55,19 @@ def check_relevance_source(recorded: dict[str, Any] | None, current: dict[str, A
             f"the personalization model was trained on relevance blended with weight {weight}, "
             f"not {current['retrieval_weight']}: retrain it, or load the reranker as it was"
         )
+
+
+@dataclass(frozen=True)
+class _Storefront:
+    """What one search asks of :mod:`rerank.storefront` (empty: nothing)."""
+
+    schema: Any
+    facets: tuple[FacetSpec, ...] = ()
+    sort: SortSpec | None = None
+    diversify: DiversifySpec | None = None
+
+    def __bool__(self) -> bool:
+        return bool(self.facets) or self.sort is not None or self.diversify is not None
 
 
 class SearchPipeline:
@@ -176,6 +191,10 @@ class SearchPipeline:
         mode: Mode | None = None,
         explain: bool = True,
         correct: bool = True,
+        facets: Sequence[str | FacetSpec] | None = None,
+        sort: str | SortSpec | None = None,
+        diversify: str | DiversifySpec | None = None,
+        offset: int = 0,
     ) -> Hits:
         """The top ``k`` products for a query and (optionally) a shopper.
 
@@ -189,9 +208,22 @@ class SearchPipeline:
             explain: Fill each hit's ``because`` when personalization applies.
             correct: Correct misspelled words (every stage then reads the corrected query);
                 False searches the query as typed.
+            facets: Fields to count values of over the candidates (``"brand"``,
+                ``"brand:5"`` for the top 5, ``"price:25,50,100"`` for bands), into
+                ``.facets`` (see :mod:`rerank.storefront`); a field the filters select on is
+                counted as if its own conditions were not there (one more retrieval each).
+            sort: ``"FIELD:asc"`` or ``"FIELD:desc"`` over a sortable field: the relevant
+                candidates by that field, relevance breaking ties, products without a value
+                last; None or ``"relevance"``: by relevance.
+            diversify: ``"FIELD:N"`` (e.g. ``"brand:2"``): at most N products of one value
+                of a facetable field per round (:func:`rerank.storefront.diversify`).
+            offset: Hits to skip (paging): hits ``offset`` to ``offset + k`` of the ranking.
 
         Returns:
-            Up to ``k`` hits, best first; ``.corrected`` is the corrected query when a
+            Up to ``k`` hits, best first; ``.facets`` the counts asked for,
+            ``.total_candidates`` how many candidates the ranking holds (what facets count;
+            a sorted ranking keeps only the relevant ones); ``.stage_ms["storefront"]`` their
+            time when any was asked; ``.corrected`` is the corrected query when a
             correction was applied, ``.suggestion`` one only offered; ``.stage_ms`` the time
             per stage in ms: ``profile`` (the shopper's profile and taste vector),
             ``retrieve`` (query encoding and the store's search), ``rerank`` (cross-encoder
@@ -199,8 +231,13 @@ class SearchPipeline:
             shopper without history gets the relevance-only ranking, exactly.
 
         Raises:
-            ShopsearchError: An empty query, bad filters or k.
+            ShopsearchError: An empty query, bad filters, k or offset, a facet, sort or
+                diversify on a field that cannot take it (the fields that can are named).
         """
+        if offset < 0:
+            raise ShopsearchError(f"offset must be >= 0, got {offset}")
+        shop = self._storefront(facets, sort, diversify)
+        flt = Filters.coerce(filters)
         t0 = time.perf_counter()
         profile = self.personal.profile(user_id) if self.personal is not None else None
         warm = is_warm(profile)
@@ -209,22 +246,54 @@ class SearchPipeline:
         if recent is not None:
             taste = taste_vector(recent)
         t1 = time.perf_counter()
-        hits = self.retriever.search(
-            query,
-            k=max(k, rerank_depth),
-            filters=filters,
-            mode=mode,
-            user_vector=taste,
-            with_vectors=warm,
-            correct=correct,
-        )
+        depth = max(offset + k, rerank_depth)
+        # disjunctive facets: the query again without each selected facet field's conditions
+        others = {}
+        for spec in shop.facets:
+            without = flt.without(spec.field)
+            if without != flt:
+                others[spec.field] = without
+        if others:
+            hits, *extra = self.retriever.search_filtered(
+                query,
+                [flt, *others.values()],
+                k=depth,
+                mode=mode,
+                user_vector=taste,
+                with_vectors=warm,
+                correct=correct,
+            )
+            disjunctive = dict(zip(others, extra, strict=True))
+        else:
+            hits = self.retriever.search(
+                query,
+                k=depth,
+                filters=flt,
+                mode=mode,
+                user_vector=taste,
+                with_vectors=warm,
+                correct=correct,
+            )
+            disjunctive = {}
         t2 = time.perf_counter()
         read = hits.corrected or query  # the cross-encoder reads what BM25 read
         top, rank_ms = self._rank(
-            read, hits, profile, recent=recent, top_k=k, explain=explain, typed=query
+            read, hits, profile, recent=recent, top_k=None, explain=explain, typed=query
         )
-        ranked = hits.like(top)
         t3 = time.perf_counter()
+        counts = storefront.facets(top, shop.facets, shop.schema, disjunctive) if shop else {}
+        total = len(top)
+        if shop.diversify is not None:
+            field = shop.schema.field(shop.diversify.field)
+            top = storefront.diversify(top, storefront.group_by_field(field), shop.diversify.cap)
+        if shop.sort is not None:
+            field = shop.schema.field(shop.sort.field)
+            top = storefront.sort_relevant(top, field, shop.sort.descending)
+            total = len(top)
+        ranked = hits.like(top[offset : offset + k])
+        ranked.facets = counts
+        ranked.total_candidates = total
+        t4 = time.perf_counter()
         ranked.stage_ms = {
             "profile": (t1 - t0) * 1000,
             "retrieve": (t2 - t1) * 1000,
@@ -232,7 +301,26 @@ class SearchPipeline:
             "personal": rank_ms.get("personal", 0.0),
             "rank": (t3 - t2) * 1000,
         }
+        if shop:
+            ranked.stage_ms["storefront"] = (t4 - t3) * 1000
         return ranked
+
+    def _storefront(
+        self,
+        facets: Sequence[str | FacetSpec] | None,
+        sort: str | SortSpec | None,
+        diversify: str | DiversifySpec | None,
+    ) -> _Storefront:
+        """The facets, sort and diversity asked for, checked against the index's fields."""
+        if not facets and sort is None and diversify is None:
+            return _Storefront(None)
+        schema = self.retriever.schema
+        return _Storefront(
+            schema,
+            tuple(storefront.parse_facets(facets, schema)),
+            storefront.SortSpec.parse(sort, schema),
+            storefront.DiversifySpec.parse(diversify, schema),
+        )
 
     def search_batch(
         self,
