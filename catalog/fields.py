@@ -59,6 +59,8 @@ DEFAULT_KEYS = {
 #: Prefix of the payload key of a declared field's normalized value.
 DECLARED_PREFIX = "_f_"
 ATTRIBUTES_PREFIX = "attributes."
+#: The sample catalog's schema file (``shopsearch sample``'s attributes as fields).
+SAMPLE_SCHEMA = Path(__file__).with_name("sample_schema.toml")
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 _OPTIONS = frozenset({"type", "source", "unit", *CAPABILITIES})
 _TRUE = frozenset({"true", "1", "yes", "y"})

@@ -42,6 +42,7 @@ from typing import Any
 
 import polars as pl
 
+from catalog.fields import FieldSchema
 from catalog.schema import (
     KNOWN_COLUMNS,
     RENAMED_PREFIX,
@@ -136,6 +137,7 @@ def read_catalog(
     batch_size: int = 2048,
     limits: Limits | None = None,
     encoding: str = "utf8",
+    schema: FieldSchema | None = None,
 ) -> Iterator[CatalogBatch]:
     """Stream a catalog file as validated batches.
 
@@ -148,6 +150,8 @@ def read_catalog(
             ``"latin-1"`` or ``"cp1252"``. Non-UTF-8 CSV is transcoded to a temporary
             UTF-8 file first (as large as the input; deleted when iteration ends).
             Ignored for Parquet.
+        schema: The index's fields: a row whose value of a declared field does not fit the
+            field's type is rejected (``Field.normalize`` gives the reason). None: no check.
 
     Yields:
         One :class:`CatalogBatch` per slice of the file; slices with nothing in them are
@@ -163,7 +167,7 @@ def read_catalog(
     tables.check_file(path, CatalogError)
     check_batch_size(batch_size)
     codec = _resolve_encoding(encoding)
-    validator = _Validator(limits or Limits(), parquet=fmt == "parquet")
+    validator = _Validator(limits or Limits(), parquet=fmt == "parquet", schema=schema)
     if fmt == "csv":
         rows = _csv_rows(path, batch_size, codec, separator="\t" if _is_tsv(path) else ",")
     elif fmt == "jsonl":
@@ -321,9 +325,10 @@ def _transcode_to_utf8(path: Path, codec: str) -> str:
 class _Validator:
     """Validates rows one by one and remembers ids across the whole file."""
 
-    def __init__(self, limits: Limits, parquet: bool) -> None:
+    def __init__(self, limits: Limits, parquet: bool, schema: FieldSchema | None = None) -> None:
         self.limits = limits
         self.parquet = parquet
+        self.schema = schema if schema is not None and schema.declared() else None
         self.unit = "row" if parquet else "line"
         self.seen: dict[str, int] = {}
         self.renamed: dict[str, str] = {}  # reserved extra column -> the name it is kept as
@@ -408,6 +413,11 @@ class _Validator:
             attributes=_attributes(record.get("attributes"), self.parquet, max_chars),
             extra=extra,
         )
+        if self.schema is not None:
+            try:
+                self.schema.payload(product)
+            except ValueError as exc:
+                raise Invalid(str(exc)) from None
         return product, warnings
 
     def _rename(self, name: str, record: dict[str, Any], warnings: list[str]) -> str:

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from catalog.fields import FieldSchema
 from catalog.reader import CatalogBatch, Limits, Reject, read_catalog, write_rejects
 from catalog.schema import Product
 from catalog.text import RECIPE_VERSION, product_text
@@ -122,17 +123,33 @@ class _Scan:
     words: Counter[str] = field(default_factory=Counter)
 
 
+def indexed_text(product: Product, schema: FieldSchema) -> str:
+    """What BM25 and the product tower read: :func:`product_text`, then the declared
+    searchable fields it does not already hold (``name: value``)."""
+    text = product_text(product)
+    extra = [
+        f"{f.name.replace('_', ' ')}: {value}"
+        for f in schema.fields
+        if f.searchable and f.declared
+        for value in [f.value(product)]
+        if value not in (None, "") and str(value) not in text
+    ]
+    return " | ".join([text, "; ".join(extra)]) if extra else text
+
+
 def _scan(
     path: Path,
     limits: Limits | None,
     lexical: LexicalEncoder,
     rejects: list[Reject],
     warn: Callable[[str], None] | None = None,
+    schema: FieldSchema | None = None,
 ) -> _Scan:
     """Pass 1: validates every row, collects rejects, measures BM25 document lengths."""
     scan = _Scan()
+    schema = schema or FieldSchema.default()
     no_tokens: list[str] = []
-    for batch in read_catalog(path, limits=limits):
+    for batch in read_catalog(path, limits=limits, schema=schema):
         rejects.extend(batch.rejects)
         scan.warnings += len(batch.warnings)
         if warn is not None:
@@ -141,7 +158,7 @@ def _scan(
         scan.valid += len(batch.products)
         scan.rows += len(batch.products) + len(batch.rejects)
         for p in batch.products:
-            text = product_text(p)
+            text = indexed_text(p, schema)
             scan.words.update(set(vocabulary_words(text)))
             n = len(lexical.tokenize(text))
             scan.token_total += n
@@ -190,6 +207,7 @@ def index_catalog(
     warn: Callable[[str], None] | None = None,
     segment_points: int | None = None,
     tuning: QueryTuning | None = None,
+    schema: FieldSchema | None = None,
 ) -> IndexSummary:
     """Indexes a catalog file.
 
@@ -219,6 +237,10 @@ def index_catalog(
         tuning: Fusion weights and the dense tower's reading of corrected queries, recorded in
             the manifest; None keeps what the current index records (upsert/sync) or the
             defaults.
+        schema: The fields the index declares (``catalog.fields``; a row whose declared
+            value does not fit its type is rejected), recorded in the manifest; None keeps
+            what the current index records (upsert/sync) or the defaults. ``sync`` with
+            another schema than the index's rewrites every product; ``upsert`` refuses.
 
     The words of the product texts are stored with the index as the spelling vocabulary
     (``retrieval.spelling``); ``upsert`` merges them into the current vocabulary (a word's
@@ -226,7 +248,8 @@ def index_catalog(
     (:func:`add_log_vocabulary`) are kept by ``upsert`` and ``sync``; ``full`` starts anew.
 
     Raises:
-        ShopsearchError: unreadable catalog, no valid row, model mismatch on upsert/sync.
+        ShopsearchError: unreadable catalog, no valid row, model mismatch on upsert/sync,
+            another schema than the index's on upsert.
     """
     if quantize_vectors not in (None, "int8"):
         raise ShopsearchError(f"unknown vector quantization '{quantize_vectors}': use int8")
@@ -236,7 +259,10 @@ def index_catalog(
     path = Path(catalog)
     lexical = LexicalEncoder()
     rejects: list[Reject] = []
-    scan = _scan(path, limits, lexical, rejects, warn)
+    if schema is None and mode != "full":
+        schema = _recorded_schema(location)
+    schema = schema or FieldSchema.default()
+    scan = _scan(path, limits, lexical, rejects, warn, schema)
     rejects_file = Path(rejects_path) if rejects_path else Path("shopsearch-rejects.csv")
     written_rejects = None
     if rejects:
@@ -274,10 +300,18 @@ def index_catalog(
                     "pass it with --model, or rebuild with --mode full"
                 )
             encoder.check_probes(current.manifest, location.describe())
-            if current.manifest.get("format", 1) == MANIFEST_FORMAT:
+            same_schema = FieldSchema.from_manifest(current.manifest) == schema
+            if not same_schema and mode == "upsert":
+                current.close()
+                raise ShopsearchError(
+                    f"the index at {location.describe()} was built with other fields than "
+                    "--schema declares; --mode upsert cannot change them (every product must "
+                    "be written again): use --mode sync or --mode full"
+                )
+            if current.manifest.get("format", 1) == MANIFEST_FORMAT and same_schema:
                 existing = {pid: _packed(h) for pid, h in current.content_hashes().items()}
-            # else: written by an older shopsearch (no normalized filter keys): write every
-            # product again, into an empty staging version
+            # else: written by an older shopsearch (no normalized filter keys), or with other
+            # fields (sync): write every product again, into an empty staging version
             # keep the BM25 length normalisation stable across incremental updates
             lexical = LexicalEncoder.from_config(current.manifest["lexical"])
             recorded_tuning = current.manifest.get("query")
@@ -311,6 +345,7 @@ def index_catalog(
             "mode": mode,
             "segment_points": per_segment,
             "spelling": spelling_record(vocabulary),
+            "fields": schema.to_manifest(),
         }
         if from_log:
             manifest["spelling"]["from_log"] = from_log
@@ -326,7 +361,8 @@ def index_catalog(
         encode_seconds = 0.0
         bar = _progress(progress, scan.valid, f"indexing ({mode})")
         try:
-            for chunk in _chunks(read_catalog(path, limits=limits), min(ENCODE_CHUNK, per_segment)):
+            batches = read_catalog(path, limits=limits, schema=schema)
+            for chunk in _chunks(batches, min(ENCODE_CHUNK, per_segment)):
                 todo = []
                 for product in chunk:
                     digest = content_hash(product)
@@ -335,7 +371,7 @@ def index_catalog(
                     else:
                         todo.append((product, digest))
                 if todo:
-                    texts = [product_text(p) for p, _ in todo]
+                    texts = [indexed_text(p, schema) for p, _ in todo]
                     t0 = time.perf_counter()
                     dense = encoder.encode_document(texts)
                     encode_seconds += time.perf_counter() - t0
@@ -347,7 +383,8 @@ def index_catalog(
                                 p.product_id,
                                 dense[i],
                                 sparse[i],
-                                payload_for(product_payload(p), d, p.category_levels()),
+                                payload_for(product_payload(p), d, p.category_levels())
+                                | schema.payload(p),
                             )
                             for i, (p, d) in enumerate(todo)
                         ]
@@ -393,6 +430,18 @@ def index_catalog(
         rejects_path=written_rejects,
         store_seconds=store_seconds,
     )
+
+
+def _recorded_schema(location: IndexLocation) -> FieldSchema | None:
+    """The schema the index at ``location`` records (None: no index there yet)."""
+    backend = open_backend(location)
+    if not backend.exists():
+        return None
+    current = backend.open()
+    try:
+        return current.schema
+    finally:
+        current.close()
 
 
 def _progress(
