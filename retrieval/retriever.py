@@ -19,7 +19,6 @@ from retrieval.encoder import BiEncoder
 from retrieval.filters import Filters
 from retrieval.hits import Hits, QueryCorrection, RankedHit, hit_text
 from retrieval.lexical import _UNIT_WORDS, STOPWORDS, LexicalEncoder
-from retrieval.lexical import idf as lexical_idf
 from retrieval.spelling import QueryCorrector, vocabulary_words
 from retrieval.store import (
     Backend,
@@ -30,7 +29,7 @@ from retrieval.store import (
     open_backend,
     public_payload,
 )
-from retrieval.synonyms import SynonymMatcher, Synonyms, watch_synonyms
+from retrieval.synonyms import SynonymMatcher, Synonyms, token_idf, watch_synonyms
 
 DEFAULT_MODE: Mode = "hybrid"
 #: RRF weight of the shopper-taste prefetch against 1.0 for each query prefetch.
@@ -288,7 +287,9 @@ class Retriever:
             self._checked_at = now
             self.refresh()
 
-    def _synonyms(self) -> tuple[SynonymMatcher, frozenset[str], Callable[[str], float | None]]:
+    def _synonyms(
+        self,
+    ) -> tuple[SynonymMatcher, frozenset[str], Callable[[str], float | None] | None]:
         """The synonyms now: their matcher, their words' stems (known to the corrector), and
         the IDF of a token (None: no product holds it, or no vocabulary to count it in).
 
@@ -302,17 +303,11 @@ class Retriever:
         corrector = self.corrector
         stems = frozenset(corrector.stem(w) for w in synonyms.words()) if corrector else frozenset()
         n_docs = int(self.collection.manifest.get("count") or 0)
-        df: dict[str, int] = {}
-        if matcher and corrector is not None and n_docs > 0:
-            for word, count in corrector.counts.items():
-                tokens = self.lexical.tokenize(word)
-                if len(tokens) == 1 and count > df.get(tokens[0], 0):
-                    df[tokens[0]] = count
-
-        def idf(token: str) -> float | None:
-            n = df.get(token)
-            return lexical_idf(min(n, n_docs), n_docs) if n else None
-
+        idf = (
+            token_idf(corrector.counts, n_docs, self.lexical.tokenize)
+            if matcher and corrector is not None
+            else None
+        )
         compiled = (matcher, stems, idf)
         self._synonym_state = (synonyms, self.collection, compiled)
         return compiled

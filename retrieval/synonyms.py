@@ -50,14 +50,17 @@ __all__ = [
     "SYNONYMS_KIND",
     "SYNONYM_WEIGHT",
     "Expansion",
+    "QueryExpansion",
     "Synonym",
     "SynonymMatcher",
     "Synonyms",
     "add_synonym",
+    "expand_query",
     "list_synonyms",
     "parse_synonym",
     "remove_synonym",
     "synonyms_file",
+    "token_idf",
     "watch_synonyms",
 ]
 
@@ -381,6 +384,91 @@ class SynonymMatcher:
         if any(v is None for v in typed) or any(v is None for v in found):
             return 1.0
         return min(1.0, sum(typed) / max(sum(found), 1e-9))  # type: ignore[arg-type]
+
+
+def token_idf(
+    counts: Mapping[str, int], n_docs: int, tokenize: Tokenize
+) -> Callable[[str], float | None]:
+    """The IDF of a BM25 token, as Qdrant computes it, from the spelling vocabulary's counts.
+
+    Args:
+        counts: Word -> products holding it (the index's vocabulary).
+        n_docs: Products in the index.
+        tokenize: BM25's tokenizer (a word's token is its stem).
+
+    Returns:
+        Token -> IDF; None for a token no counted word gives (not in the catalog, or a token
+        with a digit, which the vocabulary does not count). A stem shared by several words
+        gets the largest of their counts (a lower bound of its document frequency).
+    """
+    from retrieval.lexical import idf as bm25_idf
+
+    df: dict[str, int] = {}
+    for word, count in counts.items():
+        tokens = tokenize(word)
+        if len(tokens) == 1 and count > df.get(tokens[0], 0):
+            df[tokens[0]] = count
+
+    def idf(token: str) -> float | None:
+        n = df.get(token)
+        return bm25_idf(min(n, n_docs), n_docs) if n and n_docs > 0 else None
+
+    return idf
+
+
+@dataclass(frozen=True)
+class QueryExpansion:
+    """What the synonyms do to one query (``shopsearch synonyms test``).
+
+    Attributes:
+        query: The query.
+        tokens: Its BM25 tokens.
+        expansion: The tokens synonyms add, with their weights.
+        synonyms: Synonyms in the list.
+    """
+
+    query: str
+    tokens: tuple[str, ...]
+    expansion: Expansion
+    synonyms: int
+
+
+def expand_query(
+    query: str, directory: str | os.PathLike[str], location: Any = None
+) -> QueryExpansion:
+    """The synonyms of ``directory`` applied to ``query``, as a search applies them.
+
+    Args:
+        query: A query.
+        directory: Where ``synonyms.json`` is kept.
+        location: The index (``retrieval.store.IndexLocation``), for its tokenizer and IDF;
+            None: the default tokenizer and no IDF (weights of ratio 1).
+
+    Raises:
+        ShopsearchError: A damaged list, or an index that does not open.
+    """
+    from retrieval.lexical import LexicalEncoder
+
+    synonyms = list_synonyms(directory)
+    lexical, idf = LexicalEncoder(), None
+    if location is not None:
+        from retrieval.store import open_backend
+
+        collection = open_backend(location).open()
+        try:
+            lexical = LexicalEncoder.from_config(collection.manifest["lexical"])
+            stored = collection.vocabulary()
+            if stored is not None:
+                idf = token_idf(
+                    stored.get("counts") or {},
+                    int(collection.manifest.get("count") or 0),
+                    lexical.tokenize,
+                )
+        finally:
+            collection.close()
+    tokens = lexical.tokenize(query)
+    expansion = SynonymMatcher(synonyms, lexical.tokenize).expand(tokens, idf)
+    return QueryExpansion(query, tuple(tokens), expansion, len(synonyms))
 
 
 def synonyms_file(directory: str | os.PathLike[str]) -> ManagedFile:

@@ -19,7 +19,7 @@ import click
 from core.errors import ShopsearchError
 
 # The command modules import shopsearch.cli.options, never this module: no cycle.
-from shopsearch.cli import events, imports, index, optimize, search, serve, train
+from shopsearch.cli import events, imports, index, optimize, search, serve, synonyms, train
 
 PLUGIN_GROUP = "shopsearch.commands"
 USER_ERROR_EXIT = 2
@@ -76,7 +76,7 @@ def main() -> None:
     """shopsearch: personalized product search (bi-encoder retrieval in Qdrant, reranking)."""
 
 
-for _module in (index, search, imports, train, events, serve, optimize):
+for _module in (index, search, imports, train, events, serve, optimize, synonyms):
     for _command in _module.COMMANDS:
         main.add_command(_command)
 
