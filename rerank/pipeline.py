@@ -188,6 +188,7 @@ class SearchPipeline:
         k: int = 10,
         rerank_depth: int = DEFAULT_RERANK_DEPTH,
         filters: Filters | dict | None = None,
+        filter: str | None = None,
         mode: Mode | None = None,
         explain: bool = True,
         correct: bool = True,
@@ -203,7 +204,11 @@ class SearchPipeline:
             user_id: The shopper's id (pseudonymized before any lookup); None: anonymous.
             k: Hits to return.
             rerank_depth: Candidates retrieved and reranked (at least ``k`` are).
-            filters: ``Filters`` or a dict (category, brands, min_price, max_price, in_stock).
+            filters: ``Filters`` or a dict (category, brands, min_price, max_price, in_stock,
+                where).
+            filter: A filter expression over the index's filterable fields, ANDed with
+                ``filters`` (``"voltage >= 18 AND brand IN [DeWalt, Makita]"``; the grammar is
+                in :mod:`retrieval.filters`).
             mode: Retrieval mode: ``hybrid`` (default), ``dense`` or ``bm25``.
             explain: Fill each hit's ``because`` when personalization applies.
             correct: Correct misspelled words (every stage then reads the corrected query);
@@ -237,7 +242,7 @@ class SearchPipeline:
         if offset < 0:
             raise ShopsearchError(f"offset must be >= 0, got {offset}")
         shop = self._storefront(facets, sort, diversify)
-        flt = Filters.coerce(filters)
+        flt = Filters.coerce(filters).and_where(filter)
         t0 = time.perf_counter()
         profile = self.personal.profile(user_id) if self.personal is not None else None
         warm = is_warm(profile)

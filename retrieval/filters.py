@@ -540,6 +540,14 @@ class Filters:
         """True when no condition is set."""
         return all(getattr(self, name) is None for name in FIELDS)
 
+    def and_where(self, expression: str | None) -> Filters:
+        """These filters and one more expression (ANDed with ``where``, if any)."""
+        extra = _to_expression(expression)
+        if extra is None:
+            return self
+        where = extra if self.where is None else f"({self.where}) AND ({extra})"
+        return replace(self, where=where)
+
     @property
     def expression(self) -> Expr | None:
         """The parsed ``where`` expression (None without one)."""

@@ -53,6 +53,15 @@ from shopsearch.cli.options import (
     help="Products per segment while building (default 50000): indexing memory is bounded "
     "by this, not by the catalog; larger segments search a little faster.",
 )
+@click.option(
+    "--schema",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Field schema file (TOML or JSON) declaring the catalog's own fields (voltage, "
+    "color, ...) and what each can do: filter, facet, sort, search. Default: the index's "
+    "(upsert/sync), else brand, category, price, in_stock. The sample catalog's: "
+    "catalog/sample_schema.toml.",
+)
 @progress_option
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def index_cmd(
@@ -67,10 +76,12 @@ def index_cmd(
     quantize_vectors: str | None,
     rejects: Path | None,
     segment_points: int | None,
+    schema: Path | None,
     progress: bool,
     as_json: bool,
 ) -> None:
     """Index CATALOG (Parquet, CSV or JSON Lines) into an embedded index or a Qdrant server."""
+    from catalog.fields import FieldSchema
     from indexer.build import index_catalog
 
     warnings: list[str] = []
@@ -88,6 +99,7 @@ def index_cmd(
         progress=progress,
         warn=warnings.append,
         segment_points=segment_points,
+        schema=FieldSchema.load(schema) if schema is not None else None,
     )
     for w in warnings[:10]:
         click.echo(f"warning: {w}", err=True)
@@ -108,7 +120,7 @@ def index_cmd(
 @click.command("info")
 @index_options
 def info_cmd(location) -> None:
-    """Print what an index records about itself (model, recipe, counts, build)."""
+    """Print what an index records about itself (model, recipe, fields, counts, build)."""
     from retrieval.store import open_backend
 
     col = open_backend(location).open()
@@ -120,6 +132,8 @@ def info_cmd(location) -> None:
                 "texts": len(probes.get("texts", [])),
                 "min_cosine": probes.get("min_cosine"),
             }
+        # what each field can do, one line each (recorded or, for an older index, the defaults)
+        manifest["fields"] = [f.describe() for f in col.schema.fields]
         click.echo(json.dumps({**manifest, "points": col.count()}, indent=2, sort_keys=True))
     finally:
         col.close()

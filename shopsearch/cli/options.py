@@ -66,8 +66,17 @@ def index_options(fn):
 
 
 def filter_options(fn):
-    """--category / --brand / --min-price / --max-price / --in-stock."""
+    """--filter EXPR / --category / --brand / --min-price / --max-price / --in-stock."""
 
+    @click.option(
+        "--filter",
+        "where",
+        default=None,
+        metavar="EXPR",
+        help="Filter expression over the index's filterable fields (`shopsearch info` lists "
+        "them), ANDed with the options below, e.g. 'voltage >= 18 AND brand IN [DeWalt, "
+        "Makita]', 'price 10 TO 50', 'NOT in_stock = false'.",
+    )
     @click.option(
         "--category",
         default=None,
@@ -82,13 +91,14 @@ def filter_options(fn):
         "--in-stock/--any-stock", "in_stock", default=None, help="Only products in stock."
     )
     @functools.wraps(fn)
-    def wrapper(*args, category, brands, min_price, max_price, in_stock, **kwargs):
+    def wrapper(*args, where, category, brands, min_price, max_price, in_stock, **kwargs):
         filters = Filters(
             category=category,
             brands=tuple(brands) or None,
             min_price=min_price,
             max_price=max_price,
             in_stock=in_stock or None,
+            where=where,
         )
         return fn(*args, filters=filters, **kwargs)
 
