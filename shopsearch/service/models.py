@@ -7,6 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from retrieval.filters import MAX_EXPRESSION_CHARS
+
 #: Longest query accepted (characters); the retriever truncates long ones anyway.
 MAX_QUERY_CHARS = 512
 MAX_K = 100
@@ -50,6 +52,17 @@ class SearchParams(BaseModel):
     in_stock: bool | None = Field(
         None, description="True: in-stock products only; false: out-of-stock only."
     )
+    filter: str | None = Field(
+        None,
+        max_length=MAX_EXPRESSION_CHARS,
+        description="A filter expression over the index's filterable fields, ANDed with the "
+        "filters above: 'brand = DeWalt', 'brand IN [DeWalt, \"Black & Decker\"]', "
+        "'price 10 TO 50', 'voltage >= 18', 'category = \"Tools > Drills\"' (a path and "
+        "everything below it), 'created_at >= 2026-01-01', NOT, AND, OR, parentheses. An "
+        "expression that does not parse, or names a field the index cannot filter on, is a "
+        "400 that says why (naming the filterable fields).",
+        json_schema_extra={"examples": ["voltage >= 18 AND brand IN [DeWalt, Makita]"]},
+    )
     user_id: str | None = Field(
         None,
         min_length=1,
@@ -81,6 +94,7 @@ class SearchParams(BaseModel):
             "min_price": self.min_price,
             "max_price": self.max_price,
             "in_stock": self.in_stock,
+            "where": self.filter,
         }
         return {k: v for k, v in out.items() if v is not None}
 
