@@ -21,12 +21,14 @@ from typing import Any
 import numpy as np
 
 from core.errors import ShopsearchError
+from core.managed import side_dir
 from personalization.personalizer import Personalizer, recent_vectors, taste_vector
 from personalization.profiles import UserProfile, is_warm
 from rerank import storefront
 from rerank.blend import rerank_hits, sort_hits
 from rerank.cross_encoder import Reranker
 from rerank.defaults import DEFAULT_RERANK_DEPTH
+from rerank.rules import Plan, RuleStore
 from rerank.storefront import DiversifySpec, FacetSpec, SortSpec
 from retrieval.filters import Filters
 from retrieval.hits import Hits, RankedHit
@@ -77,6 +79,8 @@ class SearchPipeline:
         retriever: An open :class:`retrieval.Retriever`.
         reranker: A loaded :class:`rerank.Reranker`, or None for retrieval-only relevance.
         personal: A :class:`personalization.personalizer.Personalizer`, or None.
+        rules: The shop's merchandising rules (:class:`rerank.rules.RuleStore`); None: those
+            kept beside an embedded index (``DIR/rules.json``), none for a server index.
 
     :meth:`search` returns each search's time per stage with its hits (``Hits.stage_ms``): the
     pipeline keeps no per-call state.
@@ -87,10 +91,12 @@ class SearchPipeline:
         retriever: Retriever,
         reranker: Reranker | None = None,
         personal: Personalizer | None = None,
+        rules: RuleStore | None = None,
     ) -> None:
         self.retriever = retriever
         self.reranker = reranker
         self.personal = personal
+        self.rules = rules if rules is not None else _rules_beside(retriever)
         if personal is not None:
             check_relevance_source(personal.model.meta.get("relevance"), self.relevance_source())
 
@@ -124,6 +130,9 @@ class SearchPipeline:
                 physical cores (:func:`inference.backend.cpu_threads`).
             pseudonym_key: The profiles' pseudonym key (hex), when it is not kept in the
                 profiles directory (:meth:`personalization.privacy.Pseudonymizer.from_dir`).
+            retriever_options: Passed to ``Retriever.open``; ``rules_dir`` (where the shop's
+                ``rules.json`` and ``synonyms.json`` live; default: the index directory) is
+                read here too.
 
         Raises:
             ShopsearchError: ``personal`` without ``profiles`` (or the reverse), or a folder
@@ -152,7 +161,9 @@ class SearchPipeline:
             threads=threads,
             **retriever_options,
         )
-        return cls(retriever, model, personalizer)
+        rules_dir = retriever_options.get("rules_dir")
+        rules = RuleStore(side_dir(index, rules_dir)) if rules_dir is not None else None
+        return cls(retriever, model, personalizer, rules)
 
     def relevance_source(self) -> dict[str, Any]:
         """What produces this pipeline's relevance scores (recorded with a personal model)."""
@@ -196,6 +207,7 @@ class SearchPipeline:
         sort: str | SortSpec | None = None,
         diversify: str | DiversifySpec | None = None,
         offset: int = 0,
+        rules: bool = True,
     ) -> Hits:
         """The top ``k`` products for a query and (optionally) a shopper.
 
@@ -223,6 +235,11 @@ class SearchPipeline:
             diversify: ``"FIELD:N"`` (e.g. ``"brand:2"``): at most N products of one value
                 of a facetable field per round (:func:`rerank.storefront.diversify`).
             offset: Hits to skip (paging): hits ``offset`` to ``offset + k`` of the ranking.
+            rules: Apply the shop's merchandising rules (:mod:`rerank.rules`): a redirect
+                before retrieval, hidden products out and boosts/buries after ranking, pins
+                last, at their absolute positions in the whole ranking (so a page holds a
+                pinned product only at its position, and a hidden one never); False ignores
+                them.
 
         Returns:
             Up to ``k`` hits, best first; ``.facets`` the counts asked for,
@@ -233,7 +250,9 @@ class SearchPipeline:
             per stage in ms: ``profile`` (the shopper's profile and taste vector),
             ``retrieve`` (query encoding and the store's search), ``rerank`` (cross-encoder
             and blend), ``personal`` (features and fusion) and ``rank`` (the last two). A
-            shopper without history gets the relevance-only ranking, exactly.
+            shopper without history gets the relevance-only ranking, exactly. With rules:
+            ``.rules`` the ids of the rules that fired, ``.redirected`` the text a redirect
+            searched instead, each moved hit's ``rule``, and ``.stage_ms["rules"]``.
 
         Raises:
             ShopsearchError: An empty query, bad filters, k or offset, a facet, sort or
@@ -244,6 +263,15 @@ class SearchPipeline:
         shop = self._storefront(facets, sort, diversify)
         flt = Filters.coerce(filters).and_where(filter)
         t0 = time.perf_counter()
+        book = self.rules.book() if rules and self.rules is not None else None
+        plan, searched, now = Plan(), query, None
+        if book:  # the redirect decides what is searched; hidden ones need as many more
+            now = self.rules.clock()  # type: ignore[union-attr]
+            redirect = book.redirect(query, now)
+            searched = redirect.redirect if redirect is not None else query
+            plan = book.plan((query, searched), now, redirect)
+        rules_ms = (time.perf_counter() - t0) * 1000
+        t0 = time.perf_counter()
         profile = self.personal.profile(user_id) if self.personal is not None else None
         warm = is_warm(profile)
         recent = self._recent(profile) if warm else None
@@ -251,7 +279,7 @@ class SearchPipeline:
         if recent is not None:
             taste = taste_vector(recent)
         t1 = time.perf_counter()
-        depth = max(offset + k, rerank_depth)
+        depth = max(offset + k, rerank_depth) + len(plan.hidden)
         # disjunctive facets: the query again without each selected facet field's conditions
         others = {}
         for spec in shop.facets:
@@ -260,7 +288,7 @@ class SearchPipeline:
                 others[spec.field] = without
         if others:
             hits, *extra = self.retriever.search_filtered(
-                query,
+                searched,
                 [flt, *others.values()],
                 k=depth,
                 mode=mode,
@@ -271,7 +299,7 @@ class SearchPipeline:
             disjunctive = dict(zip(others, extra, strict=True))
         else:
             hits = self.retriever.search(
-                query,
+                searched,
                 k=depth,
                 filters=flt,
                 mode=mode,
@@ -281,11 +309,18 @@ class SearchPipeline:
             )
             disjunctive = {}
         t2 = time.perf_counter()
-        read = hits.corrected or query  # the cross-encoder reads what BM25 read
+        read = hits.corrected or searched  # the cross-encoder reads what BM25 read
         top, rank_ms = self._rank(
             read, hits, profile, recent=recent, top_k=None, explain=explain, typed=query
         )
         t3 = time.perf_counter()
+        if book:
+            if hits.corrected and hits.corrected != searched:  # rules for the corrected words
+                plan = book.plan((query, searched, hits.corrected), now, plan.redirected)  # type: ignore[arg-type]
+            if plan:
+                top = plan.boost(plan.hide(top), book.matcher(self.retriever.schema))
+        t_shop = time.perf_counter()
+        rules_ms += (t_shop - t3) * 1000
         counts = storefront.facets(top, shop.facets, shop.schema, disjunctive) if shop else {}
         total = len(top)
         if shop.diversify is not None:
@@ -295,7 +330,17 @@ class SearchPipeline:
             field = shop.schema.field(shop.sort.field)
             top = storefront.sort_relevant(top, field, shop.sort.descending)
             total = len(top)
+        pin_ms = 0.0
+        if plan:
+            t_pin = time.perf_counter()
+            schema, before = self.retriever.schema, len(top)
+            top = plan.pin(top, self.retriever.payloads, lambda p: flt.matches(p, schema))
+            total += len(top) - before  # pinned products from outside the candidates
+            pin_ms = (time.perf_counter() - t_pin) * 1000
+            rules_ms += pin_ms
         ranked = hits.like(top[offset : offset + k])
+        ranked.rules = plan.ids
+        ranked.redirected = searched if plan.redirected is not None else None
         ranked.facets = counts
         ranked.total_candidates = total
         t4 = time.perf_counter()
@@ -307,7 +352,9 @@ class SearchPipeline:
             "rank": (t3 - t2) * 1000,
         }
         if shop:
-            ranked.stage_ms["storefront"] = (t4 - t3) * 1000
+            ranked.stage_ms["storefront"] = (t4 - t_shop) * 1000 - pin_ms
+        if book:
+            ranked.stage_ms["rules"] = rules_ms
         return ranked
 
     def _storefront(
@@ -450,3 +497,10 @@ class SearchPipeline:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _rules_beside(retriever: Retriever) -> RuleStore | None:
+    """The rules kept in an embedded index's directory; None for a server index."""
+    location = getattr(getattr(retriever, "backend", None), "location", None)
+    path = getattr(location, "path", None)
+    return RuleStore(path) if path is not None else None

@@ -40,18 +40,23 @@ says ``ignore_filters``; a pin beyond the end of a short list goes at its end.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
+from catalog.fields import FieldSchema
 from core.errors import ShopsearchError
-from core.managed import ManagedFile, Watched
-from retrieval.filters import Filters
+from core.managed import ManagedFile, Watched, side_dir
+from retrieval.filters import Condition, Filters, holds
 from retrieval.hits import RankedHit
+
+if TYPE_CHECKING:
+    from retrieval.store import IndexLocation
 
 #: The document kind of ``rules.json`` (core.managed).
 KIND = "shopsearch-rules/v1"
@@ -393,6 +398,8 @@ class RuleBook:
                 self._contains.setdefault(key, []).append(rule)
             else:
                 self._any.append(rule)
+        #: rule id -> (the schema, its filter's conditions under it; None: no longer fits)
+        self._bound: dict[str, tuple[FieldSchema, tuple[Condition, ...] | None]] = {}
 
     @classmethod
     def from_entries(cls, entries: Sequence[Mapping[str, Any]]) -> RuleBook:
@@ -424,9 +431,37 @@ class RuleBook:
         active.sort(key=lambda r: (_SPECIFIC[r.match], -r.created.timestamp(), r.id))
         return active
 
+    def matcher(self, schema: FieldSchema) -> Matcher:
+        """Whether a hit matches a boost or bury rule's filter, under the index's fields.
+
+        Each rule's filter is bound to ``schema`` once (not per search); a filter that no
+        longer fits the index (a field dropped since the rule was saved) matches nothing.
+        A hit's payload lacks the store's normalized keys: they are derived from its fields
+        (:func:`stored_payload`), once per hit.
+        """
+        last: list[Any] = [None, None]  # the payload last seen, and its stored form
+
+        def matches(rule: Rule, payload: Mapping[str, Any]) -> bool:
+            bound = self._bound.get(rule.id)
+            if bound is None or bound[0] is not schema:
+                assert rule.filters is not None
+                try:
+                    conditions: tuple[Condition, ...] | None = rule.filters.conditions(schema)
+                except ShopsearchError:
+                    conditions = None
+                bound = self._bound[rule.id] = (schema, conditions)
+            if bound[1] is None:
+                return False
+            if last[0] is not payload:
+                last[0], last[1] = payload, stored_payload(payload, schema)
+            return all(holds(c, last[1]) for c in bound[1])
+
+        return matches
+
     def redirect(self, query: str, now: datetime) -> Rule | None:
-        """The redirect rule that fires for the typed query, or None."""
-        if not self.rules:
+        """The redirect rule that fires for the typed query, or None (also for a query
+        without a word: the search refuses it as typed)."""
+        if not self.rules or not query_words(query):
             return None
         return next((r for r in self.matching([query], now) if r.action == "redirect"), None)
 
@@ -448,8 +483,24 @@ class RuleBook:
 Fetch = Callable[[list[str]], Mapping[str, Mapping[str, Any]]]
 #: Whether a stored payload passes the query's filters.
 Allowed = Callable[[Mapping[str, Any]], bool]
-#: Whether a payload matches a rule's filter.
-Matcher = Callable[[Filters, Mapping[str, Any]], bool]
+#: Whether a hit's payload matches a boost or bury rule's filter.
+Matcher = Callable[[Rule, Mapping[str, Any]], bool]
+
+
+def stored_payload(payload: Mapping[str, Any], schema: FieldSchema) -> dict[str, Any]:
+    """A hit's payload with the normalized filter keys the store keeps beside its fields
+    (hits carry the public fields only), so that ``Filters.matches`` reads it as stored."""
+    out = dict(payload)
+    for f in schema.fields:
+        if not f.filterable or f.key in out:
+            continue
+        try:
+            value = f.normalize(f.value(payload))
+        except ValueError:
+            value = None
+        if value is not None:
+            out[f.key] = value
+    return out
 
 
 def _marked(hit: RankedHit, mark: Mark, **changes: Any) -> RankedHit:
@@ -515,8 +566,8 @@ class Plan:
         moved = False
         for hit in hits:
             for rule in rules:
-                assert rule.filters is not None and rule.percent is not None
-                if matches(rule.filters, hit.payload):
+                assert rule.percent is not None
+                if matches(rule, hit.payload):
                     sign = 1.0 if rule.action == "boost" else -1.0
                     delta = sign * rule.percent / 100.0 * spread
                     hit = _marked(hit, (rule.id, rule.action), score=hit.score + delta)
@@ -635,12 +686,25 @@ class RuleStore:
         """
         return [Rule.from_dict(e) for e in self.file.read()]
 
-    def add(self, rule: Rule, check: Check | None = None) -> Rule:
+    def create(self, fields: Mapping[str, Any], check: Check | None = None) -> Rule:
+        """Saves a new rule from its fields (:meth:`Rule.from_dict`); without an ``id`` it
+        gets the next free ``r<N>``. See :meth:`add` for the checks and errors."""
+        fields = dict(fields)
+        given = fields.pop("id", None)
+        fields.pop("created", None)
+        rule = Rule.from_dict({"id": given or _next_id(self.file.read()), **fields})
+        return self.add(rule, check, renumber=not given)
+
+    def add(self, rule: Rule, check: Check | None = None, *, renumber: bool = False) -> Rule:
         """Saves a new rule, after checking it against the index and the other rules.
 
         Args:
             rule: The rule (its fields are checked already).
             check: Checks it against the index (:func:`index_check`); None skips that.
+            renumber: Give it the next free ``r<N>`` id if its own was taken meanwhile.
+
+        Returns:
+            The rule saved.
 
         Raises:
             ShopsearchError: Its id is taken, ``check`` refuses it, or another pin already
@@ -648,8 +712,12 @@ class RuleStore:
         """
         if check is not None:
             check(rule)
+        saved = [rule]
 
         def change(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+            rule = saved[0]
+            if renumber and any(e.get("id") == rule.id for e in entries):
+                rule = saved[0] = replace(rule, id=_next_id(entries))
             rules = [Rule.from_dict(e) for e in entries]
             for other in rules:
                 if other.id == rule.id:
@@ -665,7 +733,7 @@ class RuleStore:
             return [*entries, rule.to_dict()]
 
         self.file.update(change)
-        return rule
+        return saved[0]
 
     def remove(self, rule_id: str) -> Rule:
         """Deletes a rule.
@@ -690,6 +758,14 @@ class RuleStore:
         return {str(e.get("id")) for e in self.file.read()}
 
 
+def _next_id(entries: Sequence[Mapping[str, Any]]) -> str:
+    """``r<N>``, N one above the highest in use."""
+    numbers = [
+        int(m.group(1)) for e in entries if (m := re.fullmatch(r"r(\d+)", str(e.get("id", ""))))
+    ]
+    return f"r{max(numbers, default=0) + 1}"
+
+
 def _collide(a: Rule, b: Rule) -> bool:
     """Two pins of one query condition at one position, in overlapping windows."""
     if a.action != "pin" or b.action != "pin" or a.position != b.position:
@@ -705,6 +781,32 @@ def _collide(a: Rule, b: Rule) -> bool:
         b.end or datetime.max.replace(tzinfo=timezone.utc),
     )
     return starts < ends
+
+
+@contextlib.contextmanager
+def editing(
+    location: IndexLocation, rules_dir: str | os.PathLike[str] | None = None
+) -> Iterator[tuple[RuleStore, Check]]:
+    """The rules of an index, and the check new rules must pass against it (its products and
+    fields), with the index's store open (not its models) until the block ends.
+
+    Args:
+        location: The index.
+        rules_dir: Where its ``rules.json`` is kept; None: the embedded index's directory.
+
+    Raises:
+        ShopsearchError: No such directory, a server index without ``rules_dir``, or an
+            index that cannot be opened.
+    """
+    from retrieval.store import open_backend
+
+    store = RuleStore(side_dir(location.path, rules_dir))
+    collection = open_backend(location).open()
+    try:
+        schema = collection.schema
+        yield store, index_check(collection.retrieve, lambda f: f.check(schema))
+    finally:
+        collection.close()
 
 
 def index_check(

@@ -79,6 +79,7 @@ def open_pipeline(settings: ServiceSettings) -> SearchPipeline:
         collection=settings.collection,
         threads=settings.threads,
         pseudonym_key=settings.secret("pseudonym_key"),
+        rules_dir=settings.rules_dir,
     )
 
 

@@ -36,9 +36,9 @@ def _hits(*scores: float, brands: dict[int, str] | None = None) -> list[RankedHi
     ]
 
 
-def _brand(flt, payload) -> bool:
-    """A stand-in for Filters.matches: the shorthand brands only."""
-    return payload.get("brand") in (flt.brands or ())
+def _brand(rule, payload) -> bool:
+    """A stand-in for RuleBook.matcher: the shorthand brands only."""
+    return payload.get("brand") in (rule.filters.brands or ())
 
 
 def _ids(hits) -> list[str]:
@@ -339,3 +339,31 @@ def test_matching_a_thousand_rules_is_indexed_not_scanned():
     per_call_ms = time.perf_counter() - start
     assert [r.id for r in fired] == ["e7", "c7"]
     assert per_call_ms < 0.2  # ms per call (1000 calls took < 0.2 s)
+
+
+def test_a_boost_filter_is_an_expression_read_on_the_hits_fields():
+    from catalog.fields import FieldSchema
+
+    hits = [
+        RankedHit("a", 3, 3, 1, payload={"brand": "Makita", "price": 50.0, "category": "Tools"}),
+        RankedHit("b", 2, 2, 2, payload={"brand": "Ridgeline", "price": 80.0, "category": "Tools"}),
+        RankedHit("c", 1, 1, 3, payload={"brand": "Ridgeline", "price": 20.0, "category": "Bath"}),
+    ]
+    rule = Rule("r", "boost", "any", filter='brand = ridgeline AND category = "Tools"', percent=100)
+    book = RuleBook([rule])
+    out = Plan((rule,)).boost(hits, book.matcher(FieldSchema.default()))
+    assert _ids(out) == ["b", "a", "c"] and out[0].rule == (("r", "boost"),)
+    cheap = Rule("cheap", "bury", "any", filter="price < 60", percent=100)
+    out = Plan((cheap,)).boost(hits, RuleBook([cheap]).matcher(FieldSchema.default()))
+    assert _ids(out) == ["b", "a", "c"]
+
+
+def test_a_bad_filter_expression_is_the_filters_one_line_error():
+    with pytest.raises(ShopsearchError) as err:
+        Rule("r", "boost", "any", filter="brand = = x", percent=10)
+    assert "\n" not in str(err.value)
+    with pytest.raises(ShopsearchError, match="rule r: .*voltage"):
+        from catalog.fields import FieldSchema
+
+        rule = Rule("r", "boost", "any", filter="voltage >= 18", percent=10)
+        index_check(lambda ids: {}, lambda f: f.check(FieldSchema.default()))(rule)
