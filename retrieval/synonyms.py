@@ -490,17 +490,28 @@ def list_synonyms(directory: str | os.PathLike[str]) -> Synonyms:
     return Synonyms.from_entries(synonyms_file(directory).read())
 
 
-def add_synonym(directory: str | os.PathLike[str], line: str) -> Synonym:
+def add_synonym(directory: str | os.PathLike[str], line: str) -> tuple[Synonym, bool]:
     """Validates ``line`` (``sofa, couch`` or ``tv -> television``) and adds it to the list.
 
+    Adding a line that is there already changes nothing (a script may re-apply its list).
+
+    Returns:
+        The synonym, and whether it was added (False: it was there already).
+
     Raises:
-        ShopsearchError: Not a valid synonym, or already in the list.
+        ShopsearchError: Not a valid synonym, or the list is full.
     """
     synonym = parse_synonym(line)
-    synonyms_file(directory).update(
-        lambda entries: Synonyms.from_entries(entries).add(synonym).to_entries()
-    )
-    return synonym
+    result: list[tuple[Synonym, bool]] = []
+
+    def change(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        current = Synonyms.from_entries(entries)
+        there = [s for s in current if s.id == synonym.id]
+        result.append((there[0], False) if there else (synonym, True))
+        return current.to_entries() if there else current.add(synonym).to_entries()
+
+    synonyms_file(directory).update(change)
+    return result[0]
 
 
 def remove_synonym(directory: str | os.PathLike[str], synonym_id: str) -> Synonym:

@@ -40,8 +40,8 @@ def synonyms_add_cmd(line: str, index_dir: Path | None, rules_dir: Path | None) 
     """Add LINE: 'sofa, couch, settee' (each finds the others) or 'tv -> television' (one way)."""
     from retrieval.synonyms import add_synonym
 
-    synonym = add_synonym(_directory(index_dir, rules_dir), line)
-    click.echo(f"added {synonym.id}: {synonym.text}")
+    synonym, added = add_synonym(_directory(index_dir, rules_dir), line)
+    click.echo(f"{'added' if added else 'there already:'} {synonym.id}: {synonym.text}")
 
 
 @synonyms_group.command("list")

@@ -26,7 +26,7 @@ from fastapi import FastAPI
 from shopsearch.service import errors
 from shopsearch.service.metrics import Metrics
 from shopsearch.service.middleware import ServiceMiddleware
-from shopsearch.service.routers import admin, events, ops, page, search, users
+from shopsearch.service.routers import admin, events, ops, page, search, synonyms, users
 from shopsearch.service.runtime import PipelineFactory, Runtime
 from shopsearch.service.settings import ServiceSettings
 
@@ -67,7 +67,7 @@ def create_app(
     app.state.settings = settings
     app.add_middleware(ServiceMiddleware, metrics=metrics, max_body_bytes=settings.max_body_bytes)
     errors.install(app, settings)
-    for feature in (search, events, users, admin, ops, page):
+    for feature in (search, events, users, admin, synonyms, ops, page):
         app.include_router(feature.router)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app

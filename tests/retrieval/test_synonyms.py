@@ -217,11 +217,14 @@ def test_a_server_index_without_rules_dir_has_no_synonyms(tmp_path, index, tiny_
 
 def test_add_list_remove_and_their_errors(tmp_path):
     assert len(list_synonyms(tmp_path)) == 0
-    s = add_synonym(tmp_path, "sofa, couch")
-    t = add_synonym(tmp_path, "tv -> television")
-    assert [x.text for x in list_synonyms(tmp_path)] == ["sofa, couch", "tv -> television"]
-    with pytest.raises(ShopsearchError, match="there already"):
-        add_synonym(tmp_path, "Sofa, Couch")
+    s, added = add_synonym(tmp_path, "sofa, couch")
+    t, _ = add_synonym(tmp_path, "tv -> television")
+    assert added and [x.text for x in list_synonyms(tmp_path)] == [
+        "sofa, couch",
+        "tv -> television",
+    ]
+    assert add_synonym(tmp_path, "Sofa, Couch") == (s, False)  # there already: nothing changes
+    assert len(list_synonyms(tmp_path)) == 2
     with pytest.raises(ShopsearchError, match="has no word"):
         add_synonym(tmp_path, "of, couch")
     assert remove_synonym(tmp_path, s.id) == s
@@ -265,3 +268,93 @@ def test_an_edit_that_fails_validation_leaves_the_file_as_it_was(tmp_path):
         file.update(bad)
     assert file.path.read_bytes() == before
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+# -- CLI ------------------------------------------------------------------------------------
+
+
+def test_cli_add_list_test_remove(index):
+    from click.testing import CliRunner
+
+    from shopsearch.cli import main
+
+    run = CliRunner().invoke
+    where = ["--index", str(index)]
+    out = run(main, ["synonyms", "add", "sofa, couch, loveseat", *where])
+    assert out.exit_code == 0, out.output
+    sid = out.output.split()[1].rstrip(":")
+    assert out.output == f"added {sid}: sofa, couch, loveseat\n"
+    again = run(main, ["synonyms", "add", "Sofa, couch, loveseat", *where])
+    assert again.output.startswith(f"there already: {sid}")
+    assert run(main, ["synonyms", "list", *where]).output == f"{sid}  sofa, couch, loveseat\n"
+    shown = run(main, ["synonyms", "test", "grey couches", *where]).output
+    assert "BM25 reads: grey couch" in shown and "couch -> sofa" in shown
+    assert "sofa 0.50" in shown and "loveseat " in shown
+    bad = run(main, ["synonyms", "add", "tv -> TV", *where])
+    assert bad.exit_code == 2 and "on both sides" in bad.output
+    assert len(bad.output.strip().splitlines()) == 1
+    gone = run(main, ["synonyms", "remove", sid, *where])
+    assert gone.exit_code == 0 and gone.output.startswith(f"removed {sid}")
+    missing = run(main, ["synonyms", "remove", sid, *where])
+    assert missing.exit_code == 2 and "no synonym has id" in missing.output
+    nowhere = run(main, ["synonyms", "list"])
+    assert nowhere.exit_code == 2 and "--rules-dir" in nowhere.output
+
+
+# -- HTTP -----------------------------------------------------------------------------------
+
+ADMIN = {"X-API-Key": "k", "X-Admin-Key": "a"}
+
+
+@pytest.fixture()
+def client(index, tiny_encoder):
+    from fastapi.testclient import TestClient
+
+    from rerank.pipeline import SearchPipeline
+    from shopsearch.service import ServiceSettings, create_app
+
+    def factory(settings):
+        return SearchPipeline(Retriever.open(settings.index, encoder=tiny_encoder), None, None)
+
+    settings = ServiceSettings(index=str(index), api_key="k", admin_key="a", background_load=False)
+    with TestClient(create_app(settings, pipeline_factory=factory)) as c:
+        yield c
+
+
+def _bm25(client, q: str) -> list[str]:
+    got = client.get("/search", params={"q": q, "mode": "bm25"}, headers={"X-API-Key": "k"})
+    assert got.status_code == 200, got.text
+    return [h["product_id"] for h in got.json()["results"]]
+
+
+def test_http_admin_edits_apply_to_the_next_search(client):
+    assert "t1" not in _bm25(client, "tv")
+    added = client.post("/admin/synonyms", json={"line": "tv -> television"}, headers=ADMIN)
+    assert added.status_code == 200, added.text
+    body = added.json()
+    assert body["added"] and body["one_way"] and body["inputs"] == ["tv"]
+    assert _bm25(client, "tv")[0] == "t1"  # no restart, no reload
+    listed = client.get("/admin/synonyms", headers=ADMIN).json()["synonyms"]
+    assert [s["line"] for s in listed] == ["tv -> television"]
+    gone = client.delete(f"/admin/synonyms/{body['id']}", headers=ADMIN)
+    assert gone.status_code == 200 and gone.json()["id"] == body["id"]
+    assert "t1" not in _bm25(client, "tv")
+    assert client.delete(f"/admin/synonyms/{body['id']}", headers=ADMIN).status_code == 404
+
+
+def test_http_bad_synonym_is_a_one_line_400(client):
+    got = client.post("/admin/synonyms", json={"line": "the, of"}, headers=ADMIN)
+    assert got.status_code == 400 and "has no word" in got.json()["detail"]
+    assert "\n" not in got.json()["detail"]
+    assert client.post("/admin/synonyms", json={}, headers=ADMIN).status_code == 422
+
+
+@pytest.mark.parametrize(
+    ("headers", "status"),
+    [({}, 401), ({"X-API-Key": "k"}, 403), ({"X-API-Key": "k", "X-Admin-Key": "no"}, 403)],
+)
+def test_http_synonyms_need_both_keys(client, headers, status):
+    assert client.get("/admin/synonyms", headers=headers).status_code == status
+    post = client.post("/admin/synonyms", json={"line": "a1, b1"}, headers=headers)
+    assert post.status_code == status
+    assert client.delete("/admin/synonyms/x", headers=headers).status_code == status
