@@ -844,6 +844,84 @@ def index_check(
     return check
 
 
+# ------------------------------------------------------------------------------------------
+# What they would do to a query (``shopsearch rules test``)
+# ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Trial:
+    """What the rules do to one query's results.
+
+    Attributes:
+        query: The query as typed.
+        redirected: The text searched instead (a redirect rule fired), or None.
+        fired: The rules that fired, in order of precedence (the redirect first).
+        waiting: Rules whose query condition holds but whose time window does not (now).
+        hits: The page of results with the rules (each moved hit names its rule).
+        before: Product id -> its rank without any rule (1-based; absent: not in the
+            ranking without rules, e.g. a pinned product from outside the candidates).
+    """
+
+    query: str
+    redirected: str | None
+    fired: tuple[Rule, ...]
+    waiting: tuple[Rule, ...]
+    hits: Sequence[RankedHit]
+    before: Mapping[str, int]
+    offset: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: the rules (each with its ``description``) and the ranked page."""
+        return {
+            "query": self.query,
+            "redirected": self.redirected,
+            "fired": [{**r.to_dict(), "description": r.describe()} for r in self.fired],
+            "waiting": [{**r.to_dict(), "description": r.describe()} for r in self.waiting],
+            "hits": [
+                {**h.to_dict(self.offset + i), "rank_without_rules": self.before.get(h.product_id)}
+                for i, h in enumerate(self.hits, start=1)
+            ],
+        }
+
+
+def try_rules(pipeline: Any, query: str, *, k: int = 10, offset: int = 0, **search: Any) -> Trial:
+    """Searches ``query`` with the pipeline's rules and without, and says what they did.
+
+    Args:
+        pipeline: A ``SearchPipeline`` (its ``rules`` store is the one tried).
+        query: What a shopper would type.
+        k: Results per page.
+        offset: The page's first result (0-based).
+        search: More arguments of ``SearchPipeline.search`` (filters, filter, mode ...).
+
+    Raises:
+        ShopsearchError: The pipeline has no rules (a server index without ``rules_dir``),
+            or the search's own errors.
+    """
+    store: RuleStore | None = pipeline.rules
+    if store is None:
+        raise ShopsearchError(
+            "this index keeps no rules: give --rules-dir for an index on a Qdrant server"
+        )
+    hits = pipeline.search(query, k=k, offset=offset, **search)
+    depth = min(MAX_POSITION, max(offset + k, 50))
+    plain = pipeline.search(query, k=depth, rules=False, **search)
+    rules = {r.id: r for r in store.list()}
+    fired = tuple(rules[i] for i in hits.rules if i in rules)
+    texts = [t for t in (query, hits.redirected, hits.corrected) if t]
+    now = store.clock()
+    waiting = tuple(
+        r
+        for r in rules.values()
+        if r.id not in hits.rules
+        and not r.active(now)
+        and any(r.matches(t) for t in (texts if r.action != "redirect" else [query]))
+    )
+    before = {h.product_id: i for i, h in enumerate(plain, start=1)}
+    return Trial(query, hits.redirected, fired, waiting, list(hits), before, offset)
+
+
 __all__ = [
     "ACTIONS",
     "KIND",
@@ -855,8 +933,10 @@ __all__ = [
     "Rule",
     "RuleBook",
     "RuleStore",
+    "Trial",
     "index_check",
     "normalize_query",
     "parse_time",
     "query_words",
+    "try_rules",
 ]
