@@ -22,6 +22,7 @@ from catalog.reader import CatalogBatch, Limits, Reject, read_catalog, write_rej
 from catalog.schema import Product
 from catalog.text import RECIPE_VERSION, product_text
 from core.errors import ShopsearchError
+from indexer.update import live_keeping_upsert
 from retrieval.encoder import BiEncoder
 from retrieval.lexical import LexicalEncoder
 from retrieval.retriever import QueryTuning
@@ -355,6 +356,8 @@ def index_catalog(
             manifest["query"] = recorded_tuning
         t_store = time.perf_counter()
         staging = backend.begin(manifest, copy_current=bool(existing))
+        # live price/stock updates the catalog left alone stay (indexer/update.py)
+        write = live_keeping_upsert(staging) if existing else staging.upsert
         store_seconds = time.perf_counter() - t_store  # time inside Qdrant calls
         indexed = unchanged = deleted = 0
         in_segment = 0
@@ -377,7 +380,7 @@ def index_catalog(
                     encode_seconds += time.perf_counter() - t0
                     sparse = lexical.encode_documents(texts)
                     t_store = time.perf_counter()
-                    staging.upsert(
+                    write(
                         [
                             PointRecord(
                                 p.product_id,

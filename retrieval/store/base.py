@@ -486,6 +486,15 @@ class Collection(ABC):
     def set_manifest(self, manifest: dict[str, Any]) -> None:
         """Stores the manifest with this version."""
 
+    def set_payloads(self, changes: Sequence[tuple[str, dict[str, Any]]]) -> None:
+        """Sets payload keys of stored products, vectors untouched (live price and stock).
+
+        Args:
+            changes: (product_id, {key: value}) pairs; the keys given replace the stored ones,
+                the others stay.
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot update payloads")
+
     def flush_segment(self) -> None:  # noqa: B027 - optional hook
         """Indexes what was written so far as its own segment and releases its build memory."""
 
@@ -585,9 +594,18 @@ class Backend(ABC):
         """Throws a staging version away."""
 
     @contextlib.contextmanager
-    def writer_lock(self) -> Iterator[None]:
-        """Held while a build runs, so two builds of one index never interleave."""
+    def writer_lock(self, wait_s: float = 0.0) -> Iterator[None]:
+        """Held while a build runs, so two builds of one index never interleave.
+
+        Args:
+            wait_s: How long to wait for another writer to finish before refusing.
+        """
         yield
+
+    #: True when payload updates go to the live version itself (a server applies them
+    #: atomically and durably); False when they need a new version (the embedded store's
+    #: builds are immutable and sealed).
+    updates_in_place: bool = False
 
     def exists(self) -> bool:
         """True when there is an index here."""

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import sys
 import time
 import uuid
 import warnings
@@ -345,22 +344,16 @@ class ServerBackend(Backend):
     @contextlib.contextmanager
     def writer_lock(self, wait_s: float = 0.0) -> Iterator[None]:
         deadline = time.monotonic() + wait_s
-        while True:
-            try:
-                held = self._writer_lock()
-                held.__enter__()
-                break
-            except ShopsearchError:
-                if time.monotonic() >= deadline:
-                    raise
-                time.sleep(0.05)
-        try:
+        with contextlib.ExitStack() as stack:
+            while True:
+                try:
+                    stack.enter_context(self._writer_lock())
+                    break
+                except ShopsearchError:
+                    if time.monotonic() >= deadline:
+                        raise
+                    time.sleep(0.05)
             yield
-        except BaseException:
-            if not held.__exit__(*sys.exc_info()):
-                raise
-        else:
-            held.__exit__(None, None, None)
 
     @contextlib.contextmanager
     def _writer_lock(self) -> Iterator[None]:

@@ -1,0 +1,423 @@
+"""Live price and stock: change payload fields of indexed products without re-embedding.
+
+    updates = read_updates("prices.csv")        # product_id + the fields to change
+    apply_updates(location, updates)            # validated whole, then applied at once
+
+What can change: ``price``, ``in_stock`` and any field the product text does not read (a
+catalog's own columns, declared schema fields that are not searchable). A searchable field
+(``title``, ``description``, ``brand``, ``category``, ``attributes``) changes what the product's
+vectors are made of: it is refused, and the message says to re-index.
+
+How an update lands:
+
+* Embedded index: the builds are immutable and sealed, so an update is a new build: the live
+  one copied, the fields set with Qdrant's ``set_payload`` (no vector touched), sealed and
+  promoted atomically under the writer lock, like ``tune_index``. An update is acknowledged
+  once its build is promoted (``CURRENT`` written and synced): a ``kill -9`` before that leaves
+  the previous build live and the staging copy is removed by the next writer; after it nothing
+  is lost. Readers switch on their next refresh (``Retriever.auto_refresh_s``, 1 s).
+* Server: ``set_payload`` on the live collection (``wait=True``: acknowledged once the server
+  applied it, its WAL keeps it).
+
+Kept through ``index --mode upsert|sync``: an update leaves the product's content hash alone,
+so an unchanged catalog row leaves the product (and its live values) untouched. Each updated
+field records the catalog's value it replaced (payload ``_live``); when the catalog row changed
+and gets re-embedded, a live value is kept where the catalog still holds the value it
+replaced, and the catalog wins where it changed that field itself (the newer of the two).
+``--mode full`` builds from the catalog alone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from catalog.fields import FieldSchema
+from catalog.reader import Limits, _in_stock, _payload_value, _price, detect_format
+from catalog.schema import KNOWN_COLUMNS, RENAMED_PREFIX, is_reserved_column
+from core import tables
+from core.errors import CatalogError, ShopsearchError
+from retrieval.store import PAYLOAD_IN_STOCK, IndexLocation, PointRecord, new_build_id, open_backend
+from retrieval.store.base import Backend, Collection
+
+#: Payload key recording, per live-updated field, the catalog value it replaced and the keys
+#: it wrote: ``{"price": {"base": 10.0, "keys": ["price"]}}``.
+PAYLOAD_LIVE = "_live"
+#: Fields the product text, BM25 or the filter mirrors of the catalog read: changed by indexing.
+SEARCHABLE = ("title", "description", "brand", "category", "attributes")
+#: Products read from the index per call while checking an update.
+RETRIEVE_CHUNK = 2048
+#: An embedded update re-indexes the points it moved (Qdrant moves an updated point out of an
+#: indexed segment) once this many, or a tenth of the catalog, await it.
+OPTIMIZE_AFTER = 10_000
+#: How long an update waits for another writer (an update or an indexing) to finish.
+LOCK_WAIT_S = 30.0
+
+
+class BadUpdate(ShopsearchError):
+    """A row of an update cannot be applied (names the row and field); nothing was applied."""
+
+
+class IndexBusy(ShopsearchError):
+    """Another writer held the index longer than the update would wait."""
+
+
+@dataclass(frozen=True)
+class ProductUpdate:
+    """One row of an update: a product and the raw values of the fields to change.
+
+    Attributes:
+        where: The row, for messages (``"prices.csv line 3"``).
+        product_id: The product.
+        values: Field name -> value as read (validated by :func:`apply_updates`).
+    """
+
+    where: str
+    product_id: str
+    values: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class UpdateSummary:
+    """What an update did."""
+
+    location: str
+    products: int
+    fields: tuple[str, ...]
+    build_id: str | None
+    seconds: float
+
+    @property
+    def products_per_s(self) -> float:
+        """Products updated per second of the whole call."""
+        return self.products / self.seconds if self.seconds > 0 else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-able form."""
+        return {**asdict(self), "fields": list(self.fields)}
+
+
+# -- reading ---------------------------------------------------------------------------------
+
+
+def _product_id(value: Any, where: str) -> str:
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, (bool, dict, list)) or value is None or not str(value).strip():
+        raise BadUpdate(f"{where}: missing product_id: nothing was updated")
+    return str(value).strip()
+
+
+def update_records(
+    records: Iterable[dict[str, Any]], source: str = "request"
+) -> list[ProductUpdate]:
+    """Rows given as dicts (the HTTP body's ``products``), numbered from 1.
+
+    Raises:
+        ShopsearchError: a row without a product_id, or an id given twice (names the rows).
+    """
+    out: list[ProductUpdate] = []
+    seen: dict[str, str] = {}
+    for i, record in enumerate(records, start=1):
+        where = f"{source} row {i}"
+        if not isinstance(record, dict):
+            raise BadUpdate(f"{where}: not an object: nothing was updated")
+        pid = _product_id(record.get("product_id"), where)
+        if pid in seen:
+            raise BadUpdate(
+                f"{where}: product_id {pid!r} is also on {seen[pid]}: give each product once; "
+                "nothing was updated"
+            )
+        seen[pid] = where
+        values = {str(k).strip(): v for k, v in record.items() if k != "product_id"}
+        out.append(ProductUpdate(where, pid, values))
+    return out
+
+
+def read_updates(path: str | Path) -> list[ProductUpdate]:
+    """Reads an update file: CSV/TSV, JSON Lines or Parquet with ``product_id`` and the columns
+    to change. A blank cell leaves that field as it is.
+
+    Raises:
+        ShopsearchError: unreadable file, no ``product_id`` column, a bad line, an id given
+            twice (one line naming the file and row; nothing is applied).
+    """
+    path = Path(path)
+    fmt = detect_format(path)
+    tables.check_file(path, CatalogError)
+
+    def check(p: Path, columns: Iterable[str], separator: str | None = None) -> None:
+        tables.check_columns(p, columns, ("product_id",), CatalogError, separator)
+
+    rows: list[tuple[str, dict[str, Any]]] = []
+    if fmt == "jsonl":
+        for batch in tables.jsonl_rows(path, 4096, "utf8", error=CatalogError, check_columns=check):
+            for line, record in batch:
+                if isinstance(record, str):
+                    raise BadUpdate(f"{path} line {line}: {record}: nothing was updated")
+                rows.append((f"{path.name} line {line}", record))
+    else:
+        try:
+            if fmt == "csv":
+                sep = "\t" if path.suffix.lower() == ".tsv" else ","
+                frame = pl.read_csv(path, separator=sep, infer_schema=False)
+                frame = frame.rename({c: c.strip() for c in frame.columns})
+                check(path, frame.columns, sep)
+                unit, first = "line", 2
+            else:
+                frame = pl.read_parquet(path)
+                check(path, frame.columns)
+                unit, first = "row", 1
+        except pl.exceptions.NoDataError:
+            raise ShopsearchError(f"{path}: the file is empty: nothing was updated") from None
+        except (pl.exceptions.PolarsError, OSError) as exc:
+            text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ShopsearchError(f"{path}: cannot be read ({text})") from None
+        for i, record in enumerate(frame.iter_rows(named=True)):
+            rows.append((f"{path.name} {unit} {i + first}", record))
+    if not rows:
+        raise BadUpdate(f"{path}: no row to update")
+    out: list[ProductUpdate] = []
+    seen: dict[str, str] = {}
+    for where, record in rows:
+        pid = _product_id(record.get("product_id"), where)
+        if pid in seen:
+            raise BadUpdate(
+                f"{where}: product_id {pid!r} is also on {seen[pid]}: give each product once; "
+                "nothing was updated"
+            )
+        seen[pid] = where
+        out.append(
+            ProductUpdate(where, pid, {k: v for k, v in record.items() if k != "product_id"})
+        )
+    return out
+
+
+# -- checking --------------------------------------------------------------------------------
+
+
+def _blank(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
+def _field_changes(update: ProductUpdate, schema: FieldSchema) -> dict[str, dict[str, Any]]:
+    """field -> {payload key: value} for one row (a field's display value and its mirrors).
+
+    Raises:
+        ShopsearchError: a searchable or unknown-to-the-store field, a bad value (names the
+            row and the field).
+    """
+    searchable = {f.source for f in schema.fields if f.searchable} | set(SEARCHABLE)
+    limits = Limits()
+    out: dict[str, dict[str, Any]] = {}
+    for name, raw in update.values.items():
+        if _blank(raw):
+            continue  # a blank cell: no change
+        where = f"{update.where} (product_id {update.product_id!r}), field {name!r}"
+        if name.startswith("_"):
+            raise BadUpdate(f"{where}: fields starting with _ are the store's own")
+        if name in searchable:
+            raise BadUpdate(
+                f"{where}: {name} is searchable (the product's vectors and BM25 read it), so it "
+                "cannot change live: change it in the catalog and run `shopsearch index CATALOG "
+                "--mode upsert`; nothing was updated"
+            )
+        try:
+            if name == "price":
+                out[name] = {"price": _price(raw)}
+            elif name == "in_stock":
+                stock = _in_stock(raw)
+                out[name] = {"in_stock": stock, PAYLOAD_IN_STOCK: int(bool(stock))}
+            else:
+                key = RENAMED_PREFIX + name if is_reserved_column(name) else name
+                if key in KNOWN_COLUMNS and key not in ("price", "in_stock"):
+                    raise tables.Invalid(f"{name} is not a field an update can change")
+                value = _payload_value(raw, f"column {name!r}", limits.max_value_chars, 1)
+                keys = {key: value}
+                for f in schema.declared():
+                    if f.source == key and not f.source.startswith("attributes."):
+                        try:
+                            keys[f.key] = f.normalize(value)
+                        except ValueError as exc:
+                            raise tables.Invalid(str(exc)) from None
+                out[key] = keys
+        except tables.Invalid as exc:
+            raise BadUpdate(f"{where}: {exc}; nothing was updated") from None
+    return out
+
+
+def _live_record(
+    old: dict[str, Any], changes: dict[str, dict[str, Any]]
+) -> dict[str, dict[str, Any]]:
+    """The product's ``_live`` after this update: the catalog value each field replaced first."""
+    live = dict(old.get(PAYLOAD_LIVE) or {})
+    for field, keys in changes.items():
+        if field not in live:
+            live[field] = {"base": old.get(field), "keys": sorted(keys)}
+        else:
+            live[field] = {**live[field], "keys": sorted(set(live[field]["keys"]) | set(keys))}
+    return live
+
+
+def _planned(
+    collection: Collection, updates: Sequence[ProductUpdate], schema: FieldSchema
+) -> list[tuple[str, dict[str, Any]]]:
+    """(product_id, payload keys to set) for every row, after checking all of them.
+
+    Raises:
+        ShopsearchError: the first bad row (unknown product, searchable field, bad value).
+    """
+    per_row = [(u, _field_changes(u, schema)) for u in updates]
+    planned: list[tuple[str, dict[str, Any]]] = []
+    for i in range(0, len(per_row), RETRIEVE_CHUNK):
+        chunk = per_row[i : i + RETRIEVE_CHUNK]
+        stored = collection.retrieve([u.product_id for u, _ in chunk])
+        for u, changes in chunk:
+            hit = stored.get(u.product_id)
+            if hit is None:
+                raise BadUpdate(
+                    f"{u.where}: product_id {u.product_id!r} is not in the index (add it to the "
+                    "catalog and run `shopsearch index CATALOG --mode upsert`); nothing was updated"
+                )
+            if not changes:
+                continue
+            payload = {k: v for keys in changes.values() for k, v in keys.items()}
+            payload[PAYLOAD_LIVE] = _live_record(dict(hit.payload or {}), changes)
+            planned.append((u.product_id, payload))
+    return planned
+
+
+# -- applying --------------------------------------------------------------------------------
+
+
+def apply_updates(
+    location: IndexLocation,
+    updates: Sequence[ProductUpdate] | str | Path,
+    *,
+    wait_s: float = LOCK_WAIT_S,
+) -> UpdateSummary:
+    """Checks every row, then changes the fields of the products at once (vectors untouched).
+
+    Args:
+        location: The index (embedded directory or server).
+        updates: Rows (:func:`read_updates`, :func:`update_records`) or an update file.
+        wait_s: How long to wait for another writer of the index.
+
+    Returns:
+        What was done; ``build_id`` is the embedded index's new build (None on a server).
+
+    Raises:
+        ShopsearchError: no index; a bad row (unknown product, searchable field, negative or
+            non-numeric price, non-boolean stock ...; names the row and field); another writer
+            kept the index longer than ``wait_s``. Nothing is applied then.
+    """
+    start = time.perf_counter()
+    if isinstance(updates, (str, Path)):
+        updates = read_updates(updates)
+    backend = open_backend(location)
+    build_id = None
+    with contextlib.ExitStack() as held:
+        try:
+            held.enter_context(backend.writer_lock(wait_s=wait_s))
+        except ShopsearchError as exc:
+            raise IndexBusy(str(exc)) from None
+        current = backend.open()
+        try:
+            manifest = dict(current.manifest)
+            planned = _planned(current, updates, FieldSchema.from_manifest(manifest))
+            if planned and backend.updates_in_place:
+                current.set_payloads(planned)
+        finally:
+            current.close()
+        if planned and not backend.updates_in_place:
+            build_id = _new_build(backend, manifest, planned)
+    fields = sorted({k for _, p in planned for k in p.get(PAYLOAD_LIVE, {})} & _given(updates))
+    return UpdateSummary(
+        location=location.describe(),
+        products=len(planned),
+        fields=tuple(fields),
+        build_id=build_id,
+        seconds=time.perf_counter() - start,
+    )
+
+
+def _given(updates: Sequence[ProductUpdate]) -> set[str]:
+    names = {n for u in updates for n, v in u.values.items() if not _blank(v)}
+    return names | {RENAMED_PREFIX + n for n in names if is_reserved_column(n)}
+
+
+def _new_build(
+    backend: Backend, manifest: dict[str, Any], planned: list[tuple[str, dict[str, Any]]]
+) -> str:
+    """A copy of the live build with the payloads set, sealed and promoted (embedded store)."""
+    live = dict(manifest.get("live") or {})
+    waiting = int(live.get("unindexed", 0)) + len(planned)
+    optimize = waiting >= max(OPTIMIZE_AFTER, int(manifest.get("count") or 0) // 10)
+    live.update(
+        updated=int(live.get("updated", 0)) + len(planned),
+        unindexed=0 if optimize else waiting,
+        at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    )
+    manifest.update(build_id=new_build_id(), mode="update", live=live)
+    staging = backend.begin(manifest, copy_current=True)
+    try:
+        staging.set_payloads(planned)
+        if optimize:
+            staging.finalize()  # re-indexes the points the updates moved
+        staging.set_manifest(manifest)
+        backend.promote(staging)
+    except BaseException:
+        backend.discard(staging)
+        raise
+    return manifest["build_id"]
+
+
+# -- indexing keeps live values ----------------------------------------------------------------
+
+
+def keep_live(collection: Collection, records: Sequence[PointRecord]) -> list[PointRecord]:
+    """Records about to replace indexed products, with the live values the catalog left alone.
+
+    For each field an update changed (``_live``): when the new catalog row still holds the
+    value the update replaced, the live value (and its filter keys) is kept; when the catalog
+    changed that field itself, the catalog's value wins.
+
+    Args:
+        collection: The staging copy, still holding the products as they were.
+        records: The products about to be written (re-embedded from the catalog).
+    """
+    if not records:
+        return list(records)
+    old = collection.retrieve([r.product_id for r in records])
+    out = []
+    for r in records:
+        hit = old.get(r.product_id)
+        live = (hit.payload or {}).get(PAYLOAD_LIVE) if hit is not None else None
+        if not live:
+            out.append(r)
+            continue
+        payload, kept = dict(r.payload), {}
+        for field, entry in live.items():
+            if payload.get(field) != entry.get("base"):
+                continue  # the catalog changed it: the catalog wins
+            for key in entry.get("keys", [field]):
+                if key in hit.payload:
+                    payload[key] = hit.payload[key]
+                else:
+                    payload.pop(key, None)
+            kept[field] = entry
+        if kept:
+            payload[PAYLOAD_LIVE] = kept
+        out.append(replace(r, payload=payload))
+    return out
+
+
+def live_keeping_upsert(staging: Collection) -> Callable[[Sequence[PointRecord]], None]:
+    """``staging.upsert`` that keeps live values (:func:`keep_live`); for upsert/sync builds."""
+    return lambda records: staging.upsert(keep_live(staging, records))
