@@ -178,9 +178,6 @@ def rules_remove_cmd(rule_id: str, location, rules_dir: Path | None) -> None:
 @rules_dir_option
 @filter_options
 @click.option(
-    "--filter", "where", default=None, help="A filter expression, as 'shopsearch search' takes."
-)
-@click.option(
     "-k", "k", default=10, show_default=True, type=click.IntRange(1, 100), help="Results."
 )
 @click.option(
@@ -203,7 +200,6 @@ def rules_test_cmd(
     location,
     rules_dir: Path | None,
     filters,
-    where: str | None,
     k: int,
     offset: int,
     model: str | None,
@@ -238,7 +234,6 @@ def rules_test_cmd(
             k=k,
             offset=offset,
             filters=filters,
-            filter=where,
             rerank_depth=max(DEFAULT_RERANK_DEPTH, offset + k),
         )
     if as_json:
