@@ -125,6 +125,8 @@ def run_search(
     with runtime.pin() as loaded:
         if params.user_id is not None:
             request.state.user = loaded.pseudonymizer.pseudonym(params.user_id)
+        # a filter on a field this index lacks is the request's mistake (a 400), not the index's
+        filters.check(loaded.pipeline.retriever.schema)
         with loaded.search_lock, server_side("search is unavailable", settings):
             hits = loaded.pipeline.search(
                 params.q,
