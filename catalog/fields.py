@@ -467,6 +467,21 @@ class FieldSchema:
                 out[f.key] = normalized
         return out
 
+    def with_filter_keys(self, payload: Mapping[str, Any]) -> dict[str, Any]:
+        """A payload with the normalized value of every filterable field it lacks, computed
+        from its display values: what filters compare, for a hit's public payload (whose
+        ``_`` keys the retriever drops). A value that does not fit its type is left out."""
+        out = dict(payload)
+        for f in self.fields:
+            if f.filterable and f.key not in out:
+                try:
+                    normalized = f.normalize(f.value(payload))
+                except ValueError:
+                    continue
+                if normalized is not None:
+                    out[f.key] = normalized
+        return out
+
     def payload_indexes(self) -> tuple[tuple[str, str], ...]:
         """(key, kind) of the payload index each declared filterable/facetable/sortable
         field needs (the defaults' are ``retrieval.store.PAYLOAD_INDEXES``)."""

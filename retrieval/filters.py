@@ -571,13 +571,19 @@ class Filters:
         return self
 
     def matches(self, payload: dict[str, Any], schema: FieldSchema | None = None) -> bool:
-        """Whether a stored payload meets every condition (the engine's semantics, in Python).
+        """Whether a payload meets every condition (the engine's semantics, in Python).
 
         Args:
-            payload: A point's payload as stored (with its normalized ``_`` keys).
+            payload: A point's payload as stored, or a hit's public payload (the normalized
+                ``_`` keys it lacks are computed from its fields' values).
             schema: The index's fields; None is :meth:`FieldSchema.default`.
         """
-        return all(holds(c, payload) for c in self.conditions(schema))
+        schema = schema or FieldSchema.default()
+        conds = self.conditions(schema)
+        if not conds:
+            return True
+        view = schema.with_filter_keys(payload)
+        return all(holds(c, view) for c in conds)
 
     def without(self, field_name: str) -> Filters:
         """These filters less every top-level AND condition on one field (the shorthand on it

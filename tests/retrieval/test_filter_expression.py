@@ -303,3 +303,19 @@ def test_upsert_with_another_schema_is_refused_and_sync_rewrites(
         assert with_voltage
     finally:
         col.close()
+
+
+@pytest.mark.parametrize("backend", ["edge", "server"])
+def test_matches_a_hits_public_payload(indexes, tiny_encoder, backend):
+    """Rules and facets see hits whose store-only ``_`` keys are dropped: same answers."""
+    loc = indexes[0][backend]
+    with Retriever.open(loc.path, client=loc.client, encoder=tiny_encoder) as r:
+        hits = r.search("drill", k=300, mode="dense", exact=True)
+        assert not any(k.startswith("_") for h in hits for k in h.payload)
+        for template in EXPRESSIONS[:17]:
+            flt = Filters(where=template)
+            want = {
+                h.product_id
+                for h in r.search("drill", k=300, filters=flt, mode="dense", exact=True)
+            }
+            assert {h.product_id for h in hits if flt.matches(h.payload, SCHEMA)} == want, template
