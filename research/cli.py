@@ -393,6 +393,39 @@ def bench_typo_cmd(
     _publish(docs_page, workdir / f"{name}.md")
 
 
+@click.command("bench-synonyms")
+@click.argument("data", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option(
+    "--index",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    required=True,
+    help="Index of DATA's catalog with a spelling vocabulary (its recorded fusion is used).",
+)
+@click.option(
+    "--workdir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("runs/synonyms"),
+    show_default=True,
+    help="Where synonyms.json / synonyms.md and the mined list synonyms-mined.txt go.",
+)
+@device_option
+@docs_option
+def bench_synonyms_cmd(
+    data: Path, index: Path, workdir: Path, device: str | None, docs_page: Path | None
+) -> None:
+    """Synonyms on DATA: a list mined from the training split (a documented, deterministic
+    rule), its weight chosen on validation, BM25 and hybrid with and without it on the test
+    split (paired randomization tests)."""
+    from research.bench_synonyms import REPORT, run_synonym_benchmark
+
+    report = run_synonym_benchmark(
+        data, index, workdir, device=device, log=lambda m: click.echo(m, err=True)
+    )
+    click.echo(report.markdown())
+    click.echo(f"\nwrote {workdir / REPORT}.json and .md ({report.seconds:.0f} s)")
+    _publish(docs_page, workdir / f"{REPORT}.md")
+
+
 def _parse_depths(ctx: click.Context, param: click.Parameter, value: str) -> list[int]:
     """--depths "10,20,50" -> [10, 20, 50] (the default depth added); else one line, exit 2."""
     from core.errors import ShopsearchError
@@ -847,6 +880,7 @@ COMMANDS = [
     bench_cmd,
     simulate_cmd,
     bench_typo_cmd,
+    bench_synonyms_cmd,
     bench_depth_cmd,
     bench_personal_cmd,
     bench_index_cmd,

@@ -29,7 +29,13 @@ from retrieval.store import (
     open_backend,
     public_payload,
 )
-from retrieval.synonyms import SynonymMatcher, Synonyms, token_idf, watch_synonyms
+from retrieval.synonyms import (
+    SYNONYM_WEIGHT,
+    SynonymMatcher,
+    Synonyms,
+    token_idf,
+    watch_synonyms,
+)
 
 DEFAULT_MODE: Mode = "hybrid"
 #: RRF weight of the shopper-taste prefetch against 1.0 for each query prefetch.
@@ -178,6 +184,8 @@ class Retriever:
         #: The shop's synonyms, asked at each search (``watch_synonyms(dir).get`` re-reads
         #: ``synonyms.json`` when it changed); applied to BM25's query and the corrector.
         self.synonyms: Callable[[], Synonyms] = synonyms or Synonyms
+        #: ``w`` of :mod:`retrieval.synonyms`' weighting (``bench-synonyms`` varies it).
+        self.synonym_weight = SYNONYM_WEIGHT
         self._synonym_state: tuple[Any, ...] = ()
         self._version = backend.current_version()
         self._checked_at = time.monotonic()
@@ -297,9 +305,10 @@ class Retriever:
         """
         synonyms = self.synonyms()
         state = self._synonym_state
-        if state and state[0] is synonyms and state[1] is self.collection:
-            return state[2]
-        matcher = SynonymMatcher(synonyms, self.lexical.tokenize)
+        key = (synonyms, self.collection, self.synonym_weight)
+        if state and state[0] is synonyms and state[1] is self.collection and state[2] == key[2]:
+            return state[3]
+        matcher = SynonymMatcher(synonyms, self.lexical.tokenize, self.synonym_weight)
         corrector = self.corrector
         stems = frozenset(corrector.stem(w) for w in synonyms.words()) if corrector else frozenset()
         n_docs = int(self.collection.manifest.get("count") or 0)
@@ -309,7 +318,7 @@ class Retriever:
             else None
         )
         compiled = (matcher, stems, idf)
-        self._synonym_state = (synonyms, self.collection, compiled)
+        self._synonym_state = (*key, compiled)
         return compiled
 
     def specs(
