@@ -19,7 +19,18 @@ import click
 from core.errors import ShopsearchError
 
 # The command modules import shopsearch.cli.options, never this module: no cycle.
-from shopsearch.cli import events, imports, index, optimize, search, serve, synonyms, train
+from shopsearch.cli import (
+    events,
+    imports,
+    index,
+    optimize,
+    rules,
+    search,
+    serve,
+    synonyms,
+    train,
+    update,
+)
 
 PLUGIN_GROUP = "shopsearch.commands"
 USER_ERROR_EXIT = 2
@@ -76,7 +87,7 @@ def main() -> None:
     """shopsearch: personalized product search (bi-encoder retrieval in Qdrant, reranking)."""
 
 
-for _module in (index, search, imports, train, events, serve, optimize, synonyms):
+for _module in (index, search, imports, train, events, serve, optimize, synonyms, update, rules):
     for _command in _module.COMMANDS:
         main.add_command(_command)
 
