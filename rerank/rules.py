@@ -398,8 +398,11 @@ class RuleBook:
                 self._contains.setdefault(key, []).append(rule)
             else:
                 self._any.append(rule)
-        #: rule id -> (the schema, its filter's conditions under it; None: no longer fits)
-        self._bound: dict[str, tuple[FieldSchema, tuple[Condition, ...] | None]] = {}
+        #: rule id -> (the schema, its filter's conditions under it (None: no longer fits),
+        #: the fields they read)
+        self._bound: dict[str, tuple[Any, ...]] = {}
+        #: (payload key, display value) -> normalized value, for :meth:`matcher`
+        self._memo: dict[tuple[str, Any], Any] = {}
 
     @classmethod
     def from_entries(cls, entries: Sequence[Mapping[str, Any]]) -> RuleBook:
@@ -436,25 +439,31 @@ class RuleBook:
 
         Each rule's filter is bound to ``schema`` once (not per search); a filter that no
         longer fits the index (a field dropped since the rule was saved) matches nothing.
-        A hit's payload lacks the store's normalized keys: they are derived from its fields
-        (:func:`stored_payload`), once per hit.
+        A hit's payload lacks the store's normalized keys: the ones a rule reads are derived
+        from the hit's fields, once per hit, from a memo of the values seen before (a brand
+        is normalized once, not once per hit and search).
         """
-        last: list[Any] = [None, None]  # the payload last seen, and its stored form
+        last: list[Any] = [None, {}]  # the payload last seen, and the keys derived for it
+        memo = self._memo
+        if len(memo) > _MEMO_SIZE:
+            memo.clear()
 
         def matches(rule: Rule, payload: Mapping[str, Any]) -> bool:
             bound = self._bound.get(rule.id)
             if bound is None or bound[0] is not schema:
-                assert rule.filters is not None
-                try:
-                    conditions: tuple[Condition, ...] | None = rule.filters.conditions(schema)
-                except ShopsearchError:
-                    conditions = None
-                bound = self._bound[rule.id] = (schema, conditions)
-            if bound[1] is None:
+                bound = self._bound[rule.id] = (schema, *_bind(rule, schema))
+            _, conditions, fields = bound
+            if conditions is None:
                 return False
             if last[0] is not payload:
-                last[0], last[1] = payload, stored_payload(payload, schema)
-            return all(holds(c, last[1]) for c in bound[1])
+                last[0], last[1] = payload, {}
+            derived = last[1]
+            for key, f in fields:
+                if key not in derived:
+                    derived[key] = payload[key] if key in payload else _derive(f, payload, memo)
+            if len(conditions) == 1:
+                return holds(conditions[0], derived)
+            return all(holds(c, derived) for c in conditions)
 
         return matches
 
@@ -492,15 +501,55 @@ def stored_payload(payload: Mapping[str, Any], schema: FieldSchema) -> dict[str,
     (hits carry the public fields only), so that ``Filters.matches`` reads it as stored."""
     out = dict(payload)
     for f in schema.fields:
-        if not f.filterable or f.key in out:
-            continue
-        try:
-            value = f.normalize(f.value(payload))
-        except ValueError:
-            value = None
-        if value is not None:
-            out[f.key] = value
+        if f.filterable and f.key not in out:
+            value = _derive(f, payload, {})
+            if value is not None:
+                out[f.key] = value
     return out
+
+
+#: Entries of a book's memo of normalized values before it starts again.
+_MEMO_SIZE = 100_000
+
+
+def _derive(f: Any, payload: Mapping[str, Any], memo: dict[tuple[str, Any], Any]) -> Any:
+    """The normalized filter value of field ``f`` for a hit's payload (None: none)."""
+    raw = f.value(payload)
+    try:
+        return memo[(f.name, raw)]
+    except KeyError:
+        pass
+    except TypeError:  # a list or a dict: not kept
+        return _normalized(f, raw)
+    value = memo[(f.name, raw)] = _normalized(f, raw)
+    return value
+
+
+def _normalized(f: Any, raw: Any) -> Any:
+    try:
+        return f.normalize(raw)
+    except ValueError:
+        return None
+
+
+def _bind(rule: Rule, schema: FieldSchema) -> tuple[tuple[Condition, ...] | None, tuple[Any, ...]]:
+    """A boost rule's conditions under ``schema`` and the (key, field) pairs they read."""
+    assert rule.filters is not None
+    try:
+        conditions = rule.filters.conditions(schema)
+    except ShopsearchError:
+        return None, ()
+    keys: set[str] = set()
+    todo: list[Any] = list(conditions)
+    while todo:
+        c = todo.pop()
+        if hasattr(c, "items"):
+            todo.extend(c.items)
+        elif hasattr(c, "item"):
+            todo.append(c.item)
+        else:
+            keys.add(c.key)
+    return conditions, tuple((f.key, f) for f in schema.fields if f.key in keys)
 
 
 def _marked(hit: RankedHit, mark: Mark, **changes: Any) -> RankedHit:
