@@ -367,12 +367,8 @@ class SearchPipeline:
         if not facets and sort is None and diversify is None:
             return _Storefront(None)
         schema = self.retriever.schema
-        return _Storefront(
-            schema,
-            tuple(storefront.parse_facets(facets, schema)),
-            storefront.SortSpec.parse(sort, schema),
-            storefront.DiversifySpec.parse(diversify, schema),
-        )
+        asked, by, groups = storefront.check(schema, facets, sort, diversify)
+        return _Storefront(schema, tuple(asked), by, groups)
 
     def search_batch(
         self,

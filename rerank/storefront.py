@@ -543,3 +543,23 @@ def group_by_field(field: Field) -> Callable[[RankedHit], Hashable | None]:
         return values[0][0] if values else None
 
     return group
+
+
+def check(
+    schema: FieldSchema,
+    facets: Sequence[str | FacetSpec] | None = None,
+    sort: str | SortSpec | None = None,
+    diversify: str | DiversifySpec | None = None,
+) -> tuple[list[FacetSpec], SortSpec | None, DiversifySpec | None]:
+    """A search's facets, sort and diversity, parsed and checked against an index's fields
+    (what ``SearchPipeline.search`` does first; a service calls it to tell the request's
+    mistakes from the index's).
+
+    Raises:
+        ShopsearchError: The first of them that names a field that cannot take it.
+    """
+    return (
+        parse_facets(facets, schema),
+        SortSpec.parse(sort, schema),
+        DiversifySpec.parse(diversify, schema),
+    )

@@ -66,6 +66,32 @@ from shopsearch.cli.options import (
     is_flag=True,
     help="Search the query as typed (no spelling correction from the catalog's vocabulary).",
 )
+@click.option(
+    "--facet",
+    "facets",
+    multiple=True,
+    help="Count the candidates' values of a facetable field (repeatable): 'brand', 'brand:5' "
+    "(top 5), 'price:25,50,100' (bands cut there).",
+)
+@click.option(
+    "--sort",
+    default=None,
+    help="'FIELD:asc' or 'FIELD:desc' over a sortable field (e.g. price:asc): the relevant "
+    "results by that field, relevance breaking ties (default: relevance).",
+)
+@click.option(
+    "--diversify",
+    default=None,
+    help="'FIELD:N' (e.g. brand:2): at most N products of one value of a facetable field "
+    "before every other value had its turn.",
+)
+@click.option(
+    "--offset",
+    default=0,
+    show_default=True,
+    type=click.IntRange(0, 999),
+    help="Results to skip (paging): print results offset+1 to offset+k.",
+)
 @device_option
 @backend_options
 @click.option(
@@ -93,6 +119,10 @@ def search_cmd(
     threads: int | None,
     as_json: bool,
     no_correct: bool = False,
+    facets: tuple[str, ...] = (),
+    sort: str | None = None,
+    diversify: str | None = None,
+    offset: int = 0,
 ) -> None:
     """Search the index for QUERY and print the top K products."""
     from rerank.pipeline import SearchPipeline
@@ -120,6 +150,10 @@ def search_cmd(
             filters=filters,
             mode=mode,
             correct=not no_correct,
+            facets=list(facets) or None,
+            sort=sort,
+            diversify=diversify,
+            offset=offset,
         )
         why = pipeline.retriever.why_empty(filters) if not hits and not filters.is_empty() else None
     if as_json:
@@ -130,8 +164,13 @@ def search_cmd(
                 {"from": a, "to": b} for a, b in (hits.correction.changes if hits.corrected else ())
             ],
             "suggestion": hits.suggestion,
-            "hits": [h.to_dict(r) for r, h in enumerate(hits, start=1)],
+            "hits": [h.to_dict(r) for r, h in enumerate(hits, start=offset + 1)],
+            "total_candidates": hits.total_candidates,
         }
+        if hits.facets:
+            out["facets"] = {
+                name: [c.to_dict() for c in counts] for name, counts in hits.facets.items()
+            }
         if why:
             out["note"] = why
         click.echo(json.dumps(out, default=str))
@@ -142,19 +181,29 @@ def search_cmd(
         )
     elif hits.suggestion:
         click.echo(f'did you mean "{hits.suggestion}"? (results are for "{query}" as typed)')
-    click.echo(format_hits(query, hits))
+    click.echo(format_hits(query, hits, offset))
+    if hits.facets:
+        click.echo(format_facets(hits.facets))
     if why:
         click.echo(f"note: {why}", err=True)
 
 
-def format_hits(query: str, hits) -> str:
-    """A readable table of hits."""
+def format_facets(facets) -> str:
+    """The facets' counts, one line per field: ``brand: DeWalt (12), Makita (9)``."""
+    return "\n".join(
+        f"{name}: " + (", ".join(f"{c.label} ({c.count})" for c in counts) or "-")
+        for name, counts in facets.items()
+    )
+
+
+def format_hits(query: str, hits, offset: int = 0) -> str:
+    """A readable table of hits (numbered from ``offset + 1``)."""
     lines = [f'"{query}": {len(hits)} result(s)']
     if hits:
         lines.append(
             f"{'#':>3}  {'score':>7}  {'product_id':<14} {'price':>9}  {'brand':<14} title"
         )
-    for i, h in enumerate(hits, 1):
+    for i, h in enumerate(hits, offset + 1):
         price = h.payload.get("price")
         price_s = f"{price:9.2f}" if isinstance(price, int | float) else f"{'-':>9}"
         brand = str(h.payload.get("brand") or "-")[:14]

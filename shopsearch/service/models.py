@@ -18,6 +18,8 @@ MAX_USER_ID_CHARS = 256
 #: Events per ``POST /events`` request.
 MAX_EVENTS = 10_000
 MAX_BRANDS = 50
+#: Facets per search.
+MAX_FACETS = 20
 #: A query needs a letter or digit in some script: ``[^\W_]`` is what ``str.isalnum`` is.
 QUERY_PATTERN = r"[^\W_]"
 
@@ -79,6 +81,33 @@ class SearchParams(BaseModel):
         description="Correct misspelled words from the catalog's vocabulary; false searches "
         "the query as typed.",
     )
+    facets: list[str] | None = Field(
+        None,
+        max_length=MAX_FACETS,
+        description="Facetable fields to count values of over the candidates: 'brand', "
+        "'brand:5' (top 5 values), 'price:25,50,100' (bands cut at 25, 50, 100). Repeat the "
+        "parameter for several (GET) or give a list (POST). A field the filters select on "
+        "counts the values it would have without its own condition (disjunctive). A field "
+        "that is not facetable is a 400 naming the facetable ones.",
+        json_schema_extra={"examples": [["brand", "price"]]},
+    )
+    sort: str | None = Field(
+        None,
+        max_length=200,
+        description="'FIELD:asc' or 'FIELD:desc' over a sortable field (e.g. 'price:asc'): the "
+        "relevant candidates by that field, relevance breaking ties, products without a value "
+        "last; absent or 'relevance': by relevance. A field that is not sortable is a 400 "
+        "naming the sortable ones.",
+        json_schema_extra={"examples": ["price:asc"]},
+    )
+    diversify: str | None = Field(
+        None,
+        max_length=200,
+        description="'FIELD:N' (e.g. 'brand:2'): at most N products of one value of a facetable "
+        "field before every other value had its turn, so one product line does not fill the "
+        "page; absent or 'off': none.",
+        json_schema_extra={"examples": ["brand:2"]},
+    )
 
     @model_validator(mode="after")
     def _depth(self) -> SearchParams:
@@ -132,6 +161,22 @@ class SearchResult(BaseModel):
     )
 
 
+class FacetValue(BaseModel):
+    """One value of a facet and how many candidates hold it."""
+
+    value: str | float | bool = Field(
+        description="The value as compared: a keyword's normalized key, a category path, a "
+        "bool, a number; a band's label for a band."
+    )
+    label: str = Field(description="How to show it ('DeWalt', '25 - 50').")
+    count: int = Field(description="Candidates holding it.")
+    filter: str = Field(
+        description="The filter expression selecting it (what clicking it adds to the query)."
+    )
+    low: float | None = Field(None, description="A band's lowest value, inclusive.")
+    high: float | None = Field(None, description="A band's highest value, exclusive.")
+
+
 class Correction(BaseModel):
     """One word the spelling corrector changed."""
 
@@ -172,6 +217,16 @@ class SearchResponse(BaseModel):
         None,
         description="Why there are no results when the filters match no product at all "
         "(e.g. \"no product has brand 'Bosch'\"); null otherwise.",
+    )
+    facets: dict[str, list[FacetValue]] = Field(
+        default_factory=dict,
+        description="Per facet asked, its values' counts over the candidates, most frequent "
+        "first (bands in order).",
+    )
+    total_candidates: int | None = Field(
+        None,
+        description="How many candidates the ranking holds (what facets count; a sorted "
+        "ranking keeps only the relevant ones): paging ends there.",
     )
 
 

@@ -121,8 +121,9 @@ def _fuzz(strategy, label: str, sent: list[str]) -> None:
 
 def _schema_cannot_say_it_is_wrong(case) -> bool:
     """False for a schema-valid request that is still wrong in a way JSON Schema cannot say:
-    min_price above max_price or a reload folder that is not a model (documented 400s), and
-    offset + k past 1000 (a 422 naming it)."""
+    min_price above max_price, a filter, facet, sort or diversify on a field the index cannot
+    use, or a reload folder that is not a model (documented 400s), and offset + k past 1000
+    (a 422 naming it)."""
     fields = case.query if case.method == "GET" else case.body
     if case.path == "/search" and isinstance(fields, dict):
         low, high = fields.get("min_price"), fields.get("max_price")
@@ -130,6 +131,9 @@ def _schema_cannot_say_it_is_wrong(case) -> bool:
             return False
         offset, k = fields.get("offset", 0), fields.get("k", 10)
         if _number(offset) and _number(k) and float(offset) + float(k) > 1000:
+            return False
+        # a filter, facet, sort or diversify names fields of the index (a documented 400)
+        if any(fields.get(name) for name in ("filter", "facets", "sort", "diversify")):
             return False
     if case.path == "/admin/reload" and isinstance(case.body, dict):
         return not (case.body.get("reranker") or case.body.get("personal"))

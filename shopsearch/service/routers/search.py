@@ -24,6 +24,7 @@ from shopsearch.service.errors import server_side
 from shopsearch.service.metrics import Metrics
 from shopsearch.service.models import (
     Correction,
+    FacetValue,
     Reason,
     ScoreParts,
     SearchParams,
@@ -37,8 +38,9 @@ router = APIRouter(tags=["search"], dependencies=KEYED)
 
 _USER_MISTAKE = {
     400: problem(
-        "The query has no letter or digit, or the filters contradict each other "
-        "(min_price above max_price)."
+        "The query has no letter or digit, the filters contradict each other "
+        "(min_price above max_price), or a facet, sort or diversify names a field that "
+        "cannot take it (the message names the fields that can)."
     )
 }
 RESPONSES = {**_USER_MISTAKE, **KEYED_RESPONSES, **INVALID_RESPONSES, **UNAVAILABLE_RESPONSES}
@@ -71,7 +73,7 @@ def single_values(request: Request) -> None:
         )
 
 
-_SINGLE = frozenset(SearchParams.model_fields) - {"brands"}
+_SINGLE = frozenset(SearchParams.model_fields) - {"brands", "facets"}
 
 
 @router.get(
@@ -110,6 +112,7 @@ def run_search(
     metrics: Metrics,
     settings: ServiceSettings,
 ) -> SearchResponse:
+    from rerank import storefront
     from rerank.pipeline import DEFAULT_RERANK_DEPTH
     from retrieval.filters import Filters
     from retrieval.retriever import check_query
@@ -123,20 +126,28 @@ def run_search(
     note = None
     t0 = time.perf_counter()
     with runtime.pin() as loaded:
-        if params.user_id is not None:
-            request.state.user = loaded.pseudonymizer.pseudonym(params.user_id)
         # a filter on a field this index lacks is the request's mistake (a 400), not the index's
         filters.check(loaded.pipeline.retriever.schema)
+        # so is a facet, sort or diversify on a field that cannot take it
+        storefront.check(
+            loaded.pipeline.retriever.schema, params.facets, params.sort, params.diversify
+        )
+        if params.user_id is not None:
+            request.state.user = loaded.pseudonymizer.pseudonym(params.user_id)
         with loaded.search_lock, server_side("search is unavailable", settings):
             hits = loaded.pipeline.search(
                 params.q,
                 user_id=params.user_id,
-                k=depth,
+                k=params.k,
+                offset=params.offset,
                 rerank_depth=max(settings.rerank_depth or DEFAULT_RERANK_DEPTH, depth),
                 filters=filters,
                 mode=params.mode,
                 explain=params.explain,
                 correct=params.correct,
+                facets=params.facets,
+                sort=params.sort,
+                diversify=params.diversify,
             )
             stage_ms = {k: round(v, 3) for k, v in hits.stage_ms.items()}
             if not hits and not filters.is_empty():
@@ -145,7 +156,7 @@ def run_search(
     took = (time.perf_counter() - t0) * 1000
     metrics.observe_stages(stage_ms)
     request.state.stage_ms = stage_ms
-    page = hits[params.offset : depth]
+    page = hits
     request.state.results = len(page)
     results = [
         SearchResult(
@@ -182,6 +193,11 @@ def run_search(
         stage_ms=stage_ms,
         took_ms=round(took, 3),
         note=note,
+        facets={
+            name: [FacetValue(**c.to_dict()) for c in counts]
+            for name, counts in hits.facets.items()
+        },
+        total_candidates=hits.total_candidates,
     )
 
 
