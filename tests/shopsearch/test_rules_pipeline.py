@@ -183,3 +183,14 @@ def test_an_edit_from_another_process_is_seen_at_the_next_search(pipeline, tmp_p
     assert first not in ids(pipeline.search("drill", k=5))
     RuleStore(tmp_path).remove("h")
     assert pipeline.search("drill", k=5)[0].product_id == first
+
+
+def test_a_rule_fires_for_the_corrected_query_and_a_redirect_for_the_typed_one(pipeline, store):
+    typed = pipeline.search("kitchen faucte", k=5, rules=False)
+    assert typed.corrected == "kitchen faucet"
+    first = typed[0].product_id
+    store.add(Rule("h", "hide", "exact", "kitchen faucet", products=(first,)))
+    store.add(Rule("go", "redirect", "exact", "kitchen faucet", redirect="drill"))
+    got = pipeline.search("kitchen faucte", k=5)
+    assert got.rules == ("h",) and got.redirected is None and first not in ids(got)
+    assert pipeline.search("kitchen faucet", k=5).redirected == "drill"
