@@ -22,8 +22,9 @@ most ``limit`` distinct values, per value, and otherwise bands between rounded q
 
 Sort. A sort orders the *relevant* candidates by a field, not the catalog: a candidate is
 relevant enough when its first-stage score is at least :data:`SORT_FLOOR` times the best
-candidate's and it is among the first :data:`SORT_DEPTH` of the relevance order; the others
-are left out of a sorted result. Relevance breaks ties, and products without a value go last.
+candidate's (with hybrid fusion: roughly, BM25 ranks it among its first 50, where a product
+only the dense list brings in scores at most a tenth of the best); the others are left out of
+a sorted result. Relevance breaks ties, and products without a value go last.
 """
 
 from __future__ import annotations
@@ -49,8 +50,6 @@ DEFAULT_BANDS = 5
 #: A sorted result keeps the candidates whose first-stage score is at least this share of the
 #: best candidate's (see the module's "Sort"; docs/benchmarks/storefront.md has the run).
 SORT_FLOOR = 0.5
-#: ... and among the first this many of the relevance order.
-SORT_DEPTH = 100
 #: Products per group a diversified list may hold before the next group's (``brand:2``).
 DEFAULT_DIVERSITY_CAP = 2
 
@@ -413,7 +412,7 @@ class SortSpec:
 
 
 def relevant(
-    hits: Sequence[RankedHit], floor: float = SORT_FLOOR, depth: int | None = SORT_DEPTH
+    hits: Sequence[RankedHit], floor: float = SORT_FLOOR, depth: int | None = None
 ) -> list[RankedHit]:
     """The candidates relevant enough to be sorted (the module's "Sort"), in relevance order.
 
@@ -452,7 +451,7 @@ def sort_relevant(
     field: Field,
     descending: bool = False,
     floor: float = SORT_FLOOR,
-    depth: int | None = SORT_DEPTH,
+    depth: int | None = None,
 ) -> list[RankedHit]:
     """:func:`relevant`, then :func:`sort_hits`: what a sorted search returns."""
     return sort_hits(relevant(hits, floor, depth), field, descending)
