@@ -874,6 +874,108 @@ def bench_faults_cmd(
     _publish(docs_page, workdir / "faults.md")
 
 
+@click.command("bench-storefront")
+@click.option(
+    "--workdir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("runs/storefront"),
+    show_default=True,
+    help="Where the sample catalog, its index (built once, reused) and the reports go.",
+)
+@click.option(
+    "--products",
+    default=55_000,
+    show_default=True,
+    type=click.IntRange(100),
+    help="Sample-catalog size (55,000 is the issue's sample catalog; try 1,000,000).",
+)
+@click.option("--seed", default=0, show_default=True, type=int, help="Sample-catalog seed.")
+@click.option(
+    "--index",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="An index of the sample catalog to use instead of building one in --workdir.",
+)
+@click.option(
+    "--model",
+    default=None,
+    help="Bi-encoder folder for the index built here (default: the packaged MiniLM); a small "
+    "one makes a 1M-product index buildable on a CPU.",
+)
+@click.option(
+    "--hd",
+    "hd_data",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="The imported Home Depot benchmark (runs/hd): adds it to the diversity part.",
+)
+@click.option(
+    "--hd-index",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="An index of the Home Depot catalog (with --hd).",
+)
+@click.option(
+    "--only",
+    "parts",
+    multiple=True,
+    type=click.Choice(["sort", "diversity", "latency"]),
+    help="Run only this part (repeatable; default: all three).",
+)
+@click.option(
+    "--queries",
+    "latency_queries",
+    default=300,
+    show_default=True,
+    type=click.IntRange(10),
+    help="Title queries of the latency part.",
+)
+@click.option(
+    "--repeats",
+    default=2,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Passes over the latency queries.",
+)
+@docs_option
+def bench_storefront_cmd(
+    workdir: Path,
+    products: int,
+    seed: int,
+    index: Path | None,
+    model: str | None,
+    hd_data: Path | None,
+    hd_index: Path | None,
+    parts: tuple[str, ...],
+    latency_queries: int,
+    repeats: int,
+    docs_page: Path | None,
+) -> None:
+    """Facets, sort and diversity: how relevant a price sort stays, diversity against NDCG@10
+    (Home Depot and the sample catalog), and the latency they add at --products products."""
+    from research.bench_storefront import PARTS, run_storefront_benchmark
+
+    if (hd_data is None) != (hd_index is None):
+        raise UserError("give --hd and --hd-index together (the benchmark and its index)")
+    report = run_storefront_benchmark(
+        workdir,
+        products=products,
+        seed=seed,
+        index=index,
+        model=model,
+        hd_data=hd_data,
+        hd_index=hd_index,
+        parts=parts or PARTS,
+        latency_queries=latency_queries,
+        repeats=repeats,
+        log=lambda m: click.echo(m, err=True),
+    )
+    click.echo(report.markdown())
+    click.echo(f"\nwrote {workdir}/storefront-*.md and storefront.json ({report.seconds:.0f} s)")
+    for part in report.parts:
+        _publish(docs_page, workdir / f"storefront-{part}.md")
+
+
 COMMANDS = [
     sample_catalog,
     demo_cmd,
@@ -885,4 +987,5 @@ COMMANDS = [
     bench_personal_cmd,
     bench_index_cmd,
     bench_faults_cmd,
+    bench_storefront_cmd,
 ]

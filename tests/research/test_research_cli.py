@@ -11,7 +11,7 @@ from shopsearch.cli import main
 
 RESEARCH_COMMANDS = {
     "sample-catalog", "demo", "bench", "bench-index", "bench-personal", "simulate",
-    "bench-faults", "bench-typo", "bench-depth", "bench-synonyms",
+    "bench-faults", "bench-typo", "bench-depth", "bench-synonyms", "bench-storefront",
 }  # fmt: skip
 
 
