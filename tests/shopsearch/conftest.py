@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
+import httpx
 import pytest
 import torch
 from fastapi.testclient import TestClient
@@ -16,6 +22,8 @@ from rerank.pipeline import SearchPipeline
 from retrieval.retriever import Retriever
 from retrieval.store import IndexLocation
 from shopsearch.service import ServiceSettings, create_app
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(autouse=True)
@@ -87,3 +95,53 @@ def make_client(tmp_path, index_dir, personal_model, tiny_factory):
     yield make
     for client in clients:
         client.__exit__(None, None, None)
+
+
+# -- a real server ---------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(index_dir, personal_model, tmp_path_factory):
+    """``shopsearch serve`` with two workers on a free loopback port, personalized."""
+    port = _free_port()
+    folder = tmp_path_factory.mktemp("server")
+    log = folder / "server.log"
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+    }
+    for name in ("PROMETHEUS_MULTIPROC_DIR", "SHOPSEARCH_API_KEY", "SHOPSEARCH_ADMIN_KEY"):
+        env.pop(name, None)
+    cmd = [sys.executable, "-m", "shopsearch.cli", "serve", "--index", str(index_dir)]
+    cmd += ["--port", str(port), "--workers", "2"]
+    cmd += ["--personal", str(personal_model), "--profiles", str(folder / "profiles")]
+    with log.open("wb") as out:
+        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                pytest.fail(f"serve exited {proc.returncode}:\n{log.read_text()[-3000:]}")
+            try:
+                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.3)
+        else:
+            pytest.fail(f"serve not ready in 120 s:\n{log.read_text()[-3000:]}")
+        yield url, log
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

@@ -6,10 +6,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
-import socket
-import subprocess
-import sys
 import threading
 import time
 from datetime import datetime, timezone
@@ -552,53 +548,6 @@ def test_serve_command_user_mistakes(index_dir, tmp_path, no_uvicorn, monkeypatc
 # -- a real server ---------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def server(index_dir, personal_model, tmp_path_factory):
-    """``shopsearch serve`` with two workers on a free loopback port, personalized."""
-    port = _free_port()
-    folder = tmp_path_factory.mktemp("server")
-    log = folder / "server.log"
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
-    }
-    for name in ("PROMETHEUS_MULTIPROC_DIR", "SHOPSEARCH_API_KEY", "SHOPSEARCH_ADMIN_KEY"):
-        env.pop(name, None)
-    cmd = [sys.executable, "-m", "shopsearch.cli", "serve", "--index", str(index_dir)]
-    cmd += ["--port", str(port), "--workers", "2"]
-    cmd += ["--personal", str(personal_model), "--profiles", str(folder / "profiles")]
-    with log.open("wb") as out:
-        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                pytest.fail(f"serve exited {proc.returncode}:\n{log.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.3)
-        else:
-            pytest.fail(f"serve not ready in 120 s:\n{log.read_text()[-3000:]}")
-        yield url, log
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
 @pytest.mark.integration
 def test_real_server_searches_over_http(server, drills):
     url, log = server
@@ -629,54 +578,3 @@ def test_real_server_searches_over_http(server, drills):
     ]
     assert any(line["endpoint"] == "/search" and line["status"] == 200 for line in lines)
     assert any(line.get("user") for line in lines) and DANA not in log.read_text()
-
-
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-needs_chromium = pytest.mark.skipif(
-    CHROMIUM is None,
-    reason="no chromium on PATH (Debian: apt-get install -y chromium) to render the page",
-)
-
-
-def _render(page: str, tmp_path) -> subprocess.CompletedProcess:
-    """The page's DOM after headless Chromium ran its script (``--dump-dom``)."""
-    return subprocess.run(
-        [
-            CHROMIUM,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--no-first-run",
-            f"--user-data-dir={tmp_path / 'chromium'}",
-            "--virtual-time-budget=5000",
-            "--dump-dom",
-            page,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-
-
-@needs_chromium
-@pytest.mark.integration
-def test_page_renders_results_in_headless_chromium(server, tmp_path):
-    url, _ = server
-    out = _render(f"{url}/?q=drill", tmp_path)
-    dom = out.stdout
-    assert 'class="result"' in dom, (out.returncode, out.stderr[-2000:], dom[-2000:])
-    assert 'class="bar"' in dom and 'class="price"' in dom
-    assert "results" in dom
-
-
-@needs_chromium
-@pytest.mark.integration
-def test_page_says_why_a_filtered_page_is_empty(server, tmp_path):
-    url, _ = server
-    out = _render(f"{url}/?q=drill&brand=Nosuchbrand", tmp_path)
-    dom = out.stdout
-    assert "no product has brand 'Nosuchbrand'" in dom, (out.stderr[-2000:], dom[-2000:])
-    assert 'class="result"' not in dom

@@ -3,10 +3,35 @@
 "use strict";
 
 const SEARCH_PATH = "search";
+const PAGE_SIZE = 20;
+// Facets the page asks for (the index's default facetable fields); ?facets=voltage,color adds a
+// catalog's own declared ones.
+const DEFAULT_FACETS = ["brand", "category", "price", "in_stock"];
 const $ = (id) => document.getElementById(id);
 
+// What the shopper narrowed by: field -> the filter expressions of the values ticked. Values of
+// one field are alternatives (OR), fields narrow together (AND); the service counts a field's
+// facet without its own selection (disjunctive faceting), so the other values stay offered.
+const selected = new Map();
+let offset = 0;
+let facetNames = DEFAULT_FACETS;
+
+function selectionFilter() {
+  const parts = [];
+  for (const exprs of selected.values()) {
+    if (!exprs.size) continue;
+    const alternatives = [...exprs].map((e) => `(${e})`);
+    parts.push(alternatives.length === 1 ? alternatives[0] : `(${alternatives.join(" OR ")})`);
+  }
+  return parts.join(" AND ");
+}
+
 function request() {
-  const body = { q: $("q").value.trim(), k: 20, explain: true };
+  const body = { q: $("q").value.trim(), k: PAGE_SIZE, offset, explain: true, facets: facetNames };
+  const sort = $("sort").value;
+  if (sort) body.sort = sort;
+  const filter = selectionFilter();
+  if (filter) body.filter = filter;
   const category = $("category").value.trim();
   const brand = $("brand").value.trim();
   const minPrice = $("min_price").value;
@@ -46,6 +71,55 @@ function bar(scores) {
   return el;
 }
 
+const MARKS = { pin: "pinned", boost: "boosted", bury: "buried" };
+
+function renderFacets(facets) {
+  const aside = $("facets");
+  aside.replaceChildren();
+  for (const [field, values] of Object.entries(facets || {})) {
+    if (!values.length) continue;
+    const section = document.createElement("section");
+    section.className = "facet";
+    section.dataset.field = field;
+    section.append(text("h3", "", field.replace(/_/g, " ")));
+    const list = document.createElement("ul");
+    const ticked = selected.get(field) || new Set();
+    for (const value of values) {
+      const li = document.createElement("li");
+      const label = document.createElement("label");
+      const box = document.createElement("input");
+      box.type = "checkbox";
+      box.className = "facet-value";
+      box.dataset.field = field;
+      box.dataset.filter = value.filter;
+      box.checked = ticked.has(value.filter);
+      box.addEventListener("change", () => {
+        const set = selected.get(field) || new Set();
+        if (box.checked) set.add(value.filter);
+        else set.delete(value.filter);
+        selected.set(field, set);
+        offset = 0;
+        search();
+      });
+      label.append(box, ` ${value.label} `, text("span", "count", `(${value.count})`));
+      li.append(label);
+      list.append(li);
+    }
+    section.append(list);
+    aside.append(section);
+  }
+}
+
+function renderPages(data) {
+  const total = data.total_candidates ?? data.results.length;
+  const nav = $("pages");
+  nav.hidden = total <= data.k && data.offset === 0;
+  $("prev").disabled = data.offset === 0;
+  $("next").disabled = data.offset + data.results.length >= total;
+  const page = Math.floor(data.offset / data.k) + 1;
+  $("page-of").textContent = `page ${page} of ${Math.max(1, Math.ceil(total / data.k))}`;
+}
+
 function render(data) {
   const list = $("results");
   list.replaceChildren();
@@ -55,7 +129,13 @@ function render(data) {
     li.className = "result";
     li.dataset.productId = hit.product_id;
     const left = document.createElement("div");
-    left.append(text("div", "title", product.title || hit.product_id));
+    const title = text("div", "title", product.title || hit.product_id);
+    for (const m of hit.merchandising || []) {
+      const mark = text("span", `merch ${m.action}`, MARKS[m.action] || m.action);
+      mark.title = `rule ${m.rule}`;
+      title.append(mark);
+    }
+    left.append(title);
     const meta = document.createElement("div");
     meta.className = "meta";
     if (product.price !== undefined && product.price !== null) {
@@ -85,6 +165,10 @@ function render(data) {
   const note = $("note");
   note.textContent = data.note || "";
   note.hidden = !data.note;
+  renderFacets(data.facets);
+  renderPages(data);
+  // how many answers the page has shown (what a browser test waits on)
+  document.body.dataset.answers = String(Number(document.body.dataset.answers || 0) + 1);
 }
 
 async function search(event) {
@@ -115,11 +199,31 @@ async function search(event) {
   }
 }
 
-$("search-form").addEventListener("submit", search);
+$("search-form").addEventListener("submit", (event) => {
+  offset = 0;
+  search(event);
+});
+$("sort").addEventListener("change", () => {
+  offset = 0;
+  search();
+});
+$("prev").addEventListener("click", () => {
+  offset = Math.max(0, offset - PAGE_SIZE);
+  search();
+});
+$("next").addEventListener("click", () => {
+  offset += PAGE_SIZE;
+  search();
+});
 // a shareable link: /?q=drill&user_id=... fills the form and searches
 const params = new URLSearchParams(window.location.search);
 for (const name of ["q", "category", "brand", "min_price", "max_price", "user_id"]) {
   if (params.has(name)) $(name).value = params.get(name);
 }
 if (params.get("in_stock") === "true") $("in_stock").checked = true;
+if (params.has("sort")) $("sort").value = params.get("sort");
+if (params.has("facets")) {
+  const extra = params.get("facets").split(",").map((f) => f.trim()).filter(Boolean);
+  facetNames = [...new Set([...DEFAULT_FACETS, ...extra])];
+}
 if ($("q").value) search();
