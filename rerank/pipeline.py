@@ -321,6 +321,8 @@ class SearchPipeline:
                 top = plan.boost(plan.hide(top), book.matcher(self.retriever.schema))
         t_shop = time.perf_counter()
         rules_ms += (t_shop - t3) * 1000
+        if plan and disjunctive:  # a hidden product is no candidate of any facet either
+            disjunctive = {name: plan.hide(got) for name, got in disjunctive.items()}
         counts = storefront.facets(top, shop.facets, shop.schema, disjunctive) if shop else {}
         total = len(top)
         if shop.diversify is not None:
