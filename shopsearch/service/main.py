@@ -6,6 +6,7 @@
 The app is assembled here (middleware, exception handlers, one router per feature); the
 endpoints live in :mod:`shopsearch.service.routers`: ``GET|POST /search``, ``POST /events``,
 ``DELETE /users/{user_id}``, ``POST /admin/reload``, ``PATCH /admin/products``,
+``GET|POST /admin/rules``, ``DELETE /admin/rules/{id}``, ``GET /admin/rules/test``,
 ``GET /healthz``, ``GET /readyz``, ``GET /metrics``, the OpenAPI docs (``/docs``,
 ``/openapi.json``) and a search page at ``/``.
 
@@ -27,7 +28,17 @@ from fastapi import FastAPI
 from shopsearch.service import errors
 from shopsearch.service.metrics import Metrics
 from shopsearch.service.middleware import ServiceMiddleware
-from shopsearch.service.routers import admin, events, ops, page, products, search, synonyms, users
+from shopsearch.service.routers import (
+    admin,
+    events,
+    ops,
+    page,
+    products,
+    rules,
+    search,
+    synonyms,
+    users,
+)
 from shopsearch.service.runtime import PipelineFactory, Runtime
 from shopsearch.service.settings import ServiceSettings
 
@@ -68,7 +79,7 @@ def create_app(
     app.state.settings = settings
     app.add_middleware(ServiceMiddleware, metrics=metrics, max_body_bytes=settings.max_body_bytes)
     errors.install(app, settings)
-    for feature in (search, events, users, admin, synonyms, products, ops, page):
+    for feature in (search, events, users, admin, synonyms, rules, products, ops, page):
         app.include_router(feature.router)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app

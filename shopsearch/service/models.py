@@ -148,6 +148,13 @@ class Reason(BaseModel):
     contribution: float
 
 
+class Merchandising(BaseModel):
+    """A merchandising rule that moved a result (``/admin/rules`` manages them)."""
+
+    rule: str = Field(description="The rule's id.")
+    action: Literal["pin", "boost", "bury"] = Field(description="What it did to the result.")
+
+
 class SearchResult(BaseModel):
     """One ranked product."""
 
@@ -158,6 +165,11 @@ class SearchResult(BaseModel):
     product: dict[str, Any] = Field(description="The product's stored fields.")
     because: list[Reason] | None = Field(
         None, description="With explain=true: the features that moved the personal score."
+    )
+    merchandising: list[Merchandising] | None = Field(
+        None,
+        description="The merchandising rules that moved this result (pinned it at its rank, "
+        "boosted or buried it); null when none did.",
     )
 
 
@@ -227,6 +239,16 @@ class SearchResponse(BaseModel):
         None,
         description="How many candidates the ranking holds (what facets count; a sorted "
         "ranking keeps only the relevant ones): paging ends there.",
+    )
+    rules: list[str] = Field(
+        default_factory=list,
+        description="The ids of the merchandising rules that fired for this query (a hide "
+        "too, though it moves no result).",
+    )
+    redirected: str | None = Field(
+        None,
+        description="The text searched instead of the query, when a redirect rule fired; null "
+        "otherwise.",
     )
 
 

@@ -4,7 +4,7 @@
 import time
 import uuid
 from collections import Counter
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
@@ -25,6 +25,7 @@ from shopsearch.service.metrics import Metrics
 from shopsearch.service.models import (
     Correction,
     FacetValue,
+    Merchandising,
     Reason,
     ScoreParts,
     SearchParams,
@@ -33,6 +34,9 @@ from shopsearch.service.models import (
 )
 from shopsearch.service.runtime import Runtime
 from shopsearch.service.settings import ServiceSettings
+
+if TYPE_CHECKING:
+    from retrieval.hits import RankedHit
 
 router = APIRouter(tags=["search"], dependencies=KEYED)
 
@@ -159,23 +163,7 @@ def run_search(
     page = hits
     request.state.results = len(page)
     results = [
-        SearchResult(
-            rank=params.offset + i + 1,
-            product_id=h.product_id,
-            score=h.score,
-            scores=ScoreParts(
-                retrieval=h.retrieval,
-                retrieval_rank=h.retrieval_rank,
-                relevance=h.relevance,
-                cross=h.cross,
-                personal=h.personal,
-            ),
-            product=_jsonable(h.payload),
-            because=[Reason(feature=n, value=v, contribution=c) for n, v, c in h.because]
-            if params.explain
-            else None,
-        )
-        for i, h in enumerate(page)
+        result_of(h, params.offset + i + 1, explain=params.explain) for i, h in enumerate(page)
     ]
     return SearchResponse(
         search_id=search_id,
@@ -198,6 +186,29 @@ def run_search(
             for name, counts in hits.facets.items()
         },
         total_candidates=hits.total_candidates,
+        rules=list(hits.rules),
+        redirected=hits.redirected,
+    )
+
+
+def result_of(h: "RankedHit", rank: int, explain: bool) -> SearchResult:
+    """One ranked hit as the service answers it."""
+    return SearchResult(
+        rank=rank,
+        product_id=h.product_id,
+        score=h.score,
+        scores=ScoreParts(
+            retrieval=h.retrieval,
+            retrieval_rank=h.retrieval_rank,
+            relevance=h.relevance,
+            cross=h.cross,
+            personal=h.personal,
+        ),
+        product=_jsonable(h.payload),
+        because=[Reason(feature=n, value=v, contribution=c) for n, v, c in h.because]
+        if explain
+        else None,
+        merchandising=[Merchandising(rule=r, action=a) for r, a in h.rule] if h.rule else None,
     )
 
 
