@@ -209,3 +209,25 @@ def test_facets_of_a_list_of_hits_without_disjunction() -> None:
     others = [_hit(3, brand="c")]
     got = facets(hits, parse_facets(["brand"], SCHEMA), SCHEMA, {"brand": others})
     assert _counts(got["brand"]) == {"c": 1}
+
+
+def test_both_backends_give_the_same_facets(storefront, sample_catalog, tiny_encoder) -> None:
+    from qdrant_client import QdrantClient
+
+    from indexer.build import index_catalog
+    from rerank.pipeline import SearchPipeline
+    from retrieval.retriever import Retriever
+    from retrieval.store import IndexLocation
+
+    client = QdrantClient(":memory:")
+    index_catalog(
+        sample_catalog, IndexLocation(client=client), encoder=tiny_encoder, progress=False
+    )
+    server = SearchPipeline(Retriever.open(client=client, encoder=tiny_encoder))
+    brand = storefront.search("paint", k=1)[0].payload["brand"]
+    asked = {"facets": ["brand", "category", "price"], "filters": {"brands": brand}, "k": 10}
+    for options in (asked, {**asked, "sort": "price:desc"}):
+        a, b = storefront.search("paint", **options), server.search("paint", **options)
+        assert a.facets == b.facets
+        assert [h.product_id for h in a] == [h.product_id for h in b]
+    server.close()
