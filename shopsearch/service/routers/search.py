@@ -43,8 +43,9 @@ router = APIRouter(tags=["search"], dependencies=KEYED)
 _USER_MISTAKE = {
     400: problem(
         "The query has no letter or digit, the filters contradict each other "
-        "(min_price above max_price), or a facet, sort or diversify names a field that "
-        "cannot take it (the message names the fields that can)."
+        "(min_price above max_price), the filter expression does not parse or has a value "
+        "its field's type cannot take, or a filter, facet, sort or diversify names a field "
+        "that cannot take it (the message names the fields that can)."
     )
 }
 RESPONSES = {**_USER_MISTAKE, **KEYED_RESPONSES, **INVALID_RESPONSES, **UNAVAILABLE_RESPONSES}
