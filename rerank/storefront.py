@@ -241,9 +241,9 @@ def parse_facets(facets: Sequence[str | FacetSpec] | None, schema: FieldSchema) 
             raise ShopsearchError(f"facet {spec.field!r} asked twice: ask each field once")
         kind = field.type
         if kind not in _NUMERIC and spec.cuts is not None:
-            if len(spec.cuts) > 1 or not spec.cuts[0].is_integer():
+            if len(spec.cuts) > 1 or not spec.cuts[0].is_integer() or spec.cuts[0] < 1:
                 raise ShopsearchError(
-                    f"facet {spec.field!r}: a {kind} field takes a number of values "
+                    f"facet {spec.field!r}: a {kind} field takes a number of values >= 1 "
                     f"('{spec.field}:5'), not band cut points"
                 )
             spec = FacetSpec(spec.field, spec.limit)
