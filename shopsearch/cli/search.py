@@ -15,6 +15,7 @@ from shopsearch.cli.options import (
     index_options,
     profiles_option,
     pseudonym_key,
+    rules_dir_option,
 )
 
 
@@ -92,6 +93,13 @@ from shopsearch.cli.options import (
     type=click.IntRange(0, 999),
     help="Results to skip (paging): print results offset+1 to offset+k.",
 )
+@rules_dir_option
+@click.option(
+    "--no-rules",
+    "no_rules",
+    is_flag=True,
+    help="Ignore the shop's merchandising rules ('shopsearch rules'): the ranking alone.",
+)
 @device_option
 @backend_options
 @click.option(
@@ -99,7 +107,7 @@ from shopsearch.cli.options import (
     "as_json",
     is_flag=True,
     help="Print JSON for other programs: {query, corrected, corrections, suggestion, hits: [{rank, "
-    "product_id, score, scores, product, because}]}.",
+    "product_id, score, scores, product, because, merchandising}], rules, redirected}.",
 )
 def search_cmd(
     query: str,
@@ -123,8 +131,11 @@ def search_cmd(
     sort: str | None = None,
     diversify: str | None = None,
     offset: int = 0,
+    rules_dir: Path | None = None,
+    no_rules: bool = False,
 ) -> None:
-    """Search the index for QUERY and print the top K products."""
+    """Search the index for QUERY and print the top K products (a result a merchandising rule
+    moved is marked with it: [pin r1])."""
     from rerank.pipeline import SearchPipeline
 
     with SearchPipeline.open(
@@ -141,6 +152,7 @@ def search_cmd(
         api_key=location.api_key,
         collection=location.collection,
         model=model,
+        rules_dir=rules_dir,
     ) as pipeline:
         hits = pipeline.search(
             query,
@@ -154,6 +166,7 @@ def search_cmd(
             sort=sort,
             diversify=diversify,
             offset=offset,
+            rules=not no_rules,
         )
         why = pipeline.retriever.why_empty(filters) if not hits and not filters.is_empty() else None
     if as_json:
@@ -167,6 +180,10 @@ def search_cmd(
             "hits": [h.to_dict(r) for r, h in enumerate(hits, start=offset + 1)],
             "total_candidates": hits.total_candidates,
         }
+        if hits.rules:
+            out["rules"] = list(hits.rules)
+        if hits.redirected:
+            out["redirected"] = hits.redirected
         if hits.facets:
             out["facets"] = {
                 name: [c.to_dict() for c in counts] for name, counts in hits.facets.items()
@@ -175,6 +192,8 @@ def search_cmd(
             out["note"] = why
         click.echo(json.dumps(out, default=str))
         return
+    if hits.redirected:
+        click.echo(f'searched "{hits.redirected}" instead (a merchandising rule\'s redirect)')
     if hits.corrected:
         click.echo(
             f'showing results for "{hits.corrected}" (search "{query}" as typed with --no-correct)'
@@ -208,7 +227,10 @@ def format_hits(query: str, hits, offset: int = 0) -> str:
         price_s = f"{price:9.2f}" if isinstance(price, int | float) else f"{'-':>9}"
         brand = str(h.payload.get("brand") or "-")[:14]
         title = h.title if len(h.title) <= 70 else h.title[:67] + "..."
-        lines.append(f"{i:>3}  {h.score:7.4f}  {h.product_id:<14} {price_s}  {brand:<14} {title}")
+        mark = "  [" + ", ".join(f"{a} {r}" for r, a in h.rule) + "]" if h.rule else ""
+        lines.append(
+            f"{i:>3}  {h.score:7.4f}  {h.product_id:<14} {price_s}  {brand:<14} {title}{mark}"
+        )
     return "\n".join(lines)
 
 

@@ -105,3 +105,25 @@ def test_test_shows_the_rules_that_fire_and_what_moved(run, drills):
     assert data["hits"][0]["merchandising"] == [{"rule": "r1", "action": "pin"}]
     assert data["hits"][0]["rank_without_rules"] == 5
     assert drills[0] not in [h["product_id"] for h in data["hits"]]
+
+
+def test_search_marks_what_a_rule_moved(run, index_dir, tmp_path):
+    runner = CliRunner()
+    where = ["--index", str(index_dir), "--rules-dir", str(tmp_path)]
+    plain = json.loads(runner.invoke(main, ["search", "drill", "-k", "5", "--json", *where]).stdout)
+    last = plain["hits"][-1]["product_id"]
+    assert "rules" not in plain
+    assert run("add", "drill", "--pin", last, "--at", "1").exit_code == 0
+    assert run("add", "lamp", "--redirect", "drill").exit_code == 0
+    table = runner.invoke(main, ["search", "drill", "-k", "5", *where])
+    assert table.exit_code == 0, table.output
+    first = table.output.splitlines()[2]
+    assert first.split()[2] == last and first.endswith("[pin r1]")
+    got = json.loads(runner.invoke(main, ["search", "drill", "-k", "5", "--json", *where]).stdout)
+    assert got["rules"] == ["r1"] and got["hits"][0]["merchandising"][0]["rule"] == "r1"
+    off = runner.invoke(main, ["search", "drill", "-k", "5", "--json", "--no-rules", *where])
+    assert [h["product_id"] for h in json.loads(off.stdout)["hits"]] == [
+        h["product_id"] for h in plain["hits"]
+    ]
+    moved = runner.invoke(main, ["search", "lamp", "-k", "3", *where])
+    assert moved.output.startswith('searched "drill" instead')
