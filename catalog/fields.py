@@ -222,6 +222,13 @@ class Field:
         object.__setattr__(self, "source", source.strip())
         if self.unit is not None and (self.type != "number" or not str(self.unit).strip()):
             raise ShopsearchError(f"field {self.name}: unit is for number fields only")
+        builtin = DEFAULT_KEYS.get(self.name)
+        key = (
+            builtin
+            if builtin and self.source == self.name
+            else DECLARED_PREFIX + self.name.casefold()
+        )
+        object.__setattr__(self, "_key", key)  # read on every filter test: computed once
         for cap in CAPABILITIES:
             if not isinstance(getattr(self, cap), bool):
                 raise ShopsearchError(
@@ -231,10 +238,7 @@ class Field:
     @property
     def key(self) -> str:
         """The payload key holding the normalized filter value."""
-        builtin = DEFAULT_KEYS.get(self.name)
-        if builtin is not None and self.source == self.name:
-            return builtin
-        return DECLARED_PREFIX + self.name.casefold()
+        return self._key  # type: ignore[attr-defined]
 
     @property
     def declared(self) -> bool:
@@ -467,19 +471,36 @@ class FieldSchema:
                 out[f.key] = normalized
         return out
 
-    def with_filter_keys(self, payload: Mapping[str, Any]) -> dict[str, Any]:
-        """A payload with the normalized value of every filterable field it lacks, computed
-        from its display values: what filters compare, for a hit's public payload (whose
-        ``_`` keys the retriever drops). A value that does not fit its type is left out."""
+    def __hash__(self) -> int:  # computed once: filters are bound per (filters, schema)
+        cached = self.__dict__.get("_hash")
+        if cached is None:
+            cached = hash(self.fields)
+            object.__setattr__(self, "_hash", cached)
+        return cached
+
+    def with_filter_keys(
+        self, payload: Mapping[str, Any], keys: Iterable[str] | None = None
+    ) -> Mapping[str, Any]:
+        """A payload with the normalized value of every filterable field it lacks (of those
+        stored under ``keys``, when given), computed from its display values: what filters
+        compare, for a hit's public payload (whose ``_`` keys the retriever drops). A value
+        that does not fit its type is left out. The payload itself when it lacks none."""
+        wanted = None if keys is None else set(keys)
+        todo = [
+            f
+            for f in self.fields
+            if f.filterable and f.key not in payload and (wanted is None or f.key in wanted)
+        ]
+        if not todo:
+            return payload
         out = dict(payload)
-        for f in self.fields:
-            if f.filterable and f.key not in out:
-                try:
-                    normalized = f.normalize(f.value(payload))
-                except ValueError:
-                    continue
-                if normalized is not None:
-                    out[f.key] = normalized
+        for f in todo:
+            try:
+                normalized = f.normalize(f.value(payload))
+            except ValueError:
+                continue
+            if normalized is not None:
+                out[f.key] = normalized
         return out
 
     def payload_indexes(self) -> tuple[tuple[str, str], ...]:

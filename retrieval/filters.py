@@ -194,6 +194,22 @@ def holds(cond: Condition, payload: dict[str, Any]) -> bool:
     return any(_in_range(v, cond) for v in items)
 
 
+@functools.lru_cache(maxsize=4096)
+def _keys(conds: tuple[Condition, ...]) -> frozenset[str]:
+    """The payload keys a tuple of conditions reads."""
+    out: set[str] = set()
+    todo = list(conds)
+    while todo:
+        c = todo.pop()
+        if isinstance(c, (All, AnyOf)):
+            todo.extend(c.items)
+        elif isinstance(c, Not):
+            todo.append(c.item)
+        else:
+            out.add(c.key)
+    return frozenset(out)
+
+
 def _same(stored: Any, wanted: str | int) -> bool:
     if isinstance(wanted, str) or isinstance(stored, str):
         return stored == wanted
@@ -582,7 +598,7 @@ class Filters:
         conds = self.conditions(schema)
         if not conds:
             return True
-        view = schema.with_filter_keys(payload)
+        view = schema.with_filter_keys(payload, _keys(conds))
         return all(holds(c, view) for c in conds)
 
     def without(self, field_name: str) -> Filters:
