@@ -32,7 +32,7 @@ from rerank.rules import Plan, RuleStore
 from rerank.storefront import DiversifySpec, FacetSpec, SortSpec
 from retrieval.filters import Filters
 from retrieval.hits import Hits, RankedHit
-from retrieval.retriever import Retriever
+from retrieval.retriever import MAX_K, Retriever
 from retrieval.store import Mode
 
 
@@ -279,7 +279,7 @@ class SearchPipeline:
         if recent is not None:
             taste = taste_vector(recent)
         t1 = time.perf_counter()
-        depth = max(offset + k, rerank_depth) + len(plan.hidden)
+        depth = min(MAX_K, max(offset + k, rerank_depth) + len(plan.hidden))
         # disjunctive facets: the query again without each selected facet field's conditions
         others = {}
         for spec in shop.facets:
@@ -384,7 +384,11 @@ class SearchPipeline:
         explain: bool = True,
         correct: bool = True,
     ) -> list[Hits]:
-        """:meth:`search` for several queries; anonymous ones share one retrieval batch."""
+        """:meth:`search` for several queries; anonymous ones share one retrieval batch.
+
+        The ranking alone, as benchmarks and training read it: merchandising rules (and the
+        storefront options) are :meth:`search`'s.
+        """
         if isinstance(queries, str):
             raise TypeError("search_batch takes a list of queries; use search() for one")
         if user_ids is not None and len(user_ids) != len(queries):
