@@ -115,8 +115,10 @@ def synthetic_rules(
             fields = {"products": (rng.choice(product_ids),), "position": rng.randint(1, 20)}
         elif action == "hide":
             fields = {"products": tuple(rng.sample(list(product_ids), 2))}
-        else:
+        elif brands:
             fields = {"filter": f'brand = "{rng.choice(brands)}"', "percent": 20}
+        else:  # a catalog without brands (Home Depot's)
+            fields = {"filter": f"price < {rng.choice((10, 20, 50, 100))}", "percent": 20}
         rules.append(Rule(f"b{i}", action, match, text, **fields))
     return rules
 
