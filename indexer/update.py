@@ -53,9 +53,6 @@ PAYLOAD_LIVE = "_live"
 SEARCHABLE = ("title", "description", "brand", "category", "attributes")
 #: Products read from the index per call while checking an update.
 RETRIEVE_CHUNK = 2048
-#: An embedded update re-indexes the points it moved (Qdrant moves an updated point out of an
-#: indexed segment) once this many, or a tenth of the catalog, await it.
-OPTIMIZE_AFTER = 10_000
 #: How long an update waits for another writer (an update or an indexing) to finish.
 LOCK_WAIT_S = 30.0
 
@@ -327,16 +324,16 @@ def apply_updates(
             held.enter_context(backend.writer_lock(wait_s=wait_s))
         except ShopsearchError as exc:
             raise IndexBusy(str(exc)) from None
-        current = backend.open()
-        try:
-            manifest = dict(current.manifest)
-            planned = _planned(current, updates, FieldSchema.from_manifest(manifest))
-            if planned and backend.updates_in_place:
-                current.set_payloads(planned)
-        finally:
-            current.close()
-        if planned and not backend.updates_in_place:
-            build_id = _new_build(backend, manifest, planned)
+        if backend.updates_in_place:
+            current = backend.open()
+            try:
+                planned = _planned(current, updates, FieldSchema.from_manifest(current.manifest))
+                if planned:
+                    current.set_payloads(planned)
+            finally:
+                current.close()
+        else:
+            build_id, planned = _new_build(backend, updates)
     fields = sorted({k for _, p in planned for k in p.get(PAYLOAD_LIVE, {})} & _given(updates))
     return UpdateSummary(
         location=location.describe(),
@@ -353,29 +350,38 @@ def _given(updates: Sequence[ProductUpdate]) -> set[str]:
 
 
 def _new_build(
-    backend: Backend, manifest: dict[str, Any], planned: list[tuple[str, dict[str, Any]]]
-) -> str:
-    """A copy of the live build with the payloads set, sealed and promoted (embedded store)."""
+    backend: Backend, updates: Sequence[ProductUpdate]
+) -> tuple[str | None, list[tuple[str, dict[str, Any]]]]:
+    """A copy of the live build with the payloads set, sealed and promoted (embedded store).
+
+    The rows are checked against the copy (the live build is verified before it is copied);
+    a bad row discards it. Updated points move out of their indexed segment into a small
+    unindexed one (Qdrant's copy-on-write): the next ``index --mode upsert|sync`` indexes them.
+
+    Returns:
+        The new build's id (None when no row changed anything) and what was set.
+    """
+    manifest = backend.current_manifest()
     live = dict(manifest.get("live") or {})
-    waiting = int(live.get("unindexed", 0)) + len(planned)
-    optimize = waiting >= max(OPTIMIZE_AFTER, int(manifest.get("count") or 0) // 10)
-    live.update(
-        updated=int(live.get("updated", 0)) + len(planned),
-        unindexed=0 if optimize else waiting,
-        at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    )
-    manifest.update(build_id=new_build_id(), mode="update", live=live)
+    manifest.update(build_id=new_build_id(), mode="update")
     staging = backend.begin(manifest, copy_current=True)
     try:
+        planned = _planned(staging, updates, FieldSchema.from_manifest(manifest))
+        if not planned:
+            backend.discard(staging)
+            return None, planned
         staging.set_payloads(planned)
-        if optimize:
-            staging.finalize()  # re-indexes the points the updates moved
+        live.update(
+            updated=int(live.get("updated", 0)) + len(planned),
+            at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        )
+        manifest["live"] = live
         staging.set_manifest(manifest)
         backend.promote(staging)
     except BaseException:
         backend.discard(staging)
         raise
-    return manifest["build_id"]
+    return manifest["build_id"], planned
 
 
 # -- indexing keeps live values ----------------------------------------------------------------

@@ -581,6 +581,18 @@ class Backend(ABC):
     def open(self) -> Collection:
         """Opens the current version for reading (checks it for damage)."""
 
+    def current_manifest(self) -> dict[str, Any]:
+        """The current version's manifest.
+
+        Raises:
+            ShopsearchError: No index, or a damaged one.
+        """
+        col = self.open()
+        try:
+            return dict(col.manifest)
+        finally:
+            col.close()
+
     @abstractmethod
     def begin(self, manifest: dict[str, Any], copy_current: bool = False) -> Collection:
         """Creates a staging version (empty, or a copy of the current one)."""

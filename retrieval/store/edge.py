@@ -120,6 +120,8 @@ class EdgeCollection(Collection):
         self.root = root
         self.manifest = manifest
         self.shard = shard
+        #: Files copied from a verified build, unchanged since (see :func:`seal`).
+        self.copied: dict[str, tuple[int, int, str]] = {}
 
     @classmethod
     def create(cls, root: Path, manifest: dict[str, Any]) -> EdgeCollection:
@@ -393,11 +395,37 @@ def _shard_files(root: Path) -> list[Path]:
     return sorted(p for p in (root / "shard").rglob("*") if p.is_file() and not _volatile(p))
 
 
-def seal(root: Path, count: int | None) -> None:
-    """Records the count and a checksum of the manifest and of every shard file of a build."""
-    files = {str(p.relative_to(root)): [p.stat().st_size, _digest(p)] for p in _shard_files(root)}
+def seal(
+    root: Path, count: int | None, known: dict[str, tuple[int, int, str]] | None = None
+) -> None:
+    """Records the count and a checksum of the manifest and of every shard file of a build.
+
+    Args:
+        root: The build directory.
+        count: Products in the build.
+        known: relative path -> (size, mtime in ns, checksum) of files copied from a verified
+            build: a file still of that size and time was not written since, and keeps its
+            checksum without being read again.
+    """
+    files = {}
+    for p in _shard_files(root):
+        name, stat = str(p.relative_to(root)), p.stat()
+        prior = (known or {}).get(name)
+        unchanged = prior is not None and prior[:2] == (stat.st_size, stat.st_mtime_ns)
+        files[name] = [stat.st_size, prior[2] if prior is not None and unchanged else _digest(p)]
     record = {"count": count, MANIFEST: _digest(root / MANIFEST), "files": files}
     atomic_write(root / INTEGRITY, json.dumps(record, indent=1, sort_keys=True), durable=True)
+
+
+def _copied(root: Path, sealed: dict[str, Any]) -> dict[str, tuple[int, int, str]]:
+    """(size, mtime in ns, checksum) of the files of a fresh copy of a verified build."""
+    out = {}
+    for name, (size, digest) in sealed.items():
+        with contextlib.suppress(OSError):
+            stat = (root / name).stat()
+            if stat.st_size == size:
+                out[name] = (size, stat.st_mtime_ns, digest)
+    return out
 
 
 def verify_files(root: Path) -> dict[str, Any] | None:
@@ -506,6 +534,18 @@ class EdgeBackend(Backend):
             raise missing_index(self.location)
         return EdgeCollection.load(self.builds / version)
 
+    def current_manifest(self) -> dict[str, Any]:
+        """The live build's manifest, read without opening its shard (not verified: a copy of
+        the build verifies it, :meth:`begin`)."""
+        version = self.current_version()
+        if version is None:
+            raise missing_index(self.location)
+        path = self.builds / version / MANIFEST
+        try:
+            return json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise damaged_index(str(self.root), f"{path} is unreadable: {exc}") from exc
+
     def begin(self, manifest: dict[str, Any], copy_current: bool = False) -> Collection:
         self.builds.mkdir(parents=True, exist_ok=True)
         if self._locked:
@@ -513,9 +553,13 @@ class EdgeBackend(Backend):
         target = self.builds / f"{manifest['build_id']}.staging"
         current = self.current_version() if copy_current else None
         if copy_current and current is not None:
+            # a damaged build is never copied and re-sealed
+            record = verify_files(self.builds / current) or {}
             shutil.copytree(self.builds / current, target, copy_function=sparse_copy)
             (target / INTEGRITY).unlink(missing_ok=True)
+            copied = _copied(target, record.get("files") or {})
             col = EdgeCollection.load(target, verify=False)
+            col.copied = copied
             col.set_manifest(manifest)
             return col
         target.mkdir()
@@ -542,7 +586,7 @@ class EdgeBackend(Backend):
         # qdrant-edge rewrites a few files on its first open: open once so the seal holds after
         EdgeCollection.load(staging.root, verify=False).close()
         count = staging.manifest.get("count")
-        seal(staging.root, None if count is None else int(count))
+        seal(staging.root, None if count is None else int(count), known=staging.copied)
 
     def _rename(self, src: Path, dst: Path) -> None:
         os.replace(src, dst)
