@@ -30,6 +30,7 @@ replaced, and the catalog wins where it changed that field itself (the newer of 
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, replace
@@ -310,38 +311,138 @@ def apply_updates(
         What was done; ``build_id`` is the embedded index's new build (None on a server).
 
     Raises:
-        ShopsearchError: no index; a bad row (unknown product, searchable field, negative or
-            non-numeric price, non-boolean stock ...; names the row and field); another writer
-            kept the index longer than ``wait_s``. Nothing is applied then.
+        BadUpdate: a bad row (unknown product, searchable field, negative or non-numeric
+            price, non-boolean stock ...; names the row and field). Nothing is applied.
+        IndexBusy: another writer kept the index longer than ``wait_s``.
+        ShopsearchError: no index, or a damaged one.
     """
-    start = time.perf_counter()
     if isinstance(updates, (str, Path)):
         updates = read_updates(updates)
-    backend = open_backend(location)
-    build_id = None
-    with contextlib.ExitStack() as held:
-        try:
-            held.enter_context(backend.writer_lock(wait_s=wait_s))
-        except ShopsearchError as exc:
-            raise IndexBusy(str(exc)) from None
-        if backend.updates_in_place:
-            current = backend.open()
+    job = _Job(list(updates))
+    _commit(location, [job], wait_s)
+    return job.outcome()
+
+
+class UpdateQueue:
+    """Group commit: concurrent :meth:`submit` calls of one process share one commit.
+
+    While a commit runs, the updates submitted meanwhile wait; the next caller to get the turn
+    commits all of them at once (one build on the embedded store, whose cost hardly depends on
+    how many products it changes). Each submission is checked on its own: a bad row fails its
+    own submission only. A product in several submissions gets the later one's values.
+    """
+
+    def __init__(self) -> None:
+        self._turn = threading.Lock()
+        self._pending: list[tuple[IndexLocation, _Job]] = []
+        self._guard = threading.Lock()
+
+    def submit(
+        self,
+        location: IndexLocation,
+        updates: Sequence[ProductUpdate],
+        *,
+        wait_s: float = LOCK_WAIT_S,
+    ) -> UpdateSummary:
+        """:func:`apply_updates`, committed together with the other waiting submissions."""
+        job = _Job(list(updates))
+        with self._guard:
+            self._pending.append((location, job))
+        with self._turn:
+            if not job.done:
+                with self._guard:
+                    batch, self._pending = self._pending, []
+                groups: dict[str, tuple[IndexLocation, list[_Job]]] = {}
+                for loc, queued in batch:
+                    groups.setdefault(loc.describe(), (loc, []))[1].append(queued)
+                for loc, jobs in groups.values():
+                    with contextlib.suppress(Exception):  # each job holds its own outcome
+                        _commit(loc, jobs, wait_s)
+        return job.outcome()
+
+
+class _Job:
+    """One submission: its rows, then what became of them."""
+
+    def __init__(self, updates: list[ProductUpdate]) -> None:
+        self.updates = updates
+        self.started = time.perf_counter()
+        self.planned: list[tuple[str, dict[str, Any]]] = []
+        self.error: BaseException | None = None
+        self.summary: UpdateSummary | None = None
+        self.done = False
+
+    def finish(self, location: IndexLocation, build_id: str | None) -> None:
+        fields = {k for _, p in self.planned for k in p.get(PAYLOAD_LIVE, {})}
+        self.summary = UpdateSummary(
+            location=location.describe(),
+            products=len(self.planned),
+            fields=tuple(sorted(fields & _given(self.updates))),
+            build_id=build_id if self.planned else None,
+            seconds=time.perf_counter() - self.started,
+        )
+        self.done = True
+
+    def fail(self, error: BaseException) -> None:
+        self.error, self.done = error, True
+
+    def outcome(self) -> UpdateSummary:
+        if self.error is not None:
+            raise self.error
+        assert self.summary is not None
+        return self.summary
+
+
+def _commit(location: IndexLocation, jobs: list[_Job], wait_s: float) -> None:
+    """Checks each job against the index, then applies the good ones in one write."""
+    try:
+        backend = open_backend(location)
+        with contextlib.ExitStack() as held:
             try:
-                planned = _planned(current, updates, FieldSchema.from_manifest(current.manifest))
-                if planned:
-                    current.set_payloads(planned)
-            finally:
-                current.close()
-        else:
-            build_id, planned = _new_build(backend, updates)
-    fields = sorted({k for _, p in planned for k in p.get(PAYLOAD_LIVE, {})} & _given(updates))
-    return UpdateSummary(
-        location=location.describe(),
-        products=len(planned),
-        fields=tuple(fields),
-        build_id=build_id,
-        seconds=time.perf_counter() - start,
-    )
+                held.enter_context(backend.writer_lock(wait_s=wait_s))
+            except ShopsearchError as exc:
+                raise IndexBusy(str(exc)) from None
+            if backend.updates_in_place:
+                current = backend.open()
+                try:
+                    schema = FieldSchema.from_manifest(current.manifest)
+                    merged = _plan(current, jobs, schema)
+                    if merged:
+                        current.set_payloads(merged)
+                finally:
+                    current.close()
+                build_id = None
+            else:
+                build_id = _new_build(backend, jobs)
+    except BaseException as exc:
+        for job in jobs:
+            if not job.done:
+                job.fail(exc)
+        raise
+    for job in jobs:
+        if not job.done:
+            job.finish(location, build_id)
+
+
+def _plan(
+    collection: Collection, jobs: list[_Job], schema: FieldSchema
+) -> list[tuple[str, dict[str, Any]]]:
+    """What the good jobs set, merged per product (a later job's values win); a job with a
+    bad row fails alone."""
+    merged: dict[str, dict[str, Any]] = {}
+    for job in jobs:
+        try:
+            job.planned = _planned(collection, job.updates, schema)
+        except BadUpdate as exc:
+            job.fail(exc)
+            continue
+        for pid, payload in job.planned:
+            if pid in merged:
+                live = {**merged[pid].get(PAYLOAD_LIVE, {}), **payload[PAYLOAD_LIVE]}
+                merged[pid] = {**merged[pid], **payload, PAYLOAD_LIVE: live}
+            else:
+                merged[pid] = payload
+    return list(merged.items())
 
 
 def _given(updates: Sequence[ProductUpdate]) -> set[str]:
@@ -349,27 +450,26 @@ def _given(updates: Sequence[ProductUpdate]) -> set[str]:
     return names | {RENAMED_PREFIX + n for n in names if is_reserved_column(n)}
 
 
-def _new_build(
-    backend: Backend, updates: Sequence[ProductUpdate]
-) -> tuple[str | None, list[tuple[str, dict[str, Any]]]]:
+def _new_build(backend: Backend, jobs: list[_Job]) -> str | None:
     """A copy of the live build with the payloads set, sealed and promoted (embedded store).
 
     The rows are checked against the copy (the live build is verified before it is copied);
-    a bad row discards it. Updated points move out of their indexed segment into a small
-    unindexed one (Qdrant's copy-on-write): the next ``index --mode upsert|sync`` indexes them.
+    a job with a bad row fails alone. Updated points move out of their indexed segment into a
+    small unindexed one (Qdrant's copy-on-write): the next ``index --mode upsert|sync``
+    indexes them.
 
     Returns:
-        The new build's id (None when no row changed anything) and what was set.
+        The new build's id; None when nothing changed (no build made).
     """
     manifest = backend.current_manifest()
     live = dict(manifest.get("live") or {})
     manifest.update(build_id=new_build_id(), mode="update")
     staging = backend.begin(manifest, copy_current=True)
     try:
-        planned = _planned(staging, updates, FieldSchema.from_manifest(manifest))
+        planned = _plan(staging, jobs, FieldSchema.from_manifest(manifest))
         if not planned:
             backend.discard(staging)
-            return None, planned
+            return None
         staging.set_payloads(planned)
         live.update(
             updated=int(live.get("updated", 0)) + len(planned),
@@ -381,7 +481,7 @@ def _new_build(
     except BaseException:
         backend.discard(staging)
         raise
-    return manifest["build_id"], planned
+    return manifest["build_id"]
 
 
 # -- indexing keeps live values ----------------------------------------------------------------

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 
 import polars as pl
@@ -17,7 +18,13 @@ from qdrant_client import QdrantClient
 
 from core.errors import ShopsearchError
 from indexer.build import index_catalog
-from indexer.update import BadUpdate, apply_updates, read_updates, update_records
+from indexer.update import (
+    BadUpdate,
+    UpdateQueue,
+    apply_updates,
+    read_updates,
+    update_records,
+)
 from retrieval.filters import Filters
 from retrieval.retriever import Retriever
 from retrieval.store import IndexLocation, open_backend
@@ -274,3 +281,34 @@ def test_kill_9_mid_update_loses_nothing_acknowledged(
     assert len(builds) <= 2
     manifest = json.loads((builds[0] / "manifest.json").read_text())
     assert manifest["count"] == 300
+
+
+def test_concurrent_submissions_share_a_build_and_fail_alone(edge_location, sample_products):
+    queue = UpdateQueue()
+    ids = [p.product_id for p in sample_products[:8]]
+    results: dict[int, object] = {}
+
+    def submit(i: int) -> None:
+        price = -1.0 if i == 3 else 100.0 + i
+        try:
+            results[i] = queue.submit(
+                edge_location, update_records([{"product_id": ids[i], "price": price}])
+            )
+        except BadUpdate as exc:
+            results[i] = exc
+
+    threads = [threading.Thread(target=submit, args=(i,)) for i in range(8)]
+    with open_backend(edge_location).writer_lock():  # they all queue behind an indexing run
+        for t in threads:
+            t.start()
+        time.sleep(0.5)
+    for t in threads:
+        t.join(60)
+    assert isinstance(results[3], BadUpdate) and "negative price" in str(results[3])
+    builds = {results[i].build_id for i in range(8) if i != 3}
+    assert None not in builds and len(builds) <= 2  # one commit for the ones that waited
+    stored = _stored(edge_location, ids)
+    assert [stored[ids[i]]["price"] for i in range(8) if i != 3] == [
+        100.0 + i for i in range(8) if i != 3
+    ]
+    assert stored[ids[3]]["price"] == sample_products[3].price

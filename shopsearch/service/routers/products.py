@@ -4,7 +4,7 @@
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
-from indexer.update import LOCK_WAIT_S, BadUpdate, apply_updates, update_records
+from indexer.update import LOCK_WAIT_S, BadUpdate, UpdateQueue, update_records
 from shopsearch.service.dependencies import (
     ADMIN,
     ADMIN_RESPONSES,
@@ -20,6 +20,8 @@ from shopsearch.service.errors import server_side
 MAX_PRODUCTS = 50_000
 
 router = APIRouter(tags=["admin"], dependencies=ADMIN)
+#: Requests arriving while an update is written are committed together (one build).
+_QUEUE = UpdateQueue()
 
 
 class ProductChange(BaseModel):
@@ -74,7 +76,8 @@ class ProductsPatched(BaseModel):
 def patch_products(body: ProductsPatch, runtime: RuntimeDep, settings: Settings) -> ProductsPatched:
     """Change fields of indexed products without re-embedding them: checked whole (one bad
     row changes nothing), durable once answered, and seen by this worker's next search (the
-    others' within a second). ``shopsearch index --mode upsert|sync`` keeps a live value
+    others' within a second). Requests that arrive while an update is being written are
+    committed together. ``shopsearch index --mode upsert|sync`` keeps a live value
     unless the catalog changed that field itself."""
     rows = update_records([p.model_dump() for p in body.products])
     bad: BadUpdate | None = None
@@ -82,7 +85,7 @@ def patch_products(body: ProductsPatch, runtime: RuntimeDep, settings: Settings)
         retriever = loaded.pipeline.retriever
         with server_side("the index cannot be updated", settings):
             try:
-                summary = apply_updates(
+                summary = _QUEUE.submit(
                     retriever.backend.location, rows, wait_s=min(LOCK_WAIT_S, 10.0)
                 )
             except BadUpdate as exc:  # the request's fault: 400, not a retry
