@@ -312,3 +312,40 @@ def test_concurrent_submissions_share_a_build_and_fail_alone(edge_location, samp
         100.0 + i for i in range(8) if i != 3
     ]
     assert stored[ids[3]]["price"] == sample_products[3].price
+
+
+def test_sort_facets_and_declared_fields_read_updated_values(
+    tmp_path, sample_catalog, tiny_encoder
+):
+    from catalog.fields import Field, FieldSchema
+    from rerank.pipeline import SearchPipeline
+
+    frame = pl.read_parquet(sample_catalog).with_columns(pl.lit(3.0).alias("rating"))
+    catalog = tmp_path / "rated.parquet"
+    frame.write_parquet(catalog)
+    schema = FieldSchema.with_declared([Field("rating", "number", facetable=True)])
+    loc = IndexLocation(path=tmp_path / "index")
+    index_catalog(catalog, loc, encoder=tiny_encoder, progress=False, schema=schema)
+    pipeline = SearchPipeline(_retriever(loc, tiny_encoder))
+    try:
+        query = "cordless drill"
+        before = pipeline.search(query, k=10, sort="price:asc", facets=["in_stock", "rating"])
+        last = before[-1]
+        counts = {f.value: f.count for f in before.facets["in_stock"]}
+        apply_updates(
+            loc,
+            update_records(
+                [{"product_id": last.product_id, "price": 0.01, "in_stock": False, "rating": 5}]
+            ),
+        )
+        after = pipeline.search(query, k=10, sort="price:asc", facets=["in_stock", "rating"])
+        assert after[0].product_id == last.product_id  # sorted by its new price
+        moved = {f.value: f.count for f in after.facets["in_stock"]}
+        if last.payload.get("in_stock"):
+            assert moved.get(False, 0) == counts.get(False, 0) + 1
+        rated = pipeline.search(query, k=10, filter="rating >= 4")
+        assert [h.product_id for h in rated] == [last.product_id]
+        with pytest.raises(BadUpdate, match="rating"):
+            apply_updates(loc, update_records([{"product_id": last.product_id, "rating": "lots"}]))
+    finally:
+        pipeline.retriever.close()
