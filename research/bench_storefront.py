@@ -4,7 +4,8 @@ Three parts, each its own report (``storefront-<part>.md`` in the workdir, and w
 its block of docs/benchmarks/storefront.md):
 
 * ``sort``: on the sample catalog, per query (each leaf category's name, as a shopper types
-  it: "drills", "wood screws"), the share of the price-sorted top 10 (ascending and
+  it: "drills", "wood screws", and 40 title words: "cordless compact hammer"), the share of
+  the price-sorted top 10 (ascending and
   descending) that the unsorted search also returns in its top 50, and the share of it in the
   query's own category, for candidate depths and relevance floors
   (:func:`rerank.storefront.sort_relevant`).
@@ -37,7 +38,7 @@ from rerank.defaults import DEFAULT_RERANK_DEPTH
 PARTS = ("sort", "diversity", "latency")
 #: Candidate depths and relevance floors the sort part compares.
 SORT_DEPTHS = (50, 100, 200)
-SORT_FLOORS = (0.0, 0.3, 0.5, 0.7)
+SORT_FLOORS = (0.0, 0.3, 0.5, 0.6, 0.7)
 #: Diversity settings compared (None: off).
 DIVERSITY = (None, ("brand", 1), ("brand", 2), ("brand", 3), ("line", 1), ("line", 2))
 _WORD = re.compile(r"[a-z][a-z'&.-]*")
@@ -153,9 +154,11 @@ def sort_part(pipeline, queries: Sequence[tuple[str, str]]) -> tuple[str, dict[s
     lines = [
         "## Sort: how relevant the sorted results stay",
         "",
-        f'{len(queries)} queries (each leaf category\'s name, e.g. "drills"), sorted by price. '
+        f'{len(queries)} queries (each leaf category\'s name, e.g. "drills", and 40 title '
+        'words such as "cordless compact hammer"), sorted by price. '
         "*In top 50*: share of the sorted top 10 the unsorted search also returns in its top "
-        "50; *on category*: share of it in the query's own category (the unsorted top 10: "
+        "50; *on category*: share of it in the query's own category (a title query's: its "
+        "product's; the unsorted top 10: "
         f"{unsorted_on:.3f}); *pool*: candidates kept to sort (mean).",
         "",
         "| candidates | floor | in top 50 (asc) | in top 50 (desc) | on category (asc) "
@@ -323,19 +326,21 @@ def _percentiles(ms: Sequence[float]) -> dict[str, float]:
     return {"p50": float(np.percentile(arr, 50)), "p99": float(np.percentile(arr, 99))}
 
 
-def title_queries(pipeline, n: int, seed: int) -> list[str]:
-    """``n`` queries from product titles (two or three words after the brand), seeded."""
-    titles = [
-        p["title"]
-        for p in pipeline.retriever.collection.scroll_payloads(["title"])
+def title_queries(pipeline, n: int, seed: int) -> list[tuple[str, str]]:
+    """``n`` (query, category) pairs from product titles: two or three words after the brand
+    ("cordless compact hammer"), and the category of the product it came from; seeded."""
+    rows = [
+        (p["title"], p.get("category") or "")
+        for p in pipeline.retriever.collection.scroll_payloads(["title", "category"])
         if p.get("title")
     ]
+    rows.sort()
     rng = random.Random(seed)
     out = []
-    for title in rng.sample(titles, min(n, len(titles))):
+    for title, category in rng.sample(rows, min(n, len(rows))):
         words = [w for w in title.split()[1:] if _WORD.fullmatch(w.lower())]
         if words:
-            out.append(" ".join(words[: rng.choice((2, 3))]).lower())
+            out.append((" ".join(words[: rng.choice((2, 3))]).lower(), category))
     return out
 
 
@@ -506,13 +511,13 @@ def run_storefront_benchmark(
         count = int(pipeline.retriever.manifest.get("count", products))
         queries = leaf_queries()
         if "sort" in parts:
-            md, fig = sort_part(pipeline, queries)
+            md, fig = sort_part(pipeline, queries + title_queries(pipeline, 40, seed + 1))
             report.parts["sort"], report.figures["sort"] = md, fig
         if "diversity" in parts:
             md, fig = diversity_part(hd_data, hd_index, pipeline, queries, None, log)
             report.parts["diversity"], report.figures["diversity"] = md, fig
         if "latency" in parts:
-            texts = title_queries(pipeline, latency_queries, seed)
+            texts = [q for q, _ in title_queries(pipeline, latency_queries, seed)]
             md, fig = latency_part(pipeline, texts, repeats, count, log)
             report.parts["latency"], report.figures["latency"] = md, fig
     finally:
