@@ -401,8 +401,11 @@ class RuleBook:
         #: rule id -> (the schema, its filter's conditions under it (None: no longer fits),
         #: the fields they read)
         self._bound: dict[str, tuple[Any, ...]] = {}
-        #: (payload key, display value) -> normalized value, for :meth:`matcher`
+        #: for :meth:`matcher`: (field, display value) -> normalized value, and (rule id,
+        #: the values its filter reads) -> whether they match it; both under one schema
         self._memo: dict[tuple[str, Any], Any] = {}
+        self._verdicts: dict[tuple[Any, ...], bool] = {}
+        self._memo_schema: Any = None
 
     @classmethod
     def from_entries(cls, entries: Sequence[Mapping[str, Any]]) -> RuleBook:
@@ -443,10 +446,12 @@ class RuleBook:
         from the hit's fields, once per hit, from a memo of the values seen before (a brand
         is normalized once, not once per hit and search).
         """
-        last: list[Any] = [None, {}]  # the payload last seen, and the keys derived for it
-        memo = self._memo
-        if len(memo) > _MEMO_SIZE:
+        last: list[Any] = [None, {}]  # the payload last seen, and its values read so far
+        memo, verdicts = self._memo, self._verdicts
+        if self._memo_schema is not schema or len(memo) + len(verdicts) > _MEMO_SIZE:
             memo.clear()
+            verdicts.clear()
+            self._memo_schema = schema
 
         def matches(rule: Rule, payload: Mapping[str, Any]) -> bool:
             bound = self._bound.get(rule.id)
@@ -457,13 +462,29 @@ class RuleBook:
                 return False
             if last[0] is not payload:
                 last[0], last[1] = payload, {}
-            derived = last[1]
+            seen = last[1]
+            values = []
             for key, f in fields:
-                if key not in derived:
-                    derived[key] = payload[key] if key in payload else _derive(f, payload, memo)
-            if len(conditions) == 1:
-                return holds(conditions[0], derived)
-            return all(holds(c, derived) for c in conditions)
+                if key not in seen:
+                    seen[key] = (
+                        (True, payload[key]) if key in payload else (False, f.value(payload))
+                    )
+                values.append(seen[key])
+            # a rule's verdict depends on these values only: decided once per distinct one
+            try:
+                return verdicts[(rule.id, *values)]
+            except KeyError:
+                cache = True
+            except TypeError:  # a list value: not kept
+                cache = False
+            derived = {
+                key: value if stored else _normalized_memo(f, value, memo)
+                for (key, f), (stored, value) in zip(fields, values, strict=True)
+            }
+            verdict = all(holds(c, derived) for c in conditions)
+            if cache:
+                verdicts[(rule.id, *values)] = verdict
+            return verdict
 
         return matches
 
@@ -514,7 +535,11 @@ _MEMO_SIZE = 100_000
 
 def _derive(f: Any, payload: Mapping[str, Any], memo: dict[tuple[str, Any], Any]) -> Any:
     """The normalized filter value of field ``f`` for a hit's payload (None: none)."""
-    raw = f.value(payload)
+    return _normalized_memo(f, f.value(payload), memo)
+
+
+def _normalized_memo(f: Any, raw: Any, memo: dict[tuple[str, Any], Any]) -> Any:
+    """``f.normalize(raw)`` (None when it does not fit), remembered per hashable value."""
     try:
         return memo[(f.name, raw)]
     except KeyError:
