@@ -134,15 +134,18 @@ class BiEncoder:
         if tokenizer is None or limit is None:  # nothing to count with: the texts' own order
             order = np.arange(len(texts))
         else:
-            # a model without a length limit (a static embedding: inf) reads whole texts
-            bounded = math.isfinite(limit)
-            ids = tokenizer(
-                list(texts),
-                truncation=bounded,
-                max_length=int(limit) if bounded else None,
-                return_attention_mask=False,
-                return_token_type_ids=False,
-            )["input_ids"]
+            if callable(tokenizer):  # a transformers tokenizer
+                # a model without a length limit (a static embedding: inf) reads whole texts
+                bounded = math.isfinite(limit)
+                ids = tokenizer(
+                    list(texts),
+                    truncation=bounded,
+                    max_length=int(limit) if bounded else None,
+                    return_attention_mask=False,
+                    return_token_type_ids=False,
+                )["input_ids"]
+            else:  # a bare `tokenizers.Tokenizer` (sentence-transformers' StaticEmbedding)
+                ids = [e.ids for e in tokenizer.encode_batch(list(texts))]
             order = np.argsort([len(x) for x in ids], kind="stable")
         return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
 

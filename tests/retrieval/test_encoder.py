@@ -67,3 +67,23 @@ def test_batched_vectors_come_back_in_input_order(minilm):
         np.testing.assert_allclose(together, alone, atol=1e-5)
     with pytest.raises(ShopsearchError, match="batch_size"):
         minilm.encode_document(texts, batch_size=-1)
+
+
+def test_a_static_embedding_model_encodes_with_its_bare_tokenizer(tiny_model, tmp_path):
+    """sentence-transformers' StaticEmbedding has a `tokenizers.Tokenizer` and no length limit
+    (max_seq_length is inf): batching by length must not call it as a transformers tokenizer."""
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.models import Normalize, StaticEmbedding
+
+    from retrieval.encoder import BiEncoder
+
+    base = SentenceTransformer(str(tiny_model), device="cpu")
+    table = base[0].auto_model.embeddings.word_embeddings.weight.detach()
+    static = StaticEmbedding(base.tokenizer, embedding_weights=table)
+    SentenceTransformer(modules=[static, Normalize()], device="cpu").save(str(tmp_path / "m"))
+    encoder = BiEncoder(tmp_path / "m", device="cpu")
+    texts = ["cordless drill", "a much longer title of a hammer drill kit with a case", "saw"]
+    docs = encoder.encode_document(texts * 40, batch_size=16)
+    assert docs.shape == (120, table.shape[1])
+    assert np.allclose(np.linalg.norm(docs, axis=1), 1.0, atol=1e-4)
+    assert np.allclose(docs[:3], docs[3:6], atol=1e-5)  # the order of batches changes nothing
