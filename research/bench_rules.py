@@ -10,6 +10,7 @@ which is the cost the rules add without the noise of two searches. Redirects are
 they change what is searched, so the two sides would not search the same query.
 
     rules_cost(pipeline, queries, rules) -> RulesCost      # for another benchmark to call
+    run(index) -> RulesCost                                 # what ``bench-rules`` runs
 """
 
 from __future__ import annotations
@@ -24,12 +25,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import click
 import numpy as np
 
 from rerank.defaults import DEFAULT_RERANK_DEPTH
 from rerank.rules import Rule, RuleStore
 
+#: The report's name: its block in the docs page (research.docs.publish).
+REPORT_KEY = "rules-cost"
 _WORD = re.compile(r"[a-z]{3,}")
 
 
@@ -276,74 +278,3 @@ def _sample_payloads(collection: Any, n: int, seed: int) -> list[dict[str, Any]]
     ]
     rng = random.Random(seed)
     return rng.sample(rows, min(n, len(rows)))
-
-
-# ------------------------------------------------------------------------------------------
-# The command
-# ------------------------------------------------------------------------------------------
-
-#: The report's name: its block in the docs page (research.docs.publish).
-REPORT_KEY = "rules-cost"
-
-
-@click.command("bench-rules")
-@click.argument("index", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option(
-    "--rules", "n_rules", default=1000, show_default=True, type=click.IntRange(2), help="Rules."
-)
-@click.option(
-    "--queries",
-    "n_queries",
-    default=200,
-    show_default=True,
-    type=click.IntRange(1),
-    help="Queries (title words of random products; half of the rules are on them).",
-)
-@click.option(
-    "--rounds",
-    default=3,
-    show_default=True,
-    type=click.IntRange(1),
-    help="Timed passes over the queries (after one untimed).",
-)
-@click.option("--seed", default=0, show_default=True, type=int, help="Seeds queries and rules.")
-@click.option(
-    "--threads",
-    type=click.IntRange(1),
-    default=None,
-    help="Intra-op CPU threads of the query tower (default: physical cores).",
-)
-@click.option(
-    "--json", "as_json", is_flag=True, help="Print the figures as JSON instead of the table."
-)
-@click.option(
-    "--docs",
-    "docs_page",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="Also write the report into this documentation page, between markers keyed "
-    f"'{REPORT_KEY}': a re-run replaces its own block.",
-)
-def bench_rules_cmd(
-    index: Path,
-    n_rules: int,
-    n_queries: int,
-    rounds: int,
-    seed: int,
-    threads: int | None,
-    as_json: bool,
-    docs_page: Path | None,
-) -> None:
-    """What N merchandising rules add to each search on INDEX: p50/p99 with and without them,
-    interleaved in one run (the rules go to a temporary directory, not the index's)."""
-    import json
-
-    from research.bench_speed import machine_description
-    from research.docs import command_line, publish
-
-    cost = run(index, n_rules, n_queries, rounds, seed, threads)
-    report = cost.markdown()
-    click.echo(json.dumps(cost.as_dict()) if as_json else report)
-    if docs_page is not None:
-        page = publish(docs_page, REPORT_KEY, report, command_line(), machine_description())
-        click.echo(f"wrote the report into {page}", err=True)

@@ -976,6 +976,63 @@ def bench_storefront_cmd(
         _publish(docs_page, workdir / f"storefront-{part}.md")
 
 
+@click.command("bench-rules")
+@click.argument("index", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option(
+    "--rules", "n_rules", default=1000, show_default=True, type=click.IntRange(2), help="Rules."
+)
+@click.option(
+    "--queries",
+    "n_queries",
+    default=200,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Queries (title words of random products; half of the rules are on them).",
+)
+@click.option(
+    "--rounds",
+    default=3,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Timed passes over the queries (after one untimed).",
+)
+@click.option("--seed", default=0, show_default=True, type=int, help="Seeds queries and rules.")
+@click.option(
+    "--threads",
+    type=click.IntRange(1),
+    default=None,
+    help="Intra-op CPU threads of the query tower (default: physical cores).",
+)
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print the figures as JSON instead of the table."
+)
+@docs_option
+def bench_rules_cmd(
+    index: Path,
+    n_rules: int,
+    n_queries: int,
+    rounds: int,
+    seed: int,
+    threads: int | None,
+    as_json: bool,
+    docs_page: Path | None,
+) -> None:
+    """What N merchandising rules add to each search on INDEX: p50/p99 with and without them,
+    interleaved in one run (the rules go to a temporary directory, not the index's)."""
+    import json
+
+    from research.bench_rules import REPORT_KEY, run
+    from research.bench_speed import machine_description
+    from research.docs import command_line, publish
+
+    cost = run(index, n_rules, n_queries, rounds, seed, threads)
+    report = cost.markdown()
+    click.echo(json.dumps(cost.as_dict()) if as_json else report)
+    if docs_page is not None:
+        page = publish(docs_page, REPORT_KEY, report, command_line(), machine_description())
+        click.echo(f"wrote the report into {page}", err=True)
+
+
 COMMANDS = [
     sample_catalog,
     demo_cmd,
@@ -988,4 +1045,5 @@ COMMANDS = [
     bench_index_cmd,
     bench_faults_cmd,
     bench_storefront_cmd,
+    bench_rules_cmd,
 ]
