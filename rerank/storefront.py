@@ -22,9 +22,9 @@ most ``limit`` distinct values, per value, and otherwise bands between rounded q
 
 Sort. A sort orders the *relevant* candidates by a field, not the catalog: a candidate is
 relevant enough when its first-stage score is at least :data:`SORT_FLOOR` times the best
-candidate's (with hybrid fusion: roughly, BM25 ranks it among its first 50, where a product
-only the dense list brings in scores at most a tenth of the best); the others are left out of
-a sorted result. Relevance breaks ties, and products without a value go last.
+candidate's (with hybrid fusion: roughly, BM25 ranks it among its first 30 to 40, where a
+product only the dense list brings in scores at most a tenth of the best); the others are left
+out of a sorted result. Relevance breaks ties, and products without a value go last.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ MAX_FACET_LIMIT = 100
 DEFAULT_BANDS = 5
 #: A sorted result keeps the candidates whose first-stage score is at least this share of the
 #: best candidate's (see the module's "Sort"; docs/benchmarks/storefront.md has the run).
-SORT_FLOOR = 0.5
+SORT_FLOOR = 0.6
 #: Products per group a diversified list may hold before the next group's (``brand:2``).
 DEFAULT_DIVERSITY_CAP = 2
 
