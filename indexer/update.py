@@ -47,8 +47,8 @@ from core.errors import CatalogError, ShopsearchError
 from retrieval.store import PAYLOAD_IN_STOCK, IndexLocation, PointRecord, new_build_id, open_backend
 from retrieval.store.base import Backend, Collection
 
-#: Payload key recording, per live-updated field, the catalog value it replaced and the keys
-#: it wrote: ``{"price": {"base": 10.0, "keys": ["price"]}}``.
+#: Payload key recording, per live-updated field, the catalog value its first update replaced:
+#: ``{"price": 10.0, "in_stock": true}`` (flat: Qdrant converts a nested payload much slower).
 PAYLOAD_LIVE = "_live"
 #: Fields the product text, BM25 or the filter mirrors of the catalog read: changed by indexing.
 SEARCHABLE = ("title", "description", "brand", "category", "attributes")
@@ -219,8 +219,10 @@ def _field_changes(update: ProductUpdate, schema: FieldSchema) -> dict[str, dict
             continue  # a blank cell: no change
         where = f"{update.where} (product_id {update.product_id!r}), field {name!r}"
         if name.startswith("_"):
-            raise BadUpdate(f"{where}: fields starting with _ are the store's own")
-        if name in searchable:
+            raise BadUpdate(
+                f"{where}: fields starting with _ are the store's own; nothing was updated"
+            )
+        if name in searchable or name.startswith("attributes."):
             raise BadUpdate(
                 f"{where}: {name} is searchable (the product's vectors and BM25 read it), so it "
                 "cannot change live: change it in the catalog and run `shopsearch index CATALOG "
@@ -250,17 +252,24 @@ def _field_changes(update: ProductUpdate, schema: FieldSchema) -> dict[str, dict
     return out
 
 
-def _live_record(
-    old: dict[str, Any], changes: dict[str, dict[str, Any]]
-) -> dict[str, dict[str, Any]]:
-    """The product's ``_live`` after this update: the catalog value each field replaced first."""
+def _live_record(old: dict[str, Any], fields: Iterable[str]) -> dict[str, Any] | None:
+    """The product's ``_live`` after an update of ``fields``: field -> the catalog value the
+    first live update of it replaced; None when it records every field already."""
     live = dict(old.get(PAYLOAD_LIVE) or {})
-    for field, keys in changes.items():
-        if field not in live:
-            live[field] = {"base": old.get(field), "keys": sorted(keys)}
-        else:
-            live[field] = {**live[field], "keys": sorted(set(live[field]["keys"]) | set(keys))}
+    if all(f in live for f in fields):
+        return None
+    for f in fields:
+        live.setdefault(f, old.get(f))
     return live
+
+
+def _written_keys(field: str, schema: FieldSchema) -> list[str]:
+    """The payload keys an update of ``field`` writes: the field and its filter mirrors."""
+    keys = [field]
+    if field == "in_stock":
+        keys.append(PAYLOAD_IN_STOCK)
+    keys += [f.key for f in schema.declared() if f.source == field]
+    return keys
 
 
 def _planned(
@@ -286,7 +295,9 @@ def _planned(
             if not changes:
                 continue
             payload = {k: v for keys in changes.values() for k, v in keys.items()}
-            payload[PAYLOAD_LIVE] = _live_record(dict(hit.payload or {}), changes)
+            live = _live_record(dict(hit.payload or {}), changes)
+            if live is not None:
+                payload[PAYLOAD_LIVE] = live
             planned.append((u.product_id, payload))
     return planned
 
@@ -373,7 +384,7 @@ class _Job:
         self.done = False
 
     def finish(self, location: IndexLocation, build_id: str | None) -> None:
-        fields = {k for _, p in self.planned for k in p.get(PAYLOAD_LIVE, {})}
+        fields = {k for _, p in self.planned for k in p}
         self.summary = UpdateSummary(
             location=location.describe(),
             products=len(self.planned),
@@ -438,8 +449,10 @@ def _plan(
             continue
         for pid, payload in job.planned:
             if pid in merged:
-                live = {**merged[pid].get(PAYLOAD_LIVE, {}), **payload[PAYLOAD_LIVE]}
-                merged[pid] = {**merged[pid], **payload, PAYLOAD_LIVE: live}
+                live = {**payload.get(PAYLOAD_LIVE, {}), **merged[pid].get(PAYLOAD_LIVE, {})}
+                merged[pid] = {**merged[pid], **payload}
+                if live:
+                    merged[pid][PAYLOAD_LIVE] = live
             else:
                 merged[pid] = payload
     return list(merged.items())
@@ -487,7 +500,9 @@ def _new_build(backend: Backend, jobs: list[_Job]) -> str | None:
 # -- indexing keeps live values ----------------------------------------------------------------
 
 
-def keep_live(collection: Collection, records: Sequence[PointRecord]) -> list[PointRecord]:
+def keep_live(
+    collection: Collection, records: Sequence[PointRecord], schema: FieldSchema | None = None
+) -> list[PointRecord]:
     """Records about to replace indexed products, with the live values the catalog left alone.
 
     For each field an update changed (``_live``): when the new catalog row still holds the
@@ -497,9 +512,11 @@ def keep_live(collection: Collection, records: Sequence[PointRecord]) -> list[Po
     Args:
         collection: The staging copy, still holding the products as they were.
         records: The products about to be written (re-embedded from the catalog).
+        schema: The index's fields (None: the collection's manifest's).
     """
     if not records:
         return list(records)
+    schema = schema or FieldSchema.from_manifest(collection.manifest)
     old = collection.retrieve([r.product_id for r in records])
     out = []
     for r in records:
@@ -509,15 +526,15 @@ def keep_live(collection: Collection, records: Sequence[PointRecord]) -> list[Po
             out.append(r)
             continue
         payload, kept = dict(r.payload), {}
-        for field, entry in live.items():
-            if payload.get(field) != entry.get("base"):
+        for field, base in live.items():
+            if payload.get(field) != base:
                 continue  # the catalog changed it: the catalog wins
-            for key in entry.get("keys", [field]):
+            for key in _written_keys(field, schema):
                 if key in hit.payload:
                     payload[key] = hit.payload[key]
                 else:
                     payload.pop(key, None)
-            kept[field] = entry
+            kept[field] = base
         if kept:
             payload[PAYLOAD_LIVE] = kept
         out.append(replace(r, payload=payload))
@@ -526,4 +543,5 @@ def keep_live(collection: Collection, records: Sequence[PointRecord]) -> list[Po
 
 def live_keeping_upsert(staging: Collection) -> Callable[[Sequence[PointRecord]], None]:
     """``staging.upsert`` that keeps live values (:func:`keep_live`); for upsert/sync builds."""
-    return lambda records: staging.upsert(keep_live(staging, records))
+    schema = FieldSchema.from_manifest(staging.manifest)
+    return lambda records: staging.upsert(keep_live(staging, records, schema))

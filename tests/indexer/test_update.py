@@ -99,6 +99,7 @@ def test_a_bad_row_changes_nothing(location, sample_products, tmp_path):
         ({"product_id": "NO-SUCH-SKU", "price": 3}, "NO-SUCH-SKU", "not in the index"),
         ({"product_id": b, "title": "New title"}, "title", "shopsearch index"),
         ({"product_id": b, "brand": "Other"}, "brand", "searchable"),
+        ({"product_id": b, "attributes.color": "red"}, "attributes.color", "searchable"),
         ({"product_id": b, "_hash": "x"}, "_hash", "store's own"),
         ({"product_id": a, "price": 5}, a, "give each product once"),
     ]
