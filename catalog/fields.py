@@ -308,12 +308,13 @@ class Field:
 
 
 _DEFAULT_FIELDS = (
-    Field("brand", "keyword", facetable=True),
-    Field("category", "category", facetable=True),
+    # searchable: what catalog.text.product_text reads (the description is stored only)
+    Field("brand", "keyword", facetable=True, searchable=True),
+    Field("category", "category", facetable=True, searchable=True),
     Field("price", "number", facetable=True, sortable=True),
     Field("in_stock", "bool", facetable=True),
     Field("title", "keyword", filterable=False, searchable=True),
-    Field("description", "keyword", filterable=False, searchable=True),
+    Field("description", "keyword", filterable=False),
 )
 
 

@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 from catalog.fields import FieldSchema
 from catalog.reader import CatalogBatch, Limits, Reject, read_catalog, write_rejects
-from catalog.schema import Product
+from catalog.schema import KNOWN_COLUMNS, Product
 from catalog.text import RECIPE_VERSION, product_text
 from core.errors import ShopsearchError
 from indexer.update import live_keeping_upsert
@@ -125,13 +125,14 @@ class _Scan:
 
 
 def indexed_text(product: Product, schema: FieldSchema) -> str:
-    """What BM25 and the product tower read: :func:`product_text`, then the declared
-    searchable fields it does not already hold (``name: value``)."""
+    """What BM25 and the product tower read: :func:`product_text`, then the searchable fields
+    declared beyond the product's own columns (``name: value``; a value the text already
+    holds is not repeated). Which of the own columns it reads is the recipe's choice."""
     text = product_text(product)
     extra = [
         f"{f.name.replace('_', ' ')}: {value}"
         for f in schema.fields
-        if f.searchable and f.declared
+        if f.searchable and f.source not in KNOWN_COLUMNS
         for value in [f.value(product)]
         if value not in (None, "") and str(value) not in text
     ]

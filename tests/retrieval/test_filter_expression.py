@@ -319,3 +319,21 @@ def test_matches_a_hits_public_payload(indexes, tiny_encoder, backend):
                 for h in r.search("drill", k=300, filters=flt, mode="dense", exact=True)
             }
             assert {h.product_id for h in hits if flt.matches(h.payload, SCHEMA)} == want, template
+
+
+def test_what_the_tower_reads(sample_products):
+    """The default schema keeps today's product text; a declared searchable field is added."""
+    from catalog.text import product_text
+    from indexer.build import indexed_text
+
+    default = FieldSchema.default()
+    assert all(indexed_text(p, default) == product_text(p) for p in sample_products)
+    schema = FieldSchema.with_declared([Field("shade", "keyword", searchable=True)])
+    lamp = next(
+        p
+        for p in sample_products
+        if p.attributes.get("shade") and p.attributes["shade"] not in product_text(p)
+    )
+    assert indexed_text(lamp, schema) == (
+        f"{product_text(lamp)} | shade: {lamp.attributes['shade']}"
+    )

@@ -32,7 +32,7 @@ def test_info_lists_the_fields(schema_index):
     assert result.exit_code == 0, result.output
     fields = json.loads(result.stdout)["fields"]
     assert "voltage (number in V from attributes.voltage: filter, facet, sort)" in fields
-    assert "brand (keyword: filter, facet)" in fields
+    assert "brand (keyword: filter, facet, search)" in fields
 
 
 def test_search_filter_from_the_cli(schema_index):
