@@ -456,11 +456,14 @@ class FieldSchema:
         return f
 
     def declared(self) -> tuple[Field, ...]:
-        """Fields whose normalized values the schema stores (not the defaults' own keys)."""
-        return tuple(f for f in self.fields if f.filterable and f.declared)
+        """Fields whose normalized values the schema stores under ``_f_<name>`` (not the
+        defaults' own keys): those a filter, a facet or a sort reads."""
+        return tuple(
+            f for f in self.fields if f.declared and (f.filterable or f.facetable or f.sortable)
+        )
 
     def payload(self, product: Product) -> dict[str, Any]:
-        """The normalized values of the declared filterable fields of a product, by key.
+        """The normalized values of the declared fields of a product, by key (:meth:`declared`).
 
         Raises:
             ValueError: a value does not fit its field's type (one line).
@@ -507,11 +510,7 @@ class FieldSchema:
     def payload_indexes(self) -> tuple[tuple[str, str], ...]:
         """(key, kind) of the payload index each declared filterable/facetable/sortable
         field needs (the defaults' are ``retrieval.store.PAYLOAD_INDEXES``)."""
-        return tuple(
-            (f.key, f.index_kind)
-            for f in self.fields
-            if f.declared and (f.filterable or f.facetable or f.sortable)
-        )
+        return tuple((f.key, f.index_kind) for f in self.declared())
 
     def to_manifest(self) -> list[dict[str, Any]]:
         """The manifest's ``fields`` entry: one dict per field."""

@@ -423,8 +423,10 @@ def bind(expr: Expr, schema: FieldSchema) -> Condition:
     except ShopsearchError:
         f = None
     if f is None or not f.filterable:
+        what = "unknown field" if f is None else "field"
+        why = "" if f is None else " (not filterable)"
         raise ShopsearchError(
-            f"filter on unknown field {expr.field!r}: filterable fields are "
+            f"filter on {what} {expr.field!r}{why}: filterable fields are "
             f"{', '.join(schema.names('filterable'))}; declare others in a schema file "
             "(shopsearch index --schema FILE)"
         )

@@ -190,3 +190,11 @@ def test_reader_rejects_rows_whose_declared_value_does_not_fit(tmp_path):
     assert "voltage: 'lots' is not a number" in rejects["c"]
     # without a schema the same rows are fine
     assert sum(len(b.products) for b in read_catalog(path)) == 4
+
+
+def test_facetable_only_field_is_stored_and_indexed():
+    schema = FieldSchema.with_declared(
+        [Field("color", "keyword", filterable=False, facetable=True)]
+    )
+    assert schema.payload(Product("p", "Lamp", extra={"color": "Red"})) == {"_f_color": ["red"]}
+    assert schema.payload_indexes() == (("_f_color", "keyword"),)
