@@ -11,7 +11,7 @@ fresh copy of it:
    second (validation, the new build, its seal and promotion included) and each batch's
    acknowledgement time.
 2. Searches while updates stream: the same queries (half of them with an in-stock and price
-   filter) one after another in this process for ``--seconds``, first alone, then while a
+   filter) at ``--qps`` a second in this process for ``--seconds``, first alone, then while a
    separate updater process applies batches of ``--stream-batch`` back to back (what a
    ``shopsearch update`` beside a running service does). The searcher is a ``Retriever`` as the
    service holds it (refresh every second): p50/p99/max search latency in both phases and the
@@ -98,6 +98,8 @@ class UpdateBenchReport:
     machine: str
     batches: list[BatchRun] = field(default_factory=list)
     phases: list[SearchPhase] = field(default_factory=list)
+    load: tuple[float, float] = (0.0, 0.0)
+    qps: float = 0.0
     stream_batch: int = 0
     stream_products_per_s: float = 0.0
     stream_builds: int = 0
@@ -120,7 +122,8 @@ class UpdateBenchReport:
     def markdown(self) -> str:
         lines = [
             f"Sample catalog of {self.n:,} products, embedded index, model {self.model}; "
-            f"{self.machine}.",
+            f"{self.machine}; load average {self.load[0]:.1f} at the start, "
+            f"{self.load[1]:.1f} at the end (other processes share the 2 cores).",
             "",
             "Throughput (`apply_updates` alone; a batch = one new build, validated, sealed, "
             "promoted):",
@@ -135,7 +138,8 @@ class UpdateBenchReport:
             )
         lines += [
             "",
-            f"Searches while an updater process streams batches of {self.stream_batch:,} "
+            f"Searches ({'back to back' if not self.qps else f'{self.qps:g} a second'}) "
+            f"while an updater process streams batches of {self.stream_batch:,} "
             f"({self.stream_products_per_s:,.0f} products/s, {self.stream_builds} builds "
             "promoted during the phase), against the same searches alone:",
             "",
@@ -230,12 +234,18 @@ def _queries(catalog: Path, count: int, seed: int) -> list[tuple[str, dict | Non
     ]
 
 
-def _search_phase(retriever, queries, seconds: float, seen: dict[str, float] | None) -> list[float]:
-    """Searches in a loop for ``seconds``; latencies in ms (and when each build was first used)."""
+def _search_phase(
+    retriever, queries, seconds: float, seen: dict[str, float] | None, qps: float
+) -> list[float]:
+    """Searches at ``qps`` a second (0: back to back) for ``seconds``; latencies in ms (and
+    when each build was first used)."""
     out: list[float] = []
-    end = time.monotonic() + seconds
+    start = time.monotonic()
+    end = start + seconds
     i = 0
     while time.monotonic() < end:
+        if qps > 0:
+            time.sleep(max(0.0, start + i / qps - time.monotonic()))
         q, filters = queries[i % len(queries)]
         t0 = time.perf_counter()
         retriever.search(q, k=10, filters=filters)
@@ -259,6 +269,7 @@ def run_update_benchmark(
     from_index: Path | None = None,
     threads: int = 1,
     tiny: bool = False,
+    qps: float = 10.0,
 ) -> UpdateBenchReport:
     """Runs both phases; writes ``updates.json`` and ``updates.md`` into ``workdir``.
 
@@ -306,12 +317,14 @@ def run_update_benchmark(
             for p in rng.sample(ids, min(size, len(ids)))
         ]
 
+    load_start = os.getloadavg()[0]
     retriever = Retriever.open(index, model=model, auto_refresh_s=1.0, threads=threads)
     report = UpdateBenchReport(
         n=n,
-        model=retriever.manifest["model"]["name"],
+        model="a one-layer 384-d BERT (--tiny)" if tiny else retriever.manifest["model"]["name"],
         machine=machine_description(),
         stream_batch=stream_batch,
+        qps=qps,
     )
     try:
         for size in batches:
@@ -329,8 +342,8 @@ def run_update_benchmark(
             )
         qs = _queries(catalog, queries, seed)
         retriever.refresh()
-        _search_phase(retriever, qs, min(3.0, seconds), None)  # warm up
-        alone = _search_phase(retriever, qs, seconds, None)
+        _search_phase(retriever, qs, min(3.0, seconds), None, 0)  # warm up
+        alone = _search_phase(retriever, qs, seconds, None, qps)
         stop = scratch / "stop"
         script = scratch / "updater.py"
         script.write_text(_UPDATER)
@@ -351,14 +364,16 @@ def run_update_benchmark(
         )
         seen: dict[str, float] = {}
         try:
-            time.sleep(0.5)
+            first = proc.stdout.readline() if proc.stdout is not None else ""  # started, warm
+            if not first:
+                raise RuntimeError("the updater process died before its first update")
             t0 = time.time()
-            streaming = _search_phase(retriever, qs, seconds, seen)
+            streaming = _search_phase(retriever, qs, seconds, seen, qps)
             t1 = time.time()
         finally:
             stop.touch()
             out, _ = proc.communicate(timeout=600)
-        acked = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+        acked = [json.loads(line) for line in [first, *out.splitlines()] if line.startswith("{")]
         during = [a for a in acked if t0 <= a["ack"] <= t1]
         report.stream_builds = len(during)
         report.stream_products_per_s = sum(a["n"] for a in during) / (t1 - t0)
@@ -372,6 +387,7 @@ def run_update_benchmark(
     finally:
         retriever.close()
         shutil.rmtree(scratch, ignore_errors=True)
+    report.load = (load_start, os.getloadavg()[0])
     (workdir / "updates.json").write_text(json.dumps(report.as_dict(), indent=2))
     (workdir / "updates.md").write_text(report.markdown())
     return report
@@ -433,6 +449,13 @@ def run_update_benchmark(
     type=click.IntRange(1),
     help="Intra-op threads of the searcher's query tower (the updater gets the other core).",
 )
+@click.option(
+    "--qps",
+    default=10.0,
+    show_default=True,
+    type=click.FloatRange(0),
+    help="Searches a second in both search phases (0: back to back).",
+)
 @docs_option
 def bench_update_cmd(
     workdir: Path,
@@ -446,6 +469,7 @@ def bench_update_cmd(
     from_index: Path | None,
     threads: int,
     tiny: bool,
+    qps: float,
     docs_page: Path | None,
 ) -> None:
     """Live price/stock updates: products/s, and search p99 while they stream vs alone."""
@@ -461,6 +485,7 @@ def bench_update_cmd(
         from_index=from_index,
         threads=threads,
         tiny=tiny,
+        qps=qps,
     )
     click.echo(report.markdown())
     click.echo(f"wrote {workdir / 'updates.md'} and {workdir / 'updates.json'}")
