@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
@@ -190,6 +191,9 @@ class Retriever:
         self._version = backend.current_version()
         self._checked_at = time.monotonic()
         self.auto_refresh_s = auto_refresh_s
+        #: A newer build opened in the background (or why it could not be), and the thread.
+        self._loaded: tuple[str, Collection, QueryCorrector | None] | BaseException | None = None
+        self._loader: threading.Thread | None = None
 
     @classmethod
     def open(
@@ -276,24 +280,65 @@ class Retriever:
         version = self.backend.current_version()
         if version is None or version == self._version:
             return False
+        self._swap(self._prepare(version))
+        return True
+
+    def _prepare(self, version: str) -> tuple[str, Collection, QueryCorrector | None]:
+        """Opens (and checks) a newer build without touching the one searches use."""
         new = self.backend.open()
-        check_model(new.manifest, self.encoder.fingerprint, self.backend.location.describe())
-        self.encoder.check_probes(new.manifest, self.backend.location.describe())
-        corrector = load_corrector(new)
+        try:
+            check_model(new.manifest, self.encoder.fingerprint, self.backend.location.describe())
+            self.encoder.check_probes(new.manifest, self.backend.location.describe())
+            return version, new, load_corrector(new)
+        except BaseException:
+            new.close()
+            raise
+
+    def _swap(
+        self, prepared: tuple[str, Collection, QueryCorrector | None], close_later: bool = False
+    ) -> None:
+        version, new, corrector = prepared
         old, self.collection, self._version = self.collection, new, version
         self.lexical = LexicalEncoder.from_config(new.manifest["lexical"])
         self.tuning = QueryTuning.from_manifest(new.manifest)
         self.corrector = corrector
-        old.close()
-        return True
+        if close_later:  # closing a large build takes a while too: not on a search's time
+            threading.Thread(target=old.close, name="shopsearch-close", daemon=True).start()
+        else:
+            old.close()
 
     def _maybe_refresh(self) -> None:
+        """With ``auto_refresh_s`` > 0 a newer build is opened in a background thread (a
+        build's checks and load take seconds on a large index: searches go on meanwhile) and
+        swapped in by the first call after it is ready; with 0, on the calling thread."""
         if self.auto_refresh_s is None:
             return
+        loaded, self._loaded = self._loaded, None
+        if isinstance(loaded, BaseException):
+            raise loaded  # the newer build failed its checks: say so once, then look again
+        if loaded is not None:
+            if loaded[0] != self._version and loaded[0] == self.backend.current_version():
+                self._swap(loaded, close_later=True)
+            else:  # already there (an explicit refresh), or superseded meanwhile
+                loaded[1].close()
         now = time.monotonic()
         if now - self._checked_at > self.auto_refresh_s:
             self._checked_at = now
-            self.refresh()
+            if not self.auto_refresh_s:
+                self.refresh()
+            elif self._loader is None or not self._loader.is_alive():
+                self._loader = threading.Thread(
+                    target=self._load_newer, name="shopsearch-refresh", daemon=True
+                )
+                self._loader.start()
+
+    def _load_newer(self) -> None:
+        try:
+            version = self.backend.current_version()
+            if version is not None and version != self._version:
+                self._loaded = self._prepare(version)
+        except Exception as exc:
+            self._loaded = exc
 
     def _synonyms(
         self,
@@ -638,7 +683,12 @@ class Retriever:
         return self.collection.why_empty(filters)
 
     def close(self) -> None:
-        """Releases the index."""
+        """Releases the index (and a newer build being opened in the background)."""
+        if self._loader is not None:
+            self._loader.join()
+        loaded, self._loaded = self._loaded, None
+        if isinstance(loaded, tuple):
+            loaded[1].close()
         self.collection.close()
 
     def __enter__(self) -> Retriever:

@@ -350,3 +350,18 @@ def test_sort_facets_and_declared_fields_read_updated_values(
             apply_updates(loc, update_records([{"product_id": last.product_id, "rating": "lots"}]))
     finally:
         pipeline.retriever.close()
+
+
+def test_a_searcher_switches_builds_in_the_background(edge_location, tiny_encoder, sample_products):
+    pid = sample_products[0].product_id
+    retriever = Retriever.open(edge_location.path, encoder=tiny_encoder, auto_refresh_s=0.05)
+    try:
+        summary = apply_updates(edge_location, update_records([{"product_id": pid, "price": 2.5}]))
+        deadline = time.monotonic() + 30
+        while retriever.manifest["build_id"] != summary.build_id:
+            assert time.monotonic() < deadline, "the new build was never swapped in"
+            retriever.search("drill", k=3)  # answered from the old build meanwhile
+            time.sleep(0.05)
+        assert retriever.payloads([pid])[pid]["price"] == 2.5
+    finally:
+        retriever.close()
