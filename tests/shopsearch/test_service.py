@@ -413,10 +413,15 @@ def test_a_new_index_build_is_served_without_a_restart(
         index_catalog(
             smaller, location, encoder=tiny_encoder, progress=False, rejects_path=tmp_path / "r"
         )
-        time.sleep(1.2)  # the retriever looks for a new build at most once a second
+        # the retriever looks for a new build at most once a second and opens it in the
+        # background: searches are answered from the old one until it is swapped in
+        deadline = time.monotonic() + 30
+        while client.get("/readyz").json()["index"]["build_id"] == before:
+            assert time.monotonic() < deadline, "the new build was never served"
+            assert client.get("/search", params=title).status_code == 200
+            time.sleep(0.2)
         hits = client.get("/search", params=title).json()
         assert hits["results"] and gone not in {r["product_id"] for r in hits["results"]}
-        assert client.get("/readyz").json()["index"]["build_id"] != before
 
 
 def test_every_worker_follows_a_reload(make_client, tmp_path, personal_model):

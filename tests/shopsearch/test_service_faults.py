@@ -195,9 +195,11 @@ def test_an_index_removed_and_rebuilt_is_served_throughout(
         # the open build keeps answering (or a retryable 503): never a 4xx or a 500
         assert client.get("/search", params={"q": "drill"}).status_code in (200, 503)
         index_catalog(sample_catalog, location, encoder=tiny_encoder, progress=False)
-        time.sleep(1.1)
-        assert client.get("/search", params={"q": "drill"}).status_code == 200
-        assert client.get("/readyz").json()["index"]["build_id"] != before
+        deadline = time.monotonic() + 30  # the new build is opened in the background
+        while client.get("/readyz").json()["index"]["build_id"] == before:
+            assert time.monotonic() < deadline, "the rebuilt index was never served"
+            assert client.get("/search", params={"q": "drill"}).status_code == 200
+            time.sleep(0.2)
 
 
 # -- a server-side condition is a retryable 503, never a 4xx, never a path ----------------------
