@@ -15,7 +15,8 @@ How an update lands:
   promoted atomically under the writer lock, like ``tune_index``. An update is acknowledged
   once its build is promoted (``CURRENT`` written and synced): a ``kill -9`` before that leaves
   the previous build live and the staging copy is removed by the next writer; after it nothing
-  is lost. Readers switch on their next refresh (``Retriever.auto_refresh_s``, 1 s).
+  is lost. Readers open the new build in the background at their next check
+  (``Retriever.auto_refresh_s``, 1 s) and switch to it once it is open.
 * Server: ``set_payload`` on the live collection (``wait=True``: acknowledged once the server
   applied it, its WAL keeps it).
 

@@ -29,8 +29,9 @@ def update_cmd(file: Path, location, wait_s: float, as_json: bool) -> None:
     price, in_stock, or any field the product text does not read. A blank cell leaves the
     field as it is. The whole file is checked first: one bad row (an unknown product, a
     negative price, a stock that is not true/false, a searchable field such as title)
-    changes nothing. Searches see the change within a second; `index --mode upsert|sync`
-    keeps it unless the catalog changed that field itself.
+    changes nothing. Running searchers see the change once they opened the new build (they
+    look every second); `index --mode upsert|sync` keeps it unless the catalog changed that
+    field itself.
     """
     from indexer.update import apply_updates
 

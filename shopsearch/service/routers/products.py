@@ -76,7 +76,7 @@ class ProductsPatched(BaseModel):
 def patch_products(body: ProductsPatch, runtime: RuntimeDep, settings: Settings) -> ProductsPatched:
     """Change fields of indexed products without re-embedding them: checked whole (one bad
     row changes nothing), durable once answered, and seen by this worker's next search (the
-    others' within a second). Requests that arrive while an update is being written are
+    others' once they opened the new build: they look every second). Requests that arrive while an update is being written are
     committed together. ``shopsearch index --mode upsert|sync`` keeps a live value
     unless the catalog changed that field itself."""
     rows = update_records([p.model_dump() for p in body.products])
