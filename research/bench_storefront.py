@@ -22,6 +22,7 @@ its block of docs/benchmarks/storefront.md):
 from __future__ import annotations
 
 import json
+import os
 import random
 import re
 import time
@@ -376,6 +377,7 @@ def latency_part(
     order = list(variants)
     rng = random.Random(0)
     log(f"latency: {len(queries)} queries x {repeats} x {len(variants)} variants ...")
+    load_before = os.getloadavg()[0]
     for _ in range(repeats):
         for q in queries:
             rng.shuffle(order)
@@ -385,6 +387,7 @@ def latency_part(
                 ms[name].append((time.perf_counter() - t0) * 1000)
                 stage[name].append(hits.stage_ms.get("storefront", 0.0))
                 retrieve[name].append(hits.stage_ms.get("retrieve", 0.0))
+    load_after = os.getloadavg()[0]
     rows = {name: _percentiles(v) for name, v in ms.items()}
     stages = {name: _percentiles(v) for name, v in stage.items()}
     retrieves = {name: _percentiles(v) for name, v in retrieve.items()}
@@ -397,7 +400,8 @@ def latency_part(
         f"from titles x {repeats}, the variants interleaved in one run (k=10, "
         f"{DEFAULT_RERANK_DEPTH} candidates); facets over {', '.join(facet3)}, sort "
         "`price:asc`. *Storefront*: the facet, diversify and sort "
-        "stage alone (`stage_ms`); *retrieve*: query encoding and the store.",
+        "stage alone (`stage_ms`); *retrieve*: query encoding and the store. Load average "
+        f"(1 min) at the start and the end: {load_before:.1f}, {load_after:.1f}.",
         "",
         "| search | p50 ms | p99 ms | p99 over plain | storefront p50 / p99 ms "
         "| retrieve p50 / p99 ms |",
