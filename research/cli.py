@@ -1033,6 +1033,107 @@ def bench_rules_cmd(
         click.echo(f"wrote the report into {page}", err=True)
 
 
+@click.command("bench-update")
+@click.option(
+    "--workdir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("runs/bench-update"),
+    show_default=True,
+    help="Where the sample catalog, its index (reused) and the report go.",
+)
+@click.option(
+    "--n", "n", default=55_000, show_default=True, type=click.IntRange(100), help="Products."
+)
+@click.option("--seed", default=0, show_default=True, type=int, help="Sample catalog seed.")
+@click.option(
+    "--batch",
+    "batches",
+    multiple=True,
+    type=click.IntRange(1),
+    help="Batch sizes of the throughput phase (repeat; default 1000, 5000, 20000).",
+)
+@click.option(
+    "--stream-batch",
+    default=5000,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Batch size the updater process streams while searches run.",
+)
+@click.option(
+    "--seconds",
+    default=20.0,
+    show_default=True,
+    type=click.FloatRange(1),
+    help="Length of each throughput run and of each search phase.",
+)
+@click.option(
+    "--queries", default=200, show_default=True, type=click.IntRange(1), help="Distinct queries."
+)
+@click.option("--model", default=None, help="Bi-encoder folder (default: the packaged MiniLM).")
+@click.option(
+    "--tiny",
+    is_flag=True,
+    help="Index with a one-layer 384-dimension model built here (MiniLM's vector size, much "
+    "faster to embed) instead of --model.",
+)
+@click.option(
+    "--from-index",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="An embedded index of this sample catalog to copy instead of building one.",
+)
+@click.option(
+    "--threads",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Intra-op threads of the searcher's query tower (the updater gets the other core).",
+)
+@click.option(
+    "--qps",
+    default=10.0,
+    show_default=True,
+    type=click.FloatRange(0),
+    help="Searches a second in both search phases (0: back to back).",
+)
+@docs_option
+def bench_update_cmd(
+    workdir: Path,
+    n: int,
+    seed: int,
+    batches: tuple[int, ...],
+    stream_batch: int,
+    seconds: float,
+    queries: int,
+    model: str | None,
+    from_index: Path | None,
+    threads: int,
+    tiny: bool,
+    qps: float,
+    docs_page: Path | None,
+) -> None:
+    """Live price/stock updates: products/s, and search p99 while they stream vs alone."""
+    from research.bench_update import DEFAULT_BATCHES, run_update_benchmark
+
+    report = run_update_benchmark(
+        workdir,
+        n=n,
+        seed=seed,
+        batches=batches or DEFAULT_BATCHES,
+        stream_batch=stream_batch,
+        seconds=seconds,
+        queries=queries,
+        model=model,
+        from_index=from_index,
+        threads=threads,
+        tiny=tiny,
+        qps=qps,
+    )
+    click.echo(report.markdown())
+    click.echo(f"wrote {workdir / 'updates.md'} and {workdir / 'updates.json'}")
+    _publish(docs_page, workdir / "updates.md")
+
+
 COMMANDS = [
     sample_catalog,
     demo_cmd,
@@ -1046,4 +1147,5 @@ COMMANDS = [
     bench_faults_cmd,
     bench_storefront_cmd,
     bench_rules_cmd,
+    bench_update_cmd,
 ]

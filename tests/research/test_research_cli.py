@@ -12,7 +12,7 @@ from shopsearch.cli import main
 RESEARCH_COMMANDS = {
     "sample-catalog", "demo", "bench", "bench-index", "bench-personal", "simulate",
     "bench-faults", "bench-typo", "bench-depth", "bench-synonyms", "bench-storefront",
-    "bench-rules",
+    "bench-rules", "bench-update",
 }  # fmt: skip
 
 
