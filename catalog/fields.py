@@ -376,14 +376,13 @@ class FieldSchema:
         try:
             if path.suffix.lower() == ".json":
                 data = json.loads(text, object_pairs_hook=_no_duplicates)
-            elif sys.version_info >= (3, 11):
-                import tomllib  # TOMLDecodeError is a ValueError
+            else:
+                if sys.version_info >= (3, 11):
+                    import tomllib  # TOMLDecodeError is a ValueError
+                else:  # the same parser, as a package (a dependency on 3.10 only)
+                    import tomli as tomllib
 
                 data = tomllib.loads(text)
-            else:
-                raise ShopsearchError(
-                    f"schema file {where}: TOML needs Python 3.11 or later; write it as .json"
-                )
         except ValueError as exc:
             reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise ShopsearchError(f"schema file {where}: {reason}") from None
