@@ -523,7 +523,8 @@ def run_storefront_benchmark(
         if "latency" in parts:
             texts = [q for q, _ in title_queries(pipeline, latency_queries, seed)]
             md, fig = latency_part(pipeline, texts, repeats, count, log)
-            report.parts["latency"], report.figures["latency"] = md, fig
+            # one block per catalog size: the 55k and the 1M runs sit side by side
+            report.parts[f"latency-{count}"], report.figures["latency"] = md, fig
     finally:
         pipeline.close()
     report.seconds = time.perf_counter() - started
