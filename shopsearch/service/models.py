@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from retrieval.filters import MAX_EXPRESSION_CHARS
 
@@ -108,6 +108,22 @@ class SearchParams(BaseModel):
         "page; absent or 'off': none.",
         json_schema_extra={"examples": ["brand:2"]},
     )
+
+    @field_validator("k", "offset", "min_price", "max_price", mode="before")
+    @classmethod
+    def _no_bool_for_a_number(cls, value: Any) -> Any:
+        # pydantic's lax mode reads true as 1: a JSON boolean for a number is a mistake
+        if isinstance(value, bool):
+            raise ValueError("give a number, not true or false")
+        return value
+
+    @field_validator("in_stock", "explain", "correct", mode="before")
+    @classmethod
+    def _no_number_for_a_bool(cls, value: Any) -> Any:
+        # lax mode reads 0 and 1.0 as booleans; a query string's "true"/"false"/"1" still parse
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            raise ValueError("give true or false, not a number")
+        return value
 
     @model_validator(mode="after")
     def _depth(self) -> SearchParams:

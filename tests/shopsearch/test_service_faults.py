@@ -423,3 +423,21 @@ def test_readyz_of_a_failed_load_hides_the_reason_from_anonymous_callers(
         assert keyed.status_code == 503 and keyed.json()["detail"].startswith("failed: ")
         assert "<reranker>" in keyed.json()["detail"]
         _no_paths(keyed.text, folder)
+
+
+def test_a_json_boolean_for_a_number_and_a_number_for_a_boolean_are_422s(make_client):
+    """pydantic's lax mode would read true as the price 1.0 and 0.0 as false: both are the
+    caller's mistake, named; a query string's in_stock=1 / true still parse."""
+    client = make_client(personal=None)
+    for body, field in (
+        ({"q": "drill", "max_price": True}, "max_price"),
+        ({"q": "drill", "k": True}, "k"),
+        ({"q": "drill", "explain": 0.0}, "explain"),
+        ({"q": "drill", "in_stock": 1}, "in_stock"),
+    ):
+        answer = client.post("/search", json=body)
+        assert answer.status_code == 422, (body, answer.text)
+        assert field in answer.text
+    assert client.get("/search", params={"q": "drill", "in_stock": "1"}).status_code == 200
+    assert client.get("/search", params={"q": "drill", "in_stock": "true"}).status_code == 200
+    assert client.post("/search", json={"q": "drill", "max_price": 100}).status_code == 200
