@@ -321,9 +321,14 @@ class SearchPipeline:
                 top = plan.boost(plan.hide(top), book.matcher(self.retriever.schema))
         t_shop = time.perf_counter()
         rules_ms += (t_shop - t3) * 1000
+        # facets count the first stage's candidates at the rerank depth, whatever the page: a
+        # deeper page retrieves more, but the counts must not move as the shopper pages
+        pool = rerank_depth + len(plan.hidden)
+        disjunctive = {name: got[:pool] for name, got in disjunctive.items()}
         if plan and disjunctive:  # a hidden product is no candidate of any facet either
             disjunctive = {name: plan.hide(got) for name, got in disjunctive.items()}
-        counts = storefront.facets(top, shop.facets, shop.schema, disjunctive) if shop else {}
+        counted = [h for h in top if h.retrieval_rank <= pool]
+        counts = storefront.facets(counted, shop.facets, shop.schema, disjunctive) if shop else {}
         total = len(top)
         if shop.diversify is not None:
             field = shop.schema.field(shop.diversify.field)

@@ -232,3 +232,17 @@ def test_both_backends_give_the_same_facets(storefront, sample_catalog, tiny_enc
         assert a.facets == b.facets
         assert [h.product_id for h in a] == [h.product_id for h in b]
     server.close()
+
+
+def test_facet_counts_do_not_move_as_the_shopper_pages(storefront) -> None:
+    """A deeper page retrieves more candidates, but the counts stay those of the first page."""
+    query, asked = "drill", ["brand:100", "category:100", "price"]
+    first = storefront.search(query, k=20, facets=asked)
+    brand = first.facets["brand"][0].label
+    for offset in (20, 40, 80):
+        page = storefront.search(query, k=20, offset=offset, facets=asked)
+        assert page.facets == first.facets, offset
+    selected = Filters(brands=(brand,))
+    first = storefront.search(query, k=10, filters=selected, facets=asked)
+    deep = storefront.search(query, k=10, offset=60, filters=selected, facets=asked)
+    assert deep.facets == first.facets
