@@ -396,8 +396,10 @@ class SortSpec:
                 raise ShopsearchError(f"sort {text!r}: give 'FIELD:asc' or 'FIELD:desc'")
             name, _, direction = text.strip().partition(":")
             name, direction = name.strip(), direction.strip().lower() or "asc"
-            if not name or name.lower() == "relevance":
+            if not text.strip() or name.lower() == "relevance":
                 return None
+            if not name:
+                raise ShopsearchError(f"sort {text!r}: give a field name, e.g. 'price:asc'")
             if direction not in ("asc", "desc"):
                 raise ShopsearchError(
                     f"sort {text!r}: the direction is asc or desc (e.g. '{name}:asc')"
@@ -488,8 +490,10 @@ class DiversifySpec:
                 raise ShopsearchError(f"diversify {text!r}: give 'FIELD:N', e.g. 'brand:2'")
             name, _, cap = text.strip().partition(":")
             name = name.strip()
-            if not name or name.lower() in ("off", "none"):
+            if not text.strip() or name.lower() in ("off", "none"):
                 return None
+            if not name:
+                raise ShopsearchError(f"diversify {text!r}: give a field name, e.g. 'brand:2'")
             try:
                 number = int(cap) if cap.strip() else DEFAULT_DIVERSITY_CAP
             except ValueError:

@@ -93,3 +93,16 @@ def test_drill_by_price_starts_with_a_drill_not_the_cheapest_screw(storefront) -
 def test_sort_on_a_field_that_is_not_sortable_is_refused(storefront) -> None:
     with pytest.raises(ShopsearchError, match="sortable fields: price"):
         storefront.search("drill", sort="brand:asc")
+
+
+def test_a_sort_or_diversify_without_a_field_is_one_line_not_ignored() -> None:
+    from catalog.fields import FieldSchema
+    from rerank.storefront import DiversifySpec, SortSpec
+
+    schema = FieldSchema.default()
+    for text, spec in ((":asc", SortSpec), (" :desc", SortSpec), (":2", DiversifySpec)):
+        with pytest.raises(ShopsearchError, match="give a field name") as err:
+            spec.parse(text, schema)
+        assert "\n" not in str(err.value)
+    assert SortSpec.parse("", schema) is None and SortSpec.parse("relevance", schema) is None
+    assert DiversifySpec.parse("off", schema) is None and DiversifySpec.parse(" ", schema) is None
