@@ -31,6 +31,7 @@ replaced, and the catalog wins where it changed that field itself (the newer of 
 from __future__ import annotations
 
 import contextlib
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -40,7 +41,7 @@ from typing import Any
 
 import polars as pl
 
-from catalog.fields import FieldSchema
+from catalog.fields import ATTRIBUTES_PREFIX, Field, FieldSchema
 from catalog.reader import Limits, _in_stock, _payload_value, _price, detect_format
 from catalog.schema import KNOWN_COLUMNS, RENAMED_PREFIX, is_reserved_column
 from core import tables
@@ -134,6 +135,7 @@ def update_records(
                 "nothing was updated"
             )
         seen[pid] = where
+        _no_duplicate_columns(map(str, record), where)
         values = {str(k).strip(): v for k, v in record.items() if k != "product_id"}
         out.append(ProductUpdate(where, pid, values))
     return out
@@ -166,6 +168,7 @@ def read_updates(path: str | Path) -> list[ProductUpdate]:
             if fmt == "csv":
                 sep = "\t" if path.suffix.lower() == ".tsv" else ","
                 frame = pl.read_csv(path, separator=sep, infer_schema=False)
+                _no_duplicate_columns(frame.columns, str(path))
                 frame = frame.rename({c: c.strip() for c in frame.columns})
                 check(path, frame.columns, sep)
                 unit, first = "line", 2
@@ -198,6 +201,24 @@ def read_updates(path: str | Path) -> list[ProductUpdate]:
     return out
 
 
+_DUPLICATED = re.compile(r"^(.*)_duplicated_\d+$")  # how polars renames a repeated CSV header
+
+
+def _no_duplicate_columns(columns: Iterable[str], where: str) -> None:
+    """Refuses a column given twice (a repeated header, or names equal but for spaces)."""
+    columns = list(columns)
+    seen: set[str] = set()
+    for name in columns:
+        repeated = _DUPLICATED.match(name)
+        base = repeated.group(1) if repeated and repeated.group(1) in columns else name
+        if base.strip() in seen or base is not name:
+            raise BadUpdate(
+                f"{where}: column {base.strip()!r} is given twice: give each column once; "
+                "nothing was updated"
+            )
+        seen.add(base.strip())
+
+
 # -- checking --------------------------------------------------------------------------------
 
 
@@ -205,16 +226,52 @@ def _blank(value: Any) -> bool:
     return value is None or (isinstance(value, str) and not value.strip())
 
 
-def _field_changes(update: ProductUpdate, schema: FieldSchema) -> dict[str, dict[str, Any]]:
-    """field -> {payload key: value} for one row (a field's display value and its mirrors).
+def _path_value(payload: dict[str, Any], path: str) -> Any:
+    """The value at a payload key, or at ``attributes.<key>`` in the product's attributes."""
+    if path.startswith(ATTRIBUTES_PREFIX):
+        attributes = payload.get("attributes")
+        return (
+            attributes.get(path[len(ATTRIBUTES_PREFIX) :]) if isinstance(attributes, dict) else None
+        )
+    return payload.get(path)
+
+
+def _source_path(field: Field, stored: dict[str, Any]) -> str:
+    """Where a declared field's display value lives in a product's payload, as
+    :meth:`Field.value` reads it: its column, else ``attributes.<key>``."""
+    source = field.source
+    if source.startswith(ATTRIBUTES_PREFIX):
+        return source
+    attributes = stored.get("attributes")
+    attributes = attributes if isinstance(attributes, dict) else {}
+    if stored.get(source) is None and (source in attributes or source not in stored):
+        return ATTRIBUTES_PREFIX + source
+    return source
+
+
+def _extra_columns(stored: dict[str, Any]) -> list[str]:
+    """The product's own catalog columns (payload keys that are neither known nor the store's)."""
+    return sorted(k for k in stored if k not in KNOWN_COLUMNS and not k.startswith("_"))
+
+
+def _field_changes(
+    update: ProductUpdate, schema: FieldSchema, stored: dict[str, Any]
+) -> dict[str, tuple[str, dict[str, Any]]]:
+    """One row's changes: field (its payload path, the ``_live`` key) -> (the name the summary
+    reports, {payload key: value}: its display value and its filter keys). A payload key
+    ``attributes.<key>`` stands for that key of the product's attributes (:func:`_folded`).
+
+    An update changes fields that exist: ``price``, ``in_stock``, a declared schema field
+    (by its name) or a catalog column the product's payload holds.
 
     Raises:
-        ShopsearchError: a searchable or unknown-to-the-store field, a bad value (names the
-            row and the field).
+        ShopsearchError: a searchable or unknown field, a bad value (names the row and the
+            field).
     """
     searchable = {f.source for f in schema.fields if f.searchable} | set(SEARCHABLE)
+    declared = {f.name.casefold(): f for f in schema.fields if f.declared}
     limits = Limits()
-    out: dict[str, dict[str, Any]] = {}
+    out: dict[str, tuple[str, dict[str, Any]]] = {}
     for name, raw in update.values.items():
         if _blank(raw):
             continue  # a blank cell: no change
@@ -223,7 +280,14 @@ def _field_changes(update: ProductUpdate, schema: FieldSchema) -> dict[str, dict
             raise BadUpdate(
                 f"{where}: fields starting with _ are the store's own; nothing was updated"
             )
-        if name in searchable or name.startswith("attributes."):
+        field = declared.get(name.casefold())
+        if field is not None and field.source in ("price", "in_stock"):
+            name, field = field.source, None
+        if (
+            name in searchable
+            or name.startswith(ATTRIBUTES_PREFIX)
+            or (field is not None and (field.searchable or field.source in searchable))
+        ):
             raise BadUpdate(
                 f"{where}: {name} is searchable (the product's vectors and BM25 read it), so it "
                 "cannot change live: change it in the catalog and run `shopsearch index CATALOG "
@@ -231,25 +295,65 @@ def _field_changes(update: ProductUpdate, schema: FieldSchema) -> dict[str, dict
             )
         try:
             if name == "price":
-                out[name] = {"price": _price(raw)}
+                out[name] = (name, {"price": _price(raw)})
             elif name == "in_stock":
                 stock = _in_stock(raw)
-                out[name] = {"in_stock": stock, PAYLOAD_IN_STOCK: int(bool(stock))}
+                out[name] = (name, {"in_stock": stock, PAYLOAD_IN_STOCK: int(bool(stock))})
+            elif field is not None:
+                if field.source in KNOWN_COLUMNS:
+                    raise tables.Invalid(f"{name} is not a field an update can change")
+                value = _payload_value(raw, f"field {name!r}", limits.max_value_chars, 1)
+                try:
+                    field.normalize(value)  # the type check indexing makes
+                    keys = {_source_path(field, stored): value}
+                    for f in schema.declared():
+                        if f.source == field.source:
+                            keys[f.key] = f.normalize(value)
+                except ValueError as exc:
+                    raise tables.Invalid(str(exc)) from None
+                out[_source_path(field, stored)] = (field.name, keys)
             else:
                 key = RENAMED_PREFIX + name if is_reserved_column(name) else name
                 if key in KNOWN_COLUMNS and key not in ("price", "in_stock"):
                     raise tables.Invalid(f"{name} is not a field an update can change")
+                if key not in stored:
+                    fields = ["price", "in_stock"]
+                    fields += [
+                        f.name
+                        for f in declared.values()
+                        if not f.searchable and f.source not in searchable
+                    ]
+                    fields += [c for c in _extra_columns(stored) if c not in fields]
+                    raise BadUpdate(
+                        f"{update.where} (product_id {update.product_id!r}): column {name!r} is "
+                        f"not a field of this index: update {', '.join(fields)}; "
+                        "nothing was updated"
+                    )
                 value = _payload_value(raw, f"column {name!r}", limits.max_value_chars, 1)
                 keys = {key: value}
                 for f in schema.declared():
-                    if f.source == key and not f.source.startswith("attributes."):
+                    if f.source == key and not f.source.startswith(ATTRIBUTES_PREFIX):
                         try:
                             keys[f.key] = f.normalize(value)
                         except ValueError as exc:
                             raise tables.Invalid(str(exc)) from None
-                out[key] = keys
+                out[key] = (key, keys)
         except tables.Invalid as exc:
             raise BadUpdate(f"{where}: {exc}; nothing was updated") from None
+    return out
+
+
+def _folded(payload: dict[str, Any], attributes: dict[str, Any] | None) -> dict[str, Any]:
+    """A payload to set: its ``attributes.<key>`` entries moved into a copy of the product's
+    ``attributes`` (``set_payload`` sets top-level keys: the whole dict is set)."""
+    subkeys = [k for k in payload if k.startswith(ATTRIBUTES_PREFIX)]
+    if not subkeys:
+        return payload
+    out = {k: v for k, v in payload.items() if k not in subkeys}
+    merged = dict(attributes or {})
+    for k in subkeys:
+        merged[k[len(ATTRIBUTES_PREFIX) :]] = payload[k]
+    out["attributes"] = merged
     return out
 
 
@@ -260,7 +364,7 @@ def _live_record(old: dict[str, Any], fields: Iterable[str]) -> dict[str, Any] |
     if all(f in live for f in fields):
         return None
     for f in fields:
-        live.setdefault(f, old.get(f))
+        live.setdefault(f, _path_value(old, f))
     return live
 
 
@@ -269,38 +373,52 @@ def _written_keys(field: str, schema: FieldSchema) -> list[str]:
     keys = [field]
     if field == "in_stock":
         keys.append(PAYLOAD_IN_STOCK)
-    keys += [f.key for f in schema.declared() if f.source == field]
+    keys += [
+        f.key
+        for f in schema.declared()
+        if field in (f.source, ATTRIBUTES_PREFIX + f.source) and f.key not in keys
+    ]
     return keys
 
 
 def _planned(
     collection: Collection, updates: Sequence[ProductUpdate], schema: FieldSchema
-) -> list[tuple[str, dict[str, Any]]]:
-    """(product_id, payload keys to set) for every row, after checking all of them.
+) -> tuple[list[tuple[str, dict[str, Any]]], set[str], dict[str, dict[str, Any]]]:
+    """(product_id, payload keys to set) for every row, after checking all of them; the
+    names of the fields changed; the stored attributes of the products whose attributes
+    change (for :func:`_folded`).
 
     Raises:
-        ShopsearchError: the first bad row (unknown product, searchable field, bad value).
+        ShopsearchError: the first bad row (unknown product or field, searchable field, bad
+            value).
     """
-    per_row = [(u, _field_changes(u, schema)) for u in updates]
     planned: list[tuple[str, dict[str, Any]]] = []
-    for i in range(0, len(per_row), RETRIEVE_CHUNK):
-        chunk = per_row[i : i + RETRIEVE_CHUNK]
-        stored = collection.retrieve([u.product_id for u, _ in chunk])
-        for u, changes in chunk:
+    names: set[str] = set()
+    attributes: dict[str, dict[str, Any]] = {}
+    for i in range(0, len(updates), RETRIEVE_CHUNK):
+        chunk = updates[i : i + RETRIEVE_CHUNK]
+        stored = collection.retrieve([u.product_id for u in chunk])
+        for u in chunk:
             hit = stored.get(u.product_id)
             if hit is None:
                 raise BadUpdate(
                     f"{u.where}: product_id {u.product_id!r} is not in the index (add it to the "
                     "catalog and run `shopsearch index CATALOG --mode upsert`); nothing was updated"
                 )
+            old = dict(hit.payload or {})
+            changes = _field_changes(u, schema, old)
             if not changes:
                 continue
-            payload = {k: v for keys in changes.values() for k, v in keys.items()}
-            live = _live_record(dict(hit.payload or {}), changes)
+            names.update(name for name, _ in changes.values())
+            payload = {k: v for _, keys in changes.values() for k, v in keys.items()}
+            if any(k.startswith(ATTRIBUTES_PREFIX) for k in payload):
+                base = old.get("attributes")
+                attributes[u.product_id] = dict(base) if isinstance(base, dict) else {}
+            live = _live_record(old, changes)
             if live is not None:
                 payload[PAYLOAD_LIVE] = live
             planned.append((u.product_id, payload))
-    return planned
+    return planned, names, attributes
 
 
 # -- applying --------------------------------------------------------------------------------
@@ -380,16 +498,16 @@ class _Job:
         self.updates = updates
         self.started = time.perf_counter()
         self.planned: list[tuple[str, dict[str, Any]]] = []
+        self.fields: set[str] = set()
         self.error: BaseException | None = None
         self.summary: UpdateSummary | None = None
         self.done = False
 
     def finish(self, location: IndexLocation, build_id: str | None) -> None:
-        fields = {k for _, p in self.planned for k in p}
         self.summary = UpdateSummary(
             location=location.describe(),
             products=len(self.planned),
-            fields=tuple(sorted(fields & _given(self.updates))),
+            fields=tuple(sorted(self.fields)),
             build_id=build_id if self.planned else None,
             seconds=time.perf_counter() - self.started,
         )
@@ -442,12 +560,14 @@ def _plan(
     """What the good jobs set, merged per product (a later job's values win); a job with a
     bad row fails alone."""
     merged: dict[str, dict[str, Any]] = {}
+    attributes: dict[str, dict[str, Any]] = {}
     for job in jobs:
         try:
-            job.planned = _planned(collection, job.updates, schema)
+            job.planned, job.fields, stored = _planned(collection, job.updates, schema)
         except BadUpdate as exc:
             job.fail(exc)
             continue
+        attributes.update(stored)
         for pid, payload in job.planned:
             if pid in merged:
                 live = {**payload.get(PAYLOAD_LIVE, {}), **merged[pid].get(PAYLOAD_LIVE, {})}
@@ -456,12 +576,7 @@ def _plan(
                     merged[pid][PAYLOAD_LIVE] = live
             else:
                 merged[pid] = payload
-    return list(merged.items())
-
-
-def _given(updates: Sequence[ProductUpdate]) -> set[str]:
-    names = {n for u in updates for n, v in u.values.items() if not _blank(v)}
-    return names | {RENAMED_PREFIX + n for n in names if is_reserved_column(n)}
+    return [(pid, _folded(payload, attributes.get(pid))) for pid, payload in merged.items()]
 
 
 def _new_build(backend: Backend, jobs: list[_Job]) -> str | None:
@@ -528,10 +643,20 @@ def keep_live(
             continue
         payload, kept = dict(r.payload), {}
         for field, base in live.items():
-            if payload.get(field) != base:
+            if _path_value(payload, field) != base:
                 continue  # the catalog changed it: the catalog wins
             for key in _written_keys(field, schema):
-                if key in hit.payload:
+                if key.startswith(ATTRIBUTES_PREFIX):
+                    held = hit.payload.get("attributes")
+                    held = held if isinstance(held, dict) else {}
+                    merged = dict(payload.get("attributes") or {})
+                    sub = key[len(ATTRIBUTES_PREFIX) :]
+                    if sub in held:
+                        merged[sub] = held[sub]
+                    else:
+                        merged.pop(sub, None)
+                    payload["attributes"] = merged or None
+                elif key in hit.payload:
                     payload[key] = hit.payload[key]
                 else:
                     payload.pop(key, None)

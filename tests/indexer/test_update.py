@@ -143,11 +143,82 @@ def test_update_files_in_every_format(location, sample_products, tmp_path):
         apply_updates(location, tmp_path / "bad.csv")
 
 
-def test_other_fields_change_and_keep_their_type(location, sample_products):
-    pid = sample_products[4].product_id
-    apply_updates(location, update_records([{"product_id": pid, "rating": 4.5, "promo": "sale"}]))
-    stored = _stored(location, [pid])[pid]
+def test_other_fields_change_and_keep_their_type(tmp_path, sample_catalog, tiny_encoder):
+    frame = pl.read_parquet(sample_catalog).with_columns(
+        pl.lit(3.0).alias("rating"), pl.lit("none").alias("promo")
+    )
+    catalog = tmp_path / "extra.parquet"
+    frame.write_parquet(catalog)
+    loc = IndexLocation(path=tmp_path / "index")
+    index_catalog(catalog, loc, encoder=tiny_encoder, progress=False)
+    pid = frame["product_id"][4]
+    apply_updates(loc, update_records([{"product_id": pid, "rating": 4.5, "promo": "sale"}]))
+    stored = _stored(loc, [pid])[pid]
     assert stored["rating"] == 4.5 and stored["promo"] == "sale"
+
+
+def test_unknown_or_repeated_columns_are_refused(location, sample_products, tmp_path):
+    pid = sample_products[0].product_id
+    before = _stored(location, [pid])
+    with pytest.raises(BadUpdate) as err:
+        apply_updates(location, update_records([{"product_id": pid, "colour": "red"}]))
+    message = str(err.value)
+    assert "\n" not in message and "row 1" in message, message
+    assert "column 'colour' is not a field of this index: update price, in_stock" in message
+    assert "nothing was updated" in message
+    path = tmp_path / "typo.csv"
+    path.write_text(f"product_id,price,colour\n{pid},3.5,red\n")
+    with pytest.raises(BadUpdate, match=r"typo.csv line 2 .*column 'colour' is not a field"):
+        apply_updates(location, path)
+    twice = tmp_path / "twice.csv"
+    twice.write_text(f"product_id,product_id\n{pid},{pid}\n")
+    with pytest.raises(BadUpdate, match=r"twice.csv: column 'product_id' is given twice"):
+        read_updates(twice)
+    twice.write_text(f"product_id,price,price\n{pid},1,2\n")
+    with pytest.raises(BadUpdate, match="column 'price' is given twice"):
+        apply_updates(location, twice)
+    with pytest.raises(BadUpdate, match="column 'price' is given twice"):
+        update_records([{"product_id": pid, "price": 1, " price": 2}])
+    assert _stored(location, [pid]) == before
+
+
+def test_a_declared_attribute_field_is_updated_by_its_name(
+    tmp_path, sample_catalog, sample_products, tiny_encoder
+):
+    from catalog.fields import SAMPLE_SCHEMA, FieldSchema
+
+    loc = IndexLocation(path=tmp_path / "index")
+    schema = FieldSchema.load(SAMPLE_SCHEMA)
+    index_catalog(sample_catalog, loc, encoder=tiny_encoder, progress=False, schema=schema)
+    tool = next(p for p in sample_products if "voltage" in p.attributes)
+    pid, attributes = tool.product_id, dict(tool.attributes)
+    path = tmp_path / "volts.csv"
+    path.write_text(f"product_id,voltage\n{pid},37.5\n")
+    summary = apply_updates(loc, path)
+    assert summary.products == 1 and summary.fields == ("voltage",)
+    stored = _stored(loc, [pid])[pid]
+    assert "voltage" not in stored  # no stray top-level key
+    assert stored["_f_voltage"] == 37.5
+    assert stored["attributes"] == {**attributes, "voltage": "37.5"}  # the other keys kept
+    col = open_backend(loc).open()
+    try:
+        assert col.count(Filters(where="voltage >= 37.4 AND voltage <= 37.6")) == 1
+    finally:
+        col.close()
+    # a value that does not fit the type: one line naming the row and field, nothing applied
+    path.write_text(f"product_id,voltage\n{pid},lots\n")
+    with pytest.raises(BadUpdate) as err:
+        apply_updates(loc, path)
+    message = str(err.value)
+    assert "\n" not in message and "volts.csv line 2" in message and "voltage" in message
+    assert "nothing was updated" in message
+    assert _stored(loc, [pid])[pid] == stored
+    # a unit reads as indexing reads it; the other declared fields change the same way
+    apply_updates(loc, update_records([{"product_id": pid, "voltage": "18 V", "color": "Red"}]))
+    stored = _stored(loc, [pid])[pid]
+    assert stored["_f_voltage"] == 18.0 and stored["attributes"]["voltage"] == "18 V"
+    assert stored["_f_color"] == ["red"] and stored["attributes"]["color"] == "Red"
+    assert "color" not in stored and "voltage" not in stored
 
 
 def test_live_values_survive_upsert_and_sync(location, sample_catalog, tiny_encoder, tmp_path):
@@ -365,3 +436,41 @@ def test_a_searcher_switches_builds_in_the_background(edge_location, tiny_encode
         assert retriever.payloads([pid])[pid]["price"] == 2.5
     finally:
         retriever.close()
+
+
+def test_a_live_attribute_field_survives_upsert(tmp_path, sample_catalog, tiny_encoder):
+    from catalog.fields import SAMPLE_SCHEMA, FieldSchema
+
+    schema = FieldSchema.load(SAMPLE_SCHEMA)
+    loc = IndexLocation(path=tmp_path / "index")
+    index_catalog(sample_catalog, loc, encoder=tiny_encoder, progress=False, schema=schema)
+    frame = pl.read_parquet(sample_catalog)
+    volted = [r for r in frame.iter_rows(named=True) if '"voltage"' in (r["attributes"] or "")]
+    retitled, revolted = volted[0]["product_id"], volted[1]["product_id"]
+    apply_updates(
+        loc,
+        update_records(
+            [{"product_id": retitled, "voltage": 37.5}, {"product_id": revolted, "voltage": 38}]
+        ),
+    )
+    changed = frame.with_columns(
+        pl.when(pl.col("product_id") == retitled)
+        .then(pl.col("title") + " Pro")
+        .otherwise(pl.col("title"))
+        .alias("title"),
+        pl.when(pl.col("product_id") == revolted)
+        .then(pl.col("attributes").str.replace(r'"voltage": "[^"]*"', '"voltage": "99V"'))
+        .otherwise(pl.col("attributes"))
+        .alias("attributes"),
+    )
+    path = tmp_path / "catalog2.parquet"
+    changed.write_parquet(path)
+    index_catalog(path, loc, mode="upsert", encoder=tiny_encoder, progress=False, schema=schema)
+    stored = _stored(loc, [retitled, revolted])
+    # the catalog changed the title only: the live voltage is kept, display and filter key
+    assert stored[retitled]["title"].endswith(" Pro")
+    assert stored[retitled]["attributes"]["voltage"] == 37.5
+    assert stored[retitled]["_f_voltage"] == 37.5
+    # the catalog changed the voltage itself: the catalog wins
+    assert stored[revolted]["attributes"]["voltage"] == "99V"
+    assert stored[revolted]["_f_voltage"] == 99.0
