@@ -25,7 +25,7 @@ from shopsearch.service.dependencies import (
     Settings,
     problem,
 )
-from shopsearch.service.models import MAX_QUERY_CHARS, QUERY_PATTERN, SearchResult
+from shopsearch.service.models import MAX_QUERY_CHARS, SearchResult
 from shopsearch.service.settings import ServiceSettings
 
 router = APIRouter(tags=["admin"], dependencies=ADMIN)
@@ -231,8 +231,10 @@ def test_rules(
         Query(
             min_length=1,
             max_length=MAX_QUERY_CHARS,
-            description="A query as a shopper types it (a letter or digit in it).",
-            json_schema_extra={"pattern": QUERY_PATTERN},
+            # no JSON Schema pattern: its regexes are ECMA's, where \w is ASCII only, and a
+            # query of Chinese or Greek letters is a query (a query without one is a 400)
+            description="A query as a shopper types it: a letter or digit in it, in any script "
+            "(a query without one is a 400).",
         ),
     ],
     k: Annotated[int, Query(ge=1, le=100)] = 10,
