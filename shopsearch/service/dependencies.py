@@ -8,6 +8,7 @@ is set).
 
 # no `from __future__ import annotations`: FastAPI reads these annotations at run time
 import hmac
+from pathlib import Path
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
@@ -147,3 +148,31 @@ BODY_RESPONSES: dict[int | str, dict] = {
     415: problem("The body is not JSON (send a JSON object, Content-Type: application/json)."),
     **INVALID_RESPONSES,
 }
+
+
+def lists_dir(settings: ServiceSettings, what: str) -> Path:
+    """Where the shop's edited lists (``rules.json``, ``synonyms.json``) live: beside an
+    embedded index, or ``SHOPSEARCH_RULES_DIR``.
+
+    Raises:
+        HTTPException: 409 for a Qdrant server index without ``SHOPSEARCH_RULES_DIR``.
+    """
+    from core.managed import side_dir
+
+    if settings.index is None and settings.rules_dir is None:
+        raise HTTPException(
+            409,
+            f"an index on a Qdrant server keeps its {what} in a directory of yours: start the "
+            "service with SHOPSEARCH_RULES_DIR (serve --rules-dir)",
+        )
+    return side_dir(settings.index, settings.rules_dir)
+
+
+def no_lists_dir_responses(what: str) -> dict[int | str, dict]:
+    """The OpenAPI answer of :func:`lists_dir`'s 409."""
+    return {
+        409: problem(
+            f"The service has no place for {what}: a Qdrant server index without "
+            "SHOPSEARCH_RULES_DIR."
+        )
+    }

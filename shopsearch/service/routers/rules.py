@@ -8,7 +8,6 @@ every worker, without a reload. :mod:`rerank.rules` has the semantics.
 
 # no `from __future__ import annotations`: FastAPI reads the endpoints' annotations at run time
 from datetime import datetime
-from pathlib import Path as FsPath
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Path, Query
@@ -23,6 +22,8 @@ from shopsearch.service.dependencies import (
     UNAVAILABLE_RESPONSES,
     RuntimeDep,
     Settings,
+    lists_dir,
+    no_lists_dir_responses,
     problem,
 )
 from shopsearch.service.models import MAX_QUERY_CHARS, SearchResult
@@ -31,11 +32,7 @@ from shopsearch.service.settings import ServiceSettings
 router = APIRouter(tags=["admin"], dependencies=ADMIN)
 
 MAX_PRODUCTS = 100
-NO_DIR_RESPONSES: dict[int | str, dict] = {
-    409: problem(
-        "The service has no place for rules: a Qdrant server index without SHOPSEARCH_RULES_DIR."
-    ),
-}
+NO_DIR_RESPONSES = no_lists_dir_responses("rules")
 DAMAGED = problem("The stored rules are damaged (edited by hand): the message names the file.")
 
 
@@ -133,17 +130,9 @@ def _out(rule) -> RuleOut:
 
 
 def _store(settings: ServiceSettings):
-    from core.managed import side_dir
     from rerank.rules import RuleStore
 
-    if settings.index is None and settings.rules_dir is None:
-        raise HTTPException(
-            409,
-            "an index on a Qdrant server keeps its rules in a directory of yours: start the "
-            "service with SHOPSEARCH_RULES_DIR (serve --rules-dir)",
-        )
-    directory: FsPath = side_dir(settings.index, settings.rules_dir)
-    return RuleStore(directory)
+    return RuleStore(lists_dir(settings, "rules"))
 
 
 @router.get(

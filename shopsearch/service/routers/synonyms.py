@@ -6,7 +6,6 @@ worker, without a reload. ``retrieval.synonyms`` has the syntax and the semantic
 """
 
 # no `from __future__ import annotations`: FastAPI reads the endpoints' annotations at run time
-from pathlib import Path as FsPath
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Path
@@ -19,20 +18,17 @@ from shopsearch.service.dependencies import (
     BODY_RESPONSES,
     INVALID_RESPONSES,
     Settings,
+    lists_dir,
+    no_lists_dir_responses,
     problem,
 )
-from shopsearch.service.settings import ServiceSettings
 
 router = APIRouter(tags=["admin"], dependencies=ADMIN)
 
 #: Longest synonym line accepted over HTTP.
 MAX_LINE_CHARS = 2000
 
-NO_DIR_RESPONSES: dict[int | str, dict] = {
-    409: problem(
-        "The service has no place for synonyms: a Qdrant server index without SHOPSEARCH_RULES_DIR."
-    ),
-}
+NO_DIR_RESPONSES = no_lists_dir_responses("synonyms")
 
 
 class SynonymOut(BaseModel):
@@ -77,18 +73,6 @@ def _out(synonym) -> dict:
     }
 
 
-def _directory(settings: ServiceSettings) -> FsPath:
-    from core.managed import side_dir
-
-    if settings.index is None and settings.rules_dir is None:
-        raise HTTPException(
-            409,
-            "an index on a Qdrant server keeps its synonyms in a directory of yours: start the "
-            "service with SHOPSEARCH_RULES_DIR (serve --rules-dir)",
-        )
-    return side_dir(settings.index, settings.rules_dir)
-
-
 @router.get(
     "/admin/synonyms",
     response_model=SynonymList,
@@ -102,7 +86,9 @@ def list_synonyms(settings: Settings) -> SynonymList:
     """The shop's synonyms, in the order they were added."""
     from retrieval.synonyms import list_synonyms as stored
 
-    return SynonymList(synonyms=[SynonymOut(**_out(s)) for s in stored(_directory(settings))])
+    return SynonymList(
+        synonyms=[SynonymOut(**_out(s)) for s in stored(lists_dir(settings, "synonyms"))]
+    )
 
 
 @router.post(
@@ -123,7 +109,7 @@ def add_synonym(body: SynonymAdd, settings: Settings) -> SynonymAdded:
     changes nothing (``added: false``)."""
     from retrieval.synonyms import add_synonym as add
 
-    synonym, added = add(_directory(settings), body.line)
+    synonym, added = add(lists_dir(settings, "synonyms"), body.line)
     return SynonymAdded(**_out(synonym), added=added)
 
 
@@ -145,7 +131,7 @@ def remove_synonym(
     from retrieval.synonyms import list_synonyms as stored
     from retrieval.synonyms import remove_synonym as remove
 
-    directory = _directory(settings)
+    directory = lists_dir(settings, "synonyms")
     if all(s.id != synonym_id for s in stored(directory)):
         raise HTTPException(
             404, f"no synonym has id {synonym_id!r}: GET /admin/synonyms lists them"
