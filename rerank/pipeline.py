@@ -286,28 +286,17 @@ class SearchPipeline:
             without = flt.without(spec.field)
             if without != flt:
                 others[spec.field] = without
-        if others:
-            hits, *extra = self.retriever.search_filtered(
-                searched,
-                [flt, *others.values()],
-                k=depth,
-                mode=mode,
-                user_vector=taste,
-                with_vectors=warm,
-                correct=correct,
-            )
-            disjunctive = dict(zip(others, extra, strict=True))
-        else:
-            hits = self.retriever.search(
-                searched,
-                k=depth,
-                filters=flt,
-                mode=mode,
-                user_vector=taste,
-                with_vectors=warm,
-                correct=correct,
-            )
-            disjunctive = {}
+        # one correction, one encoding, one store batch for the query and each "without"
+        hits, *extra = self.retriever.search_filtered(
+            searched,
+            [flt, *others.values()],
+            k=depth,
+            mode=mode,
+            user_vector=taste,
+            with_vectors=warm,
+            correct=correct,
+        )
+        disjunctive = dict(zip(others, extra, strict=True))
         t2 = time.perf_counter()
         read = hits.corrected or searched  # the cross-encoder reads what BM25 read
         top, rank_ms = self._rank(
