@@ -288,33 +288,7 @@ class ProfileStore:
         sessions: dict[str, str] = {}
         added = total = skipped = 0
         for chunk in _chunks(events, chunk_size):
-            rows = []
-            for event in chunk:
-                if event.event not in EVENT_TYPES:
-                    raise ValueError(f"unknown event type {event.event!r}")
-                if event.event != "search" and not event.product_id:
-                    raise ValueError(f"a {event.event} event needs a product_id")
-                pseudonym = pseudonyms.get(event.user_id)
-                if pseudonym is None:
-                    pseudonym = pseudonyms[event.user_id] = pseudonymizer.pseudonym(event.user_id)
-                session = sessions.get(event.session_id)
-                if session is None:
-                    if len(sessions) > 100_000:
-                        sessions.clear()
-                    session = sessions[event.session_id] = pseudonymizer.session_pseudonym(
-                        event.session_id
-                    )
-                rows.append(
-                    (
-                        pseudonym,
-                        float(event.timestamp),
-                        session,
-                        event.event,
-                        event.product_id or "",
-                        event.query or "",
-                        event.position,
-                    )
-                )
+            rows = event_rows(chunk, pseudonymizer, pseudonyms, sessions)
             with self._lock, self._guard(), self._transaction():
                 # inside the write transaction: a concurrent forget cannot slip in between
                 erased = self._forgotten({row[0] for row in rows}, pseudonymizer)
@@ -688,6 +662,47 @@ def _item_row(record: Product | Mapping[str, Any]) -> tuple[Any, ...]:
     price = float(price) if price is not None else None
     brand = record.get("brand")
     return (str(product_id).strip(), str(brand) if brand else None, category, price)
+
+
+def event_rows(
+    events: Iterable[Event],
+    pseudonymizer: Pseudonymizer,
+    pseudonyms: dict[str, str],
+    sessions: dict[str, str],
+) -> list[tuple[str, float, str, str, str, str, int | None]]:
+    """Events as stored rows ``(pseudonym, ts, session, event, product_id, query, position)``
+    (every profile store's ingest; ``pseudonyms`` and ``sessions`` cache the keyed hashes
+    across chunks).
+
+    Raises:
+        ValueError: An unknown event type, or a product event without a product id.
+    """
+    rows = []
+    for event in events:
+        if event.event not in EVENT_TYPES:
+            raise ValueError(f"unknown event type {event.event!r}")
+        if event.event != "search" and not event.product_id:
+            raise ValueError(f"a {event.event} event needs a product_id")
+        pseudonym = pseudonyms.get(event.user_id)
+        if pseudonym is None:
+            pseudonym = pseudonyms[event.user_id] = pseudonymizer.pseudonym(event.user_id)
+        session = sessions.get(event.session_id)
+        if session is None:
+            if len(sessions) > 100_000:
+                sessions.clear()
+            session = sessions[event.session_id] = pseudonymizer.session_pseudonym(event.session_id)
+        rows.append(
+            (
+                pseudonym,
+                float(event.timestamp),
+                session,
+                event.event,
+                event.product_id or "",
+                event.query or "",
+                event.position,
+            )
+        )
+    return rows
 
 
 def _chunks(items: Iterable[Event], size: int) -> Iterator[list[Event]]:
