@@ -82,6 +82,7 @@ __all__ = [
     "analytics_report",
     "day_window",
     "parse_day",
+    "render",
     "report_of",
     "save_plots",
 ]
@@ -751,6 +752,20 @@ def _examination(
     )
 
 
+def render(report: AnalyticsReport, fmt: str) -> str:
+    """The report as text: ``md`` (:meth:`AnalyticsReport.to_markdown`) or ``json`` (indented
+    :meth:`AnalyticsReport.to_dict`, with a final newline).
+
+    Raises:
+        ShopsearchError: Another format.
+    """
+    if fmt == "md":
+        return report.to_markdown()
+    if fmt == "json":
+        return json.dumps(report.to_dict(), indent=2) + "\n"
+    raise ShopsearchError(f"format {fmt!r}: give md or json")
+
+
 # -- Markdown -----------------------------------------------------------------------------
 
 
@@ -935,9 +950,11 @@ def save_plots(report: AnalyticsReport, folder: str | os.PathLike[str]) -> list[
     ax.set_title("Searches per shopper")
     save(fig, "shoppers.png")
 
-    fig, ax = plt.subplots(figsize=(6, 0.6 + 0.3 * max(1, len(report.top_queries))))
+    fig, ax = plt.subplots(figsize=(6, max(2.5, 1.0 + 0.3 * len(report.top_queries))))
     queries = list(reversed(report.top_queries))
     ax.barh([q.query or "(empty)" for q in queries], [q.searches for q in queries])
+    if not queries:
+        ax.text(0.5, 0.5, "no query reached the threshold", ha="center", transform=ax.transAxes)
     ax.set_xlabel("searches")
     ax.set_title(f"Top queries (>= {report.min_shoppers} shoppers)")
     save(fig, "queries.png")
