@@ -1,0 +1,95 @@
+"""``GET /admin/analytics`` and the ``/analytics`` page on the tiny service, over the hand-made
+log of tests/tiny_search_log.py as the service's ``search_log``."""
+
+from __future__ import annotations
+
+import pytest
+from tiny_search_log import write_tiny_log
+
+from analytics.report import analytics_report
+
+ADMIN = {"X-Admin-Key": "admin-secret"}
+
+
+@pytest.fixture()
+def log(tmp_path):
+    return write_tiny_log(tmp_path / "search-log")
+
+
+def test_the_report_is_the_library_s_over_the_service_log(make_client, log):
+    client = make_client(admin_key="admin-secret", search_log=str(log))
+    got = client.get("/admin/analytics", headers=ADMIN)
+    assert got.status_code == 200, got.text
+    data = got.json()
+    expected = analytics_report(log).to_dict()
+    # the service may have rotated or added its own (empty) segment: the figures are the same
+    assert data == expected
+    assert data["searches"] == 9 and data["min_shoppers"] == 5
+    assert data["top_queries"] == [] and data["rare_queries"] == {"queries": 4, "searches": 9}
+
+
+def test_window_and_top(make_client, log):
+    client = make_client(admin_key="admin-secret", search_log=str(log))
+    got = client.get("/admin/analytics?since=2026-12-02&until=2026-12-02&top=3", headers=ADMIN)
+    assert got.status_code == 200, got.text
+    data = got.json()
+    assert (data["since"], data["until"], data["searches"]) == ("2026-12-02", "2026-12-02", 5)
+    assert [d["day"] for d in data["days"]] == ["2026-12-02"]
+
+
+@pytest.mark.parametrize(
+    ("query", "status", "words"),
+    [
+        ("since=2026-12-03&until=2026-12-01", 400, "since 2026-12-03 is after until 2026-12-01"),
+        ("since=yesterday", 422, "since"),
+        ("top=0", 422, "top"),
+    ],
+)
+def test_bad_parameters(make_client, log, query, status, words):
+    client = make_client(admin_key="admin-secret", search_log=str(log))
+    got = client.get(f"/admin/analytics?{query}", headers=ADMIN)
+    assert got.status_code == status and words in got.text
+
+
+def test_no_search_log_is_a_409_that_says_how(make_client):
+    client = make_client(admin_key="admin-secret")
+    got = client.get("/admin/analytics", headers=ADMIN)
+    assert got.status_code == 409
+    assert "--search-log" in got.json()["detail"]
+
+
+def test_a_log_folder_not_created_yet_is_an_empty_report(make_client, tmp_path):
+    client = make_client(admin_key="admin-secret", search_log=str(tmp_path / "later"))
+    got = client.get("/admin/analytics", headers=ADMIN)
+    assert got.status_code == 200 and got.json()["searches"] == 0
+
+
+def test_the_admin_key_is_needed(make_client, log):
+    client = make_client(admin_key="admin-secret", search_log=str(log))
+    assert client.get("/admin/analytics").status_code == 403
+    assert client.get("/admin/analytics", headers={"X-Admin-Key": "wrong"}).status_code == 403
+    keyless = make_client(search_log=str(log))
+    assert keyless.get("/admin/analytics", headers=ADMIN).status_code == 403
+
+
+def test_openapi_lists_every_answer(make_client):
+    client = make_client(admin_key="admin-secret")
+    op = client.get("/openapi.json").json()["paths"]["/admin/analytics"]["get"]
+    assert set(op["responses"]) == {"200", "400", "401", "403", "409", "422"}
+    assert {p["name"] for p in op["parameters"]} == {"since", "until", "top"}
+    assert "5 distinct shoppers" in op["description"]
+    assert op["security"] == [{"api_key": [], "admin_key": []}]
+
+
+def test_the_analytics_page_is_served_and_reads_the_endpoint(make_client):
+    client = make_client(api_key="api-secret")
+    page = client.get("/analytics")  # static, no data: open without the key
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert '<script src="/static/analytics.js">' in page.text
+    assert 'id="admin_key"' in page.text
+    script = client.get("/static/analytics.js")
+    assert script.status_code == 200
+    assert script.headers["content-type"].startswith("text/javascript")
+    assert '"/admin/analytics"' in script.text and "X-Admin-Key" in script.text
+    assert "sessionStorage" in script.text and "innerHTML" not in script.text
+    assert "http://" not in script.text.replace("http://www.w3.org/2000/svg", "")  # no CDN
