@@ -16,6 +16,8 @@ from indexer.build import promote_copy, spelling_record
 from personalization.events import read_events
 from personalization.impressions import answered_searches
 from personalization.ingest import check_profiles, without_forgotten
+from personalization.searchlog import is_search_log, log_events
+from personalization.searchlog_writer import log_pseudonymizer
 from retrieval.spelling import (
     MIN_SHOPPERS,
     LogWords,
@@ -50,7 +52,10 @@ class LogVocabularySummary:
         skipped: Reason -> number of distinct words kept out for it.
         min_shoppers: The guard used.
         words: Words in the stored vocabulary now.
-        forgotten: Shoppers left out because ``forget-user`` erased them (with ``profiles``).
+        forgotten: Shoppers left out because ``forget-user`` erased them (with ``profiles``);
+            from a search log: the rows of shoppers its ``forgotten.txt`` tombstones.
+        anonymous: Anonymous searches of a search log, left out (a word needs distinct
+            shoppers; an anonymous search has none, and no click can name one).
     """
 
     location: str
@@ -66,6 +71,7 @@ class LogVocabularySummary:
     min_shoppers: int
     words: int
     forgotten: int = 0
+    anonymous: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-able form."""
@@ -111,7 +117,8 @@ def add_log_vocabulary(
 
     Args:
         location: The index.
-        log: The shop's event log (Parquet or JSON Lines, ``personalization.events``).
+        log: The shop's event log (Parquet or JSON Lines, ``personalization.events``), or the
+            service's search log (its folder or segments, ``personalization.searchlog``).
         min_shoppers: Distinct shoppers a word needs.
         now: The present for the log's clock check (default: the clock).
         profiles: Serving's profile directory: the searches of shoppers ``forget-user`` erased
@@ -132,22 +139,32 @@ def add_log_vocabulary(
     backend = open_backend(location)
     if not backend.exists():  # before the lock, which would create the directory
         raise missing_index(location)
-    if profiles is not None:  # before reading a long log
+    from_service = is_search_log(log)
+    if profiles is not None and not from_service:  # before reading a long log
         check_profiles(profiles, key=key)
     events = []
-    rejected = 0
-    for batch in read_events(log, now=now):
-        rejected += len(batch.rejects)
-        events.extend(e for e in batch.events if e.event != "view")
-    forgotten = 0
-    if profiles is not None:
-        events, forgotten = without_forgotten(events, profiles, key=key)
+    rejected = forgotten = anonymous = 0
+    if from_service:
+        folder = Path(log) if Path(log).is_dir() else Path(log).parent
+        read = log_events(
+            log,
+            pseudonymizer=log_pseudonymizer(folder, profiles, key, create=False),
+            kinds=("search", "click", "add_to_cart", "purchase"),
+        )
+        events, anonymous, forgotten = read.events, read.anonymous_searches, read.forgotten
+    else:
+        for batch in read_events(log, now=now):
+            rejected += len(batch.rejects)
+            events.extend(e for e in batch.events if e.event != "view")
+        if profiles is not None:
+            events, forgotten = without_forgotten(events, profiles, key=key)
     answered, stats = answered_searches(events)
     del events
     searches = [(a.user_id, a.query, list(a.products)) for a in answered]
     if not searches:
         bad = f", {rejected} row(s) rejected" if rejected else ""
         bad += f", the events of {forgotten} forgotten shopper(s) left out" if forgotten else ""
+        bad += f", {anonymous} anonymous search(es) left out" if anonymous else ""
         raise ShopsearchError(
             f"{log}: no search in the log led to a click, add to cart or purchase "
             f"({stats.searches} search(es), {stats.interactions_attributed} of "
@@ -199,4 +216,5 @@ def add_log_vocabulary(
         min_shoppers=min_shoppers,
         words=len(vocabulary["counts"]),
         forgotten=forgotten,
+        anonymous=anonymous,
     )

@@ -93,11 +93,12 @@ class ClickStats:
                 self._clicks = np.concatenate([self._clicks, np.zeros(grow)])
         return row
 
-    def add(self, query: str, shown: Sequence[str], labels: Sequence[int]) -> None:
+    def add(self, query: str, shown: Sequence[str], labels: Sequence[int], offset: int = 0) -> None:
         """Counts one shown list: each product's impression at its rank, and whether it got an
-        interaction (click, cart or purchase: ``label > 0``)."""
+        interaction (click, cart or purchase: ``label > 0``). ``offset``: the ranks before the
+        list (a later page: ``shown[i]`` was at rank ``offset + i + 1``)."""
         q = normalize_query(query)
-        for rank, (pid, label) in enumerate(zip(shown, labels, strict=True)):
+        for rank, (pid, label) in enumerate(zip(shown, labels, strict=True), start=offset):
             if rank >= self.max_rank:
                 break
             row = self._row((q, pid))

@@ -127,6 +127,9 @@ class Event:
         position: 1-based rank the product was shown at, or None.
         search_id: The search this event is (``search``) or answers (interactions), or None.
         results: On ``search`` events, the product ids shown in order, or None.
+        offset: On ``search`` events, the ranks before the shown page: ``results[i]`` was shown
+            at rank ``offset + i + 1`` (a second page of 10 has offset 10). The service's
+            search log records it; an event log's searches are first pages (0).
     """
 
     user_id: str = field(repr=False)
@@ -138,6 +141,7 @@ class Event:
     position: int | None = None
     search_id: str | None = None
     results: tuple[str, ...] | None = None
+    offset: int = 0
 
 
 @dataclass(frozen=True)

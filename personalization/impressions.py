@@ -35,8 +35,10 @@ class Impression:
         session_id: The session.
         timestamp: When the search ran (epoch seconds).
         query: What the shopper typed.
-        shown: Product ids shown, in order (position ``i + 1`` for ``shown[i]``).
+        shown: Product ids shown, in order (rank ``offset + i + 1`` for ``shown[i]``).
         labels: Per shown position, 0..3 (see :data:`LABELS`).
+        offset: The ranks before the page (0 for a first page; the service's search log
+            records later pages too).
     """
 
     search_id: str
@@ -46,6 +48,11 @@ class Impression:
     query: str
     shown: tuple[str, ...]
     labels: tuple[int, ...]
+    offset: int = 0
+
+    def ranks(self) -> range:
+        """The rank each shown product was at (1-based, paging included)."""
+        return range(self.offset + 1, self.offset + len(self.shown) + 1)
 
 
 @dataclass(frozen=True)
@@ -153,6 +160,7 @@ def impressions_from_events(
             s.event.query or "",
             s.event.results,
             tuple(s.labels),
+            s.event.offset,
         )
         for s in searches
         if s.labels is not None

@@ -25,22 +25,33 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
 from core.errors import EventLogError
 from core.io import atomic_write
 
+if TYPE_CHECKING:
+    from personalization.events import Event
+    from personalization.privacy import Pseudonymizer
+
 __all__ = [
     "INTERACTIONS",
     "SCHEMA",
+    "LogEvents",
     "frame",
+    "is_search_log",
+    "log_events",
     "log_files",
     "scan",
     "write_segment",
 ]
+
+#: Tombstones of erased shoppers in a log folder (keyed hashes of pseudonyms, one a line).
+FORGOTTEN_FILE = "forgotten.txt"
 
 #: Row kinds besides ``search``: what ``POST /events`` records.
 INTERACTIONS = ("view", "click", "add_to_cart", "purchase")
@@ -91,8 +102,15 @@ def log_files(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]]) 
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
+            names = {p.name for p in path.iterdir()}
             out.extend(
-                sorted(p for p in path.iterdir() if p.suffix in (".parquet", ".jsonl"))
+                sorted(
+                    p
+                    for p in path.iterdir()
+                    if p.suffix == ".parquet"
+                    # a .jsonl beside its own .parquet: a rotation caught between its two steps
+                    or (p.suffix == ".jsonl" and p.with_suffix(".parquet").name not in names)
+                )
             )
         elif path.is_file():
             if path.suffix not in (".parquet", ".jsonl"):
@@ -157,14 +175,175 @@ def scan(
     return lf
 
 
-def write_segment(path: str | os.PathLike[str], rows: Sequence[Mapping[str, Any]]) -> Path:
-    """Write rows as one closed (Parquet) segment, atomically; what tests and simulators use
-    to make a log, and what the writer does when it rotates.
+def write_segment(
+    path: str | os.PathLike[str], rows: Sequence[Mapping[str, Any]] | pl.DataFrame
+) -> Path:
+    """Write rows (dicts, or a frame of :data:`SCHEMA`) as one closed (Parquet) segment,
+    atomically and durably; what tests and simulators use to make a log, and what the writer
+    does when it rotates.
 
     Returns:
         The path written.
     """
     path = Path(path)
-    df = frame(rows)
+    df = rows.select(list(SCHEMA)).cast(SCHEMA) if isinstance(rows, pl.DataFrame) else frame(rows)
     atomic_write(path, lambda tmp: df.write_parquet(tmp, compression="zstd"), durable=True)
     return path
+
+
+def is_search_log(path: str | os.PathLike[str]) -> bool:
+    """True for a search log (a folder, or a segment file with a ``pseudonym`` column and no
+    ``user_id``); False for an event log file (``personalization.events``)."""
+    path = Path(path)
+    if path.is_dir():
+        return True
+    if path.suffix == ".parquet":
+        try:
+            names = pl.read_parquet_schema(path).keys()
+        except Exception:  # not Parquet at all: the event log reader says why
+            return False
+        return "pseudonym" in names and "user_id" not in names
+    if path.suffix == ".jsonl":
+        try:
+            with open(path, encoding="utf-8") as fh:
+                first = json.loads(fh.readline() or "{}")
+        except (OSError, ValueError):
+            return False
+        return isinstance(first, dict) and "pseudonym" in first and "user_id" not in first
+    return False
+
+
+@dataclass(frozen=True)
+class LogEvents:
+    """A search log read as behaviour events (what training and the vocabulary take).
+
+    Attributes:
+        events: One :class:`personalization.events.Event` per search row of a known shopper
+            and per interaction row, in time order. ``user_id`` holds the **pseudonym** (the
+            log has no raw id), ``results`` the page shown and ``offset`` the ranks before it
+            (``results[i]`` was at rank ``offset + i + 1``).
+        searches: Search rows read.
+        anonymous_searches: Search rows without a shopper (left out: nothing links them to a
+            profile, and their clicks cannot be posted without a ``user_id``).
+        interactions: Interaction rows read (duplicates of a retried post counted once).
+        forgotten: Rows of shoppers tombstoned in the folder's ``forgotten.txt`` (left out).
+    """
+
+    events: list[Event] = field(default_factory=list)
+    searches: int = 0
+    anonymous_searches: int = 0
+    interactions: int = 0
+    forgotten: int = 0
+
+
+def log_events(
+    paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
+    since: float | None = None,
+    until: float | None = None,
+    pseudonymizer: Pseudonymizer | None = None,
+    kinds: Sequence[str] | None = None,
+) -> LogEvents:
+    """The rows of a search log as :class:`~personalization.events.Event` objects.
+
+    Search rows become ``search`` events with their shown page (``results``, ``offset``);
+    interaction rows become ``click``/``add_to_cart``/``purchase``/``view`` events. An
+    interaction that names a logged search of the same shopper by ``search_id`` takes that
+    search's session (the page need not send the session with the click), so
+    :func:`personalization.impressions.impressions_from_events` attributes it by the id.
+
+    Args:
+        paths: Log folders or segment files.
+        since: Rows at or after this epoch second; None: from the start.
+        until: Rows before it; None: to the end.
+        pseudonymizer: The key the log was written with: with it, the rows of shoppers
+            tombstoned in a folder's ``forgotten.txt`` (``forget-user``) are left out even
+            from a segment not rewritten yet (another replica's live one).
+        kinds: Event types to keep (default: all).
+
+    Raises:
+        EventLogError: A missing path or a file that is not a segment.
+    """
+    from personalization.events import Event
+
+    df = scan(paths, since, until).collect()
+    if kinds is not None:
+        df = df.filter(pl.col("event").is_in(list(kinds)))
+    forgotten = 0
+    tombstones = _tombstones(paths) if pseudonymizer is not None else set()
+    if tombstones:
+        gone = {
+            p
+            for p in df["pseudonym"].drop_nulls().unique().to_list()
+            if pseudonymizer.tombstone(p) in tombstones  # type: ignore[union-attr]
+        }
+        if gone:
+            drop = df["pseudonym"].is_in(sorted(gone))
+            forgotten = int(drop.sum())
+            df = df.filter(~drop)
+    is_search = pl.col("event") == "search"
+    searches = df.filter(is_search)
+    anonymous = int(searches["pseudonym"].is_null().sum())
+    searches = searches.filter(pl.col("pseudonym").is_not_null())
+    acts = (
+        df.filter(~is_search & pl.col("pseudonym").is_not_null())
+        .unique(
+            ["event", "pseudonym", "session", "timestamp", "product_id", "search_id"],
+            keep="first",
+            maintain_order=True,
+        )
+        .join(
+            searches.select(
+                pl.col("search_id"),
+                pl.col("pseudonym"),
+                pl.col("session").alias("search_session"),
+            ).unique(["search_id", "pseudonym"], keep="first"),
+            on=["search_id", "pseudonym"],
+            how="left",
+        )
+        .with_columns(pl.coalesce("search_session", "session").alias("session"))
+    )
+    events = [
+        Event(
+            user_id=r["pseudonym"],
+            timestamp=float(r["timestamp"]),
+            session_id=r["session"] or "",
+            event="search",
+            query=r["query"] or "",
+            search_id=r["search_id"],
+            results=tuple(r["results"]) if r["results"] is not None else None,
+            offset=int(r["offset"] or 0),
+        )
+        for r in searches.iter_rows(named=True)
+    ]
+    events += [
+        Event(
+            user_id=r["pseudonym"],
+            timestamp=float(r["timestamp"]),
+            session_id=r["session"] or "",
+            event=r["event"],
+            product_id=r["product_id"],
+            position=r["position"],
+            search_id=r["search_id"],
+        )
+        for r in acts.iter_rows(named=True)
+        if r["event"] in INTERACTIONS and r["product_id"] is not None
+    ]
+    events.sort(key=lambda e: (e.timestamp, e.event != "search"))
+    return LogEvents(events, searches.height + anonymous, anonymous, acts.height, forgotten)
+
+
+def _tombstones(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]]) -> set[str]:
+    """The tombstones of the folders among ``paths`` (and of the folders of segment files)."""
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    folders = {Path(p) if Path(p).is_dir() else Path(p).parent for p in paths}
+    return {t for folder in folders for t in read_tombstones(folder)}
+
+
+def read_tombstones(directory: str | os.PathLike[str]) -> frozenset[str]:
+    """The tombstones in ``directory/forgotten.txt`` (empty when there is none)."""
+    try:
+        text = (Path(directory) / FORGOTTEN_FILE).read_text(encoding="ascii")
+    except FileNotFoundError:
+        return frozenset()
+    return frozenset(line.strip() for line in text.splitlines() if line.strip())

@@ -45,6 +45,8 @@ from personalization.personalizer import VectorLookup, recent_vectors
 from personalization.privacy import Pseudonymizer
 from personalization.profiles import ProfileStore, UserProfile
 from personalization.ranker import PersonalRanker
+from personalization.searchlog import is_search_log, log_events
+from personalization.searchlog_writer import log_pseudonymizer
 from rerank.pipeline import DEFAULT_RERANK_DEPTH, SearchPipeline
 from retrieval.hits import RankedHit
 from training.config import LogTrainConfig
@@ -124,11 +126,12 @@ def click_snapshots(
     j = 0
     for ts, query, pids in wanted:
         while j < len(impressions) and impressions[j].timestamp + delay_s <= ts:
-            stats.add(impressions[j].query, impressions[j].shown, impressions[j].labels)
+            m = impressions[j]
+            stats.add(m.query, m.shown, m.labels, m.offset)
             j += 1
         out.append(stats.lookup(query, pids))
     for m in impressions[j:]:
-        stats.add(m.query, m.shown, m.labels)
+        stats.add(m.query, m.shown, m.labels, m.offset)
     return out, stats
 
 
@@ -172,10 +175,16 @@ def lessons_from_log(
         cands = candidates.get(m.query, {})
         kept = [
             (pos, pid, label)
-            for pos, (pid, label) in enumerate(zip(m.shown, m.labels, strict=True), start=1)
+            for pos, (pid, label) in zip(
+                m.ranks(), zip(m.shown, m.labels, strict=True), strict=True
+            )
             if pos <= max_rank and pid in cands
         ]
-        lost = [pid for pos, pid in enumerate(m.shown, 1) if pos <= max_rank and pid not in cands]
+        lost = [
+            pid
+            for pos, pid in zip(m.ranks(), m.shown, strict=True)
+            if pos <= max_rank and pid not in cands
+        ]
         gone = sum(pid in unknown for pid in lost)
         if gone:
             skipped["shown product not in the index"] += gone
@@ -517,10 +526,12 @@ def train_personal_from_log(
     profiles: str | os.PathLike[str] | None = None,
     key: str | None = None,
 ):
-    """``shopsearch train personal``: a log file -> a personalization model folder + report.
+    """``shopsearch train personal``: a log -> a personalization model folder + report.
 
     Args:
-        log_path: The event log (Parquet or JSON Lines) with impressions.
+        log_path: The event log (Parquet or JSON Lines) with impressions, or the service's
+            search log (its folder, or segment files: :mod:`personalization.searchlog`),
+            whose anonymous searches are left out.
         pipeline: The relevance-only pipeline serving will use (its reranker and blend).
         out: Output folder (the model, ``report.json``/``.md``, ``propensity.png``).
         config: :class:`training.config.LogTrainConfig`.
@@ -528,7 +539,9 @@ def train_personal_from_log(
         log: Progress lines.
         profiles: The serving profile directory: the events of shoppers ``forget-user`` erased
             there are left out, so a log written before the erasure cannot train them back
-            into the model (its weights and click counts).
+            into the model (its weights and click counts). A search log has its erased
+            shoppers' rows removed by ``forget-user --search-log`` itself (and tombstoned in
+            its ``forgotten.txt``, applied here with the directory's key).
         key: That directory's pseudonym key (hex text) when serving keeps it outside the
             directory (``SHOPSEARCH_PSEUDONYM_KEY``); None: the directory's key file.
 
@@ -538,15 +551,21 @@ def train_personal_from_log(
     Raises:
         ShopsearchError: An unreadable log, a log without impressions, too little data.
     """
-    events = []
-    rejected = 0
-    for batch in read_events(log_path):
-        events.extend(batch.events)
-        rejected += len(batch.rejects)
-    if rejected:
-        log(f"personal: {rejected} rows of {log_path} rejected (run 'events ingest' to list them)")
-    if profiles is not None:
-        events = _without_forgotten(events, profiles, log, key)
+    if is_search_log(log_path):
+        events = _search_log_events(log_path, log, profiles, key)
+    else:
+        events = []
+        rejected = 0
+        for batch in read_events(log_path):
+            events.extend(batch.events)
+            rejected += len(batch.rejects)
+        if rejected:
+            log(
+                f"personal: {rejected} rows of {log_path} rejected "
+                "(run 'events ingest' to list them)"
+            )
+        if profiles is not None:
+            events = _without_forgotten(events, profiles, log, key)
     model, report = train_from_log(
         events,
         pipeline.relevance_fn(depth),
@@ -559,6 +578,23 @@ def train_personal_from_log(
     model.save(out)
     write_report(report, out)
     return report
+
+
+def _search_log_events(
+    log_path: str | os.PathLike[str], log: Any, profiles: Any = None, key: str | None = None
+) -> list[Event]:
+    """The events of a service's search log (a folder or segments), said in a line: how many
+    searches, and the anonymous ones and erased shoppers' rows left out."""
+    folder = Path(log_path) if Path(log_path).is_dir() else Path(log_path).parent
+    pz = log_pseudonymizer(folder, profiles, key, create=False)
+    read = log_events(log_path, pseudonymizer=pz)
+    log(
+        f"personal: the search log holds {read.searches} searches and {read.interactions} "
+        f"interactions; {read.anonymous_searches} anonymous searches left out (no shopper to "
+        "learn for)"
+        + (f"; {read.forgotten} rows of forgotten shoppers left out" if read.forgotten else "")
+    )
+    return read.events
 
 
 def _without_forgotten(

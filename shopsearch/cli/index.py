@@ -157,7 +157,8 @@ def vocabulary_cmd(
 ) -> None:
     """Add the words of LOG's searches that led to interactions to the index's spelling vocabulary.
 
-    LOG is the shop's event log (Parquet or JSON Lines, as `shopsearch events ingest` reads).
+    LOG is the shop's event log (Parquet or JSON Lines, as `shopsearch events ingest` reads)
+    or the service's search log folder (serve --search-log; its anonymous searches are left out).
     Words with a digit and typos the corrector already fixes stay out. Running it again with a
     newer log replaces the earlier log's words; `index --mode full` drops them.
     """

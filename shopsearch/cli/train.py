@@ -295,9 +295,7 @@ def train_reranker_cmd(
 
 
 @train_group.command("personal")
-@click.argument(
-    "log_path", metavar="LOG", type=click.Path(exists=True, dir_okay=False, path_type=Path)
-)
+@click.argument("log_path", metavar="LOG", type=click.Path(exists=True, path_type=Path))
 @click.argument("out", type=click.Path(file_okay=False, path_type=Path))
 @index_options
 @click.option(
@@ -361,6 +359,10 @@ def train_personal_cmd(
     device,
 ) -> None:
     """Learn personalization from LOG (impressions and interactions) into OUT.
+
+    LOG is the shop's event log (Parquet or JSON Lines) or the service's search log folder
+    (serve --search-log): its served pages and the clicks posted with their search_id;
+    anonymous searches are left out.
 
     Position bias is estimated from the log itself (regression-EM) and corrected with clipped
     inverse-propensity weights; OUT gets the model and report.json/.md/propensity.png.
