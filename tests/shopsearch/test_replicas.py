@@ -19,8 +19,6 @@ from pathlib import Path
 import httpx
 import pytest
 
-pytestmark = pytest.mark.integration
-
 ROOT = Path(__file__).resolve().parents[2]
 KEY = "7a" * 32
 ADMIN_KEY = "replica-admin-key"
@@ -74,6 +72,7 @@ def _serve(stack: ExitStack, folder: Path, name: str, args: list[str]) -> str:
     pytest.fail(f"{name} not ready in 120 s:\n{log.read_text()[-3000:]}")
 
 
+@pytest.mark.integration
 def test_two_replicas_share_shoppers_and_erasures(
     postgres_url, index_dir, personal_model, drills, tmp_path
 ) -> None:
@@ -126,3 +125,41 @@ def test_serve_refuses_a_store_url_without_the_key(postgres_url, index_dir) -> N
     assert result.exit_code == 2, result.output
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert len(lines) == 1 and "SHOPSEARCH_PSEUDONYM_KEY" in lines[0]
+
+
+def test_the_commands_take_the_store_url(postgres_url, index_dir, drills, tmp_path) -> None:
+    """events ingest and forget-user on the shared store, the key from the environment."""
+    import json
+
+    from click.testing import CliRunner
+
+    from personalization.ingest import open_profiles
+    from shopsearch.cli import main
+
+    log = tmp_path / "events.jsonl"
+    rows = [
+        {"user_id": ALICE, "timestamp": 1_767_268_800 + i, "session_id": "s", "event": "click"}
+        | {"product_id": pid}
+        for i, pid in enumerate(drills)
+    ]
+    log.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    env = {"SHOPSEARCH_PSEUDONYM_KEY": KEY}
+    runner = CliRunner()
+    where = ["--profiles", postgres_url]
+    ingest = runner.invoke(
+        main, ["events", "ingest", str(log), "--index", str(index_dir), *where], env=env
+    )
+    assert ingest.exit_code == 0, ingest.output
+    assert f"ingested {len(drills)} events" in ingest.output
+    store, pz = open_profiles(postgres_url, key=KEY)
+    try:
+        assert store.count_events(pz.pseudonym(ALICE)) == len(drills)
+    finally:
+        store.close()
+    forgot = runner.invoke(main, ["forget-user", ALICE, *where], env=env)
+    assert forgot.exit_code == 0, forgot.output
+    assert f"{len(drills)} stored rows removed" in forgot.output
+    keyless = runner.invoke(
+        main, ["forget-user", ALICE, *where], env={"SHOPSEARCH_PSEUDONYM_KEY": ""}
+    )
+    assert keyless.exit_code == 2 and "SHOPSEARCH_PSEUDONYM_KEY" in keyless.output
