@@ -277,7 +277,7 @@ def log_events(
             if pseudonymizer.tombstone(p) in tombstones  # type: ignore[union-attr]
         }
         if gone:
-            drop = df["pseudonym"].is_in(sorted(gone))
+            drop = df["pseudonym"].is_in(sorted(gone)).fill_null(False)
             forgotten = int(drop.sum())
             df = df.filter(~drop)
     is_search = pl.col("event") == "search"

@@ -565,7 +565,7 @@ def _remove_rows(directory: Path, wanted: list[str]) -> ForgetLogSummary:
     pending: list[str] = []
     for path in sorted(directory.glob("*.parquet")):
         df = pl.read_parquet(path)
-        drop = df["pseudonym"].is_in(wanted)
+        drop = df["pseudonym"].is_in(wanted).fill_null(False)  # anonymous rows stay
         n = int(drop.sum())
         if n:
             kept = df.filter(~drop)
@@ -580,7 +580,7 @@ def _remove_rows(directory: Path, wanted: list[str]) -> ForgetLogSummary:
                         pending.append(path.name)
                 continue
             df = _read_jsonl(path)
-            drop = df["pseudonym"].is_in(wanted)
+            drop = df["pseudonym"].is_in(wanted).fill_null(False)
             n = int(drop.sum())
             twin = path.with_suffix(".parquet")
             if n or not twin.exists():

@@ -136,7 +136,10 @@ def test_a_crashed_writers_segment_is_compacted_at_start(tmp_path):
 
 
 def test_forget_rewrites_every_segment_and_the_shopper_is_never_logged_again(tmp_path):
-    write_segment(tmp_path / "20260101T000000.000000Z-old-1.parquet", [_search(0), _click(0, "b")])
+    write_segment(
+        tmp_path / "20260101T000000.000000Z-old-1.parquet",
+        [_search(0), _click(0, "b"), _search(9, user=None)],  # the anonymous row stays
+    )
     write_segment(tmp_path / "20260101T000001.000000Z-old-1.parquet", [_search(1, user="v")])
     mine = SearchLogWriter(tmp_path, replica="mine", pseudonymizer=PZ)
     other = SearchLogWriter(tmp_path, replica="other", pseudonymizer=PZ)
@@ -163,7 +166,7 @@ def test_forget_rewrites_every_segment_and_the_shopper_is_never_logged_again(tmp
     other.close()
     df = scan(tmp_path).collect()
     assert PZ.pseudonym("u") not in df["pseudonym"].to_list()
-    assert sorted(df["search_id"].to_list()) == ["s1", "s4"]
+    assert sorted(df["search_id"].to_list()) == ["s1", "s4", "s9"]
     assert mine.counts["forgotten"] == 1 and other.counts["forgotten"] == 1
 
 
