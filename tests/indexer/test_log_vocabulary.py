@@ -403,3 +403,31 @@ def test_cli_vocabulary_leaves_out_forgotten_shoppers(
     with pytest.raises(ShopsearchError, match="no pseudonym.key there"):
         add_log_vocabulary(edge_index, log, profiles=profiles)  # no key=: the variable unread
     assert add_log_vocabulary(edge_index, log, profiles=profiles, key=key.hex()).forgotten == 1
+
+
+def test_the_services_search_log_teaches_the_same_words(edge_index, tmp_path):
+    """The service's search log folder (pseudonyms, clicks joined by search_id, one anonymous
+    search) adds what the event log of the same searches adds."""
+    from personalization.searchlog import write_segment
+    from personalization.searchlog_writer import log_pseudonymizer
+
+    folder = tmp_path / "search-log"
+    pz = log_pseudonymizer(folder)
+    rows = []
+    for e in (e for i, s in enumerate(GOOD_LOG) for e in _search(s[0], i, *s[1:])):
+        row = {
+            "event": e["event"],
+            "timestamp": e["timestamp"],
+            "search_id": e["search_id"],
+            "pseudonym": pz.pseudonym(e["user_id"]),
+            "session": pz.session_pseudonym(e["session_id"]),
+        }
+        if e["event"] == "search":
+            rows.append({**row, "query": e["query"], "results": e["results"], "offset": 0})
+        else:  # the page sends the click without its session: the search_id joins it
+            rows.append({**row, "session": "", "product_id": e["product_id"]})
+    rows.append({"event": "search", "timestamp": T0, "search_id": "x", "query": "kohler"})
+    write_segment(folder / "20231114T221320.000000Z-host-1.parquet", rows)
+    summary = add_log_vocabulary(edge_index, folder)
+    assert summary.words_added == ["kohler"] and summary.searches == 12
+    assert summary.anonymous == 1 and summary.shoppers == 5
