@@ -34,9 +34,10 @@ Definitions (each one a count of search rows, so the figures add up):
   search. The relevance regression of the EM takes what the log keeps about each shown
   product for its query: its ``relevance`` and ``personal`` score parts (0 where the log has
   none; ``train personal`` replays richer features from the profiles, which the log alone
-  cannot). Past ``max_impressions`` impressions it runs on a sample of whole searches
-  (chosen by a hash of ``search_id``, so a re-run picks the same ones); ``ctr_by_rank`` is over
-  every impression.
+  cannot). Past ``max_impressions`` impressions (default 30,000: some 3,000 per rank) it runs
+  on a sample of whole searches, chosen by a hash of ``search_id`` (a re-run picks the same
+  ones) within a few segments spread evenly over the window (reading every segment's lists
+  would cost more than the rest of the report); ``ctr_by_rank`` is over every impression.
 
 Privacy (k-anonymity, as the suggestions use it): a query's text is listed only when at least
 ``min_shoppers`` distinct shoppers typed it (default :data:`MIN_SHOPPERS`, 5), counted within
@@ -56,6 +57,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+import math
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -67,11 +69,12 @@ import polars as pl
 
 from core.errors import ShopsearchError
 from personalization.propensity import estimate_propensities
-from personalization.searchlog import INTERACTIONS, scan
+from personalization.searchlog import INTERACTIONS, log_files, scan
 
 __all__ = [
     "MIN_SHOPPERS",
     "AnalyticsReport",
+    "Bucket",
     "DayStats",
     "ExaminationCurve",
     "QueryStats",
@@ -93,7 +96,7 @@ MIN_SHOPPERS = 5
 #: Ranks the examination curve covers (a first page of ten).
 MAX_RANK = 10
 #: Impressions the EM runs on at most (a sample of whole searches beyond it).
-MAX_IMPRESSIONS = 200_000
+MAX_IMPRESSIONS = 30_000
 #: The buckets of the searches-per-shopper histogram: (label, lowest, highest or None).
 BUCKETS: tuple[tuple[str, int, int | None], ...] = (
     ("1", 1, 1),
@@ -104,6 +107,8 @@ BUCKETS: tuple[tuple[str, int, int | None], ...] = (
     ("21-50", 21, 50),
     ("51+", 51, None),
 )
+#: Segments the EM's sample is read from at least (spread over the window).
+SAMPLE_SEGMENTS = 4
 #: What the EM's relevance regression reads per shown product (from the log's lists).
 CURVE_FEATURES = ("relevance", "personal")
 _ANONYMOUS = "anonymous"
@@ -195,6 +200,14 @@ class DayStats:
 
 
 @dataclass(frozen=True)
+class Bucket:
+    """Shoppers who made a number of searches in a range (``searches``: "1", "3-5", "51+")."""
+
+    searches: str
+    shoppers: int
+
+
+@dataclass(frozen=True)
 class ShopperDistribution:
     """How many searches each shopper made in the window.
 
@@ -205,7 +218,7 @@ class ShopperDistribution:
         median: Median.
         p90: 90th percentile.
         max: The most searches of one shopper.
-        buckets: ``(label, shoppers)`` for 1, 2, 3-5, 6-10, 11-20, 21-50, 51+ searches.
+        buckets: Shoppers per range of searches: 1, 2, 3-5, 6-10, 11-20, 21-50, 51+.
         unattributed_searches: Searches with neither pseudonym nor session (left out).
     """
 
@@ -214,7 +227,7 @@ class ShopperDistribution:
     median: float
     p90: float
     max: int
-    buckets: tuple[tuple[str, int], ...]
+    buckets: tuple[Bucket, ...]
     unattributed_searches: int
 
 
@@ -296,12 +309,8 @@ class AnalyticsReport:
     examination: ExaminationCurve
 
     def to_dict(self) -> dict[str, Any]:
-        """The report as JSON-ready data (lists for tuples; ``buckets`` as objects)."""
-        data = dataclasses.asdict(self)
-        data["searches_per_shopper"]["buckets"] = [
-            {"searches": label, "shoppers": n} for label, n in self.searches_per_shopper.buckets
-        ]
-        return json.loads(json.dumps(data))  # tuples to lists, all the way down
+        """The report as JSON-ready data (what ``GET /admin/analytics`` answers)."""
+        return json.loads(json.dumps(dataclasses.asdict(self)))  # tuples to lists
 
     def to_markdown(self) -> str:
         """The report as Markdown: totals, the day table, the query lists, the curve."""
@@ -333,7 +342,7 @@ def day_window(since: dt.date | None, until: dt.date | None) -> tuple[float | No
         ShopsearchError: ``since`` after ``until``.
     """
     if since is not None and until is not None and since > until:
-        raise ShopsearchError(f"--since {since} is after --until {until}: give since <= until")
+        raise ShopsearchError(f"since {since} is after until {until}: give since <= until")
 
     def start(day: dt.date) -> float:
         return dt.datetime(day.year, day.month, day.day, tzinfo=dt.timezone.utc).timestamp()
@@ -379,8 +388,10 @@ def analytics_report(
     first = parse_day(since, "--since")
     last = parse_day(until, "--until")
     lo, hi = day_window(first, last)
+    segments = [scan(path, lo, hi) for path in log_files(paths)]
     return report_of(
         scan(paths, lo, hi),
+        segments=segments,
         since=first,
         until=last,
         top=top,
@@ -398,6 +409,7 @@ def _check_positive(name: str, value: int) -> None:
 def report_of(
     log: pl.LazyFrame,
     *,
+    segments: Sequence[pl.LazyFrame] | None = None,
     since: dt.date | None = None,
     until: dt.date | None = None,
     top: int = 20,
@@ -406,8 +418,10 @@ def report_of(
     max_impressions: int = MAX_IMPRESSIONS,
 ) -> AnalyticsReport:
     """The report of a search log already scanned (a LazyFrame of ``searchlog.SCHEMA``,
-    filtered to the window); ``since``/``until`` only label it. Arguments as
-    :func:`analytics_report`."""
+    filtered to the window); ``since``/``until`` only label it. ``segments``: the same rows
+    as one frame per segment, in time order, when known: the EM's sample is then read from a
+    few segments spread over the window instead of the whole log (its lists are what costs).
+    The other arguments as :func:`analytics_report`."""
     for name, value in (
         ("--top", top),
         ("--min-shoppers", min_shoppers),
@@ -415,8 +429,8 @@ def report_of(
         ("max_impressions", max_impressions),
     ):
         _check_positive(name, value)
-    searches = _searches(log)
-    frame = searches.collect()
+    acted = _interactions(log)
+    frame = _searches(log, acted).collect()
     interactions = int(frame["interactions"].sum()) if frame.height else 0
     days = _days(frame)
     top_queries, rare, distinct = _top_queries(frame, top, min_shoppers)
@@ -449,7 +463,7 @@ def report_of(
         rescued_queries=rescued,
         rare_rescued=rare_rescued,
         searches_per_shopper=_distribution(frame),
-        examination=_examination(log, frame, max_rank, max_impressions),
+        examination=_examination(log, segments, frame, acted, max_rank, max_impressions),
     )
 
 
@@ -479,17 +493,21 @@ def _shopper() -> pl.Expr:
     )
 
 
-def _interactions(log: pl.LazyFrame) -> pl.LazyFrame:
+def _interactions(log: pl.LazyFrame) -> pl.DataFrame:
     """Interaction rows with their 1-based rank: the client's ``position``, else the product's
     rank in its search's ``results`` (None when it was not shown there)."""
-    rows = log.filter(pl.col("event").is_in(list(INTERACTIONS))).select(
-        "search_id", "event", "product_id", "position"
+    rows = (
+        log.filter(pl.col("event").is_in(list(INTERACTIONS)))
+        .select("search_id", "event", "product_id", "position")
+        .collect()
     )
     unknown = rows.filter(pl.col("position").is_null()).select("search_id").unique()
+    if not unknown.height:  # every client sent its position: no search's list to read
+        return rows
     shown = (
         log.filter(pl.col("event") == "search")
         .select("search_id", "offset", "results")
-        .join(unknown, on="search_id", how="semi")
+        .join(unknown.lazy(), on="search_id", how="semi")
         .with_columns(
             rank=pl.int_ranges(
                 pl.col("offset").fill_null(0) + 1,
@@ -501,16 +519,19 @@ def _interactions(log: pl.LazyFrame) -> pl.LazyFrame:
         .rename({"results": "product_id"})
         .group_by("search_id", "product_id")
         .agg(pl.col("rank").min())
+        .collect()
     )
-    return rows.join(shown, on=["search_id", "product_id"], how="left").with_columns(
-        position=pl.coalesce(pl.col("position"), pl.col("rank"))
+    return (
+        rows.join(shown, on=["search_id", "product_id"], how="left")
+        .with_columns(position=pl.coalesce(pl.col("position"), pl.col("rank")))
+        .drop("rank")
     )
 
 
-def _searches(log: pl.LazyFrame) -> pl.LazyFrame:
+def _searches(log: pl.LazyFrame, interactions: pl.DataFrame) -> pl.LazyFrame:
     """One row per search: its day, shopper, query, correction, page, and what it drew."""
     per_search = (
-        _interactions(log)
+        interactions.lazy()
         .group_by("search_id")
         .agg(
             interactions=pl.len(),
@@ -648,7 +669,7 @@ def _distribution(frame: pl.DataFrame) -> ShopperDistribution:
         else np.zeros(0, dtype=np.int64)
     )
     buckets = tuple(
-        (label, int(((counts >= lo) & (counts <= (hi if hi is not None else np.inf))).sum()))
+        Bucket(label, int(((counts >= lo) & (counts <= (hi if hi is not None else np.inf))).sum()))
         for label, lo, hi in BUCKETS
     )
     if not len(counts):
@@ -665,7 +686,12 @@ def _distribution(frame: pl.DataFrame) -> ShopperDistribution:
 
 
 def _examination(
-    log: pl.LazyFrame, frame: pl.DataFrame, max_rank: int, max_impressions: int
+    log: pl.LazyFrame,
+    segments: Sequence[pl.LazyFrame] | None,
+    frame: pl.DataFrame,
+    acted: pl.DataFrame,
+    max_rank: int,
+    max_impressions: int,
 ) -> ExaminationCurve:
     """Impressions per rank over every search; regression-EM over a sample of them."""
     empty = ExaminationCurve((), (), (), 0, 0, False)
@@ -683,7 +709,7 @@ def _examination(
     max_rank = int(np.flatnonzero(impressions)[-1]) + 1  # the deepest rank shown
     impressions = impressions[:max_rank]
     interacted = (
-        _interactions(log)
+        acted.lazy()
         .filter(pl.col("position").is_between(1, max_rank))
         .select("search_id", "product_id", "position")
         .unique()
@@ -701,11 +727,19 @@ def _examination(
     ctr_by_rank = tuple(
         float(c / i) if i else 0.0 for c, i in zip(clicks, impressions, strict=True)
     )
-    # the EM's sample: whole searches, by a hash of their id
-    share = min(1.0, max_impressions / total)
+    # the EM's sample: whole searches, by a hash of their id, from evenly spaced segments
+    # holding some twice the impressions it needs (at least 4 of them)
+    source, covered = log, 1.0
+    if segments:
+        n = len(segments)
+        wanted = max(min(n, SAMPLE_SEGMENTS), math.ceil(n * min(1.0, 2 * max_impressions / total)))
+        picked = sorted({round(i * (n - 1) / max(1, wanted - 1)) for i in range(wanted)})
+        source = pl.concat([segments[i] for i in picked], how="vertical")
+        covered = len(picked) / n
+    share = min(1.0, max_impressions / (total * covered))
     bound = int(share * 1_000_000)
     sample = (
-        log.filter(pl.col("event") == "search")
+        source.filter(pl.col("event") == "search")
         .filter(pl.col("offset").fill_null(0) < max_rank)
         .filter(pl.col("search_id").hash(seed=24) % 1_000_000 < bound)
         .select("search_id", "offset", "results", *CURVE_FEATURES)
@@ -860,7 +894,7 @@ def _markdown(r: AnalyticsReport) -> str:
         "| searches | shoppers |",
         "| --- | ---: |",
     ]
-    out += [f"| {label} | {n:,} |" for label, n in s.buckets]
+    out += [f"| {b.searches} | {b.shoppers:,} |" for b in s.buckets]
     e = r.examination
     out += [
         "",
@@ -944,7 +978,7 @@ def save_plots(report: AnalyticsReport, folder: str | os.PathLike[str]) -> list[
 
     fig, ax = plt.subplots(figsize=(5, 3.5))
     s = report.searches_per_shopper
-    ax.bar([b for b, _ in s.buckets], [n for _, n in s.buckets], color="#6a9f58")
+    ax.bar([b.searches for b in s.buckets], [b.shoppers for b in s.buckets], color="#6a9f58")
     ax.set_xlabel("searches in the window")
     ax.set_ylabel("shoppers")
     ax.set_title("Searches per shopper")
