@@ -37,7 +37,9 @@ function xLabels(svg, labels, xOf) {
   const step = Math.max(1, Math.ceil(labels.length / 8));
   labels.forEach((label, i) => {
     if (i % step === 0) {
-      svg.appendChild(svgEl("text", { x: xOf(i), y: FRAME.y0 + 14, "text-anchor": "middle" }, label));
+      const x = xOf(i);  // a label at the frame's right edge ends there, not past the plot
+      const anchor = x > FRAME.x1 - 25 ? "end" : "middle";
+      svg.appendChild(svgEl("text", { x, y: FRAME.y0 + 14, "text-anchor": anchor }, label));
     }
   });
 }
