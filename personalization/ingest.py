@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from personalization.privacy import Pseudonymizer
 from personalization.profiles import ProfileStore
+from personalization.profiles_pg import is_store_url, open_shared_profiles, require_key
 
 if TYPE_CHECKING:
     from personalization.events import EventBatch
@@ -45,7 +46,12 @@ def open_profiles(
 
     Raises:
         ShopsearchError: A key that is not hex, or an unreadable or short key file.
+
+    A ``postgresql://`` URL instead of a directory opens the shared store on that server
+    (:mod:`personalization.profiles_pg`); ``key`` is then required.
     """
+    if is_store_url(directory):
+        return open_shared_profiles(str(directory), key)
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     pseudonymizer = Pseudonymizer.from_dir(directory, key)
@@ -66,6 +72,9 @@ def check_profiles(profiles: str | os.PathLike[str], key: str | None = None) -> 
     from core.errors import ShopsearchError
     from personalization.privacy import KEY_ENV, KEY_FILE
 
+    if is_store_url(profiles):
+        require_key(str(profiles), key)
+        return
     if not (Path(profiles) / PROFILES_FILE).exists():
         raise ShopsearchError(
             f"{profiles}: no profile store there (give the directory serving uses)"
@@ -117,6 +126,8 @@ class IngestResult:
         forgotten: Events of forgotten shoppers, not stored (erasure is durable).
         rejects: The invalid events (``personalization.events.Reject``: index or line, reason).
         items: Products whose item records (brand, category, price) were refreshed.
+        events: The valid events (:func:`ingest_records` only: what the service's search
+            log records).
     """
 
     added: int
@@ -124,6 +135,7 @@ class IngestResult:
     forgotten: int
     rejects: list = field(default_factory=list)
     items: int = 0
+    events: list = field(default_factory=list)
 
     @property
     def accepted(self) -> int:
@@ -195,6 +207,24 @@ def ingest_records(
 
     A bad event is rejected with its index and reason; the valid ones are stored all the same.
     """
+    batch, products = validate_known(records, lookup)
+
+    def known(part: Sequence[str]) -> Mapping[str, Mapping[str, Any]]:
+        return {p: products[p] for p in part if p in products}
+
+    result = ingest_events([batch], store, pseudonymizer, known)
+    return replace(result, events=list(batch.events))
+
+
+def validate_known(
+    records: Sequence[Any], lookup: PayloadLookup
+) -> tuple[EventBatch, dict[str, Mapping[str, Any]]]:
+    """Validate events given as objects with the event log's rules, their products checked
+    against the index (``lookup``).
+
+    Returns:
+        The batch (valid events, rejects by index) and the payloads of the named products found.
+    """
     from personalization.events import validate_records
 
     ids = sorted(
@@ -207,12 +237,7 @@ def ingest_records(
     products: dict[str, Mapping[str, Any]] = {}
     for i in range(0, len(ids), _RETRIEVE_BATCH):
         products.update(lookup(ids[i : i + _RETRIEVE_BATCH]))
-    batch = validate_records(records, known_products=products.__contains__)
-
-    def known(part: Sequence[str]) -> Mapping[str, Mapping[str, Any]]:
-        return {p: products[p] for p in part if p in products}
-
-    return ingest_events([batch], store, pseudonymizer, known)
+    return validate_records(records, known_products=products.__contains__), products
 
 
 @dataclass(frozen=True)
