@@ -1,4 +1,5 @@
-"""``shopsearch analytics LOG...`` with CliRunner on the hand-made log (tests/tiny_search_log.py)."""
+"""``shopsearch analytics LOG...`` with CliRunner on the hand-made log
+(tests/tiny_search_log.py)."""
 
 from __future__ import annotations
 
@@ -66,7 +67,10 @@ def test_plots(log, tmp_path):
     ("args", "message"),
     [
         (["--since", "yesterday"], "error: --since 'yesterday': not a day; give it as YYYY-MM-DD"),
-        (["--since", "2026-12-03", "--until", "2026-12-01"], "is after --until"),
+        (
+            ["--since", "2026-12-03", "--until", "2026-12-01"],
+            "error: since 2026-12-03 is after until 2026-12-01",
+        ),
         (["--top", "0"], "Invalid value for '--top'"),
     ],
 )
@@ -87,3 +91,11 @@ def test_every_option_has_help():
     from shopsearch.cli.analytics import analytics_cmd
 
     assert all(p.help for p in analytics_cmd.params if hasattr(p, "help") and p.name != "logs")
+
+
+def test_the_threshold_default_is_the_library_s():
+    from analytics.report import MIN_SHOPPERS
+    from shopsearch.cli.analytics import analytics_cmd
+
+    (option,) = [p for p in analytics_cmd.params if p.name == "min_shoppers"]
+    assert option.default == MIN_SHOPPERS  # a literal there: --help loads no polars

@@ -3,6 +3,8 @@ log of tests/tiny_search_log.py as the service's ``search_log``."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from tiny_search_log import write_tiny_log
 
@@ -93,3 +95,28 @@ def test_the_analytics_page_is_served_and_reads_the_endpoint(make_client):
     assert '"/admin/analytics"' in script.text and "X-Admin-Key" in script.text
     assert "sessionStorage" in script.text and "innerHTML" not in script.text
     assert "http://" not in script.text.replace("http://www.w3.org/2000/svg", "")  # no CDN
+
+
+def test_the_report_reads_what_the_service_itself_logged(make_client, tmp_path):
+    """Searches served and a click posted with only its search_id (no position): the report,
+    read from the service's own live segment, counts them and places the click at the rank
+    the service showed it."""
+    import time
+
+    client = make_client(admin_key="admin-secret", search_log=str(tmp_path / "own-log"))
+    for q in ("drill", "cordless drill", "drill"):
+        got = client.get("/search", params={"q": q, "user_id": "alice"})
+        assert got.status_code == 200, got.text
+    shown = got.json()
+    click = {"event": "click", "search_id": shown["search_id"], "user_id": "alice",
+             "product_id": shown["results"][1]["product_id"], "timestamp": time.time()}  # fmt: skip
+    assert client.post("/events", json={"events": [click]}).json()["logged"] == 1
+    deadline = time.monotonic() + 20  # the writer flushes its live segment each second
+    while True:
+        data = client.get("/admin/analytics", headers=ADMIN).json()
+        if data["interactions"] == 1 or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert (data["searches"], data["shoppers"], data["interactions"]) == (3, 1, 1)
+    assert data["ctr"] == pytest.approx(1 / 3) and data["mean_click_position"] == 2.0
+    assert "alice" not in json.dumps(data)
