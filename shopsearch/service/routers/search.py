@@ -1,14 +1,20 @@
 """``GET|POST /search``: ranked products for a query (and a shopper)."""
 
 # no `from __future__ import annotations`: FastAPI reads the endpoints' annotations at run time
+import hashlib
+import json
 import time
 import uuid
+import weakref
 from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 
+from core.errors import ShopsearchError
 from shopsearch.service.dependencies import (
     BODY_RESPONSES,
     INVALID_RESPONSES,
@@ -21,6 +27,7 @@ from shopsearch.service.dependencies import (
     problem,
 )
 from shopsearch.service.errors import server_side
+from shopsearch.service.interleaving import interleave
 from shopsearch.service.metrics import Metrics
 from shopsearch.service.models import (
     Correction,
@@ -32,11 +39,13 @@ from shopsearch.service.models import (
     SearchResponse,
     SearchResult,
 )
-from shopsearch.service.runtime import Runtime
+from shopsearch.service.runtime import Loaded, Runtime
 from shopsearch.service.settings import ServiceSettings
 
 if TYPE_CHECKING:
-    from retrieval.hits import RankedHit
+    from personalization.searchlog_writer import SearchLogWriter
+    from retrieval.filters import Filters
+    from retrieval.hits import Hits, RankedHit
 
 router = APIRouter(tags=["search"], dependencies=KEYED)
 
@@ -158,7 +167,12 @@ def run_search(
             if not hits and not filters.is_empty():
                 # what the CLI prints as "note: ..." (a few counts: only for an empty result)
                 note = loaded.pipeline.retriever.why_empty(filters)
+        # an interleaving experiment's searches: A's and B's rankings merged (for the log)
+        with server_side("search is unavailable", settings):
+            served = interleave(loaded, params, hits, filters)
+        hits, experiment, teams = served.hits, served.experiment, served.teams
     took = (time.perf_counter() - t0) * 1000
+    log_search(request, params, loaded, hits, filters, search_id, took, experiment, teams)
     metrics.observe_stages(stage_ms)
     request.state.stage_ms = stage_ms
     page = hits
@@ -190,6 +204,148 @@ def run_search(
         rules=list(hits.rules),
         redirected=hits.redirected,
     )
+
+
+#: The search log's clock (epoch seconds); tests move it.
+_clock = time.time
+#: Per generation (Loaded): its stages' fingerprints as the log's ``models`` JSON text.
+_MODELS: "weakref.WeakKeyDictionary[Loaded, str]" = weakref.WeakKeyDictionary()
+
+
+def open_search_log(settings: ServiceSettings, metrics: Metrics) -> "SearchLogWriter | None":
+    """The process's search log writer (``settings.search_log``), or None without one.
+
+    Its rows' outcomes go to ``shopsearch_search_log_rows_total{outcome}``; a folder that
+    cannot be created or written is logged once and counted, never raised: searches go on.
+    """
+    if settings.search_log is None:
+        return None
+    from personalization.searchlog_writer import SearchLogWriter, log_pseudonymizer
+
+    try:
+        pz = log_pseudonymizer(
+            settings.search_log, settings.profiles, settings.secret("pseudonym_key")
+        )
+    except (OSError, ShopsearchError):  # the key comes again with the pipeline's load
+        pz = None
+    return SearchLogWriter(
+        settings.search_log,
+        count=lambda outcome, n: metrics.search_log.labels(outcome).inc(n),
+        pseudonymizer=pz,
+    )
+
+
+def search_log_of(request: Request) -> "SearchLogWriter | None":
+    """The app's search log writer, or None when the service keeps none."""
+    return getattr(request.app.state, "search_log", None)
+
+
+def log_search(
+    request: Request,
+    params: SearchParams,
+    loaded: Loaded,
+    hits: "Hits",
+    filters: "Filters",
+    search_id: str,
+    took_ms: float,
+    experiment: str | None = None,
+    teams: "Sequence[str | None] | None" = None,
+) -> None:
+    """Appends what a search served to the search log (no-op without one): the one place a
+    served list is logged. Never blocks and never raises (a full queue drops the row, counted).
+
+    Args:
+        hits: The page served, in order (``hits[i]`` at rank ``params.offset + i + 1``).
+        filters: The search's filters (logged in the filter expression's text form).
+        took_ms: Time to answer, milliseconds.
+        experiment: The interleaving experiment that served it, or None.
+        teams: Per shown product, the team (``"A"``/``"B"``, None for a pinned one) when
+            interleaved; None otherwise.
+    """
+    writer = search_log_of(request)
+    if writer is None:
+        return
+    pz = loaded.pseudonymizer
+    writer.append(
+        {
+            "event": "search",
+            "timestamp": _clock(),
+            "search_id": search_id,
+            "pseudonym": getattr(request.state, "user", None) if params.user_id else None,
+            "session": pz.session_pseudonym(params.session_id or ""),
+            "query": params.q,
+            "corrected": hits.corrected,
+            "filter": filter_text(filters),
+            "sort": params.sort if params.sort not in (None, "", "relevance") else None,
+            "offset": params.offset,
+            "k": params.k,
+            "results": [h.product_id for h in hits],
+            "scores": [float(h.score) for h in hits],
+            "relevance": [_number(h.relevance) for h in hits],
+            "personal": [_number(h.personal) for h in hits],
+            "total_candidates": hits.total_candidates,
+            "models": models_text(loaded),
+            "rules": list(hits.rules),
+            "experiment": experiment,
+            "teams": list(teams) if teams is not None else None,
+            "took_ms": round(took_ms, 3),
+        }
+    )
+
+
+def _number(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+def filter_text(filters: "Filters") -> str | None:
+    """The filters as one filter expression (the grammar of ``filter=``); None when empty."""
+    if filters.is_empty():
+        return None
+    parts = []
+    if filters.category is not None:
+        parts.append(f"category = {json.dumps(filters.category, ensure_ascii=False)}")
+    if filters.brands:
+        brands = ", ".join(json.dumps(b, ensure_ascii=False) for b in filters.brands)
+        parts.append(f"brand IN [{brands}]")
+    if filters.min_price is not None:
+        parts.append(f"price >= {filters.min_price:g}")
+    if filters.max_price is not None:
+        parts.append(f"price <= {filters.max_price:g}")
+    if filters.in_stock is not None:
+        parts.append(f"in_stock = {'true' if filters.in_stock else 'false'}")
+    if filters.where:
+        parts.append(f"({filters.where})" if parts else filters.where)
+    return " AND ".join(parts)
+
+
+def models_text(loaded: Loaded) -> str:
+    """What ranked a generation's searches, as the log's ``models`` JSON: the index build and
+    each stage's weights fingerprint (None for a stage it runs without). Computed once per
+    generation."""
+    text = _MODELS.get(loaded)
+    if text is None:
+        pipeline = loaded.pipeline
+        manifest = pipeline.retriever.manifest
+        models = {
+            "index": manifest.get("build_id"),
+            "retriever": (manifest.get("model") or {}).get("fingerprint"),
+            "reranker": getattr(pipeline.reranker, "fingerprint", None),
+            "personal": _file_fingerprint(loaded.settings.personal, "personal.pt"),
+        }
+        challenger = getattr(loaded, "interleave", None)
+        if challenger is not None:
+            models["B"] = challenger.models
+        text = _MODELS[loaded] = json.dumps(models, sort_keys=True, default=str)
+    return text
+
+
+def _file_fingerprint(folder: str | None, name: str) -> str | None:
+    if folder is None:
+        return None
+    try:
+        return hashlib.sha256((Path(folder) / name).read_bytes()).hexdigest()[:16]
+    except OSError:
+        return None
 
 
 def result_of(h: "RankedHit", rank: int, explain: bool) -> SearchResult:
