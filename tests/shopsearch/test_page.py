@@ -173,3 +173,40 @@ def test_page_narrows_by_a_clicked_facet_and_sorts_by_price(server, browser):
     ).click()
     _answered(browser, seen)
     assert _shown(browser) == before
+
+
+@needs_driver
+@pytest.mark.integration
+def test_the_search_box_asks_suggest_and_a_key_chooses_one(server, browser):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    url, log = server
+    browser.get(f"{url}/")
+    box = browser.find_element(By.ID, "q")
+    box.send_keys("dri")
+
+    def offered(d):  # the list under the box (the service may still be building: it asks again)
+        return (
+            d.execute_script(
+                "return [...document.querySelectorAll('#suggestions li')].map((li) => li.dataset.text)"
+            )
+            or False
+        )
+
+    offers = WebDriverWait(browser, 60).until(offered)
+    assert all(t.lower().startswith("dri") for t in offers), offers
+    assert browser.execute_script("return Number(document.body.dataset.suggested || 0)") >= 1
+    assert box.get_attribute("aria-expanded") == "true"
+    assert "/suggest" in log.read_text()  # the service's request log
+
+    # down, down, up: the first is active; Enter puts it in the box and searches it
+    box.send_keys(Keys.ARROW_DOWN, Keys.ARROW_DOWN, Keys.ARROW_UP)
+    first = browser.find_element(By.CSS_SELECTOR, "#suggestions li")
+    assert first.get_attribute("aria-selected") == "true"
+    box.send_keys(Keys.ENTER)
+    _answered(browser, 0)
+    assert box.get_attribute("value") == offers[0]
+    assert browser.find_element(By.ID, "suggestions").get_attribute("hidden") is not None
+    assert browser.find_elements(By.CSS_SELECTOR, "li.result")

@@ -1,8 +1,15 @@
-// shopsearch search page: plain JavaScript, no build step. Talks to POST /search (the shopper id
-// travels in the body, not the URL).
+// shopsearch search page: plain JavaScript, no build step. Talks to POST /search and, as the
+// shopper types, POST /suggest (the shopper id travels in the body, not the URL).
 "use strict";
 
 const SEARCH_PATH = "search";
+const SUGGEST_PATH = "suggest";
+// Wait this long after the last keystroke before asking for suggestions (one request per pause,
+// not per key); ask again this long later while the service is still building them.
+const SUGGEST_DELAY_MS = 120;
+const SUGGEST_RETRY_MS = 1000;
+const SUGGESTIONS = 8;
+const MAX_PREFIX_CHARS = 100;
 const PAGE_SIZE = 20;
 // Facets the page asks for (the index's default facetable fields); ?facets=voltage,color adds a
 // catalog's own declared ones.
@@ -171,16 +178,137 @@ function render(data) {
   document.body.dataset.answers = String(Number(document.body.dataset.answers || 0) + 1);
 }
 
-async function search(event) {
-  if (event) event.preventDefault();
-  const body = request();
-  if (!body.q) return;
+function jsonHeaders() {
   const headers = { "Content-Type": "application/json" };
   const key = $("api_key").value || sessionStorage.getItem("shopsearch-key");
   if (key) {
     headers["X-API-Key"] = key;
     sessionStorage.setItem("shopsearch-key", key);
   }
+  return headers;
+}
+
+// -- suggestions: a listbox under the search box (ARIA combobox), chosen by click or keys ------
+
+let suggestTimer = null;
+let suggestAsked = 0; // the latest request: an older answer arriving later is dropped
+let activeSuggestion = -1;
+
+function suggestionItems() {
+  return [...$("suggestions").querySelectorAll("li")];
+}
+
+function closeSuggestions() {
+  clearTimeout(suggestTimer);
+  suggestAsked += 1;
+  const list = $("suggestions");
+  list.hidden = true;
+  list.replaceChildren();
+  activeSuggestion = -1;
+  $("q").setAttribute("aria-expanded", "false");
+  $("q").removeAttribute("aria-activedescendant");
+}
+
+function setActiveSuggestion(index) {
+  const items = suggestionItems();
+  activeSuggestion = index;
+  items.forEach((li, i) => li.setAttribute("aria-selected", String(i === index)));
+  if (items[index]) {
+    $("q").setAttribute("aria-activedescendant", items[index].id);
+    items[index].scrollIntoView({ block: "nearest" });
+  }
+}
+
+function chooseSuggestion(text) {
+  $("q").value = text;
+  closeSuggestions();
+  offset = 0;
+  search();
+}
+
+function showSuggestions(suggestions) {
+  const list = $("suggestions");
+  list.replaceChildren();
+  activeSuggestion = -1;
+  suggestions.forEach((s, i) => {
+    const li = document.createElement("li");
+    li.id = `suggestion-${i}`;
+    li.className = "suggestion";
+    li.setAttribute("role", "option");
+    li.setAttribute("aria-selected", "false");
+    li.dataset.text = s.text;
+    li.append(text("span", "text", s.text), text("span", "source", s.source === "log" ? "searched" : ""));
+    // mousedown, not click: it comes before the box loses focus (which closes the list)
+    li.addEventListener("mousedown", (event) => {
+      event.preventDefault();
+      chooseSuggestion(s.text);
+    });
+    list.append(li);
+  });
+  list.hidden = suggestions.length === 0;
+  $("q").setAttribute("aria-expanded", String(suggestions.length > 0));
+}
+
+async function askSuggestions() {
+  const q = $("q").value;
+  if (!q.trim()) {
+    closeSuggestions();
+    return;
+  }
+  const asked = ++suggestAsked;
+  const body = { q: q.slice(0, MAX_PREFIX_CHARS), k: SUGGESTIONS };
+  const user = $("user_id").value.trim();
+  if (user) body.user_id = user;
+  let data = null;
+  try {
+    const response = await fetch(SUGGEST_PATH, { method: "POST", headers: jsonHeaders(), body: JSON.stringify(body) });
+    if (response.ok) data = await response.json();
+  } catch (err) {
+    data = null; // suggestions are a help: a failed one leaves the box as it is
+  }
+  if (asked !== suggestAsked) return;
+  // how many answers the box has had (what a browser test waits on)
+  document.body.dataset.suggested = String(Number(document.body.dataset.suggested || 0) + 1);
+  if (!data) {
+    showSuggestions([]);
+    return;
+  }
+  showSuggestions(data.suggestions || []);
+  if (data.ready === false) suggestTimer = setTimeout(askSuggestions, SUGGEST_RETRY_MS);
+}
+
+$("q").addEventListener("input", () => {
+  clearTimeout(suggestTimer);
+  suggestTimer = setTimeout(askSuggestions, SUGGEST_DELAY_MS);
+});
+$("q").addEventListener("keydown", (event) => {
+  const items = suggestionItems();
+  if ($("suggestions").hidden || !items.length) {
+    if (event.key === "ArrowDown" && $("q").value.trim()) askSuggestions();
+    return;
+  }
+  if (event.key === "ArrowDown") {
+    event.preventDefault();
+    setActiveSuggestion((activeSuggestion + 1) % items.length);
+  } else if (event.key === "ArrowUp") {
+    event.preventDefault();
+    setActiveSuggestion(activeSuggestion <= 0 ? items.length - 1 : activeSuggestion - 1);
+  } else if (event.key === "Enter" && activeSuggestion >= 0) {
+    event.preventDefault();
+    chooseSuggestion(items[activeSuggestion].dataset.text);
+  } else if (event.key === "Escape") {
+    event.preventDefault();
+    closeSuggestions();
+  }
+});
+$("q").addEventListener("blur", closeSuggestions);
+
+async function search(event) {
+  if (event) event.preventDefault();
+  const body = request();
+  if (!body.q) return;
+  closeSuggestions();
+  const headers = jsonHeaders();
   $("status").className = "";
   $("status").textContent = "searching...";
   try {
