@@ -17,6 +17,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from analytics.suggest import Suggester, Suggestion
     from core.errors import ShopsearchError
     from indexer.build import IndexSummary, index_catalog
     from personalization.ingest import open_profiles
@@ -40,6 +41,8 @@ _EXPORTS = {
     "index_catalog": "indexer.build",
     "IndexSummary": "indexer.build",
     "open_profiles": "personalization.ingest",
+    "Suggester": "analytics.suggest",
+    "Suggestion": "analytics.suggest",
 }
 __all__ = [
     "Filters",
@@ -51,6 +54,8 @@ __all__ = [
     "Retriever",
     "SearchPipeline",
     "ShopsearchError",
+    "Suggester",
+    "Suggestion",
     "index_catalog",
     "open_profiles",
 ]

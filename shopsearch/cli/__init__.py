@@ -20,13 +20,16 @@ from core.errors import ShopsearchError
 
 # The command modules import shopsearch.cli.options, never this module: no cycle.
 from shopsearch.cli import (
+    analytics,
     events,
     imports,
     index,
+    interleave,
     optimize,
     rules,
     search,
     serve,
+    suggest,
     synonyms,
     train,
     update,
@@ -87,7 +90,10 @@ def main() -> None:
     """shopsearch: personalized product search (bi-encoder retrieval in Qdrant, reranking)."""
 
 
-for _module in (index, search, imports, train, events, serve, optimize, synonyms, update, rules):
+for _module in (
+    index, search, imports, train, events, serve, optimize, synonyms, update, rules,
+    interleave, analytics, suggest,
+):  # fmt: skip
     for _command in _module.COMMANDS:
         main.add_command(_command)
 

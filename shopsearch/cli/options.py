@@ -22,7 +22,11 @@ THREADS_ENV = "SHOPSEARCH_THREADS"
 
 INDEX_HELP = "Directory of the embedded (qdrant-edge) index."
 URL_HELP = "Qdrant server URL, instead of --index (e.g. http://localhost:6333)."
-PROFILES_HELP = "Directory of the shopper profile store (SQLite + the pseudonym key)."
+PROFILES_HELP = (
+    "Directory of the shopper profile store (SQLite + the pseudonym key), or a "
+    "postgresql://user@host/db URL of the store several replicas share (password in "
+    "PGPASSWORD; the key in SHOPSEARCH_PSEUDONYM_KEY)."
+)
 DEVICE_HELP = "Torch device (default: cuda when present, else cpu)."
 
 
@@ -176,11 +180,33 @@ progress_option = click.option(
 """--progress/--no-progress."""
 
 
+class ProfilesLocation(click.ParamType):
+    """A profile directory (a ``Path``) or a ``postgresql://`` URL (kept as text: a ``Path``
+    would fold its ``//``)."""
+
+    name = "DIR|URL"
+
+    def convert(self, value, param, ctx):
+        from personalization.profiles_pg import is_store_url
+
+        if is_store_url(value):
+            return value.strip()
+        return click.Path(file_okay=False, path_type=Path).convert(value, param, ctx)
+
+
+def profiles_location(profiles: Path | str | None) -> str | None:
+    """What the service's settings keep of ``--profiles``: an absolute directory, or the URL."""
+    if profiles is None or isinstance(profiles, str):
+        return profiles
+    return str(profiles.resolve())
+
+
 def profiles_option(use: str | None = None, required: bool = False):
-    """--profiles DIR: the shopper profile store; ``use`` tells what this command does with it."""
+    """--profiles DIR|URL: the shopper profile store; ``use`` tells what this command does with
+    it."""
     return click.option(
         "--profiles",
-        type=click.Path(file_okay=False, path_type=Path),
+        type=ProfilesLocation(),
         required=required,
         default=None,
         help=PROFILES_HELP + (f" {use}" if use else ""),

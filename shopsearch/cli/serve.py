@@ -23,6 +23,7 @@ import click
 from core.errors import ShopsearchError
 from shopsearch.cli.options import (
     backend_options,
+    profiles_location,
     profiles_option,
     pseudonym_key,
     rules_dir_option,
@@ -83,6 +84,16 @@ def is_loopback(host: str) -> bool:
 )
 @profiles_option("POST /events writes there and searches read it.")
 @click.option(
+    "--search-log",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    envvar="SHOPSEARCH_SEARCH_LOG",
+    help="Folder for the search log (created when missing): every served search and posted "
+    "event as one row, off the request's path, flushed every second, rotated to Parquet by "
+    "size or UTC day; what train personal, vocabulary and the analytics read. Replicas may "
+    "share it. Env: SHOPSEARCH_SEARCH_LOG.",
+)
+@click.option(
     "--host",
     default="127.0.0.1",
     show_default=True,
@@ -132,6 +143,54 @@ def is_loopback(host: str) -> bool:
     help="Level of the service's logs (one JSON line per request at INFO). "
     "Env: SHOPSEARCH_LOG_LEVEL.",
 )
+@click.option(
+    "--interleave-share",
+    type=click.FloatRange(0.0, 1.0),
+    default=0.0,
+    show_default=True,
+    envvar="SHOPSEARCH_INTERLEAVE_SHARE",
+    help="Share of shoppers whose searches are a team-draft interleaving of this ranker (A) "
+    "and the challenger (B: --interleave-personal / --interleave-reranker); 0: none. "
+    "Env: SHOPSEARCH_INTERLEAVE_SHARE.",
+)
+@click.option(
+    "--interleave-name",
+    default=None,
+    envvar="SHOPSEARCH_INTERLEAVE_NAME",
+    help="The experiment's name, in the search log and 'shopsearch interleave report'. "
+    "Env: SHOPSEARCH_INTERLEAVE_NAME.",
+)
+@click.option(
+    "--interleave-personal",
+    default=None,
+    envvar="SHOPSEARCH_INTERLEAVE_PERSONAL",
+    help="B's personalization model folder, or 'none' for B without personalization "
+    "(default: A's). Env: SHOPSEARCH_INTERLEAVE_PERSONAL.",
+)
+@click.option(
+    "--interleave-reranker",
+    default=None,
+    envvar="SHOPSEARCH_INTERLEAVE_RERANKER",
+    help="B's cross-encoder folder, or 'none' for B without one (default: A's). "
+    "Env: SHOPSEARCH_INTERLEAVE_RERANKER.",
+)
+@click.option(
+    "--interleave-anonymous/--no-interleave-anonymous",
+    default=False,
+    show_default=True,
+    envvar="SHOPSEARCH_INTERLEAVE_ANONYMOUS",
+    help="Interleave anonymous searches too (drawn by session or query); default: shoppers "
+    "with an id only. Env: SHOPSEARCH_INTERLEAVE_ANONYMOUS.",
+)
+@click.option(
+    "--suggest-min-shoppers",
+    type=click.IntRange(1),
+    default=5,
+    show_default=True,
+    envvar="SHOPSEARCH_SUGGEST_MIN_SHOPPERS",
+    help="Distinct shoppers a logged query needs before GET /suggest offers it (k-anonymity). "
+    "Env: SHOPSEARCH_SUGGEST_MIN_SHOPPERS.",
+)
 def serve(
     index_dir: Path | None,
     qdrant_url: str | None,
@@ -139,6 +198,7 @@ def serve(
     reranker: Path | None,
     personal: Path | None,
     profiles: Path | None,
+    search_log: Path | None,
     host: str,
     port: int,
     workers: int,
@@ -150,6 +210,12 @@ def serve(
     rerank_depth: int | None,
     rules_dir: Path | None,
     log_level: str,
+    interleave_share: float,
+    interleave_name: str | None,
+    interleave_personal: str | None,
+    interleave_reranker: str | None,
+    interleave_anonymous: bool,
+    suggest_min_shoppers: int,
 ) -> None:
     """Serve search over HTTP: /search, /events, /users/{id}, /metrics, a page at /."""
     import uvicorn
@@ -171,6 +237,18 @@ def serve(
     ):
         if folder is not None and not folder.is_dir():
             raise ShopsearchError(f"{name} {folder}: no such directory")
+    if isinstance(profiles, str):  # a postgresql:// URL: no folder to keep the key in
+        from personalization.profiles_pg import require_key
+
+        require_key(profiles, pseudonym_key())
+    challenger = {"personal": interleave_personal, "reranker": interleave_reranker}
+    for stage, value in challenger.items():
+        if value is not None and value.strip().lower() not in ("", "none"):
+            if not Path(value).is_dir():
+                raise ShopsearchError(
+                    f"--interleave-{stage} {value}: no such directory (a folder, or 'none')"
+                )
+            challenger[stage] = str(Path(value).resolve())
     if threads is None and workers > 1:
         # each worker searches one query at a time: the workers share the cores rather than
         # each running as many threads as there are cores (--threads, or its variable: as given)
@@ -185,7 +263,7 @@ def serve(
             collection=collection,
             reranker=str(reranker.resolve()) if reranker is not None else None,
             personal=str(personal.resolve()) if personal is not None else None,
-            profiles=str(profiles.resolve()) if profiles is not None else None,
+            profiles=profiles_location(profiles),
             device=device,
             backend=backend,
             quantize=quantize,
@@ -198,6 +276,13 @@ def serve(
             threads=threads,
             pseudonym_key=pseudonym_key(),
             rules_dir=str(rules_dir.resolve()) if rules_dir is not None else None,
+            search_log=str(search_log.resolve()) if search_log is not None else None,
+            interleave_share=interleave_share,
+            interleave_name=interleave_name,
+            interleave_personal=challenger["personal"],
+            interleave_reranker=challenger["reranker"],
+            interleave_anonymous=interleave_anonymous,
+            suggest_min_shoppers=suggest_min_shoppers,
         )
         if not is_loopback(host) and settings.api_key is None:
             click.echo(

@@ -24,7 +24,10 @@ from shopsearch.cli.options import index_options, profiles_option, pseudonym_key
     help="The service's search log folder (or a segment): queries enough shoppers searched "
     "and clicked from; without it, the catalog's text only.",
 )
-@click.option("-k", "k", type=click.IntRange(1, 50), default=8, show_default=True)
+@click.option(
+    "-k", "k", type=click.IntRange(1, 50), default=8, show_default=True,
+    help="Suggestions to print, at most.",
+)  # fmt: skip
 @click.option(
     "--min-shoppers",
     type=click.IntRange(1),

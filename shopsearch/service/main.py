@@ -7,8 +7,9 @@ The app is assembled here (middleware, exception handlers, one router per featur
 endpoints live in :mod:`shopsearch.service.routers`: ``GET|POST /search``, ``POST /events``,
 ``DELETE /users/{user_id}``, ``POST /admin/reload``, ``PATCH /admin/products``,
 ``GET|POST /admin/rules``, ``DELETE /admin/rules/{id}``, ``GET /admin/rules/test``,
-``GET /healthz``, ``GET /readyz``, ``GET /metrics``, the OpenAPI docs (``/docs``,
-``/openapi.json``) and a search page at ``/``.
+``GET /admin/analytics``, ``GET /suggest``, ``GET /healthz``, ``GET /readyz``,
+``GET /metrics``, the OpenAPI docs (``/docs``, ``/openapi.json``), a search page at ``/`` and
+its analytics view at ``/analytics``.
 
 Security (:mod:`shopsearch.service.dependencies`): with an API key set, every endpoint but the
 health checks, the page and the docs (static, no data) needs ``X-API-Key``; forgetting a
@@ -30,17 +31,20 @@ from shopsearch.service.metrics import Metrics
 from shopsearch.service.middleware import ServiceMiddleware
 from shopsearch.service.routers import (
     admin,
+    analytics,
     events,
     ops,
     page,
     products,
     rules,
     search,
+    suggest,
     synonyms,
     users,
 )
 from shopsearch.service.runtime import PipelineFactory, Runtime
 from shopsearch.service.settings import ServiceSettings
+from shopsearch.service.suggestions import SuggestionService
 
 log = logging.getLogger("shopsearch.service")
 
@@ -64,9 +68,14 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        app.state.search_log = search.open_search_log(settings, metrics)
         runtime.start(background=settings.background_load)
+        app.state.suggestions.start()  # built in the background once the index is loaded
         yield
+        app.state.suggestions.close()
         runtime.close()
+        if app.state.search_log is not None:  # flush and rotate: nothing queued is lost
+            app.state.search_log.close()
 
     app = FastAPI(
         title="shopsearch",
@@ -75,11 +84,15 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.runtime = runtime
+    app.state.suggestions = SuggestionService(runtime, settings)  # GET /suggest's
+    app.state.search_log = None  # the writer: opened at start-up with settings.search_log
     app.state.metrics = metrics
     app.state.settings = settings
     app.add_middleware(ServiceMiddleware, metrics=metrics, max_body_bytes=settings.max_body_bytes)
     errors.install(app, settings)
-    for feature in (search, events, users, admin, synonyms, rules, products, ops, page):
+    for feature in (
+        search, suggest, events, users, admin, synonyms, rules, products, analytics, ops, page,
+    ):  # fmt: skip
         app.include_router(feature.router)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app

@@ -64,6 +64,15 @@ class Metrics:
             ["outcome"],
             registry=self.registry,
         )
+        self.search_log = Counter(
+            "shopsearch_search_log_rows",
+            "Rows for the search log (served searches, posted events), by outcome: written "
+            "(flushed to disk), dropped (the writer's queue was full: the disk is slower than "
+            "the traffic), failed (the folder could not be written: disk full, permissions) or "
+            "forgotten (the shopper was erased: never written).",
+            ["outcome"],
+            registry=self.registry,
+        )
         self.reloads = Counter(
             "shopsearch_model_reloads",
             "Model reloads, by outcome (ok, failed).",

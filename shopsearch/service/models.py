@@ -72,6 +72,13 @@ class SearchParams(BaseModel):
         description="The shopper (pseudonymized before any lookup); absent: anonymous. Prefer "
         "POST for a shopper id, so it stays out of URLs.",
     )
+    session_id: str | None = Field(
+        None,
+        min_length=1,
+        max_length=MAX_USER_ID_CHARS,
+        description="The shopper's session (pseudonymized): recorded in the search log with the "
+        "search, so the clicks posted with its search_id join it; absent: none.",
+    )
     explain: bool = Field(False, description="Add the features that moved each personal score.")
     mode: Literal["hybrid", "dense", "bm25"] | None = Field(
         None, description="Retrieval mode (default hybrid)."
@@ -108,6 +115,19 @@ class SearchParams(BaseModel):
         "page; absent or 'off': none.",
         json_schema_extra={"examples": ["brand:2"]},
     )
+    experiments: bool = Field(
+        True,
+        description="false: this shopper opted out of experiments (the shop's consent or "
+        "privacy setting): the search is never served interleaved, whatever the service's "
+        "interleave_share.",
+    )
+
+    @field_validator("experiments", mode="before")
+    @classmethod
+    def _experiments_is_a_bool(cls, value: Any) -> Any:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            raise ValueError("give true or false, not a number")
+        return value
 
     @field_validator("k", "offset", "min_price", "max_price", mode="before")
     @classmethod
@@ -316,6 +336,11 @@ class EventsResponse(BaseModel):
         description="Valid events not stored because their shopper was forgotten "
         "(DELETE /users/{user_id}): an erasure is durable, so their later events are skipped.",
     )
+    logged: int = Field(
+        0,
+        description="Valid events recorded in the search log (0 when the service keeps none; "
+        "a posted search event is not: the service logs the searches it serves).",
+    )
     rejected: list[EventReject] = Field(
         description="Invalid events, each with its index and why; every event of the request "
         "is in accepted, forgotten or here."
@@ -327,6 +352,21 @@ class EventsResponse(BaseModel):
 
 class ForgetResponse(BaseModel):
     removed: int = Field(description="Stored events of that shopper deleted.")
+    log_rows: int | None = Field(
+        None,
+        description="Rows of that shopper removed from the search log (absent without one).",
+    )
+    log_segments: list[str] | None = Field(
+        None,
+        description="Search log segments rewritten without those rows (file names; absent "
+        "without a search log).",
+    )
+    log_pending: list[str] | None = Field(
+        None,
+        description="Live segments of other replicas that still hold some of them: each "
+        "drops them when it rotates (at the latest at the end of its UTC day), and no replica "
+        "logs that shopper again.",
+    )
 
 
 class ReloadRequest(BaseModel):

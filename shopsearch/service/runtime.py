@@ -38,6 +38,7 @@ from shopsearch.service.settings import ServiceSettings
 if TYPE_CHECKING:
     from personalization.profiles import ProfileStore
     from rerank.pipeline import SearchPipeline
+    from shopsearch.service.interleaving import Challenger
 
 log = logging.getLogger("shopsearch.service")
 
@@ -103,6 +104,8 @@ class Loaded:
         self.owns_store = owns_store
         #: one search (or index read) at a time on this pipeline
         self.search_lock = threading.Lock()
+        #: the interleaving experiment's ranker B (shopsearch.service.interleaving), or None
+        self.interleave: Challenger | None = None
         self.closed = False
         self._state = threading.Lock()
         self._users = 0
@@ -175,6 +178,7 @@ class Loaded:
 def build(settings: ServiceSettings, factory: PipelineFactory, generation: int) -> Loaded:
     """Opens a pipeline and the profile store it ingests into."""
     pipeline = factory(settings)
+    store, owns = None, False
     try:
         if pipeline.personal is not None:
             store, pz, owns = pipeline.personal.profiles, pipeline.personal.pseudonymizer, False
@@ -183,13 +187,27 @@ def build(settings: ServiceSettings, factory: PipelineFactory, generation: int) 
 
             store, pz = open_profiles(settings.profiles, key=settings.secret("pseudonym_key"))
             owns = True
+        elif settings.search_log is not None:
+            # no profiles but a search log: its pseudonyms must stay the same across restarts
+            # and replicas (training links a shopper's rows; forget-user finds them)
+            from personalization.searchlog_writer import log_pseudonymizer
+
+            key = settings.secret("pseudonym_key")
+            store, pz, owns = None, log_pseudonymizer(settings.search_log, key=key), False
         else:
             # no profiles: a throw-away key, so that logs still show an unlinkable pseudonym
             store, pz, owns = None, Pseudonymizer(secrets.token_bytes(32)), False
+        from shopsearch.service.interleaving import open_challenger
+
+        challenger = open_challenger(pipeline, settings, store, pz)
     except BaseException:
         pipeline.close()
+        if owns and store is not None:
+            store.close()
         raise
-    return Loaded(pipeline, settings, generation, store, pz, owns)
+    loaded = Loaded(pipeline, settings, generation, store, pz, owns)
+    loaded.interleave = challenger
+    return loaded
 
 
 class Runtime:

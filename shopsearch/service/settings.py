@@ -81,6 +81,21 @@ class ServiceSettings(BaseSettings):
         rules_dir: Where the shop's merchandising rules (``rules.json``) and synonyms
             (``synonyms.json``) are kept; None: beside an embedded index (a server index then
             has none). Edits are picked up at the next search.
+        search_log: A folder for the search log: every served search and posted event, one row
+            each (:mod:`personalization.searchlog`), what ``train personal``, ``vocabulary``
+            and the analytics read; None: nothing is recorded. Several replicas may share it.
+        interleave_share: Share of shoppers (0..1) whose searches are served as a team-draft
+            interleaving of this ranker (A) and the challenger (B); 0: no experiment.
+        interleave_name: The experiment's name (in the search log; needed with a share).
+        interleave_personal: B's personalization model folder, or ``none`` for B without
+            personalization; None: A's.
+        interleave_reranker: B's cross-encoder folder, or ``none`` for B without one; None: A's.
+        interleave_anonymous: Interleave anonymous searches too (drawn by session, or query
+            without one, since they have no shopper); False: never.
+        suggest_min_shoppers: Distinct shoppers a logged query needs before ``/suggest``
+            offers it (k-anonymity, ``analytics.suggest``).
+        suggest_refresh_s: Seconds between rebuilds of the suggestions from a grown search log
+            (a forgotten shopper or a reload rebuilds at once); 0: only those.
     """
 
     model_config = SettingsConfigDict(
@@ -108,6 +123,14 @@ class ServiceSettings(BaseSettings):
     threads: int | None = Field(None, ge=1)
     pseudonym_key: SecretStr | None = None
     rules_dir: str | None = None
+    search_log: str | None = None
+    interleave_share: float = Field(0.0, ge=0.0, le=1.0)
+    interleave_name: str | None = Field(None, max_length=100)
+    interleave_personal: str | None = None
+    interleave_reranker: str | None = None
+    interleave_anonymous: bool = False
+    suggest_min_shoppers: int = Field(5, ge=1)
+    suggest_refresh_s: float = Field(300.0, ge=0)
 
     def __init__(self, **values: Any) -> None:
         try:
@@ -117,7 +140,7 @@ class ServiceSettings(BaseSettings):
 
     @field_validator(
         "index", "qdrant_url", "reranker", "personal", "profiles", "device", "state_dir",
-        "quantize", "rules_dir", mode="before",
+        "quantize", "rules_dir", "search_log", mode="before",
     )  # fmt: skip
     @classmethod
     def _blank_is_unset(cls, value: Any) -> Any:
@@ -173,6 +196,34 @@ class ServiceSettings(BaseSettings):
             )
         if self.quantize is not None and self.backend == "torch":
             raise ValueError("quantize int8 runs on the onnx or openvino backend, not torch")
+        return self
+
+    @field_validator("interleave_name", "interleave_personal", "interleave_reranker", mode="before")
+    @classmethod
+    def _blank_interleave_is_unset(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @model_validator(mode="after")
+    def _interleave(self) -> ServiceSettings:
+        if self.interleave_share == 0.0:
+            return self
+        if self.interleave_name is None:
+            raise ValueError(
+                "SHOPSEARCH_INTERLEAVE_NAME (interleave_name): an interleaving experiment needs "
+                "a name (--interleave-name), the one 'shopsearch interleave report' shows"
+            )
+        if self.interleave_personal is None and self.interleave_reranker is None:
+            raise ValueError(
+                "SHOPSEARCH_INTERLEAVE_SHARE (interleave_share): give the challenger ranker B "
+                "(--interleave-personal or --interleave-reranker, a folder or 'none'), or a "
+                "share of 0"
+            )
+        personal = self.interleave_personal
+        if personal is not None and personal.lower() != "none" and self.profiles is None:
+            raise ValueError(
+                "SHOPSEARCH_INTERLEAVE_PERSONAL (interleave_personal): a personalization model "
+                "needs a profile directory (--profiles)"
+            )
         return self
 
     # -- keys ------------------------------------------------------------------------------
