@@ -1033,6 +1033,59 @@ def bench_rules_cmd(
         click.echo(f"wrote the report into {page}", err=True)
 
 
+@click.command("bench-searchlog")
+@click.argument("index", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option(
+    "--queries",
+    "n_queries",
+    default=200,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Queries (title words of random products).",
+)
+@click.option(
+    "--rounds",
+    default=3,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Timed passes over the queries, each query with the log on and off.",
+)
+@click.option("--seed", default=0, show_default=True, type=int, help="Seeds the queries.")
+@click.option(
+    "--threads",
+    type=click.IntRange(1),
+    default=None,
+    help="Intra-op CPU threads of the query tower (default: physical cores).",
+)
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print the figures as JSON instead of the table."
+)
+@docs_option
+def bench_searchlog_cmd(
+    index: Path,
+    n_queries: int,
+    rounds: int,
+    seed: int,
+    threads: int | None,
+    as_json: bool,
+    docs_page: Path | None,
+) -> None:
+    """What the search log costs a search on INDEX: POST /search p50/p99 with the log on and
+    off, interleaved in one run (the log goes to a temporary folder)."""
+    import json
+
+    from research.bench_searchlog import REPORT_KEY, run
+    from research.bench_speed import machine_description
+    from research.docs import command_line, publish
+
+    cost = run(index, n_queries, rounds, seed, threads)
+    report = cost.markdown()
+    click.echo(json.dumps(cost.as_dict()) if as_json else report)
+    if docs_page is not None:
+        page = publish(docs_page, REPORT_KEY, report, command_line(), machine_description())
+        click.echo(f"wrote the report into {page}", err=True)
+
+
 @click.command("bench-update")
 @click.option(
     "--workdir",
@@ -1134,6 +1187,367 @@ def bench_update_cmd(
     _publish(docs_page, workdir / "updates.md")
 
 
+@click.command("bench-profiles")
+@click.option(
+    "--store",
+    "stores",
+    multiple=True,
+    type=click.Choice(["sqlite", "postgresql", "redis"]),
+    help="A store to measure (repeat; default all three).",
+)
+@click.option(
+    "--users", default=10_000, show_default=True, type=click.IntRange(1), help="Shoppers stored."
+)
+@click.option(
+    "--events-per-user", default=20, show_default=True, type=click.IntRange(1), help="History."
+)
+@click.option(
+    "--items", default=20_000, show_default=True, type=click.IntRange(100), help="Products."
+)
+@click.option(
+    "--candidates", default=50, show_default=True, type=click.IntRange(1), help="Popularity ids."
+)
+@click.option(
+    "--reads", default=2_000, show_default=True, type=click.IntRange(10), help="Per phase."
+)
+@click.option(
+    "--write-rate",
+    default=1_000.0,
+    show_default=True,
+    type=click.FloatRange(min=1),
+    help="Events/s of the paced writer process.",
+)
+@click.option(
+    "--write-batch", default=10, show_default=True, type=click.IntRange(1), help="Per ingest."
+)
+@click.option(
+    "--seconds",
+    default=10.0,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="Each phase reads for at least this long (and --reads reads).",
+)
+@click.option(
+    "--postgres",
+    default=None,
+    help="A scratch PostgreSQL URL (its shopsearch schema is dropped); default: a throw-away "
+    "server (needs PostgreSQL installed).",
+)
+@click.option(
+    "--redis",
+    default=None,
+    help="A scratch Redis URL (flushed); default: a throw-away redis-server.",
+)
+@click.option("--seed", default=0, show_default=True, type=int, help="Seeds the history.")
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
+@docs_option
+def bench_profiles_cmd(
+    stores: tuple[str, ...],
+    users: int,
+    events_per_user: int,
+    items: int,
+    candidates: int,
+    reads: int,
+    write_rate: float,
+    write_batch: int,
+    seconds: float,
+    postgres: str | None,
+    redis: str | None,
+    seed: int,
+    as_json: bool,
+    docs_page: Path | None,
+) -> None:
+    """Profile read p50/p99 (profile + popularity of the candidates) of the SQLite, PostgreSQL
+    and Redis stores, idle and while another process ingests events: the measurement behind
+    the shared profile store's choice."""
+    import dataclasses
+    import json
+    import os
+
+    from research.bench_profiles import REPORT_KEY, STORES, Workload, markdown, run
+    from research.bench_speed import machine_description
+    from research.docs import command_line, publish
+
+    workload = Workload(
+        users=users,
+        events_per_user=events_per_user,
+        items=items,
+        candidates=candidates,
+        reads=reads,
+        write_batch=write_batch,
+        write_rate=write_rate,
+        seconds=seconds,
+        seed=seed,
+    )
+    load = os.getloadavg()[0]
+    results = run(stores or STORES, workload, postgres=postgres, redis=redis)
+    report = markdown(results, workload, load)
+    if as_json:
+        click.echo(json.dumps([dataclasses.asdict(r) for r in results]))
+    else:
+        click.echo(report)
+    if docs_page is not None:
+        page = publish(docs_page, REPORT_KEY, report, command_line(), machine_description())
+        click.echo(f"wrote the report into {page}", err=True)
+
+
+@click.command("bench-interleave")
+@click.argument("data", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option(
+    "--change",
+    "changes",
+    multiple=True,
+    type=click.FloatRange(-1.0),
+    help="B is A changed by this, one pair each (repeat; default -0.5 -0.2 -0.1 0.1 0.2 0.5): "
+    "below 0 removes that share of A's errors (better), above 0 adds that much noise (worse).",
+)
+@click.option(
+    "--reference",
+    default=0.6,
+    show_default=True,
+    type=click.FloatRange(0.0),
+    help="A's noise (its scores: relevance + this * N(0,1)).",
+)
+@click.option(
+    "--distractors",
+    default=20,
+    show_default=True,
+    type=click.IntRange(10),
+    help="Random unjudged catalog products among each query's candidates.",
+)
+@click.option(
+    "--max-searches",
+    default=100_000,
+    show_default=True,
+    type=click.IntRange(20),
+    help="Largest simulated sample per method and run.",
+)
+@click.option(
+    "--runs", default=20, show_default=True, type=click.IntRange(1), help="Runs per pair."
+)
+@click.option(
+    "--split",
+    default="test",
+    show_default=True,
+    type=click.Choice(["train", "validation", "test", "all"]),
+    help="Which queries of the benchmark.",
+)
+@click.option(
+    "--queries",
+    "max_queries",
+    default=None,
+    type=click.IntRange(1),
+    help="At most this many queries (a seeded sample; default all of the split).",
+)
+@click.option(
+    "--noise-share",
+    default=None,
+    type=click.FloatRange(0.0, 1.0),
+    help="Share of searches clicking at random (default: the simulator's).",
+)
+@click.option(
+    "--click-spread",
+    default=0.0,
+    show_default=True,
+    type=click.FloatRange(0.0),
+    help="Coefficient of variation of each search's click propensity (0: the simulator as "
+    "documented).",
+)
+@click.option("--seed", default=0, show_default=True, type=int, help="Seeds everything.")
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print the figures as JSON instead of the table."
+)
+@docs_option
+def bench_interleave_cmd(
+    data: Path,
+    changes: tuple[float, ...],
+    reference: float,
+    distractors: int,
+    max_searches: int,
+    runs: int,
+    split: str,
+    max_queries: int | None,
+    noise_share: float | None,
+    click_spread: float,
+    seed: int,
+    as_json: bool,
+    docs_page: Path | None,
+) -> None:
+    """Interleaving against an A/B split on simulated shoppers over DATA (a benchmark
+    directory: catalog, queries, graded qrels): does interleaving's verdict agree with the
+    offline NDCG@10 difference, and how many searches does each need to reach p < 0.05?"""
+    import json
+
+    from research.bench_interleave import DEFAULT_CHANGES, REPORT_KEY, run
+    from research.bench_speed import machine_description
+    from research.docs import command_line, publish
+
+    bench = run(
+        data,
+        changes=changes or DEFAULT_CHANGES,
+        reference=reference,
+        distractors=distractors,
+        max_searches=max_searches,
+        runs=runs,
+        split=None if split == "all" else split,
+        max_queries=max_queries,
+        noise_share=noise_share,
+        click_spread=click_spread,
+        seed=seed,
+    )
+    report = bench.markdown()
+    click.echo(json.dumps(bench.as_dict()) if as_json else report)
+    if docs_page is not None:
+        key = REPORT_KEY if click_spread == 0 else f"{REPORT_KEY}-spread"
+        page = publish(docs_page, key, report, command_line(), machine_description())
+        click.echo(f"wrote the report into {page}", err=True)
+
+
+@click.command("bench-analytics")
+@click.option(
+    "--workdir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("runs/bench-analytics"),
+    show_default=True,
+    help="Where the synthetic log (log/, reused when it is the same one) and the report go.",
+)
+@click.option(
+    "--searches",
+    default=10_000_000,
+    show_default=True,
+    type=click.IntRange(1000),
+    help="Logged searches (plus the clicks, carts and purchases they draw).",
+)
+@click.option(
+    "--days", default=30, show_default=True, type=click.IntRange(1), help="UTC days they span."
+)
+@click.option(
+    "--segment-searches",
+    default=100_000,
+    show_default=True,
+    type=click.IntRange(1000),
+    help="Searches per Parquet segment.",
+)
+@click.option("--seed", default=0, show_default=True, type=int, help="Seeds the synthetic log.")
+@click.option(
+    "--fresh", is_flag=True, help="Generate the log again even when workdir holds the same one."
+)
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print the figures as JSON instead of the table."
+)
+@docs_option
+def bench_analytics_cmd(
+    workdir: Path,
+    searches: int,
+    days: int,
+    segment_searches: int,
+    seed: int,
+    fresh: bool,
+    as_json: bool,
+    docs_page: Path | None,
+) -> None:
+    """A full analytics report's time over N synthetic logged searches (first run in the
+    process and a second one), and the log's size on disk."""
+    import json
+
+    from research.bench_analytics import run
+
+    bench = run(workdir, searches, days, segment_searches, seed, reuse=not fresh)
+    click.echo(json.dumps(bench.as_dict()) if as_json else bench.markdown())
+    click.echo(f"wrote {workdir / 'analytics.md'} and {workdir / 'analytics.json'}", err=True)
+    _publish(docs_page, workdir / "analytics.md")
+
+
+@click.command("bench-suggest")
+@click.option(
+    "--searches",
+    default=1_000_000,
+    show_default=True,
+    type=click.IntRange(100),
+    help="Searches in the synthetic log (45% followed by a click).",
+)
+@click.option(
+    "--products",
+    default=20_000,
+    show_default=True,
+    type=click.IntRange(10),
+    help="Products of the synthetic sample catalog (without --catalog).",
+)
+@click.option(
+    "--catalog",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="A catalog file instead of the sample (e.g. runs/hd/catalog.parquet).",
+)
+@click.option(
+    "--queries",
+    "queries_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="A file with a 'query' column: the log's queries (e.g. runs/hd/queries.parquet, "
+    "Home Depot's); default: made from the catalog's titles, brands and categories.",
+)
+@click.option(
+    "--calls",
+    default=20_000,
+    show_default=True,
+    type=click.IntRange(100),
+    help="Timed suggest() calls (prefixes of 1 to 10 characters, 20% with a typo).",
+)
+@click.option(
+    "--min-shoppers", default=5, show_default=True, type=click.IntRange(1), help="The guard."
+)
+@click.option(
+    "--seed", default=0, show_default=True, type=int, help="Seeds the log and the prefixes."
+)
+@click.option(
+    "--workdir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("runs/bench-suggest"),
+    show_default=True,
+    help="Where the synthetic log goes (rewritten at each run).",
+)
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print the figures as JSON instead of the tables."
+)
+@docs_option
+def bench_suggest_cmd(
+    searches: int,
+    products: int,
+    catalog: Path | None,
+    queries_file: Path | None,
+    calls: int,
+    min_shoppers: int,
+    seed: int,
+    workdir: Path,
+    as_json: bool,
+    docs_page: Path | None,
+) -> None:
+    """Search-box suggestions at scale: build time and memory of the Suggester over a
+    synthetic search log, and p50/p99 of suggest() over typed prefixes (some with typos)."""
+    import json
+
+    from research.bench_speed import machine_description
+    from research.bench_suggest import REPORT_KEY, run
+    from research.docs import command_line, publish
+
+    bench = run(
+        workdir,
+        searches=searches,
+        products=products,
+        catalog=catalog,
+        queries_file=queries_file,
+        calls=calls,
+        min_shoppers=min_shoppers,
+        seed=seed,
+    )
+    report = bench.markdown()
+    click.echo(json.dumps(bench.as_dict()) if as_json else report)
+    if docs_page is not None:
+        page = publish(docs_page, REPORT_KEY, report, command_line(), machine_description())
+        click.echo(f"wrote the report into {page}", err=True)
+
+
 COMMANDS = [
     sample_catalog,
     demo_cmd,
@@ -1147,5 +1561,10 @@ COMMANDS = [
     bench_faults_cmd,
     bench_storefront_cmd,
     bench_rules_cmd,
+    bench_searchlog_cmd,
+    bench_profiles_cmd,
     bench_update_cmd,
+    bench_interleave_cmd,
+    bench_analytics_cmd,
+    bench_suggest_cmd,
 ]

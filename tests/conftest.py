@@ -103,3 +103,28 @@ def tiny_bench(tmp_path, sample_products):
     pl.DataFrame(qrels).write_parquet(out / "qrels.parquet")
     (out / "manifest.json").write_text(json.dumps({"relevance_threshold": 2.5, "gain_offset": 1.0}))
     return out
+
+
+# -- a throw-away PostgreSQL server (tests/pg_server.py): the shared profile store's tests ----
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A PostgreSQL server in a temporary folder for the session; skips, saying why, when
+    none can start here (not installed: ``.ci/run`` installs Debian's ``postgresql``)."""
+    import pg_server
+
+    reason = pg_server.why_not()
+    if reason is not None:
+        pytest.skip(f"no PostgreSQL server for this test: {reason}")
+    server = pg_server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture()
+def postgres_url(postgres_server) -> str:
+    """A new empty database on the session's server (dropped afterwards): its URL."""
+    url = postgres_server.create_database()
+    yield url
+    postgres_server.drop_database(url)

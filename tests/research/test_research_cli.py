@@ -12,7 +12,8 @@ from shopsearch.cli import main
 RESEARCH_COMMANDS = {
     "sample-catalog", "demo", "bench", "bench-index", "bench-personal", "simulate",
     "bench-faults", "bench-typo", "bench-depth", "bench-synonyms", "bench-storefront",
-    "bench-rules", "bench-update",
+    "bench-rules", "bench-update", "bench-interleave", "bench-profiles", "bench-analytics",
+    "bench-suggest", "bench-searchlog",
 }  # fmt: skip
 
 
