@@ -37,8 +37,9 @@ else
   rm -rf "$tmp"
 fi
 
-# onnx: ONNX Runtime, onnx and OpenVINO (CPU wheels, no torch) for --backend onnx|openvino
-pip install -q -e '.[dev,train,onnx]'
+# onnx: ONNX Runtime, onnx and OpenVINO (CPU wheels, no torch) for --backend onnx|openvino;
+# postgres: psycopg and its pool (no torch) for the shared profile store and its tests
+pip install -q -e '.[dev,train,onnx,postgres]'
 # research/ is its own distribution (shopsearch-research: simulator, benchmarks, the sample
 # catalog, and their commands, which it registers into `shopsearch`); after the root package so
 # its `shopsearch` dependency is already satisfied by the editable install.
