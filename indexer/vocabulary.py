@@ -152,6 +152,9 @@ def add_log_vocabulary(
             kinds=("search", "click", "add_to_cart", "purchase"),
         )
         events, anonymous, forgotten = read.events, read.anonymous_searches, read.forgotten
+        if profiles is not None:  # shoppers erased from the profile store only
+            events, erased = without_forgotten(events, profiles, key=key, pseudonymous=True)
+            forgotten += erased
     else:
         for batch in read_events(log, now=now):
             rejected += len(batch.rejects)

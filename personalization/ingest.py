@@ -87,7 +87,10 @@ def check_profiles(profiles: str | os.PathLike[str], key: str | None = None) -> 
 
 
 def without_forgotten(
-    events: list, profiles: str | os.PathLike[str], key: str | None = None
+    events: list,
+    profiles: str | os.PathLike[str],
+    key: str | None = None,
+    pseudonymous: bool = False,
 ) -> tuple[list, int]:
     """The events of shoppers the profile store at ``profiles`` has not erased.
 
@@ -98,6 +101,8 @@ def without_forgotten(
         events: ``personalization.events.Event`` objects (raw user ids).
         profiles: The profile directory serving uses.
         key: The pseudonym key serving uses (hex text); None: the directory's key file.
+        pseudonymous: The events' ``user_id`` is already a pseudonym (a service's search log,
+            written with the same key), not a raw id.
 
     Returns:
         (the kept events, how many distinct shoppers were left out).
@@ -110,7 +115,11 @@ def without_forgotten(
     check_profiles(profiles, key)
     store, pz = open_profiles(profiles, key)
     try:
-        gone = {u for u in {e.user_id for e in events} if store.is_forgotten(u, pz)}
+        users = {e.user_id for e in events}
+        if pseudonymous:
+            gone = store.forgotten_pseudonyms(users, pz)
+        else:
+            gone = {u for u in users if store.is_forgotten(u, pz)}
     finally:
         store.close()
     return [e for e in events if e.user_id not in gone], len(gone)

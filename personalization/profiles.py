@@ -383,6 +383,14 @@ class ProfileStore:
         with self._lock, self._guard():
             return bool(self._forgotten({pseudonym}, pseudonymizer))
 
+    def forgotten_pseudonyms(
+        self, pseudonyms: Iterable[str], pseudonymizer: Pseudonymizer
+    ) -> set[str]:
+        """Which of these pseudonyms belong to shoppers :meth:`forget` erased (what reads a
+        service's search log, whose rows carry pseudonyms, filters by)."""
+        with self._lock, self._guard():
+            return self._forgotten(set(pseudonyms), pseudonymizer)
+
     # -- reads ---------------------------------------------------------------------------
 
     def profile(

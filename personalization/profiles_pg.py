@@ -378,6 +378,14 @@ class PostgresProfileStore:
         with self._guard(), self._pool.connection() as conn:
             return bool(self._forgotten(conn, {pseudonym}, pseudonymizer))
 
+    def forgotten_pseudonyms(
+        self, pseudonyms: Iterable[str], pseudonymizer: Pseudonymizer
+    ) -> set[str]:
+        """Which of these pseudonyms belong to shoppers :meth:`forget` erased (what reads a
+        service's search log, whose rows carry pseudonyms, filters by)."""
+        with self._guard(), self._pool.connection() as conn:
+            return self._forgotten(conn, set(pseudonyms), pseudonymizer)
+
     # -- reads ---------------------------------------------------------------------------
 
     def profile(

@@ -431,3 +431,37 @@ def test_the_services_search_log_teaches_the_same_words(edge_index, tmp_path):
     summary = add_log_vocabulary(edge_index, folder)
     assert summary.words_added == ["kohler"] and summary.searches == 12
     assert summary.anonymous == 1 and summary.shoppers == 5
+
+
+def test_a_search_log_leaves_out_shoppers_erased_from_the_profile_store(edge_index, tmp_path):
+    """A shopper erased with ``forget-user --profiles`` only (their log rows not rewritten)
+    stops counting in a search log read with that store: the rows carry pseudonyms, matched
+    against the store's tombstones."""
+    from personalization.ingest import open_profiles
+    from personalization.searchlog import write_segment
+
+    profiles, folder = tmp_path / "profiles", tmp_path / "search-log"
+    store, pz = open_profiles(profiles)
+    try:
+        store.forget("cy", pz)
+    finally:
+        store.close()
+    rows = []
+    for e in (e for i, s in enumerate(GOOD_LOG) for e in _search(s[0], i, *s[1:])):
+        row = {
+            "event": e["event"],
+            "timestamp": e["timestamp"],
+            "search_id": e["search_id"],
+            "pseudonym": pz.pseudonym(e["user_id"]),
+            "session": pz.session_pseudonym(e["session_id"]),
+        }
+        if e["event"] == "search":
+            rows.append({**row, "query": e["query"], "results": e["results"], "offset": 0})
+        else:
+            rows.append({**row, "product_id": e["product_id"]})
+    folder.mkdir()
+    write_segment(folder / "20231114T221320.000000Z-host-1.parquet", rows)
+    # "kohler" had three shoppers (ann, bob, cy): without cy it is under the guard of three
+    assert add_log_vocabulary(edge_index, folder).words_added == ["kohler"]
+    summary = add_log_vocabulary(edge_index, folder, profiles=profiles)
+    assert summary.words_added == [] and summary.forgotten > 0

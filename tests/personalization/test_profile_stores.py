@@ -168,6 +168,15 @@ def test_forget_is_exact_and_durable_across_reingest(store, pz) -> None:
     assert store.count_events() == 0 and store.item_stats("p2") is None
 
 
+def test_forgotten_pseudonyms_finds_erased_shoppers_by_pseudonym(store, pz) -> None:
+    """What reads a service's search log (rows carry pseudonyms, not ids) asks the store."""
+    store.ingest([ev(ALICE, T0, "click", "p1"), ev(BOB, T0, "click", "p2")], pz)
+    store.forget(ALICE, pz)
+    alice, bob = pz.pseudonym(ALICE), pz.pseudonym(BOB)
+    assert store.forgotten_pseudonyms({alice, bob, "nobody"}, pz) == {alice}
+    assert store.forgotten_pseudonyms([], pz) == set()
+
+
 def test_concurrent_ingest_and_forget_keep_counts_exact(store, pz) -> None:
     """Writers in threads (and, for PostgreSQL, on separate connections as replicas are):
     after a forget nothing of the erased shopper is left, and the counts are the survivors'."""
