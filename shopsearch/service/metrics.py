@@ -64,6 +64,12 @@ class Metrics:
             ["outcome"],
             registry=self.registry,
         )
+        self.interleaved = Counter(
+            "shopsearch_interleaved_searches",
+            "Searches served as a team-draft interleaving of rankers A and B, by experiment.",
+            ["experiment"],
+            registry=self.registry,
+        )
         self.search_log = Counter(
             "shopsearch_search_log_rows",
             "Rows for the search log (served searches, posted events), by outcome: written "

@@ -78,6 +78,8 @@ def test_share_one_interleaves_a_shopper_and_pages_continue(make_client, served,
     assert [r["product_id"] for r in page["results"]] == ids[5:]
     assert served[-1] == ("no-personal", teams[5:])
     assert [r["rank"] for r in page["results"]] == [6, 7, 8, 9, 10]
+    metrics = client.get("/metrics").text  # both pages counted, under the experiment's name
+    assert 'shopsearch_interleaved_searches_total{experiment="no-personal"} 2.0' in metrics
 
 
 def test_anonymous_opted_out_and_sorted_searches_are_not_interleaved(make_client, served):

@@ -171,6 +171,8 @@ def run_search(
         with server_side("search is unavailable", settings):
             served = interleave(loaded, params, hits, filters)
         hits, experiment, teams = served.hits, served.experiment, served.teams
+    if experiment is not None:
+        metrics.interleaved.labels(experiment).inc()
     took = (time.perf_counter() - t0) * 1000
     log_search(request, params, loaded, hits, filters, search_id, took, experiment, teams)
     metrics.observe_stages(stage_ms)
