@@ -68,8 +68,9 @@ import numpy as np
 import polars as pl
 
 from core.errors import ShopsearchError
+from personalization.privacy import Pseudonymizer
 from personalization.propensity import estimate_propensities
-from personalization.searchlog import INTERACTIONS, log_files, scan
+from personalization.searchlog import INTERACTIONS, log_files, read_tombstones, scan
 
 __all__ = [
     "MIN_SHOPPERS",
@@ -365,6 +366,7 @@ def analytics_report(
     min_shoppers: int = MIN_SHOPPERS,
     max_rank: int = MAX_RANK,
     max_impressions: int = MAX_IMPRESSIONS,
+    pseudonymizer: Pseudonymizer | None = None,
 ) -> AnalyticsReport:
     """The report of a search log's folders or segments, from UTC day ``since`` to ``until``
     (both included; ``YYYY-MM-DD`` or dates).
@@ -377,6 +379,9 @@ def analytics_report(
         min_shoppers: Distinct shoppers a query needs to be listed (k-anonymity).
         max_rank: Ranks of the examination curve.
         max_impressions: Impressions the EM runs on at most (a sample beyond).
+        pseudonymizer: The key the log was written with: with it, the rows of shoppers
+            tombstoned in a folder's ``forgotten.txt`` are left out even from a segment not
+            rewritten yet (another replica's live one); None: the segments as they are.
 
     Returns:
         :class:`AnalyticsReport`.
@@ -388,9 +393,10 @@ def analytics_report(
     first = parse_day(since, "--since")
     last = parse_day(until, "--until")
     lo, hi = day_window(first, last)
-    segments = [scan(path, lo, hi) for path in log_files(paths)]
+    gone = _forgotten(paths, pseudonymizer)
+    segments = [_without(scan(path, lo, hi), gone) for path in log_files(paths)]
     return report_of(
-        scan(paths, lo, hi),
+        _without(scan(paths, lo, hi), gone),
         segments=segments,
         since=first,
         until=last,
@@ -399,6 +405,27 @@ def analytics_report(
         max_rank=max_rank,
         max_impressions=max_impressions,
     )
+
+
+def _forgotten(
+    paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
+    pseudonymizer: Pseudonymizer | None,
+) -> list[str]:
+    """The pseudonyms in the log whose tombstone a folder's ``forgotten.txt`` holds."""
+    if pseudonymizer is None:
+        return []
+    folders = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+    tombstones = set().union(*(read_tombstones(f) for f in folders if Path(f).is_dir()))
+    if not tombstones:
+        return []
+    names = scan(paths).select(pl.col("pseudonym").drop_nulls().unique()).collect()
+    return [p for p in names["pseudonym"] if pseudonymizer.tombstone(p) in tombstones]
+
+
+def _without(log: pl.LazyFrame, pseudonyms: list[str]) -> pl.LazyFrame:
+    if not pseudonyms:
+        return log
+    return log.filter(~pl.col("pseudonym").is_in(pseudonyms).fill_null(False))
 
 
 def _check_positive(name: str, value: int) -> None:

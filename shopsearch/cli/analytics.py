@@ -10,6 +10,8 @@ from pathlib import Path
 
 import click
 
+from shopsearch.cli.options import profiles_option, pseudonym_key
+
 
 @click.command("analytics")
 @click.argument("logs", metavar="LOG...", nargs=-1, required=True, type=click.Path(path_type=Path))
@@ -54,6 +56,11 @@ import click
     default=None,
     help="Also write PNG plots into this folder (needs matplotlib: the train extra).",
 )
+@profiles_option(
+    "The service's profile store, whose key the log is written with: with it (or "
+    "SHOPSEARCH_PSEUDONYM_KEY, or the log folder's own key) shoppers erased since a segment "
+    "was written are left out."
+)
 @click.option(
     "--out",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -69,13 +76,19 @@ def analytics_cmd(
     min_shoppers: int,
     plots: Path | None,
     out: Path | None,
+    profiles: Path | str | None,
 ) -> None:
     """Top queries, zero-result and rescued queries, click-through and click position per
     query, abandonment, searches per shopper and the examination curve, per UTC day, from the
     service's search log (LOG: its --search-log folder, or segment files)."""
     from analytics.report import analytics_report, render, save_plots
+    from personalization.searchlog_writer import log_pseudonymizer
 
-    report = analytics_report(logs, since, until, top=top, min_shoppers=min_shoppers)
+    folder = next((p for p in logs if p.is_dir()), None)
+    pz = None if folder is None else log_pseudonymizer(folder, profiles, pseudonym_key(), False)
+    report = analytics_report(
+        logs, since, until, top=top, min_shoppers=min_shoppers, pseudonymizer=pz
+    )
     text = render(report, fmt)
     if out is not None:
         from core.io import atomic_write

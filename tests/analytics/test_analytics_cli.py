@@ -99,3 +99,24 @@ def test_the_threshold_default_is_the_library_s():
 
     (option,) = [p for p in analytics_cmd.params if p.name == "min_shoppers"]
     assert option.default == MIN_SHOPPERS  # a literal there: --help loads no polars
+
+
+def test_shoppers_erased_since_a_segment_was_written_are_left_out(tmp_path):
+    """The log folder's own key (a service without profiles) finds the tombstoned shopper's
+    rows in a segment not rewritten yet."""
+    from personalization.searchlog import FORGOTTEN_FILE, write_segment
+    from personalization.searchlog_writer import log_pseudonymizer
+
+    folder = tmp_path / "log"
+    pz = log_pseudonymizer(folder)
+    rows = [
+        {"event": "search", "timestamp": 1_796_000_000.0 + i, "search_id": f"s{i}",
+         "pseudonym": pz.pseudonym(user), "session": "", "query": "drill", "offset": 0,
+         "k": 10, "results": ["p1"]}
+        for i, user in enumerate(["alice", "bob"])
+    ]  # fmt: skip
+    write_segment(folder / "20261129T000000.000000Z-other-1.parquet", rows)
+    (folder / FORGOTTEN_FILE).write_text(pz.tombstone(pz.pseudonym("alice")) + "\n")
+    got = run(folder, "--format", "json")
+    assert got.exit_code == 0, got.output
+    assert (json.loads(got.stdout)["searches"], json.loads(got.stdout)["shoppers"]) == (1, 1)

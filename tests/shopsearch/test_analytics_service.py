@@ -77,7 +77,7 @@ def test_the_admin_key_is_needed(make_client, log):
 def test_openapi_lists_every_answer(make_client):
     client = make_client(admin_key="admin-secret")
     op = client.get("/openapi.json").json()["paths"]["/admin/analytics"]["get"]
-    assert set(op["responses"]) == {"200", "400", "401", "403", "409", "422"}
+    assert set(op["responses"]) == {"200", "400", "401", "403", "409", "422", "503"}
     assert {p["name"] for p in op["parameters"]} == {"since", "until", "top"}
     assert "5 distinct shoppers" in op["description"]
     assert op["security"] == [{"api_key": [], "admin_key": []}]
@@ -120,3 +120,27 @@ def test_the_report_reads_what_the_service_itself_logged(make_client, tmp_path):
     assert (data["searches"], data["shoppers"], data["interactions"]) == (3, 1, 1)
     assert data["ctr"] == pytest.approx(1 / 3) and data["mean_click_position"] == 2.0
     assert "alice" not in json.dumps(data)
+
+
+def test_rows_of_an_erased_shopper_not_yet_rewritten_are_left_out(make_client, tmp_path):
+    """Another replica's live segment keeps an erased shopper's rows until it rotates; the
+    report leaves them out already, by the folder's tombstones and the service's key."""
+    from personalization.searchlog import FORGOTTEN_FILE, write_segment
+
+    folder = tmp_path / "shared-log"
+    client = make_client(admin_key="admin-secret", search_log=str(folder))
+    client.get("/readyz")
+    pz = client.app.state.runtime.current.pseudonymizer
+    folder.mkdir(exist_ok=True)
+    rows = [
+        {"event": "search", "timestamp": 1_767_268_800.0 + i, "search_id": f"s{i}",
+         "pseudonym": pz.pseudonym(user), "session": "", "query": "drill", "offset": 0,
+         "k": 10, "results": ["p1", "p2"]}
+        for i, user in enumerate(["alice", "bob", "bob"])
+    ]  # fmt: skip
+    write_segment(folder / "20260101T000000.000000Z-other-1.parquet", rows)
+    before = client.get("/admin/analytics", headers=ADMIN).json()
+    assert (before["searches"], before["shoppers"]) == (3, 2)
+    (folder / FORGOTTEN_FILE).write_text(pz.tombstone(pz.pseudonym("alice")) + "\n")
+    after = client.get("/admin/analytics", headers=ADMIN).json()
+    assert (after["searches"], after["shoppers"]) == (2, 1)

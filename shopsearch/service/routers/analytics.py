@@ -19,6 +19,8 @@ from shopsearch.service.dependencies import (
     ADMIN,
     ADMIN_RESPONSES,
     INVALID_RESPONSES,
+    UNAVAILABLE_RESPONSES,
+    RuntimeDep,
     Settings,
     problem,
 )
@@ -45,10 +47,12 @@ NO_LOG = (
         409: problem("The service keeps no search log (started without --search-log)."),
         **ADMIN_RESPONSES,
         **INVALID_RESPONSES,
+        **UNAVAILABLE_RESPONSES,
     },
 )
 def read_analytics(
     settings: Settings,
+    runtime: RuntimeDep,
     since: Annotated[
         date | None,
         Query(description="First UTC day included (YYYY-MM-DD); absent: the log's start."),
@@ -65,4 +69,8 @@ def read_analytics(
         raise HTTPException(409, NO_LOG)
     # a folder not created yet (nothing logged so far) is an empty log
     paths = [folder] if Path(folder).exists() else []
-    return analytics_report(paths, since, until, top=top, min_shoppers=MIN_SHOPPERS)
+    with runtime.pin() as loaded:  # the key the log is written with: erased shoppers out
+        pz = loaded.pseudonymizer
+    return analytics_report(
+        paths, since, until, top=top, min_shoppers=MIN_SHOPPERS, pseudonymizer=pz
+    )
