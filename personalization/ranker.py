@@ -156,7 +156,14 @@ class PersonalRanker:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> PersonalRanker:
-        """Reads a folder written by :meth:`save`; refuses another feature set."""
+        """Reads a folder written by :meth:`save`.
+
+        Raises:
+            ShopsearchError: Not such a folder, another feature set or format, or a model
+                ``train personal`` marked ``beats_baseline: false`` (it did not beat
+                relevance-only ranking on validation) and not ``forced``: serving it would
+                personalize with no evidence that it helps.
+        """
         path = Path(path)
         try:
             meta = json.loads((path / "personal.json").read_text())
@@ -165,6 +172,15 @@ class PersonalRanker:
         if meta.get("format") != FORMAT or tuple(meta.get("features", ())) != FEATURE_NAMES:
             raise ShopsearchError(
                 f"{path}: built for another feature set or format ({meta.get('format')}); retrain it"
+            )
+        if meta.get("beats_baseline") is False and not meta.get("forced"):
+            val = meta.get("validation") or {}
+            raise ShopsearchError(
+                f"{path}: this personalization model did not beat relevance-only ranking on its "
+                "validation searches (IPS-DCG@10 "
+                f"{val.get('baseline_ips_dcg@10', float('nan')):.4f} -> "
+                f"{val.get('best_ips_dcg@10', float('nan')):.4f}): retrain it on a longer log, "
+                "or with 'train personal --force' to serve it anyway"
             )
         model = PersonalFusion(len(FEATURE_NAMES), meta["hidden"], meta["dropout"])
         model.load_state_dict(

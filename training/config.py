@@ -230,6 +230,8 @@ class LogTrainConfig:
             live shop would have had them.
         click_evidence: Give the model the log's clicks over expected clicks per (query,
             product) (``query_coec``, ``query_exposure``); False leaves them 0 (an ablation).
+        bootstrap: Resamples of the examination curve's bootstrap interval (0: none; see
+            :func:`training.from_log.interval_from_lessons`).
         model: Options of the fusion model's training.
     """
 
@@ -239,4 +241,5 @@ class LogTrainConfig:
     max_rank: int = 10
     flush_s: float = 3600.0
     click_evidence: bool = True
+    bootstrap: int = 200
     model: PersonalTrainConfig = field(default_factory=lambda: PersonalTrainConfig(loss="listwise"))

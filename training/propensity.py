@@ -7,7 +7,20 @@ Callers that relied on the default clip of :meth:`Propensities.of` and
 
 from __future__ import annotations
 
-from personalization.propensity import Propensities, estimate_propensities
+from personalization.propensity import (
+    DEFAULT_RESAMPLES,
+    Propensities,
+    PropensityInterval,
+    bootstrap_propensities,
+    estimate_propensities,
+)
 from training.config import DEFAULT_CLIP
 
-__all__ = ["DEFAULT_CLIP", "Propensities", "estimate_propensities"]
+__all__ = [
+    "DEFAULT_CLIP",
+    "DEFAULT_RESAMPLES",
+    "Propensities",
+    "PropensityInterval",
+    "bootstrap_propensities",
+    "estimate_propensities",
+]
