@@ -43,12 +43,17 @@ DEFAULT_MODE: Mode = "hybrid"
 USER_PREFETCH_WEIGHT = 0.5
 MAX_K = 1000
 #: Hybrid RRF weights (dense, BM25) of an index whose manifest records none (no labels to
-#: choose on). 0.1: on the Home Depot test split the untuned packaged model's hybrid then
-#: matches BM25 at the top 10 (NDCG@10 0.419 vs 0.418, both corrected; 0.387 at weight 1)
-#: and keeps part of the dense recall (Recall@100 0.797 vs BM25 0.795; 0.818 at weight 1).
-#: README "Typo tolerance" has the run.
-DEFAULT_DENSE_WEIGHT = 0.1
+#: choose on): equal, the one weighting that is no benchmark's setting. With
+#: :data:`DEFAULT_FUSION` the products holding every query word come first (see
+#: :func:`words_first`). The earlier default, dense 0.1 against BM25 1.0, was Home Depot's
+#: validation choice; on another shop's judgments it gave up about 2% NDCG@10 and Recall@100
+#: to equal weights. ``shopsearch bench-fusion`` (docs/benchmarks/fusion.md) has the run.
+DEFAULT_DENSE_WEIGHT = 1.0
 DEFAULT_SPARSE_WEIGHT = 1.0
+#: How hybrid lists are fused: ``words-first`` (weighted RRF, then the products whose text holds
+#: every query word ahead of the others, by :func:`words_first`) or ``rrf`` (weighted RRF alone).
+DEFAULT_FUSION = "words-first"
+Fusion = Literal["rrf", "words-first"]
 #: Which query the dense tower reads when a query was corrected: ``original`` or ``corrected``.
 DEFAULT_DENSE_READS = "corrected"
 DenseReads = Literal["original", "corrected"]
@@ -59,7 +64,18 @@ class QueryTuning:
     """How queries are fused and corrected; recorded in the index manifest under ``"query"``.
 
     Hybrid mode fuses the dense and BM25 lists by weighted reciprocal-rank fusion (Cormack,
-    Clarke and Buettcher, SIGIR 2009): a product scores ``sum_s w_s / (60 + rank_s)``.
+    Clarke and Buettcher, SIGIR 2009): a product scores ``sum_s w_s / (60 + rank_s)``. With
+    ``fusion="words-first"`` the products whose text holds every word of the (corrected) query
+    then come first, each group in RRF order (:func:`words_first`).
+
+    The built-in default, for an index that records nothing (a shop without labels), is equal
+    weights with ``words-first``: not a weight tuned on one benchmark but a rule from the lists
+    themselves. On the Home Depot test split it is within noise of BM25 at the top 10 and of
+    equal-weight RRF at Recall@100 (which no fixed weight is), and it leaves a query without an
+    all-words match to equal-weight RRF, which held on another shop's catalog where the dense
+    tower is the stronger list (``shopsearch bench-fusion``). An index whose manifest records
+    weights (``bench-typo`` chooses them on a shop's own validation split) keeps them, fused by
+    the recorded ``fusion``: ``rrf`` for a manifest written before ``fusion`` was recorded.
 
     Attributes:
         dense_weight: RRF weight of the dense list (>= 0).
@@ -68,12 +84,14 @@ class QueryTuning:
             corrector changed a query (BM25 always reads the corrected query: a word the
             catalog does not have matches nothing there).
         how: How these were chosen (e.g. "chosen on the validation split").
+        fusion: ``words-first`` or ``rrf`` (see above).
     """
 
     dense_weight: float = DEFAULT_DENSE_WEIGHT
     sparse_weight: float = DEFAULT_SPARSE_WEIGHT
     dense_reads: DenseReads = DEFAULT_DENSE_READS  # type: ignore[assignment]
     how: str = "default"
+    fusion: Fusion = DEFAULT_FUSION  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
         for name in ("dense_weight", "sparse_weight"):
@@ -86,21 +104,69 @@ class QueryTuning:
             raise ShopsearchError(
                 f"dense_reads must be 'original' or 'corrected', got {self.dense_reads!r}"
             )
+        if self.fusion not in ("rrf", "words-first"):
+            raise ShopsearchError(f"fusion must be 'rrf' or 'words-first', got {self.fusion!r}")
 
     @classmethod
     def from_manifest(cls, manifest: dict[str, Any]) -> QueryTuning:
-        """The tuning an index records; the defaults for an index that records none."""
+        """The tuning an index records; the defaults for an index that records none.
+
+        Recorded weights are kept as recorded; a manifest that records weights but no
+        ``fusion`` (written before it was) is fused by weighted RRF alone, as it was then.
+        """
         recorded = manifest.get("query") or {}
+        weighted = "dense_weight" in recorded or "sparse_weight" in recorded
         return cls(
             dense_weight=float(recorded.get("dense_weight", DEFAULT_DENSE_WEIGHT)),
             sparse_weight=float(recorded.get("sparse_weight", DEFAULT_SPARSE_WEIGHT)),
             dense_reads=recorded.get("dense_reads", DEFAULT_DENSE_READS),
             how=str(recorded.get("how", "default")),
+            fusion=recorded.get("fusion", "rrf" if weighted else DEFAULT_FUSION),
         )
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-able form, as stored in the manifest."""
         return asdict(self)
+
+
+def query_words(tokenize: Callable[[str], list[str]], query: str) -> frozenset[str]:
+    """The tokens of a query that :func:`words_first` asks a product to hold: BM25's tokens
+    (lowercased, folded, sizes kept, stemmed; ``20 volt`` is ``20``, ``v``) less stop words."""
+    return frozenset(t for t in tokenize(query) if t not in STOPWORDS)
+
+
+def words_first(
+    hits: Sequence[RankedHit], words: frozenset[str], tokenize: Callable[[str], list[str]]
+) -> list[RankedHit]:
+    """A fused list with the products whose text holds every query word first.
+
+    A structural rule (no weight to tune): when BM25 found products holding all the query's
+    words, they go ahead of the rest, each group kept in its fused (RRF) order; a query none
+    holds, or one without a content word, keeps its fused order. The shop's own words ranked
+    first is the lexical side's strongest evidence (Algolia's ``words`` ranking criterion ranks
+    by matched query words first); everything else, and every query where that evidence is
+    missing (the vocabulary gap where a dense tower helps most), is ranked by the fusion.
+
+    Args:
+        hits: One query's fused hits, best first (their payloads hold the product text).
+        words: :func:`query_words` of the query.
+        tokenize: BM25's tokenizer (``LexicalEncoder.tokenize``).
+
+    Returns:
+        The same hits, reordered; a product holding every word scores ``score + 1`` so that
+        scores still fall with rank (RRF sums are below 1).
+    """
+    if not words:
+        return list(hits)
+    full = [words <= set(tokenize(hit_text(h))) for h in hits]
+    if not any(full) or all(full):
+        return list(hits)
+    first = [
+        replace(h, score=h.score + 1.0, retrieval=h.score + 1.0)
+        for h, f in zip(hits, full, strict=True)
+        if f
+    ]
+    return first + [h for h, f in zip(hits, full, strict=True) if not f]
 
 
 #: BM25 hits of a corrected query searched for a product that holds the correction beside
@@ -509,7 +575,7 @@ class Retriever:
         corrections = self.corrections(queries) if correct else [None] * len(queries)
         specs = self.specs(
             queries,
-            k,
+            self._store_k(k, mode, candidates),
             filters,
             mode,
             candidates,
@@ -519,9 +585,38 @@ class Retriever:
             exact=exact,
         )
         return [
-            Hits(to_hits(r), c)
-            for r, c in zip(self.collection.search_batch(specs), corrections, strict=True)
+            Hits(to_hits(self._ordered(r, q, c, k, mode)), c)
+            for r, q, c in zip(
+                self.collection.search_batch(specs), queries, corrections, strict=True
+            )
         ]
+
+    def _words_first(self, mode: Mode | None) -> bool:
+        return (mode or DEFAULT_MODE) == "hybrid" and self.tuning.fusion == "words-first"
+
+    def _store_k(self, k: int, mode: Mode | None, candidates: int | None) -> int:
+        """Hits to ask the store for: with ``words-first`` fusion the whole fused depth (an
+        all-words product may sit below ``k`` in RRF order), cut to ``k`` after."""
+        if not 1 <= k <= MAX_K:
+            raise ShopsearchError(f"k must be between 1 and {MAX_K}, got {k}")
+        if not self._words_first(mode):
+            return k
+        return min(MAX_K, max(k, candidates or 0, 100))
+
+    def _ordered(
+        self,
+        results: Sequence[RankedHit],
+        query: str,
+        correction: QueryCorrection | None,
+        k: int,
+        mode: Mode | None,
+    ) -> list[RankedHit]:
+        """The store's fused list in the tuning's order (:func:`words_first`), cut to ``k``."""
+        if not self._words_first(mode):
+            return list(results)[:k]
+        text = correction.corrected if correction is not None and correction.applied else query
+        tokenize = self.lexical.tokenize
+        return words_first(results, query_words(tokenize, text), tokenize)[:k]
 
     def search_filtered(
         self,
@@ -543,7 +638,7 @@ class Retriever:
         correction = self.corrections([query])[0] if correct else None
         first, *_ = self.specs(
             [query],
-            k,
+            self._store_k(k, mode, None),
             filters[0],
             mode,
             user_vector=user_vector,
@@ -551,7 +646,10 @@ class Retriever:
             corrections=[correction],
         )
         specs = [first, *(replace(first, filters=Filters.coerce(f)) for f in filters[1:])]
-        return [Hits(to_hits(r), correction) for r in self.collection.search_batch(specs)]
+        return [
+            Hits(to_hits(self._ordered(r, query, correction, k, mode)), correction)
+            for r in self.collection.search_batch(specs)
+        ]
 
     def corrections(self, queries: Sequence[str]) -> list[QueryCorrection | None]:
         """What the corrector does to each query (None where nothing, or no vocabulary).
@@ -707,10 +805,13 @@ def to_hits(results: Sequence[RankedHit]) -> list[RankedHit]:
 
 
 __all__ = [
+    "DEFAULT_FUSION",
     "DEFAULT_MODE",
     "QueryTuning",
     "Retriever",
     "check_query",
     "model_fingerprint",
+    "query_words",
     "resolve_model_path",
+    "words_first",
 ]
