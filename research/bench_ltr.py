@@ -65,7 +65,8 @@ class LtrReport:
                 if self.reranker
                 else " (no cross-encoder)"
             )
-            + ". p: paired randomization test (10,000 sign flips).",
+            + "; candidates 51-100 follow in the hybrid's order, so Recall@100 cannot move. "
+            "p: paired randomization test (10,000 sign flips) of NDCG@10.",
             "",
             "| system | NDCG@10 | Recall@100 | NDCG@10 vs hybrid | p | vs BM25 | p |",
             "|---|---|---|---|---|---|---|",
@@ -111,7 +112,7 @@ class LtrReport:
             "",
             f"Latency of the learned stage for {self.depth} candidates (features + predict + "
             f"sort, one thread), over the test queries; load average {self.load:.2f} during "
-            "the run:",
+            "the run (on 2 cores above 2: the figures are loaded, not the stage's own):",
             "",
             "| | p50 ms | p99 ms |",
             "|---|---|---|",
@@ -222,7 +223,8 @@ def run(
     importance: dict[str, float] = {}
     training: dict[str, dict[str, Any]] = {}
     for name, dropped in variants.items():
-        out = work / ("model-" + ("-".join(dropped) or "full") + (f"-{fp}" if fp else ""))
+        named = "without-" + "-".join(dropped) if dropped else "full"
+        out = work / (f"model-{named}" + (f"-{fp}" if fp else ""))
         config = RankerTrainConfig(depth=depth, dropped=dropped, threads=threads, seed=seed)
         report = train_ranker(data, out, train_lists, config, log=log, reranker_fingerprint=fp)
         training[name] = {
