@@ -16,9 +16,9 @@ and units the title holds, model numbers, brand words, lengths. Each (query, can
 * the cross-encoder's logit, and its gap to the best, when a reranker ran (NaN when not);
 * lexical matches of the query's tokens (the BM25 tokenizer's: stems, canonical numbers, and
   measurements glued to their unit, so ``18v``, ``18-Volt`` and ``18 volt`` all give ``18v``)
-  in the title and in the product text: words, numbers, measurements, model-number-like tokens
-  (letters and digits, or 4+ digits), the query's first and last word, its word pairs, the
-  brand (the ``brand`` field, else the title's first word); query and title lengths; whether a
+  in the title (and in title + brand + category): words, numbers, measurements,
+  model-number-like tokens (letters and digits, or 4+ digits), the query's first and last
+  word, its word pairs, the brand (the ``brand`` field, else the title's first word); query and title lengths; whether a
   spelling correction was applied;
 * the product's own fields: price and in_stock (NaN when absent).
 
