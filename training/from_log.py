@@ -666,7 +666,7 @@ def train_from_log(
     if n_outside:
         log(
             f"personal: {n_outside} shown products outside their query's relevance-only "
-            "candidates scored exactly (cross-encoder and first stage) and kept"
+            "candidates scored exactly (relevance against the candidates) and kept"
         )
     if lost:
         log(
