@@ -285,6 +285,7 @@ def run_seed(
         val_days=VAL_DAYS,
         click_evidence=click_evidence,
         model=PersonalTrainConfig(loss="listwise", seed=seed),
+        bootstrap=0,  # the curve's interval is a report's; the benchmark measures the model
     )
     models: dict[str, PersonalRanker] = {}
     models["corrected"], corrected = train_from_log(train_log, rank, vectors, train_config, log=log)
