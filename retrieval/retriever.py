@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -136,7 +137,7 @@ def query_words(tokenize: Callable[[str], list[str]], query: str) -> frozenset[s
 
 
 def words_first(
-    hits: Sequence[RankedHit], words: frozenset[str], tokenize: Callable[[str], list[str]]
+    hits: Sequence[RankedHit], words: frozenset[str], tokenize: Callable[[str], Iterable[str]]
 ) -> list[RankedHit]:
     """A fused list with the products whose text holds every query word first.
 
@@ -150,7 +151,7 @@ def words_first(
     Args:
         hits: One query's fused hits, best first (their payloads hold the product text).
         words: :func:`query_words` of the query.
-        tokenize: BM25's tokenizer (``LexicalEncoder.tokenize``).
+        tokenize: BM25's tokenizer (``LexicalEncoder.tokenize``, or a cache of it).
 
     Returns:
         The same hits, reordered; a product holding every word scores ``score + 1`` so that
@@ -167,6 +168,16 @@ def words_first(
         if f
     ]
     return first + [h for h, f in zip(hits, full, strict=True) if not f]
+
+
+#: Product texts whose tokens a retriever keeps for :func:`words_first` (a popular product is
+#: tokenized once, not at every search that returns it).
+TOKEN_CACHE = 16_384
+
+
+def _token_cache(lexical: LexicalEncoder) -> Callable[[str], frozenset[str]]:
+    """``lexical``'s tokens of a text, as a set, remembered for the last :data:`TOKEN_CACHE`."""
+    return functools.lru_cache(maxsize=TOKEN_CACHE)(lambda text: frozenset(lexical.tokenize(text)))
 
 
 #: BM25 hits of a corrected query searched for a product that holds the correction beside
@@ -243,6 +254,7 @@ class Retriever:
         self.collection = collection
         self.encoder = encoder
         self.lexical = LexicalEncoder.from_config(collection.manifest["lexical"])
+        self._text_tokens = _token_cache(self.lexical)
         self.tuning = QueryTuning.from_manifest(collection.manifest)
         self.corrector = load_corrector(collection)
         #: False applies every correction the corrector proposes, without the evidence
@@ -366,6 +378,7 @@ class Retriever:
         version, new, corrector = prepared
         old, self.collection, self._version = self.collection, new, version
         self.lexical = LexicalEncoder.from_config(new.manifest["lexical"])
+        self._text_tokens = _token_cache(self.lexical)
         self.tuning = QueryTuning.from_manifest(new.manifest)
         self.corrector = corrector
         if close_later:  # closing a large build takes a while too: not on a search's time
@@ -615,8 +628,8 @@ class Retriever:
         if not self._words_first(mode):
             return list(results)[:k]
         text = correction.corrected if correction is not None and correction.applied else query
-        tokenize = self.lexical.tokenize
-        return words_first(results, query_words(tokenize, text), tokenize)[:k]
+        words = query_words(self.lexical.tokenize, text)
+        return words_first(results, words, self._text_tokens)[:k]
 
     def search_filtered(
         self,
