@@ -28,10 +28,11 @@ from rerank import storefront
 from rerank.blend import rerank_hits, sort_hits
 from rerank.cross_encoder import Reranker
 from rerank.defaults import DEFAULT_RERANK_DEPTH
+from rerank.ltr import LearnedRanker
 from rerank.rules import Plan, RuleStore
 from rerank.storefront import DiversifySpec, FacetSpec, SortSpec
 from retrieval.filters import Filters
-from retrieval.hits import Hits, RankedHit
+from retrieval.hits import Hits, RankedHit, hit_text
 from retrieval.retriever import MAX_K, Retriever
 from retrieval.store import Mode
 
@@ -44,6 +45,12 @@ def check_relevance_source(recorded: dict[str, Any] | None, current: dict[str, A
     """
     if not recorded:  # a model trained before this was recorded (the benchmark's older ones)
         return
+    if recorded.get("ranker") != current.get("ranker"):
+        raise ShopsearchError(
+            "the personalization model was trained on top of learned ranker "
+            f"{recorded.get('ranker') or 'none'}, not this pipeline's "
+            f"({current.get('ranker') or 'none'}): serve it with that --ranker, or retrain it"
+        )
     if recorded.get("reranker") != current["reranker"]:
         raise ShopsearchError(
             "the personalization model was trained on top of reranker "
@@ -81,6 +88,9 @@ class SearchPipeline:
         personal: A :class:`personalization.personalizer.Personalizer`, or None.
         rules: The shop's merchandising rules (:class:`rerank.rules.RuleStore`); None: those
             kept beside an embedded index (``DIR/rules.json``), none for a server index.
+        ranker: A learned final stage (:class:`rerank.ltr.LearnedRanker`): its score is the
+            relevance, in place of the blend (the cross-encoder's logit is one of its
+            features); None: the blend.
 
     :meth:`search` returns each search's time per stage with its hits (``Hits.stage_ms``): the
     pipeline keeps no per-call state.
@@ -92,11 +102,15 @@ class SearchPipeline:
         reranker: Reranker | None = None,
         personal: Personalizer | None = None,
         rules: RuleStore | None = None,
+        ranker: LearnedRanker | None = None,
     ) -> None:
         self.retriever = retriever
         self.reranker = reranker
         self.personal = personal
+        self.ranker = ranker
         self.rules = rules if rules is not None else _rules_beside(retriever)
+        if ranker is not None:
+            ranker.check_reranker(getattr(reranker, "fingerprint", None))
         if personal is not None:
             check_relevance_source(personal.model.meta.get("relevance"), self.relevance_source())
 
@@ -113,6 +127,7 @@ class SearchPipeline:
         quantize: str | None = None,
         threads: int | None = None,
         pseudonym_key: str | None = None,
+        ranker: str | os.PathLike[str] | None = None,
         **retriever_options: Any,
     ) -> SearchPipeline:
         """Opens every stage from its folder.
@@ -130,6 +145,8 @@ class SearchPipeline:
                 physical cores (:func:`inference.backend.cpu_threads`).
             pseudonym_key: The profiles' pseudonym key (hex), when it is not kept in the
                 profiles directory (:meth:`personalization.privacy.Pseudonymizer.from_dir`).
+            ranker: A learned final stage folder (``shopsearch train ranker``): its score is
+                the relevance, in place of the blend.
             retriever_options: Passed to ``Retriever.open``; ``rules_dir`` (where the shop's
                 ``rules.json`` and ``synonyms.json`` live; default: the index directory) is
                 read here too.
@@ -150,6 +167,7 @@ class SearchPipeline:
             if reranker is not None
             else None
         )
+        learned = LearnedRanker.open(ranker) if ranker is not None else None
         personalizer = None
         if personal is not None:
             personalizer = Personalizer.open(personal, profiles, key=pseudonym_key)
@@ -163,13 +181,14 @@ class SearchPipeline:
         )
         rules_dir = retriever_options.get("rules_dir")
         rules = RuleStore(side_dir(index, rules_dir)) if rules_dir is not None else None
-        return cls(retriever, model, personalizer, rules)
+        return cls(retriever, model, personalizer, rules, learned)
 
     def relevance_source(self) -> dict[str, Any]:
         """What produces this pipeline's relevance scores (recorded with a personal model)."""
         return {
             "reranker": getattr(self.reranker, "fingerprint", None),
             "retrieval_weight": self.retrieval_weight,
+            "ranker": getattr(self.ranker, "fingerprint", None),
         }
 
     def relevance_fn(self, depth: int = DEFAULT_RERANK_DEPTH):
@@ -450,7 +469,7 @@ class SearchPipeline:
         """:meth:`rank`, and the time of its ``rerank`` and ``personal`` stages (ms)."""
         if not hits:
             return [], {}
-        if self.reranker is None and self.personal is None:  # retrieval order and scores
+        if self.reranker is None and self.personal is None and self.ranker is None:  # stage 1
             return list(hits[:top_k] if top_k is not None else hits), {}
         t0 = time.perf_counter()
         ranked = self._relevance(query, hits)
@@ -474,7 +493,14 @@ class SearchPipeline:
         return out, timing
 
     def _relevance(self, query: str, hits: Sequence[RankedHit]) -> list[RankedHit]:
-        """The relevance stage alone: cross-encoder (when loaded) blended with stage 1."""
+        """The relevance stage alone: cross-encoder (when loaded) blended with stage 1, or the
+        learned stage over both when one is loaded."""
+        if self.ranker is not None:
+            corrected = getattr(hits, "corrected", None)  # a Hits knows its correction
+            if self.reranker is not None:
+                cross = self.reranker.score(query, [hit_text(h) for h in hits])
+                hits = [replace(h, cross=float(c)) for h, c in zip(hits, cross, strict=True)]
+            return self.ranker.rank(query, hits, corrected)
         if self.reranker is not None:
             return self.reranker.rank(query, hits)
         return rerank_hits(hits, None, self.retrieval_weight)

@@ -41,6 +41,10 @@ class RankedHit:
             of ``pin``, ``boost``, ``bury`` (:mod:`rerank.rules`).
         payload: The product's stored fields (title, brand, category, price, ...).
         vector: The product's dense vector (float32, shape ``(dim,)``) when asked for.
+        sources: The first stage's lists the product was in, as (source, score, 1-based
+            rank) per list: ``dense`` (cosine), ``bm25``, ``user`` (a shopper-taste
+            prefetch); what ``retrieval`` fused. Read by the learned stage
+            (:mod:`rerank.ltr`); empty for a product fetched by id.
     """
 
     product_id: str
@@ -54,6 +58,7 @@ class RankedHit:
     rule: tuple[tuple[str, str], ...] = ()
     payload: dict[str, Any] = field(default_factory=dict)
     vector: np.ndarray | None = field(default=None, repr=False, compare=False)
+    sources: tuple[tuple[str, float, int], ...] = field(default=(), repr=False, compare=False)
 
     @property
     def title(self) -> str:

@@ -10,7 +10,7 @@ and query give the same ranking on every build and on both backends.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -159,10 +159,17 @@ def search_batch(
     for spec, reqs in zip(specs, plans, strict=True):
         lists = results[at : at + len(reqs)]
         at += len(reqs)
+        names = source_names(spec)
         if len(reqs) == 1:
-            out.append(ranked(lists[0])[: spec.k])
+            out.append(
+                [
+                    replace(h, sources=((names[0], h.score, rank),))
+                    for rank, h in enumerate(ranked(lists[0])[: spec.k], start=1)
+                ]
+            )
             continue
         scores = fuse(lists, [w for _, _, w in spec.sources()], spec.depth)
+        parts = source_parts(lists, names, spec.depth)
         top = sorted(scores, key=lambda p: (-round(scores[p], _FUSED_DECIMALS), p))[: spec.k]
         stored = {h.product_id: h for hits in lists for h in hits}
         missing = [p for p in top if p not in stored]  # none: every fused id came from a list
@@ -170,12 +177,35 @@ def search_batch(
             stored.update(fetch(missing, spec.with_vectors))
         out.append(
             [
-                stored_hit(p, scores[p], stored[p].payload, stored[p].vector)
+                replace(
+                    stored_hit(p, scores[p], stored[p].payload, stored[p].vector),
+                    sources=parts.get(p, ()),
+                )
                 for p in top
                 if p in stored
             ]
         )
     return out
+
+
+def source_names(spec: QuerySpec) -> list[str]:
+    """The name of each list ``spec`` reads, in order: its query's sources (``dense``,
+    ``bm25``), then ``user`` for each shopper-taste prefetch."""
+    names = [name for name, _, _ in spec.sources()]
+    query = 2 if spec.mode == "hybrid" else 1
+    return names[:query] + ["user"] * (len(names) - query)
+
+
+def source_parts(
+    lists: Sequence[Sequence[RankedHit]], names: Sequence[str], depth: int
+) -> dict[str, tuple[tuple[str, float, int], ...]]:
+    """Product id -> (source, score, rank) in each list it is in, ranked and cut as
+    :func:`fuse` reads them (:attr:`RankedHit.sources`)."""
+    parts: dict[str, list[tuple[str, float, int]]] = {}
+    for hits, name in zip(lists, names, strict=True):
+        for rank, hit in enumerate(ranked(hits)[:depth], start=1):
+            parts.setdefault(hit.product_id, []).append((name, float(hit.score), rank))
+    return {p: tuple(v) for p, v in parts.items()}
 
 
 def as_float32(vector: Any) -> np.ndarray | None:

@@ -47,6 +47,13 @@ from shopsearch.cli.options import (
     help="A cross-encoder folder: rerank the top --rerank-depth candidates.",
 )
 @click.option(
+    "--ranker",
+    type=click.Path(exists=True, file_okay=False),
+    default=None,
+    help="A learned final stage folder (shopsearch train ranker): its score is the relevance, "
+    "in place of the blend.",
+)
+@click.option(
     "--rerank-depth",
     default=DEFAULT_RERANK_DEPTH,
     show_default=True,
@@ -117,6 +124,7 @@ def search_cmd(
     mode: str | None,
     model: str | None,
     reranker: str | None,
+    ranker: str | None,
     rerank_depth: int,
     personal: str | None,
     profiles: Path | None,
@@ -141,6 +149,7 @@ def search_cmd(
     with SearchPipeline.open(
         location.path,
         reranker=reranker,
+        ranker=ranker,
         personal=personal,
         profiles=profiles,
         device=device,

@@ -76,6 +76,14 @@ def is_loopback(host: str) -> bool:
     "Env: SHOPSEARCH_RERANKER.",
 )
 @click.option(
+    "--ranker",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    envvar="SHOPSEARCH_RANKER",
+    help="A learned final stage folder (shopsearch train ranker): its score is the relevance, "
+    "in place of the blend. Env: SHOPSEARCH_RANKER.",
+)
+@click.option(
     "--personal",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
@@ -196,6 +204,7 @@ def serve(
     qdrant_url: str | None,
     collection: str,
     reranker: Path | None,
+    ranker: Path | None,
     personal: Path | None,
     profiles: Path | None,
     search_log: Path | None,
@@ -232,6 +241,7 @@ def serve(
     for name, folder in (
         ("--index", index_dir),
         ("--reranker", reranker),
+        ("--ranker", ranker),
         ("--personal", personal),
         ("--rules-dir", rules_dir),
     ):
@@ -262,6 +272,7 @@ def serve(
             qdrant_api_key=os.environ.get(QDRANT_API_KEY_ENV),
             collection=collection,
             reranker=str(reranker.resolve()) if reranker is not None else None,
+            ranker=str(ranker.resolve()) if ranker is not None else None,
             personal=str(personal.resolve()) if personal is not None else None,
             profiles=profiles_location(profiles),
             device=device,

@@ -70,6 +70,7 @@ def open_pipeline(settings: ServiceSettings) -> SearchPipeline:
     return SearchPipeline.open(
         settings.index,
         reranker=settings.reranker,
+        ranker=settings.ranker,
         personal=settings.personal,
         profiles=settings.profiles if settings.personal is not None else None,
         device=settings.device,
@@ -321,7 +322,7 @@ class Runtime:
     def _inputs(self) -> tuple[Any, ...]:
         """What a load reads, cheaply: the folders' entries (names, sizes, times)."""
         s = self.settings
-        state = tuple(_folder_state(p) for p in (s.index, s.reranker, s.personal) if p)
+        state = tuple(_folder_state(p) for p in (s.index, s.reranker, s.ranker, s.personal) if p)
         if s.qdrant_url is not None:  # a server may come up at any time: try every few seconds
             state += (int(time.monotonic() // RECOVER_SERVER_S),)
         return state

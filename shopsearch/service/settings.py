@@ -55,6 +55,8 @@ class ServiceSettings(BaseSettings):
         qdrant_api_key: The Qdrant server's API key.
         collection: Collection (alias) name on a server.
         reranker: Cross-encoder folder; None: relevance is the first stage's.
+        ranker: A learned final stage folder (``shopsearch train ranker``): its score is the
+            relevance, in place of the blend; None: the blend.
         personal: Personalization model folder (needs ``profiles``).
         profiles: Profile directory (SQLite store and pseudonym key). Without ``personal``
             the service still stores events (``POST /events``) but does not personalize.
@@ -107,6 +109,7 @@ class ServiceSettings(BaseSettings):
     qdrant_api_key: SecretStr | None = None
     collection: str = "products"
     reranker: str | None = None
+    ranker: str | None = None
     personal: str | None = None
     profiles: str | None = None
     device: str | None = None
@@ -140,7 +143,7 @@ class ServiceSettings(BaseSettings):
 
     @field_validator(
         "index", "qdrant_url", "reranker", "personal", "profiles", "device", "state_dir",
-        "quantize", "rules_dir", "search_log", mode="before",
+        "quantize", "rules_dir", "search_log", "ranker", mode="before",
     )  # fmt: skip
     @classmethod
     def _blank_is_unset(cls, value: Any) -> Any:
