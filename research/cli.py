@@ -1458,6 +1458,73 @@ def bench_analytics_cmd(
     _publish(docs_page, workdir / "analytics.md")
 
 
+@click.command("bench-fusion")
+@click.argument(
+    "data", type=click.Path(exists=True, file_okay=False, path_type=Path), default="runs/hd"
+)
+@click.option(
+    "--index",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    required=True,
+    help="An index of DATA's catalog (e.g. runs/typo-before/index-53aa51172d142c89); its "
+    "recorded fusion is not used: each source's list is fetched and fused here.",
+)
+@click.option(
+    "--workdir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("runs/fusion"),
+    show_default=True,
+    help="Cached lists, the synthetic shop's catalog and index, fusion.json and fusion.md.",
+)
+@click.option(
+    "--sample-products",
+    default=2000,
+    show_default=True,
+    type=click.IntRange(0),
+    help="Products of the synthetic shop with judgments from its category tree (0: leave it out).",
+)
+@click.option(
+    "--min-queries",
+    default=30,
+    show_default=True,
+    type=click.IntRange(1),
+    help="A Home Depot sub-shop with fewer scored queries is left out.",
+)
+@click.option("--device", default=None, help="Torch device of the query tower.")
+@docs_option
+def bench_fusion_cmd(
+    data: Path,
+    index: Path,
+    workdir: Path,
+    sample_products: int,
+    min_queries: int,
+    device: str | None,
+    docs_page: Path | None,
+) -> None:
+    """Which hybrid fusion holds across data: weighted RRF at several dense shares, each list
+    alone and rules from the lists' structure, on DATA's test split, its sub-shops (by
+    department, by query type) and a synthetic shop; paired tests against equal-weight RRF and
+    BM25, and each rule's worst case."""
+    from research.bench_fusion import REPORT_KEY, run_fusion_benchmark
+
+    report = run_fusion_benchmark(
+        data,
+        index,
+        workdir,
+        sample_products=sample_products,
+        min_queries=min_queries,
+        device=device,
+        log=lambda m: click.echo(m, err=True),
+    )
+    click.echo(report.markdown())
+    click.echo(f"\nwrote {workdir}/fusion.md and fusion.json ({report.seconds:.0f} s)", err=True)
+    if docs_page is not None:
+        from research.docs import command_line, publish
+
+        page = publish(docs_page, REPORT_KEY, report.markdown(), command_line(), report.machine)
+        click.echo(f"wrote the report into {page}", err=True)
+
+
 @click.command("bench-suggest")
 @click.option(
     "--searches",
@@ -1548,6 +1615,63 @@ def bench_suggest_cmd(
         click.echo(f"wrote the report into {page}", err=True)
 
 
+@click.command("bench-ltr")
+@click.argument("data", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("index", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option(
+    "--workdir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("runs/ltr"),
+    show_default=True,
+    help="Where the cached candidates, the models and report.md/json go.",
+)
+@click.option(
+    "--depth",
+    default=50,
+    show_default=True,
+    type=click.IntRange(2, 100),
+    help="Candidates the learned stage reorders (the rerank depth).",
+)
+@click.option(
+    "--reranker",
+    type=click.Path(exists=True, file_okay=False),
+    default=None,
+    help="A trained cross-encoder: its logit becomes a feature (and an ablation without it).",
+)
+@click.option(
+    "--threads",
+    default=2,
+    show_default=True,
+    type=click.IntRange(1),
+    help="LightGBM training threads.",
+)
+@click.option("--seed", default=13, show_default=True, type=int, help="Training seed.")
+@docs_option
+def bench_ltr_cmd(
+    data: Path,
+    index: Path,
+    workdir: Path,
+    depth: int,
+    reranker: str | None,
+    threads: int,
+    seed: int,
+    docs_page: Path | None,
+) -> None:
+    """The learned final stage on DATA's test split: BM25, hybrid, hybrid + learned stage and
+    its ablation without lexical features (NDCG@10, Recall@100, paired tests), feature
+    importances, and the stage's latency; candidates come from INDEX (cached in --workdir)."""
+    from research.bench_ltr import REPORT_KEY, run
+    from research.bench_speed import machine_description
+    from research.docs import command_line, publish
+
+    report = run(data, index, workdir, depth, reranker, threads, seed, log=stderr_log)
+    text = report.markdown()
+    click.echo(text)
+    if docs_page is not None:
+        page = publish(docs_page, REPORT_KEY, text, command_line(), machine_description())
+        click.echo(f"wrote the report into {page}", err=True)
+
+
 COMMANDS = [
     sample_catalog,
     demo_cmd,
@@ -1567,4 +1691,6 @@ COMMANDS = [
     bench_interleave_cmd,
     bench_analytics_cmd,
     bench_suggest_cmd,
+    bench_fusion_cmd,
+    bench_ltr_cmd,
 ]

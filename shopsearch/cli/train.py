@@ -1,4 +1,4 @@
-"""``shopsearch train retriever|reranker|personal``: fit the models on labelled data or logs."""
+"""``shopsearch train retriever|reranker|ranker|personal``: fit the models on labelled data or logs."""
 
 from __future__ import annotations
 
@@ -294,6 +294,93 @@ def train_reranker_cmd(
     click.echo(_summary("reranker", "NDCG@10", report, out))
 
 
+@train_group.command("ranker")
+@click.argument("data", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("out", type=click.Path(file_okay=False, path_type=Path))
+@index_options
+@click.option(
+    "--reranker",
+    type=click.Path(exists=True, file_okay=False),
+    default=None,
+    help="The cross-encoder serving will use: its logit becomes a feature (serve the ranker "
+    "with the same --reranker).",
+)
+@click.option(
+    "--depth",
+    default=DEFAULT_RERANK_DEPTH,
+    show_default=True,
+    type=click.IntRange(2, 1000),
+    help="Candidates per query: the lists trained on (what serving ranks: --rerank-depth).",
+)
+@click.option(
+    "--rounds",
+    default=1000,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Boosting rounds (trees) at most; early stopping on validation NDCG@10 picks fewer.",
+)
+@click.option(
+    "--learning-rate",
+    default=0.05,
+    show_default=True,
+    type=click.FloatRange(0, 1, min_open=True),
+    help="LightGBM's shrinkage.",
+)
+@click.option(
+    "--num-leaves",
+    default=31,
+    show_default=True,
+    type=click.IntRange(2),
+    help="Leaves per tree.",
+)
+@click.option(
+    "--without",
+    "dropped",
+    multiple=True,
+    type=click.Choice(["retrieval", "cross", "lexical", "product"]),
+    help="Leave a feature group out (repeatable): an ablation.",
+)
+@click.option("--seed", default=13, show_default=True, type=int, help="Random seed.")
+@device_option
+def train_ranker_cmd(
+    data: Path,
+    out: Path,
+    location,
+    reranker,
+    depth,
+    rounds,
+    learning_rate,
+    num_leaves,
+    dropped,
+    seed,
+    device,
+) -> None:
+    """Train the learned final stage (LightGBM lambdarank) on DATA into OUT.
+
+    The lists are --index's top --depth candidates of each train and validation query (scored
+    by --reranker when given), their features the ones serving computes (rerank/ltr.py), the
+    labels DATA's grades; training stops early on the validation split's NDCG@10. Serve it
+    with 'shopsearch search|serve --ranker OUT'."""
+    from training.ranker import RankerTrainConfig, train_ranker_on_index
+
+    config = RankerTrainConfig(
+        depth=depth,
+        rounds=rounds,
+        learning_rate=learning_rate,
+        num_leaves=num_leaves,
+        dropped=tuple(dropped),
+        seed=seed,
+    )
+    report = train_ranker_on_index(
+        _judgments(data), out, location, reranker, config, log=stderr_log, device=device
+    )
+    click.echo(
+        f"ranker: validation NDCG@10 over the candidates {report.baseline_ndcg10:.4f} -> "
+        f"{report.best_ndcg10:.4f} ({report.best_iteration} trees, {report.train_queries} "
+        f"training lists); saved to {out}"
+    )
+
+
 @train_group.command("personal")
 @click.argument("log_path", metavar="LOG", type=click.Path(exists=True, path_type=Path))
 @click.argument("out", type=click.Path(file_okay=False, path_type=Path))
@@ -335,6 +422,21 @@ def train_reranker_cmd(
     is_flag=True,
     help="Leave out the log's clicks over expected clicks per (query, product) as features.",
 )
+@click.option(
+    "--bootstrap",
+    default=default(LogTrainConfig, "bootstrap"),
+    show_default=True,
+    type=click.IntRange(0),
+    help="Resamples of the examination curve's 95% bootstrap interval (searches resampled; "
+    "0: none). A curve wider than 0.25 at any of ranks 2-5 is warned about.",
+)
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Serve the model even if it does not beat relevance-only ranking on the validation "
+    "searches (without it, such a model is saved marked beats_baseline: false and serving "
+    "refuses it).",
+)
 @profiles_option("Events of shoppers erased there with forget-user are left out.")
 @click.option(
     "--seed",
@@ -354,6 +456,8 @@ def train_personal_cmd(
     no_correction,
     clip,
     no_click_evidence,
+    bootstrap,
+    force,
     profiles,
     seed,
     device,
@@ -364,8 +468,11 @@ def train_personal_cmd(
     (serve --search-log): its served pages and the clicks posted with their search_id;
     anonymous searches are left out.
 
-    Position bias is estimated from the log itself (regression-EM) and corrected with clipped
-    inverse-propensity weights; OUT gets the model and report.json/.md/propensity.png.
+    Position bias is estimated from the log itself (regression-EM), with a bootstrap
+    interval per rank, and corrected with clipped inverse-propensity weights; OUT gets the
+    model and report.json/.md/propensity.png. Shown products outside today's candidates (a log
+    of another engine) are scored exactly and kept. A model that does not beat relevance-only
+    ranking on validation is refused by serving unless trained with --force.
     """
     from rerank.pipeline import SearchPipeline
     from training.from_log import train_personal_from_log
@@ -375,6 +482,7 @@ def train_personal_cmd(
         correct=not no_correction,
         clip=clip,
         click_evidence=not no_click_evidence,
+        bootstrap=bootstrap,
         model=PersonalTrainConfig(loss="listwise", seed=seed),
     )
     with SearchPipeline.open(
@@ -394,12 +502,24 @@ def train_personal_cmd(
             log=stderr_log,
             profiles=profiles,
             key=pseudonym_key(),
+            force=force,
         )
+    verdict = (
+        ""
+        if report.beats_baseline
+        else (
+            " (does NOT beat relevance-only; served anyway: --force)"
+            if report.forced
+            else " (does NOT beat relevance-only: serving refuses it; --force to override)"
+        )
+    )
     click.echo(
         f"personal: {report.train_searches} training and {report.val_searches} validation "
         f"searches; validation IPS-DCG@10 of the interactions {report.baseline_val_ips_dcg:.4f} -> "
-        f"{report.best_val_ips_dcg:.4f}; saved to {out} (report.md beside it)"
+        f"{report.best_val_ips_dcg:.4f}{verdict}; saved to {out} (report.md beside it)"
     )
+    if report.curve_warning:
+        click.echo(f"personal: warning: {report.curve_warning}")
 
 
 COMMANDS = [train_group]
