@@ -94,7 +94,21 @@ class _Search:
 
 def _walk(events: Iterable[Event]) -> tuple[list[_Search], ImpressionStats]:
     """Every search of the log with what answered it (the one join of searches and interactions)."""
-    ordered = sorted(events, key=lambda e: (e.timestamp, EVENT_ORDER.get(e.event, 9)))
+    events = list(events)
+    # an interaction that names its search is ordered after it, whatever its own time says:
+    # the search and the click are stamped by different clocks (server, shopper's device)
+    search_at: dict[tuple[str, str, str], float] = {}
+    for e in events:
+        if e.event == "search" and e.search_id is not None:
+            scope = (e.user_id, e.session_id, e.search_id)
+            search_at[scope] = min(e.timestamp, search_at.get(scope, e.timestamp))
+
+    def when(e: Event) -> float:
+        if e.event != "search" and e.search_id is not None:
+            return max(e.timestamp, search_at.get((e.user_id, e.session_id, e.search_id), 0.0))
+        return e.timestamp
+
+    ordered = sorted(events, key=lambda e: (when(e), EVENT_ORDER.get(e.event, 9)))
     searches: dict[tuple[str, str, str], _Search] = {}
     in_session: dict[tuple[str, str], list[_Search]] = {}
     skipped: Counter[str] = Counter()

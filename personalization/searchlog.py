@@ -124,6 +124,23 @@ def log_files(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]]) 
     return sorted(set(out), key=lambda p: (p.name, str(p)))
 
 
+#: Columns every segment has: a file without them is something else (a catalog, an event log).
+REQUIRED = ("event", "timestamp")
+
+
+def _check_segment(path: Path, names: Iterable[str]) -> None:
+    names = set(names)
+    missing = [c for c in REQUIRED if c not in names]
+    if missing or "user_id" in names:
+        what = "an event log (it has user_id)" if "user_id" in names else (
+            f"not a search log segment (no {', '.join(missing)} column)"
+        )
+        raise EventLogError(
+            f"{path}: {what}; give the service's --search-log folder (which holds only its "
+            "segments) or its segment files"
+        )
+
+
 def _read_jsonl(path: Path) -> pl.DataFrame:
     rows = []
     with open(path, encoding="utf-8") as fh:
@@ -134,6 +151,8 @@ def _read_jsonl(path: Path) -> pl.DataFrame:
                 rows.append(json.loads(line))
             except json.JSONDecodeError:
                 continue
+    if rows and isinstance(rows[0], dict):
+        _check_segment(path, rows[0].keys())
     return frame(rows)
 
 
@@ -164,7 +183,14 @@ def scan(
     parts: list[pl.LazyFrame] = []
     for path in log_files(paths):
         if path.suffix == ".parquet":
-            parts.append(pl.scan_parquet(path, schema=SCHEMA))
+            _check_segment(path, pl.read_parquet_schema(path).keys())
+            # a segment of an older or newer version: its missing columns are null, extra
+            # ones are not read
+            parts.append(
+                pl.scan_parquet(
+                    path, schema=SCHEMA, missing_columns="insert", extra_columns="ignore"
+                )
+            )
         else:
             parts.append(_read_jsonl(path).lazy())
     lf = pl.concat(parts, how="vertical") if parts else frame([]).lazy()
@@ -296,11 +322,17 @@ def log_events(
                 pl.col("search_id"),
                 pl.col("pseudonym"),
                 pl.col("session").alias("search_session"),
+                pl.col("timestamp").alias("search_time"),
             ).unique(["search_id", "pseudonym"], keep="first"),
             on=["search_id", "pseudonym"],
             how="left",
         )
-        .with_columns(pl.coalesce("search_session", "session").alias("session"))
+        .with_columns(
+            pl.coalesce("search_session", "session").alias("session"),
+            # the server stamped the search, the page the click: a click on a search cannot
+            # come before it, so a device clock running behind counts from the search's time
+            pl.max_horizontal("timestamp", "search_time").alias("timestamp"),
+        )
     )
     events = [
         Event(

@@ -678,6 +678,12 @@ def train_from_log(
         f"list; {stats.interactions_attributed} of {stats.interactions} interactions attributed; "
         f"{len(lessons)} lists to learn from"
     )
+    unattributed = {r: n for r, n in stats.skipped.items() if r.startswith("interaction")}
+    if unattributed:
+        log(
+            "personal: interactions not attributed: "
+            + "; ".join(f"{n} {reason}" for reason, n in sorted(unattributed.items()))
+        )
     if not lessons:
         raise ShopsearchError("no shown list has 2 products among the relevance candidates")
     end = lessons[-1].impression.timestamp

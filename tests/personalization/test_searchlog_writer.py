@@ -220,3 +220,47 @@ def test_a_search_log_segment_is_told_from_an_event_log(tmp_path, suffix):
         events.write_text(json.dumps(row) + "\n")
     assert is_search_log(seg) and is_search_log(tmp_path) and not is_search_log(events)
     assert Path(seg).exists()
+
+
+def test_a_click_stamped_before_its_search_by_a_slow_device_clock_still_counts(tmp_path):
+    """The service stamps the search, the shopper's device the click: a click that names its
+    search_id is attributed, and counted from the search's time, even when it says earlier."""
+    write_segment(
+        tmp_path / "20260101T000000.000000Z-r-1.parquet",
+        [_search(0), _click(0, "b", timestamp=T0 - 3.0), _search(1), _click(1, "c")],
+    )
+    read = log_events(tmp_path)
+    clicks = [e for e in read.events if e.event == "click"]
+    assert [c.timestamp for c in clicks] == [T0, T0 + 1.5]  # the first at its search's time
+    impressions, stats = impressions_from_events(read.events)
+    assert stats.interactions_attributed == 2 and not stats.skipped
+    assert [m.labels for m in impressions] == [(0, 1, 0), (0, 0, 1)]
+
+
+def test_the_same_in_a_hand_built_event_log(tmp_path):
+    from personalization.events import Event
+
+    events = [
+        Event("u", T0, "s", "search", "drill", search_id="q1", results=("a", "b")),
+        Event("u", T0 - 2.0, "s", "click", product_id="b", search_id="q1"),
+    ]
+    impressions, stats = impressions_from_events(events)
+    assert stats.interactions_attributed == 1 and impressions[0].labels == (0, 1)
+
+
+@pytest.mark.parametrize("kind", ["catalog", "event log"])
+def test_a_file_that_is_no_segment_is_one_line_naming_it(tmp_path, kind):
+    from core.errors import EventLogError
+
+    folder = tmp_path / "log"
+    folder.mkdir()
+    write_segment(folder / "20260101T000000.000000Z-r-1.parquet", [_search(0)])
+    stray = folder / "catalog.parquet"
+    if kind == "catalog":
+        pl.DataFrame({"product_id": ["a"], "title": ["Drill"]}).write_parquet(stray)
+    else:
+        pl.DataFrame({"user_id": ["u"], "timestamp": [T0], "event": ["click"]}).write_parquet(
+            stray
+        )
+    with pytest.raises(EventLogError, match="catalog.parquet: (not a search log|an event log)"):
+        scan(folder).collect()
