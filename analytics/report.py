@@ -521,24 +521,28 @@ def _shopper() -> pl.Expr:
 
 
 def _interactions(log: pl.LazyFrame) -> pl.DataFrame:
-    """Interaction rows with their 1-based rank: the client's ``position``, else the product's
-    rank in its search's ``results`` (None when it was not shown there)."""
+    """Interaction rows with their 1-based rank: the product's rank in its search's
+    ``results`` (the service's record), else the client's ``position``.
+
+    An interaction on a product its logged search did not show (a page that posted the wrong
+    ``search_id``) is not that search's and is left out; one whose search is not in the log
+    read (another window, another folder) is kept as posted.
+    """
     rows = (
         log.filter(pl.col("event").is_in(list(INTERACTIONS)))
         .select("search_id", "event", "product_id", "position")
         .collect()
     )
-    unknown = rows.filter(pl.col("position").is_null()).select("search_id").unique()
-    if not unknown.height:  # every client sent its position: no search's list to read
+    if not rows.height:
         return rows
     shown = (
         log.filter(pl.col("event") == "search")
         .select("search_id", "offset", "results")
-        .join(unknown.lazy(), on="search_id", how="semi")
+        .join(rows.select("search_id").unique().lazy(), on="search_id", how="semi")
         .with_columns(
             rank=pl.int_ranges(
                 pl.col("offset").fill_null(0) + 1,
-                pl.col("offset").fill_null(0) + 1 + pl.col("results").list.len(),
+                pl.col("offset").fill_null(0) + 1 + pl.col("results").list.len().fill_null(0),
                 dtype=pl.Int32,
             )
         )
@@ -548,10 +552,15 @@ def _interactions(log: pl.LazyFrame) -> pl.DataFrame:
         .agg(pl.col("rank").min())
         .collect()
     )
+    logged = shown.select("search_id").unique().lazy()
     return (
-        rows.join(shown, on=["search_id", "product_id"], how="left")
-        .with_columns(position=pl.coalesce(pl.col("position"), pl.col("rank")))
-        .drop("rank")
+        rows.lazy()
+        .join(shown.lazy(), on=["search_id", "product_id"], how="left")
+        .join(logged.with_columns(in_log=pl.lit(True)), on="search_id", how="left")
+        .filter(pl.col("rank").is_not_null() | pl.col("in_log").is_null())
+        .with_columns(position=pl.coalesce(pl.col("rank"), pl.col("position")))
+        .drop("rank", "in_log")
+        .collect()
     )
 
 

@@ -218,3 +218,27 @@ def test_plots_without_matplotlib_say_what_to_install(log, tmp_path, monkeypatch
     monkeypatch.setattr(builtins, "__import__", no_matplotlib)
     with pytest.raises(ShopsearchError, match=r"pip install 'shopsearch\[train\]'"):
         save_plots(analytics_report(log), tmp_path / "plots")
+
+
+def test_a_click_on_a_product_its_search_did_not_show_is_not_that_searchs(tmp_path):
+    """A page that posts the wrong search_id must not lift the query's click-through: the
+    log knows what each search showed."""
+    t = 1_796_000_000.0
+    search = {"event": "search", "pseudonym": "p1", "session": "", "query": "impact driver",
+              "offset": 0, "k": 3, "results": ["a", "b", "c"]}  # fmt: skip
+    write_segment(
+        tmp_path / "20261129T000000.000000Z-r-1.parquet",
+        [
+            {**search, "timestamp": t, "search_id": "s1"},
+            {**search, "timestamp": t + 1, "search_id": "s2"},
+            {"event": "click", "timestamp": t + 2, "search_id": "s1", "pseudonym": "p1",
+             "product_id": "zzz"},  # not shown by s1
+            {"event": "click", "timestamp": t + 3, "search_id": "s2", "pseudonym": "p1",
+             "product_id": "c", "position": 1},  # shown at 3: the log's rank wins
+            {"event": "click", "timestamp": t + 4, "search_id": "gone", "pseudonym": "p1",
+             "product_id": "c"},  # its search is in no segment read: kept as posted
+        ],
+    )  # fmt: skip
+    report = analytics_report(tmp_path, min_shoppers=1)
+    assert report.searches == 2 and report.ctr == pytest.approx(0.5)
+    assert report.mean_click_position == 3.0
