@@ -509,3 +509,6 @@ def require_key(url: str, key: str | None) -> None:
             f"{redacted(url)}: a profile store on a server has no folder for a key file: set "
             f"{KEY_ENV} to the pseudonym key ({2 * KEY_BYTES} hex characters) every replica uses"
         )
+    from personalization.privacy import Pseudonymizer
+
+    Pseudonymizer.from_dir(".", key)  # a key that is not hex, or too short: refused now

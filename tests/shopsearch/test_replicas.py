@@ -112,7 +112,10 @@ def test_two_replicas_share_shoppers_and_erasures(
         assert ALICE not in (tmp_path / f"{name}.log").read_text()
 
 
-def test_serve_refuses_a_store_url_without_the_key(postgres_url, index_dir) -> None:
+@pytest.mark.parametrize("key", ["", "abc", "not hex at all"])
+def test_serve_refuses_a_store_url_without_a_usable_key(postgres_url, index_dir, key) -> None:
+    """No key, or one that is not hex: refused before serving (not a service answering 503
+    forever)."""
     from click.testing import CliRunner
 
     from shopsearch.cli import main
@@ -120,7 +123,7 @@ def test_serve_refuses_a_store_url_without_the_key(postgres_url, index_dir) -> N
     result = CliRunner().invoke(
         main,
         ["serve", "--index", str(index_dir), "--profiles", postgres_url],
-        env={"SHOPSEARCH_PSEUDONYM_KEY": ""},
+        env={"SHOPSEARCH_PSEUDONYM_KEY": key},
     )
     assert result.exit_code == 2, result.output
     lines = [line for line in result.output.splitlines() if line.strip()]
