@@ -33,7 +33,7 @@ from scipy.stats import binomtest
 
 from personalization.searchlog import scan
 
-__all__ = ["InterleavingResult", "markdown", "outcomes", "report", "summarize"]
+__all__ = ["InterleavingResult", "experiments", "markdown", "outcomes", "report", "summarize"]
 
 #: The interaction that credits a team.
 CLICK = "click"
@@ -244,3 +244,14 @@ def markdown(results: list[InterleavingResult]) -> str:
             f"{r.ties:,} | {delta} | {share} | {p} | {word} |"
         )
     return "\n".join(lines)
+
+
+def experiments(paths: Any) -> list[str]:
+    """The names of the interleaving experiments a search log holds, sorted."""
+    names = (
+        scan(paths)
+        .filter(pl.col("event") == "search")
+        .select(pl.col("experiment").drop_nulls().unique())
+        .collect()["experiment"]
+    )
+    return sorted(names.to_list())

@@ -82,6 +82,15 @@ def report_cmd(
         since=parse_time(since, "--since"),
         until=parse_time(until, "--until"),
     )
+    if experiment is not None and not results:
+        from analytics.interleaving import experiments
+
+        named = experiments(list(logs))
+        if experiment not in named:  # a typo, not an empty window
+            raise ShopsearchError(
+                f"--experiment {experiment!r}: no interleaved search of that name in the log; "
+                + (f"it has: {', '.join(named)}" if named else "it has no experiment at all")
+            )
     if fmt == "json":
         click.echo(json.dumps([r.as_dict() for r in results], indent=2))
     else:

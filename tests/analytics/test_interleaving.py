@@ -148,6 +148,10 @@ def test_cli_report_markdown_and_json(tmp_path, log_rows):
         main, ["interleave", "report", str(tmp_path / "log"), "--since", "2026-01-02"]
     )
     assert empty.exit_code == 0 and "No interleaved search" in empty.output
+    typo = runner.invoke(
+        main, ["interleave", "report", str(tmp_path / "log"), "--experiment", "epx"]
+    )
+    assert typo.exit_code == 2 and "'epx'" in typo.output and "it has: exp" in typo.output
     missing = runner.invoke(main, ["interleave", "report", str(tmp_path / "nope")])
     assert missing.exit_code == 2 and "no such search log" in missing.output
     bad = runner.invoke(main, ["interleave", "report", str(tmp_path / "log"), "--since", "May"])
