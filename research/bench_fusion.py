@@ -678,3 +678,64 @@ __all__ = [
     "run_fusion_benchmark",
     "sample_judgments",
 ]
+
+
+#: The latency block's name in the docs page.
+LATENCY_KEY = "fusion-latency"
+
+
+def fusion_latency(
+    data: str | Path, index: str | Path, n_queries: int = 300, rounds: int = 3, k: int = 50
+) -> str:
+    """What the default fusion's structural step costs a hybrid search: ``Retriever.search``
+    on one index with equal-weight RRF alone and with words-first, query by query in turn
+    (the order flipped each round), so both see the same machine state.
+
+    Args:
+        data: The benchmark folder (its test queries are searched).
+        index: An index of its catalog.
+        n_queries: Test queries timed (the first ones, in the split's order).
+        rounds: Passes over them.
+        k: Results asked for (the pipeline asks for its rerank depth, 50).
+
+    Returns:
+        The Markdown block: p50 / p99 of each and of the difference, in ms.
+    """
+    from dataclasses import replace
+
+    from research.bench_speed import machine_description
+    from retrieval.retriever import Retriever
+
+    queries = load_benchmark(data).split("test")[0]["query"].to_list()[:n_queries]
+    times: dict[str, list[float]] = {"rrf": [], "words-first": []}
+    with Retriever.open(index) as retriever:
+        base = replace(retriever.tuning, dense_weight=1.0, sparse_weight=1.0)
+        tunings = {"rrf": replace(base, fusion="rrf"), "words-first": replace(base, fusion="words-first")}
+        for q in queries[:20]:  # warm: the models, the store's pages, the title-token cache
+            for t in tunings.values():
+                retriever.tuning = t
+                retriever.search(q, k=k)
+        for r in range(rounds):
+            order = list(tunings) if r % 2 == 0 else list(reversed(tunings))
+            for q in queries:
+                for name in order:
+                    retriever.tuning = tunings[name]
+                    t0 = time.perf_counter()
+                    retriever.search(q, k=k)
+                    times[name].append((time.perf_counter() - t0) * 1000)
+    a, b = np.array(times["rrf"]), np.array(times["words-first"])
+    diff = b - a
+    rows = [
+        ("hybrid, equal-weight RRF", a),
+        ("hybrid, words-first (the default)", b),
+        ("difference, per query", diff),
+    ]
+    lines = [
+        f"{len(queries)} Home Depot test queries x {rounds} rounds, `Retriever.search(k={k})` on "
+        f"one index, the two fusions in turn per query (ms). {machine_description()}.",
+        "",
+        "| | p50 | p99 |",
+        "| --- | ---: | ---: |",
+        *[f"| {name} | {np.percentile(v, 50):.2f} | {np.percentile(v, 99):.2f} |" for name, v in rows],
+    ]
+    return "\n".join(lines) + "\n"

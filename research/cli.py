@@ -1491,6 +1491,14 @@ def bench_analytics_cmd(
     help="A Home Depot sub-shop with fewer scored queries is left out.",
 )
 @click.option("--device", default=None, help="Torch device of the query tower.")
+@click.option(
+    "--latency-only",
+    "latency_queries",
+    type=click.IntRange(1),
+    default=None,
+    help="Instead of the quality runs, time this many test queries through the retriever with "
+    "equal-weight RRF and with words-first, in turn (what the default's structural step costs).",
+)
 @docs_option
 def bench_fusion_cmd(
     data: Path,
@@ -1499,14 +1507,25 @@ def bench_fusion_cmd(
     sample_products: int,
     min_queries: int,
     device: str | None,
+    latency_queries: int | None,
     docs_page: Path | None,
 ) -> None:
     """Which hybrid fusion holds across data: weighted RRF at several dense shares, each list
     alone and rules from the lists' structure, on DATA's test split, its sub-shops (by
     department, by query type) and a synthetic shop; paired tests against equal-weight RRF and
     BM25, and each rule's worst case."""
-    from research.bench_fusion import REPORT_KEY, run_fusion_benchmark
+    from research.bench_fusion import LATENCY_KEY, REPORT_KEY, fusion_latency, run_fusion_benchmark
 
+    if latency_queries is not None:
+        block = fusion_latency(data, index, latency_queries)
+        click.echo(block)
+        if docs_page is not None:
+            from research.bench_speed import machine_description
+            from research.docs import command_line, publish
+
+            page = publish(docs_page, LATENCY_KEY, block, command_line(), machine_description())
+            click.echo(f"wrote the report into {page}", err=True)
+        return
     report = run_fusion_benchmark(
         data,
         index,

@@ -111,3 +111,29 @@ def test_sample_judgments_come_from_the_category_tree():
             assert cat.split(" > ")[-1].lower() == texts[qid]
         if qid.startswith("attr:"):
             assert {3.0, 2.0} == set(judged.values())  # the value's products and the others
+
+
+def test_fusion_latency_times_both_fusions_on_one_index(
+    tmp_path, sample_catalog, tiny_encoder, monkeypatch
+):
+    """The latency part searches each query with both fusions and reports both and their
+    difference (here on the tiny index, with a stand-in benchmark's queries)."""
+    import polars as pl
+
+    import research.bench_fusion as bench
+
+    class Stub:
+        def split(self, name):
+            assert name == "test"
+            return pl.DataFrame({"query": ["cordless drill", "drill", "saw blade"]}), {}
+
+    from indexer.build import index_catalog
+    from retrieval.store import IndexLocation
+
+    index = tmp_path / "index"
+    index_catalog(sample_catalog, IndexLocation(path=index), encoder=tiny_encoder, progress=False)
+    monkeypatch.setattr(bench, "load_benchmark", lambda data: Stub())
+    block = bench.fusion_latency("unused", index, n_queries=3, rounds=2, k=5)
+    assert "3 Home Depot test queries x 2 rounds" in block
+    for row in ("equal-weight RRF |", "words-first (the default) |", "difference, per query |"):
+        assert row in block
