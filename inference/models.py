@@ -19,6 +19,9 @@ from core.errors import ShopsearchError
 #: The default bi-encoder (and the cross-encoder's starting weights), shipped as a package.
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 _WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+#: What marks a LoRA adapter folder (``train ... --lora``): the base model it was trained on
+#: and how to rebuild it (:mod:`inference.adapters`); beside peft's ``adapter_config.json``.
+ADAPTER_FILE = "shopsearch_adapter.json"
 
 
 def default_model_path() -> Path:
@@ -37,6 +40,8 @@ def resolve_model_path(model: str | os.PathLike[str] | None) -> Path:
     if model is None or str(model) in (DEFAULT_MODEL, f"sentence-transformers/{DEFAULT_MODEL}"):
         return default_model_path()
     path = Path(model).expanduser()
+    if is_adapter_folder(path):
+        return path
     if not (path / "config.json").is_file() and not (path / "modules.json").is_file():
         raise ShopsearchError(
             f"model '{model}' is not a local sentence-transformers folder (no config.json there): "
@@ -57,7 +62,19 @@ def _fingerprint(path: str, stamp: tuple[tuple[str, int, int], ...]) -> str:
 
 
 def model_fingerprint(path: Path) -> str:
-    """A hash of the weight files of a model folder (what an index records)."""
+    """A hash of the weight files of a model folder (what an index records).
+
+    For a LoRA adapter folder: a hash of its base model's fingerprint and the adapter's weights,
+    so the same adapter on another base (or another adapter on the same base) differs.
+    """
+    if is_adapter_folder(path):
+        adapter = _weights_fingerprint(path)
+        base = model_fingerprint(adapter_base_path(path))
+        return hashlib.sha256(f"{base}+{adapter}".encode()).hexdigest()[:16]
+    return _weights_fingerprint(path)
+
+
+def _weights_fingerprint(path: Path) -> str:
     files = sorted(
         p
         for p in path.rglob("*")
@@ -87,6 +104,11 @@ def check_backend_device(backend: str, device: str) -> None:
 def is_cross_encoder_folder(path: str | os.PathLike[str]) -> bool:
     """True when ``path`` holds a cross-encoder (a CrossEncoder save, or a HF sequence classifier)."""
     folder = Path(path)
+    if is_adapter_folder(folder):
+        try:
+            return read_adapter(folder)["kind"] == "cross-encoder"
+        except ShopsearchError:
+            return False
     st_config = folder / "config_sentence_transformers.json"
     if st_config.is_file():
         try:
@@ -102,3 +124,46 @@ def is_cross_encoder_folder(path: str | os.PathLike[str]) -> bool:
             return False
         return any(str(a).endswith("ForSequenceClassification") for a in archs)
     return False
+
+
+def is_adapter_folder(path: str | os.PathLike[str]) -> bool:
+    """True when ``path`` holds a LoRA adapter written by ``train ... --lora`` (base + adapter)."""
+    folder = Path(path)
+    return (folder / ADAPTER_FILE).is_file() and (folder / "adapter_config.json").is_file()
+
+
+def read_adapter(path: str | os.PathLike[str]) -> dict:
+    """The adapter folder's :data:`ADAPTER_FILE`: ``kind`` ("bi-encoder" or "cross-encoder"),
+    ``base_model`` (a folder path, or the packaged model's name) and how it was built.
+
+    Raises:
+        ShopsearchError: The file is not a JSON object with ``kind`` and ``base_model``.
+    """
+    file = Path(path) / ADAPTER_FILE
+    try:
+        info = json.loads(file.read_text())
+    except (OSError, ValueError) as exc:
+        raise ShopsearchError(f"{file}: not readable JSON ({exc})") from exc
+    if not isinstance(info, dict) or not info.get("kind") or not info.get("base_model"):
+        raise ShopsearchError(f"{file}: expected a JSON object with kind and base_model")
+    return info
+
+
+def adapter_base_path(path: str | os.PathLike[str]) -> Path:
+    """The base model folder an adapter folder names, resolved like any model option (a
+    relative path is looked for beside the adapter folder first).
+
+    Raises:
+        ShopsearchError: The base is not there (one line naming both folders).
+    """
+    folder = Path(path)
+    base = str(read_adapter(folder)["base_model"])
+    beside = folder / base
+    candidate: str | Path = beside if not Path(base).is_absolute() and beside.exists() else base
+    try:
+        return resolve_model_path(candidate)
+    except ShopsearchError:
+        raise ShopsearchError(
+            f"the adapter in {folder} needs its base model '{base}', which is not a model folder "
+            f"here: copy the base there, or edit base_model in {folder / ADAPTER_FILE}"
+        ) from None

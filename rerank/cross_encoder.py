@@ -30,6 +30,7 @@ from core.io import atomic_write
 from inference.backend import apply_torch_threads, attach, check_backend, model_file
 from inference.models import (
     check_backend_device,
+    is_adapter_folder,
     is_cross_encoder_folder,
     model_fingerprint,
     pick_device,
@@ -216,7 +217,9 @@ def load_cross_encoder(
     """Opens a reranker folder as a ``CrossEncoder`` in eval mode.
 
     Args:
-        path: A CrossEncoder folder (what training writes).
+        path: A CrossEncoder folder (what training writes), or a LoRA adapter folder
+            (``train reranker --lora``: its base rebuilt as it was trained, the adapter and
+            head merged in, :mod:`inference.adapters`).
         device: Torch device; None picks CUDA when present.
         max_length: Token budget per pair; None uses the saved settings' (or the model's).
 
@@ -230,7 +233,12 @@ def load_cross_encoder(
     settings = read_settings(folder)
     _quiet()
     try:
-        model = CrossEncoder(str(folder), device=pick_device(device), local_files_only=True)
+        if is_adapter_folder(folder):
+            model = _open_adapter(folder, device)
+        else:
+            model = CrossEncoder(str(folder), device=pick_device(device), local_files_only=True)
+    except ShopsearchError:
+        raise
     except Exception as exc:
         raise ShopsearchError(
             f"cannot load the cross-encoder in {folder}: {first_line(exc)}"
@@ -245,6 +253,27 @@ def load_cross_encoder(
         _set_max_length(model, int(length))
     model.eval()
     return model
+
+
+def _open_adapter(folder: Path, device: str | None) -> CrossEncoder:
+    """A cross-encoder adapter folder: the base rebuilt as training built it, adapter merged."""
+    from inference.adapters import CROSS_ENCODER, attach_adapter, require_peft
+    from inference.models import adapter_base_path, read_adapter
+
+    info = read_adapter(folder)
+    if info["kind"] != CROSS_ENCODER:
+        raise ShopsearchError(
+            f"{folder} holds a {info['kind']} adapter, not a cross-encoder's: give it as --model"
+        )
+    require_peft()
+    model = new_cross_encoder(
+        adapter_base_path(folder),
+        dropout=float(info.get("classifier_dropout", 0.1)),
+        max_length=int(info.get("max_length") or DEFAULT_MAX_LENGTH),
+        device=device,
+        layers=info.get("layers"),
+    )
+    return attach_adapter(model, folder)
 
 
 #: Pairs per forward pass on a CPU. Pairs are scored longest first, so small batches pad each
@@ -340,6 +369,10 @@ class Reranker:
                 raise ShopsearchError(
                     "the untrained reranker runs on torch only: give a reranker folder for "
                     f"--backend {backend}"
+                )
+            if is_adapter_folder(Path(path).expanduser()):
+                raise ShopsearchError(
+                    f"{path} holds a LoRA adapter, which runs on --backend torch only"
                 )
             device = device or "cpu"
             check_backend_device(backend, device)

@@ -18,6 +18,7 @@ from inference.backend import apply_torch_threads, attach, check_backend, model_
 from inference.models import (
     DEFAULT_MODEL,
     check_backend_device,
+    is_adapter_folder,
     model_fingerprint,
     pick_device,
     resolve_model_path,
@@ -50,7 +51,9 @@ class BiEncoder:
     """Embeds queries and product texts into one space; vectors are L2-normalised float32.
 
     Args:
-        model: A sentence-transformers folder, or None for the packaged all-MiniLM-L6-v2.
+        model: A sentence-transformers folder, a LoRA adapter folder (``train retriever --lora``:
+            its base opened and the adapter merged in, :mod:`inference.adapters`; torch only),
+            or None for the packaged all-MiniLM-L6-v2.
         device: "cpu", "cuda", ...; None picks CUDA when present (CPU for onnx/openvino).
         batch_size: Encoding batch size.
         half: On CUDA, run the model in bfloat16 (much faster; vectors still returned as fp32).
@@ -84,15 +87,27 @@ class BiEncoder:
         self.path = resolve_model_path(model)
         self.device = pick_device(device or ("cpu" if backend != "torch" else None))
         check_backend_device(backend, self.device)
+        adapter = is_adapter_folder(self.path)
+        if adapter and backend != "torch":
+            raise ShopsearchError(
+                f"{self.path} holds a LoRA adapter, which runs on --backend torch only"
+            )
         if backend != "torch":
             model_file(self.path, backend, quantize)  # not exported: say so before loading
         self.batch_size = batch_size
         if self.device.startswith("cpu"):
             apply_torch_threads(threads)
         try:
-            self.model = SentenceTransformer(
-                str(self.path), device=self.device, local_files_only=True
-            )
+            if adapter:  # base + adapter, merged (inference.adapters)
+                from inference.adapters import open_sentence_transformer
+
+                self.model = open_sentence_transformer(self.path, self.device)
+            else:
+                self.model = SentenceTransformer(
+                    str(self.path), device=self.device, local_files_only=True
+                )
+        except ShopsearchError:
+            raise
         except Exception as exc:  # a corrupt or foreign folder: say which, not a 40-line trace
             raise ShopsearchError(f"cannot load model from {self.path}: {exc}") from exc
         if half and self.device.startswith("cuda"):

@@ -55,6 +55,11 @@ class TrainConfig:
             this long (loading, mining or teacher scoring, and validation included).
         typo_rate: Share of query letters given a typo in training (swap, drop or neighbouring
             key; :mod:`training.noise`), seeded with ``seed``; 0 = off.
+        lora_rank: Train a LoRA adapter of this rank on the attention projections instead of
+            all weights, and save the adapter folder (:mod:`inference.adapters`); None = full
+            fine-tuning.
+        lora_alpha: LoRA scale numerator (updates scaled by ``alpha / rank``); None = 2 x rank.
+        lora_dropout: Dropout on the adapter's input.
     """
 
     base_model: str | None = None
@@ -71,6 +76,9 @@ class TrainConfig:
     bf16: bool = True
     time_budget_s: float | None = None
     typo_rate: float = 0.0
+    lora_rank: int | None = None
+    lora_alpha: float | None = None
+    lora_dropout: float = 0.1
 
     #: Smallest batch the training can learn from.
     MIN_BATCH = 1
@@ -96,7 +104,20 @@ class TrainConfig:
             problems.append(f"patience must be >= 1 (got {self.patience})")
         if not 0.0 <= self.typo_rate <= 0.5:
             problems.append(f"typo_rate must be in [0, 0.5] (got {self.typo_rate})")
+        if self.lora_rank is not None and self.lora_rank < 1:
+            problems.append(f"lora_rank must be >= 1 or None (got {self.lora_rank})")
+        if self.lora_alpha is not None and not self.lora_alpha > 0:
+            problems.append(f"lora_alpha must be > 0 or None (got {self.lora_alpha})")
+        if not 0.0 <= self.lora_dropout < 1.0:
+            problems.append(f"lora_dropout must be in [0, 1) (got {self.lora_dropout})")
         return problems
+
+    @property
+    def lora_scale_alpha(self) -> float:
+        """The LoRA alpha used: ``lora_alpha``, or 2 x ``lora_rank``."""
+        if self.lora_alpha is not None:
+            return float(self.lora_alpha)
+        return 2.0 * float(self.lora_rank or 0)
 
     def check(self) -> None:
         """Raises ShopsearchError naming every option out of range."""

@@ -18,7 +18,9 @@ ones up to ``val_depth``); it is measured before training (a baseline with a ran
 recorded), then each epoch (or every ``eval_every`` steps); training stops after ``patience``
 validations without a better one and the best checkpoint is what ``out_dir`` keeps: a folder
 that ``CrossEncoder(out_dir)`` loads, with ``shopsearch_rerank.json`` (the blend weight,
-``rerank.cross_encoder.write_settings``) beside it. Seeding, the time budget, the report and the logs
+``rerank.cross_encoder.write_settings``) beside it. With ``lora_rank`` only a LoRA adapter on the
+attention projections and the new head are trained, and ``out_dir`` holds the adapter folder
+(:mod:`inference.adapters`; ``Reranker.load(out_dir)`` opens base + adapter). Seeding, the time budget, the report and the logs
 are :mod:`training.common`'s, shared with the retriever.
 
 Distillation (``teacher=``, a trained reranker folder): the same pairs, but each target is the
@@ -48,6 +50,7 @@ from typing import Any
 from core.errors import ShopsearchError
 from evaluation.labels import Judgments
 from evaluation.metrics import evaluate, mean_scores
+from inference import adapters
 from rerank.blend import DEFAULT_RETRIEVAL_WEIGHT
 from rerank.cross_encoder import Reranker, check_reranker_folder, new_cross_encoder, write_settings
 from training import common as trainkit
@@ -428,6 +431,16 @@ def train_reranker(
         device=cfg.device,
         layers=cfg.layers,
     )
+    lora: dict[str, Any] | None = None
+    if cfg.lora_rank:
+        lora = adapters.add_lora(
+            model, adapters.CROSS_ENCODER, cfg.lora_rank, cfg.lora_scale_alpha, cfg.lora_dropout
+        )
+        log(
+            f"rerank train: LoRA rank {lora['rank']} (alpha {lora['alpha']:g}) on "
+            f"{'/'.join(lora['targets'])} + the scoring head: {lora['trainable_parameters']:,} of "
+            f"{lora['total_parameters']:,} parameters trained"
+        )
     evaluator = ndcg_evaluator(data, val_lists, batch_size=max(64, 2 * cfg.batch_size))
     out.mkdir(parents=True, exist_ok=True)
     # the baseline (a random head) is only recorded: the first trained checkpoint is kept
@@ -447,9 +460,26 @@ def train_reranker(
         progress=progress,
         baseline_is_bar=False,
     )
+    if lora is not None:
+        adapters.restore_best_checkpoint(trainer, model)
     fields = trainkit.run(trainer, out=out, track=track, budget=budget, early=early)
     best = trainer.model
-    best.save_pretrained(str(out))
+    if lora is None:
+        best.save_pretrained(str(out))
+    else:  # the adapter and head alone, naming the base and how to rebuild it
+        lora["adapter_bytes"] = adapters.save_adapter(
+            best,
+            out,
+            adapters.CROSS_ENCODER,
+            adapters.base_name(cfg.base_model),
+            classifier_dropout=cfg.dropout,
+            max_length=cfg.max_length,
+            layers=cfg.layers,
+            rank=lora["rank"],
+            alpha=lora["alpha"],
+            dropout=lora["dropout"],
+            targets=lora["targets"],
+        )
     training: dict[str, Any] = {
         "best_step": fields["best_step"],
         f"val_{METRIC}": fields["best_metric"],
@@ -480,6 +510,7 @@ def train_reranker(
             "labels": "teacher" if cfg.teacher is not None else "grades",
             "teacher": cfg.teacher,
             "teacher_seconds": round(teacher_seconds, 2),
+            "lora": lora,
         },
         **{
             **fields,

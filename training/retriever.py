@@ -8,7 +8,9 @@ owns AdamW with weight decay, warm-up and decay, clipping and bf16 on CUDA; vali
 (:class:`RecallEvaluator`, on ``evaluation.metrics``) drives early stopping and picks the
 checkpoint kept. ``out_dir`` ends up holding a sentence-transformers folder that
 ``BiEncoder(out_dir)`` (or ``SentenceTransformer(out_dir)``) loads: the best checkpoint, or the
-starting model when training never beat it. Seeding, the time budget, the report and the logs
+starting model when training never beat it. With ``lora_rank`` only a LoRA adapter on the
+attention projections is trained and ``out_dir`` holds the adapter folder instead
+(:mod:`inference.adapters`; ``BiEncoder(out_dir)`` opens base + adapter). Seeding, the time budget, the report and the logs
 are :mod:`training.common`'s, shared with the reranker.
 
 Needs the ``train`` extra (``datasets``, ``accelerate``); imported only when training.
@@ -29,6 +31,7 @@ import torch
 from core.errors import ShopsearchError
 from evaluation.labels import Judgments
 from evaluation.metrics import evaluate, mean_scores
+from inference import adapters
 from inference.models import pick_device, resolve_model_path
 from retrieval.encoder import MAX_QUERY_CHARS, BiEncoder
 from training import common as trainkit
@@ -558,8 +561,34 @@ def train_retriever(
         data, pairs, hard, config.hard_negatives, config.seed, typo_rate=config.typo_rate
     )
 
+    lora: dict[str, Any] | None = None
+    if config.lora_rank:
+        lora = adapters.add_lora(
+            st, adapters.BI_ENCODER, config.lora_rank, config.lora_scale_alpha, config.lora_dropout
+        )
+        log(
+            f"LoRA rank {lora['rank']} (alpha {lora['alpha']:g}) on {'/'.join(lora['targets'])}: "
+            f"{lora['trainable_parameters']:,} of {lora['total_parameters']:,} parameters trained"
+        )
+
+    def save(model: SentenceTransformer) -> None:
+        if lora is None:
+            model.save(str(out), create_model_card=False)
+        else:  # the adapter alone, naming its base
+            adapters.save_adapter(
+                model,
+                out,
+                adapters.BI_ENCODER,
+                adapters.base_name(config.base_model),
+                max_seq_length=int(model.max_seq_length),
+                rank=lora["rank"],
+                alpha=lora["alpha"],
+                dropout=lora["dropout"],
+                targets=lora["targets"],
+            )
+
     out.mkdir(parents=True, exist_ok=True)
-    st.save(str(out), create_model_card=False)  # the starting model, until a checkpoint beats it
+    save(st)  # the starting model (or a zero adapter: the same), until a checkpoint beats it
 
     evaluator = recall_evaluator(val_data, val_catalog, VAL_K, bf16=config.bf16)
     trainer, track, budget, early = trainkit.build_trainer(
@@ -584,9 +613,11 @@ def train_retriever(
         f"{f' + {config.hard_negatives} hard negatives each' if config.hard_negatives else ''}, "
         f"lr {config.lr}, warm-up {config.warmup_ratio:.0%} of the steps"
     )
+    if lora is not None:
+        adapters.restore_best_checkpoint(trainer, st)
     fields = trainkit.run(trainer, out=out, track=track, budget=budget, early=early)
     if fields["best_step"]:
-        trainer.model.save(str(out), create_model_card=False)
+        save(trainer.model)
     else:
         log(
             f"training never beat the baseline validation {METRIC} "
@@ -610,6 +641,9 @@ def train_retriever(
             "hard_negatives": config.hard_negatives,
             "eval_seconds": round(evaluator.seconds, 2),
             "base_model_path": str(base_path),
+            "lora": None
+            if lora is None
+            else {**lora, "adapter_bytes": adapters.adapter_bytes(out)},
         },
         **{
             **fields,
