@@ -46,7 +46,7 @@ import torch
 
 from core.errors import ShopsearchError
 from core.io import atomic_write
-from inference.models import is_cross_encoder_folder, resolve_model_path
+from inference.models import is_adapter_folder, is_cross_encoder_folder, resolve_model_path
 
 BACKENDS = ("torch", "onnx", "openvino")
 QUANTIZATIONS = ("int8",)
@@ -541,6 +541,11 @@ def optimize(
             "exporting needs ONNX Runtime and onnx: pip install 'shopsearch[onnx]'"
         ) from exc
     folder = resolve_model_path(model)
+    if is_adapter_folder(folder):
+        raise ShopsearchError(
+            f"{folder} holds a LoRA adapter, which runs on --backend torch (merged into its base "
+            "when opened): optimize exports full model folders"
+        )
     plain_hf = (folder / "config.json").is_file() and not (folder / "modules.json").is_file()
     if plain_hf and not is_cross_encoder_folder(folder):
         raise ShopsearchError(f"{folder} is a plain HF folder, not a sentence-transformers one")

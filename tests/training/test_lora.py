@@ -86,6 +86,11 @@ def test_bi_encoder_adapter_loads_as_base_plus_adapter(ce_root, tmp_path):
     assert fp != plain.fingerprint and loaded.fingerprint == fp
     with pytest.raises(ShopsearchError, match="torch only"):
         BiEncoder(out, backend="onnx")
+    from inference.backend import optimize
+
+    pytest.importorskip("onnxruntime")
+    with pytest.raises(ShopsearchError, match="LoRA adapter"):
+        optimize(out, "onnx")
 
 
 def test_missing_base_is_one_line(ce_root, tmp_path):
