@@ -182,10 +182,19 @@ def train_group() -> None:
     type=click.IntRange(0),
     help="Products ranked in validation besides the judged ones (0: whole catalog).",
 )
+@click.option(
+    "--lora",
+    default=None,
+    type=click.IntRange(1),
+    help="Train a LoRA adapter of this rank on the attention projections instead of all "
+    "weights (peft); OUT then holds a small adapter folder that names the base model "
+    "(raise --lr, e.g. 5e-4).",
+)
 def train_retriever_cmd(
     data: Path,
     out: Path,
     base_model,
+    lora,
     hard_negatives,
     max_pairs,
     val_catalog,
@@ -200,6 +209,7 @@ def train_retriever_cmd(
         hard_negatives=hard_negatives,
         max_pairs=max_pairs,
         val_catalog=val_catalog or None,
+        lora_rank=lora,
         **trainer,
     )
     report = train_retriever(_judgments(data), out, config, progress=progress, log=stderr_log)
@@ -258,11 +268,20 @@ def train_retriever_cmd(
     help="Distil from this trained reranker: learn its scores (MSE on logits) instead of the "
     "grades; with --layers, a faster student. Validation still uses the grades.",
 )
+@click.option(
+    "--lora",
+    default=None,
+    type=click.IntRange(1),
+    help="Train a LoRA adapter of this rank on the attention projections instead of all "
+    "weights (peft); OUT then holds a small adapter folder that names the base model "
+    "(raise --lr, e.g. 5e-4).",
+)
 def train_reranker_cmd(
     data: Path,
     out: Path,
     location,
     base_model,
+    lora,
     dropout,
     negatives,
     max_queries,
@@ -286,6 +305,7 @@ def train_reranker_cmd(
         layers=layers,
         val_queries=val_queries,
         teacher=teacher,
+        lora_rank=lora,
         **trainer,
     )
     report = train_reranker_on_index(
