@@ -70,7 +70,7 @@ import polars as pl
 from core.errors import ShopsearchError
 from personalization.privacy import Pseudonymizer
 from personalization.propensity import estimate_propensities
-from personalization.searchlog import INTERACTIONS, log_files, read_tombstones, scan
+from personalization.searchlog import INTERACTIONS, forgotten_pseudonyms, log_files, scan
 
 __all__ = [
     "MIN_SHOPPERS",
@@ -393,7 +393,7 @@ def analytics_report(
     first = parse_day(since, "--since")
     last = parse_day(until, "--until")
     lo, hi = day_window(first, last)
-    gone = _forgotten(paths, pseudonymizer)
+    gone = forgotten_pseudonyms(paths, pseudonymizer)
     segments = [_without(scan(path, lo, hi), gone) for path in log_files(paths)]
     return report_of(
         _without(scan(paths, lo, hi), gone),
@@ -405,21 +405,6 @@ def analytics_report(
         max_rank=max_rank,
         max_impressions=max_impressions,
     )
-
-
-def _forgotten(
-    paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
-    pseudonymizer: Pseudonymizer | None,
-) -> list[str]:
-    """The pseudonyms in the log whose tombstone a folder's ``forgotten.txt`` holds."""
-    if pseudonymizer is None:
-        return []
-    folders = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
-    tombstones = set().union(*(read_tombstones(f) for f in folders if Path(f).is_dir()))
-    if not tombstones:
-        return []
-    names = scan(paths).select(pl.col("pseudonym").drop_nulls().unique()).collect()
-    return [p for p in names["pseudonym"] if pseudonymizer.tombstone(p) in tombstones]
 
 
 def _without(log: pl.LazyFrame, pseudonyms: list[str]) -> pl.LazyFrame:

@@ -57,14 +57,12 @@ from __future__ import annotations
 import bisect
 import heapq
 import math
-import os
 import re
 import time
 import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -232,7 +230,7 @@ def log_queries(
     if min_shoppers < 1:
         raise ShopsearchError(f"min_shoppers must be at least 1, got {min_shoppers}")
     lf = searchlog.scan(paths, since=since)
-    gone = _forgotten(paths, lf, pseudonymizer)
+    gone = searchlog.forgotten_pseudonyms(paths, pseudonymizer, lf)
     if gone:
         lf = lf.filter(~pl.col("pseudonym").is_in(gone) | pl.col("pseudonym").is_null())
     searches = lf.filter(pl.col("event") == "search").select(
@@ -285,21 +283,6 @@ def log_queries(
         kept_out=per_key.height - kept.height,
         min_shoppers=min_shoppers,
     )
-
-
-def _forgotten(paths: Any, lf: pl.LazyFrame, pseudonymizer: Any) -> list[str]:
-    """Pseudonyms of the log whose tombstone is in a log folder's ``forgotten.txt``."""
-    read = getattr(searchlog, "read_tombstones", None)
-    if pseudonymizer is None or read is None:
-        return []
-    if isinstance(paths, (str, os.PathLike)):
-        paths = [paths]
-    folders = {Path(p) if Path(p).is_dir() else Path(p).parent for p in paths}
-    tombstones = {t for folder in folders for t in read(folder)}
-    if not tombstones:
-        return []
-    seen = lf.select(pl.col("pseudonym").drop_nulls().unique()).collect().to_series().to_list()
-    return sorted(p for p in seen if pseudonymizer.tombstone(p) in tombstones)
 
 
 def _query_products(

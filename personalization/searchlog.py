@@ -42,6 +42,7 @@ __all__ = [
     "INTERACTIONS",
     "SCHEMA",
     "LogEvents",
+    "forgotten_pseudonyms",
     "frame",
     "is_search_log",
     "log_events",
@@ -295,17 +296,11 @@ def log_events(
     if kinds is not None:
         df = df.filter(pl.col("event").is_in(list(kinds)))
     forgotten = 0
-    tombstones = _tombstones(paths) if pseudonymizer is not None else set()
-    if tombstones:
-        gone = {
-            p
-            for p in df["pseudonym"].drop_nulls().unique().to_list()
-            if pseudonymizer.tombstone(p) in tombstones  # type: ignore[union-attr]
-        }
-        if gone:
-            drop = df["pseudonym"].is_in(sorted(gone)).fill_null(False)
-            forgotten = int(drop.sum())
-            df = df.filter(~drop)
+    gone = forgotten_pseudonyms(paths, pseudonymizer, df.lazy())
+    if gone:
+        drop = df["pseudonym"].is_in(gone).fill_null(False)
+        forgotten = int(drop.sum())
+        df = df.filter(~drop)
     is_search = pl.col("event") == "search"
     searches = df.filter(is_search)
     anonymous = int(searches["pseudonym"].is_null().sum())
@@ -362,6 +357,33 @@ def log_events(
     ]
     events.sort(key=lambda e: (e.timestamp, e.event != "search"))
     return LogEvents(events, searches.height + anonymous, anonymous, acts.height, forgotten)
+
+
+def forgotten_pseudonyms(
+    paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
+    pseudonymizer: Pseudonymizer | None,
+    log: pl.LazyFrame | None = None,
+) -> list[str]:
+    """The pseudonyms of a log whose tombstone its folders' ``forgotten.txt`` holds: the rows
+    of shoppers ``forget-user`` erased that a segment not rewritten yet (another replica's live
+    one) still has. What every reader of the log leaves out.
+
+    Args:
+        paths: Log folders or segment files (a segment's folder is read for tombstones).
+        pseudonymizer: The key the log was written with; None: none can be matched (``[]``).
+        log: The rows to look in; None: :func:`scan` of ``paths``.
+
+    Returns:
+        The pseudonyms, sorted (empty without tombstones).
+    """
+    if pseudonymizer is None:
+        return []
+    tombstones = _tombstones(paths)
+    if not tombstones:
+        return []
+    rows = scan(paths) if log is None else log
+    seen = rows.select(pl.col("pseudonym").drop_nulls().unique()).collect().to_series()
+    return sorted(p for p in seen.to_list() if pseudonymizer.tombstone(p) in tombstones)
 
 
 def _tombstones(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]]) -> set[str]:
