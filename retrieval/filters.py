@@ -20,6 +20,7 @@ evaluates in Python with the same semantics.
 from __future__ import annotations
 
 import functools
+import json
 import math
 from dataclasses import dataclass, replace
 from typing import Any
@@ -557,6 +558,27 @@ class Filters:
     def is_empty(self) -> bool:
         """True when no condition is set."""
         return all(getattr(self, name) is None for name in FIELDS)
+
+    def text(self) -> str | None:
+        """These filters as one filter expression (the grammar of ``where``); None when empty.
+        What the service's search log records."""
+        if self.is_empty():
+            return None
+        parts = []
+        if self.category is not None:
+            parts.append(f"category = {json.dumps(self.category, ensure_ascii=False)}")
+        if self.brands:
+            brands = ", ".join(json.dumps(b, ensure_ascii=False) for b in self.brands)
+            parts.append(f"brand IN [{brands}]")
+        if self.min_price is not None:
+            parts.append(f"price >= {self.min_price:g}")
+        if self.max_price is not None:
+            parts.append(f"price <= {self.max_price:g}")
+        if self.in_stock is not None:
+            parts.append(f"in_stock = {'true' if self.in_stock else 'false'}")
+        if self.where:
+            parts.append(f"({self.where})" if parts else self.where)
+        return " AND ".join(parts)
 
     def and_where(self, expression: str | None) -> Filters:
         """These filters and one more expression (ANDed with ``where``, if any)."""

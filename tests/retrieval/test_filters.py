@@ -110,3 +110,25 @@ def test_filters_validation():
         Filters.coerce({"colour": "red"})
     with pytest.raises(ShopsearchError, match="negative"):
         Filters(min_price=-1)
+
+
+def test_text_is_one_expression_that_means_the_same_filters():
+    """What the search log records: the fields and the expression as one ``where`` text,
+    parsed back to the same test on payloads."""
+    f = Filters(
+        category="Tools > Drills", brands=("DeWalt", 'Say "Hi"'), min_price=10, in_stock=True,
+        where="price < 500 OR brand = Makita",
+    )  # fmt: skip
+    text = f.text()
+    assert text == (
+        'category = "Tools > Drills" AND brand IN ["DeWalt", "Say \\"Hi\\""] AND price >= 10 '
+        "AND in_stock = true AND (price < 500 OR brand = Makita)"
+    )
+    again = Filters(where=text)
+    for payload in (
+        {"category": "Tools > Drills", "brand": "DeWalt", "price": 99.0, "in_stock": True},
+        {"category": "Tools > Drills", "brand": "DeWalt", "price": 9.0, "in_stock": True},
+        {"category": "Garden", "brand": "DeWalt", "price": 99.0, "in_stock": True},
+    ):
+        assert again.matches(payload) == f.matches(payload), payload
+    assert Filters().text() is None

@@ -277,7 +277,7 @@ def log_search(
             "session": pz.session_pseudonym(params.session_id or ""),
             "query": params.q,
             "corrected": hits.corrected,
-            "filter": filter_text(filters),
+            "filter": filters.text(),
             "sort": params.sort if params.sort not in (None, "", "relevance") else None,
             "offset": params.offset,
             "k": params.k,
@@ -297,27 +297,6 @@ def log_search(
 
 def _number(value: Any) -> float | None:
     return None if value is None else float(value)
-
-
-def filter_text(filters: "Filters") -> str | None:
-    """The filters as one filter expression (the grammar of ``filter=``); None when empty."""
-    if filters.is_empty():
-        return None
-    parts = []
-    if filters.category is not None:
-        parts.append(f"category = {json.dumps(filters.category, ensure_ascii=False)}")
-    if filters.brands:
-        brands = ", ".join(json.dumps(b, ensure_ascii=False) for b in filters.brands)
-        parts.append(f"brand IN [{brands}]")
-    if filters.min_price is not None:
-        parts.append(f"price >= {filters.min_price:g}")
-    if filters.max_price is not None:
-        parts.append(f"price <= {filters.max_price:g}")
-    if filters.in_stock is not None:
-        parts.append(f"in_stock = {'true' if filters.in_stock else 'false'}")
-    if filters.where:
-        parts.append(f"({filters.where})" if parts else filters.where)
-    return " AND ".join(parts)
 
 
 def models_text(loaded: Loaded) -> str:
