@@ -208,3 +208,57 @@ def test_the_service_opens_the_ranker_named_by_its_variable(monkeypatch):
     monkeypatch.setenv("SHOPSEARCH_RANKER", " ")  # blank is unset
     open_pipeline(ServiceSettings(index="x"))
     assert seen[-1]["ranker"] is None
+
+
+def test_rescoring_a_hit_is_replace_on_every_field():
+    from dataclasses import fields, replace
+
+    from rerank.ltr import _rescored
+
+    h = RankedHit(
+        "a",
+        0.5,
+        0.25,
+        3,
+        relevance=None,
+        cross=1.5,
+        personal=0.1,
+        rule=(("r1", "boost"),),
+        payload={"title": "Drill"},
+        vector=np.ones(4, dtype=np.float32),
+        sources=(("bm25", 9.0, 1),),
+    )
+    got, expected = _rescored(h, 7.0), replace(h, score=7.0, relevance=7.0)
+    assert type(got) is RankedHit and got == expected
+    for f in fields(RankedHit):  # compare=False fields too (vector, sources)
+        assert getattr(got, f.name) is getattr(expected, f.name) or (
+            getattr(got, f.name) == getattr(expected, f.name)
+        ), f.name
+    assert h.score == 0.5 and h.relevance is None  # the input is left as it was
+    with pytest.raises(AttributeError):
+        got.score = 1.0  # still frozen
+
+
+def test_rank_orders_as_sort_hits_with_ties_and_top_k():
+    from rerank.blend import sort_hits
+
+    class Fixed:
+        def __init__(self, scores):
+            self.scores = np.asarray(scores, dtype=np.float64)
+
+        def predict(self, x, num_threads=1):
+            return self.scores
+
+    # ties on score, broken by the first stage's rank, then by the order given
+    hits = [hit(p, "t", r) for p, r in (("a", 3), ("b", 1), ("c", 2), ("d", 2), ("e", 5))]
+    scores = [0.5, 0.5, 0.5, 0.5, 0.9]
+    ranker = LearnedRanker(Fixed(scores), {"reranker": None})
+    from dataclasses import replace
+
+    expected = sort_hits(
+        [replace(h, score=s, relevance=s) for h, s in zip(hits, scores, strict=True)]
+    )
+    got = ranker.rank("q", hits)
+    assert [h.product_id for h in got] == [h.product_id for h in expected] == list("ebcda")
+    assert got == expected
+    assert [h.product_id for h in ranker.rank("q", hits, top_k=2)] == ["e", "b"]
