@@ -20,7 +20,7 @@ from tests.rerank.test_ltr_features import cases
 from training.ranker import CandidateList
 
 
-def _ranker() -> LearnedRanker:
+def _ranker(trees: int = 8) -> LearnedRanker:
     import lightgbm as lgb
 
     rng = np.random.default_rng(1)
@@ -29,7 +29,7 @@ def _ranker() -> LearnedRanker:
     booster = lgb.train(
         {"objective": "lambdarank", "verbosity": -1, "min_data_in_leaf": 5},
         lgb.Dataset(x, label=y, group=[10] * 30),
-        8,
+        trees,
     )
     return LearnedRanker(booster, {"reranker": None})
 
@@ -56,25 +56,35 @@ def test_measure_times_every_pass_and_counts_agreement():
     n = len([c for c in cases() if c[3]])
     assert got["queries"] == n and got["trees"] == 8
     assert got["same_features"] == n and got["same_order"] == n
-    for key in ("cold", "first", "warm", "features", "predict", "sort"):
+    for key in ("cold", "first", "warm", "warm_best3", "features", "predict", "sort"):
         assert 0 < got[f"{key}_p50"] <= got[f"{key}_p99"]
-        if key in ("cold", "first", "warm"):
+        if key in ("cold", "first", "warm", "warm_best3"):
             assert got[f"v1_{key}_p50"] > 0
+    assert got["warm_best3_p50"] <= got["warm_p50"] and got["warm_best3_p99"] <= got["warm_p99"]
+    assert got["baseline_trees"] == 8
+    # the stage as it was (another model) is timed; agreement is still checked on one model
+    old = latency.measure(_ranker(), _lists(), depth=50, baseline=_ranker(trees=3))
+    assert old["baseline_trees"] == 3 and old["trees"] == 8
+    assert old["same_order"] == n and old["same_features"] == n
     alone = latency.measure(_ranker(), _lists(), depth=50, reference=False)
     assert "v1_warm_p50" not in alone and "same_order" not in alone
 
 
 def test_the_report_says_the_ratio_and_the_load():
     lat = {"queries": 10.0, "trees": 100.0, "same_features": 10.0, "same_order": 9.0}
-    for key in ("cold", "first", "warm"):
+    for key in ("cold", "first", "warm", "warm_best3"):
         lat.update({f"{key}_p50": 0.5, f"{key}_p99": 1.0})
         lat.update({f"v1_{key}_p50": 1.0, f"v1_{key}_p99": 4.0})
     for part in ("features", "predict", "sort"):
         lat.update({f"{part}_p50": 0.1, f"{part}_p99": 0.2})
     text = latency.LatencyReport(50, "runs/ltr/model-full", lat, 3.0, 2).markdown()
     assert "| warm (second pass" in text and "| 0.500 | 1.000 |" in text
-    assert "warm 0.50 (p50), 0.25 (p99)" in text
-    assert "Same feature values on 10 of 10 lists, same order on 9" in text
+    assert "warm 0.50 (p50), 0.25 (p99)" in text and "| warm, best of 3 per query" in text
+    assert "same feature values on 10 of 10 lists, same order on 9" in text
+    assert "(same model)" in text
+    lat["baseline_trees"] = 404.0
+    old = latency.LatencyReport(50, "m", lat, 0.5, 2, baseline="runs/ltr/model-full").markdown()
+    assert "first implementation (with `runs/ltr/model-full` (404 trees)), warm" in old
     assert "(loaded:" in text and "100 trees" in text
     quiet = latency.LatencyReport(50, "m", lat, 0.5, 2).markdown()
     assert "(loaded:" not in quiet
@@ -113,9 +123,11 @@ def test_the_cli_quick_path_writes_its_own_block(tmp_path):
     page.write_text("# page\n")
     data = tmp_path / "data"
     data.mkdir()
+    _ranker(trees=3).save(tmp_path / "old")
     args = [str(data), str(index), "--workdir", str(work), "--latency-only", "--docs", str(page)]
+    args += ["--latency-baseline", str(tmp_path / "old")]
     result = CliRunner().invoke(bench_ltr_cmd, args)
     assert result.exit_code == 0, result.output
     text = page.read_text()
     assert f"<!-- end written: {latency.REPORT_KEY} -->" in text
-    assert "New / first implementation" in text
+    assert "New / first implementation (with `" in text and "(3 trees)" in text
