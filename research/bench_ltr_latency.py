@@ -356,15 +356,18 @@ class LatencyReport:
             if self.baseline
             else "same model"
         )
-        rows += [(f"first implementation ({old}), {key}", f"v1_{key}") for key, _label in TIMED]
+        rows += [
+            (f"first implementation ({old}), {label.split(' (')[0]}", f"v1_{key}")
+            for key, label in TIMED
+        ]
         for label, key in rows:
             if f"{key}_p50" in lat:
                 lines.append(f"| {label} | {lat[f'{key}_p50']:.3f} | {lat[f'{key}_p99']:.3f} |")
         if "v1_warm_p50" in lat:
             ratios = "; ".join(
-                f"{key} {lat[f'{key}_p50'] / lat[f'v1_{key}_p50']:.2f} (p50), "
+                f"{label.split(' (')[0]} {lat[f'{key}_p50'] / lat[f'v1_{key}_p50']:.2f} (p50), "
                 f"{lat[f'{key}_p99'] / lat[f'v1_{key}_p99']:.2f} (p99)"
-                for key, _label in TIMED
+                for key, label in TIMED
                 if f"v1_{key}_p50" in lat
             )
             lines += [
