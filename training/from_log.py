@@ -64,7 +64,7 @@ from rerank.pipeline import DEFAULT_RERANK_DEPTH, SearchPipeline
 from retrieval.hits import RankedHit, hit_text
 from retrieval.retriever import MAX_K
 from training.config import LogTrainConfig
-from training.personal import Group, train_personal
+from training.personal import GBDTTrainConfig, Group, train_personal
 from training.propensity import (
     Propensities,
     PropensityInterval,
@@ -597,8 +597,11 @@ def groups_from_lessons(
     propensity: Propensities | None,
     clip: float,
     click_evidence: bool = True,
+    positions: bool = True,
 ) -> list[Group]:
-    """Training groups: label = interacted, weight = grade / propensity (1 when None)."""
+    """Training groups: label = interacted, weight = grade / propensity (1 when None), with
+    the grade and (``positions``) the shown positions, which a ranker that handles position
+    bias itself reads (the naive model is trained without them)."""
     out = []
     theta = list(propensity.theta) if propensity is not None else None
     for ls in lessons:
@@ -614,6 +617,8 @@ def groups_from_lessons(
                 ls.with_clicks(theta) if click_evidence else ls.feats,
                 (ls.labels > 0).astype(np.float32),
                 (np.maximum(ls.labels, 1.0) * inverse).astype(np.float32),
+                grade=ls.labels.astype(np.float32),
+                position=ls.positions if positions else None,
             )
         )
     return out
@@ -630,6 +635,7 @@ def train_from_log(
     outside: OutsideFn | None = None,
     force: bool = False,
     outside_not_scored: str | None = None,
+    lessons: tuple | None = None,
 ) -> tuple[PersonalRanker, LogTrainReport]:
     """Trains the fusion model from a log of impressions and interactions.
 
@@ -648,6 +654,9 @@ def train_from_log(
             servable anyway (``meta["forced"]``); without it such a model is marked
             ``beats_baseline: false`` and :meth:`PersonalRanker.load` refuses it.
         outside_not_scored: Why ``outside`` is None, for the report.
+        lessons: What :func:`lessons_from_log` returned for these events and ``config``'s
+            ``max_rank`` and ``flush_s`` (a caller training several models from one log
+            featurizes it once); None: computed here.
 
     Returns:
         The trained model (its ``meta`` records the propensities, the relevance source, the
@@ -658,7 +667,7 @@ def train_from_log(
             few searches in the training or validation period.
     """
     config = config or LogTrainConfig()
-    lessons, stats, skipped, clicks = lessons_from_log(
+    lessons, stats, skipped, clicks = lessons or lessons_from_log(
         events, rank, vectors, config.max_rank, config.flush_s, items=items, outside=outside
     )
     n_outside = int(sum(int(ls.outside.sum()) for ls in lessons if ls.outside is not None))
@@ -719,8 +728,17 @@ def train_from_log(
         )
     if warning:
         log(f"personal: WARNING {warning}")
+    # LightGBM's unbiased lambdarank estimates position bias itself: its rows carry the grade
+    # as weight, not an inverse propensity too (validation keeps the curve's IPS-DCG@10)
+    own_bias = isinstance(config.model, GBDTTrainConfig) and config.model.bias == "position"
     model, report = train_personal(
-        groups_from_lessons(train, propensity, config.clip, config.click_evidence),
+        groups_from_lessons(
+            train,
+            None if own_bias else propensity,
+            config.clip,
+            config.click_evidence,
+            positions=propensity is not None,
+        ),
         config.model,
         log=log,
         val_groups=groups_from_lessons(val, propensity, config.clip, config.click_evidence),
