@@ -8,10 +8,19 @@ reorders the top ``depth`` (50) candidates; candidates 51-100 follow in the hybr
 Recall@100 moves only inside the top 50. The models are trained as ``shopsearch train ranker``
 trains them (:mod:`training.ranker`): train split lists, early stopping on the validation split.
 
+With ``--reranker`` the cross-encoder scores the top ``depth`` candidates of each list (cached
+beside the lists, keyed by the model's fingerprint), and the page adds today's stage (hybrid +
+the cross-encoder blended at the weight saved with it, :func:`rerank.blend.blend`) and the
+ablation without the cross-encoder; every learned variant trains on the same lists. Scoring every
+training list costs the cross-encoder ~2 ms per pair on two cores, so ``train_lists`` takes a
+seeded sample of them, drawn from the train queries the cross-encoder was NOT trained on (read
+from its ``train_report.json``): its logits on its own training queries would be more confident
+than at serving and the learned stage would trust them too much.
+
 Also: the full model's feature importances (share of the total split gain), and the stage's
 latency for ``depth`` candidates (features + LightGBM predict + sort, one thread), per test
-query, with the product-text cache cleared before each query (cold: every candidate tokenized)
-and as serving meets them (the cache empty at the first test query, then kept).
+query (:func:`research.bench_ltr_latency.measure`): cold (every candidate tokenized), first
+pass (the caches empty at the first test query, then kept) and warm (a second pass).
 
 The retrieved lists are cached in ``WORKDIR`` (keyed by the index build, depth and the
 reranker), so a second run only trains and measures.
@@ -24,18 +33,40 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from retrieval.hits import hit_text
+
 #: The report's name: its block in the docs page (research.docs.publish).
 REPORT_KEY = "learned-stage"
 #: Candidates retrieved per test query (Recall@100); the learned stage reorders the first ``depth``.
 RECALL_K = 100
+#: Today's relevance stage with a cross-encoder: its logits blended with the first stage's.
+BLEND = "hybrid + cross-encoder blend"
+#: The learned stage's latency rows (research.bench_ltr_latency.measure's keys -> label).
+LATENCY_ROWS = (
+    ("cold", "cold (product and query caches cleared before each query)"),
+    ("first", "first pass (caches empty at the first query, then kept)"),
+    ("warm", "warm (second pass: every candidate analysed before)"),
+    ("warm_best3", "warm, best of 3 per query (the load's preemptions left out)"),
+    ("features", "of which features (warm)"),
+    ("predict", "of which predict (warm)"),
+    ("sort", "of which sort (warm)"),
+)
+#: The end-to-end pipelines timed (key -> label).
+E2E_STAGES = {
+    "hybrid": "retrieve (hybrid)",
+    "blend": "retrieve + cross-encoder blend",
+    "learned": "retrieve + cross-encoder + learned stage",
+    "learned_no_cross": "retrieve + learned stage, no cross-encoder",
+}
 
 
 @dataclass(frozen=True)
@@ -51,12 +82,20 @@ class LtrReport:
     latency_ms: dict[str, float]
     load: float
     reranker: str | None
+    #: Training lists used (all, or the seeded sample ``train_lists``) and, of the train
+    #: queries, how many were left out as the cross-encoder's own training queries.
+    train_lists: int = 0
+    excluded_queries: int = 0
+    #: End-to-end ms per query (retrieve + relevance stage, ``SearchPipeline.search``):
+    #: ``{stage}_p50`` / ``{stage}_p99`` and ``queries``.
+    end_to_end_ms: dict[str, float] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     def markdown(self) -> str:
         """The report as the docs page shows it."""
+        blend = BLEND in self.systems
         lines = [
             f"Test split: {self.queries} scored queries; the learned stage reorders the top "
             f"{self.depth} hybrid candidates"
@@ -66,10 +105,23 @@ class LtrReport:
                 else " (no cross-encoder)"
             )
             + "; candidates 51-100 follow in the hybrid's order, so Recall@100 cannot move. "
-            "p: paired randomization test (10,000 sign flips) of NDCG@10.",
+            "p: paired randomization test (10,000 sign flips) of NDCG@10."
+            + (
+                f" The learned variants train on {self.train_lists:,} lists"
+                + (
+                    f" (train queries the cross-encoder was trained on left out: "
+                    f"{self.excluded_queries:,})"
+                    if self.excluded_queries
+                    else ""
+                )
+                + "."
+                if self.train_lists
+                else ""
+            ),
             "",
-            "| system | NDCG@10 | Recall@100 | NDCG@10 vs hybrid | p | vs BM25 | p |",
-            "|---|---|---|---|---|---|---|",
+            "| system | NDCG@10 | Recall@100 | NDCG@10 vs hybrid | p | vs BM25 | p |"
+            + (" vs blend | p |" if blend else ""),
+            "|---|---|---|---|---|---|---|" + ("---|---|" if blend else ""),
         ]
         for name, m in self.systems.items():
             t = self.tests.get(name, {})
@@ -83,8 +135,15 @@ class LtrReport:
                 if "bm25_delta" in t
                 else "| "
             )
+            vs_x = ""
+            if blend:
+                vs_x = (
+                    f" {t['blend_delta']:+.4f} ({t['blend_rel']:+.1%}) | {t['blend_p']:.4f} |"
+                    if "blend_delta" in t
+                    else " | |"
+                )
             lines.append(
-                f"| {name} | {m['ndcg@10']:.4f} | {m['recall@100']:.4f} | {vs_h} | {vs_b} |"
+                f"| {name} | {m['ndcg@10']:.4f} | {m['recall@100']:.4f} | {vs_h} | {vs_b} |{vs_x}"
             )
         lines += [
             "",
@@ -116,12 +175,34 @@ class LtrReport:
             "",
             "| | p50 ms | p99 ms |",
             "|---|---|---|",
-            f"| cold (text cache cleared per query) | {lat['cold_p50']:.3f} | {lat['cold_p99']:.3f} |",
-            f"| as served (cache kept across queries) | {lat['served_p50']:.3f} | "
-            f"{lat['served_p99']:.3f} |",
-            f"| of which predict | {lat['predict_p50']:.3f} | {lat['predict_p99']:.3f} |",
+            *(
+                f"| {label} | {lat[f'{key}_p50']:.3f} | {lat[f'{key}_p99']:.3f} |"
+                for key, label in LATENCY_ROWS
+                if f"{key}_p50" in lat
+            ),
         ]
+        lines += self._end_to_end_lines()
         return "\n".join(lines) + "\n"
+
+    def _end_to_end_lines(self) -> list[str]:
+        e2e = self.end_to_end_ms
+        if not e2e:
+            return []
+        out = [
+            "",
+            f"End to end per query (`SearchPipeline.search`: spelling, hybrid retrieval of "
+            f"{self.depth} candidates, the relevance stage, top 10), over the first "
+            f"{int(e2e['queries'])} test queries, the pipelines taken in turn on each query; "
+            f"load average {e2e.get('load', float('nan')):.2f} (the lead re-runs these on a "
+            "quiet machine):",
+            "",
+            "| pipeline | p50 ms | p99 ms |",
+            "|---|---|---|",
+        ]
+        for key, label in E2E_STAGES.items():
+            if f"{key}_p50" in e2e:
+                out.append(f"| {label} | {e2e[f'{key}_p50']:.1f} | {e2e[f'{key}_p99']:.1f} |")
+        return out
 
 
 def _cached_lists(path: Path, make: Callable[[], Any], log: Callable[[str], None]) -> Any:
@@ -137,6 +218,57 @@ def _cached_lists(path: Path, make: Callable[[], Any], log: Callable[[str], None
     return got
 
 
+def reranker_train_queries(folder: str | os.PathLike[str], data: Any) -> set[str]:
+    """The train queries a cross-encoder folder was trained on, from its ``train_report.json``.
+
+    Re-draws :func:`training.reranker.select_train_queries` with the recorded ``seed``,
+    ``train_fraction`` and ``max_queries``; an empty set when the folder has no report (a model
+    trained elsewhere: nothing is known to leave out).
+    """
+    from training.common import REPORT_NAME
+    from training.config import RerankerTrainConfig
+    from training.reranker import select_train_queries
+
+    path = Path(folder) / REPORT_NAME
+    if not path.is_file():
+        return set()
+    recorded = json.loads(path.read_text()).get("config") or {}
+    keys = ("seed", "train_fraction", "max_queries")
+    config = RerankerTrainConfig(**{k: recorded[k] for k in keys if k in recorded})
+    return set(select_train_queries(data, config))
+
+
+def sample_lists(lists: Sequence[Any], n: int | None, exclude: set[str], seed: int) -> list[Any]:
+    """At most ``n`` lists (seeded, in their order), none of a query in ``exclude``."""
+    kept = [item for item in lists if item.query_id not in exclude]
+    if n is None or len(kept) <= n:
+        return kept
+    picked = set(random.Random(seed).sample(range(len(kept)), n))
+    return [item for i, item in enumerate(kept) if i in picked]
+
+
+def with_cross(
+    lists: Sequence[Any], model: Any, depth: int, log: Callable[[str], None]
+) -> list[Any]:
+    """The lists with the cross-encoder's logits on their top ``depth`` hits (as serving scores
+    them: the corrected query when one was applied)."""
+    out = []
+    t0 = time.perf_counter()
+    pairs = 0
+    for n, item in enumerate(lists, 1):
+        top = item.hits[:depth]
+        logits = model.score(item.corrected or item.query, [hit_text(h) for h in top])
+        scored = tuple(replace(h, cross=float(c)) for h, c in zip(top, logits, strict=True))
+        out.append(replace(item, hits=scored + tuple(item.hits[depth:])))
+        pairs += len(top)
+        if n % 250 == 0:
+            log(
+                f"cross-encoder: {n}/{len(lists)} lists, {pairs / (time.perf_counter() - t0):.0f} "
+                "pairs/s"
+            )
+    return out
+
+
 def _run_of(pids: Sequence[str]) -> dict[str, float]:
     n = len(pids)
     return {p: float(n - i) for i, p in enumerate(pids)}
@@ -145,6 +277,52 @@ def _run_of(pids: Sequence[str]) -> dict[str, float]:
 def _percentiles(values: Sequence[float]) -> tuple[float, float]:
     arr = np.asarray(values) * 1000
     return float(np.percentile(arr, 50)), float(np.percentile(arr, 99))
+
+
+def end_to_end(
+    index: str | os.PathLike[str],
+    model: Any,
+    rankers: dict[str, Any],
+    items: Sequence[Any],
+    depth: int,
+    pipeline_cls: Any,
+    log: Callable[[str], None],
+) -> dict[str, float]:
+    """Per-query ms of ``SearchPipeline.search`` for each pipeline of :data:`E2E_STAGES` that
+    the run has, the pipelines taken in turn on each query (so load falls on all alike)."""
+    from retrieval.retriever import Retriever
+
+    if not items:
+        return {}
+    with Retriever.open(index) as retriever:
+        pipelines = {"hybrid": pipeline_cls(retriever)}
+        if model is not None:
+            pipelines["blend"] = pipeline_cls(retriever, model)
+            pipelines["learned"] = pipeline_cls(
+                retriever, model, ranker=rankers["hybrid + learned stage"]
+            )
+            name = "hybrid + learned stage, no cross-encoder"
+        else:
+            name = "hybrid + learned stage"
+        pipelines["learned_no_cross"] = pipeline_cls(retriever, ranker=rankers[name])
+        log(f"end to end: {len(items)} test queries x {len(pipelines)} pipelines")
+        times: dict[str, list[float]] = {key: [] for key in pipelines}
+        load0 = os.getloadavg()[0]
+        for item in items[:5]:  # warm-up
+            for pipe in pipelines.values():
+                pipe.search(item.query, k=10, rerank_depth=depth)
+        for item in items:
+            for key, pipe in pipelines.items():
+                t0 = time.perf_counter()
+                pipe.search(item.query, k=10, rerank_depth=depth)
+                times[key].append(time.perf_counter() - t0)
+    out: dict[str, float] = {
+        "queries": float(len(items)),
+        "load": (load0 + os.getloadavg()[0]) / 2,
+    }
+    for key, values in times.items():
+        out[f"{key}_p50"], out[f"{key}_p99"] = _percentiles(values)
+    return out
 
 
 def run(
@@ -156,6 +334,10 @@ def run(
     threads: int | None = 2,
     seed: int = 13,
     log: Callable[[str], None] = print,
+    train_lists: int | None = None,
+    e2e_queries: int = 200,
+    val_lists: int | None = None,
+    reranker_threads: int | None = None,
 ) -> LtrReport:
     """Trains the learned stage (full and without lexical features) and measures it.
 
@@ -168,35 +350,48 @@ def run(
         threads: LightGBM training threads.
         seed: Training seed.
         log: Progress messages.
+        train_lists: Train the learned stage on a seeded sample of this many training lists
+            (of the queries the cross-encoder was not trained on); None: every list.
+        e2e_queries: Test queries timed end to end (``SearchPipeline.search``); 0: none.
+        val_lists: Early-stop on a seeded sample of this many validation lists; None: all.
+        reranker_threads: The cross-encoder's intra-op threads (1 beside other jobs: threads
+            fighting over busy cores run slower than one); None: the physical cores.
     """
     from evaluation.data import judgments_from, load_benchmark
     from evaluation.metrics import evaluate, mean_scores
     from evaluation.stats import paired_test
+    from rerank.blend import rerank_hits
     from rerank.cross_encoder import Reranker
-    from rerank.ltr import LearnedRanker, _analyse
+    from rerank.defaults import DEFAULT_RERANK_DEPTH
+    from rerank.ltr import LearnedRanker
+    from rerank.pipeline import SearchPipeline
+    from research.bench_ltr_latency import measure as measure_latency
     from retrieval.retriever import Retriever
     from training.ranker import RankerTrainConfig, retrieve_lists, train_ranker
 
     work = Path(workdir)
     work.mkdir(parents=True, exist_ok=True)
     data = judgments_from(load_benchmark(data_dir))
-    model = Reranker.load(reranker) if reranker is not None else None
+    model = Reranker.load(reranker, threads=reranker_threads) if reranker is not None else None
     fp = getattr(model, "fingerprint", None)
     with Retriever.open(index) as retriever:
         build = str(retriever.manifest.get("build_id") or "index")
-        tag = f"-{fp}" if fp else ""
         lists: dict[str, list[Any]] = {}
         for split in ("train", "validation", "test"):
             judged = data.qrels[split]
             queries = {q: t for q, t in data.queries[split].items() if q in judged}
-            k = RECALL_K if split == "test" else depth
+            # a shallower depth reads the lists of the default one, cut (the first stage's
+            # order does not depend on how many hits are asked for)
+            k = RECALL_K if split == "test" else max(depth, DEFAULT_RERANK_DEPTH)
 
             def make(queries=queries, split=split, k=k) -> list[Any]:
                 log(f"retrieving {len(queries)} {split} queries ({k} candidates each)")
-                return retrieve_lists(retriever, queries, k, model, log)
+                return retrieve_lists(retriever, queries, k, None, log)
 
-            path = work / f"lists-{split}-{build}-k{k}{tag}.pkl"
+            path = work / f"lists-{split}-{build}-k{k}.pkl"
             lists[split] = _cached_lists(path, make, log)
+            if split != "test":
+                lists[split] = [replace(item, hits=item.hits[:depth]) for item in lists[split]]
         test_queries = {q.query_id: q.query for q in lists["test"]}
 
         def bm25() -> dict[str, list[str]]:
@@ -215,18 +410,49 @@ def run(
 
         bm25_run = _cached_lists(work / f"bm25-test-{build}.pkl", bm25, log)
 
-    train_lists = {split: lists[split] for split in ("train", "validation")}
+    excluded = reranker_train_queries(reranker, data) if reranker is not None else set()
+    lists["train"] = sample_lists(lists["train"], train_lists, excluded, seed)
+    lists["validation"] = sample_lists(lists["validation"], val_lists, set(), seed)
+    n_excluded = len(excluded & set(data.qrels["train"]))
+    log(
+        f"learned stage trains on {len(lists['train'])} lists ({n_excluded} queries left out), "
+        f"validates on {len(lists['validation'])}"
+    )
+    if model is not None:
+        for split in ("train", "validation", "test"):
+            n = len(lists[split])
+            path = work / f"lists-{split}-{build}-n{n}-s{seed}-d{depth}-cross-{fp}.pkl"
+            lists[split] = _cached_lists(
+                path, lambda split=split: with_cross(lists[split], model, depth, log), log
+            )
+    train_lists_ = {split: lists[split] for split in ("train", "validation")}
     variants = {"hybrid + learned stage": (), "hybrid + learned stage, no lexical": ("lexical",)}
     if fp:
-        variants["hybrid + learned stage, no cross-encoder"] = ("cross",)
+        variants = {
+            "hybrid + learned stage": (),
+            "hybrid + learned stage, no cross-encoder": ("cross",),
+            "hybrid + learned stage, no lexical": ("lexical",),
+        }
     rankers: dict[str, LearnedRanker] = {}
     importance: dict[str, float] = {}
     training: dict[str, dict[str, Any]] = {}
     for name, dropped in variants.items():
         named = "without-" + "-".join(dropped) if dropped else "full"
-        out = work / (f"model-{named}" + (f"-{fp}" if fp else ""))
+        sample = (
+            f"-n{len(lists['train'])}-v{len(lists['validation'])}-s{seed}"
+            if train_lists is not None or val_lists is not None
+            else ""
+        )
+        out = work / (f"model-{named}" + sample + (f"-{fp}" if fp else ""))
         config = RankerTrainConfig(depth=depth, dropped=dropped, threads=threads, seed=seed)
-        report = train_ranker(data, out, train_lists, config, log=log, reranker_fingerprint=fp)
+        report = train_ranker(
+            data,
+            out,
+            train_lists_,
+            config,
+            log=log,
+            reranker_fingerprint=None if "cross" in dropped else fp,
+        )
         training[name] = {
             k: v for k, v in report.as_dict().items() if k not in ("history", "importance")
         }
@@ -238,6 +464,16 @@ def run(
         "BM25": {q: _run_of(p) for q, p in bm25_run.items()},
         "hybrid": {q.query_id: _run_of([h.product_id for h in q.hits]) for q in lists["test"]},
     }
+    if model is not None:  # today's stage: the logits blended with the first stage's scores
+        run_b: dict[str, dict[str, float]] = {}
+        for item in lists["test"]:
+            top = item.hits[:depth]
+            cross = np.array([h.cross for h in top], dtype=np.float32)
+            ranked = rerank_hits(top, cross, model.retrieval_weight)
+            run_b[item.query_id] = _run_of(
+                [h.product_id for h in ranked] + [h.product_id for h in item.hits[depth:]]
+            )
+        runs[BLEND] = run_b
     for name, ranker in rankers.items():
         run_: dict[str, dict[str, float]] = {}
         for item in lists["test"]:
@@ -258,8 +494,8 @@ def run(
         if name == "BM25":
             continue
         t: dict[str, float] = {}
-        for base, tag in (("hybrid", "hybrid"), ("BM25", "bm25")):
-            if name == base:
+        for base, tag in (("hybrid", "hybrid"), ("BM25", "bm25"), (BLEND, "blend")):
+            if name == base or base not in runs or (tag == "blend" and name == "hybrid"):
                 continue
             pt = paired_test(per_query[base]["ndcg@10"], per_query[name]["ndcg@10"])
             t[f"{tag}_delta"], t[f"{tag}_rel"], t[f"{tag}_p"] = (
@@ -271,32 +507,10 @@ def run(
             t[f"{tag}_recall_delta"], t[f"{tag}_recall_p"] = pr.delta, pr.p_value
         tests[name] = t
 
-    # latency of the stage: features + predict + sort, per test query
-    full = rankers["hybrid + learned stage"]
-    lat: dict[str, list[float]] = {"cold": [], "served": [], "predict": []}
-    items = lists["test"]
+    # latency of the stage: features + predict + sort, per test query (bench_ltr_latency)
     load0 = os.getloadavg()[0]
-    for item in items[:50]:  # warm the interpreter and LightGBM
-        full.rank(item.query, item.hits[:depth], item.corrected)
-    for item in items:
-        _analyse.cache_clear()
-        t0 = time.perf_counter()
-        full.rank(item.query, item.hits[:depth], item.corrected)
-        lat["cold"].append(time.perf_counter() - t0)
-    _analyse.cache_clear()
-    for item in items:
-        hits = item.hits[:depth]
-        t0 = time.perf_counter()
-        full.rank(item.query, hits, item.corrected)
-        lat["served"].append(time.perf_counter() - t0)
-        x = full.features(item.query, hits, item.corrected)
-        t0 = time.perf_counter()
-        full.booster.predict(x, num_threads=1)
-        lat["predict"].append(time.perf_counter() - t0)
+    latency = measure_latency(rankers["hybrid + learned stage"], lists["test"], depth, False)
     load = (load0 + os.getloadavg()[0]) / 2
-    latency: dict[str, float] = {}
-    for name, values in lat.items():
-        latency[f"{name}_p50"], latency[f"{name}_p99"] = _percentiles(values)
 
     report = LtrReport(
         queries=len(next(iter(per_query["hybrid"].values()))),
@@ -308,6 +522,13 @@ def run(
         latency_ms=latency,
         load=load,
         reranker=reranker,
+        train_lists=len(lists["train"]) if train_lists is not None or excluded else 0,
+        excluded_queries=n_excluded,
+        end_to_end_ms=end_to_end(
+            index, model, rankers, lists["test"][:e2e_queries], depth, SearchPipeline, log
+        )
+        if e2e_queries
+        else {},
     )
     (work / "report.json").write_text(json.dumps(report.as_dict(), indent=2) + "\n")
     (work / "report.md").write_text(report.markdown())
