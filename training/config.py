@@ -142,12 +142,21 @@ class RetrieverTrainConfig(TrainConfig):
             many random others; None = the whole catalog.
         max_seq_length: Token cap for queries and products, at most the base model's own (the
             saved model keeps it).
+        teacher: A cross-encoder folder: distil it instead of learning from in-batch negatives
+            (``MarginMSELoss``, Hofstaetter et al. 2020, arXiv:2010.02666): each pair's
+            ``hard_negatives`` (>= 1) are labelled with the teacher's logit margins
+            ``teacher(q, pos) - teacher(q, neg)`` before training (not counted in the time
+            budget); None = in-batch negatives (MNRL).
+        negatives_index: Mine the hard negatives from this index's hybrid results (what
+            serving retrieves) instead of the base model's dense top; None = the base model.
     """
 
     batch_size: int = 64
     lr: float = 5e-5
     max_pairs: int | None = None
     hard_negatives: int = 0
+    teacher: str | None = None
+    negatives_index: str | None = None
     val_queries: int | None = 500
     val_catalog: int | None = 20000
     max_seq_length: int = 64
@@ -161,6 +170,15 @@ class RetrieverTrainConfig(TrainConfig):
             problems.append(f"max_pairs must be >= 1 or None (got {self.max_pairs})")
         if self.hard_negatives < 0:
             problems.append(f"hard_negatives must be >= 0 (got {self.hard_negatives})")
+        if self.teacher is not None and self.hard_negatives < 1:
+            problems.append(
+                "a teacher labels margins to hard negatives: give hard_negatives >= 1 "
+                "(--hard-negatives N)"
+            )
+        if self.negatives_index is not None and self.hard_negatives < 1:
+            problems.append(
+                "negatives_index mines hard negatives: give hard_negatives >= 1 (--hard-negatives N)"
+            )
         if self.val_queries is not None and self.val_queries < 1:
             problems.append(f"val_queries must be >= 1 or None (got {self.val_queries})")
         if self.val_catalog is not None and self.val_catalog < 0:

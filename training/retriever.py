@@ -10,7 +10,17 @@ checkpoint kept. ``out_dir`` ends up holding a sentence-transformers folder that
 ``BiEncoder(out_dir)`` (or ``SentenceTransformer(out_dir)``) loads: the best checkpoint, or the
 starting model when training never beat it. With ``lora_rank`` only a LoRA adapter on the
 attention projections is trained and ``out_dir`` holds the adapter folder instead
-(:mod:`inference.adapters`; ``BiEncoder(out_dir)`` opens base + adapter). Seeding, the time budget, the report and the logs
+(:mod:`inference.adapters`; ``BiEncoder(out_dir)`` opens base + adapter).
+
+With a ``teacher`` (a trained cross-encoder) the loss is ``MarginMSELoss`` instead (Hofstaetter
+et al. 2020, "Improving Efficient Neural Ranking Models with Cross-Architecture Knowledge
+Distillation", arXiv:2010.02666): each (query, positive, hard negatives) row carries the
+teacher's logit margins ``teacher(q, pos) - teacher(q, neg_i)`` and the student's margins of
+``MNRL_SCALE * cosine`` (the same scale MNRL gives the cosine as a logit) are fitted to them by
+mean squared error. The hard negatives come from the base model's dense top or, with
+``negatives_index``, from an index's hybrid results (what serving retrieves and the teacher
+reranks). Mining and labelling happen before training and are reported apart
+(``details["label_seconds"]``); the time budget counts training alone. Seeding, the time budget, the report and the logs
 are :mod:`training.common`'s, shared with the reranker.
 
 Needs the ``train`` extra (``datasets``, ``accelerate``); imported only when training.
@@ -47,7 +57,9 @@ __all__ = [
     "TrainReport",
     "brute_force_top_k",
     "check_out_dir",
+    "label_margins",
     "mine_hard_negatives",
+    "mine_index_negatives",
     "recall_evaluator",
     "seed_everything",
     "train_retriever",
@@ -334,6 +346,98 @@ def mine_hard_negatives(
     return out
 
 
+def mine_index_negatives(
+    index: str | os.PathLike[str],
+    data: Judgments,
+    query_ids: Iterable[str],
+    split: str = "train",
+    depth: int = HARD_NEGATIVE_DEPTH,
+) -> dict[str, list[str]]:
+    """Each query's top unjudged products in an index's hybrid results (what serving retrieves).
+
+    Args:
+        index: An embedded index directory (``shopsearch index build``) of the same catalog.
+        data: The judgments.
+        query_ids: Queries of ``split`` to mine for.
+        split: Split the queries and their judgments come from.
+        depth: Hits retrieved per query (the judged ones are then skipped).
+
+    Returns:
+        query_id -> product ids, best first, none judged for the query and all in the catalog.
+
+    Raises:
+        ShopsearchError: No index at ``index``.
+    """
+    from retrieval.store import IndexLocation
+    from training.candidates import reranker_candidates
+
+    qids = [q for q in dict.fromkeys(query_ids) if q in data.queries.get(split, {})]
+    if not qids:
+        return {}
+    got = reranker_candidates(IndexLocation(path=Path(index)), data, qids, depth)
+    judged = data.qrels.get(split, {})
+    return {
+        q: [p for p in pids if p not in judged.get(q, {}) and p in data.texts]
+        for q, pids in got.items()
+    }
+
+
+def scaled_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``MNRL_SCALE`` times the row-wise dot product (the cosine of normalised embeddings):
+    the student's score that MarginMSE fits to the teacher's logit margins. Shapes ``(n, d)``
+    -> ``(n,)``."""
+    return MNRL_SCALE * (a * b).sum(dim=-1)
+
+
+def label_margins(
+    teacher: Any, dataset: Any, n_negatives: int, log: Callable[[str], Any] = print
+) -> tuple[Any, dict[str, float]]:
+    """Adds the teacher's margins to a :func:`training_dataset` as its ``label`` column.
+
+    Every distinct (anchor, text) pair is scored once by the teacher (a loaded
+    :class:`rerank.cross_encoder.Reranker`: raw logits).
+
+    Args:
+        teacher: Has ``score_pairs(pairs) -> np.ndarray`` of logits.
+        dataset: ``anchor``, ``positive``, ``negative_1..n`` columns.
+        n_negatives: ``n`` (>= 1).
+        log: One-line messages.
+
+    Returns:
+        (the dataset with ``label``: a float per row for one negative, else a list of ``n``
+        floats, ``teacher(anchor, positive) - teacher(anchor, negative_i)``; the figures:
+        ``label_seconds``, ``teacher_pairs`` scored, ``mean_margin``).
+    """
+    t0 = time.perf_counter()
+    anchors = dataset["anchor"]
+    columns = ["positive"] + [f"negative_{i + 1}" for i in range(n_negatives)]
+    texts = {c: dataset[c] for c in columns}
+    unique = list(
+        dict.fromkeys((a, texts[c][row]) for c in columns for row, a in enumerate(anchors))
+    )
+    log(f"teacher: scoring {len(unique)} distinct (query, product) pairs")
+    logits = teacher.score_pairs(unique)
+    score = dict(zip(unique, (float(x) for x in logits), strict=True))
+    margins = [
+        [
+            score[(a, texts["positive"][row])] - score[(a, texts[f"negative_{i + 1}"][row])]
+            for i in range(n_negatives)
+        ]
+        for row, a in enumerate(anchors)
+    ]
+    labels: list[Any] = [m[0] for m in margins] if n_negatives == 1 else margins
+    seconds = time.perf_counter() - t0
+    flat = np.asarray(margins, dtype=np.float64)
+    figures = {
+        "label_seconds": round(seconds, 2),
+        "teacher_pairs": float(len(unique)),
+        "teacher_pairs_per_s": round(len(unique) / seconds, 1) if seconds > 0 else 0.0,
+        "mean_margin": round(float(flat.mean()), 4) if flat.size else 0.0,
+    }
+    log(f"teacher: {len(unique)} pairs in {seconds:.1f}s; mean margin {figures['mean_margin']:.2f}")
+    return dataset.add_column("label", labels), figures
+
+
 # --------------------------------------------------------------------------- training
 
 
@@ -454,6 +558,15 @@ def training_dataset(
     return Dataset.from_dict(columns)
 
 
+def _margin_mse() -> type:
+    """sentence-transformers' ``MarginMSELoss``, any release."""
+    try:  # sentence-transformers >= 6
+        from sentence_transformers.sentence_transformer.losses import MarginMSELoss
+    except ImportError:  # pragma: no cover - older releases
+        from sentence_transformers.losses import MarginMSELoss
+    return MarginMSELoss
+
+
 def _imports() -> tuple[Any, Any, Any, Any]:
     """(SentenceTransformerTrainer, its TrainingArguments, MNRL, BatchSamplers), any release."""
     from sentence_transformers import (
@@ -550,7 +663,15 @@ def train_retriever(
     log(f"model {base_path} on {device}, max_seq_length {st.max_seq_length}")
 
     hard: dict[str, list[str]] = {}
-    if config.hard_negatives:
+    prep_started = time.perf_counter()
+    threads = torch.get_num_threads()  # opening an index or a reranker sets every core's
+    if config.hard_negatives and config.negatives_index is not None:
+        hard = mine_index_negatives(config.negatives_index, data, {q for q, _ in pairs}, "train")
+        log(
+            f"mined hard negatives for {len(hard)} queries from the top {HARD_NEGATIVE_DEPTH} "
+            f"hybrid hits of {config.negatives_index} ({time.perf_counter() - prep_started:.1f}s)"
+        )
+    elif config.hard_negatives:
         t0 = time.perf_counter()
         hard = mine_hard_negatives(st, data, {q for q, _ in pairs}, "train", bf16=config.bf16)
         log(
@@ -560,6 +681,15 @@ def train_retriever(
     dataset = training_dataset(
         data, pairs, hard, config.hard_negatives, config.seed, typo_rate=config.typo_rate
     )
+    distil: dict[str, float] = {}
+    if config.teacher is not None:
+        from rerank.cross_encoder import Reranker
+
+        teacher = Reranker.load(config.teacher, device=device, threads=threads)
+        dataset, distil = label_margins(teacher, dataset, config.hard_negatives, log)
+        del teacher
+        distil["prep_seconds"] = round(time.perf_counter() - prep_started, 2)
+    torch.set_num_threads(threads)
 
     lora: dict[str, Any] | None = None
     if config.lora_rank:
@@ -596,21 +726,26 @@ def train_retriever(
         args_cls,
         model=st,
         dataset=dataset,
-        loss=mnrl_cls(st, scale=MNRL_SCALE),
+        loss=_margin_mse()(st, similarity_fct=scaled_dot)
+        if distil
+        else mnrl_cls(st, scale=MNRL_SCALE),
         evaluator=evaluator,
         out=out,
         config=config,
         metric=METRIC,
         kind="retriever",
-        started=started,
+        # mining and labelling for a teacher are not training: the budget starts after them
+        started=started + distil.get("prep_seconds", 0.0),
         log=log,
         progress=progress,
-        batch_sampler=samplers.NO_DUPLICATES,
-        **_column_settings(st, dataset.column_names),
+        # MarginMSE compares a query with its own rows only: duplicates in a batch are harmless
+        batch_sampler=samplers.BATCH_SAMPLER if distil else samplers.NO_DUPLICATES,
+        **_column_settings(st, [c for c in dataset.column_names if c != "label"]),
     )
     log(
         f"{config.epochs} epoch(s) of {len(dataset)} pairs in batches of {config.batch_size}"
-        f"{f' + {config.hard_negatives} hard negatives each' if config.hard_negatives else ''}, "
+        f"{f' + {config.hard_negatives} hard negatives each' if config.hard_negatives else ''}"
+        f"{', MarginMSE to the teacher' if distil else ', MNRL'}, "
         f"lr {config.lr}, warm-up {config.warmup_ratio:.0%} of the steps"
     )
     if lora is not None:
@@ -639,6 +774,10 @@ def train_retriever(
             "train_pairs": len(pairs),
             "train_queries": len({q for q, _ in pairs}),
             "hard_negatives": config.hard_negatives,
+            "negatives_from": config.negatives_index or ("base model" if hard else None),
+            "loss": "MarginMSE" if distil else "MNRL",
+            "teacher": config.teacher,
+            **distil,
             "eval_seconds": round(evaluator.seconds, 2),
             "base_model_path": str(base_path),
             "lora": None
