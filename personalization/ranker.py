@@ -34,8 +34,6 @@ HAS_HISTORY = FEATURE_NAMES.index("has_history")
 #: ``1 / std``) when serving gives it values (a catalog with brands the training log had none of).
 STD_FLOOR = 1e-3
 FORMAT = "shopsearch-personal/v1"
-#: The GBDT's trees in LightGBM's text format, in the model folder.
-TREES_FILE = "personal-trees.txt"
 
 
 class PersonalFusion(nn.Module):
@@ -76,42 +74,6 @@ class PersonalFusion(nn.Module):
         return rel + personal
 
 
-class GBDTFusion:
-    """One logit from a relevance score and behaviour features, with LightGBM trees:
-
-        logit = cross_score  +  has_history * trees(features)
-
-    The trees are a lambdarank GBDT (LightGBM; Burges, "From RankNet to LambdaRank to
-    LambdaMART", 2010) fit with the relevance score as each row's starting margin, so the
-    relevance part is the relevance score itself and a cold shopper's order is the
-    relevance-only order. A feature that never varied in training is never split on, so
-    serving ignores it.
-
-    Args:
-        booster: The trained trees (``lightgbm.Booster``), or None: no personal part.
-        mean: Each feature's mean over the warm training rows ``(n_features,)`` (the value a
-            feature is set to when its contribution is explained).
-    """
-
-    def __init__(self, booster=None, mean: np.ndarray | None = None) -> None:
-        self.booster = booster
-        self.mean = (
-            np.zeros(len(FEATURE_NAMES), dtype=np.float32)
-            if mean is None
-            else np.asarray(mean, dtype=np.float32)
-        )
-
-    def parts(self, cross: np.ndarray, feats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(relevance part, personalization part), each float32 ``(n,)``."""
-        rel = np.asarray(cross, dtype=np.float32)
-        feats = np.asarray(feats, dtype=np.float32)
-        has = feats[:, HAS_HISTORY] if len(feats) else np.zeros(0, dtype=np.float32)
-        if self.booster is None or not has.any():
-            return rel, np.zeros(len(rel), dtype=np.float32)
-        trees = self.booster.predict(feats, num_threads=1)
-        return rel, (has * trees).astype(np.float32)
-
-
 @dataclass(frozen=True)
 class Scored:
     """Scores of candidates for one search, with what moved each one."""
@@ -138,11 +100,11 @@ class PersonalRanker:
 
     def __init__(
         self,
-        model: PersonalFusion | GBDTFusion,
+        model: PersonalFusion,
         meta: dict | None = None,
         click_stats: ClickStats | None = None,
     ) -> None:
-        self.model = model.eval() if isinstance(model, PersonalFusion) else model
+        self.model = model.eval()
         self.meta = meta or {}
         self.click_stats = click_stats
 
@@ -157,8 +119,6 @@ class PersonalRanker:
     @torch.inference_mode()
     def score(self, cross: np.ndarray, feats: np.ndarray, explain: bool = False) -> Scored:
         """Relevance and personalization parts (and per-feature contributions when asked)."""
-        if isinstance(self.model, GBDTFusion):
-            return self._score_trees(cross, feats, explain)
         c = torch.as_tensor(np.asarray(cross, dtype=np.float32))
         x = torch.as_tensor(np.asarray(feats, dtype=np.float32))
         rel, personal = self.model.parts(c, x)
@@ -174,31 +134,11 @@ class PersonalRanker:
             contributions[:, HAS_HISTORY] = 0.0
         return Scored(rel.numpy(), personal.numpy(), contributions)
 
-    def _score_trees(self, cross: np.ndarray, feats: np.ndarray, explain: bool) -> Scored:
-        x = np.asarray(feats, dtype=np.float32)
-        rel, personal = self.model.parts(cross, x)
-        contributions = np.zeros(x.shape, dtype=np.float32)
-        if explain and x.shape[0] and personal.any():
-            n, f = x.shape
-            occluded = np.repeat(x[:, None, :], f, axis=1)  # row j has feature j at its mean
-            idx = np.arange(f)
-            occluded[:, idx, idx] = self.model.mean[idx]
-            occluded[:, :, HAS_HISTORY] = x[:, HAS_HISTORY][:, None]  # keep the gate
-            _, p_occ = self.model.parts(np.repeat(rel, f), occluded.reshape(n * f, f))
-            contributions = (personal[:, None] - p_occ.reshape(n, f)).astype(np.float32)
-            contributions[:, HAS_HISTORY] = 0.0
-        return Scored(rel, personal, contributions)
-
     def save(self, out_dir: str | os.PathLike[str]) -> Path:
         """Writes weights and a small JSON description."""
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        trees = isinstance(self.model, GBDTFusion)
-        if trees:
-            booster = self.model.booster
-            (out / TREES_FILE).write_text(booster.model_to_string() if booster else "")
-        else:
-            torch.save(self.model.state_dict(), out / "personal.pt")
+        torch.save(self.model.state_dict(), out / "personal.pt")
         if self.click_stats is not None:
             self.click_stats.save(out)
         elif (out / CLICK_FILE).exists():
@@ -206,12 +146,8 @@ class PersonalRanker:
         meta = {
             "format": FORMAT,
             "features": list(FEATURE_NAMES),
-            "kind": "gbdt" if trees else "mlp",
-            **(
-                {"mean": [float(v) for v in self.model.mean]}
-                if trees
-                else {"hidden": self.model.hidden, "dropout": self.model.dropout}
-            ),
+            "hidden": self.model.hidden,
+            "dropout": self.model.dropout,
             **self.meta,
             "click_stats": self.click_stats is not None,
         }
@@ -246,16 +182,9 @@ class PersonalRanker:
                 f"{val.get('best_ips_dcg@10', float('nan')):.4f}): retrain it on a longer log, "
                 "or with 'train personal --force' to serve it anyway"
             )
-        if meta.get("kind") == "gbdt":
-            import lightgbm as lgb
-
-            text = (path / TREES_FILE).read_text()
-            booster = lgb.Booster(model_str=text) if text else None
-            model: PersonalFusion | GBDTFusion = GBDTFusion(booster, np.array(meta["mean"]))
-        else:
-            model = PersonalFusion(len(FEATURE_NAMES), meta["hidden"], meta["dropout"])
-            model.load_state_dict(
-                torch.load(path / "personal.pt", map_location="cpu", weights_only=True)
-            )
+        model = PersonalFusion(len(FEATURE_NAMES), meta["hidden"], meta["dropout"])
+        model.load_state_dict(
+            torch.load(path / "personal.pt", map_location="cpu", weights_only=True)
+        )
         clicks = ClickStats.load(path) if meta.get("click_stats") else None
         return cls(model, meta, clicks)

@@ -42,7 +42,7 @@ from training.from_log import (
     lessons_from_log,
     train_from_log,
 )
-from training.personal import GBDTTrainConfig, Group, PersonalTrainConfig, train_personal
+from training.personal import Group, PersonalTrainConfig, train_personal
 
 DEPTH = 50
 #: Warm held-out searches re-run with the shopper's taste vector to measure personalized retrieval.
@@ -174,17 +174,8 @@ def prepare(
     )
 
 
-#: The four rankers compared, in table order (the personal stage of ``train personal``).
+#: The four rankers compared, in table order.
 RANKERS = ("relevance-only", "naive", "corrected", "oracle")
-#: The personal stage ``train personal`` trains: the 32-unit MLP with the IPW listwise loss.
-PRIMARY = PersonalTrainConfig(loss="listwise")
-#: Other personal stages measured beside it on the same logs: name -> options. Each gets a
-#: corrected model (and, with ``naive``, a naive one and an oracle of its own kind), keyed
-#: ``"{name} corrected"`` etc. in the results.
-CHALLENGERS: dict[str, tuple[GBDTTrainConfig, bool]] = {
-    "gbdt": (GBDTTrainConfig(bias="ipw"), True),
-    "gbdt-position": (GBDTTrainConfig(bias="position"), False),
-}
 #: The last days of the training period validate (early stopping), as ``train personal`` does.
 VAL_DAYS = 7.0
 
@@ -214,11 +205,6 @@ class SeedResult:
     per_search: dict[str, dict[str, float]] = field(repr=False)
     latency_p99_ms: float = 0.0
     latency_p50_ms: float = 0.0
-    #: Per challenger's corrected model (:data:`CHALLENGERS`), the paired randomization test's
-    #: p against the primary corrected model's per-search NDCG@10.
-    p_vs_primary: dict[str, float] = field(default_factory=dict)
-    #: Seconds each model took to train, by ranker key.
-    train_seconds: dict[str, float] = field(default_factory=dict)
 
 
 def _rank_fn(setup: Setup):
@@ -305,32 +291,21 @@ def run_seed(
     train_config = LogTrainConfig(
         val_days=VAL_DAYS,
         click_evidence=click_evidence,
-        model=replace(PRIMARY, seed=seed),
+        model=PersonalTrainConfig(loss="listwise", seed=seed),
         bootstrap=0,  # the curve's interval is a report's; the benchmark measures the model
     )
-    models: dict[str, PersonalRanker] = {}
-    seconds: dict[str, float] = {}
-
     t0 = time.perf_counter()
-    lessons = lessons_from_log(  # featurized once, read by every model trained below
+    lessons = lessons_from_log(  # featurized once, read by both models trained below
         train_log, rank, vectors, train_config.max_rank, train_config.flush_s
     )
     log(f"seed {seed}: the training log featurized in {time.perf_counter() - t0:.0f} s")
-
-    def fit(key: str, config: LogTrainConfig):
-        t = time.perf_counter()
-        model, report = train_from_log(train_log, rank, vectors, config, log=log, lessons=lessons)
-        seconds[key] = time.perf_counter() - t
-        models[key] = model
-        return report
-
-    corrected = fit("corrected", train_config)
-    fit("naive", replace(train_config, correct=False))
-    for name, (options, with_naive) in CHALLENGERS.items():
-        other = replace(train_config, model=replace(options, seed=seed))
-        fit(f"{name} corrected", other)
-        if with_naive:
-            fit(f"{name} naive", replace(other, correct=False))
+    models: dict[str, PersonalRanker] = {}
+    models["corrected"], corrected = train_from_log(
+        train_log, rank, vectors, train_config, log=log, lessons=lessons
+    )
+    models["naive"], _ = train_from_log(
+        train_log, rank, vectors, replace(train_config, correct=False), log=log, lessons=lessons
+    )
     # every search with ground truth, featurized as it was (point in time)
     utility = _utilities(sim.utility)
     qid_by_text = {_query_text(setup.judgments, q): q for q in setup.pool}
@@ -375,47 +350,34 @@ def run_seed(
             (oracle_val if e.timestamp >= split_val else oracle_train).append(group)
         if heldout or cold:
             by_model = {  # each with the counts and curve it serves with
-                r: with_clicks(feats, models[r].click_features(e.query, cands)) for r in models
+                r: with_clicks(feats, models[r].click_features(e.query, cands))
+                for r in ("naive", "corrected")
             }
-            for r in [k for k in models if k.endswith("corrected")]:
-                by_model[r.replace("corrected", "oracle")] = by_model[r]
+            by_model["oracle"] = by_model["corrected"]
             evals[e.search_id] = (cross, by_model, gains, cold, heldout)
         if heldout and not cold and len(taste_probe) < RETRIEVAL_PROBE:
             vec = taste_vector(recent_vectors(profile, vectors))
             if vec is not None:
                 taste_probe.append((e.user_id, qid, vec))
-    oracles = {"oracle": PRIMARY} | {
-        f"{name} oracle": options for name, (options, naive) in CHALLENGERS.items() if naive
-    }
-    for key, options in oracles.items():
-        t = time.perf_counter()
-        models[key], _ = train_personal(
-            oracle_train, replace(options, seed=seed), log, val_groups=oracle_val
-        )
-        seconds[key] = time.perf_counter() - t
-        models[key].click_stats = models["corrected"].click_stats
-        models[key].meta["propensity"] = corrected.propensity
-    keys = ("relevance-only", *models)
-    per: dict[str, dict[str, float]] = {r: {} for r in keys}
-    cold_scores: dict[str, list[float]] = {r: [] for r in keys}
+    models["oracle"], _ = train_personal(
+        oracle_train, PersonalTrainConfig(loss="listwise", seed=seed), log, val_groups=oracle_val
+    )
+    models["oracle"].click_stats = models["corrected"].click_stats
+    models["oracle"].meta["propensity"] = corrected.propensity
+    per: dict[str, dict[str, float]] = {r: {} for r in RANKERS}
+    cold_scores: dict[str, list[float]] = {r: [] for r in RANKERS}
     for key, (cross, feats, gains, cold, heldout) in evals.items():
-        for r in keys:
+        for r in RANKERS:
             scores = cross if r == "relevance-only" else models[r].score(cross, feats[r]).total
             value = ndcg_of_scores(scores, gains)
             if cold:
                 cold_scores[r].append(value)
             elif heldout:
                 per[r][key] = value
-    ndcg = {r: float(np.mean(list(per[r].values()))) for r in keys}
-    lift = {r: ndcg[r] / ndcg["relevance-only"] - 1.0 for r in keys}
+    ndcg = {r: float(np.mean(list(per[r].values()))) for r in RANKERS}
+    lift = {r: ndcg[r] / ndcg["relevance-only"] - 1.0 for r in RANKERS}
     vs_naive = paired_test(per["naive"], per["corrected"], method="randomization")
     vs_rel = paired_test(per["relevance-only"], per["corrected"], method="randomization")
-    vs_primary = {
-        name: paired_test(
-            per["corrected"], per[f"{name} corrected"], method="randomization"
-        ).p_value
-        for name in CHALLENGERS
-    }
     true_curve = [1.0 / r**examine_eta for r in range(1, len(corrected.propensity) + 1)]
     error = float(np.max(np.abs(np.array(corrected.propensity) - np.array(true_curve))))
     hd = _hd_relevance(setup, models["corrected"])
@@ -444,14 +406,11 @@ def run_seed(
         per_search={r: dict(v) for r, v in per.items()},
         latency_p99_ms=per_search_ms,
         latency_p50_ms=per_search_ms,
-        p_vs_primary=vs_primary,
-        train_seconds=seconds,
     )
     log(
         f"seed {seed} noise {noise_share:g}: held-out NDCG@10 vs true utility "
         + ", ".join(f"{r} {ndcg[r]:.4f}" for r in RANKERS)
-        + f"; corrected vs naive p={vs_naive.p_value:.4f}; examination max error {error:.3f}; "
-        + ", ".join(f"{r} {ndcg[r]:.4f}" for r in keys if r not in RANKERS)
+        + f"; corrected vs naive p={vs_naive.p_value:.4f}; examination max error {error:.3f}"
     )
     return result, models
 
@@ -595,7 +554,6 @@ class PersonalizationReport:
                 + " | ".join(f"{s.propensity_estimated[k]:.3f}" for s in self.seeds)
                 + " |"
             )
-        lines += ["", *self.comparison()]
         lines += [
             "",
             "Mean lift over relevance-only (no noise): "
@@ -608,75 +566,6 @@ class PersonalizationReport:
             + f" (machine: {self.machine}).",
         ]
         return "\n".join(lines)
-
-    def comparison(self) -> list[str]:
-        """The personal stages side by side on the same logs: NDCG@10 of each, the paired
-        randomization test of each challenger's corrected model against the primary's, each
-        one's share of its own oracle's lift, and training seconds."""
-        runs = [*self.seeds, *self.noisy]
-        if not runs or not CHALLENGERS:
-            return []
-        names = ["", *(f"{n} " for n in CHALLENGERS)]
-        label = {
-            "": "MLP (IPW listwise)",
-            "gbdt ": "GBDT (IPW)",
-            "gbdt-position ": "GBDT (position)",
-        }
-        cols = [
-            (f"{n}{kind}", f"{label.get(n, n)} {kind}")
-            for n in names
-            for kind in ("naive", "corrected", "oracle")
-            if f"{n}{kind}" in runs[0].ndcg
-        ]
-        head = " | ".join(title for _, title in cols)
-        pcols = " | ".join(f"{label.get(n + ' ', n)} vs MLP p" for n in CHALLENGERS)
-        lines = [
-            "Personal stages on the same logs (NDCG@10 against true utility, held-out warm "
-            "searches; p: paired randomization test of each corrected model against the MLP's; "
-            "share: of its own kind's oracle lift; seconds: training the corrected model):",
-            "",
-            f"| seed | noise | relevance-only | {head} | {pcols} | share MLP | "
-            + " | ".join(f"share {label.get(n + ' ', n)}" for n in CHALLENGERS)
-            + " | cold unchanged | seconds MLP | "
-            + " | ".join(f"seconds {label.get(n + ' ', n)}" for n in CHALLENGERS)
-            + " |",
-            "|" + "---|" * (3 + len(cols) + 3 * len(CHALLENGERS) + 3),
-        ]
-        for r in runs:
-            rel = r.ndcg["relevance-only"]
-
-            def share(prefix: str, r: SeedResult = r, rel: float = rel) -> str:
-                oracle = r.ndcg[_oracle_of(prefix.strip())]
-                gap = oracle - rel
-                return f"{(r.ndcg[prefix + 'corrected'] - rel) / gap:.0%}" if gap > 0 else "-"
-
-            cold = all(v == r.cold["relevance-only"] for v in r.cold.values() if not math.isnan(v))
-            lines.append(
-                f"| {r.seed} | {r.noise_share:.0%} | {rel:.4f} | "
-                + " | ".join(f"{r.ndcg[k]:.4f}" for k, _ in cols)
-                + " | "
-                + " | ".join(f"{r.p_vs_primary.get(n, float('nan')):.4f}" for n in CHALLENGERS)
-                + f" | {share('')} | "
-                + " | ".join(share(f"{n} ") for n in CHALLENGERS)
-                + f" | {'yes' if cold else 'NO'} | {r.train_seconds.get('corrected', 0):.0f} | "
-                + " | ".join(f"{r.train_seconds.get(f'{n} corrected', 0):.0f}" for n in CHALLENGERS)
-                + " |"
-            )
-        return lines
-
-
-def _oracle_of(name: str) -> str:
-    """The oracle a personal stage's share is measured against: its own, or that of the
-    first challenger of the same kind (the primary's for ``""``)."""
-    if not name:
-        return "oracle"
-    options, own = CHALLENGERS[name]
-    if own:
-        return f"{name} oracle"
-    for other, (o, naive) in CHALLENGERS.items():
-        if naive and type(o) is type(options):
-            return f"{other} oracle"
-    return "oracle" if type(options) is type(PRIMARY) else f"{name} oracle"
 
 
 def run_personalization_benchmark(

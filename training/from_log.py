@@ -64,7 +64,7 @@ from rerank.pipeline import DEFAULT_RERANK_DEPTH, SearchPipeline
 from retrieval.hits import RankedHit, hit_text
 from retrieval.retriever import MAX_K
 from training.config import LogTrainConfig
-from training.personal import GBDTTrainConfig, Group, train_personal
+from training.personal import Group, train_personal
 from training.propensity import (
     Propensities,
     PropensityInterval,
@@ -597,11 +597,8 @@ def groups_from_lessons(
     propensity: Propensities | None,
     clip: float,
     click_evidence: bool = True,
-    positions: bool = True,
 ) -> list[Group]:
-    """Training groups: label = interacted, weight = grade / propensity (1 when None), with
-    the grade and (``positions``) the shown positions, which a ranker that handles position
-    bias itself reads (the naive model is trained without them)."""
+    """Training groups: label = interacted, weight = grade / propensity (1 when None)."""
     out = []
     theta = list(propensity.theta) if propensity is not None else None
     for ls in lessons:
@@ -617,8 +614,6 @@ def groups_from_lessons(
                 ls.with_clicks(theta) if click_evidence else ls.feats,
                 (ls.labels > 0).astype(np.float32),
                 (np.maximum(ls.labels, 1.0) * inverse).astype(np.float32),
-                grade=ls.labels.astype(np.float32),
-                position=ls.positions if positions else None,
             )
         )
     return out
@@ -728,17 +723,8 @@ def train_from_log(
         )
     if warning:
         log(f"personal: WARNING {warning}")
-    # LightGBM's unbiased lambdarank estimates position bias itself: its rows carry the grade
-    # as weight, not an inverse propensity too (validation keeps the curve's IPS-DCG@10)
-    own_bias = isinstance(config.model, GBDTTrainConfig) and config.model.bias == "position"
     model, report = train_personal(
-        groups_from_lessons(
-            train,
-            None if own_bias else propensity,
-            config.clip,
-            config.click_evidence,
-            positions=propensity is not None,
-        ),
+        groups_from_lessons(train, propensity, config.clip, config.click_evidence),
         config.model,
         log=log,
         val_groups=groups_from_lessons(val, propensity, config.clip, config.click_evidence),

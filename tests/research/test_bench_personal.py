@@ -38,7 +38,7 @@ def test_run_seed_trains_from_the_log_and_compares_four_rankers(setup, tmp_path,
         bench, "SimConfig", lambda **kw: SimConfig(**kw, n_clusters=4, sessions_per_user=6.0)
     )
     result, models = bench.run_seed(setup, 5, tmp_path, n_users=200, log=lambda m: None)
-    assert set(bench.RANKERS) <= set(result.ndcg) == set(models) | {"relevance-only"}
+    assert set(result.ndcg) == set(bench.RANKERS) == set(models) | {"relevance-only"}
     assert all(0.0 <= v <= 1.0 for v in result.ndcg.values())
     assert result.heldout_warm > 50 and result.train_searches > 20
     # the examination curve is estimated from the log alone and starts at rank 1 = 1
@@ -50,11 +50,3 @@ def test_run_seed_trains_from_the_log_and_compares_four_rankers(setup, tmp_path,
     assert result.cold["corrected"] == result.cold["relevance-only"]
     assert 0.0 <= result.p_corrected_vs_naive <= 1.0
     assert (tmp_path / "sim-seed5-noise0" / "shown.parquet").exists()
-    # the challengers were trained and scored on the same searches, and left cold shoppers alone
-    for key in ("gbdt naive", "gbdt corrected", "gbdt oracle", "gbdt-position corrected"):
-        assert 0.0 <= result.ndcg[key] <= 1.0
-        assert result.cold[key] == result.cold["relevance-only"]
-    assert set(result.p_vs_primary) == set(bench.CHALLENGERS)
-    report = bench.PersonalizationReport([result], [], {}, {}, float("nan"), 1.0, "test")
-    table = "\n".join(report.comparison())
-    assert "GBDT (position) corrected" in table and "| 5 | 0% |" in table

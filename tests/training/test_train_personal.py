@@ -10,16 +10,9 @@ import torch
 
 from personalization.features import FEATURE_NAMES
 from personalization.impressions import Impression
-from personalization.ranker import HAS_HISTORY, PersonalFusion, PersonalRanker
+from personalization.ranker import HAS_HISTORY, PersonalFusion
 from training.from_log import click_snapshots
-from training.personal import (
-    GBDTTrainConfig,
-    Group,
-    PersonalTrainConfig,
-    _listwise_loss,
-    ips_dcg,
-    train_personal,
-)
+from training.personal import Group, PersonalTrainConfig, _listwise_loss, ips_dcg, train_personal
 
 F = len(FEATURE_NAMES)
 SIM = FEATURE_NAMES.index("recent_sim_max")
@@ -90,74 +83,3 @@ def test_inverse_propensity_weights_are_not_cancelled_by_normalisation():
             return float(_listwise_loss(model, [group])[0])
 
     assert loss(8.0) == pytest.approx(8 * loss(1.0), rel=1e-5)
-
-
-def _behaviour_groups(n_groups: int, seed: int = 0, cold_every: int = 0) -> list[Group]:
-    """Lists where the shopper clicks what resembles their past, whatever relevance says
-    (every ``cold_every``-th list a cold shopper's, with no history)."""
-    rng = np.random.default_rng(seed)
-    groups = []
-    for i in range(n_groups):
-        n = 8
-        cross = rng.normal(size=n).astype(np.float32)
-        feats = np.zeros((n, F), dtype=np.float32)
-        cold = cold_every and i % cold_every == 0
-        feats[:, HAS_HISTORY] = 0.0 if cold else 1.0
-        feats[:, SIM] = 0.0 if cold else rng.uniform(0, 1, size=n)
-        feats[:, FEATURE_NAMES.index("cross_score")] = cross
-        label = (feats[:, SIM] > 0.8).astype(np.float32)
-        grade = label.copy()
-        groups.append(
-            Group(
-                f"s{i}",
-                cross,
-                feats,
-                label,
-                np.ones(n, dtype=np.float32),
-                grade=grade,
-                position=np.arange(1, n + 1),
-            )
-        )
-    return groups
-
-
-@pytest.mark.parametrize("bias", ["ipw", "position"])
-def test_the_gbdt_learns_a_behaviour_signal_and_leaves_cold_shoppers_alone(bias, tmp_path):
-    groups = _behaviour_groups(300, cold_every=5)
-    config = GBDTTrainConfig(bias=bias, trees=60, min_data_in_leaf=20)
-    ranker, report = train_personal(groups, config, log=lambda m: None)
-    assert report.best_val_ips_dcg > report.baseline_val_ips_dcg + 0.2
-    assert report.best_epoch >= 10  # trees kept
-    warm, cold = groups[1], groups[0]
-    assert ranker.score(warm.cross, warm.feats).personal.any()
-    # a cold shopper's list is exactly the relevance-only ranking (the gate)
-    np.testing.assert_array_equal(ranker.score(cold.cross, cold.feats).total, cold.cross)
-    # brand affinity never varied in training: a value at serving changes nothing
-    feats = warm.feats.copy()
-    before = ranker.score(warm.cross, feats).personal
-    feats[:, FEATURE_NAMES.index("brand_affinity")] = 0.9
-    np.testing.assert_array_equal(ranker.score(warm.cross, feats).personal, before)
-    # saved and read back: the same scores, and the similarity explains the move
-    ranker.save(tmp_path)
-    again = PersonalRanker.load(tmp_path)
-    scored = again.score(warm.cross, warm.feats, explain=True)
-    np.testing.assert_allclose(scored.total, ranker.score(warm.cross, warm.feats).total)
-    top = np.abs(scored.contributions).sum(0).argmax()
-    assert FEATURE_NAMES[top] == "recent_sim_max"
-
-
-def test_the_gbdt_weights_a_rarely_examined_click_by_its_inverse_propensity():
-    from training.personal import _gbdt_rows
-
-    g = _behaviour_groups(1)[0]
-    weighted = Group(
-        g.key, g.cross, g.feats, g.label, np.where(g.label > 0, 8.0, 1.0), g.grade, g.position
-    )
-    if not g.label.any():
-        pytest.skip("fixture list without a click")
-    rows, _ = _gbdt_rows([weighted], GBDTTrainConfig(), None)
-    assert rows["weight"][g.label > 0].tolist() == [8.0] * int(g.label.sum())
-    assert rows["weight"][g.label == 0].tolist() == [1.0] * int((g.label == 0).sum())
-    assert "position" not in rows  # bias="ipw": LightGBM is not given the positions
-    rows, _ = _gbdt_rows([g], GBDTTrainConfig(bias="position"), None)
-    assert rows["position"].tolist() == list(range(8))
