@@ -104,7 +104,8 @@ class LtrReport:
                 if self.reranker
                 else " (no cross-encoder)"
             )
-            + "; candidates 51-100 follow in the hybrid's order, so Recall@100 cannot move. "
+            + f"; candidates {self.depth + 1}-100 follow in the hybrid's order, so Recall@100 "
+            "cannot move. "
             "p: paired randomization test (10,000 sign flips) of NDCG@10."
             + (
                 f" The learned variants train on {self.train_lists:,} lists"
