@@ -133,8 +133,10 @@ def _check_segment(path: Path, names: Iterable[str]) -> None:
     names = set(names)
     missing = [c for c in REQUIRED if c not in names]
     if missing or "user_id" in names:
-        what = "an event log (it has user_id)" if "user_id" in names else (
-            f"not a search log segment (no {', '.join(missing)} column)"
+        what = (
+            "an event log (it has user_id)"
+            if "user_id" in names
+            else (f"not a search log segment (no {', '.join(missing)} column)")
         )
         raise EventLogError(
             f"{path}: {what}; give the service's --search-log folder (which holds only its "

@@ -710,7 +710,10 @@ def fusion_latency(
     times: dict[str, list[float]] = {"rrf": [], "words-first": []}
     with Retriever.open(index) as retriever:
         base = replace(retriever.tuning, dense_weight=1.0, sparse_weight=1.0)
-        tunings = {"rrf": replace(base, fusion="rrf"), "words-first": replace(base, fusion="words-first")}
+        tunings = {
+            "rrf": replace(base, fusion="rrf"),
+            "words-first": replace(base, fusion="words-first"),
+        }
         for q in queries[:20]:  # warm: the models, the store's pages, the title-token cache
             for t in tunings.values():
                 retriever.tuning = t
@@ -736,6 +739,9 @@ def fusion_latency(
         "",
         "| | p50 | p99 |",
         "| --- | ---: | ---: |",
-        *[f"| {name} | {np.percentile(v, 50):.2f} | {np.percentile(v, 99):.2f} |" for name, v in rows],
+        *[
+            f"| {name} | {np.percentile(v, 50):.2f} | {np.percentile(v, 99):.2f} |"
+            for name, v in rows
+        ],
     ]
     return "\n".join(lines) + "\n"

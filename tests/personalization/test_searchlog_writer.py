@@ -259,8 +259,6 @@ def test_a_file_that_is_no_segment_is_one_line_naming_it(tmp_path, kind):
     if kind == "catalog":
         pl.DataFrame({"product_id": ["a"], "title": ["Drill"]}).write_parquet(stray)
     else:
-        pl.DataFrame({"user_id": ["u"], "timestamp": [T0], "event": ["click"]}).write_parquet(
-            stray
-        )
+        pl.DataFrame({"user_id": ["u"], "timestamp": [T0], "event": ["click"]}).write_parquet(stray)
     with pytest.raises(EventLogError, match="catalog.parquet: (not a search log|an event log)"):
         scan(folder).collect()
