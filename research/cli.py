@@ -1665,6 +1665,46 @@ def bench_suggest_cmd(
     help="LightGBM training threads.",
 )
 @click.option("--seed", default=13, show_default=True, type=int, help="Training seed.")
+@click.option(
+    "--train-lists",
+    default=None,
+    type=click.IntRange(1),
+    help="Train on a seeded sample of this many training lists, of the queries the "
+    "cross-encoder was not trained on (scoring every list costs ~2 ms a pair); default: all.",
+)
+@click.option(
+    "--val-lists",
+    default=None,
+    type=click.IntRange(1),
+    help="Early-stop on a seeded sample of this many validation lists; default: all.",
+)
+@click.option(
+    "--reranker-threads",
+    default=None,
+    type=click.IntRange(1),
+    help="The cross-encoder's threads (1 beside other jobs); default: the physical cores.",
+)
+@click.option(
+    "--e2e-queries",
+    default=200,
+    show_default=True,
+    type=click.IntRange(0),
+    help="Test queries timed end to end (retrieve + relevance stage); 0: none.",
+)
+@click.option(
+    "--latency-only",
+    is_flag=True,
+    help="Only time the learned stage (new against its first implementation, in turn), on "
+    "the test candidates and the model-full a previous run left in --workdir; its own block "
+    "in --docs.",
+)
+@click.option(
+    "--latency-baseline",
+    type=click.Path(exists=True, file_okay=False),
+    default=None,
+    help="With --latency-only: a learned ranker folder the first implementation is timed with "
+    "(the stage as it was: its code and its model); default: the same model-full.",
+)
 @docs_option
 def bench_ltr_cmd(
     data: Path,
@@ -1674,6 +1714,12 @@ def bench_ltr_cmd(
     reranker: str | None,
     threads: int,
     seed: int,
+    train_lists: int | None,
+    val_lists: int | None,
+    reranker_threads: int | None,
+    e2e_queries: int,
+    latency_only: bool,
+    latency_baseline: str | None,
     docs_page: Path | None,
 ) -> None:
     """The learned final stage on DATA's test split: BM25, hybrid, hybrid + learned stage and
@@ -1683,7 +1729,83 @@ def bench_ltr_cmd(
     from research.bench_speed import machine_description
     from research.docs import command_line, publish
 
-    report = run(data, index, workdir, depth, reranker, threads, seed, log=stderr_log)
+    if latency_only:
+        from research import bench_ltr_latency
+
+        timed = bench_ltr_latency.run(
+            index, workdir, depth, log=stderr_log, baseline=latency_baseline
+        )
+        text = timed.markdown()
+        click.echo(text)
+        if docs_page is not None:
+            key = bench_ltr_latency.REPORT_KEY
+            page = publish(docs_page, key, text, command_line(), machine_description())
+            click.echo(f"wrote the report into {page}", err=True)
+        return
+    report = run(
+        data,
+        index,
+        workdir,
+        depth,
+        reranker,
+        threads,
+        seed,
+        log=stderr_log,
+        train_lists=train_lists,
+        e2e_queries=e2e_queries,
+        val_lists=val_lists,
+        reranker_threads=reranker_threads,
+    )
+    text = report.markdown()
+    click.echo(text)
+    if docs_page is not None:
+        page = publish(docs_page, REPORT_KEY, text, command_line(), machine_description())
+        click.echo(f"wrote the report into {page}", err=True)
+
+
+def _parse_models(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> dict:
+    """--model NAME=FOLDER (repeatable) -> {name: folder}, in the order given."""
+    out: dict[str, str] = {}
+    for item in value:
+        name, sep, folder = item.partition("=")
+        if not sep or not name or not folder:
+            raise click.BadParameter(f"{item!r}: give NAME=FOLDER, e.g. MNRL=models/retriever")
+        if name in out:
+            raise click.BadParameter(f"{name!r} given twice: give each model its own name")
+        if not Path(folder).is_dir():
+            raise click.BadParameter(f"{folder!r} is not a folder")
+        out[name] = folder
+    return out
+
+
+@click.command("bench-distill")
+@click.argument("data", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option(
+    "--model",
+    "models",
+    multiple=True,
+    required=True,
+    callback=_parse_models,
+    help="NAME=FOLDER of a bi-encoder (repeatable); the first is the baseline.",
+)
+@click.option(
+    "--workdir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("runs/distill"),
+    show_default=True,
+    help="Where the indexes (one per model, reused) and report.md/json go.",
+)
+@docs_option
+def bench_distill_cmd(
+    data: Path, models: dict[str, str], workdir: Path, docs_page: Path | None
+) -> None:
+    """Bi-encoders of different recipes (e.g. MNRL against MarginMSE distillation) on DATA's
+    test split: dense and hybrid NDCG@10 and Recall@100, paired tests against the first."""
+    from research.bench_distill import REPORT_KEY, run
+    from research.bench_speed import machine_description
+    from research.docs import command_line, publish
+
+    report = run(data, models, workdir, log=stderr_log)
     text = report.markdown()
     click.echo(text)
     if docs_page is not None:
@@ -1712,4 +1834,5 @@ COMMANDS = [
     bench_suggest_cmd,
     bench_fusion_cmd,
     bench_ltr_cmd,
+    bench_distill_cmd,
 ]

@@ -190,6 +190,22 @@ def train_group() -> None:
     "weights (peft); OUT then holds a small adapter folder that names the base model "
     "(raise --lr, e.g. 5e-4).",
 )
+@click.option(
+    "--teacher",
+    type=click.Path(exists=True, file_okay=False),
+    default=None,
+    help="Distil this trained cross-encoder (MarginMSE on its logit margins to the "
+    "--hard-negatives, labelled before training and outside --max-minutes) instead of "
+    "in-batch negatives.",
+)
+@click.option(
+    "--index",
+    "negatives_index",
+    type=click.Path(exists=True, file_okay=False),
+    default=None,
+    help="Mine the --hard-negatives from this index's hybrid results (what serving retrieves) "
+    "instead of the base model's dense top.",
+)
 def train_retriever_cmd(
     data: Path,
     out: Path,
@@ -198,10 +214,13 @@ def train_retriever_cmd(
     hard_negatives,
     max_pairs,
     val_catalog,
+    teacher,
+    negatives_index,
     trainer: dict,
     progress: bool,
 ) -> None:
-    """Fine-tune the bi-encoder on DATA's train split (in-batch negatives); best checkpoint to OUT."""
+    """Fine-tune the bi-encoder on DATA's train split (in-batch negatives, or --teacher's margins);
+    best checkpoint to OUT."""
     from training.retriever import train_retriever
 
     config = RetrieverTrainConfig(
@@ -210,6 +229,8 @@ def train_retriever_cmd(
         max_pairs=max_pairs,
         val_catalog=val_catalog or None,
         lora_rank=lora,
+        teacher=teacher,
+        negatives_index=negatives_index,
         **trainer,
     )
     report = train_retriever(_judgments(data), out, config, progress=progress, log=stderr_log)
@@ -341,14 +362,14 @@ def train_reranker_cmd(
 )
 @click.option(
     "--learning-rate",
-    default=0.05,
+    default=0.1,
     show_default=True,
     type=click.FloatRange(0, 1, min_open=True),
     help="LightGBM's shrinkage.",
 )
 @click.option(
     "--num-leaves",
-    default=31,
+    default=7,
     show_default=True,
     type=click.IntRange(2),
     help="Leaves per tree.",
