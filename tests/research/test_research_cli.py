@@ -13,7 +13,7 @@ RESEARCH_COMMANDS = {
     "sample-catalog", "demo", "bench", "bench-index", "bench-personal", "simulate",
     "bench-faults", "bench-typo", "bench-depth", "bench-synonyms", "bench-storefront",
     "bench-rules", "bench-update", "bench-interleave", "bench-profiles", "bench-analytics",
-    "bench-suggest", "bench-searchlog", "bench-fusion", "bench-ltr",
+    "bench-suggest", "bench-searchlog", "bench-fusion", "bench-ltr", "bench-distill",
 }  # fmt: skip
 
 
