@@ -137,6 +137,17 @@ def trainer_options(config: type[TrainConfig], batch_help: str):
     return decorate
 
 
+#: ``--lora R``, the same for the retriever and the reranker (inference/adapters.py).
+_lora_option = click.option(
+    "--lora",
+    default=None,
+    type=click.IntRange(1),
+    help="Train a LoRA adapter of this rank on the attention projections instead of all "
+    "weights (peft); OUT then holds a small adapter folder that names the base model "
+    "(raise --lr, e.g. 5e-4).",
+)
+
+
 def _summary(what: str, metric: str, report, out: Path) -> str:
     """One line: the validation metric before and after, the pairs trained and their rate."""
     return (
@@ -182,14 +193,7 @@ def train_group() -> None:
     type=click.IntRange(0),
     help="Products ranked in validation besides the judged ones (0: whole catalog).",
 )
-@click.option(
-    "--lora",
-    default=None,
-    type=click.IntRange(1),
-    help="Train a LoRA adapter of this rank on the attention projections instead of all "
-    "weights (peft); OUT then holds a small adapter folder that names the base model "
-    "(raise --lr, e.g. 5e-4).",
-)
+@_lora_option
 @click.option(
     "--teacher",
     type=click.Path(exists=True, file_okay=False),
@@ -289,14 +293,7 @@ def train_retriever_cmd(
     help="Distil from this trained reranker: learn its scores (MSE on logits) instead of the "
     "grades; with --layers, a faster student. Validation still uses the grades.",
 )
-@click.option(
-    "--lora",
-    default=None,
-    type=click.IntRange(1),
-    help="Train a LoRA adapter of this rank on the attention projections instead of all "
-    "weights (peft); OUT then holds a small adapter folder that names the base model "
-    "(raise --lr, e.g. 5e-4).",
-)
+@_lora_option
 def train_reranker_cmd(
     data: Path,
     out: Path,
