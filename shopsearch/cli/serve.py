@@ -158,7 +158,8 @@ def is_loopback(host: str) -> bool:
     show_default=True,
     envvar="SHOPSEARCH_INTERLEAVE_SHARE",
     help="Share of shoppers whose searches are a team-draft interleaving of this ranker (A) "
-    "and the challenger (B: --interleave-personal / --interleave-reranker); 0: none. "
+    "and the challenger (B: --interleave-personal / --interleave-reranker / "
+    "--interleave-ranker); 0: none. "
     "Env: SHOPSEARCH_INTERLEAVE_SHARE.",
 )
 @click.option(
@@ -181,6 +182,13 @@ def is_loopback(host: str) -> bool:
     envvar="SHOPSEARCH_INTERLEAVE_RERANKER",
     help="B's cross-encoder folder, or 'none' for B without one (default: A's). "
     "Env: SHOPSEARCH_INTERLEAVE_RERANKER.",
+)
+@click.option(
+    "--interleave-ranker",
+    default=None,
+    envvar="SHOPSEARCH_INTERLEAVE_RANKER",
+    help="B's learned final stage folder (shopsearch train ranker), or 'none' for B with the "
+    "blend (default: A's). Env: SHOPSEARCH_INTERLEAVE_RANKER.",
 )
 @click.option(
     "--interleave-anonymous/--no-interleave-anonymous",
@@ -223,6 +231,7 @@ def serve(
     interleave_name: str | None,
     interleave_personal: str | None,
     interleave_reranker: str | None,
+    interleave_ranker: str | None,
     interleave_anonymous: bool,
     suggest_min_shoppers: int,
 ) -> None:
@@ -251,7 +260,11 @@ def serve(
         from personalization.profiles_pg import require_key
 
         require_key(profiles, pseudonym_key())
-    challenger = {"personal": interleave_personal, "reranker": interleave_reranker}
+    challenger = {
+        "personal": interleave_personal,
+        "reranker": interleave_reranker,
+        "ranker": interleave_ranker,
+    }
     for stage, value in challenger.items():
         if value is not None and value.strip().lower() not in ("", "none"):
             if not Path(value).is_dir():
@@ -292,6 +305,7 @@ def serve(
             interleave_name=interleave_name,
             interleave_personal=challenger["personal"],
             interleave_reranker=challenger["reranker"],
+            interleave_ranker=challenger["ranker"],
             interleave_anonymous=interleave_anonymous,
             suggest_min_shoppers=suggest_min_shoppers,
         )

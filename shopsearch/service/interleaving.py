@@ -2,8 +2,9 @@
 
 With ``interleave_share`` above 0 the service opens a second pipeline, **B**, beside its own
 (**A**): the same retriever (the index is opened once), the same merchandising rules, and B's
-own stages where the settings name them (``interleave_reranker``, ``interleave_personal``; a
-folder, or ``none`` for B without that stage; unset: A's). A search is served as a team-draft
+own stages where the settings name them (``interleave_reranker``, ``interleave_personal``,
+``interleave_ranker``; a folder, or ``none`` for B without that stage; unset: A's). B must differ
+from A in at least one stage: an experiment of a ranker against itself is refused. A search is served as a team-draft
 interleaving of A's and B's rankings (:mod:`rerank.interleave`) when
 
 * the shopper is in the experiment: ``hash(pseudonym, experiment) < share``, so a shopper stays
@@ -39,7 +40,8 @@ if TYPE_CHECKING:
     from shopsearch.service.models import SearchParams
     from shopsearch.service.settings import ServiceSettings
 
-#: The word that means "B without this stage" in ``interleave_reranker``/``interleave_personal``.
+#: The word that means "B without this stage" in ``interleave_reranker``, ``interleave_personal``
+#: and ``interleave_ranker``.
 NONE = "none"
 DAY_S = 86_400
 
@@ -88,13 +90,15 @@ def open_challenger(
 
     Raises:
         ShopsearchError: A folder that is not a model, a personal model without a profile
-            store, or one trained on other relevance scores than B serves.
+            store, one trained on other relevance scores than B serves, a learned ranker
+            trained on another cross-encoder than B's, or a B with every stage A's.
     """
     if settings.interleave_share <= 0.0:
         return None
     from personalization.personalizer import Personalizer
     from personalization.ranker import PersonalRanker
     from rerank.cross_encoder import Reranker
+    from rerank.ltr import LearnedRanker
     from rerank.pipeline import SearchPipeline
 
     reranker: Any = pipeline.reranker
@@ -112,27 +116,43 @@ def open_challenger(
             )
         )
     personal: Any = pipeline.personal
-    wanted = settings.interleave_personal
-    if wanted is not None:
-        if wanted.lower() == NONE:
+    wanted_personal = settings.interleave_personal
+    if wanted_personal is not None:
+        if wanted_personal.lower() == NONE:
             personal = None
         else:
             if store is None:
                 raise ShopsearchError(
                     "--interleave-personal needs a profile directory (--profiles)"
                 )
-            personal = Personalizer(PersonalRanker.load(wanted), store, pseudonymizer)
-    try:
-        b = SearchPipeline(pipeline.retriever, reranker, personal, pipeline.rules)
-    except ShopsearchError as exc:
-        raise ShopsearchError(f"the interleaving challenger (B): {exc}") from None
+            personal = Personalizer(PersonalRanker.load(wanted_personal), store, pseudonymizer)
+    ranker: Any = pipeline.ranker
+    wanted = settings.interleave_ranker
+    if wanted is not None:
+        ranker = None if wanted.lower() == NONE else LearnedRanker.open(wanted)
     models = {
         "reranker": getattr(reranker, "fingerprint", None)
         or (settings.reranker if reranker is pipeline.reranker else None),
         "personal": settings.interleave_personal
         if personal is not pipeline.personal
         else settings.personal,
+        "ranker": getattr(ranker, "fingerprint", None),
     }
+    b_personal = settings.personal if personal is pipeline.personal else wanted_personal
+    if _stages(reranker, b_personal if personal is not None else None, ranker) == _stages(
+        pipeline.reranker,
+        settings.personal if pipeline.personal is not None else None,
+        pipeline.ranker,
+    ):
+        raise ShopsearchError(
+            "the interleaving challenger (B) is ranker A itself (the same cross-encoder, "
+            "personalization and learned stage): give B another model, or 'none', with "
+            "--interleave-reranker, --interleave-personal or --interleave-ranker"
+        )
+    try:
+        b = SearchPipeline(pipeline.retriever, reranker, personal, pipeline.rules, ranker)
+    except ShopsearchError as exc:
+        raise ShopsearchError(f"the interleaving challenger (B): {exc}") from None
     assert settings.interleave_name is not None  # the settings refuse a share without a name
     return Challenger(
         settings.interleave_name,
@@ -140,6 +160,16 @@ def open_challenger(
         settings.interleave_anonymous,
         b,
         models,
+    )
+
+
+def _stages(reranker: Any, personal_folder: Any, ranker: Any) -> tuple[Any, ...]:
+    """What a pipeline's ranking is made of: each stage's model (the personal model's folder),
+    or None without it."""
+    return (
+        getattr(reranker, "fingerprint", None) or (id(reranker) if reranker else None),
+        personal_folder or None,
+        getattr(ranker, "fingerprint", None) or (id(ranker) if ranker else None),
     )
 
 

@@ -119,6 +119,7 @@ class Loaded:
             "retriever": str(manifest.get("model", {}).get("name")),
             "reranker": self.settings.reranker,
             "personal": self.settings.personal,
+            "ranker": self.settings.ranker,
         }
 
     def index_info(self) -> dict[str, Any]:

@@ -92,6 +92,8 @@ class ServiceSettings(BaseSettings):
         interleave_personal: B's personalization model folder, or ``none`` for B without
             personalization; None: A's.
         interleave_reranker: B's cross-encoder folder, or ``none`` for B without one; None: A's.
+        interleave_ranker: B's learned final stage folder (``shopsearch train ranker``), or
+            ``none`` for B with the blend; None: A's.
         interleave_anonymous: Interleave anonymous searches too (drawn by session, or query
             without one, since they have no shopper); False: never.
         suggest_min_shoppers: Distinct shoppers a logged query needs before ``/suggest``
@@ -131,6 +133,7 @@ class ServiceSettings(BaseSettings):
     interleave_name: str | None = Field(None, max_length=100)
     interleave_personal: str | None = None
     interleave_reranker: str | None = None
+    interleave_ranker: str | None = None
     interleave_anonymous: bool = False
     suggest_min_shoppers: int = Field(5, ge=1)
     suggest_refresh_s: float = Field(300.0, ge=0)
@@ -201,7 +204,13 @@ class ServiceSettings(BaseSettings):
             raise ValueError("quantize int8 runs on the onnx or openvino backend, not torch")
         return self
 
-    @field_validator("interleave_name", "interleave_personal", "interleave_reranker", mode="before")
+    @field_validator(
+        "interleave_name",
+        "interleave_personal",
+        "interleave_reranker",
+        "interleave_ranker",
+        mode="before",
+    )
     @classmethod
     def _blank_interleave_is_unset(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value
@@ -215,11 +224,15 @@ class ServiceSettings(BaseSettings):
                 "SHOPSEARCH_INTERLEAVE_NAME (interleave_name): an interleaving experiment needs "
                 "a name (--interleave-name), the one 'shopsearch interleave report' shows"
             )
-        if self.interleave_personal is None and self.interleave_reranker is None:
+        if (
+            self.interleave_personal is None
+            and self.interleave_reranker is None
+            and self.interleave_ranker is None
+        ):
             raise ValueError(
                 "SHOPSEARCH_INTERLEAVE_SHARE (interleave_share): give the challenger ranker B "
-                "(--interleave-personal or --interleave-reranker, a folder or 'none'), or a "
-                "share of 0"
+                "(--interleave-personal, --interleave-reranker or --interleave-ranker, a folder "
+                "or 'none'), or a share of 0"
             )
         personal = self.interleave_personal
         if personal is not None and personal.lower() != "none" and self.profiles is None:

@@ -122,7 +122,7 @@ def test_settings_refuse_an_experiment_without_a_name_or_a_challenger(tmp_path):
     base = {"index": str(tmp_path), "interleave_share": 0.5}
     with pytest.raises(ShopsearchError, match="SHOPSEARCH_INTERLEAVE_NAME"):
         ServiceSettings(**base)
-    with pytest.raises(ShopsearchError, match="interleave-personal or --interleave-reranker"):
+    with pytest.raises(ShopsearchError, match="--interleave-reranker or --interleave-ranker"):
         ServiceSettings(**base, interleave_name="x")
     with pytest.raises(ShopsearchError, match="profile directory"):
         ServiceSettings(**base, interleave_name="x", interleave_personal=str(tmp_path))
@@ -200,3 +200,56 @@ def test_the_log_holds_experiment_and_teams_and_the_report_credits_clicks(
     winner = logged["teams"][0]
     assert result.searches == 1
     assert (result.wins, result.losses) == ((1, 0) if winner == "A" else (0, 1))
+
+
+@pytest.fixture(scope="module")
+def learned_ranker(tmp_path_factory):
+    """A tiny learned final stage (trained without a cross-encoder), saved to a folder."""
+    import lightgbm as lgb
+    import numpy as np
+
+    from rerank.ltr import FEATURE_NAMES, LearnedRanker
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(400, len(FEATURE_NAMES)))
+    y = (x[:, FEATURE_NAMES.index("title_covered")] > 0).astype(int)
+    params = {"objective": "lambdarank", "verbosity": -1, "min_data_in_leaf": 5}
+    booster = lgb.train(params, lgb.Dataset(x, label=y, group=[20] * 20), 10)
+    return LearnedRanker(booster, {"reranker": None}).save(tmp_path_factory.mktemp("ltr") / "r")
+
+
+def test_a_learned_stage_as_the_challenger_is_served_and_logged(
+    make_client, served, learned_ranker, tmp_path, drills
+):
+    from personalization.searchlog import scan
+    from rerank.ltr import LearnedRanker
+
+    experiment = {"interleave_share": 1.0, "interleave_name": "learned"}
+    client = make_client(
+        **experiment, interleave_ranker=str(learned_ranker), search_log=str(tmp_path / "log")
+    )
+    body = {"q": "cordless drill", "k": 8, "user_id": ALICE}
+    shown = client.post("/search", json=body).json()
+    assert served[-1][0] == "learned" and {"A", "B"} <= set(served[-1][1])
+    challenger = client.app.state.runtime.current.interleave
+    assert challenger.pipeline.ranker is not None
+    assert client.app.state.runtime.current.pipeline.ranker is None
+    client.app.state.search_log.flush()
+    rows = scan(tmp_path / "log").filter(pl.col("event") == "search").collect()
+    (logged,) = [r for r in rows.iter_rows(named=True) if r["search_id"] == shown["search_id"]]
+    fingerprint = LearnedRanker.open(learned_ranker).fingerprint
+    assert f'"ranker": "{fingerprint}"' in logged["models"]
+
+
+def test_a_challenger_that_is_ranker_a_itself_is_refused(make_client, personal_model):
+    experiment = {"interleave_share": 1.0, "interleave_name": "same"}
+    for same in (
+        {"interleave_reranker": "none"},  # A has no cross-encoder either
+        {"interleave_ranker": "none"},  # nor a learned stage
+        {"interleave_personal": str(personal_model)},  # A's personal model, from its folder
+    ):
+        client = make_client(**experiment, **same)  # the service starts, not ready
+        ready = client.get("/readyz")
+        assert ready.status_code == 503 and "ranker A itself" in ready.json()["detail"]
+        assert client.post("/search", json={"q": "drill"}).status_code == 503
+    assert make_client(**experiment, interleave_personal="none").get("/readyz").status_code == 200

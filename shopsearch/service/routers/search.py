@@ -312,6 +312,7 @@ def models_text(loaded: Loaded) -> str:
             "retriever": (manifest.get("model") or {}).get("fingerprint"),
             "reranker": getattr(pipeline.reranker, "fingerprint", None),
             "personal": _file_fingerprint(loaded.settings.personal, "personal.pt"),
+            "ranker": getattr(pipeline.ranker, "fingerprint", None),
         }
         challenger = getattr(loaded, "interleave", None)
         if challenger is not None:
