@@ -27,17 +27,22 @@ docs_option = click.option(
 )
 
 
-def _publish(docs_page: Path | None, report_md: Path) -> None:
-    """The report the command wrote, into its documentation page (``--docs``)."""
+def _publish_text(docs_page: Path | None, key: str, text: str, machine: str | None = None) -> None:
+    """``text`` into its documentation page (``--docs``) as the block ``key``, with the command
+    line and the machine (None: this one's description); nothing without a page."""
     if docs_page is None:
         return
     from research.bench_speed import machine_description
     from research.docs import command_line, publish
 
-    page = publish(
-        docs_page, report_md.stem, report_md.read_text(), command_line(), machine_description()
-    )
-    click.echo(f"wrote the report into {page}")
+    page = publish(docs_page, key, text, command_line(), machine or machine_description())
+    click.echo(f"wrote the report into {page}", err=True)
+
+
+def _publish(docs_page: Path | None, report_md: Path) -> None:
+    """The report the command wrote (``NAME.md``: block ``NAME``) into its page (``--docs``)."""
+    if docs_page is not None:
+        _publish_text(docs_page, report_md.stem, report_md.read_text())
 
 
 @click.command("sample-catalog")
@@ -1022,15 +1027,11 @@ def bench_rules_cmd(
     import json
 
     from research.bench_rules import REPORT_KEY, run
-    from research.bench_speed import machine_description
-    from research.docs import command_line, publish
 
     cost = run(index, n_rules, n_queries, rounds, seed, threads)
     report = cost.markdown()
     click.echo(json.dumps(cost.as_dict()) if as_json else report)
-    if docs_page is not None:
-        page = publish(docs_page, REPORT_KEY, report, command_line(), machine_description())
-        click.echo(f"wrote the report into {page}", err=True)
+    _publish_text(docs_page, REPORT_KEY, report)
 
 
 @click.command("bench-searchlog")
@@ -1075,15 +1076,11 @@ def bench_searchlog_cmd(
     import json
 
     from research.bench_searchlog import REPORT_KEY, run
-    from research.bench_speed import machine_description
-    from research.docs import command_line, publish
 
     cost = run(index, n_queries, rounds, seed, threads)
     report = cost.markdown()
     click.echo(json.dumps(cost.as_dict()) if as_json else report)
-    if docs_page is not None:
-        page = publish(docs_page, REPORT_KEY, report, command_line(), machine_description())
-        click.echo(f"wrote the report into {page}", err=True)
+    _publish_text(docs_page, REPORT_KEY, report)
 
 
 @click.command("bench-update")
@@ -1265,8 +1262,6 @@ def bench_profiles_cmd(
     import os
 
     from research.bench_profiles import REPORT_KEY, STORES, Workload, markdown, run
-    from research.bench_speed import machine_description
-    from research.docs import command_line, publish
 
     workload = Workload(
         users=users,
@@ -1286,9 +1281,7 @@ def bench_profiles_cmd(
         click.echo(json.dumps([dataclasses.asdict(r) for r in results]))
     else:
         click.echo(report)
-    if docs_page is not None:
-        page = publish(docs_page, REPORT_KEY, report, command_line(), machine_description())
-        click.echo(f"wrote the report into {page}", err=True)
+    _publish_text(docs_page, REPORT_KEY, report)
 
 
 @click.command("bench-interleave")
@@ -1379,8 +1372,6 @@ def bench_interleave_cmd(
     import json
 
     from research.bench_interleave import DEFAULT_CHANGES, REPORT_KEY, run
-    from research.bench_speed import machine_description
-    from research.docs import command_line, publish
 
     bench = run(
         data,
@@ -1397,10 +1388,7 @@ def bench_interleave_cmd(
     )
     report = bench.markdown()
     click.echo(json.dumps(bench.as_dict()) if as_json else report)
-    if docs_page is not None:
-        key = REPORT_KEY if click_spread == 0 else f"{REPORT_KEY}-spread"
-        page = publish(docs_page, key, report, command_line(), machine_description())
-        click.echo(f"wrote the report into {page}", err=True)
+    _publish_text(docs_page, REPORT_KEY if click_spread == 0 else f"{REPORT_KEY}-spread", report)
 
 
 @click.command("bench-analytics")
@@ -1519,12 +1507,7 @@ def bench_fusion_cmd(
     if latency_queries is not None:
         block = fusion_latency(data, index, latency_queries)
         click.echo(block)
-        if docs_page is not None:
-            from research.bench_speed import machine_description
-            from research.docs import command_line, publish
-
-            page = publish(docs_page, LATENCY_KEY, block, command_line(), machine_description())
-            click.echo(f"wrote the report into {page}", err=True)
+        _publish_text(docs_page, LATENCY_KEY, block)
         return
     report = run_fusion_benchmark(
         data,
@@ -1537,11 +1520,7 @@ def bench_fusion_cmd(
     )
     click.echo(report.markdown())
     click.echo(f"\nwrote {workdir}/fusion.md and fusion.json ({report.seconds:.0f} s)", err=True)
-    if docs_page is not None:
-        from research.docs import command_line, publish
-
-        page = publish(docs_page, REPORT_KEY, report.markdown(), command_line(), report.machine)
-        click.echo(f"wrote the report into {page}", err=True)
+    _publish_text(docs_page, REPORT_KEY, report.markdown(), report.machine)
 
 
 @click.command("bench-suggest")
@@ -1613,9 +1592,7 @@ def bench_suggest_cmd(
     synthetic search log, and p50/p99 of suggest() over typed prefixes (some with typos)."""
     import json
 
-    from research.bench_speed import machine_description
     from research.bench_suggest import REPORT_KEY, run
-    from research.docs import command_line, publish
 
     bench = run(
         workdir,
@@ -1629,9 +1606,7 @@ def bench_suggest_cmd(
     )
     report = bench.markdown()
     click.echo(json.dumps(bench.as_dict()) if as_json else report)
-    if docs_page is not None:
-        page = publish(docs_page, REPORT_KEY, report, command_line(), machine_description())
-        click.echo(f"wrote the report into {page}", err=True)
+    _publish_text(docs_page, REPORT_KEY, report)
 
 
 @click.command("bench-ltr")
@@ -1726,8 +1701,6 @@ def bench_ltr_cmd(
     its ablation without lexical features (NDCG@10, Recall@100, paired tests), feature
     importances, and the stage's latency; candidates come from INDEX (cached in --workdir)."""
     from research.bench_ltr import REPORT_KEY, run
-    from research.bench_speed import machine_description
-    from research.docs import command_line, publish
 
     if latency_only:
         from research import bench_ltr_latency
@@ -1737,10 +1710,7 @@ def bench_ltr_cmd(
         )
         text = timed.markdown()
         click.echo(text)
-        if docs_page is not None:
-            key = bench_ltr_latency.REPORT_KEY
-            page = publish(docs_page, key, text, command_line(), machine_description())
-            click.echo(f"wrote the report into {page}", err=True)
+        _publish_text(docs_page, bench_ltr_latency.REPORT_KEY, text)
         return
     report = run(
         data,
@@ -1758,9 +1728,7 @@ def bench_ltr_cmd(
     )
     text = report.markdown()
     click.echo(text)
-    if docs_page is not None:
-        page = publish(docs_page, REPORT_KEY, text, command_line(), machine_description())
-        click.echo(f"wrote the report into {page}", err=True)
+    _publish_text(docs_page, REPORT_KEY, text)
 
 
 def _parse_models(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> dict:
@@ -1802,15 +1770,11 @@ def bench_distill_cmd(
     """Bi-encoders of different recipes (e.g. MNRL against MarginMSE distillation) on DATA's
     test split: dense and hybrid NDCG@10 and Recall@100, paired tests against the first."""
     from research.bench_distill import REPORT_KEY, run
-    from research.bench_speed import machine_description
-    from research.docs import command_line, publish
 
     report = run(data, models, workdir, log=stderr_log)
     text = report.markdown()
     click.echo(text)
-    if docs_page is not None:
-        page = publish(docs_page, REPORT_KEY, text, command_line(), machine_description())
-        click.echo(f"wrote the report into {page}", err=True)
+    _publish_text(docs_page, REPORT_KEY, text)
 
 
 COMMANDS = [
