@@ -9,8 +9,8 @@ LightGBM's predict on one thread and the sort, timed per test query with ``perf_
 * the three parts apart (features, predict, sort), as served;
 * the first implementation of the stage (:func:`features_v1`, the ``dataclasses.replace`` and
   ``sort_hits`` ranking) on the same queries in the same run, the two taken in turn on each
-  query so that the machine's load falls on both alike: the ratio new / old is the figure that
-  holds across machines. The run also checks that both give the same feature values and the
+  block of :data:`BLOCK` queries so that the machine's load falls on both alike: the ratio
+  new / old is the figure that holds across machines. The run also checks that both give the same feature values and the
   same order on every list.
 
 ``--latency-only`` reads the test candidates ``bench-ltr`` cached in its workdir and the full
@@ -202,6 +202,11 @@ PASSES = (
         False,
     ),
 )
+#: Queries timed in a row by one implementation before the other takes its turn: long enough
+#: that neither evicts the other's caches between two of its own queries (as a service's other
+#: work does not run between two calls of a tight loop), short enough that both meet the same
+#: load.
+BLOCK = 50
 #: What the report shows (key, label): the passes, then the warm pass's best of 3.
 TIMED = (
     *((key, label) for key, label, _cold in PASSES),
@@ -224,8 +229,8 @@ def measure(
             :class:`training.ranker.CandidateList`), one per query.
         depth: Candidates ranked per query.
         reference: Also time the first implementation (:func:`rank_v1`), the two taken in turn
-            on each query, and count the lists on which both agree (both with ``ranker``,
-            untimed).
+            on each block of :data:`BLOCK` queries, and count the lists on which both agree
+            (both with ``ranker``, untimed).
         baseline: The model the first implementation is timed with (the stage as it was: its
             code and its model); None: ``ranker``.
 
@@ -251,51 +256,57 @@ def measure(
         if key != "warm":
             clear_caches()
             clear_caches_v1()
-        for i, item in enumerate(items):
-            hits, query, corrected = item.hits[:depth], item.query, item.corrected
-            stages: list[tuple[str, Callable[[], Any], Callable[[], None]]] = [
-                (key, lambda q=query, h=hits, c=corrected: ranker.rank(q, h, c), clear_caches)
+        for b, start in enumerate(range(0, len(items), BLOCK)):
+            block = [
+                (it.query, it.hits[:depth], it.corrected) for it in items[start : start + BLOCK]
+            ]
+            stages: list[tuple[str, Callable[..., Any], Callable[[], None]]] = [
+                (key, ranker.rank, clear_caches)
             ]
             if reference:
                 stages.append(
-                    (
-                        f"v1_{key}",
-                        lambda q=query, h=hits, c=corrected: rank_v1(old_ranker, q, h, c),
-                        clear_caches_v1,
-                    )
+                    (f"v1_{key}", lambda q, h, c: rank_v1(old_ranker, q, h, c), clear_caches_v1)
                 )
-            if i % 2:  # take turns at going first
+            if b % 2:  # take turns at going first
                 stages.reverse()
             for name, call, clear in stages:
-                if cold:
-                    clear()
-                t0 = clock()
-                call()
-                lat.setdefault(name, []).append(clock() - t0)
+                times = lat.setdefault(name, [])
+                for query, hits, corrected in block:
+                    if cold:
+                        clear()
+                    t0 = clock()
+                    call(query, hits, corrected)
+                    times.append(clock() - t0)
             if key != "warm":
                 continue
             for name, call, _clear in stages:  # the best of 3: the load's preemptions left out
-                best = lat[name][-1]
+                best = lat[name][-len(block) :]
                 for _ in range(2):
-                    t0 = clock()
-                    call()
-                    best = min(best, clock() - t0)
-                lat.setdefault(f"{name}_best3", []).append(best)
-            t0 = clock()
-            x = ranker.features(query, hits, corrected)
-            t1 = clock()
-            scores = np.asarray(ranker.booster.predict(x, num_threads=1), dtype=np.float64)
-            t2 = clock()
-            _ordered(hits, scores)
-            t3 = clock()
-            for name, seconds in (("features", t1 - t0), ("predict", t2 - t1), ("sort", t3 - t2)):
-                lat.setdefault(name, []).append(seconds)
-            if reference:
-                old = features_v1(query, hits, corrected)
-                same_features += int(np.array_equal(x, old, equal_nan=True))
-                new_ids = [h.product_id for h in ranker.rank(query, hits, corrected)]
-                old_ids = [h.product_id for h in rank_v1(ranker, query, hits, corrected)]
-                same_order += int(new_ids == old_ids)
+                    for i, (query, hits, corrected) in enumerate(block):
+                        t0 = clock()
+                        call(query, hits, corrected)
+                        best[i] = min(best[i], clock() - t0)
+                lat.setdefault(f"{name}_best3", []).extend(best)
+            for query, hits, corrected in block:
+                t0 = clock()
+                x = ranker.features(query, hits, corrected)
+                t1 = clock()
+                scores = np.asarray(ranker.booster.predict(x, num_threads=1), dtype=np.float64)
+                t2 = clock()
+                _ordered(hits, scores)
+                t3 = clock()
+                for name, seconds in (
+                    ("features", t1 - t0),
+                    ("predict", t2 - t1),
+                    ("sort", t3 - t2),
+                ):
+                    lat.setdefault(name, []).append(seconds)
+                if reference:
+                    old = features_v1(query, hits, corrected)
+                    same_features += int(np.array_equal(x, old, equal_nan=True))
+                    new_ids = [h.product_id for h in ranker.rank(query, hits, corrected)]
+                    old_ids = [h.product_id for h in rank_v1(ranker, query, hits, corrected)]
+                    same_order += int(new_ids == old_ids)
     out: dict[str, float] = {
         "queries": float(len(items)),
         "trees": float(ranker.booster.num_trees()),
@@ -372,9 +383,9 @@ class LatencyReport:
             )
             lines += [
                 "",
-                f"New / first implementation ({old}), the two taken in turn on each query: "
-                f"{ratios}. The two implementations with the same model: same feature values "
-                f"on {int(lat['same_features'])} of {int(lat['queries'])} lists, same order on "
+                f"New / first implementation ({old}), the two taken in turn on each block of "
+                f"{BLOCK} queries: {ratios}. The two implementations with the same model: same "
+                f"feature values on {int(lat['same_features'])} of {int(lat['queries'])} lists, same order on "
                 f"{int(lat['same_order'])}.",
             ]
         return "\n".join(lines) + "\n"

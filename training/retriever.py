@@ -16,8 +16,12 @@ With a ``teacher`` (a trained cross-encoder) the loss is ``MarginMSELoss`` inste
 et al. 2020, "Improving Efficient Neural Ranking Models with Cross-Architecture Knowledge
 Distillation", arXiv:2010.02666): each (query, positive, hard negatives) row carries the
 teacher's logit margins ``teacher(q, pos) - teacher(q, neg_i)`` and the student's margins of
-``MNRL_SCALE * cosine`` (the same scale MNRL gives the cosine as a logit) are fitted to them by
-mean squared error. The hard negatives come from the base model's dense top or, with
+``scale * cosine`` are fitted to them by mean squared error. ``scale`` puts the student's margins
+on the teacher's units before training (:func:`margin_scale`: the ratio of the two margins'
+spreads on a sample of the rows), so that the loss asks the student to reorder, not to shrink or
+stretch every margin: a cross-encoder trained with BCE on graded labels gives small margins
+(0.4 logits on average on Home Depot's hard negatives) and a fixed MNRL-like scale of 20 made
+the student collapse its margins to fit them (validation recall fell from 0.87 to 0.79). The hard negatives come from the base model's dense top or, with
 ``negatives_index``, from an index's hybrid results (what serving retrieves and the teacher
 reranks). Mining and labelling happen before training and are reported apart
 (``details["label_seconds"]``); the time budget counts training alone. Seeding, the time budget, the report and the logs
@@ -28,6 +32,7 @@ Needs the ``train`` extra (``datasets``, ``accelerate``); imported only when tra
 
 from __future__ import annotations
 
+import functools
 import os
 import random
 import time
@@ -382,11 +387,56 @@ def mine_index_negatives(
     }
 
 
-def scaled_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """``MNRL_SCALE`` times the row-wise dot product (the cosine of normalised embeddings):
-    the student's score that MarginMSE fits to the teacher's logit margins. Shapes ``(n, d)``
-    -> ``(n,)``."""
-    return MNRL_SCALE * (a * b).sum(dim=-1)
+def scaled_dot(a: torch.Tensor, b: torch.Tensor, scale: float = MNRL_SCALE) -> torch.Tensor:
+    """``scale`` times the row-wise dot product (the cosine of normalised embeddings): the
+    student's score that MarginMSE fits to the teacher's logit margins. Shapes ``(n, d)`` ->
+    ``(n,)``."""
+    return scale * (a * b).sum(dim=-1)
+
+
+#: Rows of the training set :func:`margin_scale` encodes (a seeded sample).
+SCALE_SAMPLE = 512
+
+
+@torch.inference_mode()
+def margin_scale(
+    model: Any, dataset: Any, n_negatives: int, sample: int = SCALE_SAMPLE, seed: int = 0
+) -> float:
+    """The student's score scale for MarginMSE: the teacher's margins' standard deviation over
+    the starting model's dot-product margins', on a seeded sample of the labelled rows.
+
+    Matching the spreads (not a least-squares fit, which a teacher that disagrees with the
+    student drives to 0) leaves the loss with the margins' order and relative size to teach.
+
+    Args:
+        model: The student (``SentenceTransformer``) before training.
+        dataset: :func:`label_margins`'s output (``anchor``, ``positive``, ``negative_i``,
+            ``label``).
+        n_negatives: Negatives per row.
+        sample: Rows encoded (each three or more texts).
+        seed: The sample's seed.
+
+    Returns:
+        The scale (> 0); :data:`MNRL_SCALE` when either spread is 0 (too few rows).
+    """
+    rows = np.random.default_rng(seed).permutation(len(dataset))[:sample].tolist()
+    part = dataset.select(rows)
+    teacher = np.asarray(part["label"], dtype=np.float64).reshape(len(rows), -1)
+
+    def encode(texts: list[str]) -> torch.Tensor:
+        return model.encode(texts, convert_to_tensor=True, show_progress_bar=False)
+
+    q = encode(part["anchor"])
+    pos = (q * encode(part["positive"])).sum(dim=-1)
+    student = np.stack(
+        [
+            (pos - (q * encode(part[f"negative_{i + 1}"])).sum(dim=-1)).cpu().numpy()
+            for i in range(n_negatives)
+        ],
+        axis=1,
+    ).astype(np.float64)
+    t, c = float(teacher.std()), float(student.std())
+    return t / c if t > 0 and c > 0 else MNRL_SCALE
 
 
 def label_margins(
@@ -688,6 +738,13 @@ def train_retriever(
         teacher = Reranker.load(config.teacher, device=device, threads=threads)
         dataset, distil = label_margins(teacher, dataset, config.hard_negatives, log)
         del teacher
+        distil["margin_scale"] = round(
+            margin_scale(st, dataset, config.hard_negatives, seed=config.seed), 4
+        )
+        log(
+            f"student score: {distil['margin_scale']:.2f} x cosine (the teacher's margin spread "
+            "over the starting model's)"
+        )
         distil["prep_seconds"] = round(time.perf_counter() - prep_started, 2)
     torch.set_num_threads(threads)
 
@@ -726,7 +783,9 @@ def train_retriever(
         args_cls,
         model=st,
         dataset=dataset,
-        loss=_margin_mse()(st, similarity_fct=scaled_dot)
+        loss=_margin_mse()(
+            st, similarity_fct=functools.partial(scaled_dot, scale=distil["margin_scale"])
+        )
         if distil
         else mnrl_cls(st, scale=MNRL_SCALE),
         evaluator=evaluator,

@@ -18,6 +18,7 @@ from core.errors import ShopsearchError
 from training.config import RetrieverTrainConfig
 from training.retriever import (
     label_margins,
+    margin_scale,
     mine_index_negatives,
     scaled_dot,
     train_retriever,
@@ -91,6 +92,32 @@ def test_scaled_dot_is_the_mnrl_logit_scale():
     assert torch.allclose(scaled_dot(a, a), torch.full((4,), 20.0))
 
 
+def test_margin_scale_puts_the_students_margins_on_the_teachers_spread(data, task_model):
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    st = SentenceTransformer(str(task_model), device="cpu")
+    pairs = data.relevant_pairs("train")[:40]
+    ds = training_dataset(data, pairs, _hard(data, pairs), 2, seed=0)
+    with torch.inference_mode():
+
+        def enc(texts):
+            return st.encode(texts, convert_to_tensor=True, show_progress_bar=False)
+
+        q = enc(ds["anchor"])
+        pos = (q * enc(ds["positive"])).sum(-1)
+        student = torch.stack(
+            [pos - (q * enc(ds[f"negative_{i}"])).sum(-1) for i in (1, 2)], dim=1
+        ).numpy()
+    # a teacher whose margins are the student's times 7, shifted: the scale is 7
+    labelled = ds.add_column("label", (7.0 * student + 3.0).tolist())
+    assert margin_scale(st, labelled, 2, sample=1000) == pytest.approx(7.0, rel=1e-3)
+    # a sample of the rows gives about the same; constant margins fall back to MNRL's scale
+    assert margin_scale(st, labelled, 2, sample=20) == pytest.approx(7.0, rel=1e-3)
+    flat = ds.add_column("label", [[1.0, 1.0]] * len(ds))
+    assert margin_scale(st, flat, 2) == 20.0
+
+
 def test_a_teacher_needs_hard_negatives():
     with pytest.raises(ShopsearchError, match="hard_negatives >= 1"):
         RetrieverTrainConfig(teacher="models/x").check()
@@ -152,3 +179,5 @@ def test_distillation_learns_the_task_and_labelling_is_outside_the_budget(
     assert teacher.done_at - origins[0] < report.details["label_seconds"]
     assert report.best_metric > report.baseline_metric + 0.05
     assert any("MarginMSE to the teacher" in line for line in logs)
+    assert report.details["margin_scale"] > 0
+    assert any("x cosine" in line for line in logs)
