@@ -115,7 +115,8 @@ def compare(
     """Paired tests of each ``"{model}, {mode}"`` against ``"{baseline}, {mode}"``.
 
     Args:
-        per_query: system -> query_id -> metric -> value.
+        per_query: system -> metric -> query_id -> value (each system's
+            :func:`evaluation.metrics.evaluate`).
         baseline: The baseline model's name.
     """
     from evaluation.stats import paired_test
@@ -128,9 +129,7 @@ def compare(
             continue
         t: dict[str, float] = {}
         for metric in METRICS:
-            pt = paired_test(
-                {q: m[metric] for q, m in base.items()}, {q: m[metric] for q, m in values.items()}
-            )
+            pt = paired_test(base[metric], values[metric])
             t[f"{metric}_delta"], t[f"{metric}_rel"], t[f"{metric}_p"] = (
                 pt.delta,
                 pt.relative_delta,

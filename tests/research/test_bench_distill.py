@@ -13,8 +13,10 @@ from research.cli import bench_distill_cmd
 
 
 def _per_query(shift: float, n: int = 60) -> dict[str, dict[str, float]]:
+    """metric -> query -> value, as ``evaluation.metrics.evaluate`` gives them."""
     return {
-        f"q{i}": {"ndcg@10": 0.3 + shift * (i % 2), "recall@100": 0.7 + shift} for i in range(n)
+        "ndcg@10": {f"q{i}": 0.3 + shift * (i % 2) for i in range(n)},
+        "recall@100": {f"q{i}": 0.7 + shift for i in range(n)},
     }
 
 
@@ -75,3 +77,22 @@ def test_command_refuses_a_model_without_a_name(tmp_path):
     data.mkdir()
     got = CliRunner().invoke(bench_distill_cmd, [str(data), "--model", str(tmp_path)])
     assert got.exit_code == 2 and "NAME=FOLDER" in got.output
+
+
+def test_run_indexes_each_model_and_scores_the_test_split(tmp_path, tiny_bench, tiny_model):
+    """End to end on the tiny benchmark: the same model twice gives equal figures, p = 1."""
+    from research.bench_distill import run
+
+    report = run(
+        tiny_bench,
+        {"A": str(tiny_model), "B": str(tiny_model)},
+        tmp_path / "work",
+        log=lambda m: None,
+    )
+    assert report.queries > 0 and report.baseline == "A"
+    assert set(report.systems) == {f"{m}, {mode}" for m in "AB" for mode in ("dense", "hybrid")}
+    for mode in ("dense", "hybrid"):
+        a, b = report.systems[f"A, {mode}"], report.systems[f"B, {mode}"]
+        assert a == b and 0.0 <= a["ndcg@10"] <= 1.0 and 0.0 < a["recall@100"] <= 1.0
+        assert report.tests[f"B, {mode}"]["ndcg@10_delta"] == 0.0
+    assert (tmp_path / "work" / "report.md").read_text().count("| A, ") == 2
