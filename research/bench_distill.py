@@ -76,18 +76,25 @@ class DistillReport:
             )
         lines += ["", "Training (from each model's `train_report.json`):", ""]
         for model, t in self.training.items():
+            if not t:
+                lines.append(f"- {model}: no `train_report.json` (a model not trained here)")
+                continue
             line = (
                 f"- {model}: {t.get('loss', '?')}, {t.get('pairs_trained', 0):,} pairs in "
                 f"{t.get('train_seconds', 0):.0f} s of training ({t.get('pairs_per_s', 0):.1f} "
                 f"pairs/s), stopped by {t.get('stopped_by', '?')}; validation Recall@100 "
                 f"{t.get('baseline_metric', float('nan')):.4f} -> {t.get('best_metric', float('nan')):.4f}"
             )
+            if t.get("best_metric", 0.0) <= t.get("baseline_metric", 0.0):
+                line += " (never above the start: the folder holds the starting model)"
             if t.get("teacher_pairs"):
                 line += (
                     f"; labelling apart: {int(t['teacher_pairs']):,} (query, product) pairs "
                     f"scored by the teacher in {t['label_seconds']:.0f} s, mining and labelling "
                     f"{t.get('prep_seconds', 0):.0f} s"
                 )
+            if t.get("margin_scale"):
+                line += f"; student score {t['margin_scale']:.2f} x cosine"
             lines.append(line)
         return "\n".join(lines) + "\n"
 
@@ -103,7 +110,14 @@ def training_summary(folder: str | os.PathLike[str]) -> dict[str, Any]:
     keys += ("baseline_metric", "best_metric")
     out = {k: report[k] for k in keys if k in report}
     out["loss"] = details.get("loss", "MNRL")
-    for k in ("teacher", "teacher_pairs", "label_seconds", "prep_seconds", "hard_negatives"):
+    for k in (
+        "teacher",
+        "teacher_pairs",
+        "label_seconds",
+        "prep_seconds",
+        "hard_negatives",
+        "margin_scale",
+    ):
         if details.get(k) is not None:
             out[k] = details[k]
     return out

@@ -47,8 +47,9 @@ def test_training_summary_and_the_page(tmp_path):
     )
     details = {"loss": "MarginMSE", "teacher": "models/r", "teacher_pairs": 40000.0}
     details |= {"label_seconds": 160.0, "prep_seconds": 250.0, "hard_negatives": 1}
+    details |= {"margin_scale": 4.5}
     (kd / "train_report.json").write_text(
-        json.dumps({**common, "pairs_trained": 15000, "details": details})
+        json.dumps({**common, "best_metric": 0.87, "pairs_trained": 15000, "details": details})
     )
     assert training_summary(tmp_path / "none") == {}
     got = training_summary(kd)
@@ -62,7 +63,7 @@ def test_training_summary_and_the_page(tmp_path):
         baseline="MNRL",
         systems={"MNRL, dense": m, "MarginMSE, dense": m},
         tests={"MarginMSE, dense": tests},
-        training={"MNRL": training_summary(mnrl), "MarginMSE": got},
+        training={"MNRL": training_summary(mnrl), "MarginMSE": got, "base": {}},
     )
     text = report.markdown()
     assert "| MarginMSE, dense | 0.4000 | 0.8000 | +0.0100 (+1.0%) | 0.0312 |" in text
@@ -70,6 +71,10 @@ def test_training_summary_and_the_page(tmp_path):
     assert "15,000 pairs in 700 s" in text
     assert "40,000 (query, product) pairs scored by the teacher in 160 s" in text
     assert text.count("labelling apart") == 1
+    assert "student score 4.50 x cosine" in text
+    # the distilled run never beat its start; a model without a report is said to be one
+    assert text.count("the folder holds the starting model") == 1
+    assert "- base: no `train_report.json`" in text
 
 
 def test_command_refuses_a_model_without_a_name(tmp_path):
