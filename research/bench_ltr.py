@@ -89,6 +89,11 @@ class LtrReport:
     #: End-to-end ms per query (retrieve + relevance stage, ``SearchPipeline.search``):
     #: ``{stage}_p50`` / ``{stage}_p99`` and ``queries``.
     end_to_end_ms: dict[str, float] = field(default_factory=dict)
+    #: The cross-encoder's other runtime (``onnx:int8``), scored on the test lists beside the
+    #: fp32 torch one (None: not run), and its stages against their fp32 counterparts:
+    #: ``{stage}`` -> ``delta``, ``rel``, ``p`` of NDCG@10.
+    variant: str | None = None
+    variant_tests: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -146,6 +151,17 @@ class LtrReport:
             lines.append(
                 f"| {name} | {m['ndcg@10']:.4f} | {m['recall@100']:.4f} | {vs_h} | {vs_b} |{vs_x}"
             )
+        if self.variant_tests:
+            parts = [
+                f"{name}: {t['delta']:+.4f} ({t['rel']:+.1%}), p = {t['p']:.4f}"
+                for name, t in self.variant_tests.items()
+            ]
+            lines += [
+                "",
+                f"The cross-encoder as `{self.variant}` (the same weights, exported; the learned "
+                "stage trained on the fp32 logits reads these, as serving would) against fp32 "
+                "torch, NDCG@10: " + "; ".join(parts) + ".",
+            ]
         lines += [
             "",
             "Training (validation NDCG@10 over the candidates, first stage -> model):",
@@ -194,8 +210,8 @@ class LtrReport:
             f"End to end per query (`SearchPipeline.search`: spelling, hybrid retrieval of "
             f"{self.depth} candidates, the relevance stage, top 10), over the first "
             f"{int(e2e['queries'])} test queries, the pipelines taken in turn on each query; "
-            f"load average {e2e.get('load', float('nan')):.2f} (the lead re-runs these on a "
-            "quiet machine):",
+            f"load average {e2e.get('load', float('nan')):.2f} on "
+            f"{os.cpu_count() or 1} cores (above the core count: loaded figures):",
             "",
             "| pipeline | p50 ms | p99 ms |",
             "|---|---|---|",
@@ -339,6 +355,7 @@ def run(
     e2e_queries: int = 200,
     val_lists: int | None = None,
     reranker_threads: int | None = None,
+    variant: tuple[str, str | None] | None = None,
 ) -> LtrReport:
     """Trains the learned stage (full and without lexical features) and measures it.
 
@@ -357,7 +374,15 @@ def run(
         val_lists: Early-stop on a seeded sample of this many validation lists; None: all.
         reranker_threads: The cross-encoder's intra-op threads (1 beside other jobs: threads
             fighting over busy cores run slower than one); None: the physical cores.
+        variant: ``(backend, quantize)`` of the same cross-encoder (e.g. ``("onnx", "int8")``,
+            exported by ``shopsearch optimize``): it scores the test lists again, and the blend
+            and the learned stage (trained on the fp32 logits) are scored on its logits and
+            paired-tested against fp32. Needs ``reranker``.
+
+    Raises:
+        ShopsearchError: ``variant`` without ``reranker``, or a variant not exported.
     """
+    from core.errors import ShopsearchError
     from evaluation.data import judgments_from, load_benchmark
     from evaluation.metrics import evaluate, mean_scores
     from evaluation.stats import paired_test
@@ -370,10 +395,18 @@ def run(
     from retrieval.retriever import Retriever
     from training.ranker import RankerTrainConfig, retrieve_lists, train_ranker
 
+    if variant is not None and reranker is None:
+        raise ShopsearchError("--variant scores the cross-encoder another way: give --reranker")
     work = Path(workdir)
     work.mkdir(parents=True, exist_ok=True)
     data = judgments_from(load_benchmark(data_dir))
     model = Reranker.load(reranker, threads=reranker_threads) if reranker is not None else None
+    model_v = (
+        Reranker.load(reranker, backend=variant[0], quantize=variant[1], threads=reranker_threads)
+        if variant is not None
+        else None
+    )
+    tag = f"{variant[0]}{variant[1] or ''}" if variant is not None else ""
     fp = getattr(model, "fingerprint", None)
     with Retriever.open(index) as retriever:
         build = str(retriever.manifest.get("build_id") or "index")
@@ -465,24 +498,45 @@ def run(
         "BM25": {q: _run_of(p) for q, p in bm25_run.items()},
         "hybrid": {q.query_id: _run_of([h.product_id for h in q.hits]) for q in lists["test"]},
     }
-    if model is not None:  # today's stage: the logits blended with the first stage's scores
-        run_b: dict[str, dict[str, float]] = {}
-        for item in lists["test"]:
+
+    def blended(test: Sequence[Any]) -> dict[str, dict[str, float]]:
+        """Today's stage: the logits blended with the first stage's scores."""
+        assert model is not None
+        out: dict[str, dict[str, float]] = {}
+        for item in test:
             top = item.hits[:depth]
             cross = np.array([h.cross for h in top], dtype=np.float32)
             ranked = rerank_hits(top, cross, model.retrieval_weight)
-            run_b[item.query_id] = _run_of(
+            out[item.query_id] = _run_of(
                 [h.product_id for h in ranked] + [h.product_id for h in item.hits[depth:]]
             )
-        runs[BLEND] = run_b
-    for name, ranker in rankers.items():
-        run_: dict[str, dict[str, float]] = {}
-        for item in lists["test"]:
+        return out
+
+    def learned(ranker: LearnedRanker, test: Sequence[Any]) -> dict[str, dict[str, float]]:
+        out: dict[str, dict[str, float]] = {}
+        for item in test:
             top = ranker.rank(item.query, item.hits[:depth], item.corrected)
-            run_[item.query_id] = _run_of(
+            out[item.query_id] = _run_of(
                 [h.product_id for h in top] + [h.product_id for h in item.hits[depth:]]
             )
-        runs[name] = run_
+        return out
+
+    if model is not None:
+        runs[BLEND] = blended(lists["test"])
+    for name, ranker in rankers.items():
+        runs[name] = learned(ranker, lists["test"])
+    variant_pairs: dict[str, str] = {}  # the variant's stage -> its fp32 counterpart
+    if model_v is not None and variant is not None:
+        n = len(lists["test"])
+        path = work / f"lists-test-{build}-n{n}-s{seed}-d{depth}-cross-{fp}-{tag}.pkl"
+        test_v = _cached_lists(path, lambda: with_cross(lists["test"], model_v, depth, log), log)
+        name_v = f"{BLEND}, {variant[0]}:{variant[1] or 'fp32'}"
+        runs[name_v] = blended(test_v)
+        variant_pairs[name_v] = BLEND
+        full = "hybrid + learned stage"
+        name_v = f"{full}, {variant[0]}:{variant[1] or 'fp32'} cross-encoder"
+        runs[name_v] = learned(rankers[full], test_v)
+        variant_pairs[name_v] = full
     qrels = data.qrels["test"]
     metrics = ("ndcg@10", "recall@100")
     per_query = {
@@ -507,6 +561,10 @@ def run(
             pr = paired_test(per_query[base]["recall@100"], per_query[name]["recall@100"])
             t[f"{tag}_recall_delta"], t[f"{tag}_recall_p"] = pr.delta, pr.p_value
         tests[name] = t
+    variant_tests: dict[str, dict[str, float]] = {}
+    for name, base in variant_pairs.items():
+        pt = paired_test(per_query[base]["ndcg@10"], per_query[name]["ndcg@10"])
+        variant_tests[name] = {"delta": pt.delta, "rel": pt.relative_delta, "p": pt.p_value}
 
     # latency of the stage: features + predict + sort, per test query (bench_ltr_latency)
     load0 = os.getloadavg()[0]
@@ -530,6 +588,8 @@ def run(
         )
         if e2e_queries
         else {},
+        variant=f"{variant[0]}:{variant[1] or 'fp32'}" if variant is not None else None,
+        variant_tests=variant_tests,
     )
     (work / "report.json").write_text(json.dumps(report.as_dict(), indent=2) + "\n")
     (work / "report.md").write_text(report.markdown())

@@ -1680,6 +1680,15 @@ def bench_suggest_cmd(
     help="With --latency-only: a learned ranker folder the first implementation is timed with "
     "(the stage as it was: its code and its model); default: the same model-full.",
 )
+@click.option(
+    "--variant",
+    "variants",
+    multiple=True,
+    callback=_parse_variants,
+    help="BACKEND[:int8] of the same cross-encoder (exported by 'shopsearch optimize'), e.g. "
+    "onnx:int8: the test lists are scored again with it, and the blend and the learned stage "
+    "on its logits are paired-tested against fp32 torch. Needs --reranker; once at most.",
+)
 @docs_option
 def bench_ltr_cmd(
     data: Path,
@@ -1695,6 +1704,7 @@ def bench_ltr_cmd(
     e2e_queries: int,
     latency_only: bool,
     latency_baseline: str | None,
+    variants: list[tuple[str, str | None]],
     docs_page: Path | None,
 ) -> None:
     """The learned final stage on DATA's test split: BM25, hybrid, hybrid + learned stage and
@@ -1702,6 +1712,10 @@ def bench_ltr_cmd(
     importances, and the stage's latency; candidates come from INDEX (cached in --workdir)."""
     from research.bench_ltr import REPORT_KEY, run
 
+    if len(variants) > 1:
+        raise click.BadParameter("give --variant once (one other runtime per run)")
+    if variants and reranker is None:
+        raise click.BadParameter("--variant scores the cross-encoder another way: give --reranker")
     if latency_only:
         from research import bench_ltr_latency
 
@@ -1725,6 +1739,7 @@ def bench_ltr_cmd(
         e2e_queries=e2e_queries,
         val_lists=val_lists,
         reranker_threads=reranker_threads,
+        variant=variants[0] if variants else None,
     )
     text = report.markdown()
     click.echo(text)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
 from evaluation.labels import Judgments
 from research.bench_ltr import (
@@ -143,3 +144,46 @@ def test_page_without_a_cross_encoder_has_neither():
     text = LtrReport(**{**report.as_dict(), "systems": systems}).markdown()
     assert "vs blend" not in text
     assert "End to end" not in text
+
+
+@pytest.mark.slow
+def test_run_scores_every_stage_and_the_int8_cross_encoder(tmp_path, tiny_bench, tiny_model):
+    """The whole bench on the tiny benchmark, with an (untrained) cross-encoder and its int8
+    export: every stage is scored, and the int8 stages are paired-tested against fp32."""
+    pytest.importorskip("onnxruntime")
+    from indexer.build import index_catalog
+    from inference import backend as rb
+    from rerank.cross_encoder import new_cross_encoder
+    from research.bench_ltr import run
+    from retrieval.encoder import BiEncoder
+    from retrieval.store import IndexLocation
+
+    index = tmp_path / "index"
+    index_catalog(
+        tiny_bench / "catalog.parquet",
+        IndexLocation(path=index),
+        encoder=BiEncoder(tiny_model, device="cpu"),
+        progress=False,
+    )
+    rr = tmp_path / "rr"
+    new_cross_encoder(tiny_model, device="cpu").save_pretrained(str(rr))
+    rb.optimize(rr, backend="onnx", quantize="int8")
+    report = run(
+        tiny_bench,
+        index,
+        tmp_path / "work",
+        depth=10,
+        reranker=str(rr),
+        threads=1,
+        log=lambda m: None,
+        e2e_queries=0,
+        variant=("onnx", "int8"),
+    )
+    int8 = {n for n in report.systems if "onnx:int8" in n}
+    assert int8 == {f"{BLEND}, onnx:int8", "hybrid + learned stage, onnx:int8 cross-encoder"}
+    assert set(report.variant_tests) == int8
+    for name in ("BM25", "hybrid", BLEND, "hybrid + learned stage"):
+        assert 0.0 <= report.systems[name]["ndcg@10"] <= 1.0
+    text = report.markdown()
+    assert "The cross-encoder as `onnx:int8`" in text
+    assert report.variant == "onnx:int8"
