@@ -19,9 +19,9 @@ teacher's logit margins ``teacher(q, pos) - teacher(q, neg_i)`` and the student'
 ``scale * cosine`` are fitted to them by mean squared error. ``scale`` puts the student's margins
 on the teacher's units before training (:func:`margin_scale`: the ratio of the two margins'
 spreads on a sample of the rows), so that the loss asks the student to reorder, not to shrink or
-stretch every margin: a cross-encoder trained with BCE on graded labels gives small margins
-(0.4 logits on average on Home Depot's hard negatives) and a fixed MNRL-like scale of 20 made
-the student collapse its margins to fit them (validation recall fell from 0.87 to 0.79). The hard negatives come from the base model's dense top or, with
+stretch every margin: a cross-encoder trained with BCE on graded labels can give small margins,
+and a fixed MNRL-like scale of 20 then has the student collapse its own to fit them
+(``CHANGELOG.md``, 2026-12-07). The hard negatives come from the base model's dense top or, with
 ``negatives_index``, from an index's hybrid results (what serving retrieves and the teacher
 reranks). Mining and labelling happen before training and are reported apart
 (``details["label_seconds"]``); the time budget counts training alone. Seeding, the time budget, the report and the logs
