@@ -406,6 +406,8 @@ def run(
         if variant is not None
         else None
     )
+    # the variant as the page names it (onnx:int8), and as its cached lists' file name tags it
+    label = f"{variant[0]}:{variant[1] or 'fp32'}" if variant is not None else None
     tag = f"{variant[0]}{variant[1] or ''}" if variant is not None else ""
     fp = getattr(model, "fingerprint", None)
     with Retriever.open(index) as retriever:
@@ -499,44 +501,43 @@ def run(
         "hybrid": {q.query_id: _run_of([h.product_id for h in q.hits]) for q in lists["test"]},
     }
 
-    def blended(test: Sequence[Any]) -> dict[str, dict[str, float]]:
+    def ranked(
+        test: Sequence[Any], rank: Callable[[Any, Sequence[Any]], Sequence[Any]]
+    ) -> dict[str, dict[str, float]]:
+        """Each list's top ``depth`` reordered by ``rank(item, top)``, the rest as retrieved."""
+        return {
+            item.query_id: _run_of(
+                [h.product_id for h in rank(item, item.hits[:depth])]
+                + [h.product_id for h in item.hits[depth:]]
+            )
+            for item in test
+        }
+
+    def blend(item: Any, top: Sequence[Any]) -> Sequence[Any]:
         """Today's stage: the logits blended with the first stage's scores."""
         assert model is not None
-        out: dict[str, dict[str, float]] = {}
-        for item in test:
-            top = item.hits[:depth]
-            cross = np.array([h.cross for h in top], dtype=np.float32)
-            ranked = rerank_hits(top, cross, model.retrieval_weight)
-            out[item.query_id] = _run_of(
-                [h.product_id for h in ranked] + [h.product_id for h in item.hits[depth:]]
-            )
-        return out
+        cross = np.array([h.cross for h in top], dtype=np.float32)
+        return rerank_hits(top, cross, model.retrieval_weight)
 
-    def learned(ranker: LearnedRanker, test: Sequence[Any]) -> dict[str, dict[str, float]]:
-        out: dict[str, dict[str, float]] = {}
-        for item in test:
-            top = ranker.rank(item.query, item.hits[:depth], item.corrected)
-            out[item.query_id] = _run_of(
-                [h.product_id for h in top] + [h.product_id for h in item.hits[depth:]]
-            )
-        return out
+    def by(ranker: LearnedRanker) -> Callable[[Any, Sequence[Any]], Sequence[Any]]:
+        return lambda item, top: ranker.rank(item.query, top, item.corrected)
 
     if model is not None:
-        runs[BLEND] = blended(lists["test"])
+        runs[BLEND] = ranked(lists["test"], blend)
     for name, ranker in rankers.items():
-        runs[name] = learned(ranker, lists["test"])
+        runs[name] = ranked(lists["test"], by(ranker))
     variant_pairs: dict[str, str] = {}  # the variant's stage -> its fp32 counterpart
-    if model_v is not None and variant is not None:
+    if model_v is not None:
         n = len(lists["test"])
         path = work / f"lists-test-{build}-n{n}-s{seed}-d{depth}-cross-{fp}-{tag}.pkl"
         test_v = _cached_lists(path, lambda: with_cross(lists["test"], model_v, depth, log), log)
-        name_v = f"{BLEND}, {variant[0]}:{variant[1] or 'fp32'}"
-        runs[name_v] = blended(test_v)
-        variant_pairs[name_v] = BLEND
         full = "hybrid + learned stage"
-        name_v = f"{full}, {variant[0]}:{variant[1] or 'fp32'} cross-encoder"
-        runs[name_v] = learned(rankers[full], test_v)
-        variant_pairs[name_v] = full
+        for base, name_v, rank in (
+            (BLEND, f"{BLEND}, {label}", blend),
+            (full, f"{full}, {label} cross-encoder", by(rankers[full])),
+        ):
+            runs[name_v] = ranked(test_v, rank)
+            variant_pairs[name_v] = base
     qrels = data.qrels["test"]
     metrics = ("ndcg@10", "recall@100")
     per_query = {
@@ -588,7 +589,7 @@ def run(
         )
         if e2e_queries
         else {},
-        variant=f"{variant[0]}:{variant[1] or 'fp32'}" if variant is not None else None,
+        variant=label,
         variant_tests=variant_tests,
     )
     (work / "report.json").write_text(json.dumps(report.as_dict(), indent=2) + "\n")

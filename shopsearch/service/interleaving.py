@@ -4,8 +4,8 @@ With ``interleave_share`` above 0 the service opens a second pipeline, **B**, be
 (**A**): the same retriever (the index is opened once), the same merchandising rules, and B's
 own stages where the settings name them (``interleave_reranker``, ``interleave_personal``,
 ``interleave_ranker``; a folder, or ``none`` for B without that stage; unset: A's). B must differ
-from A in at least one stage: an experiment of a ranker against itself is refused. A search is served as a team-draft
-interleaving of A's and B's rankings (:mod:`rerank.interleave`) when
+from A in at least one stage: an experiment of a ranker against itself is refused. A search is
+served as a team-draft interleaving of A's and B's rankings (:mod:`rerank.interleave`) when
 
 * the shopper is in the experiment: ``hash(pseudonym, experiment) < share``, so a shopper stays
   in (or out) for the whole experiment; an anonymous search only with
